@@ -1,0 +1,886 @@
+//! The log engine: one directory of segments shared by every Raft group of a process.
+//!
+//! All groups append to the same active segment, so one `fdatasync` makes the pending appends of
+//! every group durable at once: a broker hosting 1,000 groups pays one fsync round per batch,
+//! not one per group (the idea of TiKV's raft-engine). A flusher thread runs the rounds (group
+//! commit): each round takes every append that has been written, syncs once, and then calls
+//! their callbacks. A second thread prepares the next segment (zero-filled, synced) ahead of the
+//! writer.
+//!
+//! Durability contract:
+//! - [`GroupLog::append`] returns once the records are written (readable) and calls its callback
+//!   once they are durable. A crash may lose any record whose callback has not been called, and
+//!   then loses a suffix: what survives of a group is always a prefix of what was appended.
+//! - [`GroupLog::save_vote`] returns once the vote is durable.
+//! - `save_committed`, `purge` and `truncate_from` are durable with the next round; a crash
+//!   before it may undo them, which Raft tolerates (the purged entries are covered by a
+//!   snapshot, a truncated suffix is truncated again by the leader).
+//! - After any failed write or sync the engine refuses all further writes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::LogError;
+use crate::fs::{FileSystem, LogFile, StdFileSystem, join};
+use crate::group_index::{EntryLocation, GroupIndex};
+use crate::record::{self, HEADER_LEN, RecordKind};
+use crate::segment::{self, SEGMENT_HEADER_LEN, SPARE_NAME, SegmentEnd};
+
+/// Identifies a Raft group within one engine.
+pub type GroupId = u64;
+
+/// Called once appended records are durable, or with the error that stopped the engine.
+pub type OnDurable = Box<dyn FnOnce(Result<(), LogError>) + Send>;
+
+/// Tunables of the engine, each with its default.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Size of each segment file, preallocated. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Largest payload of one record. Default 16 MiB; at most what fits in one segment.
+    pub max_record_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self { segment_bytes: 64 << 20, max_record_bytes: 16 << 20 }
+    }
+}
+
+/// A place in the log: segment and byte offset. Ordered as the log is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// One entry as the log stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub index: u64,
+    pub term: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What opening the log found and did.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: u64,
+    pub groups: usize,
+    /// A torn tail that was cut off: the file and the offset it was cut at.
+    pub torn_tail: Option<(PathBuf, u64)>,
+}
+
+/// Counters a user watches; all monotonic.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub records_appended: AtomicU64,
+    pub bytes_appended: AtomicU64,
+    pub sync_rounds: AtomicU64,
+    pub sync_nanos_total: AtomicU64,
+    pub appends_made_durable: AtomicU64,
+    pub segments_created: AtomicU64,
+    pub segments_deleted: AtomicU64,
+}
+
+struct ActiveSegment {
+    seq: u64,
+    file: Arc<dyn LogFile>,
+    write_offset: u64,
+    capacity: u64,
+}
+
+struct SegmentMeta {
+    file: Arc<dyn LogFile>,
+    /// Entries in this segment still present in some group's index.
+    live_entries: u64,
+}
+
+struct WriterState {
+    active: ActiveSegment,
+    segments: BTreeMap<u64, SegmentMeta>,
+    groups: HashMap<GroupId, GroupIndex>,
+    /// Everything before this position is durable.
+    durable: Position,
+    scratch: Vec<u8>,
+}
+
+#[derive(Default)]
+struct FlushQueue {
+    waiters: Vec<OnDurable>,
+    /// Segments to delete once the log up to the position is durable.
+    deletions: Vec<(Position, u64)>,
+    shutdown: bool,
+}
+
+#[derive(Default)]
+struct SpareState {
+    /// The sequence number the spare file was prepared for, once it is ready.
+    ready_for: Option<u64>,
+    wanted: u64,
+    error: Option<String>,
+    shutdown: bool,
+}
+
+pub(crate) struct Shared {
+    dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    options: LogOptions,
+    writer: Mutex<WriterState>,
+    flush: Mutex<FlushQueue>,
+    flush_wakeup: Condvar,
+    spare: Mutex<SpareState>,
+    spare_changed: Condvar,
+    failed: Mutex<Option<String>>,
+    closed: AtomicBool,
+    stats: EngineStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent before any call that can panic.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Stops the engine's threads when the last handle goes away.
+struct ThreadsGuard {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for ThreadsGuard {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        lock(&self.shared.flush).shutdown = true;
+        self.shared.flush_wakeup.notify_all();
+        lock(&self.shared.spare).shutdown = true;
+        self.shared.spare_changed.notify_all();
+        let me = std::thread::current().id();
+        for t in lock(&self.threads).drain(..) {
+            // The last handle may be dropped by a callback on one of these threads.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// A handle to an open log directory; cheap to clone. The engine stops when the last handle
+/// (including every [`GroupLog`]) is dropped, after a final sync round.
+#[derive(Clone)]
+pub struct LogEngine {
+    shared: Arc<Shared>,
+    _threads: Arc<ThreadsGuard>,
+}
+
+impl std::fmt::Debug for LogEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogEngine").field("dir", &self.shared.dir).finish()
+    }
+}
+
+impl LogEngine {
+    /// Opens (or creates) the log in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<(Self, RecoveryReport), LogError> {
+        Self::open_with(dir, options, Arc::new(StdFileSystem))
+    }
+
+    /// Opens (or creates) the log in `dir` through `fs`, verifying every record (see
+    /// [`crate::segment::scan`]): a torn tail is cut off, any other damage refuses to open.
+    pub fn open_with(dir: impl AsRef<Path>, options: LogOptions, fs: Arc<dyn FileSystem>) -> Result<(Self, RecoveryReport), LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        if options.segment_bytes < SEGMENT_HEADER_LEN + HEADER_LEN as u64 + record::ALIGN {
+            return Err(LogError::Invalid(format!("segment_bytes {} is too small", options.segment_bytes)));
+        }
+        fs.create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        let (writer, report) = recover(&dir, &options, &*fs)?;
+        let next_seq = writer.active.seq + 1;
+        let shared = Arc::new(Shared {
+            dir,
+            fs,
+            options,
+            writer: Mutex::new(writer),
+            flush: Mutex::new(FlushQueue::default()),
+            flush_wakeup: Condvar::new(),
+            spare: Mutex::new(SpareState { wanted: next_seq, ..Default::default() }),
+            spare_changed: Condvar::new(),
+            failed: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            stats: EngineStats::default(),
+        });
+        let spawn = |name: &str, f: fn(Arc<Shared>)| {
+            let s = shared.clone();
+            std::thread::Builder::new().name(name.into()).spawn(move || f(s)).map_err(|e| LogError::io(&shared.dir, e))
+        };
+        let threads = vec![spawn("raft-log-flush", flusher_loop)?, spawn("raft-log-prealloc", preallocator_loop)?];
+        let guard = Arc::new(ThreadsGuard { shared: shared.clone(), threads: Mutex::new(threads) });
+        Ok((Self { shared, _threads: guard }, report))
+    }
+
+    /// The log of one group; created empty on first use.
+    pub fn group(&self, id: GroupId) -> GroupLog {
+        GroupLog { engine: self.clone(), id }
+    }
+
+    /// The groups that have any record in the log.
+    pub fn group_ids(&self) -> Vec<GroupId> {
+        let mut ids: Vec<_> = lock(&self.shared.writer).groups.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Blocks until everything written so far is durable.
+    pub fn sync(&self) -> Result<(), LogError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.shared.enqueue_waiter(Box::new(move |r| {
+            let _ = tx.send(r);
+        }))?;
+        rx.recv().map_err(|_| LogError::Closed)?
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.shared.stats
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Number of segment files the log currently uses.
+    pub fn segment_count(&self) -> usize {
+        lock(&self.shared.writer).segments.len()
+    }
+}
+
+/// The log of one Raft group inside a [`LogEngine`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct GroupLog {
+    engine: LogEngine,
+    id: GroupId,
+}
+
+/// A group's log state, as `get_log_state` needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupState {
+    pub first_index: Option<u64>,
+    pub last_index: Option<u64>,
+    pub purged: Option<(u64, Vec<u8>)>,
+    pub vote: Option<Vec<u8>>,
+    pub committed: Option<(u64, Vec<u8>)>,
+}
+
+impl GroupLog {
+    pub fn id(&self) -> GroupId {
+        self.id
+    }
+
+    pub fn engine(&self) -> &LogEngine {
+        &self.engine
+    }
+
+    /// Writes `entries` (term, index, payload), consecutive, after the group's last entry or
+    /// replacing a suffix; `on_durable` is called once all of them are durable. When this
+    /// returns they are readable.
+    pub fn append<'a>(&self, entries: impl IntoIterator<Item = (u64, u64, &'a [u8])>, on_durable: OnDurable) -> Result<(), LogError> {
+        let shared = &self.engine.shared;
+        {
+            let mut w = shared.writable()?;
+            let mut expected: Option<u64> = None;
+            let mut buffered: Vec<(u64, u64, &[u8])> = Vec::new();
+            let max = shared.max_payload();
+            for (term, index, payload) in entries {
+                if let Some(e) = expected {
+                    if index != e {
+                        return Err(LogError::Invalid(format!("entries not consecutive: {index} after {}", e - 1)));
+                    }
+                }
+                if payload.len() as u64 > max {
+                    return Err(LogError::Invalid(format!("entry {index} has {} bytes, over the limit of {max}", payload.len())));
+                }
+                expected = Some(index + 1);
+                buffered.push((term, index, payload));
+            }
+            let Some(&(_, first, _)) = buffered.first() else {
+                drop(w);
+                return shared.enqueue_waiter(on_durable);
+            };
+            w.groups.entry(self.id).or_default().check_append(first).map_err(LogError::Invalid)?;
+            for (term, index, payload) in buffered {
+                let location = shared.write_record(&mut w, RecordKind::Entry, self.id, term, index, payload)?;
+                let w = &mut *w;
+                let removed = w.groups.entry(self.id).or_default().push(index, location);
+                note_removed(&mut w.segments, &removed);
+                if let Some(meta) = w.segments.get_mut(&location.segment) {
+                    meta.live_entries += 1;
+                }
+            }
+        }
+        shared.enqueue_waiter(on_durable)
+    }
+
+    /// Saves the vote; returns once it is durable.
+    pub fn save_vote(&self, vote: &[u8]) -> Result<(), LogError> {
+        self.save_vote_then(vote, None)?.wait()
+    }
+
+    /// Saves the vote; the returned [`DurableWait`] resolves once it is durable. `notify` (if
+    /// given) is called instead when it is.
+    pub fn save_vote_then(&self, vote: &[u8], notify: Option<OnDurable>) -> Result<DurableWait, LogError> {
+        let shared = &self.engine.shared;
+        {
+            let mut w = shared.writable()?;
+            let loc = shared.write_record(&mut w, RecordKind::Vote, self.id, 0, 0, vote)?;
+            let g = w.groups.entry(self.id).or_default();
+            g.vote = Some(vote.to_vec());
+            g.state_segments.vote = Some(loc.segment);
+        }
+        DurableWait::enqueue(shared, notify)
+    }
+
+    /// Saves the committed index (with the caller's encoding of its log id); durable with the
+    /// next sync round.
+    pub fn save_committed(&self, index: u64, log_id: &[u8]) -> Result<(), LogError> {
+        let shared = &self.engine.shared;
+        let mut w = shared.writable()?;
+        let loc = shared.write_record(&mut w, RecordKind::Committed, self.id, 0, index, log_id)?;
+        let g = w.groups.entry(self.id).or_default();
+        g.committed = Some((index, log_id.to_vec()));
+        g.state_segments.committed = Some(loc.segment);
+        Ok(())
+    }
+
+    /// Drops the entries from `index` on. Durable with the next sync round.
+    pub fn truncate_from(&self, index: u64) -> Result<(), LogError> {
+        let shared = &self.engine.shared;
+        let mut w = shared.writable()?;
+        if w.groups.get(&self.id).and_then(|g| g.last_index()).is_none_or(|last| index > last) {
+            return Ok(());
+        }
+        if let Some(p) = w.groups.get(&self.id).and_then(|g| g.purged_index()) {
+            if index <= p {
+                return Err(LogError::Invalid(format!("truncate from {index} at or below the purge point {p}")));
+            }
+        }
+        shared.write_record(&mut w, RecordKind::Truncate, self.id, 0, index, &[])?;
+        let w = &mut *w;
+        let removed = w.groups.entry(self.id).or_default().truncate_from(index);
+        note_removed(&mut w.segments, &removed);
+        shared.collect_garbage(w)
+    }
+
+    /// Drops the entries up to and including `index` and records the purge point (with the
+    /// caller's encoding of its log id). Durable with the next sync round; segments that no
+    /// longer hold a live entry are deleted once that round is done.
+    pub fn purge(&self, index: u64, log_id: &[u8]) -> Result<(), LogError> {
+        let shared = &self.engine.shared;
+        let mut w = shared.writable()?;
+        if w.groups.get(&self.id).and_then(|g| g.purged_index()).is_some_and(|p| p >= index) {
+            return Ok(());
+        }
+        let loc = shared.write_record(&mut w, RecordKind::Purge, self.id, 0, index, log_id)?;
+        let w = &mut *w;
+        let g = w.groups.entry(self.id).or_default();
+        let removed = g.purge_upto(index, log_id.to_vec());
+        g.state_segments.purge = Some(loc.segment);
+        note_removed(&mut w.segments, &removed);
+        shared.collect_garbage(w)
+    }
+
+    /// The group's log state.
+    pub fn state(&self) -> GroupState {
+        let w = lock(&self.engine.shared.writer);
+        match w.groups.get(&self.id) {
+            None => GroupState::default(),
+            Some(g) => GroupState {
+                first_index: g.first_index(),
+                last_index: g.last_index(),
+                purged: g.purged.clone(),
+                vote: g.vote.clone(),
+                committed: g.committed.clone(),
+            },
+        }
+    }
+
+    /// The term of the entry at `index`, if present.
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        lock(&self.engine.shared.writer).groups.get(&self.id)?.location(index).map(|l| l.term)
+    }
+
+    /// Reads the entries in `[from, to)` that are present, verifying each checksum. Present
+    /// entries are consecutive, so the result is too.
+    pub fn read(&self, from: u64, to: u64) -> Result<Vec<StoredEntry>, LogError> {
+        let shared = &self.engine.shared;
+        let (locations, files) = {
+            let w = lock(&shared.writer);
+            let Some(g) = w.groups.get(&self.id) else { return Ok(Vec::new()) };
+            let locations = g.locations(from, to);
+            let mut files: HashMap<u64, Arc<dyn LogFile>> = HashMap::new();
+            for (_, l) in &locations {
+                if let std::collections::hash_map::Entry::Vacant(v) = files.entry(l.segment) {
+                    let meta = w.segments.get(&l.segment).ok_or_else(|| LogError::Failed(format!("segment {} of a live entry is gone", l.segment)))?;
+                    v.insert(meta.file.clone());
+                }
+            }
+            (locations, files)
+        };
+        // Records never move or change once written, so they can be read without the lock.
+        let mut out = Vec::with_capacity(locations.len());
+        let mut run_start = 0;
+        while run_start < locations.len() {
+            let mut run_end = run_start + 1;
+            while run_end < locations.len() && is_next_record(&locations[run_end - 1].1, &locations[run_end].1) {
+                run_end += 1;
+            }
+            let run = &locations[run_start..run_end];
+            let first = run[0].1;
+            let last = run[run.len() - 1].1;
+            let end = last.offset + record::record_len(last.payload_len as usize);
+            let mut buf = vec![0u8; (end - first.offset) as usize];
+            let path = join(&shared.dir, &segment::segment_name(first.segment));
+            files[&first.segment].read_exact_at(&mut buf, first.offset).map_err(|e| LogError::io(&path, e))?;
+            for (index, l) in run {
+                let at = (l.offset - first.offset) as usize;
+                out.push(decode_entry(&buf[at..], *index, l, &path)?);
+            }
+            run_start = run_end;
+        }
+        Ok(out)
+    }
+}
+
+fn is_next_record(a: &EntryLocation, b: &EntryLocation) -> bool {
+    a.segment == b.segment && a.offset + record::record_len(a.payload_len as usize) == b.offset
+}
+
+fn decode_entry(bytes: &[u8], index: u64, l: &EntryLocation, path: &Path) -> Result<StoredEntry, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt { file: path.to_path_buf(), offset: l.offset, reason };
+    let mut h = [0u8; HEADER_LEN];
+    h.copy_from_slice(&bytes[..HEADER_LEN]);
+    let header = record::parse_header(&h, bytes.len() as u64).map_err(|e| corrupt(e.to_string()))?;
+    let payload = &bytes[HEADER_LEN..HEADER_LEN + header.payload_len as usize];
+    record::check(&h, &header, payload).map_err(|e| corrupt(e.to_string()))?;
+    if header.index != index || header.kind != RecordKind::Entry {
+        return Err(corrupt(format!("expected entry {index}, found {:?} {}", header.kind, header.index)));
+    }
+    Ok(StoredEntry { index, term: header.term, payload: payload.to_vec() })
+}
+
+fn note_removed(segments: &mut BTreeMap<u64, SegmentMeta>, removed: &[EntryLocation]) {
+    for l in removed {
+        if let Some(meta) = segments.get_mut(&l.segment) {
+            debug_assert!(meta.live_entries > 0, "live entry count of segment {} underflows", l.segment);
+            meta.live_entries = meta.live_entries.saturating_sub(1);
+        }
+    }
+}
+
+/// Waits for a sync round; see [`GroupLog::save_vote_then`].
+pub struct DurableWait(Option<std::sync::mpsc::Receiver<Result<(), LogError>>>);
+
+impl DurableWait {
+    fn enqueue(shared: &Shared, notify: Option<OnDurable>) -> Result<Self, LogError> {
+        match notify {
+            Some(cb) => {
+                shared.enqueue_waiter(cb)?;
+                Ok(Self(None))
+            }
+            None => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                shared.enqueue_waiter(Box::new(move |r| {
+                    let _ = tx.send(r);
+                }))?;
+                Ok(Self(Some(rx)))
+            }
+        }
+    }
+
+    /// Blocks until durable (returns at once if a callback was given instead).
+    pub fn wait(self) -> Result<(), LogError> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => rx.recv().map_err(|_| LogError::Closed)?,
+        }
+    }
+}
+
+impl Shared {
+    fn max_payload(&self) -> u64 {
+        let fits = self.options.segment_bytes - SEGMENT_HEADER_LEN - HEADER_LEN as u64;
+        self.options.max_record_bytes.min(fits) / record::ALIGN * record::ALIGN
+    }
+
+    fn check_usable(&self) -> Result<(), LogError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        if let Some(msg) = lock(&self.failed).as_ref() {
+            return Err(LogError::Failed(msg.clone()));
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<MutexGuard<'_, WriterState>, LogError> {
+        self.check_usable()?;
+        Ok(lock(&self.writer))
+    }
+
+    fn fail(&self, what: String) -> LogError {
+        tracing::error!(error = %what, "raft-log stops accepting writes");
+        LogError::Failed(lock(&self.failed).get_or_insert(what).clone())
+    }
+
+    fn enqueue_waiter(&self, cb: OnDurable) -> Result<(), LogError> {
+        self.check_usable()?;
+        lock(&self.flush).waiters.push(cb);
+        self.flush_wakeup.notify_one();
+        Ok(())
+    }
+
+    /// Writes one record at the end of the active segment, rolling to a new segment first when
+    /// it does not fit. Returns where it went.
+    fn write_record(&self, w: &mut WriterState, kind: RecordKind, group: GroupId, term: u64, index: u64, payload: &[u8]) -> Result<EntryLocation, LogError> {
+        let len = record::record_len(payload.len());
+        if w.active.write_offset + len > w.active.capacity {
+            self.roll(w)?;
+        }
+        let durable_offset = if w.durable.segment == w.active.seq { w.durable.offset } else { SEGMENT_HEADER_LEN };
+        w.scratch.clear();
+        record::encode(&mut w.scratch, kind, group, term, index, durable_offset, payload);
+        let offset = w.active.write_offset;
+        if let Err(e) = w.active.file.write_all_at(&w.scratch, offset) {
+            return Err(self.fail(format!("write to segment {} at {offset}: {e}", w.active.seq)));
+        }
+        w.active.write_offset += len;
+        self.stats.records_appended.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_appended.fetch_add(len, Ordering::Relaxed);
+        let payload_len = u32::try_from(payload.len()).map_err(|_| LogError::Invalid("payload over 4 GiB".into()))?;
+        Ok(EntryLocation { segment: w.active.seq, offset, payload_len, term })
+    }
+
+    /// Seals the active segment and makes the prepared spare the next one.
+    fn roll(&self, w: &mut WriterState) -> Result<(), LogError> {
+        // The whole old segment must be durable before the new one receives a record: only the
+        // newest segment may then have a torn tail, which is what recovery relies on.
+        if let Err(e) = w.active.file.sync_data() {
+            return Err(self.fail(format!("sync of segment {} before rolling: {e}", w.active.seq)));
+        }
+        w.durable = Position { segment: w.active.seq, offset: w.active.write_offset };
+        let next = w.active.seq + 1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut spare = lock(&self.spare);
+        while spare.ready_for != Some(next) {
+            if let Some(e) = &spare.error {
+                return Err(self.fail(format!("preparing segment {next}: {e}")));
+            }
+            if spare.shutdown {
+                return Err(LogError::Closed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.fail(format!("segment {next} not prepared within 60 s")));
+            }
+            spare = self.spare_changed.wait_timeout(spare, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let from = join(&self.dir, SPARE_NAME);
+        let to = join(&self.dir, &segment::segment_name(next));
+        let renamed = self.fs.rename(&from, &to).and_then(|_| self.fs.sync_dir(&self.dir));
+        if let Err(e) = renamed {
+            return Err(self.fail(format!("installing segment {next}: {e}")));
+        }
+        let file = self.fs.open(&to, false).map_err(|e| self.fail(format!("opening segment {next}: {e}")))?;
+        spare.ready_for = None;
+        spare.wanted = next + 1;
+        drop(spare);
+        self.spare_changed.notify_all();
+        w.segments.insert(next, SegmentMeta { file: file.clone(), live_entries: 0 });
+        w.active = ActiveSegment { seq: next, file, write_offset: SEGMENT_HEADER_LEN, capacity: self.options.segment_bytes };
+        self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(segment = next, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Deletes the oldest segments once no live entry is left in them. The newest vote,
+    /// committed and purge records of each group are written again first when they lie in such a
+    /// segment, and the file is removed only after that rewrite is durable.
+    fn collect_garbage(&self, w: &mut WriterState) -> Result<(), LogError> {
+        loop {
+            let Some((&seq, meta)) = w.segments.first_key_value() else { return Ok(()) };
+            if seq == w.active.seq || meta.live_entries > 0 {
+                return Ok(());
+            }
+            let holders: Vec<GroupId> = w
+                .groups
+                .iter()
+                .filter(|(_, g)| [g.state_segments.vote, g.state_segments.committed, g.state_segments.purge].contains(&Some(seq)))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in holders {
+                self.rewrite_state(w, id, seq)?;
+            }
+            w.segments.remove(&seq);
+            let after = Position { segment: w.active.seq, offset: w.active.write_offset };
+            lock(&self.flush).deletions.push((after, seq));
+            self.flush_wakeup.notify_one();
+        }
+    }
+
+    fn rewrite_state(&self, w: &mut WriterState, id: GroupId, seq: u64) -> Result<(), LogError> {
+        let Some(g) = w.groups.get(&id).cloned() else { return Ok(()) };
+        let mut segs = g.state_segments;
+        if segs.vote == Some(seq) {
+            if let Some(v) = &g.vote {
+                segs.vote = Some(self.write_record(w, RecordKind::Vote, id, 0, 0, v)?.segment);
+            }
+        }
+        if segs.committed == Some(seq) {
+            if let Some((i, c)) = &g.committed {
+                segs.committed = Some(self.write_record(w, RecordKind::Committed, id, 0, *i, c)?.segment);
+            }
+        }
+        if segs.purge == Some(seq) {
+            if let Some((i, p)) = &g.purged {
+                segs.purge = Some(self.write_record(w, RecordKind::Purge, id, 0, *i, p)?.segment);
+            }
+        }
+        if let Some(g) = w.groups.get_mut(&id) {
+            g.state_segments = segs;
+        }
+        Ok(())
+    }
+}
+
+/// The group-commit loop: each round syncs the active segment once for every append that was
+/// written before the round started, then answers all of them.
+fn flusher_loop(shared: Arc<Shared>) {
+    loop {
+        let (waiters, deletions, shutdown) = {
+            let mut q = lock(&shared.flush);
+            while q.waiters.is_empty() && q.deletions.is_empty() && !q.shutdown {
+                q = shared.flush_wakeup.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            (std::mem::take(&mut q.waiters), std::mem::take(&mut q.deletions), q.shutdown)
+        };
+        let result = sync_round(&shared);
+        let result = result.and_then(|target| delete_segments(&shared, deletions, target));
+        let n = waiters.len() as u64;
+        for cb in waiters {
+            cb(result.as_ref().map(|_| ()).map_err(|e| LogError::Failed(e.to_string())));
+        }
+        shared.stats.appends_made_durable.fetch_add(n, Ordering::Relaxed);
+        if shutdown {
+            let q = lock(&shared.flush);
+            if q.waiters.is_empty() && q.deletions.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+/// Syncs the active segment up to what has been written; returns the position now durable.
+fn sync_round(shared: &Shared) -> Result<Position, LogError> {
+    if let Some(msg) = lock(&shared.failed).as_ref() {
+        return Err(LogError::Failed(msg.clone()));
+    }
+    let (target, file, durable) = {
+        let w = lock(&shared.writer);
+        (Position { segment: w.active.seq, offset: w.active.write_offset }, w.active.file.clone(), w.durable)
+    };
+    if target <= durable {
+        return Ok(durable);
+    }
+    let started = Instant::now();
+    // One fdatasync covers every record written to the segment before it began (and earlier
+    // segments were synced when they were sealed).
+    if let Err(e) = file.sync_data() {
+        return Err(shared.fail(format!("fdatasync of segment {}: {e}", target.segment)));
+    }
+    shared.stats.sync_rounds.fetch_add(1, Ordering::Relaxed);
+    shared.stats.sync_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let mut w = lock(&shared.writer);
+    if target > w.durable {
+        w.durable = target;
+    }
+    Ok(target)
+}
+
+fn delete_segments(shared: &Shared, deletions: Vec<(Position, u64)>, durable: Position) -> Result<Position, LogError> {
+    if deletions.is_empty() {
+        return Ok(durable);
+    }
+    let mut later = Vec::new();
+    let mut removed = false;
+    for (after, seq) in deletions {
+        if after > durable {
+            later.push((after, seq));
+            continue;
+        }
+        let path = join(&shared.dir, &segment::segment_name(seq));
+        if let Err(e) = shared.fs.remove(&path) {
+            return Err(shared.fail(format!("removing {}: {e}", path.display())));
+        }
+        removed = true;
+        shared.stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
+    }
+    if removed {
+        // Removals must be durable in order too: a crash must never bring back an old segment
+        // without the ones after it, which the contiguity check on open would refuse.
+        if let Err(e) = shared.fs.sync_dir(&shared.dir) {
+            return Err(shared.fail(format!("syncing {}: {e}", shared.dir.display())));
+        }
+    }
+    if !later.is_empty() {
+        lock(&shared.flush).deletions.extend(later);
+    }
+    Ok(durable)
+}
+
+/// Keeps one zero-filled, synced segment ready for the writer to roll onto.
+fn preallocator_loop(shared: Arc<Shared>) {
+    loop {
+        let seq = {
+            let mut spare = lock(&shared.spare);
+            while !spare.shutdown && (spare.ready_for.is_some() || spare.error.is_some()) {
+                spare = shared.spare_changed.wait(spare).unwrap_or_else(|p| p.into_inner());
+            }
+            if spare.shutdown {
+                return;
+            }
+            spare.wanted
+        };
+        let result = prepare_segment_file(&*shared.fs, &shared.dir, SPARE_NAME, seq, shared.options.segment_bytes);
+        let mut spare = lock(&shared.spare);
+        match result {
+            Ok(()) => spare.ready_for = Some(seq),
+            Err(e) => spare.error = Some(e.to_string()),
+        }
+        drop(spare);
+        shared.spare_changed.notify_all();
+    }
+}
+
+/// Creates `name` in `dir` as a segment `seq` of `size` bytes: header, then zeros, synced.
+pub(crate) fn prepare_segment_file(fs: &dyn FileSystem, dir: &Path, name: &str, seq: u64, size: u64) -> Result<(), LogError> {
+    const ZEROS: usize = 1 << 20;
+    let path = join(dir, name);
+    let io = |e| LogError::io(&path, e);
+    let _ = fs.remove(&path);
+    let file = fs.open(&path, true).map_err(io)?;
+    let zeros = vec![0u8; ZEROS];
+    let mut at = 0u64;
+    while at < size {
+        let n = (size - at).min(ZEROS as u64) as usize;
+        file.write_all_at(&zeros[..n], at).map_err(io)?;
+        at += n as u64;
+    }
+    file.write_all_at(&segment::encode_segment_header(seq), 0).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    fs.sync_dir(dir).map_err(io)?;
+    Ok(())
+}
+
+/// Opens the segments in `dir`, replays every record into the group indexes and cuts a torn
+/// tail; creates the first segment of an empty log.
+fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(WriterState, RecoveryReport), LogError> {
+    let names = fs.list(dir).map_err(|e| LogError::io(dir, e))?;
+    if names.iter().any(|n| n == SPARE_NAME) {
+        fs.remove(&join(dir, SPARE_NAME)).map_err(|e| LogError::io(dir, e))?;
+    }
+    let mut seqs: Vec<u64> = names.iter().filter_map(|n| segment::parse_segment_name(n)).collect();
+    seqs.sort_unstable();
+    for pair in seqs.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            let missing = join(dir, &segment::segment_name(pair[0] + 1));
+            return Err(LogError::Corrupt { file: missing, offset: 0, reason: "segment file missing between its neighbours".into() });
+        }
+    }
+    if seqs.is_empty() {
+        prepare_segment_file(fs, dir, SPARE_NAME, 1, options.segment_bytes)?;
+        let to = join(dir, &segment::segment_name(1));
+        fs.rename(&join(dir, SPARE_NAME), &to).map_err(|e| LogError::io(&to, e))?;
+        fs.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
+        seqs.push(1);
+    }
+    let mut report = RecoveryReport { segments: seqs.len(), ..Default::default() };
+    let mut groups: HashMap<GroupId, GroupIndex> = HashMap::new();
+    let mut segments = BTreeMap::new();
+    let mut active = None;
+    for (i, &seq) in seqs.iter().enumerate() {
+        let path = join(dir, &segment::segment_name(seq));
+        let file = fs.open(&path, false).map_err(|e| LogError::io(&path, e))?;
+        let is_last = i + 1 == seqs.len();
+        let scan = segment::scan(&file, &path, seq, is_last, false)?;
+        let mut live = 0u64;
+        for r in &scan.records {
+            report.records += 1;
+            replay(&mut groups, &mut segments, &mut live, seq, r).map_err(|reason| LogError::Corrupt { file: path.clone(), offset: r.offset, reason })?;
+        }
+        let end = match scan.end {
+            SegmentEnd::Clean { offset } => offset,
+            SegmentEnd::TornTail { offset, reason } => {
+                tracing::warn!(file = %path.display(), offset, %reason, "cutting a torn tail");
+                // Zero the torn bytes so they can never be mistaken for records again.
+                let zeros = vec![0u8; (scan.file_len - offset) as usize];
+                file.write_all_at(&zeros, offset).and_then(|_| file.sync_data()).map_err(|e| LogError::io(&path, e))?;
+                report.torn_tail = Some((path.clone(), offset));
+                offset
+            }
+        };
+        segments.insert(seq, SegmentMeta { file: file.clone(), live_entries: live });
+        if is_last {
+            active = Some(ActiveSegment { seq, file, write_offset: end, capacity: scan.file_len });
+        }
+    }
+    let active = active.ok_or_else(|| LogError::Invalid("no segment".into()))?;
+    for (id, g) in &groups {
+        if let Some((c, _)) = &g.committed {
+            if g.last_index().is_none_or(|l| l < *c) {
+                return Err(LogError::Corrupt {
+                    file: join(dir, &segment::segment_name(active.seq)),
+                    offset: active.write_offset,
+                    reason: format!("group {id}: committed index {c} is past the last entry {:?}: committed entries are missing", g.last_index()),
+                });
+            }
+        }
+    }
+    report.groups = groups.len();
+    let durable = Position { segment: active.seq, offset: active.write_offset };
+    Ok((WriterState { active, segments, groups, durable, scratch: Vec::new() }, report))
+}
+
+fn replay(groups: &mut HashMap<GroupId, GroupIndex>, segments: &mut BTreeMap<u64, SegmentMeta>, live_here: &mut u64, seq: u64, r: &segment::ScannedRecord) -> Result<(), String> {
+    let h = &r.header;
+    let g = groups.entry(h.group).or_default();
+    let mut removed = Vec::new();
+    match h.kind {
+        RecordKind::Entry => {
+            g.check_append(h.index)?;
+            removed = g.push(h.index, EntryLocation { segment: seq, offset: r.offset, payload_len: h.payload_len, term: h.term });
+            *live_here += 1;
+        }
+        RecordKind::Truncate => removed = g.truncate_from(h.index),
+        RecordKind::Purge => {
+            removed = g.purge_upto(h.index, r.payload.clone());
+            g.state_segments.purge = Some(seq);
+        }
+        RecordKind::Vote => {
+            g.vote = Some(r.payload.clone());
+            g.state_segments.vote = Some(seq);
+        }
+        RecordKind::Committed => {
+            g.committed = Some((h.index, r.payload.clone()));
+            g.state_segments.committed = Some(seq);
+        }
+    }
+    for l in removed {
+        if l.segment == seq {
+            *live_here -= 1;
+        } else if let Some(meta) = segments.get_mut(&l.segment) {
+            meta.live_entries -= 1;
+        }
+    }
+    Ok(())
+}

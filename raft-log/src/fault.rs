@@ -1,0 +1,274 @@
+//! A file layer that loses what a power cut loses.
+//!
+//! [`PowerLossFileSystem`] wraps another [`FileSystem`] and keeps every write that has not been
+//! made durable in process memory: file bytes until `sync_data`, creations, renames and removals
+//! until `sync_dir` of their directory. [`PowerLossFileSystem::crash`] then drops all of it, so
+//! the files underneath hold exactly what a machine that lost power would find on its disk.
+//! Handles opened before a crash fail every later call, as the dead process's would.
+//!
+//! Used by the crash tests of this crate, and meant for the broker's power-loss test mode.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::fs::{FileSystem, LogFile};
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct PowerLossFileSystem {
+    inner: Arc<dyn FileSystem>,
+    state: Arc<Mutex<PowerLossState>>,
+}
+
+#[derive(Debug, Default)]
+struct PowerLossState {
+    open_files: HashMap<PathBuf, Arc<BufferedFile>>,
+    /// Files created since their directory was last synced: a crash removes them.
+    unsynced_creations: HashSet<PathBuf>,
+    /// Renames since the directory was last synced, in order: a crash reverts them.
+    unsynced_renames: Vec<(PathBuf, PathBuf)>,
+    /// Removals not yet made durable: the file stays underneath (hidden) until `sync_dir`.
+    hidden: HashSet<PathBuf>,
+}
+
+#[derive(Debug)]
+struct BufferedFile {
+    inner: Arc<dyn LogFile>,
+    pending: Mutex<PendingWrites>,
+    dead: AtomicBool,
+}
+
+#[derive(Debug)]
+struct PendingWrites {
+    /// Writes since the last `sync_data`, in the order they were made.
+    writes: Vec<(u64, Vec<u8>)>,
+    len: u64,
+}
+
+fn lost_power() -> io::Error {
+    io::Error::other("power lost: this handle belongs to a crashed process")
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding this lock leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl BufferedFile {
+    fn check_alive(&self) -> io::Result<()> {
+        if self.dead.load(Ordering::Acquire) { Err(lost_power()) } else { Ok(()) }
+    }
+}
+
+impl LogFile for BufferedFile {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_alive()?;
+        let mut pending = lock(&self.pending);
+        pending.len = pending.len.max(offset + buf.len() as u64);
+        pending.writes.push((offset, buf.to_vec()));
+        Ok(())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.check_alive()?;
+        let pending = lock(&self.pending);
+        let end = offset + buf.len() as u64;
+        if end > pending.len {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file"));
+        }
+        let inner_len = self.inner.len()?;
+        buf.fill(0);
+        if offset < inner_len {
+            let n = (inner_len.min(end) - offset) as usize;
+            self.inner.read_exact_at(&mut buf[..n], offset)?;
+        }
+        for (write_offset, data) in &pending.writes {
+            let write_end = write_offset + data.len() as u64;
+            let from = offset.max(*write_offset);
+            let to = end.min(write_end);
+            if from < to {
+                let dst = (from - offset) as usize..(to - offset) as usize;
+                let src = (from - write_offset) as usize..(to - write_offset) as usize;
+                buf[dst].copy_from_slice(&data[src]);
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.check_alive()?;
+        let mut pending = lock(&self.pending);
+        for (offset, data) in &pending.writes {
+            self.inner.write_all_at(data, *offset)?;
+        }
+        self.inner.sync_data()?;
+        pending.writes.clear();
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.check_alive()?;
+        Ok(lock(&self.pending).len)
+    }
+}
+
+impl PowerLossFileSystem {
+    /// Wraps `inner`; nothing is lost until [`Self::crash`].
+    pub fn new(inner: Arc<dyn FileSystem>) -> Self {
+        Self { inner, state: Arc::new(Mutex::new(PowerLossState::default())) }
+    }
+
+    /// Loses power: drops every write not yet made durable and kills every open handle.
+    pub fn crash(&self) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        for file in state.open_files.values() {
+            file.dead.store(true, Ordering::Release);
+            lock(&file.pending).writes.clear();
+        }
+        state.open_files.clear();
+        for (from, to) in std::mem::take(&mut state.unsynced_renames).into_iter().rev() {
+            self.inner.rename(&to, &from)?;
+        }
+        for path in std::mem::take(&mut state.unsynced_creations) {
+            match self.inner.remove(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        state.hidden.clear();
+        Ok(())
+    }
+}
+
+impl FileSystem for PowerLossFileSystem {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>> {
+        let mut state = lock(&self.state);
+        if let Some(file) = state.open_files.get(path) {
+            return Ok(file.clone());
+        }
+        let hidden = state.hidden.contains(path);
+        if hidden && !create {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "file removed"));
+        }
+        let existed = !hidden && self.inner.list(parent(path))?.iter().any(|n| Path::new(n) == file_name(path));
+        let inner = self.inner.open(path, create)?;
+        let len = if existed { inner.len()? } else { 0 };
+        if !existed {
+            state.unsynced_creations.insert(path.to_path_buf());
+        }
+        let file = Arc::new(BufferedFile {
+            inner,
+            pending: Mutex::new(PendingWrites { writes: Vec::new(), len }),
+            dead: AtomicBool::new(false),
+        });
+        state.open_files.insert(path.to_path_buf(), file.clone());
+        Ok(file)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        self.inner.rename(from, to)?;
+        if let Some(file) = state.open_files.remove(from) {
+            state.open_files.insert(to.to_path_buf(), file);
+        }
+        if state.unsynced_creations.remove(from) {
+            state.unsynced_creations.insert(to.to_path_buf());
+        } else {
+            state.unsynced_renames.push((from.to_path_buf(), to.to_path_buf()));
+        }
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.open_files.remove(path);
+        if state.unsynced_creations.remove(path) {
+            return self.inner.remove(path);
+        }
+        state.hidden.insert(path.to_path_buf());
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = lock(&self.state);
+        let names = self.inner.list(dir)?;
+        Ok(names.into_iter().filter(|n| !state.hidden.contains(&dir.join(n))).collect())
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        let hidden: Vec<PathBuf> = state.hidden.iter().filter(|p| parent(p) == dir).cloned().collect();
+        for path in hidden {
+            self.inner.remove(&path)?;
+            state.hidden.remove(&path);
+        }
+        self.inner.sync_dir(dir)?;
+        state.unsynced_creations.retain(|p| parent(p) != dir);
+        state.unsynced_renames.retain(|(_, to)| parent(to) != dir);
+        Ok(())
+    }
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+fn file_name(path: &Path) -> &Path {
+    path.file_name().map(Path::new).unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::StdFileSystem;
+
+    fn setup() -> (tempfile::TempDir, PowerLossFileSystem) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        (dir, PowerLossFileSystem::new(Arc::new(StdFileSystem)))
+    }
+
+    #[test]
+    fn crash_keeps_synced_bytes_and_drops_the_rest() {
+        let (dir, fs) = setup();
+        let path = dir.path().join("f");
+        let file = fs.open(&path, true).unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        file.write_all_at(b"durable", 0).unwrap();
+        file.sync_data().unwrap();
+        file.write_all_at(b"XX", 2).unwrap();
+        file.write_all_at(b"lost", 7).unwrap();
+        let mut buf = [0u8; 11];
+        file.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"duXXblelost");
+        fs.crash().unwrap();
+        assert!(file.write_all_at(b"z", 0).is_err(), "a crashed handle must not write");
+        let file = fs.open(&path, false).unwrap();
+        assert_eq!(file.len().unwrap(), 7);
+        let mut buf = [0u8; 7];
+        file.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"durable");
+    }
+
+    #[test]
+    fn crash_undoes_unsynced_creations_renames_and_removals() {
+        let (dir, fs) = setup();
+        let kept = dir.path().join("kept");
+        let f = fs.open(&kept, true).unwrap();
+        f.write_all_at(b"k", 0).unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        fs.open(&dir.path().join("new"), true).unwrap();
+        fs.rename(&kept, &dir.path().join("renamed")).unwrap();
+        fs.remove(&dir.path().join("renamed")).unwrap();
+        assert_eq!(fs.list(dir.path()).unwrap(), vec!["new".to_string()]);
+        fs.crash().unwrap();
+        assert_eq!(fs.list(dir.path()).unwrap(), vec!["kept".to_string()]);
+    }
+}

@@ -1,0 +1,159 @@
+//! openraft's log storage over one [`GroupLog`].
+//!
+//! Entries, votes and log ids are encoded with bincode; the record header keeps the entry's
+//! index and term so the log can be verified and dumped without knowing these types.
+
+use std::fmt::Debug;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::alias::{CommittedLeaderIdOf, LogIdOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::vote::RaftLeaderId;
+use openraft::{OptionalSend, RaftLogReader, RaftTypeConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{GroupLog, LogError};
+
+/// openraft's `RaftLogStorage` and `RaftLogReader` for one group; clones share the group.
+pub struct RaftLogStore<C> {
+    log: GroupLog,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for RaftLogStore<C> {
+    fn clone(&self) -> Self {
+        Self { log: self.log.clone(), _config: PhantomData }
+    }
+}
+
+impl<C> RaftLogStore<C> {
+    pub fn new(log: GroupLog) -> Self {
+        Self { log, _config: PhantomData }
+    }
+
+    pub fn group_log(&self) -> &GroupLog {
+        &self.log
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    bincode::serialize(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    bincode::deserialize(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let from = match range.start_bound() {
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let to = match range.end_bound() {
+        Bound::Included(i) => i.saturating_add(1),
+        Bound::Excluded(i) => *i,
+        Bound::Unbounded => u64::MAX,
+    };
+    (from, to)
+}
+
+impl<C> RaftLogReader<C> for RaftLogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+    VoteOf<C>: Serialize + DeserializeOwned,
+    LogIdOf<C>: Serialize + DeserializeOwned,
+    CommittedLeaderIdOf<C>: RaftLeaderId,
+    <CommittedLeaderIdOf<C> as RaftLeaderId>::Term: Into<u64>,
+{
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(&mut self, range: RB) -> Result<Vec<C::Entry>, io::Error> {
+        let (from, to) = index_range(&range);
+        let stored = self.log.read(from, to)?;
+        stored.iter().map(|e| decode(&e.payload)).collect()
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        self.log.state().vote.map(|v| decode(&v)).transpose()
+    }
+}
+
+impl<C> RaftLogStorage<C> for RaftLogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+    VoteOf<C>: Serialize + DeserializeOwned,
+    LogIdOf<C>: Serialize + DeserializeOwned,
+    CommittedLeaderIdOf<C>: RaftLeaderId,
+    <CommittedLeaderIdOf<C> as RaftLeaderId>::Term: Into<u64>,
+{
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+        let state = self.log.state();
+        let last_purged_log_id: Option<LogIdOf<C>> = state.purged.as_ref().map(|(_, b)| decode(b)).transpose()?;
+        let last_log_id = match (state.first_index, state.last_index) {
+            (Some(_), Some(last)) => {
+                let entries = self.log.read(last, last + 1)?;
+                let entry = entries.first().ok_or_else(|| io::Error::other(format!("last entry {last} vanished")))?;
+                Some(decode::<C::Entry>(&entry.payload)?.log_id())
+            }
+            _ => last_purged_log_id.clone(),
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+        let bytes = encode(vote)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.log.save_vote_then(&bytes, Some(Box::new(move |r| {
+            let _ = tx.send(r);
+        })))?;
+        rx.await.map_err(|_| io::Error::from(LogError::Closed))?.map_err(io::Error::from)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        if let Some(log_id) = committed {
+            self.log.save_committed(log_id.index, &encode(&log_id)?)?;
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
+        self.log.state().committed.map(|(_, b)| decode(&b)).transpose()
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id();
+            encoded.push((log_id.leader_id.term().into(), log_id.index, encode(&entry)?));
+        }
+        let records = encoded.iter().map(|(term, index, payload)| (*term, *index, payload.as_slice()));
+        self.log.append(records, Box::new(move |r| callback.io_completed(r.map_err(io::Error::from))))?;
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.log.truncate_from(from)?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        self.log.purge(log_id.index, &encode(&log_id)?)?;
+        Ok(())
+    }
+}
