@@ -782,13 +782,24 @@ pub(crate) fn prepare_segment_file(fs: &dyn FileSystem, dir: &Path, name: &str, 
     Ok(())
 }
 
-/// Opens the segments in `dir`, replays every record into the group indexes and cuts a torn
-/// tail; creates the first segment of an empty log.
-fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(WriterState, RecoveryReport), LogError> {
+/// What reading a whole log directory found: each segment's scan and the groups it replays to.
+pub(crate) struct DirScan {
+    pub segments: Vec<ScannedSegment>,
+    pub groups: HashMap<GroupId, GroupIndex>,
+}
+
+pub(crate) struct ScannedSegment {
+    pub path: PathBuf,
+    pub file: Arc<dyn LogFile>,
+    pub scan: segment::SegmentScan,
+    pub live_entries: u64,
+}
+
+/// Reads every segment of `dir` and replays its records, changing nothing on disk. Fails, with
+/// the file and offset, on damage that is not a torn tail, on a missing segment, and when a
+/// group's committed entries are not all present.
+pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem) -> Result<DirScan, LogError> {
     let names = fs.list(dir).map_err(|e| LogError::io(dir, e))?;
-    if names.iter().any(|n| n == SPARE_NAME) {
-        fs.remove(&join(dir, SPARE_NAME)).map_err(|e| LogError::io(dir, e))?;
-    }
     let mut seqs: Vec<u64> = names.iter().filter_map(|n| segment::parse_segment_name(n)).collect();
     seqs.sort_unstable();
     for pair in seqs.windows(2) {
@@ -797,69 +808,107 @@ fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(Wri
             return Err(LogError::Corrupt { file: missing, offset: 0, reason: "segment file missing between its neighbours".into() });
         }
     }
-    if seqs.is_empty() {
+    let mut groups: HashMap<GroupId, GroupIndex> = HashMap::new();
+    let mut live: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut segments = Vec::with_capacity(seqs.len());
+    for (i, &seq) in seqs.iter().enumerate() {
+        let path = join(dir, &segment::segment_name(seq));
+        let file = fs.open(&path, false).map_err(|e| LogError::io(&path, e))?;
+        let scan = segment::scan(&file, &path, seq, i + 1 == seqs.len(), false)?;
+        live.insert(seq, 0);
+        for r in &scan.records {
+            replay(&mut groups, &mut live, seq, r).map_err(|reason| LogError::Corrupt { file: path.clone(), offset: r.offset, reason })?;
+        }
+        segments.push(ScannedSegment { path, file, scan, live_entries: 0 });
+    }
+    for s in &mut segments {
+        s.live_entries = live.get(&s.scan.seq).copied().unwrap_or(0);
+    }
+    if let Some(last) = segments.last() {
+        let end = match last.scan.end {
+            SegmentEnd::Clean { offset } | SegmentEnd::TornTail { offset, .. } => offset,
+        };
+        let mut ids: Vec<_> = groups.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let g = &groups[&id];
+            if let Some(gap) = g.replay_gap_end {
+                if g.purged_index().is_none_or(|p| p < gap) {
+                    return Err(LogError::Corrupt {
+                        file: last.path.clone(),
+                        offset: end,
+                        reason: format!("group {id}: entries up to {gap} are missing and no purge covers them"),
+                    });
+                }
+            }
+            if let Some((c, _)) = &g.committed {
+                if g.last_index().is_none_or(|l| l < *c) {
+                    return Err(LogError::Corrupt {
+                        file: last.path.clone(),
+                        offset: end,
+                        reason: format!("group {id}: committed index {c} is past the last entry {:?}: committed entries are missing", g.last_index()),
+                    });
+                }
+            }
+        }
+    }
+    Ok(DirScan { segments, groups })
+}
+
+/// Opens the segments in `dir`, replays every record into the group indexes and cuts a torn
+/// tail; creates the first segment of an empty log.
+fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(WriterState, RecoveryReport), LogError> {
+    let names = fs.list(dir).map_err(|e| LogError::io(dir, e))?;
+    if names.iter().any(|n| n == SPARE_NAME) {
+        fs.remove(&join(dir, SPARE_NAME)).map_err(|e| LogError::io(dir, e))?;
+    }
+    if !names.iter().any(|n| segment::parse_segment_name(n).is_some()) {
         prepare_segment_file(fs, dir, SPARE_NAME, 1, options.segment_bytes)?;
         let to = join(dir, &segment::segment_name(1));
         fs.rename(&join(dir, SPARE_NAME), &to).map_err(|e| LogError::io(&to, e))?;
         fs.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
-        seqs.push(1);
     }
-    let mut report = RecoveryReport { segments: seqs.len(), ..Default::default() };
-    let mut groups: HashMap<GroupId, GroupIndex> = HashMap::new();
+    let DirScan { segments: scanned, groups } = scan_dir(dir, fs)?;
+    let mut report = RecoveryReport { segments: scanned.len(), groups: groups.len(), ..Default::default() };
     let mut segments = BTreeMap::new();
     let mut active = None;
-    for (i, &seq) in seqs.iter().enumerate() {
-        let path = join(dir, &segment::segment_name(seq));
-        let file = fs.open(&path, false).map_err(|e| LogError::io(&path, e))?;
-        let is_last = i + 1 == seqs.len();
-        let scan = segment::scan(&file, &path, seq, is_last, false)?;
-        let mut live = 0u64;
-        for r in &scan.records {
-            report.records += 1;
-            replay(&mut groups, &mut segments, &mut live, seq, r).map_err(|reason| LogError::Corrupt { file: path.clone(), offset: r.offset, reason })?;
-        }
-        let end = match scan.end {
+    let count = scanned.len();
+    for (i, s) in scanned.into_iter().enumerate() {
+        report.records += s.scan.records.len() as u64;
+        let end = match s.scan.end {
             SegmentEnd::Clean { offset } => offset,
             SegmentEnd::TornTail { offset, reason } => {
-                tracing::warn!(file = %path.display(), offset, %reason, "cutting a torn tail");
+                tracing::warn!(file = %s.path.display(), offset, %reason, "cutting a torn tail");
                 // Zero the torn bytes so they can never be mistaken for records again.
-                let zeros = vec![0u8; (scan.file_len - offset) as usize];
-                file.write_all_at(&zeros, offset).and_then(|_| file.sync_data()).map_err(|e| LogError::io(&path, e))?;
-                report.torn_tail = Some((path.clone(), offset));
+                let zeros = vec![0u8; (s.scan.file_len - offset) as usize];
+                s.file.write_all_at(&zeros, offset).and_then(|_| s.file.sync_data()).map_err(|e| LogError::io(&s.path, e))?;
+                report.torn_tail = Some((s.path.clone(), offset));
                 offset
             }
         };
-        segments.insert(seq, SegmentMeta { file: file.clone(), live_entries: live });
-        if is_last {
-            active = Some(ActiveSegment { seq, file, write_offset: end, capacity: scan.file_len });
+        segments.insert(s.scan.seq, SegmentMeta { file: s.file.clone(), live_entries: s.live_entries });
+        if i + 1 == count {
+            active = Some(ActiveSegment { seq: s.scan.seq, file: s.file, write_offset: end, capacity: s.scan.file_len });
         }
     }
     let active = active.ok_or_else(|| LogError::Invalid("no segment".into()))?;
-    for (id, g) in &groups {
-        if let Some((c, _)) = &g.committed {
-            if g.last_index().is_none_or(|l| l < *c) {
-                return Err(LogError::Corrupt {
-                    file: join(dir, &segment::segment_name(active.seq)),
-                    offset: active.write_offset,
-                    reason: format!("group {id}: committed index {c} is past the last entry {:?}: committed entries are missing", g.last_index()),
-                });
-            }
-        }
-    }
-    report.groups = groups.len();
     let durable = Position { segment: active.seq, offset: active.write_offset };
     Ok((WriterState { active, segments, groups, durable, scratch: Vec::new() }, report))
 }
 
-fn replay(groups: &mut HashMap<GroupId, GroupIndex>, segments: &mut BTreeMap<u64, SegmentMeta>, live_here: &mut u64, seq: u64, r: &segment::ScannedRecord) -> Result<(), String> {
+fn replay(groups: &mut HashMap<GroupId, GroupIndex>, live: &mut BTreeMap<u64, u64>, seq: u64, r: &segment::ScannedRecord) -> Result<(), String> {
     let h = &r.header;
     let g = groups.entry(h.group).or_default();
     let mut removed = Vec::new();
     match h.kind {
         RecordKind::Entry => {
-            g.check_append(h.index)?;
-            removed = g.push(h.index, EntryLocation { segment: seq, offset: r.offset, payload_len: h.payload_len, term: h.term });
-            *live_here += 1;
+            if g.is_hole(h.index) {
+                removed = g.restart_after_hole(h.index);
+            } else {
+                g.check_append(h.index)?;
+            }
+            removed.extend(g.push(h.index, EntryLocation { segment: seq, offset: r.offset, payload_len: h.payload_len, term: h.term }));
+            *live.entry(seq).or_default() += 1;
         }
         RecordKind::Truncate => removed = g.truncate_from(h.index),
         RecordKind::Purge => {
@@ -876,10 +925,8 @@ fn replay(groups: &mut HashMap<GroupId, GroupIndex>, segments: &mut BTreeMap<u64
         }
     }
     for l in removed {
-        if l.segment == seq {
-            *live_here -= 1;
-        } else if let Some(meta) = segments.get_mut(&l.segment) {
-            meta.live_entries -= 1;
+        if let Some(n) = live.get_mut(&l.segment) {
+            *n -= 1;
         }
     }
     Ok(())

@@ -32,6 +32,9 @@ struct PowerLossState {
     unsynced_renames: Vec<(PathBuf, PathBuf)>,
     /// Removals not yet made durable: the file stays underneath (hidden) until `sync_dir`.
     hidden: HashSet<PathBuf>,
+    /// Between [`PowerLossFileSystem::crash`] and [`PowerLossFileSystem::power_on`] every
+    /// operation fails: no process runs on a machine without power.
+    down: bool,
 }
 
 #[derive(Debug)]
@@ -121,9 +124,26 @@ impl PowerLossFileSystem {
         Self { inner, state: Arc::new(Mutex::new(PowerLossState::default())) }
     }
 
-    /// Loses power: drops every write not yet made durable and kills every open handle.
+    /// Turns the power back on after a crash: the files hold what was durable.
+    pub fn power_on(&self) {
+        lock(&self.state).down = false;
+    }
+
+    fn powered(&self) -> io::Result<MutexGuard<'_, PowerLossState>> {
+        let state = lock(&self.state);
+        if state.down { Err(lost_power()) } else { Ok(state) }
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        Ok(self.inner.list(parent(path))?.iter().any(|n| Path::new(n) == file_name(path)))
+    }
+
+    /// Loses power: drops every write not yet made durable and kills every open handle. Every
+    /// operation fails until [`Self::power_on`], so the threads of the crashed process can be
+    /// stopped without touching the disk.
     pub fn crash(&self) -> io::Result<()> {
         let mut state = lock(&self.state);
+        state.down = true;
         for file in state.open_files.values() {
             file.dead.store(true, Ordering::Release);
             lock(&file.pending).writes.clear();
@@ -145,15 +165,19 @@ impl PowerLossFileSystem {
 
 impl FileSystem for PowerLossFileSystem {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>> {
-        let mut state = lock(&self.state);
+        let mut state = self.powered()?;
         if let Some(file) = state.open_files.get(path) {
             return Ok(file.clone());
         }
-        let hidden = state.hidden.contains(path);
-        if hidden && !create {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "file removed"));
+        if state.hidden.contains(path) {
+            if !create {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "file removed"));
+            }
+            // Re-creating a removed file: the old bytes must not reappear under the new file.
+            self.inner.remove(path)?;
+            state.hidden.remove(path);
         }
-        let existed = !hidden && self.inner.list(parent(path))?.iter().any(|n| Path::new(n) == file_name(path));
+        let existed = self.exists(path)?;
         let inner = self.inner.open(path, create)?;
         let len = if existed { inner.len()? } else { 0 };
         if !existed {
@@ -169,7 +193,7 @@ impl FileSystem for PowerLossFileSystem {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.powered()?;
         self.inner.rename(from, to)?;
         if let Some(file) = state.open_files.remove(from) {
             state.open_files.insert(to.to_path_buf(), file);
@@ -183,7 +207,10 @@ impl FileSystem for PowerLossFileSystem {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.powered()?;
+        if state.hidden.contains(path) || !self.exists(path)? {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such file"));
+        }
         state.open_files.remove(path);
         if state.unsynced_creations.remove(path) {
             return self.inner.remove(path);
@@ -193,17 +220,18 @@ impl FileSystem for PowerLossFileSystem {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let state = lock(&self.state);
+        let state = self.powered()?;
         let names = self.inner.list(dir)?;
         Ok(names.into_iter().filter(|n| !state.hidden.contains(&dir.join(n))).collect())
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        drop(self.powered()?);
         self.inner.create_dir_all(dir)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.powered()?;
         let hidden: Vec<PathBuf> = state.hidden.iter().filter(|p| parent(p) == dir).cloned().collect();
         for path in hidden {
             self.inner.remove(&path)?;
@@ -249,6 +277,8 @@ mod tests {
         assert_eq!(&buf, b"duXXblelost");
         fs.crash().unwrap();
         assert!(file.write_all_at(b"z", 0).is_err(), "a crashed handle must not write");
+        assert!(fs.open(&path, false).is_err(), "nothing runs while the power is off");
+        fs.power_on();
         let file = fs.open(&path, false).unwrap();
         assert_eq!(file.len().unwrap(), 7);
         let mut buf = [0u8; 7];
@@ -269,6 +299,7 @@ mod tests {
         fs.remove(&dir.path().join("renamed")).unwrap();
         assert_eq!(fs.list(dir.path()).unwrap(), vec!["new".to_string()]);
         fs.crash().unwrap();
+        fs.power_on();
         assert_eq!(fs.list(dir.path()).unwrap(), vec!["kept".to_string()]);
     }
 }

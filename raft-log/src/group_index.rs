@@ -35,6 +35,11 @@ pub struct GroupIndex {
     /// The committed index and the caller's encoding of its log id.
     pub committed: Option<(u64, Vec<u8>)>,
     pub state_segments: StateRecordSegments,
+    /// While replaying: the end of the latest hole seen before an entry. Entries before a hole
+    /// lived in segments deleted after a purge covering them; the purge record comes later in
+    /// the log, so a hole is accepted during replay and checked against the purge point at the
+    /// end.
+    pub replay_gap_end: Option<u64>,
 }
 
 impl GroupIndex {
@@ -81,6 +86,19 @@ impl GroupIndex {
             return Err(format!("append of index {index} leaves a hole after {}", next - 1));
         }
         Ok(())
+    }
+
+    /// Replay only: starts the entries afresh at `index` after a hole; returns the dropped ones.
+    pub fn restart_after_hole(&mut self, index: u64) -> Vec<EntryLocation> {
+        self.replay_gap_end = Some(index - 1);
+        let removed: Vec<EntryLocation> = self.entries.drain(..).collect();
+        self.first_index = index;
+        removed
+    }
+
+    /// Whether appending `index` would leave a hole (and nothing else is wrong with it).
+    pub fn is_hole(&self, index: u64) -> bool {
+        self.purged_index().is_none_or(|p| index > p) && self.last_index().is_some_and(|l| index > l + 1)
     }
 
     /// Appends an entry (after [`Self::check_append`]); returns the entries it replaced.

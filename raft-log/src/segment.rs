@@ -83,7 +83,7 @@ fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> LogError {
 }
 
 /// Reads the whole of `file` into memory, in bounded chunks.
-fn read_all(file: &Arc<dyn LogFile>, path: &Path) -> Result<Vec<u8>, LogError> {
+pub(crate) fn read_all(file: &Arc<dyn LogFile>, path: &Path) -> Result<Vec<u8>, LogError> {
     const CHUNK: usize = 4 << 20;
     let len = file.len().map_err(|e| LogError::io(path, e))?;
     let len = usize::try_from(len).map_err(|_| corrupt(path, 0, "file too large"))?;
@@ -98,7 +98,7 @@ fn read_all(file: &Arc<dyn LogFile>, path: &Path) -> Result<Vec<u8>, LogError> {
 }
 
 /// Tries to read a valid record at `offset` of `bytes`.
-fn record_at(bytes: &[u8], offset: u64) -> Result<(RecordHeader, &[u8]), BadRecord> {
+pub(crate) fn record_at(bytes: &[u8], offset: u64) -> Result<(RecordHeader, &[u8]), BadRecord> {
     let at = offset as usize;
     let room = bytes.len() as u64 - offset;
     if room < HEADER_LEN as u64 {
