@@ -293,11 +293,10 @@ impl GroupLog {
             let mut buffered: Vec<(u64, u64, &[u8])> = Vec::new();
             let max = shared.max_payload();
             for (term, index, payload) in entries {
-                if let Some(e) = expected {
-                    if index != e {
+                if let Some(e) = expected
+                    && index != e {
                         return Err(LogError::Invalid(format!("entries not consecutive: {index} after {}", e - 1)));
                     }
-                }
                 if payload.len() as u64 > max {
                     return Err(LogError::Invalid(format!("entry {index} has {} bytes, over the limit of {max}", payload.len())));
                 }
@@ -360,11 +359,10 @@ impl GroupLog {
         if w.groups.get(&self.id).and_then(|g| g.last_index()).is_none_or(|last| index > last) {
             return Ok(());
         }
-        if let Some(p) = w.groups.get(&self.id).and_then(|g| g.purged_index()) {
-            if index <= p {
+        if let Some(p) = w.groups.get(&self.id).and_then(|g| g.purged_index())
+            && index <= p {
                 return Err(LogError::Invalid(format!("truncate from {index} at or below the purge point {p}")));
             }
-        }
         shared.write_record(&mut w, RecordKind::Truncate, self.id, 0, index, &[])?;
         let w = &mut *w;
         let removed = w.groups.entry(self.id).or_default().truncate_from(index);
@@ -631,21 +629,18 @@ impl Shared {
     fn rewrite_state(&self, w: &mut WriterState, id: GroupId, seq: u64) -> Result<(), LogError> {
         let Some(g) = w.groups.get(&id).cloned() else { return Ok(()) };
         let mut segs = g.state_segments;
-        if segs.vote == Some(seq) {
-            if let Some(v) = &g.vote {
+        if segs.vote == Some(seq)
+            && let Some(v) = &g.vote {
                 segs.vote = Some(self.write_record(w, RecordKind::Vote, id, 0, 0, v)?.segment);
             }
-        }
-        if segs.committed == Some(seq) {
-            if let Some((i, c)) = &g.committed {
+        if segs.committed == Some(seq)
+            && let Some((i, c)) = &g.committed {
                 segs.committed = Some(self.write_record(w, RecordKind::Committed, id, 0, *i, c)?.segment);
             }
-        }
-        if segs.purge == Some(seq) {
-            if let Some((i, p)) = &g.purged {
+        if segs.purge == Some(seq)
+            && let Some((i, p)) = &g.purged {
                 segs.purge = Some(self.write_record(w, RecordKind::Purge, id, 0, *i, p)?.segment);
             }
-        }
         if let Some(g) = w.groups.get_mut(&id) {
             g.state_segments = segs;
         }
@@ -833,23 +828,20 @@ pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem) -> Result<DirScan, LogEr
         for id in ids {
             let g = &groups[&id];
             if let Some(gap) = g.replay_gap_end {
-                if g.purged_index().is_none_or(|p| p < gap) {
-                    return Err(LogError::Corrupt {
-                        file: last.path.clone(),
-                        offset: end,
-                        reason: format!("group {id}: entries up to {gap} are missing and no purge covers them"),
-                    });
-                }
+                return Err(LogError::Corrupt {
+                    file: last.path.clone(),
+                    offset: end,
+                    reason: format!("group {id}: entries up to {gap} are missing and no later purge or truncation accounts for them"),
+                });
             }
-            if let Some((c, _)) = &g.committed {
-                if g.last_index().is_none_or(|l| l < *c) {
+            if let Some((c, _)) = &g.committed
+                && g.last_index().is_none_or(|l| l < *c) {
                     return Err(LogError::Corrupt {
                         file: last.path.clone(),
                         offset: end,
                         reason: format!("group {id}: committed index {c} is past the last entry {:?}: committed entries are missing", g.last_index()),
                     });
                 }
-            }
         }
     }
     Ok(DirScan { segments, groups })

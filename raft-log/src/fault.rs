@@ -26,6 +26,8 @@ pub struct PowerLossFileSystem {
 #[derive(Debug, Default)]
 struct PowerLossState {
     open_files: HashMap<PathBuf, Arc<BufferedFile>>,
+    /// Every handle given out since the last crash, also of files since removed or replaced.
+    handles: Vec<std::sync::Weak<BufferedFile>>,
     /// Files created since their directory was last synced: a crash removes them.
     unsynced_creations: HashSet<PathBuf>,
     /// Renames since the directory was last synced, in order: a crash reverts them.
@@ -61,23 +63,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl BufferedFile {
-    fn check_alive(&self) -> io::Result<()> {
-        if self.dead.load(Ordering::Acquire) { Err(lost_power()) } else { Ok(()) }
+    /// The pending writes, if the process that holds this handle is still alive. Checked under
+    /// the lock that `crash` also takes, so no operation straddles a crash.
+    fn pending(&self) -> io::Result<MutexGuard<'_, PendingWrites>> {
+        let pending = lock(&self.pending);
+        if self.dead.load(Ordering::Acquire) { Err(lost_power()) } else { Ok(pending) }
     }
 }
 
 impl LogFile for BufferedFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.check_alive()?;
-        let mut pending = lock(&self.pending);
+        let mut pending = self.pending()?;
         pending.len = pending.len.max(offset + buf.len() as u64);
         pending.writes.push((offset, buf.to_vec()));
         Ok(())
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.check_alive()?;
-        let pending = lock(&self.pending);
+        let pending = self.pending()?;
         let end = offset + buf.len() as u64;
         if end > pending.len {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file"));
@@ -102,8 +105,7 @@ impl LogFile for BufferedFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.check_alive()?;
-        let mut pending = lock(&self.pending);
+        let mut pending = self.pending()?;
         for (offset, data) in &pending.writes {
             self.inner.write_all_at(data, *offset)?;
         }
@@ -113,8 +115,7 @@ impl LogFile for BufferedFile {
     }
 
     fn len(&self) -> io::Result<u64> {
-        self.check_alive()?;
-        Ok(lock(&self.pending).len)
+        Ok(self.pending()?.len)
     }
 }
 
@@ -144,9 +145,10 @@ impl PowerLossFileSystem {
     pub fn crash(&self) -> io::Result<()> {
         let mut state = lock(&self.state);
         state.down = true;
-        for file in state.open_files.values() {
+        for file in state.handles.drain(..).filter_map(|w| w.upgrade()) {
+            let mut pending = lock(&file.pending);
             file.dead.store(true, Ordering::Release);
-            lock(&file.pending).writes.clear();
+            pending.writes.clear();
         }
         state.open_files.clear();
         for (from, to) in std::mem::take(&mut state.unsynced_renames).into_iter().rev() {
@@ -189,6 +191,8 @@ impl FileSystem for PowerLossFileSystem {
             dead: AtomicBool::new(false),
         });
         state.open_files.insert(path.to_path_buf(), file.clone());
+        state.handles.retain(|w| w.strong_count() > 0);
+        state.handles.push(Arc::downgrade(&file));
         Ok(file)
     }
 

@@ -35,10 +35,10 @@ pub struct GroupIndex {
     /// The committed index and the caller's encoding of its log id.
     pub committed: Option<(u64, Vec<u8>)>,
     pub state_segments: StateRecordSegments,
-    /// While replaying: the end of the latest hole seen before an entry. Entries before a hole
-    /// lived in segments deleted after a purge covering them; the purge record comes later in
-    /// the log, so a hole is accepted during replay and checked against the purge point at the
-    /// end.
+    /// While replaying: the end of a hole seen before an entry. The entries before a hole
+    /// lived in segments deleted once they were dead: purged by a purge record, or replaced by
+    /// an overwrite, that comes later in the log. Replay accepts the hole, clears it when that
+    /// later purge or truncation comes, and refuses the log if it never does.
     pub replay_gap_end: Option<u64>,
 }
 
@@ -76,11 +76,10 @@ impl GroupIndex {
     /// An index at or below the last one replaces that entry and all after it (Raft overwrites a
     /// conflicting suffix).
     pub fn check_append(&self, index: u64) -> Result<(), String> {
-        if let Some(p) = self.purged_index() {
-            if index <= p {
+        if let Some(p) = self.purged_index()
+            && index <= p {
                 return Err(format!("append of index {index} at or below the purge point {p}"));
             }
-        }
         let next = self.last_index().map_or(index, |l| l + 1);
         if index > next {
             return Err(format!("append of index {index} leaves a hole after {}", next - 1));
@@ -114,6 +113,10 @@ impl GroupIndex {
 
     /// Drops the entries at `index` and after; returns them.
     pub fn truncate_from(&mut self, index: u64) -> Vec<EntryLocation> {
+        // Dropping every entry after a replay hole drops the hole too.
+        if self.replay_gap_end.is_some_and(|gap| index <= gap + 1) {
+            self.replay_gap_end = None;
+        }
         if self.entries.is_empty() {
             return Vec::new();
         }
@@ -123,6 +126,9 @@ impl GroupIndex {
 
     /// Moves the purge point to `index`, dropping the entries up to it; returns them.
     pub fn purge_upto(&mut self, index: u64, log_id: Vec<u8>) -> Vec<EntryLocation> {
+        if self.replay_gap_end.is_some_and(|gap| index >= gap) {
+            self.replay_gap_end = None;
+        }
         let mut removed = Vec::new();
         while !self.entries.is_empty() && self.first_index <= index {
             removed.extend(self.entries.pop_front());

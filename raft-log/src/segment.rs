@@ -157,15 +157,14 @@ fn classify_end(bytes: &[u8], path: &Path, offset: u64, reason: BadRecord, is_la
     }
     let mut probe = offset + ALIGN;
     while probe < bytes.len() as u64 {
-        if let Ok((header, _)) = record_at(bytes, probe) {
-            if header.durable_offset > offset {
+        if let Ok((header, _)) = record_at(bytes, probe)
+            && header.durable_offset > offset {
                 return Err(corrupt(
                     path,
                     offset,
                     format!("{reason}; the record at offset {probe} was written after this one was durable"),
                 ));
             }
-        }
         probe += ALIGN;
     }
     Ok(SegmentEnd::TornTail { offset, reason })

@@ -185,12 +185,11 @@ impl Run {
             }
             Op::Commit { group } => {
                 let g = model.entry(group).or_default();
-                if let Some(last) = g.entries.last().map(|e| e.index) {
-                    if g.committed.is_none_or(|c| c < last) {
+                if let Some(last) = g.entries.last().map(|e| e.index)
+                    && g.committed.is_none_or(|c| c < last) {
                         g.committed = Some(last);
                         self.engine().group(group).save_committed(last, &last.to_le_bytes()).expect("commit");
                     }
-                }
             }
             Op::Sync => {
                 self.engine().sync().expect("sync");
