@@ -87,7 +87,7 @@ fn flipped_byte_in_the_last_record_of_a_sealed_segment_refuses_to_open() {
     write_log(dir.path(), 200);
     let lines = records(dir.path());
     let first_file = &lines[0].file;
-    let last_in_first = lines.iter().filter(|l| &l.file == first_file).next_back().unwrap();
+    let last_in_first = lines.iter().rfind(|l| &l.file == first_file).unwrap();
     assert!(lines.iter().any(|l| &l.file != first_file), "the log must span segments");
     let path = dir.path().join(first_file);
     poke(&path, last_in_first.offset + 20, &[peek(&path, last_in_first.offset + 20) ^ 0x80]);
