@@ -137,6 +137,8 @@ pub(crate) struct Shared {
     spare: Mutex<SpareState>,
     spare_changed: Condvar,
     failed: Mutex<Option<String>>,
+    /// Set once `failed` is: lets the write path check without taking that lock.
+    has_failed: AtomicBool,
     closed: AtomicBool,
     stats: EngineStats,
 }
@@ -209,6 +211,7 @@ impl LogEngine {
             spare: Mutex::new(SpareState { wanted: next_seq, ..Default::default() }),
             spare_changed: Condvar::new(),
             failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             stats: EngineStats::default(),
         });
@@ -308,9 +311,14 @@ impl GroupLog {
                 return shared.enqueue_waiter(on_durable);
             };
             w.groups.entry(self.id).or_default().check_append(first).map_err(LogError::Invalid)?;
+            let mut locations = Vec::with_capacity(buffered.len());
             for (term, index, payload) in buffered {
-                let location = shared.write_record(&mut w, RecordKind::Entry, self.id, term, index, payload)?;
-                let w = &mut *w;
+                locations.push((index, shared.write_record(&mut w, RecordKind::Entry, self.id, term, index, payload)?));
+            }
+            shared.write_out(&mut w)?;
+            // The index learns of the entries only once their bytes are written.
+            let w = &mut *w;
+            for (index, location) in locations {
                 let removed = w.groups.entry(self.id).or_default().push(index, location);
                 note_removed(&mut w.segments, &removed);
                 if let Some(meta) = w.segments.get_mut(&location.segment) {
@@ -333,6 +341,7 @@ impl GroupLog {
         {
             let mut w = shared.writable()?;
             let loc = shared.write_record(&mut w, RecordKind::Vote, self.id, 0, 0, vote)?;
+            shared.write_out(&mut w)?;
             let g = w.groups.entry(self.id).or_default();
             g.vote = Some(vote.to_vec());
             g.state_segments.vote = Some(loc.segment);
@@ -346,6 +355,7 @@ impl GroupLog {
         let shared = &self.engine.shared;
         let mut w = shared.writable()?;
         let loc = shared.write_record(&mut w, RecordKind::Committed, self.id, 0, index, log_id)?;
+        shared.write_out(&mut w)?;
         let g = w.groups.entry(self.id).or_default();
         g.committed = Some((index, log_id.to_vec()));
         g.state_segments.committed = Some(loc.segment);
@@ -364,6 +374,7 @@ impl GroupLog {
                 return Err(LogError::Invalid(format!("truncate from {index} at or below the purge point {p}")));
             }
         shared.write_record(&mut w, RecordKind::Truncate, self.id, 0, index, &[])?;
+        shared.write_out(&mut w)?;
         let w = &mut *w;
         let removed = w.groups.entry(self.id).or_default().truncate_from(index);
         note_removed(&mut w.segments, &removed);
@@ -380,6 +391,7 @@ impl GroupLog {
             return Ok(());
         }
         let loc = shared.write_record(&mut w, RecordKind::Purge, self.id, 0, index, log_id)?;
+        shared.write_out(&mut w)?;
         let w = &mut *w;
         let g = w.groups.entry(self.id).or_default();
         let removed = g.purge_upto(index, log_id.to_vec());
@@ -515,8 +527,8 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
-        if let Some(msg) = lock(&self.failed).as_ref() {
-            return Err(LogError::Failed(msg.clone()));
+        if self.has_failed.load(Ordering::Acquire) {
+            return Err(LogError::Failed(lock(&self.failed).clone().unwrap_or_default()));
         }
         Ok(())
     }
@@ -528,7 +540,9 @@ impl Shared {
 
     fn fail(&self, what: String) -> LogError {
         tracing::error!(error = %what, "raft-log stops accepting writes");
-        LogError::Failed(lock(&self.failed).get_or_insert(what).clone())
+        let msg = lock(&self.failed).get_or_insert(what).clone();
+        self.has_failed.store(true, Ordering::Release);
+        LogError::Failed(msg)
     }
 
     fn enqueue_waiter(&self, cb: OnDurable) -> Result<(), LogError> {
@@ -538,25 +552,38 @@ impl Shared {
         Ok(())
     }
 
-    /// Writes one record at the end of the active segment, rolling to a new segment first when
-    /// it does not fit. Returns where it went.
+    /// Encodes one record at the end of the active segment into the write buffer, rolling to a
+    /// new segment first when it does not fit. Returns where it goes. The caller writes the
+    /// buffer out with [`Self::write_out`] before it releases the writer lock, so a batch
+    /// costs one `pwrite` per segment it touches.
     fn write_record(&self, w: &mut WriterState, kind: RecordKind, group: GroupId, term: u64, index: u64, payload: &[u8]) -> Result<EntryLocation, LogError> {
         let len = record::record_len(payload.len());
-        if w.active.write_offset + len > w.active.capacity {
+        if w.active.write_offset + w.scratch.len() as u64 + len > w.active.capacity {
+            self.write_out(w)?;
             self.roll(w)?;
         }
+        let payload_len = u32::try_from(payload.len()).map_err(|_| LogError::Invalid("payload over 4 GiB".into()))?;
         let durable_offset = if w.durable.segment == w.active.seq { w.durable.offset } else { SEGMENT_HEADER_LEN };
-        w.scratch.clear();
+        let offset = w.active.write_offset + w.scratch.len() as u64;
         record::encode(&mut w.scratch, kind, group, term, index, durable_offset, payload);
-        let offset = w.active.write_offset;
-        if let Err(e) = w.active.file.write_all_at(&w.scratch, offset) {
-            return Err(self.fail(format!("write to segment {} at {offset}: {e}", w.active.seq)));
-        }
-        w.active.write_offset += len;
         self.stats.records_appended.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_appended.fetch_add(len, Ordering::Relaxed);
-        let payload_len = u32::try_from(payload.len()).map_err(|_| LogError::Invalid("payload over 4 GiB".into()))?;
         Ok(EntryLocation { segment: w.active.seq, offset, payload_len, term })
+    }
+
+    /// Writes the buffered records at the end of the active segment (into the page cache).
+    fn write_out(&self, w: &mut WriterState) -> Result<(), LogError> {
+        if w.scratch.is_empty() {
+            return Ok(());
+        }
+        let offset = w.active.write_offset;
+        if let Err(e) = w.active.file.write_all_at(&w.scratch, offset) {
+            w.scratch.clear();
+            return Err(self.fail(format!("write to segment {} at {offset}: {e}", w.active.seq)));
+        }
+        w.active.write_offset += w.scratch.len() as u64;
+        w.scratch.clear();
+        Ok(())
     }
 
     /// Seals the active segment and makes the prepared spare the next one.
@@ -619,6 +646,7 @@ impl Shared {
             for id in holders {
                 self.rewrite_state(w, id, seq)?;
             }
+            self.write_out(w)?;
             w.segments.remove(&seq);
             let after = Position { segment: w.active.seq, offset: w.active.write_offset };
             lock(&self.flush).deletions.push((after, seq));
@@ -677,9 +705,7 @@ fn flusher_loop(shared: Arc<Shared>) {
 
 /// Syncs the active segment up to what has been written; returns the position now durable.
 fn sync_round(shared: &Shared) -> Result<Position, LogError> {
-    if let Some(msg) = lock(&shared.failed).as_ref() {
-        return Err(LogError::Failed(msg.clone()));
-    }
+    shared.check_usable().or_else(|e| if matches!(e, LogError::Closed) { Ok(()) } else { Err(e) })?;
     let (target, file, durable) = {
         let w = lock(&shared.writer);
         (Position { segment: w.active.seq, offset: w.active.write_offset }, w.active.file.clone(), w.durable)
