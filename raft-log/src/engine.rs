@@ -81,7 +81,10 @@ pub struct RecoveryReport {
 pub struct EngineStats {
     pub records_appended: AtomicU64,
     pub bytes_appended: AtomicU64,
+    /// Group-commit rounds that ran an `fdatasync`.
     pub sync_rounds: AtomicU64,
+    /// `fdatasync`s that sealed a full segment before the next one took records.
+    pub seal_syncs: AtomicU64,
     pub sync_nanos_total: AtomicU64,
     pub appends_made_durable: AtomicU64,
     pub segments_created: AtomicU64,
@@ -558,6 +561,9 @@ impl Shared {
     /// costs one `pwrite` per segment it touches.
     fn write_record(&self, w: &mut WriterState, kind: RecordKind, group: GroupId, term: u64, index: u64, payload: &[u8]) -> Result<EntryLocation, LogError> {
         let len = record::record_len(payload.len());
+        if len > self.options.segment_bytes - SEGMENT_HEADER_LEN {
+            return Err(LogError::Invalid(format!("a {kind:?} record of {} payload bytes does not fit in a segment", payload.len())));
+        }
         if w.active.write_offset + w.scratch.len() as u64 + len > w.active.capacity {
             self.write_out(w)?;
             self.roll(w)?;
@@ -593,6 +599,7 @@ impl Shared {
         if let Err(e) = w.active.file.sync_data() {
             return Err(self.fail(format!("sync of segment {} before rolling: {e}", w.active.seq)));
         }
+        self.stats.seal_syncs.fetch_add(1, Ordering::Relaxed);
         w.durable = Position { segment: w.active.seq, offset: w.active.write_offset };
         let next = w.active.seq + 1;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -819,7 +826,7 @@ pub(crate) struct ScannedSegment {
 /// Reads every segment of `dir` and replays its records, changing nothing on disk. Fails, with
 /// the file and offset, on damage that is not a torn tail, on a missing segment, and when a
 /// group's committed entries are not all present.
-pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem) -> Result<DirScan, LogError> {
+pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem, writable: bool) -> Result<DirScan, LogError> {
     let names = fs.list(dir).map_err(|e| LogError::io(dir, e))?;
     let mut seqs: Vec<u64> = names.iter().filter_map(|n| segment::parse_segment_name(n)).collect();
     seqs.sort_unstable();
@@ -834,7 +841,7 @@ pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem) -> Result<DirScan, LogEr
     let mut segments = Vec::with_capacity(seqs.len());
     for (i, &seq) in seqs.iter().enumerate() {
         let path = join(dir, &segment::segment_name(seq));
-        let file = fs.open(&path, false).map_err(|e| LogError::io(&path, e))?;
+        let file = if writable { fs.open(&path, false) } else { fs.open_read_only(&path) }.map_err(|e| LogError::io(&path, e))?;
         let scan = segment::scan(&file, &path, seq, i + 1 == seqs.len(), false)?;
         live.insert(seq, 0);
         for r in &scan.records {
@@ -886,7 +893,7 @@ fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(Wri
         fs.rename(&join(dir, SPARE_NAME), &to).map_err(|e| LogError::io(&to, e))?;
         fs.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
     }
-    let DirScan { segments: scanned, groups } = scan_dir(dir, fs)?;
+    let DirScan { segments: scanned, groups } = scan_dir(dir, fs, true)?;
     let mut report = RecoveryReport { segments: scanned.len(), groups: groups.len(), ..Default::default() };
     let mut segments = BTreeMap::new();
     let mut active = None;

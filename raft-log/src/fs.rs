@@ -28,6 +28,10 @@ pub trait LogFile: Send + Sync + std::fmt::Debug {
 pub trait FileSystem: Send + Sync + std::fmt::Debug {
     /// Opens `path` for reading and writing, creating it when `create` is set.
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>>;
+    /// Opens an existing `path` for reading only (offline tools on read-only copies).
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
+        self.open(path, false)
+    }
     /// Renames `from` to `to` (atomic on POSIX); durable after [`Self::sync_dir`].
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file; durable after [`Self::sync_dir`].
@@ -68,6 +72,9 @@ impl FileSystem for StdFileSystem {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>> {
         let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
         Ok(Arc::new(StdFile { file }))
+    }
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
+        Ok(Arc::new(StdFile { file: File::open(path)? }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)

@@ -59,7 +59,7 @@ pub fn verify_dir_with(dir: &Path, fs: &dyn FileSystem) -> Result<VerifyReport, 
     if !dir.is_dir() {
         return Err(LogError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory")));
     }
-    let scan = scan_dir(dir, fs)?;
+    let scan = scan_dir(dir, fs, false)?;
     let mut report = VerifyReport { dir: dir.to_path_buf(), segments: Vec::new(), records: 0, bytes: 0, groups: Vec::new(), torn_tail: None };
     for s in &scan.segments {
         let used = match s.scan.end {
@@ -102,7 +102,8 @@ pub struct DumpLine {
 }
 
 /// Walks every segment of `dir` and reports each record with its checksum status, resuming
-/// after a bad stretch at the next valid record. With `from`/`to` (inclusive), only entries
+/// after a bad stretch at the next valid record; returns the number of bad stretches. A torn
+/// tail of the newest segment is reported as such and not counted. With `from`/`to` (inclusive), only entries
 /// with an index in range are reported (and bad stretches, always).
 pub fn dump_dir(dir: &Path, from: Option<u64>, to: Option<u64>, mut out: impl FnMut(&DumpLine) -> std::io::Result<()>) -> Result<u64, LogError> {
     let fs = StdFileSystem;
@@ -110,9 +111,10 @@ pub fn dump_dir(dir: &Path, from: Option<u64>, to: Option<u64>, mut out: impl Fn
     seqs.sort_unstable();
     let mut bad = 0;
     let emit = |line: &DumpLine, out: &mut dyn FnMut(&DumpLine) -> std::io::Result<()>| out(line).map_err(|e| LogError::io(Path::new("<stdout>"), e));
+    let last_seq = seqs.last().copied();
     for seq in seqs {
         let path = dir.join(segment::segment_name(seq));
-        let file = fs.open(&path, false).map_err(|e| LogError::io(&path, e))?;
+        let file = fs.open_read_only(&path).map_err(|e| LogError::io(&path, e))?;
         let bytes = segment::read_all(&file, &path)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let bad_line = |offset: u64, size: u64, status: String| DumpLine { file: name.clone(), offset, kind: None, group: None, index: None, term: None, size, status };
@@ -121,6 +123,15 @@ pub fn dump_dir(dir: &Path, from: Option<u64>, to: Option<u64>, mut out: impl Fn
             emit(&bad_line(0, SEGMENT_HEADER_LEN, "bad segment header".into()), &mut out)?;
             continue;
         }
+        // Where recovery would cut a torn tail of the newest segment: reported, not counted bad.
+        let torn_at = if Some(seq) == last_seq {
+            segment::scan(&file, &path, seq, true, false).ok().and_then(|s| match s.end {
+                SegmentEnd::TornTail { offset, .. } => Some(offset),
+                SegmentEnd::Clean { .. } => None,
+            })
+        } else {
+            None
+        };
         let mut offset = SEGMENT_HEADER_LEN;
         while offset < bytes.len() as u64 {
             match segment::record_at(&bytes, offset) {
@@ -133,6 +144,12 @@ pub fn dump_dir(dir: &Path, from: Option<u64>, to: Option<u64>, mut out: impl Fn
                     offset += h.record_len();
                 }
                 Err(BadRecord::Zero) if bytes[offset as usize..].iter().all(|b| *b == 0) => break,
+                Err(reason) if torn_at == Some(offset) => {
+                    let end = bytes.iter().rposition(|b| *b != 0).map_or(offset, |p| (p as u64 + 1).max(offset));
+                    let status = format!("torn tail ({reason}): {} bytes, recoverable, cut on next open", end - offset);
+                    emit(&bad_line(offset, end - offset, status), &mut out)?;
+                    break;
+                }
                 Err(reason) => {
                     bad += 1;
                     let next = next_valid_record(&bytes, offset + ALIGN);

@@ -106,6 +106,15 @@ fn torn_last_record_is_cut_and_nothing_before_it_is_lost() {
     let report = verify_dir(dir.path()).expect("a torn tail is recoverable");
     let torn = report.torn_tail.expect("reported");
     assert_eq!((torn.file, torn.offset), (path.clone(), last.offset));
+    let mut torn_lines = Vec::new();
+    let bad = dump_dir(dir.path(), None, None, |l| {
+        if l.status.starts_with("torn tail") {
+            torn_lines.push(l.offset);
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((bad, torn_lines), (0, vec![last.offset]), "dump reports the torn tail, not damage");
 
     let (engine, recovery) = LogEngine::open(dir.path(), options()).expect("opens");
     assert_eq!(recovery.torn_tail, Some((path.clone(), last.offset)));
