@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::LogError;
 use crate::fs::{FileSystem, LogFile, StdFileSystem, join};
@@ -123,9 +123,9 @@ struct FlushQueue {
 
 #[derive(Default)]
 struct SpareState {
-    /// The sequence number the spare file was prepared for, once it is ready.
-    ready_for: Option<u64>,
-    wanted: u64,
+    /// `spare.tmp` is zero-filled to the segment size and synced.
+    ready: bool,
+    /// Preparing failed; rolls use growing files from then on.
     error: Option<String>,
     shutdown: bool,
 }
@@ -203,7 +203,6 @@ impl LogEngine {
         }
         fs.create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let (writer, report) = recover(&dir, &options, &*fs)?;
-        let next_seq = writer.active.seq + 1;
         let shared = Arc::new(Shared {
             dir,
             fs,
@@ -211,7 +210,7 @@ impl LogEngine {
             writer: Mutex::new(writer),
             flush: Mutex::new(FlushQueue::default()),
             flush_wakeup: Condvar::new(),
-            spare: Mutex::new(SpareState { wanted: next_seq, ..Default::default() }),
+            spare: Mutex::new(SpareState::default()),
             spare_changed: Condvar::new(),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
@@ -602,31 +601,13 @@ impl Shared {
         self.stats.seal_syncs.fetch_add(1, Ordering::Relaxed);
         w.durable = Position { segment: w.active.seq, offset: w.active.write_offset };
         let next = w.active.seq + 1;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut spare = lock(&self.spare);
-        while spare.ready_for != Some(next) {
-            if let Some(e) = &spare.error {
-                return Err(self.fail(format!("preparing segment {next}: {e}")));
-            }
-            if spare.shutdown {
-                return Err(LogError::Closed);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(self.fail(format!("segment {next} not prepared within 60 s")));
-            }
-            spare = self.spare_changed.wait_timeout(spare, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        // Never wait for the preallocator: without a spare ready, the next segment is a new,
+        // growing file (slower to sync, but no stall for every group).
+        let use_spare = std::mem::take(&mut lock(&self.spare).ready);
+        if !use_spare {
+            tracing::debug!(segment = next, "no preallocated segment ready; rolling onto a growing file");
         }
-        let from = join(&self.dir, SPARE_NAME);
-        let to = join(&self.dir, &segment::segment_name(next));
-        let renamed = self.fs.rename(&from, &to).and_then(|_| self.fs.sync_dir(&self.dir));
-        if let Err(e) = renamed {
-            return Err(self.fail(format!("installing segment {next}: {e}")));
-        }
-        let file = self.fs.open(&to, false).map_err(|e| self.fail(format!("opening segment {next}: {e}")))?;
-        spare.ready_for = None;
-        spare.wanted = next + 1;
-        drop(spare);
+        let file = install_segment(&*self.fs, &self.dir, next, use_spare).map_err(|e| self.fail(format!("installing segment {next}: {e}")))?;
         self.spare_changed.notify_all();
         w.segments.insert(next, SegmentMeta { file: file.clone(), live_entries: 0 });
         w.active = ActiveSegment { seq: next, file, write_offset: SEGMENT_HEADER_LEN, capacity: self.options.segment_bytes };
@@ -766,36 +747,39 @@ fn delete_segments(shared: &Shared, deletions: Vec<(Position, u64)>, durable: Po
     Ok(durable)
 }
 
-/// Keeps one zero-filled, synced segment ready for the writer to roll onto.
+/// Keeps one zero-filled, synced file ready for the writer to roll onto.
 fn preallocator_loop(shared: Arc<Shared>) {
     loop {
-        let seq = {
+        {
             let mut spare = lock(&shared.spare);
-            while !spare.shutdown && (spare.ready_for.is_some() || spare.error.is_some()) {
+            while !spare.shutdown && (spare.ready || spare.error.is_some()) {
                 spare = shared.spare_changed.wait(spare).unwrap_or_else(|p| p.into_inner());
             }
             if spare.shutdown {
                 return;
             }
-            spare.wanted
-        };
-        let result = prepare_segment_file(&*shared.fs, &shared.dir, SPARE_NAME, seq, shared.options.segment_bytes);
+        }
+        let result = prepare_spare(&*shared.fs, &shared.dir, shared.options.segment_bytes);
         let mut spare = lock(&shared.spare);
         match result {
-            Ok(()) => spare.ready_for = Some(seq),
-            Err(e) => spare.error = Some(e.to_string()),
+            Ok(()) => spare.ready = true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot preallocate segments; new segments will grow as they are written");
+                spare.error = Some(e.to_string());
+            }
         }
-        drop(spare);
-        shared.spare_changed.notify_all();
     }
 }
 
-/// Creates `name` in `dir` as a segment `seq` of `size` bytes: header, then zeros, synced.
-pub(crate) fn prepare_segment_file(fs: &dyn FileSystem, dir: &Path, name: &str, seq: u64, size: u64) -> Result<(), LogError> {
+/// Writes `spare.tmp` in `dir`: `size` zero bytes, synced, its directory entry synced.
+fn prepare_spare(fs: &dyn FileSystem, dir: &Path, size: u64) -> Result<(), LogError> {
     const ZEROS: usize = 1 << 20;
-    let path = join(dir, name);
+    let path = join(dir, SPARE_NAME);
     let io = |e| LogError::io(&path, e);
-    let _ = fs.remove(&path);
+    match fs.remove(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
     let file = fs.open(&path, true).map_err(io)?;
     let zeros = vec![0u8; ZEROS];
     let mut at = 0u64;
@@ -804,16 +788,34 @@ pub(crate) fn prepare_segment_file(fs: &dyn FileSystem, dir: &Path, name: &str, 
         file.write_all_at(&zeros[..n], at).map_err(io)?;
         at += n as u64;
     }
-    file.write_all_at(&segment::encode_segment_header(seq), 0).map_err(io)?;
     file.sync_data().map_err(io)?;
     fs.sync_dir(dir).map_err(io)?;
     Ok(())
+}
+
+/// Makes segment `seq` exist, from the prepared spare or as a new growing file, with its header
+/// written and synced before any record can go in: a segment file whose header is not valid was
+/// never used (see [`scan_dir`]).
+fn install_segment(fs: &dyn FileSystem, dir: &Path, seq: u64, use_spare: bool) -> Result<Arc<dyn LogFile>, LogError> {
+    let path = join(dir, &segment::segment_name(seq));
+    let io = |e| LogError::io(&path, e);
+    if use_spare {
+        fs.rename(&join(dir, SPARE_NAME), &path).map_err(io)?;
+    }
+    let file = fs.open(&path, true).map_err(io)?;
+    file.write_all_at(&segment::encode_segment_header(seq), 0).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    fs.sync_dir(dir).map_err(io)?;
+    Ok(file)
 }
 
 /// What reading a whole log directory found: each segment's scan and the groups it replays to.
 pub(crate) struct DirScan {
     pub segments: Vec<ScannedSegment>,
     pub groups: HashMap<GroupId, GroupIndex>,
+    /// The newest segment file, when it was created but its header never became durable: no
+    /// record was ever written to it. Not in `segments`; opening the log removes it.
+    pub never_used: Option<PathBuf>,
 }
 
 pub(crate) struct ScannedSegment {
@@ -839,9 +841,18 @@ pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem, writable: bool) -> Resul
     let mut groups: HashMap<GroupId, GroupIndex> = HashMap::new();
     let mut live: BTreeMap<u64, u64> = BTreeMap::new();
     let mut segments = Vec::with_capacity(seqs.len());
+    let open = |path: &Path| if writable { fs.open(path, false) } else { fs.open_read_only(path) }.map_err(|e| LogError::io(path, e));
+    let mut never_used = None;
+    if let Some(&last) = seqs.last() {
+        let path = join(dir, &segment::segment_name(last));
+        if segment::header_never_written(&open(&path)?).map_err(|e| LogError::io(&path, e))? {
+            never_used = Some(path);
+            seqs.pop();
+        }
+    }
     for (i, &seq) in seqs.iter().enumerate() {
         let path = join(dir, &segment::segment_name(seq));
-        let file = if writable { fs.open(&path, false) } else { fs.open_read_only(&path) }.map_err(|e| LogError::io(&path, e))?;
+        let file = open(&path)?;
         let scan = segment::scan(&file, &path, seq, i + 1 == seqs.len(), false)?;
         live.insert(seq, 0);
         for r in &scan.records {
@@ -877,7 +888,7 @@ pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem, writable: bool) -> Resul
                 }
         }
     }
-    Ok(DirScan { segments, groups })
+    Ok(DirScan { segments, groups, never_used })
 }
 
 /// Opens the segments in `dir`, replays every record into the group indexes and cuts a torn
@@ -887,13 +898,22 @@ fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(Wri
     if names.iter().any(|n| n == SPARE_NAME) {
         fs.remove(&join(dir, SPARE_NAME)).map_err(|e| LogError::io(dir, e))?;
     }
-    if !names.iter().any(|n| segment::parse_segment_name(n).is_some()) {
-        prepare_segment_file(fs, dir, SPARE_NAME, 1, options.segment_bytes)?;
-        let to = join(dir, &segment::segment_name(1));
-        fs.rename(&join(dir, SPARE_NAME), &to).map_err(|e| LogError::io(&to, e))?;
+    let scan = scan_dir(dir, fs, true)?;
+    if let Some(unused) = &scan.never_used {
+        tracing::info!(file = %unused.display(), "removing a segment file that was created but never used");
+        fs.remove(unused).map_err(|e| LogError::io(unused, e))?;
         fs.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
     }
-    let DirScan { segments: scanned, groups } = scan_dir(dir, fs, true)?;
+    let DirScan { segments: mut scanned, groups, .. } = scan;
+    if scanned.is_empty() {
+        let seq = 1;
+        prepare_spare(fs, dir, options.segment_bytes)?;
+        let path = join(dir, &segment::segment_name(seq));
+        let file = install_segment(fs, dir, seq, true)?;
+        let file_len = file.len().map_err(|e| LogError::io(&path, e))?;
+        let scan = segment::SegmentScan { seq, file_len, records: Vec::new(), end: SegmentEnd::Clean { offset: SEGMENT_HEADER_LEN } };
+        scanned.push(ScannedSegment { path, file, scan, live_entries: 0 });
+    }
     let mut report = RecoveryReport { segments: scanned.len(), groups: groups.len(), ..Default::default() };
     let mut segments = BTreeMap::new();
     let mut active = None;
@@ -913,7 +933,9 @@ fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(Wri
         };
         segments.insert(s.scan.seq, SegmentMeta { file: s.file.clone(), live_entries: s.live_entries });
         if i + 1 == count {
-            active = Some(ActiveSegment { seq: s.scan.seq, file: s.file, write_offset: end, capacity: s.scan.file_len });
+            // A segment made when no spare was ready grows as it is written, up to the segment size.
+            let capacity = s.scan.file_len.max(options.segment_bytes);
+            active = Some(ActiveSegment { seq: s.scan.seq, file: s.file, write_offset: end, capacity });
         }
     }
     let active = active.ok_or_else(|| LogError::Invalid("no segment".into()))?;

@@ -50,6 +50,17 @@ pub fn encode_segment_header(seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     h
 }
 
+/// Whether a segment file's header was never written: shorter than a header, or a header of
+/// zeros. Such a file was being installed at a crash and never held a record.
+pub fn header_never_written(file: &Arc<dyn LogFile>) -> std::io::Result<bool> {
+    if file.len()? < SEGMENT_HEADER_LEN {
+        return Ok(true);
+    }
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    file.read_exact_at(&mut h, 0)?;
+    Ok(h.iter().all(|b| *b == 0))
+}
+
 /// One record found in a segment.
 #[derive(Debug, Clone)]
 pub struct ScannedRecord {

@@ -118,6 +118,10 @@ pub fn dump_dir(dir: &Path, from: Option<u64>, to: Option<u64>, mut out: impl Fn
         let bytes = segment::read_all(&file, &path)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let bad_line = |offset: u64, size: u64, status: String| DumpLine { file: name.clone(), offset, kind: None, group: None, index: None, term: None, size, status };
+        if Some(seq) == last_seq && segment::header_never_written(&file).map_err(|e| LogError::io(&path, e))? {
+            emit(&bad_line(0, bytes.len() as u64, "segment never used: removed on next open".into()), &mut out)?;
+            continue;
+        }
         if bytes.len() < SEGMENT_HEADER_LEN as usize || bytes[..SEGMENT_HEADER_LEN as usize] != segment::encode_segment_header(seq) {
             bad += 1;
             emit(&bad_line(0, SEGMENT_HEADER_LEN, "bad segment header".into()), &mut out)?;

@@ -205,3 +205,23 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+#[test]
+fn segment_installed_at_a_crash_but_never_used_is_removed_on_open() {
+    for header in [Vec::new(), vec![0u8; 32 + 4096]] {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 3);
+        let mut files: Vec<String> = records(dir.path()).into_iter().map(|l| l.file).collect();
+        files.dedup();
+        let last: u64 = files.last().unwrap().trim_end_matches(".seg").parse().unwrap();
+        let unused = dir.path().join(format!("{:020}.seg", last + 1));
+        std::fs::write(&unused, &header).unwrap();
+
+        let report = verify_dir(dir.path()).expect("verify accepts it");
+        let lines = records(dir.path());
+        assert!(lines.last().unwrap().status.starts_with("segment never used"), "{:?}", lines.last());
+        assert_eq!(report.records, lines.iter().filter(|l| l.kind.is_some()).count() as u64);
+        assert_eq!(read_all(dir.path()).len(), 3);
+        assert!(!unused.exists(), "open removes the unused segment file");
+    }
+}
