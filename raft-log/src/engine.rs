@@ -561,6 +561,8 @@ impl Shared {
     fn write_record(&self, w: &mut WriterState, kind: RecordKind, group: GroupId, term: u64, index: u64, payload: &[u8]) -> Result<EntryLocation, LogError> {
         let len = record::record_len(payload.len());
         if len > self.options.segment_bytes - SEGMENT_HEADER_LEN {
+            // Drop the batch encoded so far: nothing of a rejected call reaches the disk.
+            w.scratch.clear();
             return Err(LogError::Invalid(format!("a {kind:?} record of {} payload bytes does not fit in a segment", payload.len())));
         }
         if w.active.write_offset + w.scratch.len() as u64 + len > w.active.capacity {
