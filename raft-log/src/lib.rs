@@ -20,6 +20,8 @@ mod group_index;
 mod raft;
 pub mod record;
 pub mod segment;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod verify;
 
 pub use engine::{GroupId, GroupLog, GroupState, LogEngine, LogOptions, OnDurable, Position, RecoveryReport, StoredEntry};
