@@ -1,4 +1,11 @@
 //! The broker: hosts many Raft groups (queue groups) on one `raft-log` engine, the Raft
 //! transport, the queue state machine and the client-facing gRPC services.
 //!
-//! Built in issue #4; this crate holds its place in the workspace until then.
+//! - [`raft`]: the node type, the Raft transport between brokers (client and server) and the
+//!   registry of hosted groups.
+//! - [`store`]: the queue store, one RocksDB per broker holding every group's derived state
+//!   (consume-queue index, queue offsets, consumer offsets, applied index), written with the WAL
+//!   off and flushed at known points.
+
+pub mod raft;
+pub mod store;

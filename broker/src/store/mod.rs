@@ -1,0 +1,337 @@
+//! The broker's queue store: the derived state of every Raft group (queue group) the broker
+//! hosts, in one RocksDB per process.
+//!
+//! # Durability contract
+//!
+//! The Raft log (`raft-log`) is the source of truth; this store is derived from it.
+//! - Every write goes with RocksDB's WAL disabled: nothing is fsynced when a call returns. A
+//!   crash loses everything written since the last flush (RocksDB's own, or [`QueueStore::flush`]),
+//!   and each group then re-applies its Raft log from the applied index the store still holds.
+//! - Each [`QueueStore::apply`] is one RocksDB write batch holding an entry's effects and the
+//!   group's applied index, so after a crash a group's data is exactly that of some applied
+//!   index, never part of an entry.
+//! - [`QueueStore::durable_applied_index`] is the applied index the last [`QueueStore::flush`]
+//!   made durable: a crash leaves the group at it or later (later when RocksDB flushed on its
+//!   own since). The broker must never purge a group's Raft log past it.
+//! - Dropping the store flushes (RocksDB flushes memtables on close when the WAL is off).
+//!
+//! # Layout: one column family, kinds inside the key
+//!
+//! All groups share RocksDB's default column family. One column family and not one per kind
+//! (e.g. `index`, `state`): with the WAL disabled, column families stay consistent with each
+//! other only if every flush covers all of them at once. `atomic_flush = true` does that for
+//! RocksDB's own flushes, but the C API of RocksDB 7.8 (the Debian 12 library this crate links)
+//! has no manual flush of several column families (`rocksdb_flush_cfs` is not in it), and a
+//! manual flush of one column family flushes only that one, even with `atomic_flush`. Flushing
+//! `index` and then `state` would leave, after a crash between the two, a group's index from
+//! one point and its applied index from another (and a deleted or re-imported group half
+//! replaced). With one column family every flush is a cut at one point in the write order.
+//! `atomic_flush` is still set, so that RocksDB's own flushes stay all-or-nothing should a
+//! second column family be added (which needs a RocksDB with `rocksdb_flush_cfs` first).
+//!
+//! # Keys
+//!
+//! Every key starts with the group id, so a group's data is one contiguous range that can be
+//! iterated, exported and deleted by prefix, and a kind byte (all below `0xFF`, so
+//! `group ++ [0xFF]` bounds the range). Integers in keys are big-endian (they sort
+//! numerically).
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | group id, u64 BE |
+//! | 8 | kind |
+//!
+//! followed by, per kind:
+//!
+//! | kind | name | rest of the key | value payload |
+//! |---|---|---|---|
+//! | `0x00` | import marker | nothing | nothing |
+//! | `0x01` | applied index | nothing | applied Raft log index, u64 |
+//! | `0x02` | next offset | 9..13 queue id, u32 BE | next offset of the queue, u64 |
+//! | `0x03` | consumer offset | 9 name length n (1..=255), 10..10+n consumer group name (UTF-8), 10+n..14+n queue id, u32 BE | committed offset, u64 |
+//! | `0x04` | index entry | 9..13 queue id, u32 BE; 13..21 queue offset, u64 BE | [`IndexEntry`]: log index u64, position u32, size u32, tag hash u64, store time ms u64 |
+//!
+//! # Values
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0 | format, 1 |
+//! | 1..1+n | payload, fixed length per kind (above), integers little-endian |
+//! | 1+n..5+n | CRC32C of bytes 0..1+n, u32 LE |
+//!
+//! A value of the wrong length, an unknown format or a checksum mismatch is
+//! [`StoreError::Corrupt`] naming the key, never decoded.
+//!
+//! # Import marker
+//!
+//! A group's import ([`QueueStore::begin_import`]) may span several write batches. Its first
+//! batch deletes the group's range and writes the marker; its last writes the applied index and
+//! deletes the marker. A group found with the marker on open was cut off by a crash mid-import:
+//! it is deleted and listed in [`OpenReport::interrupted_imports`].
+
+mod batch;
+mod error;
+mod group_snapshot;
+mod keys;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rocksdb::{DB, FlushOptions, Options, ReadOptions, WriteBatch, WriteOptions};
+
+pub use batch::ApplyBatch;
+pub use error::StoreError;
+pub use group_snapshot::{EXPORT_PAGE_BYTES_MAX, ExportPage, GroupExport, GroupImport, GroupRecord};
+pub use keys::CONSUMER_GROUP_BYTES_MAX;
+pub use value::IndexEntry;
+
+use keys::Item;
+
+/// Identifies a Raft group; the same number as `raft_log::GroupId`.
+pub type GroupId = u64;
+
+/// Tunables of the store, each with its default.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Size of one RocksDB memtable. Default 64 MiB. RocksDB flushes on its own when one fills;
+    /// at most a few are kept in memory.
+    pub memtable_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { memtable_bytes: 64 << 20 }
+    }
+}
+
+/// What opening the store found and did.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// Groups with state in the store.
+    pub groups: usize,
+    /// Groups whose import a crash cut off: their partial data was deleted, and they must be
+    /// given a snapshot again.
+    pub interrupted_imports: Vec<GroupId>,
+}
+
+/// Most index entries one [`QueueStore::index_range`] call returns.
+pub const INDEX_RANGE_MAX: usize = 4096;
+
+/// What the store knows of each group beyond RocksDB's contents.
+#[derive(Default)]
+struct Progress {
+    /// Each group's applied index, as written (possibly not yet flushed).
+    applied: HashMap<GroupId, u64>,
+    /// Each group's applied index as of the last flush: what a crash would leave.
+    durable: HashMap<GroupId, u64>,
+    /// Groups with an import begun and not finished.
+    importing: HashSet<GroupId>,
+}
+
+/// The derived state of every group on this broker, over one RocksDB. Shared by reference
+/// across threads; calls for one group must come from one place at a time (its state machine),
+/// calls for different groups may run concurrently.
+pub struct QueueStore {
+    db: DB,
+    /// WAL disabled: the Raft log is the store's log.
+    write_options: WriteOptions,
+    /// Held across every write so that `flush` sees, for each group, an applied index whose
+    /// write has completed (RocksDB writes are serialised internally anyway, and take
+    /// microseconds with the WAL off).
+    progress: Mutex<Progress>,
+    /// One flush at a time, so the durable indexes only move forward.
+    flushing: Mutex<()>,
+}
+
+impl std::fmt::Debug for QueueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueStore").field("path", &self.db.path()).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent before any call that can panic.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl QueueStore {
+    /// Opens (or creates) the store in `dir`. Each group's applied index (and durable applied
+    /// index) is what RocksDB holds; groups whose import was cut off by a crash are deleted.
+    pub fn open(dir: impl AsRef<Path>, options: &StoreOptions) -> Result<(Self, OpenReport), StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_atomic_flush(true);
+        opts.set_write_buffer_size(options.memtable_bytes);
+        // RocksDB's info LOG files: keep a bounded number of them.
+        opts.set_keep_log_file_num(4);
+        let db = DB::open(&opts, dir.as_ref()).map_err(StoreError::db("open"))?;
+        let mut write_options = WriteOptions::default();
+        write_options.disable_wal(true);
+        let store = Self { db, write_options, progress: Mutex::new(Progress::default()), flushing: Mutex::new(()) };
+        let report = store.recover()?;
+        Ok((store, report))
+    }
+
+    /// Reads every group's applied index and import marker: two seeks per group, however much
+    /// data the group holds.
+    fn recover(&self) -> Result<OpenReport, StoreError> {
+        let mut report = OpenReport::default();
+        let mut interrupted = Vec::new();
+        let mut progress = lock(&self.progress);
+        let mut it = self.db.raw_iterator();
+        it.seek_to_first();
+        // Each pass moves past one group's range, so this ends after the last group.
+        while let Some(first) = it.key() {
+            let Some(group) = keys::group_of(first) else {
+                return Err(StoreError::Corrupt { key: keys::describe(first), reason: "key shorter than a group id".into() });
+            };
+            let first_key = first.to_vec();
+            it.seek(Item::Importing.key(group));
+            let importing = it.key() == Some(Item::Importing.key(group).as_slice());
+            it.seek(Item::Applied.key(group));
+            let applied = match it.item() {
+                Some((k, v)) if k == Item::Applied.key(group).as_slice() => Some(decode_at(k, v, value::decode_u64)?),
+                _ => None,
+            };
+            match (importing, applied) {
+                (true, _) => interrupted.push(group),
+                (false, Some(a)) => {
+                    progress.applied.insert(group, a);
+                    progress.durable.insert(group, a);
+                }
+                (false, None) => {
+                    return Err(StoreError::Corrupt { key: keys::describe(&first_key), reason: format!("group {group} has data but no applied index") });
+                }
+            }
+            it.seek(keys::group_end(group));
+        }
+        it.status().map_err(StoreError::db("scan groups"))?;
+        drop(it);
+        for &group in &interrupted {
+            tracing::warn!(group, "deleting a group whose import a crash cut off");
+            let mut wb = WriteBatch::default();
+            wb.delete_range(keys::group_start(group).to_vec(), keys::group_end(group));
+            self.db.write_opt(wb, &self.write_options).map_err(StoreError::db("delete interrupted import"))?;
+        }
+        report.groups = progress.applied.len();
+        report.interrupted_imports = interrupted;
+        Ok(report)
+    }
+
+    /// Writes `batch`, the effects of `group`'s entries up to `batch.applied_index()`, in one
+    /// write batch with the new applied index. Not durable until the next flush.
+    pub fn apply(&self, group: GroupId, batch: &ApplyBatch) -> Result<(), StoreError> {
+        let wb = batch.to_write_batch(group);
+        let mut progress = lock(&self.progress);
+        if progress.importing.contains(&group) {
+            return Err(StoreError::Importing { group });
+        }
+        if let Some(&applied) = progress.applied.get(&group)
+            && batch.applied_index() <= applied
+        {
+            return Err(StoreError::NotAfterApplied { group, applied, index: batch.applied_index() });
+        }
+        self.db.write_opt(wb, &self.write_options).map_err(StoreError::db("apply"))?;
+        progress.applied.insert(group, batch.applied_index());
+        Ok(())
+    }
+
+    /// Up to `max` (at most [`INDEX_RANGE_MAX`]) consecutive index entries of `queue`, from
+    /// `from_offset` on, with their offsets.
+    pub fn index_range(&self, group: GroupId, queue: u32, from_offset: u64, max: usize) -> Result<Vec<(u64, IndexEntry)>, StoreError> {
+        let max = max.min(INDEX_RANGE_MAX);
+        let mut out = Vec::with_capacity(max.min(256));
+        if max == 0 {
+            return Ok(out);
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::queue_index_end(group, queue));
+        let mut it = self.db.raw_iterator_opt(ro);
+        it.seek(Item::Index { queue, offset: from_offset }.key(group));
+        while out.len() < max {
+            let Some((k, v)) = it.item() else { break };
+            let offset = match keys::parse(k) {
+                Ok((g, Item::Index { queue: q, offset })) if g == group && q == queue => offset,
+                _ => return Err(StoreError::Corrupt { key: keys::describe(k), reason: format!("found inside the index range of group {group} queue {queue}") }),
+            };
+            out.push((offset, decode_at(k, v, IndexEntry::decode)?));
+            it.next();
+        }
+        it.status().map_err(StoreError::db("read index"))?;
+        Ok(out)
+    }
+
+    /// The offset the next message of `queue` will get: 0 for a queue never written.
+    pub fn next_offset(&self, group: GroupId, queue: u32) -> Result<u64, StoreError> {
+        Ok(self.get_u64(&Item::NextOffset { queue }.key(group))?.unwrap_or(0))
+    }
+
+    /// `consumer_group`'s committed offset on `queue`, if it ever committed one.
+    pub fn consumer_offset(&self, group: GroupId, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        self.get_u64(&Item::ConsumerOffset { consumer_group: consumer_group.to_string(), queue }.key(group))
+    }
+
+    /// The last Raft log index applied to `group` (written, maybe not yet flushed).
+    pub fn applied_index(&self, group: GroupId) -> Option<u64> {
+        lock(&self.progress).applied.get(&group).copied()
+    }
+
+    /// The applied index of `group` that the last [`Self::flush`] made durable (or that open
+    /// found): a crash now leaves the group at it or later. A group deleted or being imported
+    /// keeps it until the next flush, since a crash before then brings the flushed group back.
+    /// The group's Raft log may be purged up to it, never past.
+    pub fn durable_applied_index(&self, group: GroupId) -> Option<u64> {
+        lock(&self.progress).durable.get(&group).copied()
+    }
+
+    /// The groups with state in the store (an applied index), in ascending order.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let mut ids: Vec<_> = lock(&self.progress).applied.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Flushes everything written so far to SST files (synced) and, once done, makes each
+    /// group's durable applied index the applied index it had when the flush began. A group
+    /// deleted before the flush began has none any more.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = lock(&self.flushing);
+        // Taken before the flush: every write it counts has completed, so the flush covers it.
+        let applied = lock(&self.progress).applied.clone();
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        self.db.flush_opt(&fo).map_err(StoreError::db("flush"))?;
+        lock(&self.progress).durable = applied;
+        Ok(())
+    }
+
+    /// Deletes all of `group`'s data in one write batch. Durable with the next flush; until
+    /// then a crash brings the group back as it was flushed.
+    pub fn delete_group(&self, group: GroupId) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        wb.delete_range(keys::group_start(group).to_vec(), keys::group_end(group));
+        let mut progress = lock(&self.progress);
+        self.db.write_opt(wb, &self.write_options).map_err(StoreError::db("delete group"))?;
+        progress.applied.remove(&group);
+        progress.importing.remove(&group);
+        Ok(())
+    }
+
+    fn get_u64(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        match self.db.get_pinned(key).map_err(StoreError::db("get"))? {
+            None => Ok(None),
+            Some(v) => decode_at(key, &v, value::decode_u64).map(Some),
+        }
+    }
+}
+
+/// Decodes a stored value, naming its key when it is damaged.
+fn decode_at<T>(key: &[u8], value: &[u8], decode: impl FnOnce(&[u8]) -> Result<T, String>) -> Result<T, StoreError> {
+    decode(value).map_err(|reason| StoreError::Corrupt { key: keys::describe(key), reason })
+}

@@ -1,0 +1,352 @@
+//! Tests of the store against a real RocksDB in temporary directories.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tempfile::TempDir;
+
+use super::*;
+
+pub(super) fn open(dir: &Path) -> (QueueStore, OpenReport) {
+    QueueStore::open(dir, &StoreOptions::default()).unwrap()
+}
+
+pub(super) fn entry(log_index: u64, n: u64) -> IndexEntry {
+    IndexEntry { log_index, position: (n * 100) as u32, size: 50 + n as u32, tag_hash: n.wrapping_mul(0x9E37_79B9_7F4A_7C15), store_time_ms: 1_764_000_000_000 + n }
+}
+
+/// The effects of Raft entry `log_index` sending `count` messages to `queue` from offset
+/// `from`, and of `consumer_group` committing `commit` on it.
+pub(super) fn send(log_index: u64, queue: u32, from: u64, count: u64, consumer_group: &str, commit: u64) -> ApplyBatch {
+    let mut b = ApplyBatch::new(log_index);
+    for offset in from..from + count {
+        b.put_index(queue, offset, entry(log_index, offset)).unwrap();
+    }
+    b.set_next_offset(queue, from + count).unwrap();
+    b.set_consumer_offset(consumer_group, queue, commit).unwrap();
+    b
+}
+
+/// What a kill -9 at this moment would leave: a copy of the files of the open store.
+///
+/// Closing the store instead would not model a crash: RocksDB flushes the memtables on close
+/// when the WAL is off, and `avoid_flush_during_shutdown` cannot be set through the C API of
+/// RocksDB 7.8 (`rocksdb_set_options` only reaches column family options). The copy holds
+/// exactly what the files hold: if writes went to a WAL, the copy would hold that WAL and
+/// reopening it would replay them, so lost writes prove the WAL is off.
+pub(super) fn crash_image(store_dir: &Path) -> TempDir {
+    let image = TempDir::new().unwrap();
+    for e in std::fs::read_dir(store_dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), image.path().join(e.file_name())).unwrap();
+        }
+    }
+    image
+}
+
+/// Every key of the store, grouped by group id.
+fn keys_per_group(store: &QueueStore) -> BTreeMap<GroupId, usize> {
+    let mut counts = BTreeMap::new();
+    let mut it = store.db.raw_iterator();
+    it.seek_to_first();
+    while let Some(k) = it.key() {
+        *counts.entry(keys::group_of(k).unwrap()).or_default() += 1;
+        it.next();
+    }
+    it.status().unwrap();
+    counts
+}
+
+#[test]
+fn apply_then_every_read_round_trips() {
+    let dir = TempDir::new().unwrap();
+    let (store, report) = open(dir.path());
+    assert_eq!(report.groups, 0);
+
+    let mut b = send(5, 1, 0, 10, "cg-a", 4);
+    b.put_index(2, 0, entry(5, 1000)).unwrap();
+    b.set_next_offset(2, 1).unwrap();
+    store.apply(7, &b).unwrap();
+
+    let q1 = store.index_range(7, 1, 0, 100).unwrap();
+    assert_eq!(q1, (0..10).map(|o| (o, entry(5, o))).collect::<Vec<_>>());
+    assert_eq!(store.index_range(7, 1, 8, 100).unwrap(), vec![(8, entry(5, 8)), (9, entry(5, 9))]);
+    assert_eq!(store.index_range(7, 1, 3, 2).unwrap(), vec![(3, entry(5, 3)), (4, entry(5, 4))]);
+    assert_eq!(store.index_range(7, 1, 10, 100).unwrap(), vec![]);
+    assert_eq!(store.index_range(7, 1, 0, 0).unwrap(), vec![]);
+    assert_eq!(store.index_range(7, 2, 0, 100).unwrap(), vec![(0, entry(5, 1000))]);
+    assert_eq!(store.index_range(7, 3, 0, 100).unwrap(), vec![]);
+    assert_eq!(store.index_range(8, 1, 0, 100).unwrap(), vec![]);
+    assert_eq!(store.next_offset(7, 1).unwrap(), 10);
+    assert_eq!(store.next_offset(7, 2).unwrap(), 1);
+    assert_eq!(store.next_offset(7, 3).unwrap(), 0);
+    assert_eq!(store.consumer_offset(7, "cg-a", 1).unwrap(), Some(4));
+    assert_eq!(store.consumer_offset(7, "cg-a", 2).unwrap(), None);
+    assert_eq!(store.consumer_offset(7, "cg-b", 1).unwrap(), None);
+    assert!(matches!(store.consumer_offset(7, "", 1), Err(StoreError::InvalidName { .. })));
+    assert_eq!(store.applied_index(7), Some(5));
+    assert_eq!(store.durable_applied_index(7), None);
+    assert_eq!(store.applied_index(8), None);
+    assert_eq!(store.groups(), vec![7]);
+
+    store.apply(7, &send(6, 1, 10, 2, "cg-a", 10)).unwrap();
+    assert_eq!(store.index_range(7, 1, 9, 100).unwrap(), vec![(9, entry(5, 9)), (10, entry(6, 10)), (11, entry(6, 11))]);
+    assert_eq!(store.next_offset(7, 1).unwrap(), 12);
+    assert_eq!(store.consumer_offset(7, "cg-a", 1).unwrap(), Some(10));
+    assert_eq!(store.applied_index(7), Some(6));
+
+    // An entry that changes nothing else still moves the applied index.
+    store.apply(7, &ApplyBatch::new(9)).unwrap();
+    assert_eq!(store.applied_index(7), Some(9));
+}
+
+#[test]
+fn index_range_returns_at_most_the_limit() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    let n = INDEX_RANGE_MAX as u64 + 10;
+    store.apply(1, &send(1, 0, 0, n, "cg", 0)).unwrap();
+    let got = store.index_range(1, 0, 0, usize::MAX).unwrap();
+    assert_eq!(got.len(), INDEX_RANGE_MAX);
+    assert_eq!(got.last().unwrap().0, INDEX_RANGE_MAX as u64 - 1);
+    assert_eq!(store.index_range(1, 0, INDEX_RANGE_MAX as u64, usize::MAX).unwrap().len(), 10);
+}
+
+#[test]
+fn an_apply_at_or_below_the_applied_index_is_refused_and_writes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    store.apply(3, &send(10, 0, 0, 1, "cg", 0)).unwrap();
+    for index in [10, 9] {
+        let err = store.apply(3, &send(index, 0, 1, 1, "cg", 1)).unwrap_err();
+        assert!(matches!(err, StoreError::NotAfterApplied { group: 3, applied: 10, index: i } if i == index), "{err}");
+    }
+    assert_eq!(store.index_range(3, 0, 0, 10).unwrap().len(), 1);
+    assert_eq!(store.next_offset(3, 0).unwrap(), 1);
+    assert_eq!(store.consumer_offset(3, "cg", 0).unwrap(), Some(0));
+    assert_eq!(store.applied_index(3), Some(10));
+}
+
+#[test]
+fn unflushed_applies_are_lost_in_a_crash_and_flushed_ones_survive() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    for i in 1..=3 {
+        store.apply(1, &send(i, 0, (i - 1) * 5, 5, "cg", i)).unwrap();
+    }
+    store.flush().unwrap();
+    assert_eq!(store.durable_applied_index(1), Some(3));
+    store.apply(1, &send(4, 0, 15, 5, "cg", 4)).unwrap();
+    store.apply(2, &send(1, 0, 0, 5, "cg", 1)).unwrap();
+    assert_eq!((store.applied_index(1), store.durable_applied_index(1)), (Some(4), Some(3)));
+    assert_eq!((store.applied_index(2), store.durable_applied_index(2)), (Some(1), None));
+
+    {
+        let image = crash_image(dir.path());
+        let (crashed, report) = open(image.path());
+        assert_eq!(report.groups, 1);
+        assert_eq!(crashed.groups(), vec![1]);
+        assert_eq!((crashed.applied_index(1), crashed.durable_applied_index(1)), (Some(3), Some(3)));
+        assert_eq!(crashed.index_range(1, 0, 0, 100).unwrap().len(), 15);
+        assert_eq!(crashed.next_offset(1, 0).unwrap(), 15);
+        assert_eq!(crashed.consumer_offset(1, "cg", 0).unwrap(), Some(3));
+        assert_eq!(crashed.applied_index(2), None);
+        assert_eq!(crashed.index_range(2, 0, 0, 100).unwrap(), vec![]);
+    }
+
+    store.flush().unwrap();
+    assert_eq!(store.durable_applied_index(1), Some(4));
+    assert_eq!(store.durable_applied_index(2), Some(1));
+    let image = crash_image(dir.path());
+    let (crashed, _) = open(image.path());
+    assert_eq!(crashed.groups(), vec![1, 2]);
+    assert_eq!((crashed.applied_index(1), crashed.durable_applied_index(1)), (Some(4), Some(4)));
+    assert_eq!(crashed.index_range(1, 0, 0, 100).unwrap().len(), 20);
+    assert_eq!(crashed.consumer_offset(1, "cg", 0).unwrap(), Some(4));
+    assert_eq!(crashed.durable_applied_index(2), Some(1));
+    assert_eq!(crashed.index_range(2, 0, 0, 100).unwrap().len(), 5);
+}
+
+#[test]
+fn a_deleted_group_stays_durable_until_the_next_flush() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    store.apply(1, &send(1, 0, 0, 5, "cg", 1)).unwrap();
+    store.flush().unwrap();
+    store.delete_group(1).unwrap();
+    assert_eq!((store.applied_index(1), store.durable_applied_index(1)), (None, Some(1)));
+    let (crashed, _) = open(crash_image(dir.path()).path());
+    assert_eq!(crashed.applied_index(1), Some(1));
+    store.flush().unwrap();
+    assert_eq!(store.durable_applied_index(1), None);
+    let (crashed, _) = open(crash_image(dir.path()).path());
+    assert_eq!(crashed.applied_index(1), None);
+}
+
+#[test]
+fn dropping_the_store_flushes() {
+    let dir = TempDir::new().unwrap();
+    {
+        let (store, _) = open(dir.path());
+        store.apply(1, &send(1, 0, 0, 5, "cg", 1)).unwrap();
+    }
+    let (store, _) = open(dir.path());
+    assert_eq!(store.durable_applied_index(1), Some(1));
+    assert_eq!(store.index_range(1, 0, 0, 100).unwrap().len(), 5);
+}
+
+#[test]
+fn a_thousand_interleaved_groups_stay_separate_and_delete_group_removes_exactly_one() {
+    const GROUPS: u64 = 1000;
+    const ROUNDS: u64 = 3;
+    // Spread ids over the whole u64 space, including both ends.
+    let ids: Vec<GroupId> = (0..GROUPS).map(|g| if g == GROUPS - 1 { u64::MAX } else { g.wrapping_mul(0x9E37_79B9_7F4A_7C15) }).collect();
+    assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), ids.len());
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    for round in 1..=ROUNDS {
+        for (n, &g) in ids.iter().enumerate() {
+            let queue = (n % 4) as u32;
+            let mut b = ApplyBatch::new(round);
+            for offset in (round - 1) * 2..round * 2 {
+                b.put_index(queue, offset, entry(g ^ round, offset)).unwrap();
+            }
+            b.set_next_offset(queue, round * 2).unwrap();
+            b.set_consumer_offset(&format!("cg-{n}"), queue, round).unwrap();
+            store.apply(g, &b).unwrap();
+        }
+    }
+    let check = |store: &QueueStore, n: usize, g: GroupId| {
+        let queue = (n % 4) as u32;
+        let want: Vec<_> = (1..=ROUNDS).flat_map(|r| ((r - 1) * 2..r * 2).map(move |o| (o, entry(g ^ r, o)))).collect();
+        assert_eq!(store.index_range(g, queue, 0, 100).unwrap(), want, "group {g}");
+        assert_eq!(store.index_range(g, (queue + 1) % 4, 0, 100).unwrap(), vec![], "group {g}");
+        assert_eq!(store.next_offset(g, queue).unwrap(), ROUNDS * 2);
+        assert_eq!(store.consumer_offset(g, &format!("cg-{n}"), queue).unwrap(), Some(ROUNDS));
+        assert_eq!(store.consumer_offset(g, &format!("cg-{}", n + 1), queue).unwrap(), None);
+        assert_eq!(store.applied_index(g), Some(ROUNDS));
+    };
+    for (n, &g) in ids.iter().enumerate() {
+        check(&store, n, g);
+    }
+    // Per group: the applied index, one next offset, one consumer offset, 6 index entries.
+    let per_group = 1 + 1 + 1 + ROUNDS as usize * 2;
+    let before = keys_per_group(&store);
+    assert_eq!(before.len(), GROUPS as usize);
+    assert!(before.values().all(|&c| c == per_group));
+
+    let victim = 500;
+    store.delete_group(ids[victim]).unwrap();
+    let after = keys_per_group(&store);
+    let mut expected = before.clone();
+    expected.remove(&ids[victim]);
+    assert_eq!(after, expected);
+    assert_eq!(store.applied_index(ids[victim]), None);
+    assert_eq!(store.index_range(ids[victim], (victim % 4) as u32, 0, 100).unwrap(), vec![]);
+    // Deleting the last group (id u64::MAX) leaves the others too.
+    store.delete_group(u64::MAX).unwrap();
+    assert_eq!(keys_per_group(&store).len(), GROUPS as usize - 2);
+
+    store.flush().unwrap();
+    drop(store);
+    let (store, report) = open(dir.path());
+    assert_eq!(report.groups, GROUPS as usize - 2);
+    for (n, &g) in ids.iter().enumerate() {
+        if n == victim || g == u64::MAX {
+            assert_eq!(store.applied_index(g), None);
+        } else {
+            check(&store, n, g);
+            assert_eq!(store.durable_applied_index(g), Some(ROUNDS));
+        }
+    }
+}
+
+#[test]
+fn a_damaged_value_is_an_error_naming_the_key() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    store.apply(7, &send(1, 1, 0, 5, "cg-a", 2)).unwrap();
+    let damage = |item: Item, f: &dyn Fn(&mut Vec<u8>)| {
+        let key = item.key(7);
+        let mut v = store.db.get(&key).unwrap().unwrap();
+        f(&mut v);
+        store.db.put(&key, v).unwrap();
+    };
+    damage(Item::Index { queue: 1, offset: 2 }, &|v| v[5] ^= 0x10);
+    let err = store.index_range(7, 1, 0, 100).unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt { key, reason } if key == "group 7 index entry queue 1 offset 2" && reason.contains("checksum")), "{err}");
+    // Entries before the damage still read.
+    assert_eq!(store.index_range(7, 1, 0, 2).unwrap().len(), 2);
+
+    damage(Item::NextOffset { queue: 1 }, &|v| v.truncate(6));
+    let err = store.next_offset(7, 1).unwrap_err();
+    assert!(err.to_string().contains("group 7 next offset of queue 1"), "{err}");
+
+    damage(Item::ConsumerOffset { consumer_group: "cg-a".into(), queue: 1 }, &|v| v[0] = 9);
+    let err = store.consumer_offset(7, "cg-a", 1).unwrap_err();
+    assert!(err.to_string().contains("group 7 offset of consumer group \"cg-a\" on queue 1"), "{err}");
+    assert!(err.to_string().contains("format"), "{err}");
+
+    let err = store.export_group(7, 1 << 20).unwrap().find_map(|page| page.err()).unwrap();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+
+    // A damaged applied index refuses the open, naming it.
+    damage(Item::Applied, &|v| v[3] ^= 1);
+    drop(store);
+    let err = QueueStore::open(dir.path(), &StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("group 7 applied index"), "{err}");
+}
+
+#[test]
+fn a_group_with_data_but_no_applied_index_refuses_the_open() {
+    let dir = TempDir::new().unwrap();
+    {
+        let (store, _) = open(dir.path());
+        store.db.put(Item::NextOffset { queue: 1 }.key(4), value::encode_u64(1)).unwrap();
+    }
+    let err = QueueStore::open(dir.path(), &StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("group 4 has data but no applied index"), "{err}");
+}
+
+#[test]
+fn applies_to_many_groups_run_concurrently_with_flushes() {
+    const GROUPS: u64 = 64;
+    const ENTRIES: u64 = 50;
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    let applying = std::sync::atomic::AtomicUsize::new(2);
+    std::thread::scope(|s| {
+        for half in 0..2 {
+            let (store, applying) = (&store, &applying);
+            s.spawn(move || {
+                for index in 1..=ENTRIES {
+                    for g in (half..GROUPS).step_by(2) {
+                        store.apply(g, &send(index, 0, index - 1, 1, "cg", index)).unwrap();
+                    }
+                }
+                applying.fetch_sub(1, std::sync::atomic::Ordering::Release);
+            });
+        }
+        // Flushes race the applies: a durable index never passes the applied one, and never
+        // goes back. Bounded by the appliers finishing (checked after each flush).
+        let mut last = vec![None; GROUPS as usize];
+        loop {
+            let done = applying.load(std::sync::atomic::Ordering::Acquire) == 0;
+            store.flush().unwrap();
+            for g in 0..GROUPS {
+                let (durable, applied) = (store.durable_applied_index(g), store.applied_index(g));
+                assert!(durable <= applied, "group {g}: durable {durable:?} past applied {applied:?}");
+                assert!(durable >= last[g as usize], "group {g}: durable went back");
+                last[g as usize] = durable;
+            }
+            if done {
+                break;
+            }
+        }
+    });
+    for g in 0..GROUPS {
+        assert_eq!(store.durable_applied_index(g), Some(ENTRIES));
+        assert_eq!(store.index_range(g, 0, 0, usize::MAX).unwrap().len(), ENTRIES as usize);
+    }
+}
