@@ -6,6 +6,8 @@
 //! - [`store`]: the queue store, one RocksDB per broker holding every group's derived state
 //!   (consume-queue index, queue offsets, consumer offsets, applied index), written with the WAL
 //!   off and flushed at known points.
+//! - [`queue`]: the queue state machine: commands, their pure application, openraft's state machine.
 
+pub mod queue;
 pub mod raft;
 pub mod store;

@@ -1,5 +1,5 @@
 use super::keys::{self, Item};
-use super::value::{self, IndexEntry};
+use super::value::{self, IndexEntry, RAFT_STATE_BYTES_MAX};
 use super::{GroupId, StoreError};
 
 /// Everything one applied Raft entry (or a run of consecutive entries) changes in one group,
@@ -11,6 +11,7 @@ pub struct ApplyBatch {
     index: Vec<(u32, u64, IndexEntry)>,
     next_offsets: Vec<(u32, u64)>,
     consumer_offsets: Vec<(String, u32, u64)>,
+    raft_state: Option<Vec<u8>>,
 }
 
 impl ApplyBatch {
@@ -21,7 +22,7 @@ impl ApplyBatch {
 
     /// A batch whose entries end at Raft log index `applied_index`.
     pub fn new(applied_index: u64) -> Self {
-        Self { applied_index, index: Vec::new(), next_offsets: Vec::new(), consumer_offsets: Vec::new() }
+        Self { applied_index, index: Vec::new(), next_offsets: Vec::new(), consumer_offsets: Vec::new(), raft_state: None }
     }
 
     /// The Raft log index the group has applied once this batch is written.
@@ -29,7 +30,7 @@ impl ApplyBatch {
         self.applied_index
     }
 
-    /// Operations in the batch, not counting the applied index.
+    /// Operations in the batch, not counting the applied index and the raft state.
     pub fn len(&self) -> usize {
         self.index.len() + self.next_offsets.len() + self.consumer_offsets.len()
     }
@@ -60,6 +61,17 @@ impl ApplyBatch {
         Ok(())
     }
 
+    /// Sets the group's raft state (see [`super::QueueStore::raft_state`]), written in the same
+    /// write batch as the entry effects it describes. Refuses a state over
+    /// [`RAFT_STATE_BYTES_MAX`] bytes.
+    pub fn set_raft_state(&mut self, state: Vec<u8>) -> Result<(), StoreError> {
+        if state.len() > RAFT_STATE_BYTES_MAX {
+            return Err(StoreError::RaftStateTooLarge { len: state.len(), max: RAFT_STATE_BYTES_MAX });
+        }
+        self.raft_state = Some(state);
+        Ok(())
+    }
+
     fn check_room(&self) -> Result<(), StoreError> {
         if self.len() >= Self::OPS_MAX {
             return Err(StoreError::BatchFull { limit: Self::OPS_MAX });
@@ -79,6 +91,9 @@ impl ApplyBatch {
         for (consumer_group, queue, offset) in &self.consumer_offsets {
             wb.put(Item::ConsumerOffset { consumer_group: consumer_group.clone(), queue: *queue }.key(group), value::encode_u64(*offset));
         }
+        if let Some(state) = &self.raft_state {
+            wb.put(Item::RaftState.key(group), value::encode_blob(state));
+        }
         wb.put(Item::Applied.key(group), value::encode_u64(self.applied_index));
         wb
     }
@@ -97,6 +112,13 @@ mod tests {
         assert!(matches!(b.put_index(0, 0, IndexEntry::default()), Err(StoreError::BatchFull { .. })));
         assert!(matches!(b.set_consumer_offset("cg", 0, 0), Err(StoreError::BatchFull { .. })));
         assert_eq!(b.len(), ApplyBatch::OPS_MAX);
+    }
+
+    #[test]
+    fn a_batch_refuses_a_raft_state_over_its_limit() {
+        let mut b = ApplyBatch::new(1);
+        b.set_raft_state(vec![0; RAFT_STATE_BYTES_MAX]).unwrap();
+        assert!(matches!(b.set_raft_state(vec![0; RAFT_STATE_BYTES_MAX + 1]), Err(StoreError::RaftStateTooLarge { .. })));
     }
 
     #[test]

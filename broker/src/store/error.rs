@@ -25,6 +25,9 @@ pub enum StoreError {
     /// An apply batch would hold more operations than the limit.
     #[error("apply batch is full: at most {limit} operations")]
     BatchFull { limit: usize },
+    /// A raft state larger than a value may hold; nothing was set.
+    #[error("raft state of {len} bytes: at most {max}")]
+    RaftStateTooLarge { len: usize, max: usize },
     /// A consumer group name the store's keys cannot hold.
     #[error("consumer group name of {len} bytes: must be 1 to {max} bytes")]
     InvalidName { len: usize, max: usize },

@@ -100,6 +100,16 @@ impl Iterator for GroupExport<'_> {
 }
 
 impl GroupExport<'_> {
+    /// The group's raft state (see [`QueueStore::raft_state`]) as of this export: the same
+    /// point in the write order as its pages, so it describes exactly what they hold.
+    pub fn raft_state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = Item::RaftState.key(self.group);
+        match self.snapshot.get_pinned(&key).map_err(StoreError::db("export"))? {
+            None => Ok(None),
+            Some(v) => value::decode_blob(&v).map(Some).map_err(|reason| StoreError::Corrupt { key: keys::describe(&key), reason }),
+        }
+    }
+
     /// Reads one page from `from`; returns it and where the next one starts, if anywhere.
     fn read_page(&self, from: &[u8]) -> Result<(ExportPage, Option<Vec<u8>>), StoreError> {
         let mut ro = ReadOptions::default();
@@ -199,6 +209,7 @@ fn check_value(item: &Item, value: &[u8]) -> Result<(), String> {
         Item::Importing => value::decode_marker(value),
         Item::Applied | Item::NextOffset { .. } | Item::ConsumerOffset { .. } => value::decode_u64(value).map(|_| ()),
         Item::Index { .. } => IndexEntry::decode(value).map(|_| ()),
+        Item::RaftState => value::decode_blob(value).map(|_| ()),
     }
 }
 

@@ -15,6 +15,7 @@ const APPLIED: u8 = 0x01;
 const NEXT_OFFSET: u8 = 0x02;
 const CONSUMER_OFFSET: u8 = 0x03;
 const INDEX: u8 = 0x04;
+const RAFT_STATE: u8 = 0x05;
 /// Above every kind byte: `group ++ [GROUP_END]` sorts after every key of the group and before
 /// every key of the next one, so it bounds a group's range without computing `group + 1`
 /// (which would overflow for `u64::MAX`).
@@ -33,6 +34,9 @@ pub(crate) enum Item {
     ConsumerOffset { consumer_group: String, queue: u32 },
     /// One consume-queue index entry.
     Index { queue: u32, offset: u64 },
+    /// What openraft needs to restart the group's state machine (last applied log id and
+    /// membership), opaque to the store.
+    RaftState,
 }
 
 impl Item {
@@ -67,6 +71,7 @@ impl Item {
                 k.extend_from_slice(&queue.to_be_bytes());
                 k.extend_from_slice(&offset.to_be_bytes());
             }
+            Item::RaftState => k.push(RAFT_STATE),
         }
     }
 
@@ -94,6 +99,7 @@ impl Item {
                 exact(12)?;
                 Ok(Item::Index { queue: be_u32(&rest[..4]), offset: be_u64(&rest[4..]) })
             }
+            RAFT_STATE => exact(0).map(|_| Item::RaftState),
             other => Err(format!("unknown kind {other:#04x}")),
         }
     }
@@ -107,6 +113,7 @@ impl fmt::Display for Item {
             Item::NextOffset { queue } => write!(f, "next offset of queue {queue}"),
             Item::ConsumerOffset { consumer_group, queue } => write!(f, "offset of consumer group {consumer_group:?} on queue {queue}"),
             Item::Index { queue, offset } => write!(f, "index entry queue {queue} offset {offset}"),
+            Item::RaftState => write!(f, "raft state"),
         }
     }
 }
@@ -188,6 +195,7 @@ mod tests {
             Item::NextOffset { queue: 7 },
             Item::ConsumerOffset { consumer_group: "cg-1".into(), queue: 3 },
             Item::Index { queue: 7, offset: 1 << 40 },
+            Item::RaftState,
         ]
     }
 
@@ -226,6 +234,7 @@ mod tests {
         assert!(parse(&g).is_err());
         assert!(parse(&with(&[0x09])).is_err());
         assert!(parse(&with(&[APPLIED, 0])).is_err());
+        assert!(parse(&with(&[RAFT_STATE, 0])).is_err());
         assert!(parse(&with(&[INDEX, 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[CONSUMER_OFFSET, 0, 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[CONSUMER_OFFSET, 2, b'a', 0, 0, 0, 1])).is_err());

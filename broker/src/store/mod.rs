@@ -13,6 +13,9 @@
 //! - [`QueueStore::durable_applied_index`] is the applied index the last [`QueueStore::flush`]
 //!   made durable: a crash leaves the group at it or later (later when RocksDB flushed on its
 //!   own since). The broker must never purge a group's Raft log past it.
+//! - The group's raft state (openraft's last applied log id and membership, as an opaque blob:
+//!   [`ApplyBatch::set_raft_state`]) goes in the same write batch as the effects it describes,
+//!   so [`QueueStore::raft_state`] always names exactly the entry the data is at.
 //! - Dropping the store flushes (RocksDB flushes memtables on close when the WAL is off).
 //!
 //! # Layout: one column family, kinds inside the key
@@ -50,13 +53,14 @@
 //! | `0x02` | next offset | 9..13 queue id, u32 BE | next offset of the queue, u64 |
 //! | `0x03` | consumer offset | 9 name length n (1..=255), 10..10+n consumer group name (UTF-8), 10+n..14+n queue id, u32 BE | committed offset, u64 |
 //! | `0x04` | index entry | 9..13 queue id, u32 BE; 13..21 queue offset, u64 BE | [`IndexEntry`]: log index u64, position u32, size u32, tag hash u64, store time ms u64 |
+//! | `0x05` | raft state | nothing | variable length, 0..=[`RAFT_STATE_BYTES_MAX`] (64 KiB) bytes, opaque to the store: the state machine's bincode of its last applied log id and membership |
 //!
 //! # Values
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 0 | format, 1 |
-//! | 1..1+n | payload, fixed length per kind (above), integers little-endian |
+//! | 1..1+n | payload, fixed length per kind (above; the raft state's is variable and bounded), integers little-endian |
 //! | 1+n..5+n | CRC32C of bytes 0..1+n, u32 LE |
 //!
 //! A value of the wrong length, an unknown format or a checksum mismatch is
@@ -88,7 +92,7 @@ pub use batch::ApplyBatch;
 pub use error::StoreError;
 pub use group_snapshot::{EXPORT_PAGE_BYTES_MAX, ExportPage, GroupExport, GroupImport, GroupRecord};
 pub use keys::CONSUMER_GROUP_BYTES_MAX;
-pub use value::IndexEntry;
+pub use value::{IndexEntry, RAFT_STATE_BYTES_MAX};
 
 use keys::Item;
 
@@ -275,6 +279,16 @@ impl QueueStore {
     pub fn consumer_offset(&self, group: GroupId, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
         keys::check_consumer_group(consumer_group)?;
         self.get_u64(&Item::ConsumerOffset { consumer_group: consumer_group.to_string(), queue }.key(group))
+    }
+
+    /// The raft state last set for `group` with [`ApplyBatch::set_raft_state`] (or imported),
+    /// written in the same batch as the effects it describes; `None` if none was ever set.
+    pub fn raft_state(&self, group: GroupId) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = Item::RaftState.key(group);
+        match self.db.get_pinned(&key).map_err(StoreError::db("get"))? {
+            None => Ok(None),
+            Some(v) => decode_at(&key, &v, value::decode_blob).map(Some),
+        }
     }
 
     /// The last Raft log index applied to `group` (written, maybe not yet flushed).

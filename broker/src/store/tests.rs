@@ -169,6 +169,40 @@ fn unflushed_applies_are_lost_in_a_crash_and_flushed_ones_survive() {
 }
 
 #[test]
+fn the_raft_state_moves_with_its_batch_through_crashes_and_exports() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    let with_state = |log_index: u64, state: &[u8]| {
+        let mut b = send(log_index, 0, log_index - 1, 1, "cg", 0);
+        b.set_raft_state(state.to_vec()).unwrap();
+        b
+    };
+    assert_eq!(store.raft_state(1).unwrap(), None);
+    store.apply(1, &with_state(1, b"state at 1")).unwrap();
+    assert_eq!(store.raft_state(1).unwrap().as_deref(), Some(&b"state at 1"[..]));
+    // A batch without a raft state leaves the last one in place.
+    store.apply(1, &send(2, 0, 1, 1, "cg", 0)).unwrap();
+    assert_eq!(store.raft_state(1).unwrap().as_deref(), Some(&b"state at 1"[..]));
+    store.apply(1, &with_state(3, &[9; RAFT_STATE_BYTES_MAX])).unwrap();
+    store.flush().unwrap();
+    store.apply(1, &with_state(4, b"state at 4")).unwrap();
+
+    // A crash keeps the state of the flushed batch, with the data of that batch.
+    let (crashed, _) = open(crash_image(dir.path()).path());
+    assert_eq!(crashed.raft_state(1).unwrap(), Some(vec![9; RAFT_STATE_BYTES_MAX]));
+    assert_eq!((crashed.applied_index(1), crashed.next_offset(1, 0).unwrap()), (Some(3), 3));
+
+    // An export carries it, both in its pages and as read from the export's own view.
+    let export = store.export_group(1, 1 << 20).unwrap();
+    store.apply(1, &with_state(5, b"state at 5")).unwrap();
+    assert_eq!(export.raft_state().unwrap().as_deref(), Some(&b"state at 4"[..]));
+    let pages: Vec<ExportPage> = export.map(|p| p.unwrap()).collect();
+    store.import_group(2, pages).unwrap();
+    assert_eq!(store.raft_state(2).unwrap().as_deref(), Some(&b"state at 4"[..]));
+    assert_eq!(store.applied_index(2), Some(4));
+}
+
+#[test]
 fn a_deleted_group_stays_durable_until_the_next_flush() {
     let dir = TempDir::new().unwrap();
     let (store, _) = open(dir.path());

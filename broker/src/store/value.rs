@@ -1,5 +1,6 @@
-//! Encoding of the store's values: a format byte, a fixed-size little-endian payload and a
-//! CRC32C of both, so that a damaged or truncated value is refused instead of decoded.
+//! Encoding of the store's values: a format byte, a payload (fixed-size little-endian numbers,
+//! or for the raft state a bounded opaque blob) and a CRC32C of both, so that a damaged or
+//! truncated value is refused instead of decoded.
 
 /// The only value format so far.
 const FORMAT_V1: u8 = 1;
@@ -10,7 +11,7 @@ const CRC_LEN: usize = 4;
 pub struct IndexEntry {
     /// Index of the Raft log entry that holds the message.
     pub log_index: u64,
-    /// Byte offset of the message within that entry's payload.
+    /// Ordinal of the message within that entry's command (0 for its first message).
     pub position: u32,
     /// Length of the message in bytes.
     pub size: u32,
@@ -55,6 +56,24 @@ pub(crate) fn encode_marker() -> Vec<u8> {
 
 pub(crate) fn decode_marker(value: &[u8]) -> Result<(), String> {
     unseal(value, 0).map(|_| ())
+}
+
+/// Largest raft state blob a value may hold (see [`super::QueueStore::raft_state`]).
+pub const RAFT_STATE_BYTES_MAX: usize = 64 << 10;
+
+/// The raft state: an opaque blob of at most [`RAFT_STATE_BYTES_MAX`] bytes (callers check the
+/// length first).
+pub(crate) fn encode_blob(blob: &[u8]) -> Vec<u8> {
+    seal(blob)
+}
+
+pub(crate) fn decode_blob(value: &[u8]) -> Result<Vec<u8>, String> {
+    // The length bound comes first: a value claiming more is damage, never decoded.
+    let payload_len = value.len().checked_sub(1 + CRC_LEN).ok_or_else(|| format!("value has {} bytes, shorter than format and checksum", value.len()))?;
+    if payload_len > RAFT_STATE_BYTES_MAX {
+        return Err(format!("raft state of {payload_len} bytes is over the limit of {RAFT_STATE_BYTES_MAX}"));
+    }
+    unseal(value, payload_len).map(<[u8]>::to_vec)
 }
 
 fn seal(payload: &[u8]) -> Vec<u8> {
@@ -112,6 +131,22 @@ mod tests {
             assert_eq!(decode_u64(&encode_u64(v)).unwrap(), v);
         }
         decode_marker(&encode_marker()).unwrap();
+        for blob in [vec![], vec![7u8; 300], vec![1u8; RAFT_STATE_BYTES_MAX]] {
+            assert_eq!(decode_blob(&encode_blob(&blob)).unwrap(), blob);
+        }
+    }
+
+    #[test]
+    fn a_damaged_or_oversized_blob_is_refused() {
+        let good = encode_blob(b"raft state");
+        for bit in 0..good.len() * 8 {
+            let mut bad = good.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_blob(&bad).is_err(), "bit {bit} flipped went unnoticed");
+        }
+        assert!(decode_blob(&good[..good.len() - 1]).is_err(), "truncated");
+        assert!(decode_blob(&[1, 0, 0, 0]).is_err(), "shorter than format and checksum");
+        assert!(decode_blob(&encode_blob(&vec![0; RAFT_STATE_BYTES_MAX + 1])).unwrap_err().contains("limit"));
     }
 
     #[test]

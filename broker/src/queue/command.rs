@@ -1,0 +1,109 @@
+//! The Raft command of a queue group and the state machine's reply to it: the `D` and `R` of
+//! [`QueueGroupConfig`]. Both travel in Raft entries and RPCs as bincode (serde), so a field
+//! once released is never reordered or retyped; new commands go at the end of the enum.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::{BrokerId, BrokerNode};
+
+openraft::declare_raft_types!(
+    /// The openraft types of one queue group.
+    pub QueueGroupConfig:
+        D = GroupCommand,
+        R = GroupReply,
+        NodeId = BrokerId,
+        Node = BrokerNode,
+);
+
+/// One message of a [`GroupCommand::Send`], as the edge validated it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMessage {
+    /// The queue of the group the message goes to.
+    pub queue: u32,
+    pub message_id: String,
+    pub tag: Option<String>,
+    pub keys: Vec<String>,
+    pub properties: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A change to a queue group's state, proposed by the group's leader through Raft and applied by
+/// every replica in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupCommand {
+    /// Appends `messages` to their queues, in order. `store_time_ms` is stamped by the leader
+    /// before proposing, so every replica applies the same value (a replica's own clock would
+    /// make replicas differ).
+    Send { store_time_ms: u64, messages: Vec<NewMessage> },
+    /// Moves `consumer_group`'s committed offset on `queue` to `offset` (the next offset it
+    /// will consume). Refused if it would move backwards (invariant 3).
+    CommitOffset { consumer_group: String, queue: u32, offset: u64 },
+}
+
+/// The state machine's answer to one applied Raft entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupReply {
+    /// The messages of a `Send` were stored: `(queue, offset)` of each, in the command's order.
+    Sent { offsets: Vec<(u32, u64)> },
+    /// A `CommitOffset` was applied (or was already at that offset).
+    OffsetCommitted,
+    /// The command is a valid Raft entry that the state machine refused, the same way on every
+    /// replica; nothing of it was applied (the entry still advances the applied log id).
+    Rejected { reason: String },
+    /// The entry carried no command (a leader's blank entry, a membership change): nothing to do
+    /// beyond advancing the applied log id and membership.
+    NoCommand,
+}
+
+/// openraft logs commands; a body is never printed, only counted.
+impl fmt::Display for GroupCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupCommand::Send { store_time_ms, messages } => {
+                let bytes: usize = messages.iter().map(|m| m.body.len()).sum();
+                write!(f, "send {} messages ({bytes} body bytes) at {store_time_ms} ms", messages.len())
+            }
+            GroupCommand::CommitOffset { consumer_group, queue, offset } => write!(f, "commit offset {offset} of {consumer_group:?} on queue {queue}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_replies_round_trip_through_bincode() {
+        let commands = [
+            GroupCommand::Send {
+                store_time_ms: 1_764_000_000_000,
+                messages: vec![NewMessage {
+                    queue: 3,
+                    message_id: "m-1".into(),
+                    tag: Some("TagA".into()),
+                    keys: vec!["k1".into(), "k2".into()],
+                    properties: vec![("a".into(), "b".into())],
+                    body: vec![0, 1, 2, 255],
+                }],
+            },
+            GroupCommand::Send { store_time_ms: 0, messages: vec![] },
+            GroupCommand::CommitOffset { consumer_group: "cg".into(), queue: u32::MAX, offset: u64::MAX },
+        ];
+        for c in commands {
+            assert_eq!(bincode::deserialize::<GroupCommand>(&bincode::serialize(&c).unwrap()).unwrap(), c);
+        }
+        let replies = [GroupReply::Sent { offsets: vec![(1, 2), (1, 3)] }, GroupReply::OffsetCommitted, GroupReply::Rejected { reason: "no".into() }, GroupReply::NoCommand];
+        for r in replies {
+            assert_eq!(bincode::deserialize::<GroupReply>(&bincode::serialize(&r).unwrap()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn display_counts_bodies_without_printing_them() {
+        let c = GroupCommand::Send { store_time_ms: 5, messages: vec![NewMessage { queue: 0, message_id: "m".into(), tag: None, keys: vec![], properties: vec![], body: b"secret".to_vec() }] };
+        let shown = c.to_string();
+        assert_eq!(shown, "send 1 messages (6 body bytes) at 5 ms");
+    }
+}

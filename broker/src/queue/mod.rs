@@ -1,0 +1,15 @@
+//! The queue state machine of a queue group: its Raft command and reply, the pure decision of
+//! what each command does, and openraft's state machine over the broker's [`crate::store`].
+//!
+//! - [`command`]: [`GroupCommand`], [`GroupReply`] and the group's openraft type config.
+//! - [`apply`]: [`apply_command`], a command's effects on a view of the group, without IO.
+//! - [`state_machine`]: [`QueueStateMachine`], openraft's `RaftStateMachine` over a
+//!   [`crate::store::QueueStore`], with snapshots as store exports.
+
+pub mod apply;
+pub mod command;
+pub mod state_machine;
+
+pub use apply::{EntryEffects, GroupView, apply_command, tag_hash};
+pub use command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
+pub use state_machine::{QueueStateMachine, StateMachineError};

@@ -1,0 +1,588 @@
+//! openraft's state machine for one queue group, over the broker's [`QueueStore`].
+//!
+//! # Guarantees
+//!
+//! - Each applied entry (command, blank or membership) is one store write batch holding its
+//!   effects and the group's raft state (its log id and the membership as of it), so the store
+//!   is always exactly at some applied entry, and [`RaftStateMachine::applied_state`] names it.
+//! - A write is durable only with the store's next flush (the store's WAL is off). After a crash
+//!   the group reports the flushed point, or a later one, and openraft re-applies the rest of
+//!   the committed log from there (`RaftLogStore` persists the committed log id).
+//! - Building or installing a snapshot flushes the store: openraft purges the Raft log up to a
+//!   snapshot's index, and the entries above the store's durable point must still be in the
+//!   log after a crash.
+//!
+//! # Snapshots
+//!
+//! A snapshot is the group's store export (every key of the group's range, read through one
+//! RocksDB snapshot) and its [`SnapshotMeta`](openraft::storage::SnapshotMeta), in one buffer
+//! (the transport's `Cursor<Vec<u8>>`):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | magic `RMQGSNP1` |
+//! | 8..12 | meta length m, u32 LE, at most [`RAFT_STATE_BYTES_MAX`] |
+//! | 12..12+m | meta, bincode |
+//! | … | records, each: key length u32 LE, value length u32 LE, key (without the group id), value (as stored, with its own checksum) |
+//! | last 4 | CRC32C of every byte before it |
+//!
+//! The meta is decoded from the export's own raft state, so it describes exactly the data. A
+//! snapshot is at most [`SNAPSHOT_BYTES_MAX`] (1 GiB, what the transport accepts); building a
+//! larger one fails. At about 60 bytes per index entry that is some 17 million messages per
+//! group; a larger group needs a streamed snapshot format.
+//!
+//! The current snapshot is kept in memory only, so after a restart there is none until the
+//! next build. Keeping it on disk would take: writing the buffer to a file named by group and
+//! last log id, fsyncing it and the directory, then deleting the previous file (an install
+//! likewise), and reading the newest valid file back on open.
+
+use std::io::{self, Cursor};
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, TryStreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::apply::{GroupView, apply_command};
+use super::command::{GroupReply, QueueGroupConfig};
+use crate::raft::service::SNAPSHOT_BYTES_MAX;
+use crate::store::{ApplyBatch, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupRecord, QueueStore, RAFT_STATE_BYTES_MAX, StoreError};
+
+type C = QueueGroupConfig;
+type LogId = LogIdOf<C>;
+type Membership = StoredMembershipOf<C>;
+type Meta = SnapshotMetaOf<C>;
+type Snapshot = SnapshotOf<C, Cursor<Vec<u8>>>;
+
+const MAGIC: &[u8; 8] = b"RMQGSNP1";
+/// Bytes of an export read into one page, and of a snapshot imported per write batch.
+const PAGE_BYTES: usize = 4 << 20;
+
+/// What can go wrong in the state machine; openraft sees it as an `io::Error` and stops the
+/// group (going on after a failed apply would let replicas diverge).
+#[derive(Debug, thiserror::Error)]
+pub enum StateMachineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store's raft state of the group does not decode, or disagrees with its applied index.
+    #[error("group {group}: bad raft state: {reason}")]
+    RaftState { group: GroupId, reason: String },
+    /// A snapshot buffer that is not one this module built, or that disagrees with its meta.
+    #[error("group {group}: bad snapshot: {reason}")]
+    Snapshot { group: GroupId, reason: String },
+    /// The group's export does not fit one snapshot buffer.
+    #[error("group {group}: snapshot over {max} bytes")]
+    SnapshotTooLarge { group: GroupId, max: u64 },
+    #[error("group {group}: blocking task failed: {reason}")]
+    Task { group: GroupId, reason: String },
+}
+
+impl From<StateMachineError> for io::Error {
+    fn from(e: StateMachineError) -> Self {
+        let kind = match e {
+            StateMachineError::RaftState { .. } | StateMachineError::Snapshot { .. } => io::ErrorKind::InvalidData,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// The group's raft state as stored (see [`QueueStore::raft_state`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct RaftState {
+    applied: LogId,
+    membership: Membership,
+}
+
+fn encode_bounded<T: Serialize>(value: &T, group: GroupId, what: &str) -> Result<Vec<u8>, StateMachineError> {
+    let bytes = bincode::serialize(value).map_err(|e| StateMachineError::RaftState { group, reason: format!("encoding {what}: {e}") })?;
+    if bytes.len() > RAFT_STATE_BYTES_MAX {
+        return Err(StateMachineError::RaftState { group, reason: format!("{what} of {} bytes, at most {RAFT_STATE_BYTES_MAX}", bytes.len()) });
+    }
+    Ok(bytes)
+}
+
+fn decode_bounded<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    use bincode::Options;
+    // The limit keeps a damaged length prefix from allocating without bound.
+    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(RAFT_STATE_BYTES_MAX as u64).deserialize(bytes).map_err(|e| e.to_string())
+}
+
+/// The state machine of one queue group. Clones share the group and its current snapshot (a
+/// clone is the snapshot builder).
+#[derive(Clone)]
+pub struct QueueStateMachine {
+    store: Arc<QueueStore>,
+    group: GroupId,
+    current: Arc<Mutex<Option<CurrentSnapshot>>>,
+}
+
+/// The last snapshot built or installed: its meta and buffer.
+#[derive(Clone)]
+struct CurrentSnapshot {
+    meta: Meta,
+    data: Arc<Vec<u8>>,
+}
+
+/// One record of a snapshot buffer: key (without the group id) and value.
+type Record<'a> = (&'a [u8], &'a [u8]);
+
+/// Reads of the group's state for [`apply_command`], straight from the store: every entry is
+/// written before the next one is decided, so the store is the state as of the previous entry.
+struct StoreView<'a> {
+    store: &'a QueueStore,
+    group: GroupId,
+}
+
+impl GroupView for StoreView<'_> {
+    fn next_offset(&self, queue: u32) -> Result<u64, StoreError> {
+        self.store.next_offset(self.group, queue)
+    }
+
+    fn consumer_offset(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
+        self.store.consumer_offset(self.group, consumer_group, queue)
+    }
+}
+
+impl QueueStateMachine {
+    /// The state machine of `group` over `store`; it takes up where the store's raft state of
+    /// the group is.
+    pub fn new(store: Arc<QueueStore>, group: GroupId) -> Self {
+        Self { store, group, current: Arc::new(Mutex::new(None)) }
+    }
+
+    pub fn store(&self) -> &Arc<QueueStore> {
+        &self.store
+    }
+
+    fn raft_state(&self) -> Result<Option<RaftState>, StateMachineError> {
+        let group = self.group;
+        let Some(bytes) = self.store.raft_state(group)? else {
+            if let Some(applied) = self.store.applied_index(group) {
+                return Err(StateMachineError::RaftState { group, reason: format!("applied index {applied} but no raft state") });
+            }
+            return Ok(None);
+        };
+        let state: RaftState = decode_bounded(&bytes).map_err(|reason| StateMachineError::RaftState { group, reason })?;
+        let applied = self.store.applied_index(group);
+        if applied != Some(state.applied.index) {
+            return Err(StateMachineError::RaftState { group, reason: format!("raft state at {} but applied index {applied:?}", state.applied) });
+        }
+        Ok(Some(state))
+    }
+
+    fn current(&self) -> Option<CurrentSnapshot> {
+        // The data is replaced whole under the lock, never left half-written.
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_current(&self, meta: Meta, data: Arc<Vec<u8>>) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(CurrentSnapshot { meta, data });
+    }
+
+    /// Applies one entry's batch (plus the raft state as of the entry) in one store write.
+    fn write(&self, mut batch: ApplyBatch, state: &RaftState) -> Result<(), StateMachineError> {
+        batch.set_raft_state(encode_bounded(state, self.group, "raft state")?)?;
+        self.store.apply(self.group, &batch)?;
+        Ok(())
+    }
+
+    /// Runs store work that may take long (export, import, flush) off the async workers.
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&QueueStateMachine) -> Result<T, StateMachineError> + Send + 'static) -> Result<T, StateMachineError> {
+        let sm = self.clone();
+        let group = self.group;
+        tokio::task::spawn_blocking(move || f(&sm)).await.map_err(|e| StateMachineError::Task { group, reason: e.to_string() })?
+    }
+
+    /// Flushes the store, then reads the group through one RocksDB snapshot into a buffer,
+    /// page by page (the buffer is the only copy of the export held).
+    fn build(&self) -> Result<(Meta, Vec<u8>), StateMachineError> {
+        let group = self.group;
+        self.store.flush()?;
+        let export = match self.store.export_group(group, PAGE_BYTES) {
+            Ok(e) => e,
+            // Nothing applied yet: an empty snapshot.
+            Err(StoreError::UnknownGroup { .. }) => return Ok((Meta::default(), SnapshotWriter::new(group, &Meta::default())?.finish())),
+            Err(e) => return Err(e.into()),
+        };
+        let state_bytes = export.raft_state()?.ok_or_else(|| StateMachineError::RaftState { group, reason: "exported group has no raft state".into() })?;
+        let state: RaftState = decode_bounded(&state_bytes).map_err(|reason| StateMachineError::RaftState { group, reason })?;
+        let meta = Meta { last_log_id: Some(state.applied), last_membership: state.membership };
+        let mut writer = SnapshotWriter::new(group, &meta)?;
+        // Ends with the export; each page grows the buffer, which push_page bounds.
+        for page in export {
+            writer.push_page(&page?)?;
+        }
+        Ok((meta, writer.finish()))
+    }
+
+    /// Replaces the group's data with a snapshot's, then flushes the store.
+    fn install(&self, meta: &Meta, data: &[u8]) -> Result<(), StateMachineError> {
+        let group = self.group;
+        let bad = |reason: String| StateMachineError::Snapshot { group, reason };
+        let (file_meta, mut records) = decode_snapshot(data).map_err(bad)?;
+        if &file_meta != meta {
+            return Err(bad(format!("its meta {file_meta} is not the one given, {meta}")));
+        }
+        if meta.last_log_id.is_none() {
+            // A snapshot of a group that had applied nothing.
+            if records.next().is_some() {
+                return Err(bad("records without a last log id".into()));
+            }
+            self.store.delete_group(group)?;
+        } else {
+            let mut import = self.store.begin_import(group)?;
+            let mut page = ExportPage::default();
+            // Ends with the buffer; each write batch holds at most PAGE_BYTES (or one record).
+            for record in records {
+                let (key, value) = record.map_err(bad)?;
+                if !page.records.is_empty() && page.bytes() + key.len() + value.len() > PAGE_BYTES.min(EXPORT_PAGE_BYTES_MAX) {
+                    import.write_page(&std::mem::take(&mut page))?;
+                }
+                page.records.push(GroupRecord { key: key.to_vec(), value: value.to_vec() });
+            }
+            import.write_page(&page)?;
+            import.finish()?;
+            let state = self.raft_state()?;
+            if state.as_ref().map(|s| Some(&s.applied)) != Some(meta.last_log_id.as_ref()) {
+                return Err(bad(format!("its data is at {:?}, its meta at {meta}", state.map(|s| s.applied))));
+            }
+        }
+        self.store.flush()?;
+        Ok(())
+    }
+}
+
+/// Writes a snapshot buffer (layout in the module doc), refusing to grow it past
+/// [`SNAPSHOT_BYTES_MAX`].
+struct SnapshotWriter {
+    group: GroupId,
+    out: Vec<u8>,
+    /// [`SNAPSHOT_BYTES_MAX`]; smaller in tests.
+    bytes_max: u64,
+}
+
+impl SnapshotWriter {
+    fn new(group: GroupId, meta: &Meta) -> Result<Self, StateMachineError> {
+        let meta_bytes = encode_bounded(meta, group, "snapshot meta")?;
+        let mut out = Vec::with_capacity(MAGIC.len() + 4 + meta_bytes.len() + 4);
+        out.extend_from_slice(MAGIC);
+        // Fits: at most RAFT_STATE_BYTES_MAX.
+        out.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&meta_bytes);
+        Ok(Self { group, out, bytes_max: SNAPSHOT_BYTES_MAX })
+    }
+
+    fn push_page(&mut self, page: &ExportPage) -> Result<(), StateMachineError> {
+        let grown = self.out.len() + page.bytes() + 8 * page.records.len() + 4;
+        if grown as u64 > self.bytes_max {
+            return Err(StateMachineError::SnapshotTooLarge { group: self.group, max: self.bytes_max });
+        }
+        for r in &page.records {
+            // Fit u32: the buffer is at most SNAPSHOT_BYTES_MAX (1 GiB).
+            self.out.extend_from_slice(&(r.key.len() as u32).to_le_bytes());
+            self.out.extend_from_slice(&(r.value.len() as u32).to_le_bytes());
+            self.out.extend_from_slice(&r.key);
+            self.out.extend_from_slice(&r.value);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let crc = crc32c::crc32c(&self.out);
+        self.out.extend_from_slice(&crc.to_le_bytes());
+        self.out
+    }
+}
+
+/// The meta of a snapshot buffer and its records, once its size and checksum are right.
+fn decode_snapshot(data: &[u8]) -> Result<(Meta, SnapshotRecords<'_>), String> {
+    if data.len() as u64 > SNAPSHOT_BYTES_MAX {
+        return Err(format!("{} bytes, over the limit of {SNAPSHOT_BYTES_MAX}", data.len()));
+    }
+    let body_len = data.len().checked_sub(4).ok_or("shorter than a checksum")?;
+    let (body, crc) = data.split_at(body_len);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32c::crc32c(body) != stored {
+        return Err("checksum mismatch".into());
+    }
+    let rest = body.strip_prefix(MAGIC.as_slice()).ok_or("no snapshot magic")?;
+    let (meta_bytes, rest) = take_len_prefixed(rest, RAFT_STATE_BYTES_MAX).map_err(|e| format!("meta: {e}"))?;
+    let meta: Meta = decode_bounded(meta_bytes).map_err(|e| format!("meta: {e}"))?;
+    Ok((meta, SnapshotRecords { rest, n: 0 }))
+}
+
+/// The records of a snapshot buffer, read one at a time (no index of them is built).
+struct SnapshotRecords<'a> {
+    /// The bytes after the last record read; empty at the end or after an error.
+    rest: &'a [u8],
+    n: usize,
+}
+
+impl<'a> Iterator for SnapshotRecords<'a> {
+    type Item = Result<Record<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let rest = std::mem::take(&mut self.rest);
+        let n = self.n;
+        self.n += 1;
+        let read = || {
+            let (lens, after) = rest.split_at_checked(8).ok_or_else(|| format!("record {n}: truncated lengths"))?;
+            let key_len = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
+            let value_len = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize;
+            let (key, after) = after.split_at_checked(key_len).ok_or_else(|| format!("record {n}: key of {key_len} bytes past the end"))?;
+            let (value, after) = after.split_at_checked(value_len).ok_or_else(|| format!("record {n}: value of {value_len} bytes past the end"))?;
+            Ok(((key, value), after))
+        };
+        // Each record consumes at least 8 bytes, so the iteration ends with the buffer.
+        Some(read().map(|(record, after)| {
+            self.rest = after;
+            record
+        }))
+    }
+}
+
+fn take_len_prefixed(data: &[u8], max: usize) -> Result<(&[u8], &[u8]), String> {
+    let (len, rest) = data.split_at_checked(4).ok_or("truncated length")?;
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > max {
+        return Err(format!("length {len} over the limit of {max}"));
+    }
+    rest.split_at_checked(len).ok_or_else(|| format!("{len} bytes past the end"))
+}
+
+impl RaftSnapshotBuilder<C> for QueueStateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let (meta, data) = self.blocking(|sm| sm.build()).await?;
+        let data = Arc::new(data);
+        self.set_current(meta.clone(), data.clone());
+        Ok(Snapshot { meta, snapshot: Cursor::new(data.as_ref().clone()) })
+    }
+}
+
+impl RaftStateMachine<C> for QueueStateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), io::Error> {
+        Ok(match self.raft_state()? {
+            Some(s) => (Some(s.applied), s.membership),
+            None => (None, Membership::default()),
+        })
+    }
+
+    /// One store write per entry; each responder is answered once its entry is written.
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+    where S: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend {
+        let mut membership = self.raft_state()?.map(|s| s.membership).unwrap_or_default();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id;
+            let (batch, reply) = match entry.payload {
+                EntryPayload::Blank => (ApplyBatch::new(log_id.index), GroupReply::NoCommand),
+                EntryPayload::Normal(command) => {
+                    let view = StoreView { store: &self.store, group: self.group };
+                    let (effects, reply) = apply_command(&view, log_id.index, &command).map_err(StateMachineError::from)?;
+                    (effects.into_batch(log_id.index).map_err(StateMachineError::from)?, reply)
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Membership::new(Some(log_id), m);
+                    (ApplyBatch::new(log_id.index), GroupReply::NoCommand)
+                }
+            };
+            self.write(batch, &RaftState { applied: log_id, membership: membership.clone() })?;
+            if let Some(r) = responder {
+                r.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Cursor<Vec<u8>>) -> Result<(), io::Error> {
+        let data = Arc::new(snapshot.into_inner());
+        let (m, d) = (meta.clone(), data.clone());
+        self.blocking(move |sm| sm.install(&m, &d)).await?;
+        self.set_current(meta.clone(), data);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self.current().map(|c| Snapshot { meta: c.meta, snapshot: Cursor::new(c.data.as_ref().clone()) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta_at(index: u64) -> Meta {
+        Meta { last_log_id: Some(openraft::testing::log_id::<C>(3, 1, index)), last_membership: Membership::default() }
+    }
+
+    fn pages() -> Vec<ExportPage> {
+        vec![
+            ExportPage { records: vec![GroupRecord { key: vec![1], value: vec![9; 13] }, GroupRecord { key: vec![2, 0, 0, 0, 7], value: vec![1; 13] }] },
+            ExportPage { records: vec![GroupRecord { key: vec![5], value: vec![] }] },
+        ]
+    }
+
+    use openraft::{Entry, Membership as Config};
+    use tempfile::TempDir;
+
+    use crate::queue::command::{GroupCommand, NewMessage};
+    use crate::raft::BrokerNode;
+    use crate::store::{IndexEntry, StoreOptions};
+
+    const GROUP: GroupId = 9;
+    type Payload = openraft::alias::EntryPayloadOf<C>;
+
+    fn open(dir: &TempDir) -> Arc<QueueStore> {
+        Arc::new(QueueStore::open(dir.path(), &StoreOptions::default()).unwrap().0)
+    }
+
+    fn send(queues: &[u32]) -> GroupCommand {
+        let messages = queues.iter().map(|&queue| NewMessage { queue, message_id: format!("m{queue}"), tag: Some("t".into()), keys: vec![], properties: vec![], body: vec![queue as u8; 10] }).collect();
+        GroupCommand::Send { store_time_ms: 1_000, messages }
+    }
+
+    async fn apply(sm: &mut QueueStateMachine, entries: Vec<Entry<openraft::alias::CommittedLeaderIdOf<C>, Payload>>) {
+        let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
+        sm.apply(stream).await.unwrap();
+    }
+
+    fn entry(index: u64, payload: Payload) -> Entry<openraft::alias::CommittedLeaderIdOf<C>, Payload> {
+        Entry { log_id: openraft::testing::log_id::<C>(2, 1, index), payload }
+    }
+
+    fn config() -> Config<u64, BrokerNode> {
+        let nodes: std::collections::BTreeMap<u64, BrokerNode> = [(1, BrokerNode { raft_addr: "a:1".into() }), (2, BrokerNode { raft_addr: "b:2".into() })].into();
+        Config::new(vec![[1, 2].into()], nodes).unwrap()
+    }
+
+    /// Every read of the group: index entries and next offsets of queues 0..4.
+    fn reads(store: &QueueStore) -> (Vec<Vec<(u64, IndexEntry)>>, Vec<u64>) {
+        ((0..4).map(|q| store.index_range(GROUP, q, 0, 100).unwrap()).collect(), (0..4).map(|q| store.next_offset(GROUP, q).unwrap()).collect())
+    }
+
+    #[tokio::test]
+    async fn applied_state_and_reads_survive_a_flush_and_reopen() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let mut sm = QueueStateMachine::new(store.clone(), GROUP);
+        assert_eq!(sm.applied_state().await.unwrap(), (None, Membership::default()));
+        apply(&mut sm, vec![entry(1, EntryPayload::Blank), entry(2, EntryPayload::Membership(config())), entry(3, EntryPayload::Normal(send(&[0, 1, 0])))]).await;
+        apply(&mut sm, vec![entry(4, EntryPayload::Normal(send(&[1, 2]))), entry(5, EntryPayload::Blank)]).await;
+        let want_membership = Membership::new(Some(openraft::testing::log_id::<C>(2, 1, 2)), config());
+        let state = sm.applied_state().await.unwrap();
+        assert_eq!(state, (Some(openraft::testing::log_id::<C>(2, 1, 5)), want_membership.clone()));
+        let before = reads(&store);
+        assert_eq!(before.1, vec![2, 2, 1, 0]);
+        assert_eq!(before.0[1][1], (1, IndexEntry { log_index: 4, position: 0, size: 10, tag_hash: crate::queue::tag_hash(Some("t")), store_time_ms: 1_000 }));
+        store.flush().unwrap();
+        drop(sm);
+        drop(store);
+
+        let store = open(&dir);
+        let mut sm = QueueStateMachine::new(store.clone(), GROUP);
+        assert_eq!(sm.applied_state().await.unwrap(), state);
+        assert_eq!(reads(&store), before);
+        // And it goes on from there, with offsets continuing densely.
+        apply(&mut sm, vec![entry(6, EntryPayload::Normal(send(&[2])))]).await;
+        assert_eq!(store.index_range(GROUP, 2, 0, 100).unwrap().iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_installed_on_another_store_reads_the_same() {
+        let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+        let mut a = QueueStateMachine::new(open(&dir_a), GROUP);
+        apply(&mut a, vec![entry(1, EntryPayload::Membership(config())), entry(2, EntryPayload::Normal(send(&[0, 3, 3])))]).await;
+        let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(openraft::testing::log_id::<C>(2, 1, 2)));
+        assert_eq!(a.store().durable_applied_index(GROUP), Some(2), "building flushes");
+        // A later apply is not in the snapshot already built.
+        apply(&mut a, vec![entry(3, EntryPayload::Normal(send(&[0])))]).await;
+
+        let store_b = open(&dir_b);
+        let mut b = QueueStateMachine::new(store_b.clone(), GROUP);
+        apply(&mut b, vec![entry(1, EntryPayload::Normal(send(&[1, 1])))]).await;
+        b.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+        assert_eq!(b.applied_state().await.unwrap(), (snap.meta.last_log_id, snap.meta.last_membership.clone()));
+        assert_eq!(store_b.durable_applied_index(GROUP), Some(2), "installing flushes");
+        let (index, next) = reads(&store_b);
+        assert_eq!(next, vec![1, 0, 0, 2]);
+        assert_eq!(index[1], vec![], "b's own older data is gone");
+        assert_eq!(b.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta);
+
+        // A snapshot whose meta disagrees with the one given is refused.
+        let current = a.get_current_snapshot().await.unwrap().unwrap();
+        let mut other = current.meta.clone();
+        other.last_log_id = Some(openraft::testing::log_id::<C>(2, 1, 7));
+        assert!(b.install_snapshot(&other, current.snapshot).await.is_err());
+    }
+
+    fn encode_snapshot(meta: &Meta, pages: &[ExportPage]) -> Vec<u8> {
+        let mut w = SnapshotWriter::new(1, meta).unwrap();
+        for p in pages {
+            w.push_page(p).unwrap();
+        }
+        w.finish()
+    }
+
+    type OwnedRecord = (Vec<u8>, Vec<u8>);
+
+    fn decode_all(data: &[u8]) -> Result<(Meta, Vec<OwnedRecord>), String> {
+        let (meta, records) = decode_snapshot(data)?;
+        let records = records.map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>()?;
+        Ok((meta, records))
+    }
+
+    #[test]
+    fn a_snapshot_buffer_round_trips() {
+        let data = encode_snapshot(&meta_at(42), &pages());
+        let want: Vec<OwnedRecord> = pages().into_iter().flat_map(|p| p.records).map(|r| (r.key, r.value)).collect();
+        assert_eq!(decode_all(&data).unwrap(), (meta_at(42), want));
+        let empty = encode_snapshot(&Meta::default(), &[]);
+        assert_eq!(decode_all(&empty).unwrap(), (Meta::default(), vec![]));
+    }
+
+    #[test]
+    fn a_damaged_or_truncated_snapshot_buffer_is_refused() {
+        let data = encode_snapshot(&meta_at(42), &pages());
+        for bit in 0..data.len() * 8 {
+            let mut bad = data.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_all(&bad).is_err(), "bit {bit} flipped went unnoticed");
+        }
+        for len in 0..data.len() {
+            assert!(decode_all(&data[..len]).is_err(), "truncated to {len}");
+        }
+        // Well-checksummed buffers whose lengths point past their end are refused, not read.
+        let sealed = |body: &[u8]| [body, &crc32c::crc32c(body).to_le_bytes()].concat();
+        let huge_meta = [MAGIC.as_slice(), &u32::MAX.to_le_bytes()].concat();
+        assert!(decode_all(&sealed(&huge_meta)).unwrap_err().contains("limit"));
+        let mut header = encode_snapshot(&meta_at(1), &[]);
+        header.truncate(header.len() - 4);
+        let huge_key = [header.as_slice(), &u32::MAX.to_le_bytes(), &0u32.to_le_bytes()].concat();
+        assert!(decode_all(&sealed(&huge_key)).unwrap_err().contains("past the end"));
+    }
+
+    #[test]
+    fn a_snapshot_is_refused_past_its_bound() {
+        let mut w = SnapshotWriter::new(1, &meta_at(1)).unwrap();
+        w.bytes_max = w.out.len() as u64 + 100;
+        let page = ExportPage { records: vec![GroupRecord { key: vec![1], value: vec![0; 40] }] };
+        w.push_page(&page).unwrap();
+        assert!(matches!(w.push_page(&page), Err(StateMachineError::SnapshotTooLarge { max, .. }) if max == w.bytes_max));
+        assert_eq!(decode_all(&w.finish()).unwrap().1.len(), 1, "the refused page left nothing behind");
+    }
+}
