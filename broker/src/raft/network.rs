@@ -4,6 +4,10 @@
 //! One HTTP/2 connection (tonic `Channel`) per peer broker carries the traffic of every group
 //! the two brokers share: a broker with 1,000 groups keeps one connection per peer, not 1,000.
 //! Every socket has `TCP_NODELAY` set (Raft messages are small and latency-bound).
+//!
+//! Heartbeats (openraft's heartbeat client) of all groups to one peer are coalesced: a per-peer
+//! batcher gathers them for up to a short window and sends them in one `Batch` call, so an idle
+//! broker with 1,000 groups makes a few calls per peer per interval instead of one per group.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -20,7 +24,7 @@ use openraft::{AnyError, RaftTypeConfig};
 use proto::raftmq::v1::raft_error::Kind as ErrorKind;
 use proto::raftmq::v1::raft_reply::Result as ReplyResult;
 use proto::raftmq::v1::raft_transport_client::RaftTransportClient;
-use proto::raftmq::v1::{RaftReply, RaftRequest, SnapshotChunk};
+use proto::raftmq::v1::{HeartbeatBatch, RaftReply, RaftRequest, SnapshotChunk};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
@@ -35,23 +39,52 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 pings keep an idle connection known alive (and notice a dead one) between beats.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// One lazily connected channel per peer broker address, shared by all groups.
-#[derive(Default)]
+/// How long the heartbeat batcher of a peer waits for more heartbeats after the first one:
+/// the most a heartbeat (a leader-lease renewal, a read-index probe) is delayed.
+pub const HEARTBEAT_BATCH_WINDOW_DEFAULT: Duration = Duration::from_millis(10);
+/// Heartbeats waiting for one peer's batcher; past this a heartbeat goes out on its own.
+const HEARTBEAT_QUEUE_MAX: usize = 4096;
+/// Most heartbeats in one `Batch` call (the server refuses more than `BATCH_ENTRIES_MAX`).
+const HEARTBEAT_BATCH_MAX: usize = 1024;
+/// Deadline of one `Batch` call.
+const HEARTBEAT_BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+type HeartbeatReply = Result<RaftReply, tonic::Status>;
+type PendingHeartbeat = (RaftRequest, tokio::sync::oneshot::Sender<HeartbeatReply>);
+
+#[derive(Clone)]
+struct Peer {
+    channel: Channel,
+    heartbeats: tokio::sync::mpsc::Sender<PendingHeartbeat>,
+}
+
+/// One lazily connected channel per peer broker address, shared by all groups, and the
+/// heartbeat batcher of each peer.
 pub struct PeerChannels {
-    channels: Mutex<HashMap<String, Channel>>,
+    peers: Mutex<HashMap<String, Peer>>,
+    heartbeat_window: Duration,
 }
 
 impl PeerChannels {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::with_heartbeat_window(HEARTBEAT_BATCH_WINDOW_DEFAULT)
+    }
+
+    pub fn with_heartbeat_window(heartbeat_window: Duration) -> Arc<Self> {
+        Arc::new(Self { peers: Mutex::new(HashMap::new()), heartbeat_window })
     }
 
     /// The channel to `addr` (`host:port`), made on first use; it connects, and reconnects
     /// after a failure, by itself.
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
+        Ok(self.peer(addr)?.channel)
+    }
+
+    /// Must be called within a tokio runtime: the first call for a peer starts its batcher.
+    fn peer(&self, addr: &str) -> Result<Peer, tonic::transport::Error> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = peers.get(addr) {
+            return Ok(p.clone());
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
@@ -59,8 +92,50 @@ impl PeerChannels {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_while_idle(true)
             .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        let (tx, rx) = tokio::sync::mpsc::channel(HEARTBEAT_QUEUE_MAX);
+        tokio::spawn(heartbeat_batcher(RaftTransportClient::new(channel.clone()), rx, self.heartbeat_window));
+        let peer = Peer { channel, heartbeats: tx };
+        peers.insert(addr.to_string(), peer.clone());
+        Ok(peer)
+    }
+}
+
+/// Gathers heartbeats for one peer for up to `window` after the first, sends them in one
+/// `Batch` call and hands each its reply. Ends when every sender is gone.
+async fn heartbeat_batcher(mut client: RaftTransportClient<Channel>, mut rx: tokio::sync::mpsc::Receiver<PendingHeartbeat>, window: Duration) {
+    while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut batch = vec![first];
+        while batch.len() < HEARTBEAT_BATCH_MAX {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(next)) => batch.push(next),
+                _ => break,
+            }
+        }
+        let (requests, replies): (Vec<RaftRequest>, Vec<_>) = batch.into_iter().unzip();
+        let n = requests.len();
+        let mut req = tonic::Request::new(HeartbeatBatch { entries: requests });
+        req.set_timeout(HEARTBEAT_BATCH_TIMEOUT);
+        match client.batch(req).await {
+            Ok(resp) => {
+                let results = resp.into_inner().replies;
+                if results.len() == n {
+                    for (tx, reply) in replies.into_iter().zip(results) {
+                        let _ = tx.send(Ok(reply));
+                    }
+                } else {
+                    let status = tonic::Status::internal(format!("batch of {n} heartbeats answered with {} replies", results.len()));
+                    for tx in replies {
+                        let _ = tx.send(Err(status.clone()));
+                    }
+                }
+            }
+            Err(status) => {
+                for tx in replies {
+                    let _ = tx.send(Err(status.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -93,7 +168,15 @@ where
 
     async fn new_client(&mut self, target: BrokerId, node: &BrokerNode) -> PeerConnection<C> {
         let client = self.peers.channel(&node.raft_addr).map(RaftTransportClient::new).map_err(|e| format!("bad address {:?}: {e}", node.raft_addr));
-        PeerConnection { group: self.group, target, client, _config: PhantomData }
+        PeerConnection { group: self.group, target, client, heartbeats: None, _config: PhantomData }
+    }
+
+    /// Heartbeats go through the peer's batcher.
+    async fn new_heartbeat_client(&mut self, target: BrokerId, node: &BrokerNode) -> PeerConnection<C> {
+        let peer = self.peers.peer(&node.raft_addr).map_err(|e| format!("bad address {:?}: {e}", node.raft_addr));
+        let heartbeats = peer.as_ref().ok().map(|p| p.heartbeats.clone());
+        let client = peer.map(|p| RaftTransportClient::new(p.channel));
+        PeerConnection { group: self.group, target, client, heartbeats, _config: PhantomData }
     }
 }
 
@@ -102,6 +185,8 @@ pub struct PeerConnection<C> {
     group: GroupId,
     target: BrokerId,
     client: Result<RaftTransportClient<Channel>, String>,
+    /// Set on heartbeat connections: their AppendEntries go through the peer's batcher.
+    heartbeats: Option<tokio::sync::mpsc::Sender<PendingHeartbeat>>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -160,6 +245,25 @@ where
 
     async fn append_entries(&mut self, rpc: AppendEntriesRequest<C>, option: RPCOption) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
         let req = self.request(&rpc).map_err(|e| RPCError::Network(network(e)))?;
+        if let Some(heartbeats) = &self.heartbeats {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            match heartbeats.try_send((req, tx)) {
+                Ok(()) => {
+                    let reply = tokio::time::timeout(option.hard_ttl(), rx).await;
+                    let reply = match reply {
+                        Ok(Ok(r)) => r.map(tonic::Response::new),
+                        Ok(Err(_)) => Err(tonic::Status::unavailable("heartbeat batcher stopped")),
+                        Err(_) => Err(tonic::Status::deadline_exceeded("heartbeat batch")),
+                    };
+                    return self.reply(reply);
+                }
+                // A full queue means the peer is slow: this heartbeat goes on its own.
+                Err(tokio::sync::mpsc::error::TrySendError::Full((req, _)) | tokio::sync::mpsc::error::TrySendError::Closed((req, _))) => {
+                    let reply = self.client()?.append_entries(with_deadline(req, &option)).await;
+                    return self.reply(reply);
+                }
+            }
+        }
         let reply = self.client()?.append_entries(with_deadline(req, &option)).await;
         self.reply(reply)
     }
