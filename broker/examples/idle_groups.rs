@@ -48,7 +48,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let heartbeat_ms = args.get(1).copied().unwrap_or(500);
     let seconds = args.get(2).copied().unwrap_or(10);
     let config = Arc::new(
-        Config { heartbeat_interval: heartbeat_ms, election_timeout_min: heartbeat_ms * 4, election_timeout_max: heartbeat_ms * 8, ..Default::default() }.validate()?,
+        Config {
+            heartbeat_interval: heartbeat_ms,
+            election_timeout_min: heartbeat_ms * 4,
+            election_timeout_max: heartbeat_ms * 8,
+            ..Default::default()
+        }
+        .validate()?,
     );
     let mut dirs = Vec::new();
     let mut brokers = Vec::new();
@@ -63,21 +69,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move { Server::builder().add_service(service).serve_with_incoming(incoming).await });
         let mut rafts = Vec::new();
         for g in 0..groups {
-            let raft = Raft::new(id, config.clone(), GroupNetworkFactory::new(g, peers.clone()), RaftLogStore::new(engine.group(g)), MapStateMachine::default()).await?;
+            let raft = Raft::new(
+                id,
+                config.clone(),
+                GroupNetworkFactory::new(g, peers.clone()),
+                RaftLogStore::new(engine.group(g)),
+                MapStateMachine::default(),
+            )
+            .await?;
             registry.insert(g, raft.clone());
             rafts.push(raft);
         }
         dirs.push(dir);
         brokers.push((id, addr, rafts, engine));
     }
-    let members: BTreeMap<BrokerId, BrokerNode> = brokers.iter().map(|(id, addr, _, _)| (*id, BrokerNode { raft_addr: addr.to_string() })).collect();
+    let members: BTreeMap<BrokerId, BrokerNode> =
+        brokers.iter().map(|(id, addr, _, _)| (*id, BrokerNode { raft_addr: addr.to_string() })).collect();
     let started = Instant::now();
     for g in 0..groups as usize {
         // Spread the initial leaders over the brokers.
         brokers[g % 3].2[g].initialize(members.clone()).await?;
     }
     for g in 0..groups as usize {
-        brokers[0].2[g].wait(Some(Duration::from_secs(60))).metrics(|m| m.current_leader.is_some() && m.last_applied.is_some(), "leader").await?;
+        brokers[0].2[g]
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(|m| m.current_leader.is_some() && m.last_applied.is_some(), "leader")
+            .await?;
     }
     println!("{groups} groups x 3 replicas elected in {:.1} s", started.elapsed().as_secs_f64());
     // Let the elections' traffic settle, then measure an idle window.

@@ -22,7 +22,9 @@ fn read_err(e: impl Into<io::Error>) -> StorageError<QueueGroupConfig> {
 }
 
 impl StoreBuilder<QueueGroupConfig, RaftLogStore<QueueGroupConfig>, QueueStateMachine, (TempDir, TempDir)> for DirStoreBuilder {
-    async fn build(&self) -> Result<((TempDir, TempDir), RaftLogStore<QueueGroupConfig>, QueueStateMachine), StorageError<QueueGroupConfig>> {
+    async fn build(
+        &self,
+    ) -> Result<((TempDir, TempDir), RaftLogStore<QueueGroupConfig>, QueueStateMachine), StorageError<QueueGroupConfig>> {
         let (log_dir, store_dir) = (tempfile::tempdir().map_err(read_err)?, tempfile::tempdir().map_err(read_err)?);
         // Small segments, so the cases also cross segment boundaries.
         let options = LogOptions { segment_bytes: 4096, ..LogOptions::default() };

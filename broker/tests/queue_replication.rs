@@ -71,7 +71,12 @@ fn members(brokers: &[&TestBroker]) -> BTreeMap<BrokerId, BrokerNode> {
 
 async fn leader_among<'a>(brokers: &[&'a TestBroker]) -> &'a TestBroker {
     let ids: BTreeSet<BrokerId> = brokers.iter().map(|b| b.id).collect();
-    let m = brokers[0].raft.wait(Some(WAIT)).metrics(|m| m.current_leader.is_some_and(|l| ids.contains(&l)), "a leader").await.expect("leader elected");
+    let m = brokers[0]
+        .raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.current_leader.is_some_and(|l| ids.contains(&l)), "a leader")
+        .await
+        .expect("leader elected");
     let id = m.current_leader.expect("leader");
     let leader = brokers.iter().find(|b| b.id == id).expect("leader is one of them");
     // openraft 0.10 refuses writes on a new leader until a quorum acknowledged it.

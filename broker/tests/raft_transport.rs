@@ -99,7 +99,10 @@ async fn write(leader: &TestBroker, values: impl IntoIterator<Item = String>) ->
             Ok(r) => r,
             Err(e) => {
                 let m = leader.raft.metrics().borrow_watched().clone();
-                panic!("client_write {v}: {e}; last_quorum_acked {:?} heartbeat {:?} replication {:?}", m.last_quorum_acked, m.heartbeat, m.replication);
+                panic!(
+                    "client_write {v}: {e}; last_quorum_acked {:?} heartbeat {:?} replication {:?}",
+                    m.last_quorum_acked, m.heartbeat, m.replication
+                );
             }
         };
         assert_eq!(resp.response(), &v, "the state machine answers with the command");
@@ -124,7 +127,8 @@ async fn three_replicas_over_grpc_elect_replicate_fail_over_and_catch_up_by_snap
     let leader = all.iter().find(|b| b.id == leader_id).unwrap();
     // The new leader's first entry (a blank one) committed and applied everywhere: replication
     // over the transport works before any client write.
-    let first = leader.raft.wait(Some(WAIT)).metrics(|m| m.last_applied.is_some(), "leader applied its first entry").await.expect("applied");
+    let first =
+        leader.raft.wait(Some(WAIT)).metrics(|m| m.last_applied.is_some(), "leader applied its first entry").await.expect("applied");
     for b in all {
         wait_applied(b, first.last_applied.unwrap().index).await;
     }

@@ -34,12 +34,10 @@ pub mod raftmq {
 
 /// Encoded `google.protobuf.FileDescriptorSet` of `apache.rocketmq.v2` and the
 /// well-known types it imports.
-pub const ROCKETMQ_V2_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/apache.rocketmq.v2.bin"));
+pub const ROCKETMQ_V2_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/apache.rocketmq.v2.bin"));
 
 /// Encoded `google.protobuf.FileDescriptorSet` of `raftmq.v1`.
-pub const RAFTMQ_V1_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/raftmq.v1.bin"));
+pub const RAFTMQ_V1_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/raftmq.v1.bin"));
 
 #[cfg(test)]
 mod tests;

@@ -299,9 +299,10 @@ impl GroupLog {
             let max = shared.max_payload();
             for (term, index, payload) in entries {
                 if let Some(e) = expected
-                    && index != e {
-                        return Err(LogError::Invalid(format!("entries not consecutive: {index} after {}", e - 1)));
-                    }
+                    && index != e
+                {
+                    return Err(LogError::Invalid(format!("entries not consecutive: {index} after {}", e - 1)));
+                }
                 if payload.len() as u64 > max {
                     return Err(LogError::Invalid(format!("entry {index} has {} bytes, over the limit of {max}", payload.len())));
                 }
@@ -372,9 +373,10 @@ impl GroupLog {
             return Ok(());
         }
         if let Some(p) = w.groups.get(&self.id).and_then(|g| g.purged_index())
-            && index <= p {
-                return Err(LogError::Invalid(format!("truncate from {index} at or below the purge point {p}")));
-            }
+            && index <= p
+        {
+            return Err(LogError::Invalid(format!("truncate from {index} at or below the purge point {p}")));
+        }
         shared.write_record(&mut w, RecordKind::Truncate, self.id, 0, index, &[])?;
         shared.write_out(&mut w)?;
         let w = &mut *w;
@@ -433,7 +435,10 @@ impl GroupLog {
             let mut files: HashMap<u64, Arc<dyn LogFile>> = HashMap::new();
             for (_, l) in &locations {
                 if let std::collections::hash_map::Entry::Vacant(v) = files.entry(l.segment) {
-                    let meta = w.segments.get(&l.segment).ok_or_else(|| LogError::Failed(format!("segment {} of a live entry is gone", l.segment)))?;
+                    let meta = w
+                        .segments
+                        .get(&l.segment)
+                        .ok_or_else(|| LogError::Failed(format!("segment {} of a live entry is gone", l.segment)))?;
                     v.insert(meta.file.clone());
                 }
             }
@@ -558,7 +563,15 @@ impl Shared {
     /// new segment first when it does not fit. Returns where it goes. The caller writes the
     /// buffer out with [`Self::write_out`] before it releases the writer lock, so a batch
     /// costs one `pwrite` per segment it touches.
-    fn write_record(&self, w: &mut WriterState, kind: RecordKind, group: GroupId, term: u64, index: u64, payload: &[u8]) -> Result<EntryLocation, LogError> {
+    fn write_record(
+        &self,
+        w: &mut WriterState,
+        kind: RecordKind,
+        group: GroupId,
+        term: u64,
+        index: u64,
+        payload: &[u8],
+    ) -> Result<EntryLocation, LogError> {
         let len = record::record_len(payload.len());
         if len > self.options.segment_bytes - SEGMENT_HEADER_LEN {
             // Drop the batch encoded so far: nothing of a rejected call reaches the disk.
@@ -609,7 +622,8 @@ impl Shared {
         if !use_spare {
             tracing::debug!(segment = next, "no preallocated segment ready; rolling onto a growing file");
         }
-        let file = install_segment(&*self.fs, &self.dir, next, use_spare).map_err(|e| self.fail(format!("installing segment {next}: {e}")))?;
+        let file =
+            install_segment(&*self.fs, &self.dir, next, use_spare).map_err(|e| self.fail(format!("installing segment {next}: {e}")))?;
         self.spare_changed.notify_all();
         w.segments.insert(next, SegmentMeta { file: file.clone(), live_entries: 0 });
         w.active = ActiveSegment { seq: next, file, write_offset: SEGMENT_HEADER_LEN, capacity: self.options.segment_bytes };
@@ -648,17 +662,20 @@ impl Shared {
         let Some(g) = w.groups.get(&id).cloned() else { return Ok(()) };
         let mut segs = g.state_segments;
         if segs.vote == Some(seq)
-            && let Some(v) = &g.vote {
-                segs.vote = Some(self.write_record(w, RecordKind::Vote, id, 0, 0, v)?.segment);
-            }
+            && let Some(v) = &g.vote
+        {
+            segs.vote = Some(self.write_record(w, RecordKind::Vote, id, 0, 0, v)?.segment);
+        }
         if segs.committed == Some(seq)
-            && let Some((i, c)) = &g.committed {
-                segs.committed = Some(self.write_record(w, RecordKind::Committed, id, 0, *i, c)?.segment);
-            }
+            && let Some((i, c)) = &g.committed
+        {
+            segs.committed = Some(self.write_record(w, RecordKind::Committed, id, 0, *i, c)?.segment);
+        }
         if segs.purge == Some(seq)
-            && let Some((i, p)) = &g.purged {
-                segs.purge = Some(self.write_record(w, RecordKind::Purge, id, 0, *i, p)?.segment);
-            }
+            && let Some((i, p)) = &g.purged
+        {
+            segs.purge = Some(self.write_record(w, RecordKind::Purge, id, 0, *i, p)?.segment);
+        }
         if let Some(g) = w.groups.get_mut(&id) {
             g.state_segments = segs;
         }
@@ -881,13 +898,17 @@ pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem, writable: bool) -> Resul
                 });
             }
             if let Some((c, _)) = &g.committed
-                && g.last_index().is_none_or(|l| l < *c) {
-                    return Err(LogError::Corrupt {
-                        file: last.path.clone(),
-                        offset: end,
-                        reason: format!("group {id}: committed index {c} is past the last entry {:?}: committed entries are missing", g.last_index()),
-                    });
-                }
+                && g.last_index().is_none_or(|l| l < *c)
+            {
+                return Err(LogError::Corrupt {
+                    file: last.path.clone(),
+                    offset: end,
+                    reason: format!(
+                        "group {id}: committed index {c} is past the last entry {:?}: committed entries are missing",
+                        g.last_index()
+                    ),
+                });
+            }
         }
     }
     Ok(DirScan { segments, groups, never_used })
@@ -945,7 +966,12 @@ fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(Wri
     Ok((WriterState { active, segments, groups, durable, scratch: Vec::new() }, report))
 }
 
-fn replay(groups: &mut HashMap<GroupId, GroupIndex>, live: &mut BTreeMap<u64, u64>, seq: u64, r: &segment::ScannedRecord) -> Result<(), String> {
+fn replay(
+    groups: &mut HashMap<GroupId, GroupIndex>,
+    live: &mut BTreeMap<u64, u64>,
+    seq: u64,
+    r: &segment::ScannedRecord,
+) -> Result<(), String> {
     let h = &r.header;
     let g = groups.entry(h.group).or_default();
     let mut removed = Vec::new();

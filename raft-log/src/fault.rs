@@ -185,11 +185,8 @@ impl FileSystem for PowerLossFileSystem {
         if !existed {
             state.unsynced_creations.insert(path.to_path_buf());
         }
-        let file = Arc::new(BufferedFile {
-            inner,
-            pending: Mutex::new(PendingWrites { writes: Vec::new(), len }),
-            dead: AtomicBool::new(false),
-        });
+        let file =
+            Arc::new(BufferedFile { inner, pending: Mutex::new(PendingWrites { writes: Vec::new(), len }), dead: AtomicBool::new(false) });
         state.open_files.insert(path.to_path_buf(), file.clone());
         state.handles.retain(|w| w.strong_count() > 0);
         state.handles.push(Arc::downgrade(&file));

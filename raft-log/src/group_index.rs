@@ -77,9 +77,10 @@ impl GroupIndex {
     /// conflicting suffix).
     pub fn check_append(&self, index: u64) -> Result<(), String> {
         if let Some(p) = self.purged_index()
-            && index <= p {
-                return Err(format!("append of index {index} at or below the purge point {p}"));
-            }
+            && index <= p
+        {
+            return Err(format!("append of index {index} at or below the purge point {p}"));
+        }
         let next = self.last_index().map_or(index, |l| l + 1);
         if index > next {
             return Err(format!("append of index {index} leaves a hole after {}", next - 1));

@@ -71,7 +71,10 @@ where
     CommittedLeaderIdOf<C>: RaftLeaderId,
     <CommittedLeaderIdOf<C> as RaftLeaderId>::Term: Into<u64>,
 {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(&mut self, range: RB) -> Result<Vec<C::Entry>, io::Error> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, io::Error> {
         let (from, to) = index_range(&range);
         let stored = self.log.read(from, to)?;
         stored.iter().map(|e| decode(&e.payload)).collect()
@@ -114,9 +117,12 @@ where
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         let bytes = encode(vote)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.log.save_vote_then(&bytes, Some(Box::new(move |r| {
-            let _ = tx.send(r);
-        })))?;
+        self.log.save_vote_then(
+            &bytes,
+            Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        )?;
         rx.await.map_err(|_| io::Error::from(LogError::Closed))?.map_err(io::Error::from)
     }
 

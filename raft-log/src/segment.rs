@@ -131,7 +131,13 @@ pub(crate) fn record_at(bytes: &[u8], offset: u64) -> Result<(RecordHeader, &[u8
 /// after X says (by its durable offset) that X was already durable when it was written;
 /// otherwise, and anywhere in an older segment, they are corruption, reported with the file and
 /// offset.
-pub fn scan(file: &Arc<dyn LogFile>, path: &Path, expected_seq: u64, is_last: bool, keep_entry_payloads: bool) -> Result<SegmentScan, LogError> {
+pub fn scan(
+    file: &Arc<dyn LogFile>,
+    path: &Path,
+    expected_seq: u64,
+    is_last: bool,
+    keep_entry_payloads: bool,
+) -> Result<SegmentScan, LogError> {
     let bytes = read_all(file, path)?;
     let file_len = bytes.len() as u64;
     if file_len < SEGMENT_HEADER_LEN {
@@ -169,13 +175,10 @@ fn classify_end(bytes: &[u8], path: &Path, offset: u64, reason: BadRecord, is_la
     let mut probe = offset + ALIGN;
     while probe < bytes.len() as u64 {
         if let Ok((header, _)) = record_at(bytes, probe)
-            && header.durable_offset > offset {
-                return Err(corrupt(
-                    path,
-                    offset,
-                    format!("{reason}; the record at offset {probe} was written after this one was durable"),
-                ));
-            }
+            && header.durable_offset > offset
+        {
+            return Err(corrupt(path, offset, format!("{reason}; the record at offset {probe} was written after this one was durable")));
+        }
         probe += ALIGN;
     }
     Ok(SegmentEnd::TornTail { offset, reason })

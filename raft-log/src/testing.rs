@@ -32,7 +32,12 @@ impl<C: RaftTypeConfig> Clone for MapStateMachine<C> {
 
 impl<C: RaftTypeConfig> Default for MapStateMachine<C> {
     fn default() -> Self {
-        Self(Arc::new(Mutex::new(MapState { applied: None, membership: StoredMembershipOf::<C>::default(), data: BTreeMap::new(), snapshot: None })))
+        Self(Arc::new(Mutex::new(MapState {
+            applied: None,
+            membership: StoredMembershipOf::<C>::default(),
+            data: BTreeMap::new(),
+            snapshot: None,
+        })))
     }
 }
 
@@ -44,7 +49,8 @@ impl<C: RaftTypeConfig> MapStateMachine<C> {
 }
 
 impl<C> RaftSnapshotBuilder<C> for MapStateMachine<C>
-where C: RaftTypeConfig<D = String, R = String, Entry = openraft::alias::DefaultEntryOf<C>, Payload = openraft::alias::EntryPayloadOf<C>>
+where
+    C: RaftTypeConfig<D = String, R = String, Entry = openraft::alias::DefaultEntryOf<C>, Payload = openraft::alias::EntryPayloadOf<C>>,
 {
     type SnapshotData = Cursor<Vec<u8>>;
 
@@ -58,7 +64,8 @@ where C: RaftTypeConfig<D = String, R = String, Entry = openraft::alias::Default
 }
 
 impl<C> RaftStateMachine<C> for MapStateMachine<C>
-where C: RaftTypeConfig<D = String, R = String, Entry = openraft::alias::DefaultEntryOf<C>, Payload = openraft::alias::EntryPayloadOf<C>>
+where
+    C: RaftTypeConfig<D = String, R = String, Entry = openraft::alias::DefaultEntryOf<C>, Payload = openraft::alias::EntryPayloadOf<C>>,
 {
     type SnapshotData = Cursor<Vec<u8>>;
     type SnapshotBuilder = Self;
@@ -69,7 +76,9 @@ where C: RaftTypeConfig<D = String, R = String, Entry = openraft::alias::Default
     }
 
     async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
-    where S: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend {
+    where
+        S: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
         let mut s = self.0.lock().await;
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id.clone();
@@ -104,7 +113,9 @@ where C: RaftTypeConfig<D = String, R = String, Entry = openraft::alias::Default
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Cursor<Vec<u8>>>>, io::Error> {
         let s = self.0.lock().await;
-        Ok(s.snapshot.as_ref().map(|(meta, data)| SnapshotOf::<C, Cursor<Vec<u8>>> { meta: meta.clone(), snapshot: Cursor::new(data.clone()) }))
+        Ok(s.snapshot
+            .as_ref()
+            .map(|(meta, data)| SnapshotOf::<C, Cursor<Vec<u8>>> { meta: meta.clone(), snapshot: Cursor::new(data.clone()) }))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self {

@@ -60,7 +60,8 @@ pub fn verify_dir_with(dir: &Path, fs: &dyn FileSystem) -> Result<VerifyReport, 
         return Err(LogError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory")));
     }
     let scan = scan_dir(dir, fs, false)?;
-    let mut report = VerifyReport { dir: dir.to_path_buf(), segments: Vec::new(), records: 0, bytes: 0, groups: Vec::new(), torn_tail: None };
+    let mut report =
+        VerifyReport { dir: dir.to_path_buf(), segments: Vec::new(), records: 0, bytes: 0, groups: Vec::new(), torn_tail: None };
     for s in &scan.segments {
         let used = match s.scan.end {
             SegmentEnd::Clean { offset } => offset,
@@ -71,7 +72,12 @@ pub fn verify_dir_with(dir: &Path, fs: &dyn FileSystem) -> Result<VerifyReport, 
         };
         report.records += s.scan.records.len() as u64;
         report.bytes += used;
-        report.segments.push(SegmentSummary { file: s.path.clone(), records: s.scan.records.len() as u64, bytes: used, capacity: s.scan.file_len });
+        report.segments.push(SegmentSummary {
+            file: s.path.clone(),
+            records: s.scan.records.len() as u64,
+            bytes: used,
+            capacity: s.scan.file_len,
+        });
     }
     let groups: BTreeMap<_, _> = scan.groups.iter().collect();
     for (id, g) in groups {
@@ -105,19 +111,36 @@ pub struct DumpLine {
 /// after a bad stretch at the next valid record; returns the number of bad stretches. A torn
 /// tail of the newest segment is reported as such and not counted. With `from`/`to` (inclusive), only entries
 /// with an index in range are reported (and bad stretches, always).
-pub fn dump_dir(dir: &Path, from: Option<u64>, to: Option<u64>, mut out: impl FnMut(&DumpLine) -> std::io::Result<()>) -> Result<u64, LogError> {
+pub fn dump_dir(
+    dir: &Path,
+    from: Option<u64>,
+    to: Option<u64>,
+    mut out: impl FnMut(&DumpLine) -> std::io::Result<()>,
+) -> Result<u64, LogError> {
     let fs = StdFileSystem;
-    let mut seqs: Vec<u64> = fs.list(dir).map_err(|e| LogError::io(dir, e))?.iter().filter_map(|n| segment::parse_segment_name(n)).collect();
+    let mut seqs: Vec<u64> =
+        fs.list(dir).map_err(|e| LogError::io(dir, e))?.iter().filter_map(|n| segment::parse_segment_name(n)).collect();
     seqs.sort_unstable();
     let mut bad = 0;
-    let emit = |line: &DumpLine, out: &mut dyn FnMut(&DumpLine) -> std::io::Result<()>| out(line).map_err(|e| LogError::io(Path::new("<stdout>"), e));
+    let emit = |line: &DumpLine, out: &mut dyn FnMut(&DumpLine) -> std::io::Result<()>| {
+        out(line).map_err(|e| LogError::io(Path::new("<stdout>"), e))
+    };
     let last_seq = seqs.last().copied();
     for seq in seqs {
         let path = dir.join(segment::segment_name(seq));
         let file = fs.open_read_only(&path).map_err(|e| LogError::io(&path, e))?;
         let bytes = segment::read_all(&file, &path)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let bad_line = |offset: u64, size: u64, status: String| DumpLine { file: name.clone(), offset, kind: None, group: None, index: None, term: None, size, status };
+        let bad_line = |offset: u64, size: u64, status: String| DumpLine {
+            file: name.clone(),
+            offset,
+            kind: None,
+            group: None,
+            index: None,
+            term: None,
+            size,
+            status,
+        };
         if Some(seq) == last_seq && segment::header_never_written(&file).map_err(|e| LogError::io(&path, e))? {
             emit(&bad_line(0, bytes.len() as u64, "segment never used: removed on next open".into()), &mut out)?;
             continue;
@@ -142,7 +165,16 @@ pub fn dump_dir(dir: &Path, from: Option<u64>, to: Option<u64>, mut out: impl Fn
                 Ok((h, _)) => {
                     let in_range = h.kind == RecordKind::Entry && from.is_none_or(|f| h.index >= f) && to.is_none_or(|t| h.index <= t);
                     if in_range || (from.is_none() && to.is_none()) {
-                        let line = DumpLine { file: name.clone(), offset, kind: Some(h.kind), group: Some(h.group), index: Some(h.index), term: Some(h.term), size: u64::from(h.payload_len), status: "ok".into() };
+                        let line = DumpLine {
+                            file: name.clone(),
+                            offset,
+                            kind: Some(h.kind),
+                            group: Some(h.group),
+                            index: Some(h.index),
+                            term: Some(h.term),
+                            size: u64::from(h.payload_len),
+                            status: "ok".into(),
+                        };
                         emit(&line, &mut out)?;
                     }
                     offset += h.record_len();

@@ -35,9 +35,12 @@ fn every_acknowledged_append_survives_a_power_cut() {
                 for i in 1..=APPENDS_PER_GROUP_MAX {
                     let (tx, rx) = mpsc::channel();
                     let data = payload(g, i);
-                    let appended = log.append([(1, i, data.as_slice())], Box::new(move |r| {
-                        let _ = tx.send(r);
-                    }));
+                    let appended = log.append(
+                        [(1, i, data.as_slice())],
+                        Box::new(move |r| {
+                            let _ = tx.send(r);
+                        }),
+                    );
                     if appended.is_err() {
                         return;
                     }

@@ -26,7 +26,8 @@ impl StoreBuilder<TestConfig, RaftLogStore<TestConfig>, MapStateMachine, tempfil
     async fn build(&self) -> Result<(tempfile::TempDir, RaftLogStore<TestConfig>, MapStateMachine), StorageError<TestConfig>> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::read(TestConfig::err_from_error(&e)))?;
         let options = LogOptions { segment_bytes: 4096, ..LogOptions::default() };
-        let (engine, _) = LogEngine::open(dir.path(), options).map_err(|e| StorageError::read(TestConfig::err_from_error(&io::Error::from(e))))?;
+        let (engine, _) =
+            LogEngine::open(dir.path(), options).map_err(|e| StorageError::read(TestConfig::err_from_error(&io::Error::from(e))))?;
         Ok((dir, RaftLogStore::new(engine.group(1)), MapStateMachine::default()))
     }
 }

@@ -5,8 +5,8 @@
 //! `sync`/`save_vote`, or an append's durable callback).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use raft_log::fault::PowerLossFileSystem;
@@ -18,11 +18,27 @@ const GROUPS: u64 = 3;
 #[derive(Debug, Clone)]
 enum Op {
     /// Appends `count` entries; `back` > 0 replaces the last `back` entries first.
-    Append { group: u64, count: usize, back: usize, size: usize },
-    Truncate { group: u64, back: usize },
-    Purge { group: u64, ahead: usize },
-    Vote { group: u64, byte: u8 },
-    Commit { group: u64 },
+    Append {
+        group: u64,
+        count: usize,
+        back: usize,
+        size: usize,
+    },
+    Truncate {
+        group: u64,
+        back: usize,
+    },
+    Purge {
+        group: u64,
+        ahead: usize,
+    },
+    Vote {
+        group: u64,
+        byte: u8,
+    },
+    Commit {
+        group: u64,
+    },
     Sync,
     Crash,
 }
@@ -89,7 +105,13 @@ fn summary(m: &Model) -> String {
     m.iter()
         .map(|(g, gm)| {
             let entries: Vec<String> = gm.entries.iter().map(|e| format!("{}:{}/{}", e.index, e.term, e.payload.len())).collect();
-            format!("[g{g} {} purged={:?} vote={:?} commit={:?}]", entries.join(" "), gm.purged, gm.vote.as_ref().map(|v| v.len()), gm.committed)
+            format!(
+                "[g{g} {} purged={:?} vote={:?} commit={:?}]",
+                entries.join(" "),
+                gm.purged,
+                gm.vote.as_ref().map(|v| v.len()),
+                gm.committed
+            )
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -114,7 +136,15 @@ impl Run {
         // Small segments: the runs roll segments and delete purged ones.
         let options = LogOptions { segment_bytes: 2048, max_record_bytes: 1024 };
         let (engine, _) = LogEngine::open_with(dir.path(), options.clone(), Arc::new(fs.clone())).expect("open");
-        Self { _dir: dir, fs, options, engine: Some(engine), history: vec![Model::new()], confirmed: Arc::new(AtomicUsize::new(0)), term: 1 }
+        Self {
+            _dir: dir,
+            fs,
+            options,
+            engine: Some(engine),
+            history: vec![Model::new()],
+            confirmed: Arc::new(AtomicUsize::new(0)),
+            term: 1,
+        }
     }
 
     fn engine(&self) -> &LogEngine {
@@ -133,7 +163,8 @@ impl Run {
                 let first = (g.last_index() + 1).saturating_sub(back as u64).max(g.floor()).max(g.purged.unwrap_or(0) + 1);
                 self.term += 1;
                 let term = self.term;
-                let new: Vec<StoredEntry> = (first..first + count as u64).map(|i| StoredEntry { index: i, term, payload: payload(group, i, term, size) }).collect();
+                let new: Vec<StoredEntry> =
+                    (first..first + count as u64).map(|i| StoredEntry { index: i, term, payload: payload(group, i, term, size) }).collect();
                 // Each record of a batch may survive alone (a batch can span a segment roll),
                 // so each is a step of the model.
                 for e in &new {
@@ -186,10 +217,11 @@ impl Run {
             Op::Commit { group } => {
                 let g = model.entry(group).or_default();
                 if let Some(last) = g.entries.last().map(|e| e.index)
-                    && g.committed.is_none_or(|c| c < last) {
-                        g.committed = Some(last);
-                        self.engine().group(group).save_committed(last, &last.to_le_bytes()).expect("commit");
-                    }
+                    && g.committed.is_none_or(|c| c < last)
+                {
+                    g.committed = Some(last);
+                    self.engine().group(group).save_committed(last, &last.to_le_bytes()).expect("commit");
+                }
             }
             Op::Sync => {
                 self.engine().sync().expect("sync");
@@ -211,7 +243,8 @@ impl Run {
         // come back and the log reopen.
         drop(self.engine.take());
         self.fs.power_on();
-        let (engine, _) = LogEngine::open_with(self._dir.path(), self.options.clone(), Arc::new(self.fs.clone())).expect("reopen after power loss");
+        let (engine, _) =
+            LogEngine::open_with(self._dir.path(), self.options.clone(), Arc::new(self.fs.clone())).expect("reopen after power loss");
         self.engine = Some(engine);
         let got = observed(self.engine());
         let min = self.confirmed.load(Ordering::SeqCst);
@@ -225,7 +258,9 @@ impl Run {
                 "after power loss the log is not the model after any prefix of ops {min}..{}\nlog:    {}\nmodels: {}",
                 self.history.len() - 1,
                 summary(&got),
-                (min..self.history.len()).map(|k| format!("\n  after op {k}: {}", summary(&normalized(&self.history[k])))).collect::<String>()
+                (min..self.history.len())
+                    .map(|k| format!("\n  after op {k}: {}", summary(&normalized(&self.history[k]))))
+                    .collect::<String>()
             ),
         }
     }

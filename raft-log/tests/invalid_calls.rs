@@ -36,7 +36,11 @@ fn rule_breaking_calls_are_refused_and_write_nothing() {
     for (what, result) in refused {
         assert!(matches!(result, Err(LogError::Invalid(_))), "{what}: {result:?}");
     }
-    assert_eq!(engine.stats().records_appended.load(std::sync::atomic::Ordering::SeqCst), records_before, "nothing was encoded for the disk");
+    assert_eq!(
+        engine.stats().records_appended.load(std::sync::atomic::Ordering::SeqCst),
+        records_before,
+        "nothing was encoded for the disk"
+    );
     assert_eq!(entries(&engine), before);
     assert_eq!(log.state().vote, None);
 

@@ -152,9 +152,10 @@ fn file_name(path: &Path) -> String {
 
 fn run_dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
     if let (Some(from), Some(to)) = (args.from, args.to)
-        && from > to {
-            bail!("--from {from} is above --to {to}");
-        }
+        && from > to
+    {
+        bail!("--from {from} is above --to {to}");
+    }
     if !args.dir.is_dir() {
         bail!("{}: not a directory", args.dir.display());
     }

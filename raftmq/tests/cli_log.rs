@@ -153,7 +153,12 @@ fn verify_text(dir: &Path) -> Output {
 }
 
 fn group_summary(report: &Value, group: u64) -> &Value {
-    report["groups"].as_array().expect("groups").iter().find(|g| g["group"] == group).unwrap_or_else(|| panic!("group {group} missing: {report}"))
+    report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["group"] == group)
+        .unwrap_or_else(|| panic!("group {group} missing: {report}"))
 }
 
 #[test]
@@ -225,7 +230,10 @@ fn verify_names_the_file_and_offset_of_a_flipped_byte_in_the_last_segment() {
     let path = log.dir.join(file);
     // Without this the damage would be indistinguishable from a torn tail.
     let durable = read_u64(&path, tail.offset + DURABLE_OFFSET_AT);
-    assert!(durable > target.offset + record_len(PAYLOAD_LEN), "the last record ({tail:?}, durable {durable}) was written after {target:?} was durable");
+    assert!(
+        durable > target.offset + record_len(PAYLOAD_LEN),
+        "the last record ({tail:?}, durable {durable}) was written after {target:?} was durable"
+    );
     xor_byte(&path, target.offset + HEADER_LEN as u64 + 3, 0x80);
     assert_corrupt_at(&log.dir, file, target.offset);
 }
@@ -354,7 +362,18 @@ fn missing_directory_and_bad_arguments_exit_2() {
     assert_exit(&out, 2);
     assert_eq!(v["kind"], "io", "{v}");
     assert_exit(&raftmq([OsStr::new("log"), OsStr::new("dump"), missing.as_os_str()]), 2);
-    assert_exit(&raftmq([OsStr::new("log"), OsStr::new("dump"), tmp.path().as_os_str(), OsStr::new("--from"), OsStr::new("5"), OsStr::new("--to"), OsStr::new("4")]), 2);
+    assert_exit(
+        &raftmq([
+            OsStr::new("log"),
+            OsStr::new("dump"),
+            tmp.path().as_os_str(),
+            OsStr::new("--from"),
+            OsStr::new("5"),
+            OsStr::new("--to"),
+            OsStr::new("4"),
+        ]),
+        2,
+    );
     assert_exit(&raftmq(["bench", "log", "--matrix", "--size", "100"]), 2);
     assert_exit(&raftmq(["bench", "log", "--appenders", "0"]), 2);
 }

@@ -95,7 +95,8 @@ fn send(view: &impl GroupView, log_index: u64, store_time_ms: u64, messages: &[N
             None => view.next_offset(m.queue)?,
         };
         let after = offset.checked_add(1).ok_or_else(|| Outcome::Refused(format!("queue {} is full", m.queue)))?;
-        let size = u32::try_from(m.body.len()).map_err(|_| Outcome::Refused(format!("message {ordinal} body of {} bytes", m.body.len())))?;
+        let size =
+            u32::try_from(m.body.len()).map_err(|_| Outcome::Refused(format!("message {ordinal} body of {} bytes", m.body.len())))?;
         // Fits: the count is bounded above.
         let position = ordinal as u32;
         let entry = IndexEntry { log_index, position, size, tag_hash: tag_hash(m.tag.as_deref()), store_time_ms };
@@ -110,7 +111,10 @@ fn send(view: &impl GroupView, log_index: u64, store_time_ms: u64, messages: &[N
 
 fn commit_offset(view: &impl GroupView, consumer_group: &str, queue: u32, offset: u64) -> Result<(EntryEffects, GroupReply), Outcome> {
     if consumer_group.is_empty() || consumer_group.len() > CONSUMER_GROUP_BYTES_MAX {
-        return Err(Outcome::Refused(format!("consumer group name of {} bytes: must be 1 to {CONSUMER_GROUP_BYTES_MAX}", consumer_group.len())));
+        return Err(Outcome::Refused(format!(
+            "consumer group name of {} bytes: must be 1 to {CONSUMER_GROUP_BYTES_MAX}",
+            consumer_group.len()
+        )));
     }
     // An offset names the next message to consume: past the queue's end it would name a
     // message not stored yet, and skip it once stored.
@@ -122,7 +126,9 @@ fn commit_offset(view: &impl GroupView, consumer_group: &str, queue: u32, offset
     match view.consumer_offset(consumer_group, queue)? {
         // Invariant 3: consumer progress only moves forward.
         Some(current) if offset < current => {
-            return Err(Outcome::Refused(format!("offset {offset} of {consumer_group:?} on queue {queue} is behind its committed offset {current}")));
+            return Err(Outcome::Refused(format!(
+                "offset {offset} of {consumer_group:?} on queue {queue} is behind its committed offset {current}"
+            )));
         }
         Some(current) if offset == current => {}
         _ => effects.consumer_offsets.push((consumer_group.to_string(), queue, offset)),
@@ -179,7 +185,14 @@ mod tests {
     }
 
     fn msg(queue: u32, tag: Option<&str>, body: &[u8]) -> NewMessage {
-        NewMessage { queue, message_id: format!("id-{queue}-{}", body.len()), tag: tag.map(str::to_string), keys: vec![], properties: vec![], body: body.to_vec() }
+        NewMessage {
+            queue,
+            message_id: format!("id-{queue}-{}", body.len()),
+            tag: tag.map(str::to_string),
+            keys: vec![],
+            properties: vec![],
+            body: body.to_vec(),
+        }
     }
 
     fn send_cmd(store_time_ms: u64, messages: Vec<NewMessage>) -> GroupCommand {
@@ -212,7 +225,10 @@ mod tests {
 
     #[test]
     fn one_entry_to_several_queues_gets_dense_offsets_in_order() {
-        let cmd = send_cmd(77, vec![msg(0, Some("a"), b"x"), msg(2, None, b"yy"), msg(0, Some("b"), b"zzz"), msg(2, None, b""), msg(0, None, b"w")]);
+        let cmd = send_cmd(
+            77,
+            vec![msg(0, Some("a"), b"x"), msg(2, None, b"yy"), msg(0, Some("b"), b"zzz"), msg(2, None, b""), msg(0, None, b"w")],
+        );
         let mut view = Model::default();
         view.next.insert(2, 40);
         let (effects, reply) = apply_command(&view, 9, &cmd).unwrap();
@@ -220,7 +236,13 @@ mod tests {
         let ie = |position, size, tag| IndexEntry { log_index: 9, position, size, tag_hash: tag_hash(tag), store_time_ms: 77 };
         assert_eq!(
             effects.index,
-            vec![(0, 0, ie(0, 1, Some("a"))), (2, 40, ie(1, 2, None)), (0, 1, ie(2, 3, Some("b"))), (2, 41, ie(3, 0, None)), (0, 2, ie(4, 1, None))]
+            vec![
+                (0, 0, ie(0, 1, Some("a"))),
+                (2, 40, ie(1, 2, None)),
+                (0, 1, ie(2, 3, Some("b"))),
+                (2, 41, ie(3, 0, None)),
+                (0, 2, ie(4, 1, None))
+            ]
         );
         assert_eq!(effects.next_offsets, vec![(0, 3), (2, 42)]);
         assert!(effects.consumer_offsets.is_empty());
@@ -240,7 +262,11 @@ mod tests {
         let cases = vec![
             Case {
                 name: "several entries continue each queue's offsets",
-                log: vec![send_cmd(1, vec![msg(0, None, b"a"), msg(1, None, b"b")]), send_cmd(2, vec![msg(1, None, b"c"), msg(1, None, b"d")]), send_cmd(3, vec![msg(0, None, b"e")])],
+                log: vec![
+                    send_cmd(1, vec![msg(0, None, b"a"), msg(1, None, b"b")]),
+                    send_cmd(2, vec![msg(1, None, b"c"), msg(1, None, b"d")]),
+                    send_cmd(3, vec![msg(0, None, b"e")]),
+                ],
                 replies: vec![sent(&[(0, 0), (1, 0)]), sent(&[(1, 1), (1, 2)]), sent(&[(0, 1)])],
                 next: vec![(0, 2), (1, 3)],
                 consumers: vec![],
@@ -254,7 +280,14 @@ mod tests {
             },
             Case {
                 name: "commit forward, equal, backward",
-                log: vec![send_cmd(1, vec![msg(3, None, b"a"); 5]), commit("cg", 3, 2), commit("cg", 3, 4), commit("cg", 3, 4), commit("cg", 3, 3), commit("cg", 3, 5)],
+                log: vec![
+                    send_cmd(1, vec![msg(3, None, b"a"); 5]),
+                    commit("cg", 3, 2),
+                    commit("cg", 3, 4),
+                    commit("cg", 3, 4),
+                    commit("cg", 3, 3),
+                    commit("cg", 3, 5),
+                ],
                 replies: vec![
                     sent(&[(3, 0), (3, 1), (3, 2), (3, 3), (3, 4)]),
                     GroupReply::OffsetCommitted,
@@ -268,8 +301,20 @@ mod tests {
             },
             Case {
                 name: "consumer groups and queues are independent",
-                log: vec![send_cmd(1, vec![msg(0, None, b"a"), msg(1, None, b"b")]), commit("a", 0, 1), commit("b", 0, 0), commit("a", 1, 1), commit("b", 0, 1)],
-                replies: vec![sent(&[(0, 0), (1, 0)]), GroupReply::OffsetCommitted, GroupReply::OffsetCommitted, GroupReply::OffsetCommitted, GroupReply::OffsetCommitted],
+                log: vec![
+                    send_cmd(1, vec![msg(0, None, b"a"), msg(1, None, b"b")]),
+                    commit("a", 0, 1),
+                    commit("b", 0, 0),
+                    commit("a", 1, 1),
+                    commit("b", 0, 1),
+                ],
+                replies: vec![
+                    sent(&[(0, 0), (1, 0)]),
+                    GroupReply::OffsetCommitted,
+                    GroupReply::OffsetCommitted,
+                    GroupReply::OffsetCommitted,
+                    GroupReply::OffsetCommitted,
+                ],
                 next: vec![(0, 1), (1, 1)],
                 consumers: vec![c("a", 0, 1), c("a", 1, 1), c("b", 0, 1)],
             },
@@ -282,7 +327,13 @@ mod tests {
             },
             Case {
                 name: "commits past the queue's end and bad names are refused",
-                log: vec![send_cmd(1, vec![msg(0, None, b"a")]), commit("cg", 0, 2), commit("", 0, 0), commit(&"x".repeat(CONSUMER_GROUP_BYTES_MAX + 1), 0, 0), commit(&"x".repeat(CONSUMER_GROUP_BYTES_MAX), 0, 1)],
+                log: vec![
+                    send_cmd(1, vec![msg(0, None, b"a")]),
+                    commit("cg", 0, 2),
+                    commit("", 0, 0),
+                    commit(&"x".repeat(CONSUMER_GROUP_BYTES_MAX + 1), 0, 0),
+                    commit(&"x".repeat(CONSUMER_GROUP_BYTES_MAX), 0, 1),
+                ],
                 replies: vec![
                     sent(&[(0, 0)]),
                     GroupReply::Rejected { reason: "offset 2 is past the end 1 of queue 0".into() },
@@ -301,7 +352,11 @@ mod tests {
             assert_eq!(model.consumers.into_iter().map(|((cg, q), o)| (cg, q, o)).collect::<Vec<_>>(), case.consumers, "{}", case.name);
             // Dense: each queue's index holds exactly offsets 0..next.
             for (&(q, o), e) in &model.index {
-                assert!(o < case.next.iter().find(|(nq, _)| *nq == q).map_or(0, |(_, n)| *n), "{}: offset {o} of queue {q} past its end", case.name);
+                assert!(
+                    o < case.next.iter().find(|(nq, _)| *nq == q).map_or(0, |(_, n)| *n),
+                    "{}: offset {o} of queue {q} past its end",
+                    case.name
+                );
                 assert!(e.log_index >= 1, "{}", case.name);
             }
             let stored: u64 = case.next.iter().map(|(_, n)| n).sum();

@@ -65,7 +65,9 @@ impl fmt::Display for GroupCommand {
                 let bytes: usize = messages.iter().map(|m| m.body.len()).sum();
                 write!(f, "send {} messages ({bytes} body bytes) at {store_time_ms} ms", messages.len())
             }
-            GroupCommand::CommitOffset { consumer_group, queue, offset } => write!(f, "commit offset {offset} of {consumer_group:?} on queue {queue}"),
+            GroupCommand::CommitOffset { consumer_group, queue, offset } => {
+                write!(f, "commit offset {offset} of {consumer_group:?} on queue {queue}")
+            }
         }
     }
 }
@@ -94,7 +96,12 @@ mod tests {
         for c in commands {
             assert_eq!(bincode::deserialize::<GroupCommand>(&bincode::serialize(&c).unwrap()).unwrap(), c);
         }
-        let replies = [GroupReply::Sent { offsets: vec![(1, 2), (1, 3)] }, GroupReply::OffsetCommitted, GroupReply::Rejected { reason: "no".into() }, GroupReply::NoCommand];
+        let replies = [
+            GroupReply::Sent { offsets: vec![(1, 2), (1, 3)] },
+            GroupReply::OffsetCommitted,
+            GroupReply::Rejected { reason: "no".into() },
+            GroupReply::NoCommand,
+        ];
         for r in replies {
             assert_eq!(bincode::deserialize::<GroupReply>(&bincode::serialize(&r).unwrap()).unwrap(), r);
         }
@@ -102,7 +109,17 @@ mod tests {
 
     #[test]
     fn display_counts_bodies_without_printing_them() {
-        let c = GroupCommand::Send { store_time_ms: 5, messages: vec![NewMessage { queue: 0, message_id: "m".into(), tag: None, keys: vec![], properties: vec![], body: b"secret".to_vec() }] };
+        let c = GroupCommand::Send {
+            store_time_ms: 5,
+            messages: vec![NewMessage {
+                queue: 0,
+                message_id: "m".into(),
+                tag: None,
+                keys: vec![],
+                properties: vec![],
+                body: b"secret".to_vec(),
+            }],
+        };
         let shown = c.to_string();
         assert_eq!(shown, "send 1 messages (6 body bytes) at 5 ms");
     }

@@ -99,7 +99,10 @@ struct RaftState {
 fn encode_bounded<T: Serialize>(value: &T, group: GroupId, what: &str) -> Result<Vec<u8>, StateMachineError> {
     let bytes = bincode::serialize(value).map_err(|e| StateMachineError::RaftState { group, reason: format!("encoding {what}: {e}") })?;
     if bytes.len() > RAFT_STATE_BYTES_MAX {
-        return Err(StateMachineError::RaftState { group, reason: format!("{what} of {} bytes, at most {RAFT_STATE_BYTES_MAX}", bytes.len()) });
+        return Err(StateMachineError::RaftState {
+            group,
+            reason: format!("{what} of {} bytes, at most {RAFT_STATE_BYTES_MAX}", bytes.len()),
+        });
     }
     Ok(bytes)
 }
@@ -107,7 +110,11 @@ fn encode_bounded<T: Serialize>(value: &T, group: GroupId, what: &str) -> Result
 fn decode_bounded<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     use bincode::Options;
     // The limit keeps a damaged length prefix from allocating without bound.
-    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(RAFT_STATE_BYTES_MAX as u64).deserialize(bytes).map_err(|e| e.to_string())
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(RAFT_STATE_BYTES_MAX as u64)
+        .deserialize(bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// The state machine of one queue group. Clones share the group and its current snapshot (a
@@ -168,7 +175,10 @@ impl QueueStateMachine {
         let state: RaftState = decode_bounded(&bytes).map_err(|reason| StateMachineError::RaftState { group, reason })?;
         let applied = self.store.applied_index(group);
         if applied != Some(state.applied.index) {
-            return Err(StateMachineError::RaftState { group, reason: format!("raft state at {} but applied index {applied:?}", state.applied) });
+            return Err(StateMachineError::RaftState {
+                group,
+                reason: format!("raft state at {} but applied index {applied:?}", state.applied),
+            });
         }
         Ok(Some(state))
     }
@@ -190,7 +200,10 @@ impl QueueStateMachine {
     }
 
     /// Runs store work that may take long (export, import, flush) off the async workers.
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&QueueStateMachine) -> Result<T, StateMachineError> + Send + 'static) -> Result<T, StateMachineError> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&QueueStateMachine) -> Result<T, StateMachineError> + Send + 'static,
+    ) -> Result<T, StateMachineError> {
         let sm = self.clone();
         let group = self.group;
         tokio::task::spawn_blocking(move || f(&sm)).await.map_err(|e| StateMachineError::Task { group, reason: e.to_string() })?
@@ -207,7 +220,9 @@ impl QueueStateMachine {
             Err(StoreError::UnknownGroup { .. }) => return Ok((Meta::default(), SnapshotWriter::new(group, &Meta::default())?.finish())),
             Err(e) => return Err(e.into()),
         };
-        let state_bytes = export.raft_state()?.ok_or_else(|| StateMachineError::RaftState { group, reason: "exported group has no raft state".into() })?;
+        let state_bytes = export
+            .raft_state()?
+            .ok_or_else(|| StateMachineError::RaftState { group, reason: "exported group has no raft state".into() })?;
         let state: RaftState = decode_bounded(&state_bytes).map_err(|reason| StateMachineError::RaftState { group, reason })?;
         let meta = Meta { last_log_id: Some(state.applied), last_membership: state.membership };
         let mut writer = SnapshotWriter::new(group, &meta)?;
@@ -336,7 +351,8 @@ impl<'a> Iterator for SnapshotRecords<'a> {
             let key_len = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
             let value_len = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize;
             let (key, after) = after.split_at_checked(key_len).ok_or_else(|| format!("record {n}: key of {key_len} bytes past the end"))?;
-            let (value, after) = after.split_at_checked(value_len).ok_or_else(|| format!("record {n}: value of {value_len} bytes past the end"))?;
+            let (value, after) =
+                after.split_at_checked(value_len).ok_or_else(|| format!("record {n}: value of {value_len} bytes past the end"))?;
             Ok(((key, value), after))
         };
         // Each record consumes at least 8 bytes, so the iteration ends with the buffer.
@@ -380,7 +396,9 @@ impl RaftStateMachine<C> for QueueStateMachine {
 
     /// One store write per entry; each responder is answered once its entry is written.
     async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
-    where S: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend {
+    where
+        S: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
         let mut membership = self.raft_state()?.map(|s| s.membership).unwrap_or_default();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
@@ -431,7 +449,12 @@ mod tests {
 
     fn pages() -> Vec<ExportPage> {
         vec![
-            ExportPage { records: vec![GroupRecord { key: vec![1], value: vec![9; 13] }, GroupRecord { key: vec![2, 0, 0, 0, 7], value: vec![1; 13] }] },
+            ExportPage {
+                records: vec![
+                    GroupRecord { key: vec![1], value: vec![9; 13] },
+                    GroupRecord { key: vec![2, 0, 0, 0, 7], value: vec![1; 13] },
+                ],
+            },
             ExportPage { records: vec![GroupRecord { key: vec![5], value: vec![] }] },
         ]
     }
@@ -451,7 +474,17 @@ mod tests {
     }
 
     fn send(queues: &[u32]) -> GroupCommand {
-        let messages = queues.iter().map(|&queue| NewMessage { queue, message_id: format!("m{queue}"), tag: Some("t".into()), keys: vec![], properties: vec![], body: vec![queue as u8; 10] }).collect();
+        let messages = queues
+            .iter()
+            .map(|&queue| NewMessage {
+                queue,
+                message_id: format!("m{queue}"),
+                tag: Some("t".into()),
+                keys: vec![],
+                properties: vec![],
+                body: vec![queue as u8; 10],
+            })
+            .collect();
         GroupCommand::Send { store_time_ms: 1_000, messages }
     }
 
@@ -465,13 +498,17 @@ mod tests {
     }
 
     fn config() -> Config<u64, BrokerNode> {
-        let nodes: std::collections::BTreeMap<u64, BrokerNode> = [(1, BrokerNode { raft_addr: "a:1".into() }), (2, BrokerNode { raft_addr: "b:2".into() })].into();
+        let nodes: std::collections::BTreeMap<u64, BrokerNode> =
+            [(1, BrokerNode { raft_addr: "a:1".into() }), (2, BrokerNode { raft_addr: "b:2".into() })].into();
         Config::new(vec![[1, 2].into()], nodes).unwrap()
     }
 
     /// Every read of the group: index entries and next offsets of queues 0..4.
     fn reads(store: &QueueStore) -> (Vec<Vec<(u64, IndexEntry)>>, Vec<u64>) {
-        ((0..4).map(|q| store.index_range(GROUP, q, 0, 100).unwrap()).collect(), (0..4).map(|q| store.next_offset(GROUP, q).unwrap()).collect())
+        (
+            (0..4).map(|q| store.index_range(GROUP, q, 0, 100).unwrap()).collect(),
+            (0..4).map(|q| store.next_offset(GROUP, q).unwrap()).collect(),
+        )
     }
 
     #[tokio::test]
@@ -480,14 +517,25 @@ mod tests {
         let store = open(&dir);
         let mut sm = QueueStateMachine::new(store.clone(), GROUP);
         assert_eq!(sm.applied_state().await.unwrap(), (None, Membership::default()));
-        apply(&mut sm, vec![entry(1, EntryPayload::Blank), entry(2, EntryPayload::Membership(config())), entry(3, EntryPayload::Normal(send(&[0, 1, 0])))]).await;
+        apply(
+            &mut sm,
+            vec![
+                entry(1, EntryPayload::Blank),
+                entry(2, EntryPayload::Membership(config())),
+                entry(3, EntryPayload::Normal(send(&[0, 1, 0]))),
+            ],
+        )
+        .await;
         apply(&mut sm, vec![entry(4, EntryPayload::Normal(send(&[1, 2]))), entry(5, EntryPayload::Blank)]).await;
         let want_membership = Membership::new(Some(openraft::testing::log_id::<C>(2, 1, 2)), config());
         let state = sm.applied_state().await.unwrap();
         assert_eq!(state, (Some(openraft::testing::log_id::<C>(2, 1, 5)), want_membership.clone()));
         let before = reads(&store);
         assert_eq!(before.1, vec![2, 2, 1, 0]);
-        assert_eq!(before.0[1][1], (1, IndexEntry { log_index: 4, position: 0, size: 10, tag_hash: crate::queue::tag_hash(Some("t")), store_time_ms: 1_000 }));
+        assert_eq!(
+            before.0[1][1],
+            (1, IndexEntry { log_index: 4, position: 0, size: 10, tag_hash: crate::queue::tag_hash(Some("t")), store_time_ms: 1_000 })
+        );
         store.flush().unwrap();
         drop(sm);
         drop(store);

@@ -18,7 +18,9 @@ use std::time::Duration;
 use futures::Future;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+};
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::{AnyError, RaftTypeConfig};
 use proto::raftmq::v1::raft_error::Kind as ErrorKind;
@@ -102,7 +104,11 @@ impl PeerChannels {
 
 /// Gathers heartbeats for one peer for up to `window` after the first, sends them in one
 /// `Batch` call and hands each its reply. Ends when every sender is gone.
-async fn heartbeat_batcher(mut client: RaftTransportClient<Channel>, mut rx: tokio::sync::mpsc::Receiver<PendingHeartbeat>, window: Duration) {
+async fn heartbeat_batcher(
+    mut client: RaftTransportClient<Channel>,
+    mut rx: tokio::sync::mpsc::Receiver<PendingHeartbeat>,
+    window: Duration,
+) {
     while let Some(first) = rx.recv().await {
         let deadline = tokio::time::Instant::now() + window;
         let mut batch = vec![first];
@@ -167,7 +173,8 @@ where
     type Network = PeerConnection<C>;
 
     async fn new_client(&mut self, target: BrokerId, node: &BrokerNode) -> PeerConnection<C> {
-        let client = self.peers.channel(&node.raft_addr).map(RaftTransportClient::new).map_err(|e| format!("bad address {:?}: {e}", node.raft_addr));
+        let client =
+            self.peers.channel(&node.raft_addr).map(RaftTransportClient::new).map_err(|e| format!("bad address {:?}: {e}", node.raft_addr));
         PeerConnection { group: self.group, target, client, heartbeats: None, _config: PhantomData }
     }
 
@@ -210,7 +217,9 @@ impl<C: RaftTypeConfig> PeerConnection<C> {
     /// Turns a reply into openraft's result: a payload decodes to `R`; a transport-level error
     /// makes the peer unreachable for now (openraft backs off and retries).
     fn reply<R: DeserializeOwned>(&self, reply: Result<tonic::Response<RaftReply>, tonic::Status>) -> Result<R, RPCError<C>> {
-        let reply = reply.map_err(|s| RPCError::Unreachable(unreachable(format!("broker {} group {}: {s}", self.target, self.group))))?.into_inner();
+        let reply = reply
+            .map_err(|s| RPCError::Unreachable(unreachable(format!("broker {} group {}: {s}", self.target, self.group))))?
+            .into_inner();
         match reply.result {
             Some(ReplyResult::Payload(p)) => codec::decode(&p).map_err(|e| RPCError::Network(network(e))),
             Some(ReplyResult::Error(e)) => {
@@ -274,7 +283,11 @@ where
         self.reply(reply)
     }
 
-    async fn transfer_leader(&mut self, rpc: TransferLeaderRequest<C>, option: RPCOption) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
         let req = self.request(&rpc).map_err(|e| RPCError::Network(network(e)))?;
         let reply = self.client()?.transfer_leader(with_deadline(req, &option)).await;
         self.reply(reply)

@@ -4,7 +4,9 @@
 use std::io::Cursor;
 
 use futures::StreamExt;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+};
 use openraft::storage::RaftStateMachine;
 use openraft::type_config::alias::{SnapshotMetaOf, VoteOf};
 use openraft::{RaftTypeConfig, Snapshot};
@@ -39,7 +41,10 @@ impl<C: RaftTypeConfig, SM: RaftStateMachine<C>> RaftTransportService<C, SM> {
 }
 
 fn error_reply(group: GroupId, kind: ErrorKind, message: impl Into<String>) -> RaftReply {
-    RaftReply { group_id: group, result: Some(ReplyResult::Error(RaftError { kind: kind as i32, message: message.into(), payload: Default::default() })) }
+    RaftReply {
+        group_id: group,
+        result: Some(ReplyResult::Error(RaftError { kind: kind as i32, message: message.into(), payload: Default::default() })),
+    }
 }
 
 fn payload_reply<T: Serialize>(group: GroupId, value: &T) -> RaftReply {
@@ -59,7 +64,9 @@ where
         if target != self.me {
             return Err(error_reply(group, ErrorKind::WrongNode, format!("this is broker {}, not {target}", self.me)));
         }
-        self.groups.get(group).ok_or_else(|| error_reply(group, ErrorKind::GroupNotFound, format!("group {group} is not hosted on broker {}", self.me)))
+        self.groups
+            .get(group)
+            .ok_or_else(|| error_reply(group, ErrorKind::GroupNotFound, format!("group {group} is not hosted on broker {}", self.me)))
     }
 
     /// Decodes a request for a group's Raft, calls it, and encodes its answer.
@@ -119,7 +126,9 @@ where
 
     #[tracing::instrument(level = "debug", skip_all, fields(group = request.get_ref().group_id))]
     async fn transfer_leader(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let reply = self.call(request.into_inner(), |raft, rpc: TransferLeaderRequest<C>| async move { raft.handle_transfer_leader(rpc).await }).await;
+        let reply = self
+            .call(request.into_inner(), |raft, rpc: TransferLeaderRequest<C>| async move { raft.handle_transfer_leader(rpc).await })
+            .await;
         Ok(Response::new(reply))
     }
 
@@ -140,7 +149,10 @@ where
         let mut chunk = first;
         loop {
             if chunk.group_id != group || chunk.offset != data.len() as u64 {
-                return Err(Status::invalid_argument(format!("snapshot chunk for group {} at offset {} out of sequence", chunk.group_id, chunk.offset)));
+                return Err(Status::invalid_argument(format!(
+                    "snapshot chunk for group {} at offset {} out of sequence",
+                    chunk.group_id, chunk.offset
+                )));
             }
             if (data.len() + chunk.data.len()) as u64 > SNAPSHOT_BYTES_MAX {
                 return Err(Status::resource_exhausted(format!("snapshot of group {group} exceeds {SNAPSHOT_BYTES_MAX} bytes")));

@@ -54,7 +54,12 @@ impl QueueStore {
         if snapshot.get_pinned(Item::Applied.key(group)).map_err(StoreError::db("export"))?.is_none() {
             return Err(StoreError::UnknownGroup { group });
         }
-        Ok(GroupExport { snapshot, group, cursor: Some(keys::group_start(group).to_vec()), page_bytes_max: page_bytes_max.clamp(1, EXPORT_PAGE_BYTES_MAX) })
+        Ok(GroupExport {
+            snapshot,
+            group,
+            cursor: Some(keys::group_start(group).to_vec()),
+            page_bytes_max: page_bytes_max.clamp(1, EXPORT_PAGE_BYTES_MAX),
+        })
     }
 
     /// Starts replacing `group`'s data with an export: deletes the group's data and marks the
@@ -125,7 +130,12 @@ impl GroupExport<'_> {
             }
             let item = match keys::parse(k) {
                 Ok((g, item)) if g == self.group => item,
-                Ok(_) => return Err(StoreError::Corrupt { key: keys::describe(k), reason: format!("found inside group {}'s range", self.group) }),
+                Ok(_) => {
+                    return Err(StoreError::Corrupt {
+                        key: keys::describe(k),
+                        reason: format!("found inside group {}'s range", self.group),
+                    });
+                }
                 Err(reason) => return Err(StoreError::Corrupt { key: keys::describe(k), reason }),
             };
             check_value(&item, v).map_err(|reason| StoreError::Corrupt { key: keys::describe(k), reason })?;
@@ -177,7 +187,9 @@ impl GroupImport<'_> {
     /// Writes the applied index and removes the import marker, in one write batch: the group
     /// takes applies again from the export's applied index.
     pub fn finish(self) -> Result<(), StoreError> {
-        let applied = self.applied.ok_or_else(|| StoreError::InvalidImport { group: self.group, reason: "the pages hold no applied index".into() })?;
+        let applied = self
+            .applied
+            .ok_or_else(|| StoreError::InvalidImport { group: self.group, reason: "the pages hold no applied index".into() })?;
         let mut wb = WriteBatch::default();
         wb.put(Item::Applied.key(self.group), value::encode_u64(applied));
         wb.delete(Item::Importing.key(self.group));
@@ -236,7 +248,9 @@ mod tests {
             applied: store.applied_index(group),
             index: queues.clone().map(|q| store.index_range(group, q, 0, usize::MAX).unwrap()).collect(),
             next_offsets: queues.clone().map(|q| store.next_offset(group, q).unwrap()).collect(),
-            consumer_offsets: queues.flat_map(|q| ["cg-a", "cg-b", "cg-c"].map(|cg| store.consumer_offset(group, cg, q).unwrap())).collect(),
+            consumer_offsets: queues
+                .flat_map(|q| ["cg-a", "cg-b", "cg-c"].map(|cg| store.consumer_offset(group, cg, q).unwrap()))
+                .collect(),
         }
     }
 

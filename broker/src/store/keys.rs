@@ -78,7 +78,9 @@ impl Item {
     /// Parses the part of a key after the group id.
     pub(crate) fn parse_suffix(s: &[u8]) -> Result<Self, String> {
         let (&kind, rest) = s.split_first().ok_or("key ends after the group id")?;
-        let exact = |n: usize| if rest.len() == n { Ok(()) } else { Err(format!("kind {kind:#04x} needs {n} bytes after it, found {}", rest.len())) };
+        let exact = |n: usize| {
+            if rest.len() == n { Ok(()) } else { Err(format!("kind {kind:#04x} needs {n} bytes after it, found {}", rest.len())) }
+        };
         match kind {
             IMPORTING => exact(0).map(|_| Item::Importing),
             APPLIED => exact(0).map(|_| Item::Applied),

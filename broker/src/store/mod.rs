@@ -209,7 +209,10 @@ impl QueueStore {
                     progress.durable.insert(group, a);
                 }
                 (false, None) => {
-                    return Err(StoreError::Corrupt { key: keys::describe(&first_key), reason: format!("group {group} has data but no applied index") });
+                    return Err(StoreError::Corrupt {
+                        key: keys::describe(&first_key),
+                        reason: format!("group {group} has data but no applied index"),
+                    });
                 }
             }
             it.seek(keys::group_end(group));
@@ -261,7 +264,12 @@ impl QueueStore {
             let Some((k, v)) = it.item() else { break };
             let offset = match keys::parse(k) {
                 Ok((g, Item::Index { queue: q, offset })) if g == group && q == queue => offset,
-                _ => return Err(StoreError::Corrupt { key: keys::describe(k), reason: format!("found inside the index range of group {group} queue {queue}") }),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        key: keys::describe(k),
+                        reason: format!("found inside the index range of group {group} queue {queue}"),
+                    });
+                }
             };
             out.push((offset, decode_at(k, v, IndexEntry::decode)?));
             it.next();

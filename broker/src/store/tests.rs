@@ -12,7 +12,13 @@ pub(super) fn open(dir: &Path) -> (QueueStore, OpenReport) {
 }
 
 pub(super) fn entry(log_index: u64, n: u64) -> IndexEntry {
-    IndexEntry { log_index, position: (n * 100) as u32, size: 50 + n as u32, tag_hash: n.wrapping_mul(0x9E37_79B9_7F4A_7C15), store_time_ms: 1_764_000_000_000 + n }
+    IndexEntry {
+        log_index,
+        position: (n * 100) as u32,
+        size: 50 + n as u32,
+        tag_hash: n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        store_time_ms: 1_764_000_000_000 + n,
+    }
 }
 
 /// The effects of Raft entry `log_index` sending `count` messages to `queue` from offset
@@ -309,7 +315,10 @@ fn a_damaged_value_is_an_error_naming_the_key() {
     };
     damage(Item::Index { queue: 1, offset: 2 }, &|v| v[5] ^= 0x10);
     let err = store.index_range(7, 1, 0, 100).unwrap_err();
-    assert!(matches!(&err, StoreError::Corrupt { key, reason } if key == "group 7 index entry queue 1 offset 2" && reason.contains("checksum")), "{err}");
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, reason } if key == "group 7 index entry queue 1 offset 2" && reason.contains("checksum")),
+        "{err}"
+    );
     // Entries before the damage still read.
     assert_eq!(store.index_range(7, 1, 0, 2).unwrap().len(), 2);
 

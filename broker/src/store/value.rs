@@ -36,7 +36,13 @@ impl IndexEntry {
 
     pub(crate) fn decode(value: &[u8]) -> Result<Self, String> {
         let p = unseal(value, INDEX_PAYLOAD_LEN)?;
-        Ok(Self { log_index: le_u64(&p[0..8]), position: le_u32(&p[8..12]), size: le_u32(&p[12..16]), tag_hash: le_u64(&p[16..24]), store_time_ms: le_u64(&p[24..32]) })
+        Ok(Self {
+            log_index: le_u64(&p[0..8]),
+            position: le_u32(&p[8..12]),
+            size: le_u32(&p[12..16]),
+            tag_hash: le_u64(&p[16..24]),
+            store_time_ms: le_u64(&p[24..32]),
+        })
     }
 }
 
@@ -69,7 +75,8 @@ pub(crate) fn encode_blob(blob: &[u8]) -> Vec<u8> {
 
 pub(crate) fn decode_blob(value: &[u8]) -> Result<Vec<u8>, String> {
     // The length bound comes first: a value claiming more is damage, never decoded.
-    let payload_len = value.len().checked_sub(1 + CRC_LEN).ok_or_else(|| format!("value has {} bytes, shorter than format and checksum", value.len()))?;
+    let payload_len =
+        value.len().checked_sub(1 + CRC_LEN).ok_or_else(|| format!("value has {} bytes, shorter than format and checksum", value.len()))?;
     if payload_len > RAFT_STATE_BYTES_MAX {
         return Err(format!("raft state of {payload_len} bytes is over the limit of {RAFT_STATE_BYTES_MAX}"));
     }

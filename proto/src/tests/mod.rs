@@ -12,8 +12,7 @@ mod rocketmq_v2_wire;
 use prost::Message as _;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{
-    DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorProto,
-    FileDescriptorSet, ServiceDescriptorProto,
+    DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet, ServiceDescriptorProto,
 };
 
 fn decode_set(encoded: &[u8]) -> FileDescriptorSet {
@@ -22,17 +21,11 @@ fn decode_set(encoded: &[u8]) -> FileDescriptorSet {
 
 /// The files of `set` that belong to `package`.
 fn package_files<'a>(set: &'a FileDescriptorSet, package: &str) -> Vec<&'a FileDescriptorProto> {
-    set.file
-        .iter()
-        .filter(|file| file.package() == package)
-        .collect()
+    set.file.iter().filter(|file| file.package() == package).collect()
 }
 
 fn file<'a>(set: &'a FileDescriptorSet, name: &str) -> &'a FileDescriptorProto {
-    set.file
-        .iter()
-        .find(|file| file.name() == name)
-        .unwrap_or_else(|| panic!("no file {name} in the descriptor set"))
+    set.file.iter().find(|file| file.name() == name).unwrap_or_else(|| panic!("no file {name} in the descriptor set"))
 }
 
 /// A top-level or nested (`Outer.Inner`) message of `package`.
@@ -45,11 +38,7 @@ fn message<'a>(files: &[&'a FileDescriptorProto], path: &str) -> &'a DescriptorP
         .find(|message| message.name() == top)
         .unwrap_or_else(|| panic!("no message {top}"));
     for name in names {
-        found = found
-            .nested_type
-            .iter()
-            .find(|nested| nested.name() == name)
-            .unwrap_or_else(|| panic!("no message {path}"));
+        found = found.nested_type.iter().find(|nested| nested.name() == name).unwrap_or_else(|| panic!("no message {path}"));
     }
     found
 }
@@ -58,23 +47,13 @@ fn message<'a>(files: &[&'a FileDescriptorProto], path: &str) -> &'a DescriptorP
 fn enumeration<'a>(files: &[&'a FileDescriptorProto], path: &str) -> &'a EnumDescriptorProto {
     let (scope, name): (Vec<&EnumDescriptorProto>, &str) = match path.rsplit_once('.') {
         Some((outer, name)) => (message(files, outer).enum_type.iter().collect(), name),
-        None => (
-            files.iter().flat_map(|file| &file.enum_type).collect(),
-            path,
-        ),
+        None => (files.iter().flat_map(|file| &file.enum_type).collect(), path),
     };
-    scope
-        .into_iter()
-        .find(|enumeration| enumeration.name() == name)
-        .unwrap_or_else(|| panic!("no enum {path}"))
+    scope.into_iter().find(|enumeration| enumeration.name() == name).unwrap_or_else(|| panic!("no enum {path}"))
 }
 
 fn service<'a>(files: &[&'a FileDescriptorProto], name: &str) -> &'a ServiceDescriptorProto {
-    files
-        .iter()
-        .flat_map(|file| &file.service)
-        .find(|service| service.name() == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
+    files.iter().flat_map(|file| &file.service).find(|service| service.name() == name).unwrap_or_else(|| panic!("no service {name}"))
 }
 
 /// Each rpc as `Name(stream? Input) returns (stream? Output)`, with types
@@ -101,11 +80,7 @@ fn rpcs(service: &ServiceDescriptorProto, package: &str) -> Vec<String> {
 /// order: `optional string tag = 1`, `map<string, string> user_properties = 2`,
 /// `oneof content: Status status = 1`.
 fn fields(message: &DescriptorProto, package: &str) -> Vec<String> {
-    message
-        .field
-        .iter()
-        .map(|field| render_field(message, field, package))
-        .collect()
+    message.field.iter().map(|field| render_field(message, field, package)).collect()
 }
 
 fn render_field(message: &DescriptorProto, field: &FieldDescriptorProto, package: &str) -> String {
@@ -130,26 +105,16 @@ fn render_field(message: &DescriptorProto, field: &FieldDescriptorProto, package
 }
 
 /// Key and value types when `field` is a map (a repeated synthetic entry).
-fn map_entry(
-    message: &DescriptorProto,
-    field: &FieldDescriptorProto,
-    package: &str,
-) -> Option<(String, String)> {
+fn map_entry(message: &DescriptorProto, field: &FieldDescriptorProto, package: &str) -> Option<(String, String)> {
     if field.label() != Label::Repeated || field.r#type() != Type::Message {
         return None;
     }
     let entry_name = field.type_name().rsplit('.').next()?;
-    let entry = message.nested_type.iter().find(|nested| {
-        nested.name() == entry_name
-            && nested
-                .options
-                .as_ref()
-                .is_some_and(prost_types::MessageOptions::map_entry)
-    })?;
-    Some((
-        field_type(&entry.field[0], package),
-        field_type(&entry.field[1], package),
-    ))
+    let entry = message
+        .nested_type
+        .iter()
+        .find(|nested| nested.name() == entry_name && nested.options.as_ref().is_some_and(prost_types::MessageOptions::map_entry))?;
+    Some((field_type(&entry.field[0], package), field_type(&entry.field[1], package)))
 }
 
 fn field_type(field: &FieldDescriptorProto, package: &str) -> String {
@@ -178,33 +143,18 @@ fn field_type(field: &FieldDescriptorProto, package: &str) -> String {
 /// types of other packages keep their full name.
 fn relative(type_name: &str, package: &str) -> String {
     let full = type_name.trim_start_matches('.');
-    full.strip_prefix(package)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .unwrap_or(full)
-        .to_owned()
+    full.strip_prefix(package).and_then(|rest| rest.strip_prefix('.')).unwrap_or(full).to_owned()
 }
 
 /// Each value of an enum as `NAME = number`, in declaration order.
 fn values(enumeration: &EnumDescriptorProto) -> Vec<String> {
-    enumeration
-        .value
-        .iter()
-        .map(|value| format!("{} = {}", value.name(), value.number()))
-        .collect()
+    enumeration.value.iter().map(|value| format!("{} = {}", value.name(), value.number())).collect()
 }
 
 /// Names of the top-level messages and enums of one file, in order.
 fn declarations(file: &FileDescriptorProto) -> (Vec<&str>, Vec<&str>) {
-    let messages = file
-        .message_type
-        .iter()
-        .map(DescriptorProto::name)
-        .collect();
-    let enums = file
-        .enum_type
-        .iter()
-        .map(EnumDescriptorProto::name)
-        .collect();
+    let messages = file.message_type.iter().map(DescriptorProto::name).collect();
+    let enums = file.enum_type.iter().map(EnumDescriptorProto::name).collect();
     (messages, enums)
 }
 
@@ -222,8 +172,5 @@ fn field_rendering_covers_every_shape() {
     assert_eq!(props[1], "repeated string keys = 2");
     assert_eq!(props[6], "google.protobuf.Timestamp born_timestamp = 7");
     let offset_option = fields(message(&files, "OffsetOption"), package);
-    assert_eq!(
-        offset_option[0],
-        "oneof offset_type: OffsetOption.Policy policy = 1"
-    );
+    assert_eq!(offset_option[0], "oneof offset_type: OffsetOption.Policy policy = 1");
 }

@@ -48,16 +48,9 @@ fn services_have_their_rpcs() {
         ),
     ];
     for (name, rpc_list) in expected {
-        assert_eq!(
-            rpcs(service(&files, name), PACKAGE),
-            rpc_list,
-            "rpcs of {name}"
-        );
+        assert_eq!(rpcs(service(&files, name), PACKAGE), rpc_list, "rpcs of {name}");
     }
-    assert_eq!(
-        crate::raftmq::v1::raft_transport_server::SERVICE_NAME,
-        "raftmq.v1.RaftTransport"
-    );
+    assert_eq!(crate::raftmq::v1::raft_transport_server::SERVICE_NAME, "raftmq.v1.RaftTransport");
 }
 
 #[test]
@@ -78,26 +71,13 @@ fn an_unset_status_is_not_ok() {
 
 #[test]
 fn raft_messages_round_trip() {
-    let request = RaftRequest {
-        group_id: 7,
-        target_node_id: 2,
-        payload: Bytes::from_static(b"ae"),
-    };
-    assert_eq!(
-        request.encode_to_vec(),
-        [0x08, 0x07, 0x10, 0x02, 0x1a, 0x02, b'a', b'e']
-    );
+    let request = RaftRequest { group_id: 7, target_node_id: 2, payload: Bytes::from_static(b"ae") };
+    assert_eq!(request.encode_to_vec(), [0x08, 0x07, 0x10, 0x02, 0x1a, 0x02, b'a', b'e']);
 
-    let reply = RaftReply {
-        group_id: 7,
-        result: Some(raft_reply::Result::Payload(Bytes::new())),
-    };
+    let reply = RaftReply { group_id: 7, result: Some(raft_reply::Result::Payload(Bytes::new())) };
     // An empty payload is still sent: the oneof records which arm was chosen.
     assert_eq!(reply.encode_to_vec(), [0x08, 0x07, 0x12, 0x00]);
-    assert_eq!(
-        RaftReply::decode(&reply.encode_to_vec()[..]).unwrap(),
-        reply
-    );
+    assert_eq!(RaftReply::decode(&reply.encode_to_vec()[..]).unwrap(), reply);
 
     let chunk = SnapshotChunk {
         group_id: 7,
@@ -107,8 +87,5 @@ fn raft_messages_round_trip() {
         data: Bytes::from_static(b"0123"),
         done: true,
     };
-    assert_eq!(
-        SnapshotChunk::decode(&chunk.encode_to_vec()[..]).unwrap(),
-        chunk
-    );
+    assert_eq!(SnapshotChunk::decode(&chunk.encode_to_vec()[..]).unwrap(), chunk);
 }

@@ -196,12 +196,7 @@ const ADMIN_RPCS: &[&str] = &[
 const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
     (
         "Message",
-        &[
-            "Resource topic = 1",
-            "map<string, string> user_properties = 2",
-            "SystemProperties system_properties = 3",
-            "bytes body = 4",
-        ],
+        &["Resource topic = 1", "map<string, string> user_properties = 2", "SystemProperties system_properties = 3", "bytes body = 4"],
     ),
     (
         "SystemProperties",
@@ -230,24 +225,12 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
             "optional int32 priority = 22",
         ],
     ),
-    (
-        "Resource",
-        &["string resource_namespace = 1", "string name = 2"],
-    ),
+    ("Resource", &["string resource_namespace = 1", "string name = 2"]),
     ("SendMessageRequest", &["repeated Message messages = 1"]),
-    (
-        "SendMessageResponse",
-        &["Status status = 1", "repeated SendResultEntry entries = 2"],
-    ),
+    ("SendMessageResponse", &["Status status = 1", "repeated SendResultEntry entries = 2"]),
     (
         "SendResultEntry",
-        &[
-            "Status status = 1",
-            "string message_id = 2",
-            "string transaction_id = 3",
-            "int64 offset = 4",
-            "string recall_handle = 5",
-        ],
+        &["Status status = 1", "string message_id = 2", "string transaction_id = 3", "int64 offset = 4", "string recall_handle = 5"],
     ),
     (
         "ReceiveMessageRequest",
@@ -270,48 +253,12 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
             "oneof content: google.protobuf.Timestamp delivery_timestamp = 3",
         ],
     ),
-    (
-        "AckMessageRequest",
-        &[
-            "Resource group = 1",
-            "Resource topic = 2",
-            "repeated AckMessageEntry entries = 3",
-        ],
-    ),
-    (
-        "AckMessageEntry",
-        &[
-            "string message_id = 1",
-            "string receipt_handle = 2",
-            "optional string lite_topic = 3",
-        ],
-    ),
-    (
-        "AckMessageResultEntry",
-        &[
-            "string message_id = 1",
-            "string receipt_handle = 2",
-            "Status status = 3",
-        ],
-    ),
-    (
-        "AckMessageResponse",
-        &[
-            "Status status = 1",
-            "repeated AckMessageResultEntry entries = 2",
-        ],
-    ),
-    (
-        "QueryRouteRequest",
-        &["Resource topic = 1", "Endpoints endpoints = 2"],
-    ),
-    (
-        "QueryRouteResponse",
-        &[
-            "Status status = 1",
-            "repeated MessageQueue message_queues = 2",
-        ],
-    ),
+    ("AckMessageRequest", &["Resource group = 1", "Resource topic = 2", "repeated AckMessageEntry entries = 3"]),
+    ("AckMessageEntry", &["string message_id = 1", "string receipt_handle = 2", "optional string lite_topic = 3"]),
+    ("AckMessageResultEntry", &["string message_id = 1", "string receipt_handle = 2", "Status status = 3"]),
+    ("AckMessageResponse", &["Status status = 1", "repeated AckMessageResultEntry entries = 2"]),
+    ("QueryRouteRequest", &["Resource topic = 1", "Endpoints endpoints = 2"]),
+    ("QueryRouteResponse", &["Status status = 1", "repeated MessageQueue message_queues = 2"]),
     (
         "MessageQueue",
         &[
@@ -322,14 +269,8 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
             "repeated MessageType accept_message_types = 5",
         ],
     ),
-    (
-        "Broker",
-        &["string name = 1", "int32 id = 2", "Endpoints endpoints = 3"],
-    ),
-    (
-        "Endpoints",
-        &["AddressScheme scheme = 1", "repeated Address addresses = 2"],
-    ),
+    ("Broker", &["string name = 1", "int32 id = 2", "Endpoints endpoints = 3"]),
+    ("Endpoints", &["AddressScheme scheme = 1", "repeated Address addresses = 2"]),
     ("Address", &["string host = 1", "int32 port = 2"]),
     ("Status", &["Code code = 1", "string message = 2"]),
     (
@@ -346,14 +287,7 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
             "map<string, string> client_properties = 9",
         ],
     ),
-    (
-        "Publishing",
-        &[
-            "repeated Resource topics = 1",
-            "int32 max_body_size = 2",
-            "bool validate_message_type = 3",
-        ],
-    ),
+    ("Publishing", &["repeated Resource topics = 1", "int32 max_body_size = 2", "bool validate_message_type = 3"]),
     (
         "Subscription",
         &[
@@ -366,10 +300,7 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
             "optional int32 max_lite_topic_size = 7",
         ],
     ),
-    (
-        "HeartbeatRequest",
-        &["optional Resource group = 1", "ClientType client_type = 2"],
-    ),
+    ("HeartbeatRequest", &["optional Resource group = 1", "ClientType client_type = 2"]),
     (
         "TelemetryCommand",
         &[
@@ -384,19 +315,10 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
             "oneof command: NotifyUnsubscribeLiteCommand notify_unsubscribe_lite_command = 9",
         ],
     ),
-    (
-        "FilterExpression",
-        &["FilterType type = 1", "string expression = 2"],
-    ),
-    (
-        "SubscriptionEntry",
-        &["Resource topic = 1", "FilterExpression expression = 2"],
-    ),
+    ("FilterExpression", &["FilterType type = 1", "string expression = 2"]),
+    ("SubscriptionEntry", &["Resource topic = 1", "FilterExpression expression = 2"]),
     ("Digest", &["DigestType type = 1", "string checksum = 2"]),
-    (
-        "DeadLetterQueue",
-        &["string topic = 1", "string message_id = 2"],
-    ),
+    ("DeadLetterQueue", &["string topic = 1", "string message_id = 2"]),
     (
         "RetryPolicy",
         &[
@@ -405,31 +327,10 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
             "oneof strategy: CustomizedBackoff customized_backoff = 3",
         ],
     ),
-    (
-        "ExponentialBackoff",
-        &[
-            "google.protobuf.Duration initial = 1",
-            "google.protobuf.Duration max = 2",
-            "float multiplier = 3",
-        ],
-    ),
-    (
-        "CustomizedBackoff",
-        &["repeated google.protobuf.Duration next = 1"],
-    ),
-    (
-        "UA",
-        &[
-            "Language language = 1",
-            "string version = 2",
-            "string platform = 3",
-            "string hostname = 4",
-        ],
-    ),
-    (
-        "Metric",
-        &["bool on = 1", "optional Endpoints endpoints = 2"],
-    ),
+    ("ExponentialBackoff", &["google.protobuf.Duration initial = 1", "google.protobuf.Duration max = 2", "float multiplier = 3"]),
+    ("CustomizedBackoff", &["repeated google.protobuf.Duration next = 1"]),
+    ("UA", &["Language language = 1", "string version = 2", "string platform = 3", "string hostname = 4"]),
+    ("Metric", &["bool on = 1", "optional Endpoints endpoints = 2"]),
     (
         "ChangeInvisibleDurationRequest",
         &[
@@ -442,10 +343,7 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
             "optional bool suspend = 7",
         ],
     ),
-    (
-        "ChangeInvisibleDurationResponse",
-        &["Status status = 1", "string receipt_handle = 2"],
-    ),
+    ("ChangeInvisibleDurationResponse", &["Status status = 1", "string receipt_handle = 2"]),
     (
         "ForwardMessageToDeadLetterQueueRequest",
         &[
@@ -469,36 +367,14 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
             "string trace_context = 6",
         ],
     ),
-    (
-        "NotifyClientTerminationRequest",
-        &["optional Resource group = 1"],
-    ),
-    (
-        "QueryAssignmentRequest",
-        &[
-            "Resource topic = 1",
-            "Resource group = 2",
-            "Endpoints endpoints = 3",
-        ],
-    ),
-    (
-        "QueryAssignmentResponse",
-        &["Status status = 1", "repeated Assignment assignments = 2"],
-    ),
+    ("NotifyClientTerminationRequest", &["optional Resource group = 1"]),
+    ("QueryAssignmentRequest", &["Resource topic = 1", "Resource group = 2", "Endpoints endpoints = 3"]),
+    ("QueryAssignmentResponse", &["Status status = 1", "repeated Assignment assignments = 2"]),
     ("Assignment", &["MessageQueue message_queue = 1"]),
-    (
-        "ThreadStackTrace",
-        &["string nonce = 1", "optional string thread_stack_trace = 2"],
-    ),
-    (
-        "VerifyMessageCommand",
-        &["string nonce = 1", "Message message = 2"],
-    ),
+    ("ThreadStackTrace", &["string nonce = 1", "optional string thread_stack_trace = 2"]),
+    ("VerifyMessageCommand", &["string nonce = 1", "Message message = 2"]),
     ("VerifyMessageResult", &["string nonce = 1"]),
-    (
-        "RecoverOrphanedTransactionCommand",
-        &["Message message = 1", "string transaction_id = 2"],
-    ),
+    ("RecoverOrphanedTransactionCommand", &["Message message = 1", "string transaction_id = 2"]),
     ("PrintThreadStackTraceCommand", &["string nonce = 1"]),
     ("ReconnectEndpointsCommand", &["string nonce = 1"]),
     ("NotifyUnsubscribeLiteCommand", &["string lite_topic = 1"]),
@@ -515,28 +391,11 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "PullMessageResponse",
-        &[
-            "oneof content: Status status = 1",
-            "oneof content: Message message = 2",
-            "oneof content: int64 next_offset = 3",
-        ],
+        &["oneof content: Status status = 1", "oneof content: Message message = 2", "oneof content: int64 next_offset = 3"],
     ),
-    (
-        "UpdateOffsetRequest",
-        &[
-            "Resource group = 1",
-            "MessageQueue message_queue = 2",
-            "int64 offset = 3",
-        ],
-    ),
-    (
-        "GetOffsetRequest",
-        &["Resource group = 1", "MessageQueue message_queue = 2"],
-    ),
-    (
-        "GetOffsetResponse",
-        &["Status status = 1", "int64 offset = 2"],
-    ),
+    ("UpdateOffsetRequest", &["Resource group = 1", "MessageQueue message_queue = 2", "int64 offset = 3"]),
+    ("GetOffsetRequest", &["Resource group = 1", "MessageQueue message_queue = 2"]),
+    ("GetOffsetResponse", &["Status status = 1", "int64 offset = 2"]),
     (
         "QueryOffsetRequest",
         &[
@@ -545,18 +404,9 @@ const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
             "optional google.protobuf.Timestamp timestamp = 3",
         ],
     ),
-    (
-        "QueryOffsetResponse",
-        &["Status status = 1", "int64 offset = 2"],
-    ),
-    (
-        "RecallMessageRequest",
-        &["Resource topic = 1", "string recall_handle = 2"],
-    ),
-    (
-        "RecallMessageResponse",
-        &["Status status = 1", "string message_id = 2"],
-    ),
+    ("QueryOffsetResponse", &["Status status = 1", "int64 offset = 2"]),
+    ("RecallMessageRequest", &["Resource topic = 1", "string recall_handle = 2"]),
+    ("RecallMessageResponse", &["Status status = 1", "string message_id = 2"]),
     (
         "SyncLiteSubscriptionRequest",
         &[
@@ -641,15 +491,7 @@ const ENUM_VALUES: &[(&str, &[&str])] = &[
     ),
     (
         "MessageType",
-        &[
-            "MESSAGE_TYPE_UNSPECIFIED = 0",
-            "NORMAL = 1",
-            "FIFO = 2",
-            "DELAY = 3",
-            "TRANSACTION = 4",
-            "LITE = 5",
-            "PRIORITY = 6",
-        ],
+        &["MESSAGE_TYPE_UNSPECIFIED = 0", "NORMAL = 1", "FIFO = 2", "DELAY = 3", "TRANSACTION = 4", "LITE = 5", "PRIORITY = 6"],
     ),
     (
         "ClientType",
@@ -663,42 +505,11 @@ const ENUM_VALUES: &[(&str, &[&str])] = &[
             "LITE_SIMPLE_CONSUMER = 6",
         ],
     ),
-    (
-        "Permission",
-        &[
-            "PERMISSION_UNSPECIFIED = 0",
-            "NONE = 1",
-            "READ = 2",
-            "WRITE = 3",
-            "READ_WRITE = 4",
-        ],
-    ),
-    (
-        "AddressScheme",
-        &[
-            "ADDRESS_SCHEME_UNSPECIFIED = 0",
-            "IPv4 = 1",
-            "IPv6 = 2",
-            "DOMAIN_NAME = 3",
-        ],
-    ),
-    (
-        "FilterType",
-        &["FILTER_TYPE_UNSPECIFIED = 0", "TAG = 1", "SQL = 2"],
-    ),
-    (
-        "DigestType",
-        &[
-            "DIGEST_TYPE_UNSPECIFIED = 0",
-            "CRC32 = 1",
-            "MD5 = 2",
-            "SHA1 = 3",
-        ],
-    ),
-    (
-        "Encoding",
-        &["ENCODING_UNSPECIFIED = 0", "IDENTITY = 1", "GZIP = 2"],
-    ),
+    ("Permission", &["PERMISSION_UNSPECIFIED = 0", "NONE = 1", "READ = 2", "WRITE = 3", "READ_WRITE = 4"]),
+    ("AddressScheme", &["ADDRESS_SCHEME_UNSPECIFIED = 0", "IPv4 = 1", "IPv6 = 2", "DOMAIN_NAME = 3"]),
+    ("FilterType", &["FILTER_TYPE_UNSPECIFIED = 0", "TAG = 1", "SQL = 2"]),
+    ("DigestType", &["DIGEST_TYPE_UNSPECIFIED = 0", "CRC32 = 1", "MD5 = 2", "SHA1 = 3"]),
+    ("Encoding", &["ENCODING_UNSPECIFIED = 0", "IDENTITY = 1", "GZIP = 2"]),
     (
         "Language",
         &[
@@ -717,35 +528,10 @@ const ENUM_VALUES: &[(&str, &[&str])] = &[
             "KOTLIN = 12",
         ],
     ),
-    (
-        "TransactionResolution",
-        &[
-            "TRANSACTION_RESOLUTION_UNSPECIFIED = 0",
-            "COMMIT = 1",
-            "ROLLBACK = 2",
-        ],
-    ),
-    (
-        "TransactionSource",
-        &[
-            "SOURCE_UNSPECIFIED = 0",
-            "SOURCE_CLIENT = 1",
-            "SOURCE_SERVER_CHECK = 2",
-        ],
-    ),
-    (
-        "QueryOffsetPolicy",
-        &["BEGINNING = 0", "END = 1", "TIMESTAMP = 2"],
-    ),
-    (
-        "LiteSubscriptionAction",
-        &[
-            "PARTIAL_ADD = 0",
-            "PARTIAL_REMOVE = 1",
-            "COMPLETE_ADD = 2",
-            "COMPLETE_REMOVE = 3",
-        ],
-    ),
+    ("TransactionResolution", &["TRANSACTION_RESOLUTION_UNSPECIFIED = 0", "COMMIT = 1", "ROLLBACK = 2"]),
+    ("TransactionSource", &["SOURCE_UNSPECIFIED = 0", "SOURCE_CLIENT = 1", "SOURCE_SERVER_CHECK = 2"]),
+    ("QueryOffsetPolicy", &["BEGINNING = 0", "END = 1", "TIMESTAMP = 2"]),
+    ("LiteSubscriptionAction", &["PARTIAL_ADD = 0", "PARTIAL_REMOVE = 1", "COMPLETE_ADD = 2", "COMPLETE_REMOVE = 3"]),
     ("OffsetOption.Policy", &["LAST = 0", "MIN = 1", "MAX = 2"]),
 ];
 
@@ -754,14 +540,7 @@ fn files_declare_the_published_messages_and_enums() {
     let set = rocketmq();
     let files = package_files(&set, PACKAGE);
     let names: Vec<&str> = files.iter().map(|file| file.name()).collect();
-    assert_eq!(
-        names,
-        [
-            "apache/rocketmq/v2/definition.proto",
-            "apache/rocketmq/v2/service.proto",
-            "apache/rocketmq/v2/admin.proto",
-        ]
-    );
+    assert_eq!(names, ["apache/rocketmq/v2/definition.proto", "apache/rocketmq/v2/service.proto", "apache/rocketmq/v2/admin.proto",]);
     for (name, messages, enums) in DECLARATIONS {
         let (found_messages, found_enums) = declarations(file(&set, name));
         assert_eq!(found_messages, *messages, "messages of {name}");
@@ -777,10 +556,7 @@ fn messaging_service_has_the_published_rpcs() {
     let full_name = format!("{}.{}", service_file.package(), messaging.name());
     assert_eq!(full_name, "apache.rocketmq.v2.MessagingService");
     // The generated server routes on this name: it is the HTTP/2 path prefix.
-    assert_eq!(
-        crate::apache::rocketmq::v2::messaging_service_server::SERVICE_NAME,
-        full_name
-    );
+    assert_eq!(crate::apache::rocketmq::v2::messaging_service_server::SERVICE_NAME, full_name);
     assert_eq!(rpcs(messaging, PACKAGE), MESSAGING_SERVICE_RPCS);
 }
 
@@ -788,10 +564,7 @@ fn messaging_service_has_the_published_rpcs() {
 fn admin_service_has_the_published_rpcs() {
     let set = rocketmq();
     let admin = service(&package_files(&set, PACKAGE), "Admin");
-    assert_eq!(
-        crate::apache::rocketmq::v2::admin_server::SERVICE_NAME,
-        "apache.rocketmq.v2.Admin"
-    );
+    assert_eq!(crate::apache::rocketmq::v2::admin_server::SERVICE_NAME, "apache.rocketmq.v2.Admin");
     assert_eq!(rpcs(admin, PACKAGE), ADMIN_RPCS);
 }
 
@@ -800,11 +573,7 @@ fn client_messages_have_the_published_fields() {
     let set = rocketmq();
     let files = package_files(&set, PACKAGE);
     for (name, expected) in MESSAGE_FIELDS {
-        assert_eq!(
-            fields(message(&files, name), PACKAGE),
-            *expected,
-            "fields of {name}"
-        );
+        assert_eq!(fields(message(&files, name), PACKAGE), *expected, "fields of {name}");
     }
 }
 
@@ -813,11 +582,7 @@ fn enums_have_the_published_values() {
     let set = rocketmq();
     let files = package_files(&set, PACKAGE);
     for (name, expected) in ENUM_VALUES {
-        assert_eq!(
-            values(enumeration(&files, name)),
-            *expected,
-            "values of {name}"
-        );
+        assert_eq!(values(enumeration(&files, name)), *expected, "values of {name}");
     }
 }
 
@@ -827,20 +592,14 @@ fn generated_code_keeps_the_wire_numbers() {
     assert_eq!(Code::Ok as i32, 20000);
     assert_eq!(Code::TooManyRequests as i32, 42900);
     assert_eq!(MessageType::Fifo as i32, 2);
-    assert_eq!(
-        Code::from_str_name("MESSAGE_BODY_TOO_LARGE"),
-        Some(Code::MessageBodyTooLarge)
-    );
+    assert_eq!(Code::from_str_name("MESSAGE_BODY_TOO_LARGE"), Some(Code::MessageBodyTooLarge));
 }
 
 #[test]
 fn descriptor_set_includes_the_imported_well_known_types() {
     // gRPC reflection clients resolve imports from the same set.
     let set = rocketmq();
-    for name in [
-        "google/protobuf/timestamp.proto",
-        "google/protobuf/duration.proto",
-    ] {
+    for name in ["google/protobuf/timestamp.proto", "google/protobuf/duration.proto"] {
         assert_eq!(file(&set, name).package(), "google.protobuf");
     }
 }

@@ -6,15 +6,12 @@ use prost::Message as _;
 use prost::bytes::Bytes;
 
 use crate::apache::rocketmq::v2::{
-    AckMessageEntry, AckMessageRequest, Message, MessageType, ReceiveMessageResponse, Resource,
-    SendMessageRequest, SystemProperties, receive_message_response,
+    AckMessageEntry, AckMessageRequest, Message, MessageType, ReceiveMessageResponse, Resource, SendMessageRequest, SystemProperties,
+    receive_message_response,
 };
 
 fn resource(name: &str) -> Resource {
-    Resource {
-        resource_namespace: String::new(),
-        name: name.to_owned(),
-    }
+    Resource { resource_namespace: String::new(), name: name.to_owned() }
 }
 
 fn small_send() -> SendMessageRequest {
@@ -27,10 +24,7 @@ fn small_send() -> SendMessageRequest {
                 keys: vec!["k1".to_owned()],
                 message_id: "id".to_owned(),
                 message_type: MessageType::Normal.into(),
-                born_timestamp: Some(prost_types::Timestamp {
-                    seconds: 1,
-                    nanos: 0,
-                }),
+                born_timestamp: Some(prost_types::Timestamp { seconds: 1, nanos: 0 }),
                 message_group: Some("g".to_owned()),
                 ..SystemProperties::default()
             }),
@@ -61,29 +55,18 @@ const SMALL_SEND_BYTES: &[u8] = &[
 fn send_message_request_has_the_published_wire_bytes() {
     let request = small_send();
     assert_eq!(request.encode_to_vec(), SMALL_SEND_BYTES);
-    assert_eq!(
-        SendMessageRequest::decode(SMALL_SEND_BYTES).unwrap(),
-        request
-    );
+    assert_eq!(SendMessageRequest::decode(SMALL_SEND_BYTES).unwrap(), request);
 }
 
 #[test]
 fn receive_message_response_oneof_uses_tag_3_for_delivery_timestamp() {
     let response = ReceiveMessageResponse {
-        content: Some(receive_message_response::Content::DeliveryTimestamp(
-            prost_types::Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 5,
-            },
-        )),
+        content: Some(receive_message_response::Content::DeliveryTimestamp(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5 })),
     };
     // field 3, 8 bytes: seconds (1) as a varint, nanos (2) = 5
     let expected = [0x1a, 0x08, 0x08, 0x80, 0xe2, 0xcf, 0xaa, 0x06, 0x10, 0x05];
     assert_eq!(response.encode_to_vec(), expected);
-    assert_eq!(
-        ReceiveMessageResponse::decode(&expected[..]).unwrap(),
-        response
-    );
+    assert_eq!(ReceiveMessageResponse::decode(&expected[..]).unwrap(), response);
 }
 
 #[test]
@@ -91,11 +74,7 @@ fn ack_message_request_has_the_published_wire_bytes() {
     let request = AckMessageRequest {
         group: Some(resource("g")),
         topic: Some(resource("t")),
-        entries: vec![AckMessageEntry {
-            message_id: "m".to_owned(),
-            receipt_handle: "r".to_owned(),
-            lite_topic: Some("l".to_owned()),
-        }],
+        entries: vec![AckMessageEntry { message_id: "m".to_owned(), receipt_handle: "r".to_owned(), lite_topic: Some("l".to_owned()) }],
     };
     #[rustfmt::skip]
     let expected = [

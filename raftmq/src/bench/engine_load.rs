@@ -6,8 +6,8 @@
 //! are: the flusher's callback completes a oneshot, waking the task, not an OS thread.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -86,7 +86,9 @@ impl Load {
             // The receiver is gone only when its appender has already failed.
             let _ = done.send((Instant::now(), r));
         });
-        slot.log.append([(TERM, *next, self.payload.as_slice())], on_durable).with_context(|| format!("append to group {}", slot.log.id()))?;
+        slot.log
+            .append([(TERM, *next, self.payload.as_slice())], on_durable)
+            .with_context(|| format!("append to group {}", slot.log.id()))?;
         *next += 1;
         Ok(())
     }
@@ -120,8 +122,9 @@ impl Load {
 pub fn run(dir: &Path, cfg: &LoadConfig) -> anyhow::Result<LoadResult> {
     anyhow::ensure!(cfg.appenders > 0 && cfg.groups > 0 && cfg.records_max > 0, "appenders, groups and records must be positive");
     let (engine, _) = LogEngine::open(dir, LogOptions::default()).with_context(|| format!("opening a log in {}", dir.display()))?;
-    let slots: std::sync::Arc<Vec<GroupSlot>> =
-        std::sync::Arc::new((0..cfg.groups).map(|g| GroupSlot { log: engine.group(g as GroupId + 1), next_index: Mutex::new(1) }).collect());
+    let slots: std::sync::Arc<Vec<GroupSlot>> = std::sync::Arc::new(
+        (0..cfg.groups).map(|g| GroupSlot { log: engine.group(g as GroupId + 1), next_index: Mutex::new(1) }).collect(),
+    );
     let payload = vec![0x5A; usize::try_from(cfg.size)?];
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_time().build().context("tokio runtime")?;

@@ -44,7 +44,12 @@ impl LatencyRecorder {
     pub fn summary(&self) -> Latency {
         let us = |ns: u64| ns as f64 / 1000.0;
         let h = &self.histogram;
-        Latency { p50_us: us(h.value_at_quantile(0.5)), p99_us: us(h.value_at_quantile(0.99)), p999_us: us(h.value_at_quantile(0.999)), max_us: us(h.max()) }
+        Latency {
+            p50_us: us(h.value_at_quantile(0.5)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+        }
     }
 }
 

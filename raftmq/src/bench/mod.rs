@@ -85,7 +85,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
             let scratch = ScratchDir::create(&parent)?;
             tracing::info!(dir = %scratch.path().display(), "benchmarking");
-            if args.matrix { run_matrix(&args, &scratch)? } else { run_single(&args, &scratch)? }
+            if args.matrix {
+                run_matrix(&args, &scratch)?
+            } else {
+                run_single(&args, &scratch)?
+            }
             scratch.remove()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -135,7 +139,14 @@ fn run_matrix(args: &BenchLogArgs, scratch: &ScratchDir) -> anyhow::Result<()> {
                 let load = engine_load::run(&log_dir, &cfg)?;
                 // Each cell writes up to ~1 GiB; free it before the next.
                 std::fs::remove_dir_all(&log_dir).with_context(|| format!("removing {}", log_dir.display()))?;
-                tracing::info!(appenders, size, groups, records_per_sec = load.records_per_sec as u64, p99_us = load.latency.p99_us, "matrix cell done");
+                tracing::info!(
+                    appenders,
+                    size,
+                    groups,
+                    records_per_sec = load.records_per_sec as u64,
+                    p99_us = load.latency.p99_us,
+                    "matrix cell done"
+                );
                 cells.push(CellReport::new(load, raw));
             }
         }

@@ -58,7 +58,8 @@ pub struct RawSyncResult {
 pub fn probe(dir: &Path, mode: SyncMode, size: u64, limits: ProbeLimits) -> anyhow::Result<RawSyncResult> {
     anyhow::ensure!(size > 0, "write size must be positive");
     let path = dir.join(format!("raw-sync-{}-{size}.tmp", if mode == SyncMode::Append { "append" } else { "overwrite" }));
-    let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        OpenOptions::new().read(true).write(true).create_new(true).open(&path).with_context(|| format!("creating {}", path.display()))?;
     let result = run_probe(&file, mode, size, limits).with_context(|| format!("raw fdatasync probe on {}", path.display()));
     drop(file);
     std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;

@@ -144,7 +144,10 @@ fn write_matrix_table(out: &mut dyn Write, dir: &Path, raw_start: &[RawPair], ra
         }
     }
     writeln!(out, "\nLog engine, closed loop (latency: append call to durable callback):\n")?;
-    writeln!(out, "| appenders | size | groups | records | records/s | MiB/s | p50 ms | p99 ms | p999 ms | max ms | sync rounds | records/round | rate ÷ raw | p99 ÷ raw |")?;
+    writeln!(
+        out,
+        "| appenders | size | groups | records | records/s | MiB/s | p50 ms | p99 ms | p999 ms | max ms | sync rounds | records/round | rate ÷ raw | p99 ÷ raw |"
+    )?;
     writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for c in cells {
         let l = &c.load;

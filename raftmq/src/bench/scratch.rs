@@ -36,8 +36,9 @@ impl ScratchDir {
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         if !self.removed
-            && let Err(e) = std::fs::remove_dir_all(&self.path) {
-                tracing::warn!(dir = %self.path.display(), error = %e, "could not remove the benchmark directory");
-            }
+            && let Err(e) = std::fs::remove_dir_all(&self.path)
+        {
+            tracing::warn!(dir = %self.path.display(), error = %e, "could not remove the benchmark directory");
+        }
     }
 }
