@@ -1,6 +1,8 @@
 //! The broker: hosts many Raft groups (queue groups) on one `raft-log` engine, the Raft
 //! transport, the queue state machine and the client-facing gRPC services.
 //!
+//! - [`host`]: [`host::GroupHost`], one broker's many group replicas over one log engine,
+//!   one store and one transport.
 //! - [`raft`]: the node type, the Raft transport between brokers (client and server) and the
 //!   registry of hosted groups.
 //! - [`store`]: the queue store, one RocksDB per broker holding every group's derived state
@@ -8,6 +10,7 @@
 //!   off and flushed at known points.
 //! - [`queue`]: the queue state machine: commands, their pure application, openraft's state machine.
 
+pub mod host;
 pub mod queue;
 pub mod raft;
 pub mod store;

@@ -1,0 +1,199 @@
+//! A broker's hosting of many Raft groups in one process: one raft-log engine and one queue
+//! store shared by every group replica, one Raft transport (a gRPC server, one channel per peer
+//! broker) and the registry that routes each request to its group.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::{Config, Raft};
+use proto::raftmq::v1::raft_transport_server::RaftTransportServer;
+use raft_log::{LogEngine, LogError, LogOptions, RaftLogStore};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::queue::{QueueGroupConfig, QueueStateMachine};
+use crate::raft::network::{GroupNetworkFactory, PeerChannels};
+use crate::raft::registry::GroupRegistry;
+use crate::raft::service::RaftTransportService;
+use crate::raft::{BrokerId, BrokerNode, GroupId};
+use crate::store::{QueueStore, StoreError, StoreOptions};
+
+/// How long `shutdown` waits for the transport's in-flight requests.
+const SERVER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A queue group replica hosted here.
+pub type QueueRaft = Raft<QueueGroupConfig, QueueStateMachine>;
+
+/// What a host is made of; every field has a default but the id and the directory.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    pub id: BrokerId,
+    /// `log/` (raft-log) and `store/` (RocksDB) go under it.
+    pub data_dir: PathBuf,
+    /// Where the Raft transport listens; port 0 picks a free one.
+    pub raft_listen: SocketAddr,
+    pub raft: Config,
+    pub log: LogOptions,
+    pub store: StoreOptions,
+}
+
+impl HostOptions {
+    pub fn new(id: BrokerId, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            id,
+            data_dir: data_dir.into(),
+            raft_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            raft: Config::default(),
+            log: LogOptions::default(),
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("raft log: {0}")]
+    Log(#[from] LogError),
+    #[error("queue store: {0}")]
+    Store(#[from] StoreError),
+    #[error("raft transport listener on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("raft config: {0}")]
+    Config(String),
+    #[error("group {group}: {reason}")]
+    Group { group: GroupId, reason: String },
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+/// See the module documentation.
+pub struct GroupHost {
+    id: BrokerId,
+    raft_addr: SocketAddr,
+    engine: LogEngine,
+    store: Arc<QueueStore>,
+    peers: Arc<PeerChannels>,
+    registry: GroupRegistry<QueueGroupConfig, QueueStateMachine>,
+    raft_config: Arc<Config>,
+    /// Serializes `open_group`, so one group never gets two Raft instances.
+    opening: tokio::sync::Mutex<()>,
+    stop_server: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl GroupHost {
+    /// Opens the log and the store under `data_dir` (recovering both) and starts serving the
+    /// Raft transport. Groups are opened with [`Self::open_group`].
+    pub async fn start(options: HostOptions) -> Result<Self, HostError> {
+        let raft_config = Arc::new(options.raft.validate().map_err(|e| HostError::Config(e.to_string()))?);
+        let (engine, recovery) = LogEngine::open(options.data_dir.join("log"), options.log)?;
+        let (store, opened) = QueueStore::open(options.data_dir.join("store"), &options.store)?;
+        tracing::info!(
+            broker = options.id,
+            segments = recovery.segments,
+            records = recovery.records,
+            groups = opened.groups,
+            "opened log and store"
+        );
+        let registry = GroupRegistry::default();
+        let incoming = TcpIncoming::bind(options.raft_listen)
+            .map_err(|source| HostError::Listen { addr: options.raft_listen, source })?
+            .with_nodelay(Some(true));
+        let raft_addr = incoming.local_addr().map_err(|source| HostError::Listen { addr: options.raft_listen, source })?;
+        let service = RaftTransportServer::new(RaftTransportService::new(options.id, registry.clone()));
+        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            // A graceful stop also closes the connections already accepted: aborting the task
+            // would leave them served by the old registry, and peers would keep talking to it.
+            let stop = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, stop).await {
+                tracing::error!(error = %e, "raft transport server stopped");
+            }
+        });
+        Ok(Self {
+            id: options.id,
+            raft_addr,
+            engine,
+            store: Arc::new(store),
+            peers: PeerChannels::new(),
+            registry,
+            raft_config,
+            opening: tokio::sync::Mutex::new(()),
+            stop_server,
+            server,
+        })
+    }
+
+    pub fn id(&self) -> BrokerId {
+        self.id
+    }
+
+    /// This broker as a Raft member: where its transport listens.
+    pub fn node(&self) -> BrokerNode {
+        BrokerNode { raft_addr: self.raft_addr.to_string() }
+    }
+
+    pub fn store(&self) -> &Arc<QueueStore> {
+        &self.store
+    }
+
+    /// The replica of `group` hosted here, opening it (recovering from the log and the store)
+    /// when it is not open yet.
+    pub async fn open_group(&self, group: GroupId) -> Result<QueueRaft, HostError> {
+        let _opening = self.opening.lock().await;
+        if let Some(raft) = self.registry.get(group) {
+            return Ok(raft);
+        }
+        let network = GroupNetworkFactory::new(group, self.peers.clone());
+        let log = RaftLogStore::new(self.engine.group(group));
+        let sm = QueueStateMachine::new(self.store.clone(), group);
+        let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
+            .await
+            .map_err(|e| HostError::Group { group, reason: e.to_string() })?;
+        self.registry.insert(group, raft.clone());
+        Ok(raft)
+    }
+
+    pub fn group(&self, group: GroupId) -> Option<QueueRaft> {
+        self.registry.get(group)
+    }
+
+    /// The groups open here.
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.registry.ids()
+    }
+
+    /// The groups with anything on disk here (in the log or the store): what a restarted broker
+    /// reopens.
+    pub fn groups_on_disk(&self) -> Vec<GroupId> {
+        let mut ids = self.engine.group_ids();
+        ids.extend(self.store.groups());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Stops every group and the transport, then flushes the store.
+    pub async fn shutdown(self) -> Result<(), HostError> {
+        for group in self.registry.ids() {
+            if let Some(raft) = self.registry.remove(group)
+                && let Err(e) = raft.shutdown().await
+            {
+                tracing::warn!(group, error = %e, "group did not shut down cleanly");
+            }
+        }
+        let _ = self.stop_server.send(());
+        // In-flight requests finish first; past the bound the server is cut off.
+        let mut server = self.server;
+        if tokio::time::timeout(SERVER_STOP_WAIT, &mut server).await.is_err() {
+            tracing::warn!(broker = self.id, "raft transport did not stop within {SERVER_STOP_WAIT:?}; cutting it off");
+            server.abort();
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush()).await.map_err(|e| HostError::Task(e.to_string()))??;
+        Ok(())
+    }
+}
