@@ -12,7 +12,10 @@ use raft_log::{LogEngine, LogError, LogOptions, RaftLogStore};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::queue::{QueueGroupConfig, QueueStateMachine};
+use openraft::EntryPayload;
+use openraft::storage::RaftLogReader;
+
+use crate::queue::{GroupCommand, NewMessage, QueueGroupConfig, QueueStateMachine};
 use crate::raft::network::{GroupNetworkFactory, PeerChannels};
 use crate::raft::registry::GroupRegistry;
 use crate::raft::service::RaftTransportService;
@@ -65,6 +68,20 @@ pub enum HostError {
     Group { group: GroupId, reason: String },
     #[error("background task failed: {0}")]
     Task(String),
+    #[error("group {group}: reading the log at index {log_index}: {reason}")]
+    LogRead { group: GroupId, log_index: u64, reason: String },
+}
+
+/// Most messages one [`GroupHost::read_queue`] returns.
+pub const READ_MESSAGES_MAX: usize = 1024;
+
+/// A stored message as a consumer reads it: its place in the queue and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub offset: u64,
+    pub log_index: u64,
+    pub store_time_ms: u64,
+    pub message: NewMessage,
 }
 
 /// See the module documentation.
@@ -174,6 +191,44 @@ impl GroupHost {
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+
+    /// Reads up to `max` (at most [`READ_MESSAGES_MAX`]) messages of `queue` in `group` from
+    /// `from_offset` on, as applied here: the consume index gives each message's Raft entry and
+    /// ordinal, and the body comes from that entry in the log (bodies are stored once, there).
+    /// An index that does not match its entry is an error, never a wrong message.
+    pub async fn read_queue(&self, group: GroupId, queue: u32, from_offset: u64, max: usize) -> Result<Vec<StoredMessage>, HostError> {
+        let index = self.store.index_range(group, queue, from_offset, max.min(READ_MESSAGES_MAX))?;
+        let mut log = RaftLogStore::<QueueGroupConfig>::new(self.engine.group(group));
+        let mut out = Vec::with_capacity(index.len());
+        // Consecutive messages usually share an entry: read and decode each entry once.
+        let mut current: Option<(u64, Vec<NewMessage>)> = None;
+        for (offset, at) in index {
+            if current.as_ref().is_none_or(|(i, _)| *i != at.log_index) {
+                let bad = |reason: String| HostError::LogRead { group, log_index: at.log_index, reason };
+                let mut entries = log.try_get_log_entries(at.log_index..at.log_index + 1).await.map_err(|e| bad(e.to_string()))?;
+                let entry = entries.pop().ok_or_else(|| bad("not in the log (purged?)".into()))?;
+                let messages = match entry.payload {
+                    EntryPayload::Normal(GroupCommand::Send { messages, .. }) => messages,
+                    other => return Err(bad(format!("indexed message in a non-send entry: {other}"))),
+                };
+                current = Some((at.log_index, messages));
+            }
+            let messages = current.as_ref().map(|(_, m)| m.as_slice()).unwrap_or_default();
+            let message =
+                messages.get(at.position as usize).filter(|m| m.queue == queue && m.body.len() == at.size as usize).ok_or_else(|| {
+                    HostError::LogRead {
+                        group,
+                        log_index: at.log_index,
+                        reason: format!(
+                            "index of queue {queue} offset {offset} names message {} of size {}, not in the entry",
+                            at.position, at.size
+                        ),
+                    }
+                })?;
+            out.push(StoredMessage { offset, log_index: at.log_index, store_time_ms: at.store_time_ms, message: message.clone() });
+        }
+        Ok(out)
     }
 
     /// Stops every group and the transport, then flushes the store.

@@ -139,6 +139,31 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
     for g in 0..GROUPS {
         wait_same_offsets(&[&h1, &h2, &h3], g, &expected[&g]).await;
     }
+    // Every replica reads every message back at its offset, byte for byte, in send order.
+    let want: BTreeMap<u32, Vec<String>> = BTreeMap::from([(0, vec!["a-0", "a-2", "a-4", "b-0", "b-2"]), (1, vec!["a-1", "a-3", "b-1"])])
+        .into_iter()
+        .map(|(q, ids)| (q, ids.into_iter().map(String::from).collect()))
+        .collect();
+    for h in [&h1, &h2, &h3] {
+        for g in 0..GROUPS {
+            for (q, ids) in &want {
+                let read = h.read_queue(g, *q, 0, 100).await.unwrap();
+                let got: Vec<(u64, String, Vec<u8>)> =
+                    read.iter().map(|m| (m.offset, m.message.message_id.clone(), m.message.body.clone())).collect();
+                let expected: Vec<(u64, String, Vec<u8>)> = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(o, id)| {
+                        let (tag, i) = id.split_once('-').unwrap();
+                        (o as u64, id.clone(), format!("{tag} body {i}").into_bytes())
+                    })
+                    .collect();
+                assert_eq!(got, expected, "broker {} group {g} queue {q}", h.id());
+            }
+            let tail = h.read_queue(g, 0, 3, 100).await.unwrap();
+            assert_eq!(tail.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![3, 4], "reads start at the asked offset");
+        }
+    }
     for h in [h1, h2, h3] {
         h.shutdown().await.unwrap();
     }
