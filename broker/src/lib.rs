@@ -1,6 +1,8 @@
 //! The broker: hosts many Raft groups (queue groups) on one `raft-log` engine, the Raft
 //! transport, the queue state machine and the client-facing gRPC services.
 //!
+//! - [`edge`]: validation of client input (names, sizes, limits), each violation naming its
+//!   field.
 //! - [`host`]: [`host::GroupHost`], one broker's many group replicas over one log engine,
 //!   one store and one transport.
 //! - [`raft`]: the node type, the Raft transport between brokers (client and server) and the
@@ -10,6 +12,7 @@
 //!   off and flushed at known points.
 //! - [`queue`]: the queue state machine: commands, their pure application, openraft's state machine.
 
+pub mod edge;
 pub mod host;
 pub mod queue;
 pub mod raft;

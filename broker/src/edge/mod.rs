@@ -1,0 +1,6 @@
+//! The client-facing edge of a broker: what is checked before a request touches a queue group.
+//!
+//! - [`validate`]: names, sizes and limits of incoming messages and requests, each violation
+//!   a precise error naming the field.
+
+pub mod validate;
