@@ -3,13 +3,17 @@
 //!
 //! - [`command`]: [`GroupCommand`], [`GroupReply`] and the group's openraft type config.
 //! - [`apply`]: [`apply_command`], a command's effects on a view of the group, without IO.
+//! - [`send_batcher`]: [`SendBatcher`], the leader's send path: concurrent sends batched into
+//!   one entry, bounded, `Busy` beyond the bound.
 //! - [`state_machine`]: [`QueueStateMachine`], openraft's `RaftStateMachine` over a
 //!   [`crate::store::QueueStore`], with snapshots as store exports.
 
 pub mod apply;
 pub mod command;
+pub mod send_batcher;
 pub mod state_machine;
 
 pub use apply::{EntryEffects, GroupView, apply_command, tag_hash};
 pub use command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
+pub use send_batcher::{SendBatchLimits, SendBatcher, SendError};
 pub use state_machine::{QueueStateMachine, StateMachineError};

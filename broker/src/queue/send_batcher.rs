@@ -1,0 +1,177 @@
+//! The leader's send path for one queue group: concurrent sends become one Raft entry.
+//!
+//! Each send waits in a bounded queue; one task takes the first waiting send, gathers more for
+//! at most `wait_max` or until `messages_max` messages or `entry_bytes_max` body bytes, stamps
+//! the store time and proposes one `GroupCommand::Send` for all of them, then hands each send
+//! its own offsets. While an entry is being committed the next sends gather, so the batch grows
+//! with the load (group commit of sends on top of the log's group commit of fsyncs).
+//!
+//! Bounds: at most `in_flight_messages_max` messages are queued or being proposed; a send that
+//! would exceed it is refused at once with [`SendError::Busy`], never queued without bound.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::errors::{ClientWriteError, RaftError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use super::command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
+use crate::host::QueueRaft;
+use crate::raft::BrokerId;
+
+/// The bounds of one group's send path; every one has a default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendBatchLimits {
+    /// Most messages in one entry. Default 256.
+    pub messages_max: usize,
+    /// Most body bytes in one entry. Default 8 MiB (one Raft entry's limit).
+    pub entry_bytes_max: usize,
+    /// Longest a send waits for others to join its entry. Default 1 ms.
+    pub wait_max: Duration,
+    /// Most messages queued or being proposed; beyond it sends are refused `Busy`. Default 4,096.
+    pub in_flight_messages_max: usize,
+}
+
+impl Default for SendBatchLimits {
+    fn default() -> Self {
+        Self { messages_max: 256, entry_bytes_max: 8 << 20, wait_max: Duration::from_millis(1), in_flight_messages_max: 4096 }
+    }
+}
+
+/// Why a send was not stored, and what the client may do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Too much is in flight for this group: retry later (nothing was stored).
+    #[error("busy: {in_flight_max} messages already in flight for this group")]
+    Busy { in_flight_max: usize },
+    /// One send holds more than one entry can: split it (nothing was stored).
+    #[error("a send of {messages} messages and {bytes} bytes exceeds one entry ({messages_max} messages, {bytes_max} bytes)")]
+    TooLarge { messages: usize, bytes: usize, messages_max: usize, bytes_max: usize },
+    /// This replica is not the leader: send to `leader` (nothing was stored).
+    #[error("not the leader; leader is {leader:?}")]
+    NotLeader { leader: Option<BrokerId> },
+    /// The outcome is unknown: the entry may or may not be stored (leadership changed while it
+    /// was being committed). A retry may store the messages twice unless deduplicated.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// The state machine refused the send (deterministically, on every replica).
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+struct PendingSend {
+    messages: Vec<NewMessage>,
+    bytes: usize,
+    _permit: OwnedSemaphorePermit,
+    reply: oneshot::Sender<Result<Vec<(u32, u64)>, SendError>>,
+}
+
+/// See the module documentation. Cheap to clone.
+#[derive(Clone)]
+pub struct SendBatcher {
+    queue: mpsc::Sender<PendingSend>,
+    in_flight: Arc<Semaphore>,
+    limits: SendBatchLimits,
+}
+
+impl SendBatcher {
+    /// Starts the batching task of one group's leader replica (must run in a tokio runtime).
+    pub fn start(raft: QueueRaft, limits: SendBatchLimits) -> Self {
+        let (tx, rx) = mpsc::channel(limits.in_flight_messages_max.max(1));
+        tokio::spawn(run(raft, rx, limits));
+        Self { queue: tx, in_flight: Arc::new(Semaphore::new(limits.in_flight_messages_max)), limits }
+    }
+
+    /// Stores `messages` (validated at the edge) in one entry with others' sends; returns each
+    /// message's `(queue, offset)`, in order, once the entry is committed and applied.
+    pub async fn send(&self, messages: Vec<NewMessage>) -> Result<Vec<(u32, u64)>, SendError> {
+        let bytes: usize = messages.iter().map(|m| m.body.len()).sum();
+        let l = &self.limits;
+        if messages.len() > l.messages_max || bytes > l.entry_bytes_max {
+            return Err(SendError::TooLarge {
+                messages: messages.len(),
+                bytes,
+                messages_max: l.messages_max,
+                bytes_max: l.entry_bytes_max,
+            });
+        }
+        let permits = u32::try_from(messages.len().max(1)).unwrap_or(u32::MAX);
+        let permit = self
+            .in_flight
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| SendError::Busy { in_flight_max: l.in_flight_messages_max })?;
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(PendingSend { messages, bytes, _permit: permit, reply })
+            .map_err(|_| SendError::Busy { in_flight_max: l.in_flight_messages_max })?;
+        answer.await.map_err(|_| SendError::Unknown("the send path stopped".into()))?
+    }
+}
+
+async fn run(raft: QueueRaft, mut rx: mpsc::Receiver<PendingSend>, limits: SendBatchLimits) {
+    let mut carried: Option<PendingSend> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let deadline = tokio::time::Instant::now() + limits.wait_max;
+        let (mut count, mut bytes) = (first.messages.len(), first.bytes);
+        let mut batch = vec![first];
+        while count < limits.messages_max {
+            let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(next)) => next,
+                _ => break,
+            };
+            if count + next.messages.len() > limits.messages_max || bytes + next.bytes > limits.entry_bytes_max {
+                carried = Some(next);
+                break;
+            }
+            count += next.messages.len();
+            bytes += next.bytes;
+            batch.push(next);
+        }
+        propose(&raft, batch).await;
+    }
+}
+
+/// Proposes one entry for `batch` and answers every send in it.
+async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>) {
+    let counts: Vec<usize> = batch.iter().map(|p| p.messages.len()).collect();
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut messages = Vec::with_capacity(counts.iter().sum());
+    for p in batch {
+        messages.extend(p.messages);
+        replies.push((p.reply, p._permit));
+    }
+    // The leader's clock, stamped once into the command so every replica applies the same time.
+    let store_time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let outcome = match raft.client_write(GroupCommand::Send { store_time_ms, messages }).await {
+        Ok(resp) => match resp.response() {
+            GroupReply::Sent { offsets } if offsets.len() == counts.iter().sum::<usize>() => Ok(offsets.clone()),
+            GroupReply::Rejected { reason } => Err(SendError::Rejected(reason.clone())),
+            other => Err(SendError::Unknown(format!("unexpected reply {other:?}"))),
+        },
+        Err(e) => Err(client_write_error(e)),
+    };
+    let mut offsets = outcome.as_ref().ok().map(|o| o.iter().copied());
+    for ((reply, _permit), n) in replies.into_iter().zip(counts) {
+        let answer = match (&outcome, offsets.as_mut()) {
+            (Ok(_), Some(all)) => Ok(all.by_ref().take(n).collect()),
+            (Err(e), _) => Err(e.clone()),
+            (Ok(_), None) => Err(SendError::Unknown("offsets missing".into())),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+fn client_write_error(e: RaftError<QueueGroupConfig, ClientWriteError<QueueGroupConfig>>) -> SendError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => SendError::NotLeader { leader: f.leader_id },
+        other => SendError::Unknown(other.to_string()),
+    }
+}
