@@ -3,31 +3,19 @@
 //! offsets on every replica; a broker that restarts on its data directory reopens every group
 //! from disk, rejoins, and catches up.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use broker::host::{GroupHost, HostOptions, QueueRaft};
+use broker::host::{GroupHost, QueueRaft};
 use broker::queue::{GroupCommand, GroupReply, NewMessage};
 use broker::raft::{BrokerId, BrokerNode, GroupId};
-use openraft::{Config, SnapshotPolicy};
 
 const GROUPS: u64 = 6;
 const QUEUES: u32 = 2;
 const WAIT: Duration = Duration::from_secs(30);
-
-fn options(id: BrokerId, dir: &std::path::Path, listen: SocketAddr) -> HostOptions {
-    let mut o = HostOptions::new(id, dir);
-    o.raft_listen = listen;
-    o.raft = Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        snapshot_policy: SnapshotPolicy::Never,
-        ..Default::default()
-    };
-    o
-}
 
 fn send(n: usize, tag: &str) -> GroupCommand {
     let messages = (0..n)
@@ -101,9 +89,9 @@ use openraft::type_config::async_runtime::watch::WatchReceiver;
 async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_catches_up() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let h1 = GroupHost::start(options(1, dirs[0].path(), any)).await.unwrap();
-    let h2 = GroupHost::start(options(2, dirs[1].path(), any)).await.unwrap();
-    let h3 = GroupHost::start(options(3, dirs[2].path(), any)).await.unwrap();
+    let h1 = GroupHost::start(common::host_options(1, dirs[0].path(), any)).await.unwrap();
+    let h2 = GroupHost::start(common::host_options(2, dirs[1].path(), any)).await.unwrap();
+    let h3 = GroupHost::start(common::host_options(3, dirs[2].path(), any)).await.unwrap();
     let members: BTreeMap<BrokerId, BrokerNode> = [&h1, &h2, &h3].iter().map(|h| (h.id(), h.node())).collect();
     for g in 0..GROUPS {
         for h in [&h1, &h2, &h3] {
@@ -131,7 +119,7 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
         assert_eq!(offsets, vec![(0, 3), (1, 2), (0, 4)], "group {g}: offsets go on while broker 2 is down");
         expected.insert(g, BTreeMap::from([(0, 5), (1, 3)]));
     }
-    let h2 = GroupHost::start(options(2, dirs[1].path(), addr2)).await.unwrap();
+    let h2 = GroupHost::start(common::host_options(2, dirs[1].path(), addr2)).await.unwrap();
     assert_eq!(h2.groups_on_disk(), (0..GROUPS).collect::<Vec<_>>());
     for g in h2.groups_on_disk() {
         h2.open_group(g).await.unwrap();

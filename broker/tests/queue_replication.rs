@@ -4,6 +4,8 @@
 //! ends with the same index entries, next offsets and consumer offsets, and a replica that
 //! joins after the log was purged catches up by snapshot (a store export) to the same state.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use broker::raft::registry::GroupRegistry;
 use broker::raft::service::RaftTransportService;
 use broker::raft::{BrokerId, BrokerNode};
 use broker::store::{IndexEntry, QueueStore, StoreOptions};
-use openraft::{Config, Raft, SnapshotPolicy};
+use openraft::{Config, Raft};
 use proto::raftmq::v1::raft_transport_server::RaftTransportServer;
 use raft_log::{LogEngine, LogOptions, RaftLogStore};
 use tonic::transport::Server;
@@ -35,16 +37,7 @@ struct TestBroker {
 }
 
 fn config() -> Arc<Config> {
-    let config = Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        // Snapshots (and purges) only when the test asks for one.
-        snapshot_policy: SnapshotPolicy::Never,
-        max_in_snapshot_log_to_keep: 0,
-        ..Default::default()
-    };
-    Arc::new(config.validate().expect("valid raft config"))
+    Arc::new(common::fast_raft_config().validate().expect("valid raft config"))
 }
 
 async fn start_broker(id: BrokerId) -> TestBroker {

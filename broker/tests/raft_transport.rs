@@ -6,6 +6,8 @@
 //! In-process (one tokio runtime) to test the transport itself; the multi-process cluster tests
 //! of the broker come with the broker binary.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use broker::raft::registry::GroupRegistry;
 use broker::raft::service::RaftTransportService;
 use broker::raft::{BrokerId, BrokerNode};
 use openraft::type_config::async_runtime::watch::WatchReceiver;
-use openraft::{Config, Raft, SnapshotPolicy};
+use openraft::{Config, Raft};
 use proto::raftmq::v1::raft_transport_server::RaftTransportServer;
 use raft_log::testing::MapStateMachine;
 use raft_log::{LogEngine, LogOptions, RaftLogStore};
@@ -45,16 +47,7 @@ struct TestBroker {
 }
 
 fn config() -> Arc<Config> {
-    let config = Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        // Snapshots (and purges) only when a test asks for one.
-        snapshot_policy: SnapshotPolicy::Never,
-        max_in_snapshot_log_to_keep: 0,
-        ..Default::default()
-    };
-    Arc::new(config.validate().expect("valid raft config"))
+    Arc::new(common::fast_raft_config().validate().expect("valid raft config"))
 }
 
 async fn start_broker(id: BrokerId) -> TestBroker {

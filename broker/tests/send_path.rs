@@ -2,31 +2,19 @@
 //! distinct dense offsets; past the in-flight bound sends are refused `Busy` and nothing refused
 //! is stored; on a follower a send is refused `NotLeader` with the leader named.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use broker::host::{GroupHost, HostOptions};
+use broker::host::GroupHost;
 use broker::queue::{NewMessage, SendBatchLimits, SendBatcher, SendError};
 use broker::raft::{BrokerId, BrokerNode};
 use openraft::type_config::async_runtime::watch::WatchReceiver;
-use openraft::{Config, SnapshotPolicy};
 
 const GROUP: u64 = 3;
 const WAIT: Duration = Duration::from_secs(30);
-
-fn options(id: BrokerId, dir: &std::path::Path) -> HostOptions {
-    let mut o = HostOptions::new(id, dir);
-    o.raft_listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    o.raft = Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        snapshot_policy: SnapshotPolicy::Never,
-        ..Default::default()
-    };
-    o
-}
 
 fn message(id: &str) -> NewMessage {
     NewMessage { queue: 0, message_id: id.to_string(), tag: None, keys: vec![], properties: vec![], body: id.as_bytes().to_vec() }
@@ -37,7 +25,7 @@ async fn sends_share_entries_get_dense_offsets_and_are_bounded() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut hosts = Vec::new();
     for (i, d) in dirs.iter().enumerate() {
-        hosts.push(GroupHost::start(options(i as u64 + 1, d.path())).await.unwrap());
+        hosts.push(GroupHost::start(common::host_options(i as u64 + 1, d.path(), SocketAddr::from(([127, 0, 0, 1], 0)))).await.unwrap());
     }
     let members: BTreeMap<BrokerId, BrokerNode> = hosts.iter().map(|h| (h.id(), h.node())).collect();
     for h in &hosts {
