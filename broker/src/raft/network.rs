@@ -160,15 +160,7 @@ impl GroupNetworkFactory {
 impl<C> RaftNetworkFactory<C> for GroupNetworkFactory
 where
     C: RaftTypeConfig<NodeId = BrokerId, Node = BrokerNode>,
-    AppendEntriesRequest<C>: Serialize,
-    AppendEntriesResponse<C>: DeserializeOwned,
-    VoteRequest<C>: Serialize,
-    VoteResponse<C>: DeserializeOwned,
-    VoteOf<C>: Serialize,
-    SnapshotMetaOf<C>: Serialize,
-    SnapshotResponse<C>: DeserializeOwned,
-    TransferLeaderRequest<C>: Serialize,
-    TransferLeaderResponse<C>: DeserializeOwned,
+    PeerConnection<C>: RaftNetworkV2<C>,
 {
     type Network = PeerConnection<C>;
 
