@@ -138,7 +138,11 @@ pub fn scan(
     is_last: bool,
     keep_entry_payloads: bool,
 ) -> Result<SegmentScan, LogError> {
-    let bytes = read_all(file, path)?;
+    scan_bytes(&read_all(file, path)?, path, expected_seq, is_last, keep_entry_payloads)
+}
+
+/// [`scan`] of a segment already read into memory.
+pub fn scan_bytes(bytes: &[u8], path: &Path, expected_seq: u64, is_last: bool, keep_entry_payloads: bool) -> Result<SegmentScan, LogError> {
     let file_len = bytes.len() as u64;
     if file_len < SEGMENT_HEADER_LEN {
         return Err(corrupt(path, 0, format!("segment shorter than its {SEGMENT_HEADER_LEN}-byte header")));
@@ -150,14 +154,14 @@ pub fn scan(
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER_LEN;
     while offset < file_len {
-        match record_at(&bytes, offset) {
+        match record_at(bytes, offset) {
             Ok((header, payload)) => {
                 let keep = keep_entry_payloads || header.kind != record::RecordKind::Entry;
                 records.push(ScannedRecord { offset, header, payload: if keep { payload.to_vec() } else { Vec::new() } });
                 offset += header.record_len();
             }
             Err(reason) => {
-                let end = classify_end(&bytes, path, offset, reason, is_last)?;
+                let end = classify_end(bytes, path, offset, reason, is_last)?;
                 return Ok(SegmentScan { seq: expected_seq, file_len, records, end });
             }
         }

@@ -152,7 +152,7 @@ pub fn dump_dir(
         }
         // Where recovery would cut a torn tail of the newest segment: reported, not counted bad.
         let torn_at = if Some(seq) == last_seq {
-            segment::scan(&file, &path, seq, true, false).ok().and_then(|s| match s.end {
+            segment::scan_bytes(&bytes, &path, seq, true, false).ok().and_then(|s| match s.end {
                 SegmentEnd::TornTail { offset, .. } => Some(offset),
                 SegmentEnd::Clean { .. } => None,
             })
