@@ -618,12 +618,16 @@ impl Shared {
         let next = w.active.seq + 1;
         // Never wait for the preallocator: without a spare ready, the next segment is a new,
         // growing file (slower to sync, but no stall for every group).
-        let use_spare = std::mem::take(&mut lock(&self.spare).ready);
-        if !use_spare {
-            tracing::debug!(segment = next, "no preallocated segment ready; rolling onto a growing file");
-        }
-        let file =
-            install_segment(&*self.fs, &self.dir, next, use_spare).map_err(|e| self.fail(format!("installing segment {next}: {e}")))?;
+        let file = {
+            // Held until the spare is renamed: once the preallocator sees `ready` false it
+            // starts a new spare by removing `spare.tmp`, which must not be this one.
+            let mut spare = lock(&self.spare);
+            let use_spare = std::mem::take(&mut spare.ready);
+            if !use_spare {
+                tracing::debug!(segment = next, "no preallocated segment ready; rolling onto a growing file");
+            }
+            install_segment(&*self.fs, &self.dir, next, use_spare).map_err(|e| self.fail(format!("installing segment {next}: {e}")))?
+        };
         self.spare_changed.notify_all();
         w.segments.insert(next, SegmentMeta { file: file.clone(), live_entries: 0 });
         w.active = ActiveSegment { seq: next, file, write_offset: SEGMENT_HEADER_LEN, capacity: self.options.segment_bytes };
