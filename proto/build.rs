@@ -26,6 +26,7 @@ const PACKAGES: [Package; 2] = [
             "proto/raftmq/v1/raft.proto",
             "proto/raftmq/v1/queue.proto",
             "proto/raftmq/v1/admin.proto",
+            "proto/raftmq/v1/peer.proto",
         ],
         descriptor_set: "raftmq.v1.bin",
     },

@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for id in 1..=3u64 {
         let dir = tempfile::tempdir()?;
         let (engine, _) = LogEngine::open(dir.path(), LogOptions::default())?;
-        let registry: GroupRegistry<IdleGroup, MapStateMachine<IdleGroup>> = GroupRegistry::default();
+        let registry = GroupRegistry::default();
         let peers = PeerChannels::new();
         let incoming = TcpIncoming::bind("127.0.0.1:0".parse()?)?.with_nodelay(Some(true));
         let addr = incoming.local_addr()?;
@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 config.clone(),
                 GroupNetworkFactory::new(g, peers.clone()),
                 RaftLogStore::new(engine.group(g)),
-                MapStateMachine::default(),
+                MapStateMachine::<IdleGroup>::default(),
             )
             .await?;
             registry.insert(g, raft.clone());

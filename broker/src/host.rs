@@ -91,7 +91,10 @@ pub struct GroupHost {
     engine: LogEngine,
     store: Arc<QueueStore>,
     peers: Arc<PeerChannels>,
-    registry: GroupRegistry<QueueGroupConfig, QueueStateMachine>,
+    /// What the transport routes to: every hosted group, of any kind.
+    registry: GroupRegistry,
+    /// The queue groups open here, typed.
+    queue_groups: std::sync::RwLock<std::collections::HashMap<GroupId, QueueRaft>>,
     raft_config: Arc<Config>,
     /// Serializes `open_group`, so one group never gets two Raft instances.
     opening: tokio::sync::Mutex<()>,
@@ -137,6 +140,7 @@ impl GroupHost {
             store: Arc::new(store),
             peers: PeerChannels::new(),
             registry,
+            queue_groups: Default::default(),
             raft_config,
             opening: tokio::sync::Mutex::new(()),
             stop_server,
@@ -161,7 +165,7 @@ impl GroupHost {
     /// when it is not open yet.
     pub async fn open_group(&self, group: GroupId) -> Result<QueueRaft, HostError> {
         let _opening = self.opening.lock().await;
-        if let Some(raft) = self.registry.get(group) {
+        if let Some(raft) = self.group(group) {
             return Ok(raft);
         }
         let network = GroupNetworkFactory::new(group, self.peers.clone());
@@ -170,17 +174,20 @@ impl GroupHost {
         let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| HostError::Group { group, reason: e.to_string() })?;
+        self.queue_groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, raft.clone());
         self.registry.insert(group, raft.clone());
         Ok(raft)
     }
 
     pub fn group(&self, group: GroupId) -> Option<QueueRaft> {
-        self.registry.get(group)
+        self.queue_groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
     }
 
-    /// The groups open here.
+    /// The queue groups open here.
     pub fn groups(&self) -> Vec<GroupId> {
-        self.registry.ids()
+        let mut ids: Vec<_> = self.queue_groups.read().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The groups with anything on disk here (in the log or the store): what a restarted broker
@@ -233,10 +240,10 @@ impl GroupHost {
 
     /// Stops every group and the transport, then flushes the store.
     pub async fn shutdown(self) -> Result<(), HostError> {
-        for group in self.registry.ids() {
-            if let Some(raft) = self.registry.remove(group)
-                && let Err(e) = raft.shutdown().await
-            {
+        let groups: Vec<_> = self.queue_groups.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for (group, raft) in groups {
+            self.registry.remove(group);
+            if let Err(e) = raft.shutdown().await {
                 tracing::warn!(group, error = %e, "group did not shut down cleanly");
             }
         }

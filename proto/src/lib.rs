@@ -5,7 +5,8 @@
 //!   number to the published apache/rocketmq-apis, so the official clients
 //!   talk to raftmq unchanged.
 //! - [`raftmq::v1`]: raftmq's own protocol: `RaftTransport` between brokers,
-//!   `QueueService` (the native client API) and `AdminService`.
+//!   `QueueService` (the native client API), `AdminService` and `PeerService`
+//!   (calls between brokers).
 //! - [`ROCKETMQ_V2_DESCRIPTOR_SET`], [`RAFTMQ_V1_DESCRIPTOR_SET`]: encoded
 //!   `FileDescriptorSet`s of each package (imports included), for gRPC
 //!   reflection.

@@ -16,7 +16,7 @@ fn raftmq() -> FileDescriptorSet {
 fn services_have_their_rpcs() {
     let set = raftmq();
     let files = package_files(&set, PACKAGE);
-    let expected: [(&str, &[&str]); 3] = [
+    let expected: [(&str, &[&str]); 4] = [
         (
             "RaftTransport",
             &[
@@ -44,6 +44,15 @@ fn services_have_their_rpcs() {
                 "DescribeTopic(DescribeTopicRequest) returns (DescribeTopicReply)",
                 "ClusterStatus(ClusterStatusRequest) returns (ClusterStatusReply)",
                 "GroupChecksum(GroupChecksumRequest) returns (GroupChecksumReply)",
+            ],
+        ),
+        (
+            "PeerService",
+            &[
+                "ProposeMeta(MetaRequest) returns (MetaReply)",
+                "ReadMeta(MetaRequest) returns (MetaReply)",
+                "LocalStatus(LocalStatusRequest) returns (LocalStatusReply)",
+                "GroupDigest(GroupDigestRequest) returns (GroupDigestReply)",
             ],
         ),
     ];
