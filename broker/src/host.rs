@@ -15,6 +15,9 @@ use tonic::transport::server::TcpIncoming;
 use openraft::EntryPayload;
 use openraft::storage::RaftLogReader;
 
+use controller::{META_GROUP_ID, MetaStateMachine};
+
+use crate::meta::{MetaGroupConfig, MetaRaft};
 use crate::queue::{GroupCommand, NewMessage, QueueGroupConfig, QueueStateMachine};
 use crate::raft::network::{GroupNetworkFactory, PeerChannels};
 use crate::raft::registry::GroupRegistry;
@@ -98,14 +101,20 @@ pub struct GroupHost {
     raft_config: Arc<Config>,
     /// Serializes `open_group`, so one group never gets two Raft instances.
     opening: tokio::sync::Mutex<()>,
-    stop_server: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
+    /// Taken by the first `shutdown`.
+    server: std::sync::Mutex<Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
 }
 
 impl GroupHost {
     /// Opens the log and the store under `data_dir` (recovering both) and starts serving the
     /// Raft transport. Groups are opened with [`Self::open_group`].
     pub async fn start(options: HostOptions) -> Result<Self, HostError> {
+        Self::start_with(options, None).await
+    }
+
+    /// [`Self::start`], also serving `peer_routes` (the broker's other peer-to-peer services)
+    /// on the transport's port.
+    pub async fn start_with(options: HostOptions, peer_routes: Option<tonic::service::Routes>) -> Result<Self, HostError> {
         let raft_config = Arc::new(options.raft.validate().map_err(|e| HostError::Config(e.to_string()))?);
         let (engine, recovery) = LogEngine::open(options.data_dir.join("log"), options.log)?;
         let (store, opened) = QueueStore::open(options.data_dir.join("store"), &options.store)?;
@@ -129,7 +138,12 @@ impl GroupHost {
             let stop = async {
                 let _ = stopped.await;
             };
-            if let Err(e) = Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, stop).await {
+            let mut builder = Server::builder();
+            let router = match peer_routes {
+                Some(routes) => builder.add_routes(routes).add_service(service),
+                None => builder.add_service(service),
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
                 tracing::error!(error = %e, "raft transport server stopped");
             }
         });
@@ -143,8 +157,7 @@ impl GroupHost {
             queue_groups: Default::default(),
             raft_config,
             opening: tokio::sync::Mutex::new(()),
-            stop_server,
-            server,
+            server: std::sync::Mutex::new(Some((stop_server, server))),
         })
     }
 
@@ -161,12 +174,36 @@ impl GroupHost {
         &self.store
     }
 
+    /// The channels to peer brokers, shared with every group's Raft network.
+    pub fn peers(&self) -> &Arc<PeerChannels> {
+        &self.peers
+    }
+
+    /// Opens this broker's replica of the metadata group (group [`META_GROUP_ID`]) over `sm`;
+    /// at most once per host.
+    pub async fn open_meta_group(&self, sm: MetaStateMachine<MetaGroupConfig>) -> Result<MetaRaft, HostError> {
+        let _opening = self.opening.lock().await;
+        if self.registry.get(META_GROUP_ID).is_some() {
+            return Err(HostError::Group { group: META_GROUP_ID, reason: "the metadata group is open already".into() });
+        }
+        let network = GroupNetworkFactory::new(META_GROUP_ID, self.peers.clone());
+        let log = RaftLogStore::new(self.engine.group(META_GROUP_ID));
+        let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
+            .await
+            .map_err(|e| HostError::Group { group: META_GROUP_ID, reason: e.to_string() })?;
+        self.registry.insert(META_GROUP_ID, raft.clone());
+        Ok(raft)
+    }
+
     /// The replica of `group` hosted here, opening it (recovering from the log and the store)
     /// when it is not open yet.
     pub async fn open_group(&self, group: GroupId) -> Result<QueueRaft, HostError> {
         let _opening = self.opening.lock().await;
         if let Some(raft) = self.group(group) {
             return Ok(raft);
+        }
+        if group == META_GROUP_ID {
+            return Err(HostError::Group { group, reason: "is the metadata group, not a queue group".into() });
         }
         let network = GroupNetworkFactory::new(group, self.peers.clone());
         let log = RaftLogStore::new(self.engine.group(group));
@@ -190,11 +227,12 @@ impl GroupHost {
         ids
     }
 
-    /// The groups with anything on disk here (in the log or the store): what a restarted broker
-    /// reopens.
+    /// The queue groups with anything on disk here (in the log or the store): what a restarted
+    /// broker reopens.
     pub fn groups_on_disk(&self) -> Vec<GroupId> {
         let mut ids = self.engine.group_ids();
         ids.extend(self.store.groups());
+        ids.retain(|&g| g != META_GROUP_ID);
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -238,8 +276,41 @@ impl GroupHost {
         Ok(out)
     }
 
-    /// Stops every group and the transport, then flushes the store.
-    pub async fn shutdown(self) -> Result<(), HostError> {
+    /// SHA-256 over every message of `queue` in `group` stored by log entries up to
+    /// `up_to_log_index`, in offset order: each message's offset and its bincode encoding (id,
+    /// tag, keys, properties, body). Offsets are assigned in log order, so those messages are a
+    /// prefix of the queue, and two replicas that applied at least that far must give the same
+    /// digest (invariant 2). Returns the number of messages and the digest.
+    pub async fn queue_digest(&self, group: GroupId, queue: u32, up_to_log_index: u64) -> Result<(u64, [u8; 32]), HostError> {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        let mut count = 0u64;
+        'pages: loop {
+            let page = self.read_queue(group, queue, count, READ_MESSAGES_MAX).await?;
+            if page.is_empty() {
+                break;
+            }
+            for m in page {
+                if m.log_index > up_to_log_index {
+                    break 'pages;
+                }
+                let bytes = bincode::serialize(&m.message).map_err(|e| HostError::LogRead {
+                    group,
+                    log_index: m.log_index,
+                    reason: e.to_string(),
+                })?;
+                hasher.update(m.offset.to_be_bytes());
+                hasher.update((bytes.len() as u64).to_be_bytes());
+                hasher.update(&bytes);
+                count += 1;
+            }
+        }
+        Ok((count, hasher.finalize().into()))
+    }
+
+    /// Stops every queue group and the transport, then flushes the store. Stop the metadata
+    /// group, if one is open, first.
+    pub async fn shutdown(&self) -> Result<(), HostError> {
         let groups: Vec<_> = self.queue_groups.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
         for (group, raft) in groups {
             self.registry.remove(group);
@@ -247,12 +318,14 @@ impl GroupHost {
                 tracing::warn!(group, error = %e, "group did not shut down cleanly");
             }
         }
-        let _ = self.stop_server.send(());
-        // In-flight requests finish first; past the bound the server is cut off.
-        let mut server = self.server;
-        if tokio::time::timeout(SERVER_STOP_WAIT, &mut server).await.is_err() {
-            tracing::warn!(broker = self.id, "raft transport did not stop within {SERVER_STOP_WAIT:?}; cutting it off");
-            server.abort();
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((stop_server, mut server)) = server {
+            let _ = stop_server.send(());
+            // In-flight requests finish first; past the bound the server is cut off.
+            if tokio::time::timeout(SERVER_STOP_WAIT, &mut server).await.is_err() {
+                tracing::warn!(broker = self.id, "raft transport did not stop within {SERVER_STOP_WAIT:?}; cutting it off");
+                server.abort();
+            }
         }
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.flush()).await.map_err(|e| HostError::Task(e.to_string()))??;

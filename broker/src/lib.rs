@@ -14,6 +14,8 @@
 
 pub mod edge;
 pub mod host;
+pub mod meta;
 pub mod queue;
 pub mod raft;
+pub mod server;
 pub mod store;

@@ -4,3 +4,5 @@
 //!   a precise error naming the field.
 
 pub mod validate;
+
+pub use validate::{InvalidArgument, Limits, MessageParts, check_message, check_message_count, check_name};

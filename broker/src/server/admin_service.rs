@@ -1,0 +1,322 @@
+//! `raftmq.v1.AdminService`: topics and the state of the cluster's Raft groups.
+//!
+//! Topic reads are linearizable reads of the metadata group. Group state comes from each
+//! broker's own view (`PeerService.LocalStatus`), gathered in parallel with a short deadline: a
+//! broker that does not answer is reported not alive rather than holding the reply up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use controller::{ClusterMap, MessageType, MetaCommand, MetaReply, TopicRecord};
+use proto::raftmq::v1::admin_service_server::AdminService;
+use proto::raftmq::v1::{
+    BrokerInfo, ClusterStatusReply, ClusterStatusRequest, CreateTopicReply, CreateTopicRequest, DescribeTopicReply, DescribeTopicRequest,
+    GroupChecksumReply, GroupChecksumRequest, GroupDigestRequest, GroupStatus, ListTopicsReply, ListTopicsRequest, LocalGroupStatus,
+    LocalStatusReply, QueueInfo, ReplicaChecksum, ReplicaRole, ReplicaStatus, Status, Topic,
+};
+use tonic::{Request, Response};
+
+use super::{Core, status};
+use crate::edge;
+use crate::raft::BrokerId;
+
+/// Deadline of one broker's status answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a create waits for its groups to be initialized before answering.
+const CREATE_READY_WAIT: Duration = Duration::from_secs(10);
+/// Topics per page when the request leaves it at 0, and the most per page.
+const TOPICS_PAGE_DEFAULT: usize = 100;
+const TOPICS_PAGE_MAX: usize = 1000;
+/// How long each replica may take to apply up to the checksum's index.
+const DIGEST_WAIT_MS: u32 = 10_000;
+
+pub(crate) struct AdminSvc {
+    core: Arc<Core>,
+}
+
+impl AdminSvc {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+fn message_type_from_wire(t: i32) -> Option<MessageType> {
+    use proto::raftmq::v1::MessageType as W;
+    match W::try_from(t).ok()? {
+        W::Unspecified | W::Normal => Some(MessageType::Normal),
+        W::Fifo => Some(MessageType::Fifo),
+        W::Delay => Some(MessageType::Delay),
+        W::Transaction => Some(MessageType::Transaction),
+    }
+}
+
+fn message_type_to_wire(t: MessageType) -> i32 {
+    use proto::raftmq::v1::MessageType as W;
+    (match t {
+        MessageType::Normal => W::Normal,
+        MessageType::Fifo => W::Fifo,
+        MessageType::Delay => W::Delay,
+        MessageType::Transaction => W::Transaction,
+    }) as i32
+}
+
+fn topic_to_wire(t: &TopicRecord) -> Topic {
+    Topic {
+        name: t.name.clone(),
+        queue_count: t.queue_count,
+        replication_factor: t.replication_factor,
+        message_type: message_type_to_wire(t.message_type),
+    }
+}
+
+impl Core {
+    /// Every listed broker's own status of `groups` (all of its groups when empty), by broker;
+    /// brokers that did not answer within [`STATUS_TIMEOUT`] are absent.
+    async fn gather_status(&self, map: &ClusterMap, brokers: &BTreeSet<BrokerId>, groups: &[u64]) -> BTreeMap<BrokerId, LocalStatusReply> {
+        let calls = brokers.iter().filter_map(|b| map.brokers.get(b)).map(|b| async move {
+            let reply = self.forward.local_status(&b.peer_addr, groups.to_vec(), STATUS_TIMEOUT).await;
+            (b.id, reply)
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|(id, r)| match r {
+                Ok(reply) => Some((id, reply)),
+                Err(e) => {
+                    tracing::debug!(broker = id, error = %e, "no status from broker");
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+/// One group's status merged from its replicas' own views: the leader's report with the
+/// highest term wins; each replica's applied index is its own.
+fn merge_group(group: u64, reports: &[(BrokerId, &LocalGroupStatus)]) -> GroupStatus {
+    let leader = reports.iter().filter(|(_, s)| s.role == ReplicaRole::Leader as i32).max_by_key(|(_, s)| s.term);
+    let mut out = GroupStatus { group_id: group, ..Default::default() };
+    if let Some((id, s)) = leader {
+        out.leader_broker_id = *id;
+        out.term = s.term;
+        out.commit_index = s.commit_index;
+        out.applied_index = s.applied_index;
+        out.replicas = s.replicas.clone();
+    } else if let Some((_, s)) = reports.iter().max_by_key(|(_, s)| s.term) {
+        out.term = s.term;
+        out.leader_broker_id = s.leader_broker_id;
+    }
+    for (id, s) in reports {
+        match out.replicas.iter_mut().find(|r| r.broker_id == *id) {
+            Some(r) => r.applied_index = s.applied_index,
+            None => out.replicas.push(ReplicaStatus {
+                broker_id: *id,
+                role: s.role,
+                matched_index: s.last_log_index,
+                applied_index: s.applied_index,
+                lag: 0,
+            }),
+        }
+    }
+    out.replicas.sort_by_key(|r| r.broker_id);
+    out
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminSvc {
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<CreateTopicReply>, tonic::Status> {
+        let refuse = |status: Status| Ok(Response::new(CreateTopicReply { status: Some(status), topic: None }));
+        let core = &self.core;
+        let Some(topic) = request.into_inner().topic else {
+            return refuse(status::invalid("topic", "missing"));
+        };
+        if let Err(e) = edge::check_name("topic.name", &topic.name, &core.options.limits) {
+            return refuse(e.into());
+        }
+        let Some(message_type) = message_type_from_wire(topic.message_type) else {
+            return refuse(status::invalid("topic.message_type", format!("unknown message type {}", topic.message_type)));
+        };
+        let map = match core.read_meta().await {
+            Ok(m) => m,
+            Err(e) => return refuse(status::unavailable(e.to_string())),
+        };
+        let defaults = core.options.topic_defaults;
+        let queue_count = if topic.queue_count == 0 { defaults.queue_count } else { topic.queue_count };
+        // The default replication factor shrinks to the cluster: a one-broker dev cluster can
+        // create topics without saying so. An explicit factor is never shrunk.
+        let brokers = u32::try_from(map.brokers.len()).unwrap_or(u32::MAX);
+        let replication_factor =
+            if topic.replication_factor == 0 { defaults.replication_factor.min(brokers.max(1)) } else { topic.replication_factor };
+        let cmd = MetaCommand::CreateTopic { name: topic.name.clone(), queue_count, replication_factor, message_type };
+        let created = match core.propose_meta(cmd).await {
+            Ok(MetaReply::TopicCreated(t)) => t,
+            Ok(MetaReply::TopicExists(t)) => {
+                return Ok(Response::new(CreateTopicReply {
+                    status: Some(status::already_exists(format!("topic {:?} exists", t.name))),
+                    topic: Some(topic_to_wire(&t)),
+                }));
+            }
+            Ok(MetaReply::Rejected { reason }) => return refuse(status::invalid("topic", reason)),
+            Ok(other) => return refuse(status::internal(format!("unexpected reply {other:?}"))),
+            Err(e) => return refuse(status::unavailable(e.to_string())),
+        };
+        // Answer once every group of the topic is initialized, so the first send finds a group
+        // electing its leader rather than one that does not exist yet.
+        let mut watch = core.map.clone();
+        let ready = tokio::time::timeout(
+            CREATE_READY_WAIT,
+            watch.wait_for(|m| created.groups.iter().all(|g| m.groups.get(g).is_some_and(|g| g.bootstrapped))),
+        )
+        .await;
+        if !matches!(ready, Ok(Ok(_))) {
+            tracing::warn!(topic = %created.name, "topic created; its groups were not all initialized within {CREATE_READY_WAIT:?}");
+        }
+        Ok(Response::new(CreateTopicReply { status: Some(status::ok()), topic: Some(topic_to_wire(&created)) }))
+    }
+
+    async fn list_topics(&self, request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsReply>, tonic::Status> {
+        let req = request.into_inner();
+        let map = match self.core.read_meta().await {
+            Ok(m) => m,
+            Err(e) => return Ok(Response::new(ListTopicsReply { status: Some(status::unavailable(e.to_string())), ..Default::default() })),
+        };
+        let page = match req.page_size as usize {
+            0 => TOPICS_PAGE_DEFAULT,
+            n => n.min(TOPICS_PAGE_MAX),
+        };
+        let after = req.page_token;
+        let topics: Vec<Topic> = map
+            .topics
+            .range::<String, _>((std::ops::Bound::Excluded(&after), std::ops::Bound::Unbounded))
+            .take(page)
+            .map(|(_, t)| topic_to_wire(t))
+            .collect();
+        let next_page_token = match topics.last() {
+            Some(last)
+                if map.topics.range::<String, _>((std::ops::Bound::Excluded(&last.name), std::ops::Bound::Unbounded)).next().is_some() =>
+            {
+                last.name.clone()
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(ListTopicsReply { status: Some(status::ok()), topics, next_page_token }))
+    }
+
+    async fn describe_topic(&self, request: Request<DescribeTopicRequest>) -> Result<Response<DescribeTopicReply>, tonic::Status> {
+        let refuse = |status: Status| Ok(Response::new(DescribeTopicReply { status: Some(status), ..Default::default() }));
+        let core = &self.core;
+        let name = request.into_inner().name;
+        if let Err(e) = edge::check_name("name", &name, &core.options.limits) {
+            return refuse(e.into());
+        }
+        let map = match core.read_meta().await {
+            Ok(m) => m,
+            Err(e) => return refuse(status::unavailable(e.to_string())),
+        };
+        let Some(topic) = map.topics.get(&name) else {
+            return refuse(status::not_found(format!("topic {name:?} does not exist")));
+        };
+        let records: Vec<_> = topic.groups.iter().filter_map(|g| map.groups.get(g)).collect();
+        let brokers: BTreeSet<BrokerId> = records.iter().flat_map(|g| g.replicas.iter().copied()).collect();
+        let reports = core.gather_status(&map, &brokers, &topic.groups).await;
+        let queues = records
+            .iter()
+            .map(|g| {
+                let views: Vec<(BrokerId, &LocalGroupStatus)> =
+                    reports.iter().flat_map(|(b, r)| r.groups.iter().filter(|s| s.group_id == g.id).map(move |s| (*b, s))).collect();
+                let merged = merge_group(g.id, &views);
+                let leader_view = views.iter().find(|(b, _)| *b == merged.leader_broker_id);
+                let end_offset = leader_view
+                    .or_else(|| views.iter().max_by_key(|(_, s)| s.applied_index))
+                    .and_then(|(_, s)| s.queue_end_offsets.get(&g.queue).copied())
+                    .unwrap_or(0);
+                QueueInfo {
+                    queue_id: g.queue,
+                    group_id: g.id,
+                    leader_broker_id: merged.leader_broker_id,
+                    replica_broker_ids: g.replicas.clone(),
+                    end_offset,
+                }
+            })
+            .collect();
+        Ok(Response::new(DescribeTopicReply { status: Some(status::ok()), topic: Some(topic_to_wire(topic)), queues }))
+    }
+
+    async fn cluster_status(&self, _request: Request<ClusterStatusRequest>) -> Result<Response<ClusterStatusReply>, tonic::Status> {
+        let core = &self.core;
+        let map = match core.read_meta().await {
+            Ok(m) => m,
+            Err(e) => {
+                return Ok(Response::new(ClusterStatusReply { status: Some(status::unavailable(e.to_string())), ..Default::default() }));
+            }
+        };
+        let all: BTreeSet<BrokerId> = map.brokers.keys().copied().collect();
+        let reports = core.gather_status(&map, &all, &[]).await;
+        let brokers = map
+            .brokers
+            .values()
+            .map(|b| BrokerInfo {
+                broker_id: b.id,
+                endpoint: b.client_addr.clone(),
+                alive: reports.contains_key(&b.id),
+                labels: b.labels.clone().into_iter().collect(),
+            })
+            .collect();
+        let mut by_group: BTreeMap<u64, Vec<(BrokerId, &LocalGroupStatus)>> = BTreeMap::new();
+        for (b, r) in &reports {
+            for s in &r.groups {
+                by_group.entry(s.group_id).or_default().push((*b, s));
+            }
+        }
+        let groups = by_group.iter().map(|(g, views)| merge_group(*g, views)).collect();
+        Ok(Response::new(ClusterStatusReply { status: Some(status::ok()), brokers, groups }))
+    }
+
+    #[tracing::instrument(level = "info", skip_all, fields(group = request.get_ref().group_id))]
+    async fn group_checksum(&self, request: Request<GroupChecksumRequest>) -> Result<Response<GroupChecksumReply>, tonic::Status> {
+        let refuse = |status: Status| Ok(Response::new(GroupChecksumReply { status: Some(status), ..Default::default() }));
+        let core = &self.core;
+        let req = request.into_inner();
+        let map = match core.read_meta().await {
+            Ok(m) => m,
+            Err(e) => return refuse(status::unavailable(e.to_string())),
+        };
+        let Some(group) = map.groups.get(&req.group_id) else {
+            return refuse(status::not_found(format!("group {} does not exist", req.group_id)));
+        };
+        let replicas: BTreeSet<BrokerId> = group.replicas.iter().copied().collect();
+        let mut index = req.applied_index;
+        if index == 0 {
+            // The highest index every answering replica has applied.
+            let reports = core.gather_status(&map, &replicas, &[group.id]).await;
+            index = reports
+                .values()
+                .flat_map(|r| r.groups.iter().filter(|s| s.group_id == group.id))
+                .map(|s| s.applied_index)
+                .min()
+                .unwrap_or(0);
+        }
+        let calls = group.replicas.iter().map(|&b| {
+            let addr = map.brokers.get(&b).map(|r| r.peer_addr.clone());
+            async move {
+                let result = match addr {
+                    Some(addr) => core
+                        .forward
+                        .group_digest(&addr, GroupDigestRequest { group_id: req.group_id, applied_index: index, wait_ms: DIGEST_WAIT_MS })
+                        .await
+                        .map_err(|e| status::unavailable(e.to_string())),
+                    None => Err(status::internal(format!("broker {b} is not registered"))),
+                };
+                match result {
+                    Ok(r) if status::is_ok(&r.status) => ReplicaChecksum { broker_id: b, digest: r.digest, error: None },
+                    Ok(r) => ReplicaChecksum { broker_id: b, digest: Default::default(), error: r.status },
+                    Err(s) => ReplicaChecksum { broker_id: b, digest: Default::default(), error: Some(s) },
+                }
+            }
+        });
+        let replicas = futures::future::join_all(calls).await;
+        Ok(Response::new(GroupChecksumReply { status: Some(status::ok()), applied_index: index, replicas }))
+    }
+}

@@ -1,0 +1,384 @@
+//! A whole broker process: the group host, its replica of the metadata group, the client
+//! services (`QueueService`, `AdminService`) and the peer service, and the background work that
+//! keeps it in step with the cluster map.
+//!
+//! Start-up, in order: the host recovers the log and the store and serves the peer port; the
+//! metadata group and every queue group found on disk are reopened; the lowest-id controller
+//! initializes the metadata group if it never was; the broker registers itself (through the
+//! metadata leader); then [`reconcile`] opens the groups the map places here and initializes
+//! those whose first replica this broker is.
+
+mod admin_service;
+mod forward;
+mod peer_service;
+mod queue_service;
+mod reconcile;
+mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use controller::{ClusterMap, MetaCommand, MetaReply, MetaStateMachine};
+use openraft::ServerState;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::type_config::async_runtime::watch::WatchReceiver;
+use proto::raftmq::v1::admin_service_server::AdminServiceServer;
+use proto::raftmq::v1::peer_service_server::PeerServiceServer;
+use proto::raftmq::v1::queue_service_server::QueueServiceServer;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::edge::Limits;
+use crate::host::{GroupHost, HostError, HostOptions, QueueRaft};
+use crate::meta::{MetaGroupConfig, MetaRaft};
+use crate::queue::{SendBatchLimits, SendBatcher};
+use crate::raft::{BrokerId, BrokerNode, GroupId};
+
+pub use forward::ForwardClients;
+
+/// How long `shutdown` waits for the client server's in-flight requests.
+const SERVER_STOP_WAIT: Duration = Duration::from_secs(5);
+/// Deadline of one metadata proposal or read, retries included.
+const META_CALL_DEADLINE: Duration = Duration::from_secs(10);
+/// Most attempts of one metadata call (each a different leader guess, or a wait for one).
+const META_CALL_ATTEMPTS_MAX: usize = 20;
+
+/// Topic settings a create request leaves at zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicDefaults {
+    /// Default 4.
+    pub queue_count: u32,
+    /// Default 3 (or fewer, when fewer brokers are registered).
+    pub replication_factor: u32,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        Self { queue_count: 4, replication_factor: 3 }
+    }
+}
+
+/// Everything a broker is configured with; `raftmq broker --config` fills it from TOML.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// Id, data directory, peer (Raft transport) listener, Raft timing, log and store options.
+    pub host: HostOptions,
+    /// Where the client services listen; port 0 picks a free one.
+    pub client_listen: SocketAddr,
+    /// What clients and peers are told the client endpoint is; default: the bound address.
+    pub client_advertise: Option<String>,
+    /// What peers are told the peer endpoint is; default: the bound address.
+    pub peer_advertise: Option<String>,
+    /// The metadata group's voters, `(id, peer address)`; empty means this broker alone.
+    pub controllers: Vec<(BrokerId, String)>,
+    pub labels: BTreeMap<String, String>,
+    pub limits: Limits,
+    /// The longest a `Fetch` long-polls. Default 30 s.
+    pub fetch_wait_max: Duration,
+    /// Concurrent requests (HTTP/2 streams) per client connection. Default 1,024.
+    pub streams_per_connection_max: u32,
+    pub send: SendBatchLimits,
+    pub topic_defaults: TopicDefaults,
+}
+
+impl BrokerOptions {
+    pub fn new(host: HostOptions) -> Self {
+        Self {
+            host,
+            client_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            client_advertise: None,
+            peer_advertise: None,
+            controllers: Vec::new(),
+            labels: BTreeMap::new(),
+            limits: Limits::default(),
+            fetch_wait_max: Duration::from_secs(30),
+            streams_per_connection_max: 1024,
+            send: SendBatchLimits::default(),
+            topic_defaults: TopicDefaults::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("metadata state machine: {0}")]
+    Meta(#[from] controller::MetaError),
+    #[error("client listener on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("invalid options: {0}")]
+    Options(String),
+}
+
+/// Why a metadata call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MetaCallError {
+    /// No leader answered within the deadline.
+    #[error("metadata group unavailable: {0}")]
+    Unavailable(String),
+    /// The proposal may or may not have been applied (leadership changed while it was in
+    /// flight). Every metadata command is safe to retry: registering and marking are
+    /// idempotent, and a retried create finds the topic.
+    #[error("metadata outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// The state every service of one broker shares.
+pub(crate) struct Core {
+    id: BrokerId,
+    options: BrokerOptions,
+    host: GroupHost,
+    meta: MetaRaft,
+    map: watch::Receiver<Arc<ClusterMap>>,
+    /// The send path of each queue group open here (the batcher refuses when not leader).
+    batchers: Mutex<HashMap<GroupId, SendBatcher>>,
+    client_addr: String,
+    peer_addr: String,
+    forward: ForwardClients,
+    stop: watch::Receiver<bool>,
+}
+
+impl Core {
+    fn controllers(&self) -> Vec<(BrokerId, String)> {
+        if self.options.controllers.is_empty() { vec![(self.id, self.peer_addr.clone())] } else { self.options.controllers.clone() }
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// The cluster map as this broker's replica of the metadata group last applied it.
+    pub(crate) fn local_map(&self) -> Arc<ClusterMap> {
+        self.map.borrow().clone()
+    }
+
+    pub(crate) fn group(&self, group: GroupId) -> Option<QueueRaft> {
+        self.host.group(group)
+    }
+
+    pub(crate) fn batcher(&self, group: GroupId) -> Option<SendBatcher> {
+        self.batchers.lock().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+    }
+
+    /// Opens `group` here (if not yet) with its send path.
+    pub(crate) async fn open_group(&self, group: GroupId) -> Result<QueueRaft, HostError> {
+        let raft = self.host.open_group(group).await?;
+        let mut batchers = self.batchers.lock().unwrap_or_else(|p| p.into_inner());
+        batchers.entry(group).or_insert_with(|| SendBatcher::start(raft.clone(), self.options.send));
+        Ok(raft)
+    }
+
+    /// The client endpoint of `broker`, from the map.
+    pub(crate) fn client_endpoint(&self, broker: BrokerId) -> Option<String> {
+        self.local_map().brokers.get(&broker).map(|b| b.client_addr.clone())
+    }
+
+    /// Who leads the metadata group as this replica knows it, and its peer address.
+    fn meta_leader(&self) -> Option<(BrokerId, String)> {
+        let m = self.meta.metrics().borrow_watched().clone();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader).cloned();
+        let addr = node.map(|n| n.raft_addr).or_else(|| self.controllers().into_iter().find(|(id, _)| *id == leader).map(|(_, a)| a))?;
+        Some((leader, addr))
+    }
+
+    fn meta_is_leader(&self) -> bool {
+        let m = self.meta.metrics().borrow_watched().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Proposes `cmd` to the metadata group: locally when this replica leads it, else at the
+    /// leader through its peer service, following leader hints, within [`META_CALL_DEADLINE`].
+    pub(crate) async fn propose_meta(&self, cmd: MetaCommand) -> Result<MetaReply, MetaCallError> {
+        let deadline = tokio::time::Instant::now() + META_CALL_DEADLINE;
+        let controllers = self.controllers();
+        let mut hint: Option<(BrokerId, String)> = None;
+        let mut last_error = String::from("no attempt made");
+        for attempt in 0..META_CALL_ATTEMPTS_MAX {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            if self.meta_is_leader() {
+                match self.meta.client_write(cmd.clone()).await {
+                    Ok(resp) => return Ok(resp.response().clone()),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                        last_error = format!("local replica refused: {f}");
+                        hint = f.leader_id.filter(|&l| l != self.id).zip(f.leader_node.map(|n| n.raft_addr));
+                    }
+                    Err(e) => return Err(MetaCallError::Unknown(e.to_string())),
+                }
+            } else {
+                let target = hint.take().or_else(|| self.meta_leader()).or_else(|| controllers.get(attempt % controllers.len()).cloned());
+                if let Some((id, addr)) = target.filter(|(id, _)| *id != self.id) {
+                    match self.forward.propose_meta(&addr, &cmd).await {
+                        Ok(reply) => return Ok(reply),
+                        Err(forward::PeerCallError::NotLeader(next)) => {
+                            last_error = format!("broker {id} is not the metadata leader");
+                            hint = next;
+                            continue;
+                        }
+                        Err(e) => last_error = format!("broker {id} at {addr}: {e}"),
+                    }
+                }
+            }
+            // No leader known, or it just changed: wait for the metadata group to settle.
+            let backoff = Duration::from_millis(20 << attempt.min(5));
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + backoff)).await;
+        }
+        Err(MetaCallError::Unavailable(last_error))
+    }
+
+    /// The cluster map as of a linearizable read on the metadata leader (invariant 6).
+    pub(crate) async fn read_meta(&self) -> Result<Arc<ClusterMap>, MetaCallError> {
+        let deadline = tokio::time::Instant::now() + META_CALL_DEADLINE;
+        let controllers = self.controllers();
+        let mut hint: Option<(BrokerId, String)> = None;
+        let mut last_error = String::from("no attempt made");
+        for attempt in 0..META_CALL_ATTEMPTS_MAX {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            if self.meta_is_leader() {
+                match self.meta.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await {
+                    Ok(read) => {
+                        // ensure_linearizable returns once this replica applied the read index,
+                        // so the map it publishes is at least that fresh.
+                        let _ = read;
+                        return Ok(self.local_map());
+                    }
+                    Err(e) => last_error = format!("linearizable read: {e}"),
+                }
+            } else {
+                let target = hint.take().or_else(|| self.meta_leader()).or_else(|| controllers.get(attempt % controllers.len()).cloned());
+                if let Some((id, addr)) = target.filter(|(id, _)| *id != self.id) {
+                    match self.forward.read_meta(&addr).await {
+                        Ok(map) => return Ok(Arc::new(map)),
+                        Err(forward::PeerCallError::NotLeader(next)) => {
+                            last_error = format!("broker {id} is not the metadata leader");
+                            hint = next;
+                            continue;
+                        }
+                        Err(e) => last_error = format!("broker {id} at {addr}: {e}"),
+                    }
+                }
+            }
+            let backoff = Duration::from_millis(20 << attempt.min(5));
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + backoff)).await;
+        }
+        Err(MetaCallError::Unavailable(last_error))
+    }
+}
+
+/// A running broker; see the module documentation.
+pub struct BrokerServer {
+    core: Arc<Core>,
+    client_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    client_server: tokio::task::JoinHandle<()>,
+}
+
+impl BrokerServer {
+    pub async fn start(options: BrokerOptions) -> Result<Self, BrokerError> {
+        let id = options.host.id;
+        if id == 0 {
+            return Err(BrokerError::Options("broker id 0 is reserved".into()));
+        }
+        // The peer service answers from `Core`, which needs the host that serves it: it is
+        // handed the core once built, and answers UNAVAILABLE until then.
+        let core_cell: Arc<OnceLock<Arc<Core>>> = Arc::new(OnceLock::new());
+        let peer_routes = tonic::service::Routes::new(PeerServiceServer::new(peer_service::PeerSvc::new(core_cell.clone())));
+        let meta_dir = options.host.data_dir.join("meta");
+        let host = GroupHost::start_with(options.host.clone(), Some(peer_routes)).await?;
+        let peer_addr = options.peer_advertise.clone().unwrap_or_else(|| host.node().raft_addr);
+        let meta_sm = MetaStateMachine::<MetaGroupConfig>::open(&meta_dir)?;
+        let map = meta_sm.subscribe();
+        let meta = host.open_meta_group(meta_sm).await?;
+
+        let incoming = TcpIncoming::bind(options.client_listen)
+            .map_err(|source| BrokerError::Listen { addr: options.client_listen, source })?
+            .with_nodelay(Some(true));
+        let client_addr = incoming.local_addr().map_err(|source| BrokerError::Listen { addr: options.client_listen, source })?;
+        let (stop, stop_rx) = watch::channel(false);
+        let core = Arc::new(Core {
+            id,
+            client_addr: options.client_advertise.clone().unwrap_or_else(|| client_addr.to_string()),
+            peer_addr,
+            forward: ForwardClients::new(host.peers().clone()),
+            options,
+            host,
+            meta,
+            map,
+            batchers: Mutex::new(HashMap::new()),
+            stop: stop_rx,
+        });
+        let _ = core_cell.set(core.clone());
+        for group in core.host.groups_on_disk() {
+            core.open_group(group).await?;
+        }
+        tracing::info!(broker = id, client = %core.client_addr, peer = %core.peer_addr, "broker started");
+
+        let tasks = vec![
+            tokio::spawn(reconcile::bootstrap_and_register(core.clone())),
+            tokio::spawn(reconcile::place_groups(core.clone())),
+            tokio::spawn(reconcile::meta_learners(core.clone())),
+        ];
+        let streams = core.options.streams_per_connection_max;
+        let queue = QueueServiceServer::new(queue_service::QueueSvc::new(core.clone()));
+        let admin = AdminServiceServer::new(admin_service::AdminSvc::new(core.clone()));
+        let mut stopped = core.stop.clone();
+        let client_server = tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let served = Server::builder()
+                .max_concurrent_streams(streams)
+                .add_service(queue)
+                .add_service(admin)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "client server stopped");
+            }
+        });
+        Ok(Self { core, client_addr, stop, tasks, client_server })
+    }
+
+    pub fn id(&self) -> BrokerId {
+        self.core.id
+    }
+
+    /// Where the client services listen.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// This broker as a Raft member (its peer address).
+    pub fn node(&self) -> BrokerNode {
+        BrokerNode { raft_addr: self.core.peer_addr.clone() }
+    }
+
+    /// Stops the client services, the background tasks, every group and the transport, then
+    /// flushes the store.
+    pub async fn shutdown(self) -> Result<(), BrokerError> {
+        let _ = self.stop.send(true);
+        let mut server = self.client_server;
+        if tokio::time::timeout(SERVER_STOP_WAIT, &mut server).await.is_err() {
+            tracing::warn!("client server did not stop within {SERVER_STOP_WAIT:?}; cutting it off");
+            server.abort();
+        }
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Err(e) = self.core.meta.shutdown().await {
+            tracing::warn!(error = %e, "metadata group did not shut down cleanly");
+        }
+        self.core.host.shutdown().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! `raftmq.v1.PeerService`: what other brokers ask of this one (see `peer.proto`).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use controller::{META_GROUP_ID, MetaCommand};
+use openraft::ServerState;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::raft::ReadPolicy;
+use openraft::type_config::async_runtime::watch::WatchReceiver;
+use proto::raftmq::v1::peer_service_server::PeerService;
+use proto::raftmq::v1::{
+    GroupDigestReply, GroupDigestRequest, LocalGroupStatus, LocalStatusReply, LocalStatusRequest, MetaReply, MetaRequest, ReplicaRole,
+    ReplicaStatus,
+};
+use tonic::{Request, Response};
+
+use super::{Core, status};
+use crate::raft::{BrokerId, codec};
+
+/// Longest a digest request waits for the replica to apply far enough.
+const DIGEST_WAIT_MAX: Duration = Duration::from_secs(30);
+
+pub(crate) struct PeerSvc {
+    core: Arc<OnceLock<Arc<Core>>>,
+}
+
+impl PeerSvc {
+    pub(crate) fn new(core: Arc<OnceLock<Arc<Core>>>) -> Self {
+        Self { core }
+    }
+
+    fn core(&self) -> Result<&Arc<Core>, proto::raftmq::v1::Status> {
+        self.core.get().ok_or_else(|| status::unavailable("broker is starting"))
+    }
+}
+
+/// NOT_LEADER for the metadata group, hinting its leader's peer address.
+fn meta_not_leader(core: &Core) -> proto::raftmq::v1::Status {
+    status::not_leader(core.meta_leader(), "not the metadata group's leader")
+}
+
+fn role(state: ServerState) -> ReplicaRole {
+    match state {
+        ServerState::Leader => ReplicaRole::Leader,
+        ServerState::Follower => ReplicaRole::Follower,
+        ServerState::Candidate => ReplicaRole::Candidate,
+        ServerState::Learner => ReplicaRole::Learner,
+        ServerState::Shutdown => ReplicaRole::Unspecified,
+    }
+}
+
+/// The status of one hosted group from its Raft metrics.
+fn group_status<C>(group: u64, m: &openraft::RaftMetrics<C>) -> LocalGroupStatus
+where
+    C: openraft::RaftTypeConfig<NodeId = BrokerId>,
+    C::Term: Into<u64> + Copy,
+{
+    let last = m.last_log_index.unwrap_or(0);
+    let replicas = m
+        .replication
+        .as_ref()
+        .map(|r| {
+            r.iter()
+                .map(|(id, matched)| {
+                    let matched_index = matched.as_ref().map_or(0, |l| l.index());
+                    let voter = m.membership_config.membership().voter_ids().any(|v| v == *id);
+                    let role = if *id == m.id {
+                        ReplicaRole::Leader
+                    } else if voter {
+                        ReplicaRole::Follower
+                    } else {
+                        ReplicaRole::Learner
+                    };
+                    ReplicaStatus {
+                        broker_id: *id,
+                        role: role as i32,
+                        matched_index,
+                        applied_index: 0,
+                        lag: last.saturating_sub(matched_index),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    LocalGroupStatus {
+        group_id: group,
+        role: role(m.state) as i32,
+        term: m.current_term.into(),
+        leader_broker_id: m.current_leader.unwrap_or(0),
+        last_log_index: last,
+        commit_index: m.local_committed.as_ref().map_or(0, |l| l.index()),
+        applied_index: m.last_applied.as_ref().map_or(0, |l| l.index()),
+        replicas,
+        queue_end_offsets: Default::default(),
+    }
+}
+
+#[tonic::async_trait]
+impl PeerService for PeerSvc {
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn propose_meta(&self, request: Request<MetaRequest>) -> Result<Response<MetaReply>, tonic::Status> {
+        let core = match self.core() {
+            Ok(c) => c,
+            Err(s) => return Ok(Response::new(MetaReply { status: Some(s), payload: Default::default() })),
+        };
+        let reply = |status, payload: Vec<u8>| Ok(Response::new(MetaReply { status: Some(status), payload: payload.into() }));
+        let cmd: MetaCommand = match codec::decode(&request.get_ref().payload) {
+            Ok(c) => c,
+            Err(e) => return reply(status::invalid("payload", e.to_string()), vec![]),
+        };
+        if !core.meta_is_leader() {
+            return reply(meta_not_leader(core), vec![]);
+        }
+        match core.meta.client_write(cmd).await {
+            Ok(resp) => match codec::encode(resp.response()) {
+                Ok(p) => reply(status::ok(), p),
+                Err(e) => reply(status::internal(e.to_string()), vec![]),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => reply(meta_not_leader(core), vec![]),
+            Err(e) => reply(status::unavailable(format!("outcome unknown: {e}")), vec![]),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn read_meta(&self, _request: Request<MetaRequest>) -> Result<Response<MetaReply>, tonic::Status> {
+        let reply = |status, payload: Vec<u8>| Ok(Response::new(MetaReply { status: Some(status), payload: payload.into() }));
+        let core = match self.core() {
+            Ok(c) => c,
+            Err(s) => return reply(s, vec![]),
+        };
+        if !core.meta_is_leader() {
+            return reply(meta_not_leader(core), vec![]);
+        }
+        if let Err(e) = core.meta.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            return reply(status::not_leader(core.meta_leader(), format!("linearizable read failed: {e}")), vec![]);
+        }
+        match codec::encode(&*core.local_map()) {
+            Ok(p) => reply(status::ok(), p),
+            Err(e) => reply(status::internal(e.to_string()), vec![]),
+        }
+    }
+
+    async fn local_status(&self, request: Request<LocalStatusRequest>) -> Result<Response<LocalStatusReply>, tonic::Status> {
+        let core = match self.core() {
+            Ok(c) => c,
+            Err(s) => return Ok(Response::new(LocalStatusReply { status: Some(s), ..Default::default() })),
+        };
+        let wanted = request.into_inner().group_ids;
+        let map = core.local_map();
+        let mut groups = Vec::new();
+        if wanted.is_empty() || wanted.contains(&META_GROUP_ID) {
+            groups.push(group_status(META_GROUP_ID, &core.meta.metrics().borrow_watched()));
+        }
+        for id in core.host.groups() {
+            if !wanted.is_empty() && !wanted.contains(&id) {
+                continue;
+            }
+            let Some(raft) = core.group(id) else { continue };
+            let mut s = group_status(id, &raft.metrics().borrow_watched());
+            if let Some(record) = map.groups.get(&id) {
+                match core.host.store().next_offset(id, record.queue) {
+                    Ok(end) => {
+                        s.queue_end_offsets.insert(record.queue, end);
+                    }
+                    Err(e) => tracing::warn!(group = id, error = %e, "reading a queue's end offset failed"),
+                }
+            }
+            groups.push(s);
+        }
+        Ok(Response::new(LocalStatusReply { status: Some(status::ok()), broker_id: core.id, groups }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(group = request.get_ref().group_id))]
+    async fn group_digest(&self, request: Request<GroupDigestRequest>) -> Result<Response<GroupDigestReply>, tonic::Status> {
+        let reply = |status| Ok(Response::new(GroupDigestReply { status: Some(status), ..Default::default() }));
+        let core = match self.core() {
+            Ok(c) => c,
+            Err(s) => return reply(s),
+        };
+        let req = request.into_inner();
+        let Some(raft) = core.group(req.group_id) else {
+            return reply(status::not_found(format!("group {} is not hosted on broker {}", req.group_id, core.id)));
+        };
+        let Some(queue) = core.local_map().groups.get(&req.group_id).map(|g| g.queue) else {
+            return reply(status::not_found(format!("group {} is not in broker {}'s cluster map", req.group_id, core.id)));
+        };
+        let applied = |m: &openraft::RaftMetrics<_>| m.last_applied.as_ref().map_or(0, |l| l.index());
+        let mut target = req.applied_index;
+        if target == 0 {
+            target = applied(&raft.metrics().borrow_watched());
+        }
+        let wait = Duration::from_millis(u64::from(req.wait_ms)).min(DIGEST_WAIT_MAX);
+        if raft.wait(Some(wait)).metrics(|m| applied(m) >= target, "applied up to the digest index").await.is_err() {
+            return reply(status::unavailable(format!(
+                "broker {} has not applied group {} up to index {target} within {wait:?}",
+                core.id, req.group_id
+            )));
+        }
+        match core.host.queue_digest(req.group_id, queue, target).await {
+            Ok((messages, digest)) => Ok(Response::new(GroupDigestReply {
+                status: Some(status::ok()),
+                applied_index: target,
+                digest: digest.to_vec().into(),
+                messages,
+            })),
+            Err(e) => reply(status::internal(e.to_string())),
+        }
+    }
+}

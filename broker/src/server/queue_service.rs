@@ -1,0 +1,418 @@
+//! `raftmq.v1.QueueService`: the native client API.
+//!
+//! - **Send** goes to the queue group's leader. A broker that does not lead the group forwards
+//!   the request once to the leader it knows (its own replica's view, else the group's preferred
+//!   leader); a forwarded request is never forwarded again, but answered NOT_LEADER with a hint.
+//! - **Fetch** is served by any replica: a replica applies only committed entries, so every
+//!   message it returns is committed; a broker without a replica forwards. Long polling waits
+//!   on the group's Raft metrics (they change when an entry is applied), bounded by the
+//!   configured maximum.
+//! - **CommitOffset** and **GetOffset** run on the leader; GetOffset first confirms leadership
+//!   with a read index, so it never answers from a stale replica (invariant 6).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use controller::{ClusterMap, GroupRecord};
+use openraft::ServerState;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::raft::ReadPolicy;
+use openraft::type_config::async_runtime::watch::WatchReceiver;
+use proto::raftmq::v1::queue_service_server::QueueService;
+use proto::raftmq::v1::send_request::Target;
+use proto::raftmq::v1::{
+    CommitOffsetReply, CommitOffsetRequest, FetchReply, FetchRequest, GetOffsetReply, GetOffsetRequest, Message, SendReply, SendRequest,
+    SendResult, Status, StoredMessage,
+};
+use tonic::{Request, Response};
+
+use super::forward::{FORWARD_TIMEOUT, FORWARDED_HEADER};
+use super::{Core, status};
+use crate::edge::{self, MessageParts};
+use crate::host::{QueueRaft, READ_MESSAGES_MAX};
+use crate::queue::{GroupCommand, GroupReply, NewMessage, SendError};
+use crate::raft::BrokerId;
+
+/// Messages per fetch when the request leaves it at 0.
+const FETCH_MESSAGES_DEFAULT: usize = 256;
+/// Bytes per fetch when the request leaves it at 0; also the most a request may ask for.
+const FETCH_BYTES_DEFAULT: usize = 16 << 20;
+const FETCH_BYTES_MAX: usize = 64 << 20;
+/// How long a new leader may take to confirm its lease before a write is answered NOT_LEADER.
+const LEADER_READY_WAIT: Duration = Duration::from_secs(2);
+
+pub(crate) struct QueueSvc {
+    core: Arc<Core>,
+    /// Start of this process (ms since the epoch) and a counter: with the broker id, a message
+    /// id unique in the cluster.
+    started_ms: u64,
+    next_id: AtomicU64,
+}
+
+impl QueueSvc {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Self { core, started_ms, next_id: AtomicU64::new(0) }
+    }
+
+    fn message_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{:04X}{:012X}{:012X}", self.core.id & 0xFFFF, self.started_ms & 0xFFFF_FFFF_FFFF, n)
+    }
+}
+
+/// Where a request for one group is served.
+enum Serve {
+    /// This broker leads the group, and its lease is confirmed.
+    Leader(QueueRaft),
+    /// Forward to this client endpoint.
+    Forward(String),
+    /// Answer with this status (a forwarded request whose target is not here, no leader known).
+    Refuse(Status),
+}
+
+fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_HEADER)
+}
+
+fn forward_request<T>(core: &Core, message: T) -> Request<T> {
+    let mut req = Request::new(message);
+    if let Ok(v) = core.id.to_string().parse() {
+        req.metadata_mut().insert(FORWARDED_HEADER, v);
+    }
+    req.set_timeout(FORWARD_TIMEOUT);
+    req
+}
+
+impl Core {
+    /// The group of `queue` in `topic`: from the local map, or after a linearizable read of the
+    /// metadata when the local copy does not have the topic yet (it was just created).
+    async fn route(&self, topic: &str, queue: Option<u32>, routing_key: Option<&str>) -> Result<GroupRecord, Status> {
+        let mut map: Arc<ClusterMap> = self.local_map();
+        if !map.topics.contains_key(topic) {
+            map = self.read_meta().await.map_err(|e| status::unavailable(e.to_string()))?;
+        }
+        let Some(t) = map.topics.get(topic) else {
+            return Err(status::not_found(format!("topic {topic:?} does not exist")));
+        };
+        let queue = match (queue, routing_key) {
+            (Some(q), _) if q < t.queue_count => q,
+            (Some(q), _) => {
+                return Err(status::invalid("queue_id", format!("queue {q} is out of range; topic {topic:?} has {}", t.queue_count)));
+            }
+            // A fixed hash, so a key maps to the same queue on every broker and every release.
+            (None, Some(key)) => crc32c::crc32c(key.as_bytes()) % t.queue_count.max(1),
+            (None, None) => return Err(status::invalid("target", "set queue_id or routing_key")),
+        };
+        map.route(topic, queue).cloned().ok_or_else(|| status::internal(format!("topic {topic:?} queue {queue} has no group in the map")))
+    }
+
+    fn endpoint_of(&self, broker: BrokerId) -> Option<(BrokerId, String)> {
+        self.client_endpoint(broker).map(|e| (broker, e))
+    }
+
+    /// Where a leader-only request for `group` goes (see [`Serve`]).
+    async fn leader_target(&self, group: &GroupRecord, forwarded: bool) -> Serve {
+        let Some(raft) = self.group(group.id) else {
+            let preferred = group.replicas.first().copied();
+            return match preferred.and_then(|b| self.endpoint_of(b)) {
+                Some((_, endpoint)) if !forwarded => Serve::Forward(endpoint),
+                hint => Serve::Refuse(status::not_leader(hint, format!("group {} has no replica on broker {}", group.id, self.id))),
+            };
+        };
+        let deadline = tokio::time::Instant::now() + LEADER_READY_WAIT;
+        let mut metrics = raft.metrics();
+        loop {
+            let (leader, ready) = {
+                let m = metrics.borrow_watched();
+                (m.current_leader, m.state == ServerState::Leader && m.last_quorum_acked.is_some())
+            };
+            match leader {
+                Some(l) if l == self.id && ready => return Serve::Leader(raft),
+                Some(l) if l != self.id => {
+                    let hint = self.endpoint_of(l);
+                    return match hint {
+                        Some((_, endpoint)) if !forwarded => Serve::Forward(endpoint),
+                        hint => Serve::Refuse(status::not_leader(hint, format!("broker {} does not lead group {}", self.id, group.id))),
+                    };
+                }
+                // No leader yet, or this replica was just elected and awaits its quorum's ack.
+                _ => {}
+            }
+            if !matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(()))) {
+                return Serve::Refuse(status::unavailable(format!("group {} has no leader ready within {LEADER_READY_WAIT:?}", group.id)));
+            }
+        }
+    }
+}
+
+fn new_message(m: &Message, message_id: String, queue: u32) -> NewMessage {
+    let mut properties: Vec<(String, String)> = m.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    // Sorted, so that every replica stores the same bytes whatever order the map arrived in.
+    properties.sort();
+    NewMessage { queue, message_id, tag: m.tag.clone(), keys: m.keys.clone(), properties, body: m.body.to_vec() }
+}
+
+fn send_error(e: SendError, core: &Core) -> Status {
+    match e {
+        SendError::Busy { .. } => status::busy(e.to_string()),
+        SendError::TooLarge { .. } => status::invalid("messages", e.to_string()),
+        SendError::NotLeader { leader } => status::not_leader(leader.and_then(|l| core.endpoint_of(l)), e.to_string()),
+        SendError::Unknown(_) => status::unavailable(e.to_string()),
+        SendError::Rejected(_) => status::internal(e.to_string()),
+    }
+}
+
+impl QueueSvc {
+    async fn send_inner(&self, request: Request<SendRequest>) -> SendReply {
+        let refuse = |status: Status| SendReply { status: Some(status), results: vec![] };
+        let core = &self.core;
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        let limits = &core.options.limits;
+        if let Err(e) = edge::check_name("topic", &req.topic, limits).and_then(|_| edge::check_message_count(req.messages.len(), limits)) {
+            return refuse(e.into());
+        }
+        for (i, m) in req.messages.iter().enumerate() {
+            let properties: Vec<(String, String)> = m.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let parts = MessageParts { body: &m.body, properties: &properties, tag: m.tag.as_deref(), keys: &m.keys };
+            if let Err(e) = edge::check_message(&format!("messages[{i}]"), &parts, limits) {
+                return refuse(e.into());
+            }
+        }
+        let (queue, key) = match &req.target {
+            Some(Target::QueueId(q)) => (Some(*q), None),
+            Some(Target::RoutingKey(k)) => (None, Some(k.as_str())),
+            None => (None, None),
+        };
+        let group = match core.route(&req.topic, queue, key).await {
+            Ok(g) => g,
+            Err(s) => return refuse(s),
+        };
+        match core.leader_target(&group, forwarded).await {
+            Serve::Refuse(s) => refuse(s),
+            Serve::Forward(endpoint) => {
+                let mut client = match core.forward.queue(&endpoint) {
+                    Ok(c) => c,
+                    Err(e) => return refuse(status::unavailable(e)),
+                };
+                match client.send(forward_request(core, req)).await {
+                    Ok(r) => r.into_inner(),
+                    // Sent to the leader and no answer: the messages may or may not be stored.
+                    Err(e) => refuse(status::unavailable(format!("forwarded to {endpoint}; outcome unknown: {e}"))),
+                }
+            }
+            Serve::Leader(_) => {
+                let Some(batcher) = core.batcher(group.id) else {
+                    return refuse(status::unavailable(format!("group {} is not open on broker {}", group.id, core.id)));
+                };
+                let messages: Vec<NewMessage> = req.messages.iter().map(|m| new_message(m, self.message_id(), group.queue)).collect();
+                let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
+                match batcher.send(messages).await {
+                    Ok(offsets) => SendReply {
+                        status: Some(status::ok()),
+                        results: ids
+                            .into_iter()
+                            .zip(offsets)
+                            .map(|(message_id, (queue_id, offset))| SendResult { message_id, queue_id, offset })
+                            .collect(),
+                    },
+                    Err(e) => refuse(send_error(e, core)),
+                }
+            }
+        }
+    }
+
+    async fn fetch_inner(&self, request: Request<FetchRequest>) -> FetchReply {
+        let refuse = |status: Status| FetchReply { status: Some(status), ..Default::default() };
+        let core = &self.core;
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        if let Err(e) = edge::check_name("topic", &req.topic, &core.options.limits) {
+            return refuse(e.into());
+        }
+        let group = match core.route(&req.topic, Some(req.queue_id), None).await {
+            Ok(g) => g,
+            Err(s) => return refuse(s),
+        };
+        let Some(raft) = core.group(group.id) else {
+            let preferred = group.replicas.first().and_then(|&b| core.endpoint_of(b));
+            return match preferred {
+                Some((_, endpoint)) if !forwarded => {
+                    let mut client = match core.forward.queue(&endpoint) {
+                        Ok(c) => c,
+                        Err(e) => return refuse(status::unavailable(e)),
+                    };
+                    let wait = Duration::from_millis(u64::from(req.wait_ms));
+                    let mut fwd = forward_request(core, req);
+                    fwd.set_timeout(FORWARD_TIMEOUT + wait);
+                    match client.fetch(fwd).await {
+                        Ok(r) => r.into_inner(),
+                        Err(e) => refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
+                    }
+                }
+                hint => refuse(status::not_leader(hint, format!("group {} has no replica on broker {}", group.id, core.id))),
+            };
+        };
+        let max_messages = match req.max_messages as usize {
+            0 => FETCH_MESSAGES_DEFAULT,
+            n => n.min(READ_MESSAGES_MAX),
+        };
+        let max_bytes = match req.max_bytes as usize {
+            0 => FETCH_BYTES_DEFAULT,
+            n => n.min(FETCH_BYTES_MAX),
+        };
+        let wait = Duration::from_millis(u64::from(req.wait_ms)).min(core.options.fetch_wait_max);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut metrics = raft.metrics();
+        loop {
+            let end = match core.host.store().next_offset(group.id, group.queue) {
+                Ok(e) => e,
+                Err(e) => return refuse(status::internal(e.to_string())),
+            };
+            if req.offset < end {
+                let read = match core.host.read_queue(group.id, group.queue, req.offset, max_messages).await {
+                    Ok(r) => r,
+                    Err(e) => return refuse(status::internal(e.to_string())),
+                };
+                let mut bytes = 0usize;
+                let mut messages = Vec::with_capacity(read.len());
+                for m in read {
+                    bytes += m.message.body.len();
+                    // The first message goes out even when larger than max_bytes, so a consumer
+                    // always makes progress.
+                    if !messages.is_empty() && bytes > max_bytes {
+                        break;
+                    }
+                    messages.push(stored_message(m));
+                }
+                let next_offset = messages.last().map_or(req.offset, |m: &StoredMessage| m.offset + 1);
+                return FetchReply { status: Some(status::ok()), messages, next_offset, end_offset: end };
+            }
+            let changed = matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(())));
+            if !changed || core.stopping() {
+                return FetchReply { status: Some(status::ok()), messages: vec![], next_offset: req.offset, end_offset: end };
+            }
+        }
+    }
+
+    async fn commit_offset_inner(&self, request: Request<CommitOffsetRequest>) -> CommitOffsetReply {
+        let refuse = |status: Status| CommitOffsetReply { status: Some(status), committed_offset: 0 };
+        let core = &self.core;
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        let limits = &core.options.limits;
+        if let Err(e) =
+            edge::check_name("consumer_group", &req.consumer_group, limits).and_then(|_| edge::check_name("topic", &req.topic, limits))
+        {
+            return refuse(e.into());
+        }
+        let group = match core.route(&req.topic, Some(req.queue_id), None).await {
+            Ok(g) => g,
+            Err(s) => return refuse(s),
+        };
+        match core.leader_target(&group, forwarded).await {
+            Serve::Refuse(s) => refuse(s),
+            Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
+                Ok(mut client) => match client.commit_offset(forward_request(core, req)).await {
+                    Ok(r) => r.into_inner(),
+                    Err(e) => refuse(status::unavailable(format!("forwarded to {endpoint}; outcome unknown: {e}"))),
+                },
+                Err(e) => refuse(status::unavailable(e)),
+            },
+            Serve::Leader(raft) => {
+                let cmd = GroupCommand::CommitOffset { consumer_group: req.consumer_group.clone(), queue: group.queue, offset: req.offset };
+                match raft.client_write(cmd).await {
+                    Ok(resp) => match resp.response() {
+                        GroupReply::OffsetCommitted => CommitOffsetReply { status: Some(status::ok()), committed_offset: req.offset },
+                        GroupReply::Rejected { reason } => refuse(status::invalid("offset", reason.clone())),
+                        other => refuse(status::internal(format!("unexpected reply {other:?}"))),
+                    },
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                        refuse(status::not_leader(f.leader_id.and_then(|l| core.endpoint_of(l)), f.to_string()))
+                    }
+                    Err(e) => refuse(status::unavailable(format!("outcome unknown: {e}"))),
+                }
+            }
+        }
+    }
+
+    async fn get_offset_inner(&self, request: Request<GetOffsetRequest>) -> GetOffsetReply {
+        let refuse = |status: Status| GetOffsetReply { status: Some(status), offset: None };
+        let core = &self.core;
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        let limits = &core.options.limits;
+        if let Err(e) =
+            edge::check_name("consumer_group", &req.consumer_group, limits).and_then(|_| edge::check_name("topic", &req.topic, limits))
+        {
+            return refuse(e.into());
+        }
+        let group = match core.route(&req.topic, Some(req.queue_id), None).await {
+            Ok(g) => g,
+            Err(s) => return refuse(s),
+        };
+        match core.leader_target(&group, forwarded).await {
+            Serve::Refuse(s) => refuse(s),
+            Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
+                Ok(mut client) => match client.get_offset(forward_request(core, req)).await {
+                    Ok(r) => r.into_inner(),
+                    Err(e) => refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
+                },
+                Err(e) => refuse(status::unavailable(e)),
+            },
+            Serve::Leader(raft) => {
+                // Confirms this replica still leads and has applied everything committed before
+                // the read began, so the answer is never stale.
+                if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    return refuse(status::not_leader(None, format!("linearizable read failed: {e}")));
+                }
+                match core.host.store().consumer_offset(group.id, &req.consumer_group, group.queue) {
+                    Ok(offset) => GetOffsetReply { status: Some(status::ok()), offset },
+                    Err(e) => refuse(status::internal(e.to_string())),
+                }
+            }
+        }
+    }
+}
+
+fn stored_message(m: crate::host::StoredMessage) -> StoredMessage {
+    let n = m.message;
+    StoredMessage {
+        offset: m.offset,
+        message_id: n.message_id,
+        store_time_ms: i64::try_from(m.store_time_ms).unwrap_or(i64::MAX),
+        message: Some(Message {
+            body: n.body.into(),
+            properties: n.properties.into_iter().collect(),
+            tag: n.tag,
+            keys: n.keys,
+            message_group: None,
+            sequence: 0,
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl QueueService for QueueSvc {
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, messages = request.get_ref().messages.len()))]
+    async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendReply>, tonic::Status> {
+        Ok(Response::new(self.send_inner(request).await))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, queue = request.get_ref().queue_id))]
+    async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<FetchReply>, tonic::Status> {
+        Ok(Response::new(self.fetch_inner(request).await))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, queue = request.get_ref().queue_id))]
+    async fn commit_offset(&self, request: Request<CommitOffsetRequest>) -> Result<Response<CommitOffsetReply>, tonic::Status> {
+        Ok(Response::new(self.commit_offset_inner(request).await))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, queue = request.get_ref().queue_id))]
+    async fn get_offset(&self, request: Request<GetOffsetRequest>) -> Result<Response<GetOffsetReply>, tonic::Status> {
+        Ok(Response::new(self.get_offset_inner(request).await))
+    }
+}

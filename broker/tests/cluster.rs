@@ -1,0 +1,221 @@
+//! Three brokers in one process over real gRPC and real disks: the metadata group, topic
+//! creation and placement, the client services and forwarding between brokers.
+
+mod common;
+
+use std::time::Duration;
+
+use broker::server::{BrokerOptions, BrokerServer};
+use proto::raftmq::v1::admin_service_client::AdminServiceClient;
+use proto::raftmq::v1::queue_service_client::QueueServiceClient;
+use proto::raftmq::v1::send_request::Target;
+use proto::raftmq::v1::status::Code;
+use proto::raftmq::v1::{
+    ClusterStatusRequest, CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest,
+    GroupChecksumRequest, Message, SendRequest, Status, Topic,
+};
+use tonic::transport::Channel;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn options(id: u64, dir: &std::path::Path, controllers: Vec<(u64, String)>) -> BrokerOptions {
+    let mut o = BrokerOptions::new(common::host_options(id, dir, "127.0.0.1:0".parse().unwrap()));
+    o.controllers = controllers;
+    o
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+fn code(s: &Option<Status>) -> Code {
+    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
+}
+
+fn message(body: String) -> Message {
+    Message { body: body.into_bytes().into(), ..Default::default() }
+}
+
+/// Polls `f` until it returns `Some`, failing the test at the deadline.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_brokers_create_send_fetch_commit_and_agree() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let b1 = BrokerServer::start(options(1, dirs[0].path(), vec![])).await.unwrap();
+    let controllers = vec![(1, b1.node().raft_addr)];
+    let b2 = BrokerServer::start(options(2, dirs[1].path(), controllers.clone())).await.unwrap();
+    let b3 = BrokerServer::start(options(3, dirs[2].path(), controllers)).await.unwrap();
+    let brokers = [&b1, &b2, &b3];
+
+    let mut admin = AdminServiceClient::new(connect(b2.client_addr()).await);
+    eventually("three registered brokers", || {
+        let mut admin = admin.clone();
+        async move {
+            let r = admin.cluster_status(ClusterStatusRequest {}).await.ok()?.into_inner();
+            (code(&r.status) == Code::Ok && r.brokers.len() == 3 && r.brokers.iter().all(|b| b.alive)).then_some(())
+        }
+    })
+    .await;
+
+    let topic = Topic { name: "orders".into(), queue_count: 2, replication_factor: 3, message_type: 0 };
+    let created = admin.create_topic(CreateTopicRequest { topic: Some(topic.clone()) }).await.unwrap().into_inner();
+    assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
+    let again = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.unwrap().into_inner();
+    assert_eq!(code(&again.status), Code::AlreadyExists);
+
+    // Sends through every broker, to both queues: leaders forward or serve, offsets are dense.
+    let mut sent: Vec<Vec<String>> = vec![vec![], vec![]];
+    for round in 0..10 {
+        for (i, b) in brokers.iter().enumerate() {
+            let queue = QueueServiceClient::new(connect(b.client_addr()).await);
+            for q in 0..2u32 {
+                let bodies: Vec<String> = (0..5).map(|k| format!("r{round}-b{i}-q{q}-{k}")).collect();
+                let req = SendRequest {
+                    topic: "orders".into(),
+                    target: Some(Target::QueueId(q)),
+                    messages: bodies.iter().cloned().map(message).collect(),
+                    producer_id: String::new(),
+                };
+                let reply = eventually("a send to be stored", || {
+                    let (mut queue, req) = (queue.clone(), req.clone());
+                    async move {
+                        let r = queue.send(req).await.ok()?.into_inner();
+                        match code(&r.status) {
+                            Code::Ok => Some(r),
+                            // A group may still be electing its first leader.
+                            Code::Unavailable | Code::NotLeader => None,
+                            other => panic!("send failed: {other:?} {:?}", r.status),
+                        }
+                    }
+                })
+                .await;
+                let offsets: Vec<u64> = reply.results.iter().map(|r| r.offset).collect();
+                let first = sent[q as usize].len() as u64;
+                assert_eq!(offsets, (first..first + 5).collect::<Vec<_>>(), "dense offsets on queue {q}");
+                assert!(reply.results.iter().all(|r| r.queue_id == q));
+                sent[q as usize].extend(bodies);
+            }
+        }
+    }
+
+    // Every replica serves the same committed messages; a broker forwards if it has none.
+    for b in brokers {
+        let queue = QueueServiceClient::new(connect(b.client_addr()).await);
+        for q in 0..2u32 {
+            let expected = sent[q as usize].clone();
+            let got = eventually("a replica to catch up", || {
+                let mut queue = queue.clone();
+                let expected = expected.clone();
+                async move {
+                    let r = queue
+                        .fetch(FetchRequest { topic: "orders".into(), queue_id: q, offset: 0, max_messages: 1000, ..Default::default() })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+                    (r.messages.len() == expected.len()).then_some(r)
+                }
+            })
+            .await;
+            let bodies: Vec<String> =
+                got.messages.iter().map(|m| String::from_utf8(m.message.as_ref().unwrap().body.to_vec()).unwrap()).collect();
+            assert_eq!(bodies, expected);
+            assert_eq!(got.messages.iter().map(|m| m.offset).collect::<Vec<_>>(), (0..expected.len() as u64).collect::<Vec<_>>());
+            assert_eq!(got.next_offset, expected.len() as u64);
+        }
+    }
+
+    // A long poll at the end returns empty once its wait is over.
+    let mut queue = QueueServiceClient::new(connect(b3.client_addr()).await);
+    let end = sent[0].len() as u64;
+    let idle = queue
+        .fetch(FetchRequest { topic: "orders".into(), queue_id: 0, offset: end, wait_ms: 200, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&idle.status), Code::Ok);
+    assert!(idle.messages.is_empty());
+    assert_eq!(idle.next_offset, end);
+
+    // Consumer offsets: linearizable, forward only.
+    let commit = |offset| CommitOffsetRequest { consumer_group: "billing".into(), topic: "orders".into(), queue_id: 1, offset };
+    let get = GetOffsetRequest { consumer_group: "billing".into(), topic: "orders".into(), queue_id: 1 };
+    assert_eq!(queue.get_offset(get.clone()).await.unwrap().into_inner().offset, None);
+    let c = queue.commit_offset(commit(7)).await.unwrap().into_inner();
+    assert_eq!(code(&c.status), Code::Ok, "{:?}", c.status);
+    for b in brokers {
+        let mut q = QueueServiceClient::new(connect(b.client_addr()).await);
+        assert_eq!(q.get_offset(get.clone()).await.unwrap().into_inner().offset, Some(7), "read through broker {}", b.id());
+    }
+    let back = queue.commit_offset(commit(3)).await.unwrap().into_inner();
+    assert_eq!(code(&back.status), Code::InvalidArgument);
+    assert_eq!(back.status.unwrap().field, "offset");
+
+    // Bad input is refused at the edge, naming the field.
+    let bad = queue
+        .send(SendRequest {
+            topic: "no such!".into(),
+            target: Some(Target::QueueId(0)),
+            messages: vec![message("x".into())],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&bad.status), Code::InvalidArgument);
+    assert_eq!(bad.status.unwrap().field, "topic");
+    let missing = queue
+        .send(SendRequest {
+            topic: "nope".into(),
+            target: Some(Target::QueueId(0)),
+            messages: vec![message("x".into())],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&missing.status), Code::NotFound);
+    let out_of_range = queue
+        .send(SendRequest {
+            topic: "orders".into(),
+            target: Some(Target::QueueId(2)),
+            messages: vec![message("x".into())],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out_of_range.status.unwrap().field, "queue_id");
+
+    // Every replica of every group holds the same messages.
+    let described = admin.describe_topic(DescribeTopicRequest { name: "orders".into() }).await.unwrap().into_inner();
+    assert_eq!(code(&described.status), Code::Ok);
+    assert_eq!(described.queues.len(), 2);
+    for q in &described.queues {
+        assert_eq!(q.replica_broker_ids.len(), 3);
+        assert_eq!(q.end_offset, sent[q.queue_id as usize].len() as u64);
+        let sum = admin.group_checksum(GroupChecksumRequest { group_id: q.group_id, applied_index: 0 }).await.unwrap().into_inner();
+        assert_eq!(code(&sum.status), Code::Ok);
+        assert_eq!(sum.replicas.len(), 3);
+        assert!(sum.replicas.iter().all(|r| r.error.is_none() && r.digest.len() == 32), "{:?}", sum.replicas);
+        assert!(sum.replicas.windows(2).all(|w| w[0].digest == w[1].digest), "replicas of group {} differ", q.group_id);
+    }
+
+    for b in [b3, b2, b1] {
+        b.shutdown().await.unwrap();
+    }
+}
