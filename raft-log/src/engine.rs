@@ -85,10 +85,88 @@ pub struct EngineStats {
     pub sync_rounds: AtomicU64,
     /// `fdatasync`s that sealed a full segment before the next one took records.
     pub seal_syncs: AtomicU64,
+    /// Time spent in the `fdatasync`s of group-commit rounds (not seals).
     pub sync_nanos_total: AtomicU64,
     pub appends_made_durable: AtomicU64,
     pub segments_created: AtomicU64,
     pub segments_deleted: AtomicU64,
+    /// Latency of every `fdatasync` of a group-commit round or a seal that succeeded.
+    pub fsync_latency: SyncLatencyHistogram,
+}
+
+impl EngineStats {
+    /// A copy of [`Self::fsync_latency`] as it is now.
+    pub fn fsync_latency(&self) -> SyncLatencySnapshot {
+        self.fsync_latency.snapshot()
+    }
+}
+
+/// Upper bounds, inclusive, of the finite buckets of [`SyncLatencyHistogram`], in nanoseconds:
+/// 50 µs to 1 s. A last bucket holds everything slower.
+pub const SYNC_LATENCY_BOUNDS_NANOS: [u64; 13] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+
+/// Buckets of [`SyncLatencyHistogram`]: one per bound and the unbounded one.
+pub const SYNC_LATENCY_BUCKETS: usize = SYNC_LATENCY_BOUNDS_NANOS.len() + 1;
+
+/// A latency histogram with fixed buckets, updated with relaxed atomics (no lock on the sync
+/// path). Readers see each counter exactly but not all of them at one instant: a snapshot taken
+/// while a sync is being recorded may count it in the buckets and not yet in the sum.
+#[derive(Debug, Default)]
+pub struct SyncLatencyHistogram {
+    /// Observations per bucket (not cumulative); see [`SYNC_LATENCY_BOUNDS_NANOS`].
+    buckets: [AtomicU64; SYNC_LATENCY_BUCKETS],
+    sum_nanos: AtomicU64,
+}
+
+impl SyncLatencyHistogram {
+    pub fn record(&self, elapsed: std::time::Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[sync_latency_bucket(nanos)].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> SyncLatencySnapshot {
+        SyncLatencySnapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum_nanos: self.sum_nanos.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The bucket of a latency: the first whose bound is at least `nanos`, else the last.
+fn sync_latency_bucket(nanos: u64) -> usize {
+    SYNC_LATENCY_BOUNDS_NANOS.partition_point(|&bound| bound < nanos)
+}
+
+/// What a [`SyncLatencyHistogram`] held when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncLatencySnapshot {
+    /// Observations per bucket, not cumulative: `buckets[i]` counts latencies in
+    /// `(SYNC_LATENCY_BOUNDS_NANOS[i - 1], SYNC_LATENCY_BOUNDS_NANOS[i]]`, the last one those
+    /// above every bound.
+    pub buckets: [u64; SYNC_LATENCY_BUCKETS],
+    pub sum_nanos: u64,
+}
+
+impl SyncLatencySnapshot {
+    /// Number of observations: the sum of the buckets, so the two always agree.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
 }
 
 struct ActiveSegment {
@@ -610,10 +688,12 @@ impl Shared {
     fn roll(&self, w: &mut WriterState) -> Result<(), LogError> {
         // The whole old segment must be durable before the new one receives a record: only the
         // newest segment may then have a torn tail, which is what recovery relies on.
+        let started = Instant::now();
         if let Err(e) = w.active.file.sync_data() {
             return Err(self.fail(format!("sync of segment {} before rolling: {e}", w.active.seq)));
         }
         self.stats.seal_syncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.fsync_latency.record(started.elapsed());
         w.durable = Position { segment: w.active.seq, offset: w.active.write_offset };
         let next = w.active.seq + 1;
         // Never wait for the preallocator: without a spare ready, the next segment is a new,
@@ -730,8 +810,10 @@ fn sync_round(shared: &Shared) -> Result<Position, LogError> {
     if let Err(e) = file.sync_data() {
         return Err(shared.fail(format!("fdatasync of segment {}: {e}", target.segment)));
     }
+    let elapsed = started.elapsed();
     shared.stats.sync_rounds.fetch_add(1, Ordering::Relaxed);
-    shared.stats.sync_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    shared.stats.sync_nanos_total.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    shared.stats.fsync_latency.record(elapsed);
     let mut w = lock(&shared.writer);
     if target > w.durable {
         w.durable = target;
@@ -1009,4 +1091,48 @@ fn replay(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn sync_latency_buckets_are_upper_inclusive() {
+        let cases = [
+            (0, 0),
+            (50_000, 0),
+            (50_001, 1),
+            (100_000, 1),
+            (999_999, 4),
+            (1_000_000, 4),
+            (2_500_001, 6),
+            (999_999_999, 12),
+            (1_000_000_000, 12),
+            (1_000_000_001, 13),
+            (u64::MAX, 13),
+        ];
+        for (nanos, bucket) in cases {
+            assert_eq!(sync_latency_bucket(nanos), bucket, "{nanos} ns");
+        }
+    }
+
+    #[test]
+    fn sync_latency_snapshot_counts_and_sums() {
+        let h = SyncLatencyHistogram::default();
+        for micros in [10, 50, 70, 3_000, 2_000_000] {
+            h.record(Duration::from_micros(micros));
+        }
+        let s = h.snapshot();
+        let mut expected = [0; SYNC_LATENCY_BUCKETS];
+        expected[0] = 2;
+        expected[1] = 1;
+        expected[6] = 1;
+        expected[13] = 1;
+        assert_eq!(s.buckets, expected);
+        assert_eq!(s.count(), 5);
+        assert_eq!(s.sum_nanos, 2_003_130_000);
+    }
 }

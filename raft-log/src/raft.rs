@@ -18,6 +18,13 @@ use serde::de::DeserializeOwned;
 
 use crate::{GroupLog, LogError};
 
+/// Bytes of entries one replication payload (`limited_get_log_entries`) carries at most, beyond
+/// its first entry. openraft bounds a payload only by count (`max_payload_entries`, 300 by
+/// default); 300 entries of 8 MiB would be one 2.4 GiB message held in memory on both ends.
+pub const PAYLOAD_BYTES_MAX: usize = 4 << 20;
+/// Entries read from the log at a time while filling a bounded payload.
+const PAYLOAD_READ_CHUNK: u64 = 16;
+
 /// openraft's `RaftLogStorage` and `RaftLogReader` for one group; clones share the group.
 pub struct RaftLogStore<C> {
     log: GroupLog,
@@ -78,6 +85,30 @@ where
         let (from, to) = index_range(&range);
         let stored = self.log.read(from, to)?;
         stored.iter().map(|e| decode(&e.payload)).collect()
+    }
+
+    /// The entries from `start`, up to `end` and [`PAYLOAD_BYTES_MAX`] of encoded entries
+    /// (always at least one when the range is not empty).
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<C::Entry>, io::Error> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut from = start;
+        while from < end && (out.is_empty() || bytes < PAYLOAD_BYTES_MAX) {
+            let to = end.min(from.saturating_add(PAYLOAD_READ_CHUNK));
+            let stored = self.log.read(from, to)?;
+            if stored.is_empty() {
+                break;
+            }
+            for e in &stored {
+                if !out.is_empty() && bytes + e.payload.len() > PAYLOAD_BYTES_MAX {
+                    return Ok(out);
+                }
+                bytes += e.payload.len();
+                out.push(decode(&e.payload)?);
+            }
+            from = from.saturating_add(stored.len() as u64);
+        }
+        Ok(out)
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
