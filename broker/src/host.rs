@@ -18,7 +18,7 @@ use openraft::storage::RaftLogReader;
 use controller::{META_GROUP_ID, MetaStateMachine};
 
 use crate::meta::{MetaGroupConfig, MetaRaft};
-use crate::queue::{GroupCommand, NewMessage, QueueGroupConfig, QueueStateMachine};
+use crate::queue::{CheckpointAge, GroupCommand, NewMessage, QueueGroupConfig, QueueStateMachine, RetentionPolicy, trim_candidate};
 use crate::raft::network::{GroupNetworkFactory, PeerChannels};
 use crate::raft::registry::GroupRegistry;
 use crate::raft::service::RaftTransportService;
@@ -241,56 +241,85 @@ impl GroupHost {
     /// Reads up to `max` (at most [`READ_MESSAGES_MAX`]) messages of `queue` in `group` from
     /// `from_offset` on, as applied here: the consume index gives each message's Raft entry and
     /// ordinal, and the body comes from that entry in the log (bodies are stored once, there).
-    /// An index that does not match its entry is an error, never a wrong message.
+    ///
+    /// Messages below the queue's start offset were trimmed (retention): a read from below it
+    /// starts at the start offset, so the first message returned has an offset above
+    /// `from_offset` and the caller learns where the queue now starts (when nothing is returned,
+    /// [`QueueStore::start_offset`] says it). A trim and log purge that overtake the read are
+    /// noticed (the entry is gone and the start offset moved past the message) and the read
+    /// starts again from the new start offset, at most a few times. An index that does not
+    /// match its entry is an error, never a wrong message.
     pub async fn read_queue(&self, group: GroupId, queue: u32, from_offset: u64, max: usize) -> Result<Vec<StoredMessage>, HostError> {
-        let index = self.store.index_range(group, queue, from_offset, max.min(READ_MESSAGES_MAX))?;
+        // Each retry follows a trim applied during the read; trims are rare (minutes apart),
+        // so a read overtaken this often means something is wrong.
+        const ATTEMPTS: usize = 4;
         let mut log = RaftLogStore::<QueueGroupConfig>::new(self.engine.group(group));
-        let mut out = Vec::with_capacity(index.len());
-        // Consecutive messages usually share an entry: read and decode each entry once.
-        let mut current: Option<(u64, Vec<NewMessage>)> = None;
-        for (offset, at) in index {
-            if current.as_ref().is_none_or(|(i, _)| *i != at.log_index) {
-                let bad = |reason: String| HostError::LogRead { group, log_index: at.log_index, reason };
-                let mut entries = log.try_get_log_entries(at.log_index..at.log_index + 1).await.map_err(|e| bad(e.to_string()))?;
-                let entry = entries.pop().ok_or_else(|| bad("not in the log (purged?)".into()))?;
-                let messages = match entry.payload {
-                    EntryPayload::Normal(GroupCommand::Send { messages, .. }) => messages,
-                    other => return Err(bad(format!("indexed message in a non-send entry: {other}"))),
-                };
-                current = Some((at.log_index, messages));
-            }
-            let messages = current.as_ref().map(|(_, m)| m.as_slice()).unwrap_or_default();
-            let message =
-                messages.get(at.position as usize).filter(|m| m.queue == queue && m.body.len() == at.size as usize).ok_or_else(|| {
-                    HostError::LogRead {
+        'attempts: for attempt in 1..=ATTEMPTS {
+            let from = from_offset.max(self.store.start_offset(group, queue)?);
+            let index = self.store.index_range(group, queue, from, max.min(READ_MESSAGES_MAX))?;
+            let mut out = Vec::with_capacity(index.len());
+            // Consecutive messages usually share an entry: read and decode each entry once.
+            let mut current: Option<(u64, Vec<NewMessage>)> = None;
+            for (offset, at) in index {
+                if current.as_ref().is_none_or(|(i, _)| *i != at.log_index) {
+                    let bad = |reason: String| HostError::LogRead { group, log_index: at.log_index, reason };
+                    let mut entries = log.try_get_log_entries(at.log_index..at.log_index + 1).await.map_err(|e| bad(e.to_string()))?;
+                    let Some(entry) = entries.pop() else {
+                        if attempt < ATTEMPTS && self.store.start_offset(group, queue)? > offset {
+                            continue 'attempts;
+                        }
+                        return Err(bad(format!("not in the log, and offset {offset} of queue {queue} is not trimmed")));
+                    };
+                    let messages = match entry.payload {
+                        EntryPayload::Normal(GroupCommand::Send { messages, .. }) => messages,
+                        other => return Err(bad(format!("indexed message in a non-send entry: {other}"))),
+                    };
+                    current = Some((at.log_index, messages));
+                }
+                let messages = current.as_ref().map(|(_, m)| m.as_slice()).unwrap_or_default();
+                let message = messages
+                    .get(at.position as usize)
+                    .filter(|m| m.queue == queue && m.body.len() == at.size as usize)
+                    .ok_or_else(|| HostError::LogRead {
                         group,
                         log_index: at.log_index,
                         reason: format!(
                             "index of queue {queue} offset {offset} names message {} of size {}, not in the entry",
                             at.position, at.size
                         ),
-                    }
-                })?;
-            out.push(StoredMessage { offset, log_index: at.log_index, store_time_ms: at.store_time_ms, message: message.clone() });
+                    })?;
+                out.push(StoredMessage { offset, log_index: at.log_index, store_time_ms: at.store_time_ms, message: message.clone() });
+            }
+            return Ok(out);
         }
-        Ok(out)
+        Err(HostError::Group { group, reason: format!("queue {queue}: reads overtaken by trims {ATTEMPTS} times") })
     }
 
-    /// SHA-256 over every message of `queue` in `group` stored by log entries up to
-    /// `up_to_log_index`, in offset order: each message's offset and its bincode encoding (id,
-    /// tag, keys, properties, body). Offsets are assigned in log order, so those messages are a
-    /// prefix of the queue, and two replicas that applied at least that far must give the same
-    /// digest (invariant 2). Returns the number of messages and the digest.
+    /// SHA-256 over the queue's start offset and every message of `queue` in `group` from it,
+    /// stored by log entries up to `up_to_log_index`, in offset order: each message's offset and
+    /// its bincode encoding (id, tag, keys, properties, body). Offsets are assigned in log order,
+    /// so those messages are a contiguous run of the queue, and two replicas that applied at
+    /// least that far and the same trims (so have the same start offset) must give the same
+    /// digest (invariant 2). Returns the number of messages and the digest. A trim applied while
+    /// digesting is an error (the run would have a hole): ask again.
     pub async fn queue_digest(&self, group: GroupId, queue: u32, up_to_log_index: u64) -> Result<(u64, [u8; 32]), HostError> {
         use sha2::Digest as _;
+        let start = self.store.start_offset(group, queue)?;
         let mut hasher = sha2::Sha256::new();
-        let mut count = 0u64;
+        hasher.update(start.to_be_bytes());
+        let mut next = start;
         'pages: loop {
-            let page = self.read_queue(group, queue, count, READ_MESSAGES_MAX).await?;
+            let page = self.read_queue(group, queue, next, READ_MESSAGES_MAX).await?;
             if page.is_empty() {
                 break;
             }
             for m in page {
+                if m.offset != next {
+                    return Err(HostError::Group {
+                        group,
+                        reason: format!("queue {queue} trimmed while digesting: offset {} after {next}, started at {start}", m.offset),
+                    });
+                }
                 if m.log_index > up_to_log_index {
                     break 'pages;
                 }
@@ -302,10 +331,45 @@ impl GroupHost {
                 hasher.update(m.offset.to_be_bytes());
                 hasher.update((bytes.len() as u64).to_be_bytes());
                 hasher.update(&bytes);
-                count += 1;
+                next += 1;
             }
         }
-        Ok((count, hasher.finalize().into()))
+        Ok((next - start, hasher.finalize().into()))
+    }
+
+    /// The checkpoint `group` should be trimmed at under `retention` at `now_ms` (see
+    /// [`crate::queue::trim_candidate`]), from what this replica applied: on the group's leader,
+    /// propose [`GroupCommand::Trim`] at it; each replica then builds its snapshot and purges its
+    /// log up to it once it applied the trim. `None`: nothing to trim (or the group has no
+    /// state here).
+    pub fn trim_candidate(&self, group: GroupId, now_ms: u64, retention: &RetentionPolicy) -> Result<Option<u64>, HostError> {
+        let Some(applied) = self.store.applied_index(group) else {
+            return Ok(None);
+        };
+        let trim_point = self.store.trim_point(group)?;
+        let mut ages = Vec::new();
+        // At most CHECKPOINTS_MAX + 1 checkpoints, each read and decoded once.
+        for log_index in self.store.checkpoint_indexes(group)? {
+            if trim_point.is_some_and(|t| log_index <= t) {
+                continue;
+            }
+            // Dropped since listed (a trim applied meanwhile): the next call sees the new state.
+            let Some(checkpoint) = self.store.checkpoint(group, log_index)? else {
+                continue;
+            };
+            let mut newest_message_ms = None;
+            for &(queue, next) in &checkpoint.next_offsets {
+                if next <= self.store.start_offset(group, queue)? {
+                    continue;
+                }
+                // The queue's last message up to the checkpoint; gone only if trimmed meanwhile.
+                if let Some(entry) = self.store.index_entry(group, queue, next - 1)? {
+                    newest_message_ms = newest_message_ms.max(Some(entry.store_time_ms));
+                }
+            }
+            ages.push(CheckpointAge { log_index, newest_message_ms });
+        }
+        Ok(trim_candidate(&ages, trim_point, applied, now_ms, retention))
     }
 
     /// Stops every queue group and the transport, then flushes the store. Stop the metadata
@@ -330,5 +394,10 @@ impl GroupHost {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.flush()).await.map_err(|e| HostError::Task(e.to_string()))??;
         Ok(())
+    }
+
+    /// The log engine's counters, shared by every group hosted here.
+    pub fn log_stats(&self) -> &raft_log::engine::EngineStats {
+        self.engine.stats()
     }
 }

@@ -15,6 +15,7 @@
 pub mod edge;
 pub mod host;
 pub mod meta;
+pub mod metrics;
 pub mod queue;
 pub mod raft;
 pub mod server;

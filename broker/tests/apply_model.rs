@@ -1,22 +1,29 @@
-//! `apply_command` against a model of queues and consumer offsets, over random command
-//! sequences: every stored message gets the next dense offset of its queue (invariant 2), a
-//! consumer offset only moves forward and never past its queue's end (invariant 3), and a
-//! refused command changes nothing.
+//! `apply_command` and `record_checkpoint` against a model of queues, consumer offsets,
+//! checkpoints and trims, over random command sequences and checkpoint intervals: every stored
+//! message gets the next dense offset of its queue (invariant 2), a consumer offset only moves
+//! forward and never past its queue's end (invariant 3), a refused command changes nothing, a
+//! trim is accepted exactly at a held checkpoint above the trim point and leaves each queue
+//! holding exactly the messages of the entries after it, and nothing held ever points at a log
+//! entry at or below the trim point.
 
 use std::collections::BTreeMap;
 
-use broker::queue::{EntryEffects, GroupCommand, GroupReply, GroupView, NewMessage, apply_command};
-use broker::store::StoreError;
+use broker::queue::{EntryEffects, GroupCommand, GroupReply, GroupView, NewMessage, QueueGroupOptions, apply_command, record_checkpoint};
+use broker::store::{CHECKPOINTS_MAX, Checkpoint, GroupOffsets, IndexEntry, StoreError};
 use proptest::prelude::*;
 
 const QUEUES: u32 = 3;
 const CONSUMERS: [&str; 2] = ["cg-a", "cg-b"];
 
-/// The group state the function reads, kept by applying its own effects.
+/// The group state the functions read, kept by applying their own effects (as the store does).
 #[derive(Default)]
 struct AppliedView {
     next: BTreeMap<u32, u64>,
+    start: BTreeMap<u32, u64>,
     consumed: BTreeMap<(String, u32), u64>,
+    index: BTreeMap<(u32, u64), IndexEntry>,
+    trim_point: Option<u64>,
+    checkpoints: BTreeMap<u64, Checkpoint>,
 }
 
 impl GroupView for AppliedView {
@@ -26,87 +33,245 @@ impl GroupView for AppliedView {
     fn consumer_offset(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
         Ok(self.consumed.get(&(consumer_group.to_string(), queue)).copied())
     }
+    fn start_offset(&self, queue: u32) -> Result<u64, StoreError> {
+        Ok(self.start.get(&queue).copied().unwrap_or(0))
+    }
+    fn trim_point(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.trim_point)
+    }
+    fn checkpoint(&self, log_index: u64) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.checkpoints.get(&log_index).cloned())
+    }
+    fn checkpoint_indexes(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.checkpoints.keys().copied().collect())
+    }
+    fn group_offsets(&self, items_max: usize) -> Result<Option<GroupOffsets>, StoreError> {
+        if self.next.len() + self.consumed.len() > items_max {
+            return Ok(None);
+        }
+        Ok(Some(GroupOffsets {
+            next: self.next.iter().map(|(q, n)| (*q, *n)).collect(),
+            start: self.start.iter().map(|(q, s)| (*q, *s)).collect(),
+            consumers: self.consumed.iter().map(|((cg, q), o)| (cg.clone(), *q, *o)).collect(),
+        }))
+    }
 }
 
 impl AppliedView {
     fn apply(&mut self, effects: &EntryEffects) {
-        for (queue, next) in &effects.next_offsets {
-            self.next.insert(*queue, *next);
+        for (queue, below) in &effects.trimmed_index {
+            self.index.retain(|(q, o), _| q != queue || o >= below);
         }
+        for i in &effects.dropped_checkpoints {
+            assert!(self.checkpoints.remove(i).is_some(), "dropped checkpoint {i} was not held");
+        }
+        for (queue, offset, entry) in &effects.index {
+            assert!(self.index.insert((*queue, *offset), *entry).is_none(), "offset {offset} of queue {queue} written twice");
+        }
+        self.next.extend(effects.next_offsets.iter().copied());
+        self.start.extend(effects.start_offsets.iter().copied());
         for (cg, queue, offset) in &effects.consumer_offsets {
             self.consumed.insert((cg.clone(), *queue), *offset);
+        }
+        self.trim_point = effects.trim_point.or(self.trim_point);
+        for c in &effects.checkpoints {
+            assert!(self.checkpoints.insert(c.log_index, c.clone()).is_none(), "checkpoint {} recorded twice", c.log_index);
         }
     }
 }
 
-/// What a user expects: per queue, the messages in send order; per consumer, its offset.
+/// What a user expects, kept without the functions under test: per queue, every message sent
+/// (id and log index) and the first one still held; per consumer, its offset; the checkpoints
+/// as the queue lengths at their index; the trim point.
 #[derive(Default)]
 struct Model {
-    queues: BTreeMap<u32, Vec<String>>,
+    queues: BTreeMap<u32, Vec<(String, u64)>>,
+    start: BTreeMap<u32, u64>,
     consumed: BTreeMap<(String, u32), u64>,
+    checkpoints: BTreeMap<u64, BTreeMap<u32, u64>>,
+    trim_point: Option<u64>,
+}
+
+impl Model {
+    fn lengths(&self) -> BTreeMap<u32, u64> {
+        self.queues.iter().map(|(q, v)| (*q, v.len() as u64)).collect()
+    }
+
+    /// Trims at the checkpoint `k`: each queue then starts at its length at `k`.
+    fn trim(&mut self, k: u64) {
+        let lengths = self.checkpoints[&k].clone();
+        self.start.extend(lengths);
+        self.trim_point = Some(k);
+        self.checkpoints.retain(|&i, _| i >= k);
+    }
+
+    /// The checkpoint the entry at `k` records.
+    fn checkpoint(&mut self, k: u64) {
+        self.checkpoints.insert(k, self.lengths());
+        let holds_nothing = self.queues.iter().all(|(q, v)| self.start.get(q).copied().unwrap_or(0) == v.len() as u64);
+        if holds_nothing {
+            self.trim(k);
+        }
+        let above: Vec<u64> = self.checkpoints.keys().copied().filter(|&i| self.trim_point.is_none_or(|t| i > t)).collect();
+        for old in above.iter().take(above.len().saturating_sub(CHECKPOINTS_MAX)) {
+            self.checkpoints.remove(old);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 enum Op {
     Send(Vec<u32>),
-    Commit { consumer: usize, queue: u32, offset: u64 },
+    Commit {
+        consumer: usize,
+        queue: u32,
+        offset: u64,
+    },
+    /// Trim at the `n % (held + 1)`th held checkpoint, or at an index that is none when `n`
+    /// picks the extra slot.
+    Trim(usize),
+    Blank,
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// An operation, with trims `trim_weight` in 12 of them.
+fn op(trim_weight: u32) -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => proptest::collection::vec(0..QUEUES, 1..6).prop_map(Op::Send),
-        2 => (0..CONSUMERS.len(), 0..QUEUES, 0..12u64).prop_map(|(consumer, queue, offset)| Op::Commit { consumer, queue, offset }),
+        6 => proptest::collection::vec(0..QUEUES, 1..6).prop_map(Op::Send),
+        3 => (0..CONSUMERS.len(), 0..QUEUES, 0..30u64).prop_map(|(consumer, queue, offset)| Op::Commit { consumer, queue, offset }),
+        trim_weight => any::<usize>().prop_map(Op::Trim),
+        1 => Just(Op::Blank),
     ]
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
     #[test]
-    fn offsets_are_dense_and_consumer_progress_only_moves_forward(ops in proptest::collection::vec(op(), 1..40)) {
+    fn offsets_trims_and_checkpoints_follow_the_model(interval in 1..6u64, ops in proptest::collection::vec(op(2), 1..150)) {
+        check(interval, &ops)?;
+    }
+
+    /// Long runs with rare trims: more checkpoints than a group keeps, so the oldest go.
+    #[test]
+    fn the_oldest_checkpoints_go_beyond_the_bound(ops in proptest::collection::vec(op(0), 80..200), trims in proptest::collection::vec((0..200usize, any::<usize>()), 0..3)) {
+        let mut ops = ops;
+        for (at, n) in trims {
+            let at = at.min(ops.len() - 1);
+            ops[at] = Op::Trim(n);
+        }
+        check(1, &ops)?;
+    }
+}
+
+fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
+    {
+        let options = QueueGroupOptions { checkpoint_interval_entries: interval };
         let mut view = AppliedView::default();
         let mut model = Model::default();
         let mut sent = 0usize;
         for (i, op) in ops.iter().enumerate() {
             let log_index = i as u64 + 1;
-            match op {
+            let command = match op {
                 Op::Send(queues) => {
-                    let messages: Vec<NewMessage> = queues.iter().map(|q| {
-                        sent += 1;
-                        NewMessage { queue: *q, message_id: format!("m{sent}"), tag: None, keys: vec![], properties: vec![], body: vec![0; sent % 7] }
-                    }).collect();
-                    let (effects, reply) = apply_command(&view, log_index, &GroupCommand::Send { store_time_ms: 5, messages: messages.clone() }).unwrap();
-                    let GroupReply::Sent { offsets } = reply else { panic!("send refused: {reply:?}") };
+                    let messages: Vec<NewMessage> = queues
+                        .iter()
+                        .map(|q| {
+                            sent += 1;
+                            NewMessage {
+                                queue: *q,
+                                message_id: format!("m{sent}"),
+                                tag: None,
+                                keys: vec![],
+                                properties: vec![],
+                                body: vec![0; sent % 7],
+                            }
+                        })
+                        .collect();
+                    Some(GroupCommand::Send { store_time_ms: 5, messages })
+                }
+                Op::Commit { consumer, queue, offset } => {
+                    Some(GroupCommand::CommitOffset { consumer_group: CONSUMERS[*consumer].to_string(), queue: *queue, offset: *offset })
+                }
+                Op::Trim(n) => {
+                    let held: Vec<u64> = model.checkpoints.keys().copied().collect();
+                    let up_to_log_index = held.get(n % (held.len() + 1)).copied().unwrap_or(log_index / 2);
+                    Some(GroupCommand::Trim { up_to_log_index })
+                }
+                Op::Blank => None,
+            };
+            let (mut effects, reply) = match &command {
+                Some(c) => apply_command(&view, log_index, c).unwrap(),
+                None => (EntryEffects::default(), GroupReply::NoCommand),
+            };
+            if matches!(reply, GroupReply::Rejected { .. }) {
+                prop_assert_eq!(effects.clone(), EntryEffects::default(), "a refused command changes nothing");
+            }
+            match (&command, &reply) {
+                (Some(GroupCommand::Send { messages, .. }), GroupReply::Sent { offsets }) => {
                     prop_assert_eq!(offsets.len(), messages.len());
                     for ((q, offset), (m, (iq, ioffset, entry))) in offsets.iter().zip(messages.iter().zip(&effects.index)) {
                         let queue = model.queues.entry(m.queue).or_default();
                         prop_assert_eq!((*q, *offset), (m.queue, queue.len() as u64), "the next dense offset of its queue");
                         prop_assert_eq!((*iq, *ioffset), (*q, *offset), "the index entry names the same place");
                         prop_assert_eq!((entry.log_index, entry.size as usize, entry.store_time_ms), (log_index, m.body.len(), 5));
-                        queue.push(m.message_id.clone());
+                        queue.push((m.message_id.clone(), log_index));
                     }
-                    view.apply(&effects);
                 }
-                Op::Commit { consumer, queue, offset } => {
-                    let cg = CONSUMERS[*consumer].to_string();
-                    let (effects, reply) = apply_command(&view, log_index, &GroupCommand::CommitOffset { consumer_group: cg.clone(), queue: *queue, offset: *offset }).unwrap();
+                (Some(GroupCommand::CommitOffset { consumer_group, queue, offset }), reply) => {
                     let end = model.queues.get(queue).map_or(0, |q| q.len() as u64);
-                    let current = model.consumed.get(&(cg.clone(), *queue)).copied();
-                    let allowed = *offset <= end && current.is_none_or(|c| *offset >= c);
-                    if allowed {
-                        prop_assert_eq!(reply, GroupReply::OffsetCommitted);
-                        model.consumed.insert((cg, *queue), *offset);
+                    let current = model.consumed.get(&(consumer_group.clone(), *queue)).copied();
+                    if *offset <= end && current.is_none_or(|c| *offset >= c) {
+                        prop_assert_eq!(reply, &GroupReply::OffsetCommitted);
+                        model.consumed.insert((consumer_group.clone(), *queue), *offset);
                     } else {
                         prop_assert!(matches!(reply, GroupReply::Rejected { .. }), "{:?}", reply);
-                        prop_assert_eq!(effects.clone(), EntryEffects::default(), "a refused command changes nothing");
                     }
-                    view.apply(&effects);
                 }
+                (Some(GroupCommand::Trim { up_to_log_index: k }), reply) => {
+                    if model.checkpoints.contains_key(k) && model.trim_point.is_none_or(|t| *k > t) {
+                        prop_assert_eq!(reply, &GroupReply::Trimmed { up_to_log_index: *k });
+                        model.trim(*k);
+                    } else {
+                        prop_assert!(matches!(reply, GroupReply::Rejected { .. }), "trim at {}: {:?}", k, reply);
+                    }
+                }
+                (None, reply) => prop_assert_eq!(reply, &GroupReply::NoCommand),
+                (Some(GroupCommand::Send { .. }), reply) => prop_assert!(false, "send refused: {:?}", reply),
             }
+            if options.checkpoint_due(log_index) {
+                prop_assert!(record_checkpoint(&view, log_index, log_index.to_le_bytes().to_vec(), &mut effects).unwrap());
+                model.checkpoint(log_index);
+            }
+            // What the store would refuse to write, it refuses here too.
+            effects.clone().into_batch(log_index).unwrap();
+            view.apply(&effects);
+
             for q in 0..QUEUES {
-                prop_assert_eq!(view.next_offset(q).unwrap(), model.queues.get(&q).map_or(0, |v| v.len() as u64));
+                let sent_to = model.queues.get(&q).map(Vec::as_slice).unwrap_or_default();
+                let start = model.start.get(&q).copied().unwrap_or(0);
+                prop_assert_eq!(view.next_offset(q).unwrap(), sent_to.len() as u64);
+                prop_assert_eq!(view.start_offset(q).unwrap(), start, "queue {}", q);
+                // Exactly the messages from the start offset on are held, each at its entry.
+                let held: Vec<(u64, u64)> =
+                    view.index.iter().filter(|((iq, _), _)| *iq == q).map(|((_, o), e)| (*o, e.log_index)).collect();
+                let want: Vec<(u64, u64)> = sent_to.iter().enumerate().skip(start as usize).map(|(o, (_, li))| (o as u64, *li)).collect();
+                prop_assert_eq!(held, want, "queue {}", q);
             }
-            for ((cg, q), offset) in &model.consumed {
-                prop_assert_eq!(view.consumer_offset(cg, *q).unwrap(), Some(*offset));
+            prop_assert_eq!(&view.consumed, &model.consumed);
+            prop_assert_eq!(view.trim_point, model.trim_point);
+            prop_assert_eq!(view.checkpoints.keys().collect::<Vec<_>>(), model.checkpoints.keys().collect::<Vec<_>>());
+            for (k, lengths) in &model.checkpoints {
+                let c = &view.checkpoints[k];
+                let next: BTreeMap<u32, u64> = c.next_offsets.iter().copied().collect();
+                prop_assert_eq!(&next, lengths, "checkpoint {}", k);
+                prop_assert_eq!(c.raft_state.clone(), k.to_le_bytes().to_vec());
             }
+            if let Some(t) = view.trim_point {
+                prop_assert!(view.checkpoints.contains_key(&t), "the trim point's checkpoint is held");
+                prop_assert!(view.index.values().all(|e| e.log_index > t), "nothing held points at an entry up to the trim point {}", t);
+            }
+            prop_assert!(view.checkpoints.len() <= CHECKPOINTS_MAX + 1);
         }
     }
+    Ok(())
 }

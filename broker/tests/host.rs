@@ -93,7 +93,7 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
     let h2 = GroupHost::start(common::host_options(2, dirs[1].path(), any)).await.unwrap();
     let h3 = GroupHost::start(common::host_options(3, dirs[2].path(), any)).await.unwrap();
     let members: BTreeMap<BrokerId, BrokerNode> = [&h1, &h2, &h3].iter().map(|h| (h.id(), h.node())).collect();
-    for g in 0..GROUPS {
+    for g in 1..=GROUPS {
         for h in [&h1, &h2, &h3] {
             h.open_group(g).await.unwrap();
         }
@@ -102,29 +102,31 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
     }
 
     let mut expected: BTreeMap<GroupId, BTreeMap<u32, u64>> = BTreeMap::new();
-    for g in 0..GROUPS {
+    for g in 1..=GROUPS {
         let offsets = write(&[&h1, &h2, &h3], g, send(5, "a")).await;
         assert_eq!(offsets, vec![(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)], "group {g}: dense offsets per queue from 0");
         expected.insert(g, BTreeMap::from([(0, 3), (1, 2)]));
     }
-    for g in 0..GROUPS {
+    for g in 1..=GROUPS {
         wait_same_offsets(&[&h1, &h2, &h3], g, &expected[&g]).await;
     }
 
     // Broker 2 restarts on its directory and address, reopening what it finds on disk.
     let addr2: SocketAddr = h2.node().raft_addr.parse().unwrap();
     h2.shutdown().await.unwrap();
-    for g in 0..GROUPS {
+    // The store stays open (and locked) until the host is dropped.
+    drop(h2);
+    for g in 1..=GROUPS {
         let offsets = write(&[&h1, &h3], g, send(3, "b")).await;
         assert_eq!(offsets, vec![(0, 3), (1, 2), (0, 4)], "group {g}: offsets go on while broker 2 is down");
         expected.insert(g, BTreeMap::from([(0, 5), (1, 3)]));
     }
     let h2 = GroupHost::start(common::host_options(2, dirs[1].path(), addr2)).await.unwrap();
-    assert_eq!(h2.groups_on_disk(), (0..GROUPS).collect::<Vec<_>>());
+    assert_eq!(h2.groups_on_disk(), (1..=GROUPS).collect::<Vec<_>>());
     for g in h2.groups_on_disk() {
         h2.open_group(g).await.unwrap();
     }
-    for g in 0..GROUPS {
+    for g in 1..=GROUPS {
         wait_same_offsets(&[&h1, &h2, &h3], g, &expected[&g]).await;
     }
     // Every replica reads every message back at its offset, byte for byte, in send order.
@@ -133,7 +135,7 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
         .map(|(q, ids)| (q, ids.into_iter().map(String::from).collect()))
         .collect();
     for h in [&h1, &h2, &h3] {
-        for g in 0..GROUPS {
+        for g in 1..=GROUPS {
             for (q, ids) in &want {
                 let read = h.read_queue(g, *q, 0, 100).await.unwrap();
                 let got: Vec<(u64, String, Vec<u8>)> =

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::queue::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig, QueueStateMachine};
+use broker::queue::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig, QueueGroupOptions, QueueStateMachine};
 use broker::raft::network::{GroupNetworkFactory, PeerChannels};
 use broker::raft::registry::GroupRegistry;
 use broker::raft::service::RaftTransportService;
@@ -26,6 +26,8 @@ use tonic::transport::server::TcpIncoming;
 const GROUP: u64 = 11;
 const QUEUES: u32 = 4;
 const WAIT: Duration = Duration::from_secs(20);
+/// A checkpoint every 8 entries, so the test can trim after a few dozen.
+const OPTIONS: QueueGroupOptions = QueueGroupOptions { checkpoint_interval_entries: 8 };
 
 struct TestBroker {
     id: BrokerId,
@@ -44,7 +46,7 @@ async fn start_broker(id: BrokerId) -> TestBroker {
     let (log_dir, store_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (engine, _) = LogEngine::open(log_dir.path(), LogOptions { segment_bytes: 1 << 20, ..LogOptions::default() }).unwrap();
     let store = Arc::new(QueueStore::open(store_dir.path(), &StoreOptions::default()).unwrap().0);
-    let sm = QueueStateMachine::new(store.clone(), GROUP);
+    let sm = QueueStateMachine::with_options(store.clone(), GROUP, OPTIONS);
     let network = GroupNetworkFactory::new(GROUP, PeerChannels::new());
     let raft = Raft::new(id, config(), network, RaftLogStore::new(engine.group(GROUP)), sm).await.unwrap();
     let registry = GroupRegistry::default();
@@ -103,14 +105,18 @@ fn send(first: usize, n: usize) -> GroupCommand {
 struct GroupState {
     index: Vec<Vec<(u64, IndexEntry)>>,
     next_offsets: Vec<u64>,
+    start_offsets: Vec<u64>,
     consumer_offsets: Vec<Option<u64>>,
+    trim_point: Option<u64>,
 }
 
 fn state(store: &QueueStore) -> GroupState {
     GroupState {
         index: (0..QUEUES).map(|q| store.index_range(GROUP, q, 0, usize::MAX).unwrap()).collect(),
         next_offsets: (0..QUEUES).map(|q| store.next_offset(GROUP, q).unwrap()).collect(),
+        start_offsets: (0..QUEUES).map(|q| store.start_offset(GROUP, q).unwrap()).collect(),
         consumer_offsets: (0..QUEUES).map(|q| store.consumer_offset(GROUP, "cg", q).unwrap()).collect(),
+        trim_point: store.trim_point(GROUP).unwrap(),
     }
 }
 
@@ -165,16 +171,31 @@ async fn three_replicas_apply_sends_and_commits_to_identical_stores_and_a_fourth
         assert_eq!(b.store.applied_index(GROUP), Some(last));
     }
 
-    // Snapshot, purge the log, and add a fourth replica: it can only catch up by snapshot.
+    // Trim at the newest checkpoint, snapshot, purge the log, and add a fourth replica: it can
+    // only catch up by snapshot.
+    let k = last / OPTIONS.checkpoint_interval_entries * OPTIONS.checkpoint_interval_entries;
+    let (reply, trim_index) = write(leader, GroupCommand::Trim { up_to_log_index: k }).await;
+    assert_eq!(reply, GroupReply::Trimmed { up_to_log_index: k });
+    for b in all {
+        wait_applied(b, trim_index).await;
+    }
+    let reference = state(&leader.store);
+    assert_eq!(reference.trim_point, Some(k));
+    assert!(reference.index.iter().flatten().all(|(_, e)| e.log_index > k), "nothing up to the trim point is held");
+    assert!(reference.start_offsets.iter().zip(&reference.next_offsets).all(|(s, n)| s <= n && *s > 0));
+    for b in all {
+        assert_eq!(state(&b.store), reference, "replica {} trimmed the same", b.id);
+    }
     leader.raft.trigger().snapshot().await.expect("snapshot");
-    leader.raft.wait(Some(WAIT)).metrics(|m| m.snapshot.is_some_and(|s| s.index >= last), "snapshot built").await.expect("snapshot");
-    leader.raft.trigger().purge_log(last).await.expect("purge");
-    leader.raft.wait(Some(WAIT)).metrics(|m| m.purged.is_some_and(|p| p.index >= last), "log purged").await.expect("purged");
+    leader.raft.wait(Some(WAIT)).metrics(|m| m.snapshot.is_some_and(|s| s.index == k), "snapshot built").await.expect("snapshot");
+    leader.raft.trigger().purge_log(trim_index).await.expect("purge");
+    let m = leader.raft.wait(Some(WAIT)).metrics(|m| m.purged.is_some_and(|p| p.index >= k), "log purged").await.expect("purged");
+    assert_eq!(m.purged.map(|p| p.index), Some(k), "purged up to the snapshot, not past it");
     let b4 = start_broker(4).await;
     leader.raft.add_learner(4, BrokerNode { raft_addr: b4.addr.to_string() }, true).await.expect("learner caught up");
-    wait_applied(&b4, last).await;
+    wait_applied(&b4, trim_index).await;
     let m = b4.raft.wait(Some(WAIT)).metrics(|m| m.snapshot.is_some(), "snapshot installed").await.expect("metrics");
-    assert!(m.snapshot.is_some_and(|s| s.index >= last), "it came by snapshot, not by log");
+    assert_eq!(m.snapshot.map(|s| s.index), Some(k), "it came by snapshot, not by log");
     assert_eq!(state(&b4.store), reference, "the learner's store equals the leader's");
 
     // And it keeps applying new entries like the others.

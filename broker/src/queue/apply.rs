@@ -1,16 +1,57 @@
-//! What one command does to a queue group, decided without IO: given a view of the group's
-//! current offsets and one Raft entry's command, [`apply_command`] returns the entry's effects
-//! (index entries, next offsets, consumer offsets) and the reply. The state machine reads the
-//! view from the store and writes the effects in one batch; tests drive it with tables.
+//! What one entry does to a queue group, decided without IO: given a view of the group's
+//! current state and one Raft entry's command, [`apply_command`] returns the entry's effects
+//! (index entries, offsets, trims) and the reply, and [`record_checkpoint`] adds the checkpoint
+//! an entry at a checkpoint index records. The state machine reads the view from the store and
+//! writes the effects in one batch; tests drive both with tables and models.
 //!
-//! Every decision here must depend only on the command and the view, never on a clock, a random
-//! seed or a limit that differs between replicas: replicas applying the same log must reach the
-//! same state (invariant 2).
+//! Every decision here must depend only on the command, the view and the group's
+//! [`QueueGroupOptions`] (the same on every replica), never on a clock, a random seed or a
+//! limit that differs between replicas: replicas applying the same log must reach the same
+//! state (invariant 2).
+//!
+//! # Checkpoints and trims
+//!
+//! Every `checkpoint_interval_entries` entries (entry `K` with `K % interval == 0`) the group
+//! records a [`Checkpoint`]: its queue and consumer offsets and raft state as of `K`, a few
+//! hundred bytes. [`GroupCommand::Trim`] at a checkpoint `K` deletes every index entry of the
+//! log entries up to `K` (per queue, the offsets below the checkpoint's next offset, which
+//! becomes the queue's start offset), makes `K` the trim point and drops the checkpoints below
+//! it. From then on nothing in the store points at a log entry at or below `K`, so the log may
+//! be purged up to `K` and the checkpoint at `K` is the group's snapshot.
+//!
+//! A checkpoint at which the group holds no message at all (every queue's start offset equals
+//! its next offset, e.g. a group never sent to) becomes the trim point at once: a trim that
+//! removes nothing, so idle groups still get snapshots (and the log of their membership changes
+//! can be purged).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::command::{GroupCommand, GroupReply, NewMessage};
-use crate::store::{ApplyBatch, CONSUMER_GROUP_BYTES_MAX, IndexEntry, StoreError};
+use crate::store::{
+    ApplyBatch, CHECKPOINT_ITEMS_MAX, CHECKPOINTS_MAX, CONSUMER_GROUP_BYTES_MAX, Checkpoint, GroupOffsets, IndexEntry, StoreError,
+};
+
+/// The options of a queue group that decide replicated state. Every replica of a group must use
+/// the same values: a replica recording checkpoints at other indexes would accept other trims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueGroupOptions {
+    /// A checkpoint is recorded at every log index that is a multiple of this (at least 1).
+    /// Default 4096: at most one trim point every 4096 entries, for a few hundred bytes each.
+    pub checkpoint_interval_entries: u64,
+}
+
+impl Default for QueueGroupOptions {
+    fn default() -> Self {
+        Self { checkpoint_interval_entries: 4096 }
+    }
+}
+
+impl QueueGroupOptions {
+    /// Whether the entry at `log_index` records a checkpoint. An interval of 0 counts as 1.
+    pub fn checkpoint_due(&self, log_index: u64) -> bool {
+        log_index.is_multiple_of(self.checkpoint_interval_entries.max(1))
+    }
+}
 
 /// The group state a command reads: as of the end of the previous entry.
 pub trait GroupView {
@@ -18,6 +59,17 @@ pub trait GroupView {
     fn next_offset(&self, queue: u32) -> Result<u64, StoreError>;
     /// `consumer_group`'s committed offset on `queue`, if it ever committed one.
     fn consumer_offset(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError>;
+    /// The first offset of `queue` still held (0 for a queue never trimmed).
+    fn start_offset(&self, queue: u32) -> Result<u64, StoreError>;
+    /// The log index of the group's last trim, if any.
+    fn trim_point(&self) -> Result<Option<u64>, StoreError>;
+    /// The checkpoint at `log_index`, if the group holds one.
+    fn checkpoint(&self, log_index: u64) -> Result<Option<Checkpoint>, StoreError>;
+    /// The log indexes of the group's checkpoints, ascending (at most [`CHECKPOINTS_MAX`] + 1).
+    fn checkpoint_indexes(&self) -> Result<Vec<u64>, StoreError>;
+    /// Every next, start and consumer offset, or `None` past `items_max` next and consumer
+    /// offsets.
+    fn group_offsets(&self, items_max: usize) -> Result<Option<GroupOffsets>, StoreError>;
 }
 
 /// Everything one entry changes in its group, in a deterministic order.
@@ -29,15 +81,32 @@ pub struct EntryEffects {
     pub next_offsets: Vec<(u32, u64)>,
     /// `(consumer group, queue, offset)` of each committed offset that moved.
     pub consumer_offsets: Vec<(String, u32, u64)>,
+    /// `(queue, offset)` of each queue trimmed: its index entries below `offset` are deleted.
+    pub trimmed_index: Vec<(u32, u64)>,
+    /// `(queue, start offset)` of each queue whose start offset moved, by ascending queue.
+    pub start_offsets: Vec<(u32, u64)>,
+    /// The group's new trim point, if it moved.
+    pub trim_point: Option<u64>,
+    /// Checkpoints recorded by this entry.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Log indexes of the checkpoints this entry drops, ascending.
+    pub dropped_checkpoints: Vec<u64>,
 }
 
 impl EntryEffects {
+    /// Operations counted against [`ApplyBatch::OPS_MAX`] (checkpoint operations have their
+    /// own bound, [`ApplyBatch::CHECKPOINT_OPS_MAX`]).
     fn ops(&self) -> usize {
-        self.index.len() + self.next_offsets.len() + self.consumer_offsets.len()
+        self.index.len() + self.next_offsets.len() + self.consumer_offsets.len() + self.trimmed_index.len() + self.start_offsets.len()
+    }
+
+    fn checkpoint_ops(&self) -> usize {
+        self.checkpoints.len() + self.dropped_checkpoints.len()
     }
 
     /// The store batch of Raft entry `log_index` holding these effects. Cannot fail for effects
-    /// made by [`apply_command`], which refuses commands whose effects a batch cannot hold.
+    /// made by [`apply_command`] and [`record_checkpoint`], which refuse commands (and skip
+    /// checkpoints) whose effects a batch cannot hold.
     pub fn into_batch(self, log_index: u64) -> Result<ApplyBatch, StoreError> {
         let mut batch = ApplyBatch::new(log_index);
         for (queue, offset, entry) in self.index {
@@ -48,6 +117,21 @@ impl EntryEffects {
         }
         for (consumer_group, queue, offset) in self.consumer_offsets {
             batch.set_consumer_offset(&consumer_group, queue, offset)?;
+        }
+        for (queue, offset) in self.trimmed_index {
+            batch.trim_index(queue, offset)?;
+        }
+        for (queue, offset) in self.start_offsets {
+            batch.set_start_offset(queue, offset)?;
+        }
+        if let Some(trim_point) = self.trim_point {
+            batch.set_trim_point(trim_point);
+        }
+        for checkpoint in self.checkpoints {
+            batch.put_checkpoint(checkpoint)?;
+        }
+        for log_index in self.dropped_checkpoints {
+            batch.drop_checkpoint(log_index)?;
         }
         Ok(batch)
     }
@@ -72,6 +156,7 @@ pub fn apply_command(view: &impl GroupView, log_index: u64, command: &GroupComma
     let result = match command {
         GroupCommand::Send { store_time_ms, messages } => send(view, log_index, *store_time_ms, messages),
         GroupCommand::CommitOffset { consumer_group, queue, offset } => commit_offset(view, consumer_group, *queue, *offset),
+        GroupCommand::Trim { up_to_log_index } => trim(view, *up_to_log_index),
     };
     match result {
         Ok(done) => Ok(done),
@@ -136,6 +221,94 @@ fn commit_offset(view: &impl GroupView, consumer_group: &str, queue: u32, offset
     Ok((effects, GroupReply::OffsetCommitted))
 }
 
+/// Trims the group at its checkpoint `up_to`: refused unless a checkpoint is there and it is
+/// above the trim point. A commit offset below the new start offset is left as it is: it still
+/// says how far the consumer got (a consumer reading from it is served from the start offset).
+fn trim(view: &impl GroupView, up_to: u64) -> Result<(EntryEffects, GroupReply), Outcome> {
+    if let Some(trim_point) = view.trim_point()?
+        && up_to <= trim_point
+    {
+        return Err(Outcome::Refused(format!("log index {up_to} is not above the trim point {trim_point}")));
+    }
+    let Some(checkpoint) = view.checkpoint(up_to)? else {
+        return Err(Outcome::Refused(format!("no checkpoint at log index {up_to}")));
+    };
+    let mut effects = EntryEffects::default();
+    for &(queue, next) in &checkpoint.next_offsets {
+        // Offsets are assigned in log order, so the messages of entries up to the checkpoint
+        // are exactly the offsets below its next offset.
+        if view.start_offset(queue)? < next {
+            effects.trimmed_index.push((queue, next));
+            effects.start_offsets.push((queue, next));
+        }
+    }
+    effects.trim_point = Some(up_to);
+    effects.dropped_checkpoints = view.checkpoint_indexes()?.into_iter().filter(|&i| i < up_to).collect();
+    // Bounded: a checkpoint holds at most CHECKPOINT_ITEMS_MAX queues, a group at most
+    // CHECKPOINTS_MAX + 1 checkpoints.
+    debug_assert!(effects.ops() <= ApplyBatch::OPS_MAX && effects.checkpoint_ops() <= ApplyBatch::CHECKPOINT_OPS_MAX);
+    Ok((effects, GroupReply::Trimmed { up_to_log_index: up_to }))
+}
+
+/// Adds to `effects` (those of the entry at `log_index`, on a group in state `view` before it)
+/// the checkpoint as of that entry, with `raft_state` (the group's raft state as of the
+/// entry), and the checkpoints it drops: the oldest beyond [`CHECKPOINTS_MAX`] above the trim
+/// point; or, when the group holds no message at the checkpoint, every checkpoint below it, as
+/// the checkpoint becomes the trim point. Returns whether a checkpoint was recorded: a group
+/// with more than [`CHECKPOINT_ITEMS_MAX`] queue and consumer offsets records none (every
+/// replica alike), and can then not be trimmed (a known limit).
+pub fn record_checkpoint(
+    view: &impl GroupView,
+    log_index: u64,
+    raft_state: Vec<u8>,
+    effects: &mut EntryEffects,
+) -> Result<bool, StoreError> {
+    let Some(before) = view.group_offsets(CHECKPOINT_ITEMS_MAX)? else {
+        return Ok(false);
+    };
+    // The state as of the entry: the view overlaid with the entry's own effects.
+    let mut next: BTreeMap<u32, u64> = before.next.into_iter().collect();
+    next.extend(effects.next_offsets.iter().copied());
+    let mut start: BTreeMap<u32, u64> = before.start.into_iter().collect();
+    start.extend(effects.start_offsets.iter().copied());
+    let mut consumers: BTreeMap<(String, u32), u64> = before.consumers.into_iter().map(|(cg, q, o)| ((cg, q), o)).collect();
+    consumers.extend(effects.consumer_offsets.iter().map(|(cg, q, o)| ((cg.clone(), *q), *o)));
+    if next.len() + consumers.len() > CHECKPOINT_ITEMS_MAX {
+        return Ok(false);
+    }
+    let holds_nothing = next.iter().all(|(q, n)| start.get(q).copied().unwrap_or(0) == *n);
+    let checkpoint = Checkpoint {
+        log_index,
+        raft_state,
+        next_offsets: next.into_iter().collect(),
+        consumer_offsets: consumers.into_iter().map(|((cg, q), o)| (cg, q, o)).collect(),
+    };
+
+    let dropped: BTreeSet<u64> = effects.dropped_checkpoints.iter().copied().collect();
+    let held: Vec<u64> = view.checkpoint_indexes()?.into_iter().filter(|i| !dropped.contains(i)).collect();
+    let mut newly_dropped = Vec::new();
+    if holds_nothing {
+        newly_dropped.extend(held.iter().copied().filter(|&i| i < log_index));
+        effects.trim_point = Some(log_index);
+    } else {
+        let trim_point = match effects.trim_point {
+            Some(t) => Some(t),
+            None => view.trim_point()?,
+        };
+        // The one at the trim point is the group's snapshot: never dropped for room.
+        let rolling: Vec<u64> = held.into_iter().filter(|&i| trim_point.is_none_or(|t| i > t)).collect();
+        let excess = (rolling.len() + 1).saturating_sub(CHECKPOINTS_MAX);
+        newly_dropped.extend(rolling.into_iter().take(excess));
+    }
+    effects.dropped_checkpoints.extend(newly_dropped);
+    effects.dropped_checkpoints.sort_unstable();
+    effects.checkpoints.push(checkpoint);
+    // A trim drops the checkpoints below its own and this one only those below itself, so
+    // together at most every checkpoint held (CHECKPOINTS_MAX + 1) and this one.
+    debug_assert!(effects.checkpoint_ops() <= ApplyBatch::CHECKPOINT_OPS_MAX);
+    Ok(true)
+}
+
 /// The tag hash of the index: 64-bit FNV-1a of the tag's UTF-8 bytes, 0 for no tag. Stable
 /// across processes, versions and machines (unlike std's `RandomState`), since replicas and
 /// consumers must compute the same value. A tag that hashes to 0 only costs a false match,
@@ -155,12 +328,15 @@ mod tests {
 
     use super::*;
 
-    /// A group's offsets in memory: the model the store must agree with.
+    /// A group's state in memory: the model the store must agree with.
     #[derive(Debug, Default, Clone, PartialEq)]
     struct Model {
         next: BTreeMap<u32, u64>,
         consumers: BTreeMap<(String, u32), u64>,
         index: BTreeMap<(u32, u64), IndexEntry>,
+        start: BTreeMap<u32, u64>,
+        trim_point: Option<u64>,
+        checkpoints: BTreeMap<u64, Checkpoint>,
     }
 
     impl GroupView for Model {
@@ -170,10 +346,38 @@ mod tests {
         fn consumer_offset(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
             Ok(self.consumers.get(&(consumer_group.to_string(), queue)).copied())
         }
+        fn start_offset(&self, queue: u32) -> Result<u64, StoreError> {
+            Ok(self.start.get(&queue).copied().unwrap_or(0))
+        }
+        fn trim_point(&self) -> Result<Option<u64>, StoreError> {
+            Ok(self.trim_point)
+        }
+        fn checkpoint(&self, log_index: u64) -> Result<Option<Checkpoint>, StoreError> {
+            Ok(self.checkpoints.get(&log_index).cloned())
+        }
+        fn checkpoint_indexes(&self) -> Result<Vec<u64>, StoreError> {
+            Ok(self.checkpoints.keys().copied().collect())
+        }
+        fn group_offsets(&self, items_max: usize) -> Result<Option<GroupOffsets>, StoreError> {
+            if self.next.len() + self.consumers.len() > items_max {
+                return Ok(None);
+            }
+            Ok(Some(GroupOffsets {
+                next: self.next.iter().map(|(q, n)| (*q, *n)).collect(),
+                start: self.start.iter().map(|(q, s)| (*q, *s)).collect(),
+                consumers: self.consumers.iter().map(|((cg, q), o)| (cg.clone(), *q, *o)).collect(),
+            }))
+        }
     }
 
     impl Model {
         fn write(&mut self, effects: &EntryEffects) {
+            for (q, below) in &effects.trimmed_index {
+                self.index.retain(|(iq, io), _| iq != q || io >= below);
+            }
+            for i in &effects.dropped_checkpoints {
+                assert!(self.checkpoints.remove(i).is_some(), "dropped checkpoint {i} not held");
+            }
             for (q, o, e) in &effects.index {
                 assert!(self.index.insert((*q, *o), *e).is_none(), "offset {o} of queue {q} written twice");
             }
@@ -181,6 +385,29 @@ mod tests {
             for (cg, q, o) in &effects.consumer_offsets {
                 self.consumers.insert((cg.clone(), *q), *o);
             }
+            self.start.extend(effects.start_offsets.iter().copied());
+            self.trim_point = effects.trim_point.or(self.trim_point);
+            for c in &effects.checkpoints {
+                assert!(self.checkpoints.insert(c.log_index, c.clone()).is_none(), "checkpoint {} recorded twice", c.log_index);
+            }
+        }
+
+        /// Applies the entry at `log_index` (a command, or none for a blank entry) and the
+        /// checkpoint it records under `options`, as the state machine does.
+        fn apply(&mut self, options: QueueGroupOptions, log_index: u64, command: Option<&GroupCommand>) -> GroupReply {
+            let (mut effects, reply) = match command {
+                Some(c) => apply_command(self, log_index, c).unwrap(),
+                None => (EntryEffects::default(), GroupReply::NoCommand),
+            };
+            if rejected(&reply) {
+                assert_eq!(effects, EntryEffects::default(), "a refused command has no effects");
+            }
+            if options.checkpoint_due(log_index) {
+                assert!(record_checkpoint(self, log_index, format!("state {log_index}").into_bytes(), &mut effects).unwrap());
+            }
+            self.write(&effects);
+            effects.into_batch(log_index).unwrap();
+            reply
         }
     }
 
@@ -210,16 +437,9 @@ mod tests {
     /// Applies `log` (entries from index 1) to an empty model; returns it and the replies.
     fn run(log: &[GroupCommand]) -> (Model, Vec<GroupReply>) {
         let mut model = Model::default();
-        let mut replies = Vec::new();
-        for (i, cmd) in log.iter().enumerate() {
-            let (effects, reply) = apply_command(&model, i as u64 + 1, cmd).unwrap();
-            if rejected(&reply) {
-                assert_eq!(effects, EntryEffects::default(), "a refused command has no effects");
-            }
-            model.write(&effects);
-            effects.into_batch(i as u64 + 1).unwrap();
-            replies.push(reply);
-        }
+        // No checkpoints: indexes start at 1, and this interval is never reached.
+        let options = QueueGroupOptions { checkpoint_interval_entries: u64::MAX };
+        let replies = log.iter().enumerate().map(|(i, cmd)| model.apply(options, i as u64 + 1, Some(cmd))).collect();
         (model, replies)
     }
 
@@ -389,16 +609,146 @@ mod tests {
     #[test]
     fn a_failed_read_is_an_error_not_a_reply() {
         struct Broken;
+        fn bad<T>() -> Result<T, StoreError> {
+            Err(StoreError::Corrupt { key: "k".into(), reason: "bad".into() })
+        }
         impl GroupView for Broken {
             fn next_offset(&self, _: u32) -> Result<u64, StoreError> {
-                Err(StoreError::Corrupt { key: "k".into(), reason: "bad".into() })
+                bad()
             }
             fn consumer_offset(&self, _: &str, _: u32) -> Result<Option<u64>, StoreError> {
-                Err(StoreError::Corrupt { key: "k".into(), reason: "bad".into() })
+                bad()
+            }
+            fn start_offset(&self, _: u32) -> Result<u64, StoreError> {
+                bad()
+            }
+            fn trim_point(&self) -> Result<Option<u64>, StoreError> {
+                bad()
+            }
+            fn checkpoint(&self, _: u64) -> Result<Option<Checkpoint>, StoreError> {
+                bad()
+            }
+            fn checkpoint_indexes(&self) -> Result<Vec<u64>, StoreError> {
+                bad()
+            }
+            fn group_offsets(&self, _: usize) -> Result<Option<GroupOffsets>, StoreError> {
+                bad()
             }
         }
         assert!(apply_command(&Broken, 1, &send_cmd(1, vec![msg(0, None, b"a")])).is_err());
         assert!(apply_command(&Broken, 1, &commit("cg", 0, 0)).is_err());
+        assert!(apply_command(&Broken, 1, &GroupCommand::Trim { up_to_log_index: 0 }).is_err());
+        assert!(record_checkpoint(&Broken, 1, vec![], &mut EntryEffects::default()).is_err());
+    }
+
+    fn trim_to(up_to_log_index: u64) -> GroupCommand {
+        GroupCommand::Trim { up_to_log_index }
+    }
+
+    #[test]
+    fn checkpoints_record_the_state_as_of_their_entry() {
+        let options = QueueGroupOptions { checkpoint_interval_entries: 4 };
+        let mut m = Model::default();
+        m.apply(options, 1, Some(&send_cmd(1, vec![msg(0, None, b"a"), msg(1, None, b"b")])));
+        m.apply(options, 2, Some(&commit("cg", 0, 1)));
+        m.apply(options, 3, None);
+        // Entry 4 is a checkpoint index: the checkpoint includes entry 4's own effects.
+        m.apply(options, 4, Some(&send_cmd(2, vec![msg(1, None, b"c")])));
+        let c = &m.checkpoints[&4];
+        assert_eq!(c.log_index, 4);
+        assert_eq!(c.raft_state, b"state 4");
+        assert_eq!(c.next_offsets, vec![(0, 1), (1, 2)]);
+        assert_eq!(c.consumer_offsets, vec![("cg".into(), 0, 1)]);
+        assert_eq!(m.checkpoints.keys().copied().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(m.trim_point, None, "messages are held: no automatic trim");
+    }
+
+    #[test]
+    fn a_checkpoint_with_no_message_held_becomes_the_trim_point() {
+        let options = QueueGroupOptions { checkpoint_interval_entries: 2 };
+        let mut m = Model::default();
+        m.apply(options, 0, None);
+        assert_eq!((m.trim_point, m.checkpoints.keys().copied().collect::<Vec<_>>()), (Some(0), vec![0]));
+        m.apply(options, 1, Some(&commit("cg", 0, 0)));
+        m.apply(options, 2, None);
+        assert_eq!((m.trim_point, m.checkpoints.keys().copied().collect::<Vec<_>>()), (Some(2), vec![2]), "the older one is dropped");
+        assert_eq!(m.checkpoints[&2].consumer_offsets, vec![("cg".into(), 0, 0)]);
+        m.apply(options, 3, Some(&send_cmd(1, vec![msg(0, None, b"a")])));
+        m.apply(options, 4, None);
+        assert_eq!(m.trim_point, Some(2), "a message is held at 4");
+        m.apply(options, 5, Some(&trim_to(4)));
+        m.apply(options, 6, None);
+        assert_eq!((m.trim_point, m.checkpoints.keys().copied().collect::<Vec<_>>()), (Some(6), vec![6]), "all trimmed: nothing held at 6");
+        assert_eq!(m.start, BTreeMap::from([(0, 1)]));
+    }
+
+    #[test]
+    fn a_trim_deletes_the_index_up_to_its_checkpoint_and_moves_the_start_offsets() {
+        let options = QueueGroupOptions { checkpoint_interval_entries: 3 };
+        let mut m = Model::default();
+        let mut replies = Vec::new();
+        let log: Vec<(u64, Option<GroupCommand>)> = vec![
+            (1, Some(send_cmd(10, vec![msg(0, None, b"a"), msg(1, None, b"b"), msg(0, None, b"c")]))),
+            (2, Some(commit("cg", 0, 2))),
+            (3, Some(send_cmd(11, vec![msg(0, None, b"d")]))),
+            (4, Some(send_cmd(12, vec![msg(2, None, b"e")]))),
+            (5, Some(trim_to(4))),
+            (6, Some(send_cmd(13, vec![msg(1, None, b"f")]))),
+            (7, Some(trim_to(3))),
+            (8, Some(trim_to(3))),
+            (9, Some(trim_to(6))),
+        ];
+        for (i, c) in &log {
+            replies.push(m.apply(options, *i, c.as_ref()));
+        }
+        assert_eq!(replies[4], GroupReply::Rejected { reason: "no checkpoint at log index 4".into() });
+        assert_eq!(replies[6], GroupReply::Trimmed { up_to_log_index: 3 });
+        assert_eq!(replies[7], GroupReply::Rejected { reason: "log index 3 is not above the trim point 3".into() });
+        assert_eq!(replies[8], GroupReply::Trimmed { up_to_log_index: 6 });
+        assert_eq!(m.start, BTreeMap::from([(0, 3), (1, 2), (2, 1)]));
+        assert_eq!(m.next, BTreeMap::from([(0, 3), (1, 2), (2, 1)]));
+        assert!(m.index.is_empty(), "every message was in an entry up to 6: {:?}", m.index);
+        // Entry 9 is itself a checkpoint index, recorded after its trim: nothing is held any
+        // more, so its checkpoint became the trim point at once.
+        assert_eq!(m.trim_point, Some(9));
+        assert_eq!(m.checkpoints.keys().copied().collect::<Vec<_>>(), vec![9]);
+        assert_eq!(m.consumers, BTreeMap::from([(("cg".into(), 0), 2)]), "consumer offsets are kept");
+        // After the trim at 3 and before the one at 6: the messages of entries 4 and 6 only.
+        let mut m = Model::default();
+        for (i, c) in &log[..7] {
+            m.apply(options, *i, c.as_ref());
+        }
+        assert_eq!(m.index.keys().copied().collect::<Vec<_>>(), vec![(1, 1), (2, 0)]);
+        assert_eq!(m.start, BTreeMap::from([(0, 3), (1, 1)]));
+    }
+
+    #[test]
+    fn at_most_checkpoints_max_are_kept_above_the_trim_point() {
+        let options = QueueGroupOptions { checkpoint_interval_entries: 1 };
+        let mut m = Model::default();
+        m.apply(options, 1, Some(&send_cmd(1, vec![msg(0, None, b"a")])));
+        assert_eq!(m.trim_point, None);
+        m.apply(options, 2, Some(&trim_to(1)));
+        assert_eq!(m.trim_point, Some(2), "entry 2 holds nothing any more: it became the trim point");
+        m.apply(options, 3, Some(&send_cmd(1, vec![msg(0, None, b"b")])));
+        for i in 4..=(3 + CHECKPOINTS_MAX as u64 + 10) {
+            m.apply(options, i, None);
+        }
+        let last = 3 + CHECKPOINTS_MAX as u64 + 10;
+        let held: Vec<u64> = m.checkpoints.keys().copied().collect();
+        let want: Vec<u64> = std::iter::once(2).chain(last + 1 - CHECKPOINTS_MAX as u64..=last).collect();
+        assert_eq!(held, want, "the trim point's checkpoint and the newest CHECKPOINTS_MAX");
+    }
+
+    #[test]
+    fn a_group_with_too_many_offsets_records_no_checkpoint() {
+        let mut m = Model::default();
+        for q in 0..=CHECKPOINT_ITEMS_MAX as u32 {
+            m.next.insert(q, 1);
+        }
+        let mut effects = EntryEffects::default();
+        assert!(!record_checkpoint(&m, 8, vec![], &mut effects).unwrap());
+        assert_eq!(effects, EntryEffects::default());
     }
 
     #[test]

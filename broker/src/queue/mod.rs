@@ -2,18 +2,23 @@
 //! what each command does, and openraft's state machine over the broker's [`crate::store`].
 //!
 //! - [`command`]: [`GroupCommand`], [`GroupReply`] and the group's openraft type config.
-//! - [`apply`]: [`apply_command`], a command's effects on a view of the group, without IO.
+//! - [`apply`]: [`apply_command`] and [`record_checkpoint`], an entry's effects on a view of the
+//!   group (offsets, trims, checkpoints), without IO.
+//! - [`retention`]: [`RetentionPolicy`] and [`trim_candidate`], which checkpoint to trim at,
+//!   without IO.
 //! - [`send_batcher`]: [`SendBatcher`], the leader's send path: concurrent sends batched into
 //!   one entry, bounded, `Busy` beyond the bound.
 //! - [`state_machine`]: [`QueueStateMachine`], openraft's `RaftStateMachine` over a
-//!   [`crate::store::QueueStore`], with snapshots as store exports.
+//!   [`crate::store::QueueStore`], with the checkpoint at the trim point as its snapshot.
 
 pub mod apply;
 pub mod command;
+pub mod retention;
 pub mod send_batcher;
 pub mod state_machine;
 
-pub use apply::{EntryEffects, GroupView, apply_command, tag_hash};
+pub use apply::{EntryEffects, GroupView, QueueGroupOptions, apply_command, record_checkpoint, tag_hash};
 pub use command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
+pub use retention::{CheckpointAge, RetentionPolicy, trim_candidate};
 pub use send_batcher::{SendBatchLimits, SendBatcher, SendError};
 pub use state_machine::{QueueStateMachine, StateMachineError};

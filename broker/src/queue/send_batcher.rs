@@ -8,15 +8,19 @@
 //!
 //! Bounds: at most `in_flight_messages_max` messages are queued or being proposed; a send that
 //! would exceed it is refused at once with [`SendError::Busy`], never queued without bound.
+//!
+//! With a [`SendPathMetrics`] handle, every send's outcome and every committed entry's size
+//! and commit latency are recorded there.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::errors::{ClientWriteError, RaftError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
 use crate::host::QueueRaft;
+use crate::metrics::SendPathMetrics;
 use crate::raft::BrokerId;
 
 /// The bounds of one group's send path; every one has a default.
@@ -62,8 +66,34 @@ pub enum SendError {
 struct PendingSend {
     messages: Vec<NewMessage>,
     bytes: usize,
-    _permit: OwnedSemaphorePermit,
+    _in_flight: InFlight,
     reply: oneshot::Sender<Result<Vec<(u32, u64)>, SendError>>,
+}
+
+/// A send's share of the in-flight bound, counted in the in-flight gauge until it is answered
+/// (or dropped unanswered).
+struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    messages: i64,
+    metrics: Option<Arc<SendPathMetrics>>,
+}
+
+impl InFlight {
+    fn new(permit: OwnedSemaphorePermit, messages: usize, metrics: Option<Arc<SendPathMetrics>>) -> Self {
+        let messages = i64::try_from(messages).unwrap_or(i64::MAX);
+        if let Some(m) = &metrics {
+            m.in_flight_messages.inc_by(messages);
+        }
+        Self { _permit: permit, messages, metrics }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.in_flight_messages.dec_by(self.messages);
+        }
+    }
 }
 
 /// See the module documentation. Cheap to clone.
@@ -72,20 +102,39 @@ pub struct SendBatcher {
     queue: mpsc::Sender<PendingSend>,
     in_flight: Arc<Semaphore>,
     limits: SendBatchLimits,
+    metrics: Option<Arc<SendPathMetrics>>,
 }
 
 impl SendBatcher {
-    /// Starts the batching task of one group's leader replica (must run in a tokio runtime).
+    /// Starts the batching task of one group's leader replica (must run in a tokio runtime),
+    /// recording nothing.
     pub fn start(raft: QueueRaft, limits: SendBatchLimits) -> Self {
+        Self::spawn(raft, limits, None)
+    }
+
+    /// [`Self::start`], recording sends and entries in `metrics` (shared by every group).
+    pub fn start_with_metrics(raft: QueueRaft, limits: SendBatchLimits, metrics: Arc<SendPathMetrics>) -> Self {
+        Self::spawn(raft, limits, Some(metrics))
+    }
+
+    fn spawn(raft: QueueRaft, limits: SendBatchLimits, metrics: Option<Arc<SendPathMetrics>>) -> Self {
         let (tx, rx) = mpsc::channel(limits.in_flight_messages_max.max(1));
-        tokio::spawn(run(raft, rx, limits));
-        Self { queue: tx, in_flight: Arc::new(Semaphore::new(limits.in_flight_messages_max)), limits }
+        tokio::spawn(run(raft, rx, limits, metrics.clone()));
+        Self { queue: tx, in_flight: Arc::new(Semaphore::new(limits.in_flight_messages_max)), limits, metrics }
     }
 
     /// Stores `messages` (validated at the edge) in one entry with others' sends; returns each
     /// message's `(queue, offset)`, in order, once the entry is committed and applied.
     pub async fn send(&self, messages: Vec<NewMessage>) -> Result<Vec<(u32, u64)>, SendError> {
         let bytes: usize = messages.iter().map(|m| m.body.len()).sum();
+        let outcome = self.store(messages, bytes).await;
+        if let Some(m) = &self.metrics {
+            m.record_send(&outcome, bytes);
+        }
+        outcome
+    }
+
+    async fn store(&self, messages: Vec<NewMessage>, bytes: usize) -> Result<Vec<(u32, u64)>, SendError> {
         let l = &self.limits;
         if messages.len() > l.messages_max || bytes > l.entry_bytes_max {
             return Err(SendError::TooLarge {
@@ -102,14 +151,15 @@ impl SendBatcher {
             .try_acquire_many_owned(permits)
             .map_err(|_| SendError::Busy { in_flight_max: l.in_flight_messages_max })?;
         let (reply, answer) = oneshot::channel();
+        let in_flight = InFlight::new(permit, messages.len(), self.metrics.clone());
         self.queue
-            .try_send(PendingSend { messages, bytes, _permit: permit, reply })
+            .try_send(PendingSend { messages, bytes, _in_flight: in_flight, reply })
             .map_err(|_| SendError::Busy { in_flight_max: l.in_flight_messages_max })?;
         answer.await.map_err(|_| SendError::Unknown("the send path stopped".into()))?
     }
 }
 
-async fn run(raft: QueueRaft, mut rx: mpsc::Receiver<PendingSend>, limits: SendBatchLimits) {
+async fn run(raft: QueueRaft, mut rx: mpsc::Receiver<PendingSend>, limits: SendBatchLimits, metrics: Option<Arc<SendPathMetrics>>) {
     let mut carried: Option<PendingSend> = None;
     loop {
         let first = match carried.take() {
@@ -135,22 +185,29 @@ async fn run(raft: QueueRaft, mut rx: mpsc::Receiver<PendingSend>, limits: SendB
             bytes += next.bytes;
             batch.push(next);
         }
-        propose(&raft, batch).await;
+        propose(&raft, batch, metrics.as_deref()).await;
     }
 }
 
 /// Proposes one entry for `batch` and answers every send in it.
-async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>) {
+async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>, metrics: Option<&SendPathMetrics>) {
     let counts: Vec<usize> = batch.iter().map(|p| p.messages.len()).collect();
+    let entry_bytes: usize = batch.iter().map(|p| p.bytes).sum();
     let mut replies = Vec::with_capacity(batch.len());
     let mut messages = Vec::with_capacity(counts.iter().sum());
     for p in batch {
         messages.extend(p.messages);
-        replies.push((p.reply, p._permit));
+        replies.push((p.reply, p._in_flight));
     }
+    let entry_messages = messages.len();
     // The leader's clock, stamped once into the command so every replica applies the same time.
     let store_time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let outcome = match raft.client_write(GroupCommand::Send { store_time_ms, messages }).await {
+    let started = Instant::now();
+    let written = raft.client_write(GroupCommand::Send { store_time_ms, messages }).await;
+    if let (Ok(_), Some(m)) = (&written, metrics) {
+        m.record_entry(entry_messages, entry_bytes, started.elapsed());
+    }
+    let outcome = match written {
         Ok(resp) => match resp.response() {
             GroupReply::Sent { offsets } if offsets.len() == counts.iter().sum::<usize>() => Ok(offsets.clone()),
             GroupReply::Rejected { reason } => Err(SendError::Rejected(reason.clone())),
@@ -159,7 +216,7 @@ async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>) {
         Err(e) => Err(client_write_error(e)),
     };
     let mut offsets = outcome.as_ref().ok().map(|o| o.iter().copied());
-    for ((reply, _permit), n) in replies.into_iter().zip(counts) {
+    for ((reply, _in_flight), n) in replies.into_iter().zip(counts) {
         let answer = match (&outcome, offsets.as_mut()) {
             (Ok(_), Some(all)) => Ok(all.by_ref().take(n).collect()),
             (Err(e), _) => Err(e.clone()),

@@ -12,11 +12,35 @@
 //!   snapshot's index, and the entries above the store's durable point must still be in the
 //!   log after a crash.
 //!
-//! # Snapshots
+//! # Snapshots: the checkpoint at the trim point
 //!
-//! A snapshot is the group's store export (every key of the group's range, read through one
-//! RocksDB snapshot) and its [`SnapshotMeta`](openraft::storage::SnapshotMeta), in one buffer
-//! (the transport's `Cursor<Vec<u8>>`):
+//! Message bodies live only in the Raft log, so a snapshot must never need a log entry at or
+//! below its own index: openraft purges the log up to a snapshot and replicates only the entries
+//! after it to a replica that installs it. A snapshot of the applied state would carry index
+//! entries pointing into the purged log. The group's snapshot is therefore the checkpoint at its
+//! trim point `K` (see [`super::apply`]): after the trim, nothing in the store points at an entry
+//! at or below `K`, and the checkpoint is the group's exact queue offsets, consumer offsets and
+//! raft state as of `K`. Its meta names `K` (and the membership as of `K`), below the applied
+//! index; openraft accepts that (a snapshot need only be at or below the applied log id, and a
+//! log is purged only up to a snapshot).
+//!
+//! - [`RaftSnapshotBuilder::build_snapshot`] reads the trim point's checkpoint, then flushes the
+//!   store (in that order: the flush makes the trim durable before openraft purges up to it), and
+//!   returns it. A group never trimmed has no snapshot yet: the builder returns an empty one
+//!   (no last log id), which openraft ignores, and `try_create_snapshot_builder(false)` declines.
+//! - [`RaftStateMachine::get_current_snapshot`] is the same checkpoint, read from the store: it
+//!   survives restarts and is always the one the store's data goes with.
+//! - Installing replaces the group's data with the checkpoint's records
+//!   ([`crate::store::checkpoint_export`]: offsets, start offsets at the next offsets, raft state,
+//!   trim point, the checkpoint) through the store's crash-atomic import, then flushes. The
+//!   installer then applies the entries after `K` from replication, assigning the same offsets
+//!   (they follow from the next offsets at `K`) and making the same decisions on commits
+//!   (consumer offsets at `K` are exact). It lacks what the trim that made `K` the trim point
+//!   removes anyway (the messages up to `K`, the checkpoints below `K`), so it answers that
+//!   trim, when it replays it, with `Rejected` where the leader trimmed: both end in the same
+//!   state.
+//!
+//! Buffer layout (the transport's `Cursor<Vec<u8>>`):
 //!
 //! | bytes | field |
 //! |---|---|
@@ -26,29 +50,26 @@
 //! | … | records, each: key length u32 LE, value length u32 LE, key (without the group id), value (as stored, with its own checksum) |
 //! | last 4 | CRC32C of every byte before it |
 //!
-//! The meta is decoded from the export's own raft state, so it describes exactly the data. A
-//! snapshot is at most [`SNAPSHOT_BYTES_MAX`] (1 GiB, what the transport accepts); building a
-//! larger one fails. At about 60 bytes per index entry that is some 17 million messages per
-//! group; a larger group needs a streamed snapshot format.
-//!
-//! The current snapshot is kept in memory only, so after a restart there is none until the
-//! next build. Keeping it on disk would take: writing the buffer to a file named by group and
-//! last log id, fsyncing it and the directory, then deleting the previous file (an install
-//! likewise), and reading the newest valid file back on open.
+//! The meta is decoded from the checkpoint's own raft state, so it describes exactly the data.
+//! A checkpoint is bounded ([`crate::store::CHECKPOINT_ITEMS_MAX`] offsets), so a snapshot is a
+//! few MiB at most, whatever the number of messages held.
 
 use std::io::{self, Cursor};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
-use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::apply::{GroupView, apply_command};
+use super::apply::{EntryEffects, GroupView, QueueGroupOptions, apply_command, record_checkpoint};
 use super::command::{GroupReply, QueueGroupConfig};
 use crate::raft::service::SNAPSHOT_BYTES_MAX;
-use crate::store::{ApplyBatch, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupRecord, QueueStore, RAFT_STATE_BYTES_MAX, StoreError};
+use crate::store::{
+    Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, QueueStore, RAFT_STATE_BYTES_MAX, StoreError,
+    checkpoint_export,
+};
 
 type C = QueueGroupConfig;
 type LogId = LogIdOf<C>;
@@ -57,7 +78,7 @@ type Meta = SnapshotMetaOf<C>;
 type Snapshot = SnapshotOf<C, Cursor<Vec<u8>>>;
 
 const MAGIC: &[u8; 8] = b"RMQGSNP1";
-/// Bytes of an export read into one page, and of a snapshot imported per write batch.
+/// Bytes of a snapshot imported per write batch.
 const PAGE_BYTES: usize = 4 << 20;
 
 /// What can go wrong in the state machine; openraft sees it as an `io::Error` and stops the
@@ -72,7 +93,7 @@ pub enum StateMachineError {
     /// A snapshot buffer that is not one this module built, or that disagrees with its meta.
     #[error("group {group}: bad snapshot: {reason}")]
     Snapshot { group: GroupId, reason: String },
-    /// The group's export does not fit one snapshot buffer.
+    /// The snapshot does not fit one buffer.
     #[error("group {group}: snapshot over {max} bytes")]
     SnapshotTooLarge { group: GroupId, max: u64 },
     #[error("group {group}: blocking task failed: {reason}")]
@@ -117,20 +138,13 @@ fn decode_bounded<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Str
         .map_err(|e| e.to_string())
 }
 
-/// The state machine of one queue group. Clones share the group and its current snapshot (a
-/// clone is the snapshot builder).
+/// The state machine of one queue group. Clones share the group (a clone is the snapshot
+/// builder); every state, the current snapshot included, is in the store.
 #[derive(Clone)]
 pub struct QueueStateMachine {
     store: Arc<QueueStore>,
     group: GroupId,
-    current: Arc<Mutex<Option<CurrentSnapshot>>>,
-}
-
-/// The last snapshot built or installed: its meta and buffer.
-#[derive(Clone)]
-struct CurrentSnapshot {
-    meta: Meta,
-    data: Arc<Vec<u8>>,
+    options: QueueGroupOptions,
 }
 
 /// One record of a snapshot buffer: key (without the group id) and value.
@@ -151,13 +165,38 @@ impl GroupView for StoreView<'_> {
     fn consumer_offset(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
         self.store.consumer_offset(self.group, consumer_group, queue)
     }
+
+    fn start_offset(&self, queue: u32) -> Result<u64, StoreError> {
+        self.store.start_offset(self.group, queue)
+    }
+
+    fn trim_point(&self) -> Result<Option<u64>, StoreError> {
+        self.store.trim_point(self.group)
+    }
+
+    fn checkpoint(&self, log_index: u64) -> Result<Option<Checkpoint>, StoreError> {
+        self.store.checkpoint(self.group, log_index)
+    }
+
+    fn checkpoint_indexes(&self) -> Result<Vec<u64>, StoreError> {
+        self.store.checkpoint_indexes(self.group)
+    }
+
+    fn group_offsets(&self, items_max: usize) -> Result<Option<GroupOffsets>, StoreError> {
+        self.store.group_offsets(self.group, items_max)
+    }
 }
 
 impl QueueStateMachine {
-    /// The state machine of `group` over `store`; it takes up where the store's raft state of
-    /// the group is.
+    /// The state machine of `group` over `store` with the default [`QueueGroupOptions`]; it
+    /// takes up where the store's raft state of the group is.
     pub fn new(store: Arc<QueueStore>, group: GroupId) -> Self {
-        Self { store, group, current: Arc::new(Mutex::new(None)) }
+        Self::with_options(store, group, QueueGroupOptions::default())
+    }
+
+    /// [`Self::new`] with `options`, which every replica of the group must share.
+    pub fn with_options(store: Arc<QueueStore>, group: GroupId, options: QueueGroupOptions) -> Self {
+        Self { store, group, options }
     }
 
     pub fn store(&self) -> &Arc<QueueStore> {
@@ -183,18 +222,38 @@ impl QueueStateMachine {
         Ok(Some(state))
     }
 
-    fn current(&self) -> Option<CurrentSnapshot> {
-        // The data is replaced whole under the lock, never left half-written.
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Applies one entry in one store write and returns its reply; `membership` is the group's
+    /// membership before the entry, and after it on return.
+    fn apply_entry(&self, entry: EntryOf<C>, membership: &mut Membership) -> Result<GroupReply, StateMachineError> {
+        let log_id = entry.log_id;
+        let (effects, reply) = match entry.payload {
+            EntryPayload::Blank => (EntryEffects::default(), GroupReply::NoCommand),
+            EntryPayload::Normal(command) => {
+                let view = StoreView { store: &self.store, group: self.group };
+                apply_command(&view, log_id.index, &command)?
+            }
+            EntryPayload::Membership(m) => {
+                *membership = Membership::new(Some(log_id), m);
+                (EntryEffects::default(), GroupReply::NoCommand)
+            }
+        };
+        self.write(effects, &RaftState { applied: log_id, membership: membership.clone() })?;
+        Ok(reply)
     }
 
-    fn set_current(&self, meta: Meta, data: Arc<Vec<u8>>) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(CurrentSnapshot { meta, data });
-    }
-
-    /// Applies one entry's batch (plus the raft state as of the entry) in one store write.
-    fn write(&self, mut batch: ApplyBatch, state: &RaftState) -> Result<(), StateMachineError> {
-        batch.set_raft_state(encode_bounded(state, self.group, "raft state")?)?;
+    /// Writes one entry's effects, the checkpoint it records (if its index is a checkpoint
+    /// index) and the raft state as of the entry, in one store write.
+    fn write(&self, mut effects: EntryEffects, state: &RaftState) -> Result<(), StateMachineError> {
+        let index = state.applied.index;
+        let state_bytes = encode_bounded(state, self.group, "raft state")?;
+        if self.options.checkpoint_due(index) {
+            let view = StoreView { store: &self.store, group: self.group };
+            if !record_checkpoint(&view, index, state_bytes.clone(), &mut effects)? {
+                tracing::warn!(group = self.group, index, "too many queue and consumer offsets for a checkpoint: none recorded");
+            }
+        }
+        let mut batch = effects.into_batch(index)?;
+        batch.set_raft_state(state_bytes)?;
         self.store.apply(self.group, &batch)?;
         Ok(())
     }
@@ -209,28 +268,40 @@ impl QueueStateMachine {
         tokio::task::spawn_blocking(move || f(&sm)).await.map_err(|e| StateMachineError::Task { group, reason: e.to_string() })?
     }
 
-    /// Flushes the store, then reads the group through one RocksDB snapshot into a buffer,
-    /// page by page (the buffer is the only copy of the export held).
-    fn build(&self) -> Result<(Meta, Vec<u8>), StateMachineError> {
+    /// The snapshot of the checkpoint at the trim point (see the module doc), or `None` when the
+    /// group was never trimmed. Reads only; see [`Self::build`] for what must follow.
+    fn current_snapshot(&self) -> Result<Option<(Meta, Vec<u8>)>, StateMachineError> {
         let group = self.group;
-        self.store.flush()?;
-        let export = match self.store.export_group(group, PAGE_BYTES) {
-            Ok(e) => e,
-            // Nothing applied yet: an empty snapshot.
-            Err(StoreError::UnknownGroup { .. }) => return Ok((Meta::default(), SnapshotWriter::new(group, &Meta::default())?.finish())),
-            Err(e) => return Err(e.into()),
+        let Some(checkpoint) = self.store.trim_checkpoint(group)? else {
+            return Ok(None);
         };
-        let state_bytes = export
-            .raft_state()?
-            .ok_or_else(|| StateMachineError::RaftState { group, reason: "exported group has no raft state".into() })?;
-        let state: RaftState = decode_bounded(&state_bytes).map_err(|reason| StateMachineError::RaftState { group, reason })?;
+        let state: RaftState = decode_bounded(&checkpoint.raft_state).map_err(|reason| StateMachineError::RaftState { group, reason })?;
+        if state.applied.index != checkpoint.log_index {
+            return Err(StateMachineError::RaftState {
+                group,
+                reason: format!("checkpoint at {} holds the raft state at {}", checkpoint.log_index, state.applied),
+            });
+        }
         let meta = Meta { last_log_id: Some(state.applied), last_membership: state.membership };
         let mut writer = SnapshotWriter::new(group, &meta)?;
-        // Ends with the export; each page grows the buffer, which push_page bounds.
-        for page in export {
-            writer.push_page(&page?)?;
+        writer.push_page(&checkpoint_export(&checkpoint))?;
+        Ok(Some((meta, writer.finish())))
+    }
+
+    /// The current snapshot, made durable: openraft purges the log up to a snapshot it built.
+    fn build(&self) -> Result<(Meta, Vec<u8>), StateMachineError> {
+        // Read first, then flush: the flush then covers the trim that made this checkpoint the
+        // trim point (and everything applied before it). Flushing first would let a trim
+        // applied in between be returned, and the log purged up to it, before it is durable;
+        // a crash would then bring back a store that needs the purged entries.
+        let snapshot = self.current_snapshot()?;
+        self.store.flush()?;
+        match snapshot {
+            Some(s) => Ok(s),
+            // Never trimmed: nothing the log may be purged up to. openraft ignores an empty
+            // snapshot (it is not newer than any it has).
+            None => Ok((Meta::default(), SnapshotWriter::new(self.group, &Meta::default())?.finish())),
         }
-        Ok((meta, writer.finish()))
     }
 
     /// Replaces the group's data with a snapshot's, then flushes the store.
@@ -263,6 +334,12 @@ impl QueueStateMachine {
             let state = self.raft_state()?;
             if state.as_ref().map(|s| Some(&s.applied)) != Some(meta.last_log_id.as_ref()) {
                 return Err(bad(format!("its data is at {:?}, its meta at {meta}", state.map(|s| s.applied))));
+            }
+            // The snapshot is the checkpoint at a trim point: it must install as one, so the
+            // installer serves the same snapshot and holds nothing below it.
+            let trim_point = self.store.trim_point(group)?;
+            if trim_point != meta.last_log_id.as_ref().map(|l| l.index) {
+                return Err(bad(format!("its trim point {trim_point:?} is not its last log id, {meta}")));
             }
         }
         self.store.flush()?;
@@ -377,9 +454,7 @@ impl RaftSnapshotBuilder<C> for QueueStateMachine {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let (meta, data) = self.blocking(|sm| sm.build()).await?;
-        let data = Arc::new(data);
-        self.set_current(meta.clone(), data.clone());
-        Ok(Snapshot { meta, snapshot: Cursor::new(data.as_ref().clone()) })
+        Ok(Snapshot { meta, snapshot: Cursor::new(data) })
     }
 }
 
@@ -401,20 +476,7 @@ impl RaftStateMachine<C> for QueueStateMachine {
     {
         let mut membership = self.raft_state()?.map(|s| s.membership).unwrap_or_default();
         while let Some((entry, responder)) = entries.try_next().await? {
-            let log_id = entry.log_id;
-            let (batch, reply) = match entry.payload {
-                EntryPayload::Blank => (ApplyBatch::new(log_id.index), GroupReply::NoCommand),
-                EntryPayload::Normal(command) => {
-                    let view = StoreView { store: &self.store, group: self.group };
-                    let (effects, reply) = apply_command(&view, log_id.index, &command).map_err(StateMachineError::from)?;
-                    (effects.into_batch(log_id.index).map_err(StateMachineError::from)?, reply)
-                }
-                EntryPayload::Membership(m) => {
-                    membership = Membership::new(Some(log_id), m);
-                    (ApplyBatch::new(log_id.index), GroupReply::NoCommand)
-                }
-            };
-            self.write(batch, &RaftState { applied: log_id, membership: membership.clone() })?;
+            let reply = self.apply_entry(entry, &mut membership)?;
             if let Some(r) = responder {
                 r.send(reply);
             }
@@ -422,20 +484,28 @@ impl RaftStateMachine<C> for QueueStateMachine {
         Ok(())
     }
 
+    /// Declines a policy-triggered build of a group never trimmed: it has no snapshot to make.
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self> {
+        if !force && matches!(self.store.trim_point(self.group), Ok(None)) {
+            return None;
+        }
+        Some(self.clone())
+    }
+
     async fn get_snapshot_builder(&mut self) -> Self {
         self.clone()
     }
 
     async fn install_snapshot(&mut self, meta: &Meta, snapshot: Cursor<Vec<u8>>) -> Result<(), io::Error> {
-        let data = Arc::new(snapshot.into_inner());
-        let (m, d) = (meta.clone(), data.clone());
-        self.blocking(move |sm| sm.install(&m, &d)).await?;
-        self.set_current(meta.clone(), data);
+        let data = snapshot.into_inner();
+        let m = meta.clone();
+        self.blocking(move |sm| sm.install(&m, &data)).await?;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self.current().map(|c| Snapshot { meta: c.meta, snapshot: Cursor::new(c.data.as_ref().clone()) }))
+        let snapshot = self.blocking(|sm| sm.current_snapshot()).await?;
+        Ok(snapshot.map(|(meta, data)| Snapshot { meta, snapshot: Cursor::new(data) }))
     }
 }
 
@@ -549,33 +619,186 @@ mod tests {
         assert_eq!(store.index_range(GROUP, 2, 0, 100).unwrap().iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![0, 1]);
     }
 
-    #[tokio::test]
-    async fn a_snapshot_installed_on_another_store_reads_the_same() {
-        let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
-        let mut a = QueueStateMachine::new(open(&dir_a), GROUP);
-        apply(&mut a, vec![entry(1, EntryPayload::Membership(config())), entry(2, EntryPayload::Normal(send(&[0, 3, 3])))]).await;
-        let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
-        assert_eq!(snap.meta.last_log_id, Some(openraft::testing::log_id::<C>(2, 1, 2)));
-        assert_eq!(a.store().durable_applied_index(GROUP), Some(2), "building flushes");
-        // A later apply is not in the snapshot already built.
-        apply(&mut a, vec![entry(3, EntryPayload::Normal(send(&[0])))]).await;
+    fn commit(queue: u32, offset: u64) -> GroupCommand {
+        GroupCommand::CommitOffset { consumer_group: "cg".into(), queue, offset }
+    }
 
+    fn trim(up_to_log_index: u64) -> GroupCommand {
+        GroupCommand::Trim { up_to_log_index }
+    }
+
+    /// Every read of the group's replicated state: index entries, next, start and consumer
+    /// offsets of queues 0..4, the trim point and the checkpoints.
+    type GroupState = (Vec<Vec<(u64, IndexEntry)>>, Vec<u64>, Vec<u64>, Vec<Option<u64>>, Option<u64>, Vec<u64>);
+
+    fn group_state(store: &QueueStore) -> GroupState {
+        let (index, next) = reads(store);
+        (
+            index,
+            next,
+            (0..4).map(|q| store.start_offset(GROUP, q).unwrap()).collect(),
+            (0..4).map(|q| store.consumer_offset(GROUP, "cg", q).unwrap()).collect(),
+            store.trim_point(GROUP).unwrap(),
+            store.checkpoint_indexes(GROUP).unwrap(),
+        )
+    }
+
+    /// Applies `entries` one at a time, returning each reply.
+    fn apply_replies(sm: &QueueStateMachine, entries: Vec<Entry<openraft::alias::CommittedLeaderIdOf<C>, Payload>>) -> Vec<GroupReply> {
+        // openraft's responders cannot be made outside it: apply entry by entry instead.
+        let mut membership = sm.raft_state().unwrap().map(|s| s.membership).unwrap_or_default();
+        entries.into_iter().map(|e| sm.apply_entry(e, &mut membership).unwrap()).collect()
+    }
+
+    const EVERY_2: QueueGroupOptions = QueueGroupOptions { checkpoint_interval_entries: 2 };
+
+    /// Entries 1..=6 of a group with a checkpoint every 2 entries: a trim at 4 at entry 5.
+    fn trimmed_log() -> Vec<Entry<openraft::alias::CommittedLeaderIdOf<C>, Payload>> {
+        vec![
+            entry(1, EntryPayload::Membership(config())),
+            entry(2, EntryPayload::Normal(send(&[0, 3, 3]))),
+            entry(3, EntryPayload::Normal(commit(3, 1))),
+            entry(4, EntryPayload::Normal(send(&[0, 1]))),
+            entry(5, EntryPayload::Normal(trim(4))),
+            entry(6, EntryPayload::Normal(send(&[3, 1]))),
+        ]
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_is_the_checkpoint_at_the_trim_point_and_survives_a_restart() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let mut a = QueueStateMachine::with_options(store.clone(), GROUP, EVERY_2);
+        apply(&mut a, trimmed_log()).await;
+        let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let membership = Membership::new(Some(openraft::testing::log_id::<C>(2, 1, 1)), config());
+        assert_eq!(snap.meta.last_log_id, Some(openraft::testing::log_id::<C>(2, 1, 4)), "the trim point, below the applied 6");
+        assert_eq!(snap.meta.last_membership, membership);
+        assert_eq!(store.durable_applied_index(GROUP), Some(6), "building flushes everything applied, the trim included");
+        assert_eq!(a.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta);
+        let (index, next, start, consumers, trim_point, checkpoints) = group_state(&store);
+        assert_eq!(next, vec![2, 2, 0, 3]);
+        assert_eq!(start, vec![2, 1, 0, 2], "the next offsets at 4");
+        assert_eq!(
+            index.iter().map(|q| q.iter().map(|(o, _)| *o).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            vec![vec![], vec![1], vec![], vec![2]]
+        );
+        assert!(index.iter().flatten().all(|(_, e)| e.log_index > 4), "nothing points at an entry up to the trim point");
+        assert_eq!((consumers[3], trim_point, checkpoints), (Some(1), Some(4), vec![4, 6]));
+
+        // After a restart the store still names the same snapshot: it is not kept in memory.
+        drop(a);
+        drop(store);
+        let store = open(&dir);
+        let mut a = QueueStateMachine::with_options(store.clone(), GROUP, EVERY_2);
+        let again = a.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!((&again.meta, again.snapshot.get_ref()), (&snap.meta, snap.snapshot.get_ref()));
+    }
+
+    #[tokio::test]
+    async fn an_installed_snapshot_then_the_log_after_it_give_the_leaders_state() {
+        let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+        let store_a = open(&dir_a);
+        let mut a = QueueStateMachine::with_options(store_a.clone(), GROUP, EVERY_2);
+        let replies_a = apply_replies(&a, trimmed_log());
+        assert_eq!(replies_a[4], GroupReply::Trimmed { up_to_log_index: 4 });
+        let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+        // B holds older, different data of the group; the snapshot replaces all of it.
         let store_b = open(&dir_b);
-        let mut b = QueueStateMachine::new(store_b.clone(), GROUP);
-        apply(&mut b, vec![entry(1, EntryPayload::Normal(send(&[1, 1])))]).await;
+        let mut b = QueueStateMachine::with_options(store_b.clone(), GROUP, EVERY_2);
+        apply(&mut b, vec![entry(1, EntryPayload::Normal(send(&[2, 2])))]).await;
         b.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
         assert_eq!(b.applied_state().await.unwrap(), (snap.meta.last_log_id, snap.meta.last_membership.clone()));
-        assert_eq!(store_b.durable_applied_index(GROUP), Some(2), "installing flushes");
-        let (index, next) = reads(&store_b);
-        assert_eq!(next, vec![1, 0, 0, 2]);
-        assert_eq!(index[1], vec![], "b's own older data is gone");
-        assert_eq!(b.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta);
+        assert_eq!(store_b.durable_applied_index(GROUP), Some(4), "installing flushes");
+        assert_eq!(b.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta, "the installer serves the same snapshot");
+        let (index, next, start, ..) = group_state(&store_b);
+        assert_eq!((next, start), (vec![2, 1, 0, 2], vec![2, 1, 0, 2]));
+        assert!(index.iter().all(Vec::is_empty), "no message up to the trim point, and B's own are gone");
+
+        // B replays the entries after 4 as replication would: the trim it answers Rejected (it
+        // is at that trim point already), the send gets the leader's offsets.
+        let replies_b = apply_replies(&b, trimmed_log().split_off(4));
+        assert!(matches!(replies_b[0], GroupReply::Rejected { .. }), "{:?}", replies_b[0]);
+        assert_eq!(replies_b[1], replies_a[5]);
+        assert_eq!(group_state(&store_b), group_state(&store_a), "same state after the same log");
+        apply(&mut a, vec![entry(7, EntryPayload::Normal(send(&[1]))), entry(8, EntryPayload::Blank)]).await;
+        apply(&mut b, vec![entry(7, EntryPayload::Normal(send(&[1]))), entry(8, EntryPayload::Blank)]).await;
+        assert_eq!(group_state(&store_b), group_state(&store_a));
 
         // A snapshot whose meta disagrees with the one given is refused.
         let current = a.get_current_snapshot().await.unwrap().unwrap();
         let mut other = current.meta.clone();
         other.last_log_id = Some(openraft::testing::log_id::<C>(2, 1, 7));
         assert!(b.install_snapshot(&other, current.snapshot).await.is_err());
+        // So is one that is not a checkpoint at a trim point (here: a whole-store export).
+        let export: Vec<ExportPage> = store_a.export_group(GROUP, 1 << 20).unwrap().map(|p| p.unwrap()).collect();
+        let applied = a.applied_state().await.unwrap();
+        let meta = Meta { last_log_id: applied.0, last_membership: applied.1 };
+        let err = b.install_snapshot(&meta, Cursor::new(encode_snapshot(&meta, &export))).await.unwrap_err();
+        assert!(err.to_string().contains("trim point"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_group_never_trimmed_has_no_snapshot() {
+        let dir = TempDir::new().unwrap();
+        let mut sm = QueueStateMachine::with_options(open(&dir), GROUP, EVERY_2);
+        apply(&mut sm, vec![entry(1, EntryPayload::Normal(send(&[0]))), entry(2, EntryPayload::Blank)]).await;
+        assert!(sm.get_current_snapshot().await.unwrap().is_none());
+        assert!(sm.try_create_snapshot_builder(false).await.is_none(), "a policy-triggered build is declined");
+        let snap = sm.try_create_snapshot_builder(true).await.unwrap().build_snapshot().await.unwrap();
+        assert_eq!(snap.meta, Meta::default(), "an empty snapshot, which openraft ignores");
+        assert_eq!(sm.store().durable_applied_index(GROUP), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_group_holding_no_message_at_a_checkpoint_has_its_snapshot_there() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let mut sm = QueueStateMachine::with_options(store.clone(), GROUP, EVERY_2);
+        apply(&mut sm, vec![entry(1, EntryPayload::Membership(config())), entry(2, EntryPayload::Normal(commit(0, 0)))]).await;
+        let snap = sm.try_create_snapshot_builder(false).await.unwrap().build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(openraft::testing::log_id::<C>(2, 1, 2)));
+        assert_eq!(store.trim_point(GROUP).unwrap(), Some(2));
+        apply(&mut sm, vec![entry(3, EntryPayload::Normal(send(&[0]))), entry(4, EntryPayload::Blank)]).await;
+        assert_eq!(store.trim_point(GROUP).unwrap(), Some(2), "a message is held at 4");
+        assert_eq!(store.checkpoint_indexes(GROUP).unwrap(), vec![2, 4]);
+    }
+
+    /// What a kill -9 now would leave of the store in `dir` (see `store::tests::crash_image`).
+    fn crash_image(dir: &TempDir) -> TempDir {
+        let image = TempDir::new().unwrap();
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), image.path().join(e.file_name())).unwrap();
+            }
+        }
+        image
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_a_trim_and_before_any_flush_re_applies_to_the_same_state() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let mut sm = QueueStateMachine::with_options(store.clone(), GROUP, EVERY_2);
+        let log = trimmed_log();
+        apply(&mut sm, log[..4].to_vec()).await;
+        store.flush().unwrap();
+        apply(&mut sm, log[4..].to_vec()).await;
+        let before = group_state(&store);
+        assert_eq!(before.4, Some(4));
+
+        // The trim was not flushed: a crash loses it, and the snapshot with it (the log was not
+        // purged, since a build flushes before openraft may purge).
+        let image = crash_image(&dir);
+        let crashed = Arc::new(QueueStore::open(image.path(), &StoreOptions::default()).unwrap().0);
+        let mut again = QueueStateMachine::with_options(crashed.clone(), GROUP, EVERY_2);
+        assert_eq!(again.applied_state().await.unwrap().0, Some(openraft::testing::log_id::<C>(2, 1, 4)));
+        assert!(again.get_current_snapshot().await.unwrap().is_none());
+        apply(&mut again, log[4..].to_vec()).await;
+        assert_eq!(group_state(&crashed), before, "re-applying the trim is deterministic");
+        assert_eq!(again.get_current_snapshot().await.unwrap().unwrap().meta.last_log_id, Some(openraft::testing::log_id::<C>(2, 1, 4)));
     }
 
     fn encode_snapshot(meta: &Meta, pages: &[ExportPage]) -> Vec<u8> {

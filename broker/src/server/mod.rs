@@ -13,6 +13,7 @@ mod forward;
 mod peer_service;
 mod queue_service;
 mod reconcile;
+mod retention;
 mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,11 +35,17 @@ use tonic::transport::server::TcpIncoming;
 use crate::edge::Limits;
 use crate::host::{GroupHost, HostError, HostOptions, QueueRaft};
 use crate::meta::{MetaGroupConfig, MetaRaft};
+use crate::metrics::{BrokerMetrics, MetricsServer, MetricsSource, ReplicaState, SendPathMetrics};
 use crate::queue::{SendBatchLimits, SendBatcher};
 use crate::raft::{BrokerId, BrokerNode, GroupId};
 
 pub use forward::ForwardClients;
+pub use retention::RetentionOptions;
 
+/// Room for a send request's framing and message fields beyond its bodies.
+const REQUEST_OVERHEAD_BYTES: usize = 1 << 20;
+/// Largest reply (a fetch of up to 64 MiB of bodies, with framing).
+const REPLY_BYTES_MAX: usize = 80 << 20;
 /// How long `shutdown` waits for the client server's in-flight requests.
 const SERVER_STOP_WAIT: Duration = Duration::from_secs(5);
 /// Deadline of one metadata proposal or read, retries included.
@@ -80,8 +87,17 @@ pub struct BrokerOptions {
     pub fetch_wait_max: Duration,
     /// Concurrent requests (HTTP/2 streams) per client connection. Default 1,024.
     pub streams_per_connection_max: u32,
+    /// Message body bytes of sends being served at once, over every connection and group;
+    /// beyond it a send is answered BUSY, so memory stays bounded however much clients offer.
+    /// Default 256 MiB.
+    pub in_flight_send_bytes_max: usize,
     pub send: SendBatchLimits,
     pub topic_defaults: TopicDefaults,
+    /// What queue groups keep, and how often that is checked.
+    pub retention: RetentionOptions,
+    /// Where `GET /metrics` (Prometheus, OpenMetrics text) is served; port 0 picks a free one.
+    /// Default none: no metrics server.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl BrokerOptions {
@@ -96,8 +112,11 @@ impl BrokerOptions {
             limits: Limits::default(),
             fetch_wait_max: Duration::from_secs(30),
             streams_per_connection_max: 1024,
+            in_flight_send_bytes_max: 256 << 20,
             send: SendBatchLimits::default(),
             topic_defaults: TopicDefaults::default(),
+            retention: RetentionOptions::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -110,6 +129,8 @@ pub enum BrokerError {
     Meta(#[from] controller::MetaError),
     #[error("client listener on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("metrics listener on {addr}: {source}")]
+    MetricsListen { addr: SocketAddr, source: std::io::Error },
     #[error("invalid options: {0}")]
     Options(String),
 }
@@ -136,6 +157,8 @@ pub(crate) struct Core {
     map: watch::Receiver<Arc<ClusterMap>>,
     /// The send path of each queue group open here (the batcher refuses when not leader).
     batchers: Mutex<HashMap<GroupId, SendBatcher>>,
+    /// What every group's send path records into.
+    send_metrics: Arc<SendPathMetrics>,
     client_addr: String,
     peer_addr: String,
     forward: ForwardClients,
@@ -168,7 +191,9 @@ impl Core {
     pub(crate) async fn open_group(&self, group: GroupId) -> Result<QueueRaft, HostError> {
         let raft = self.host.open_group(group).await?;
         let mut batchers = self.batchers.lock().unwrap_or_else(|p| p.into_inner());
-        batchers.entry(group).or_insert_with(|| SendBatcher::start(raft.clone(), self.options.send));
+        batchers
+            .entry(group)
+            .or_insert_with(|| SendBatcher::start_with_metrics(raft.clone(), self.options.send, self.send_metrics.clone()));
         Ok(raft)
     }
 
@@ -273,6 +298,22 @@ impl Core {
     }
 }
 
+impl MetricsSource for Core {
+    fn log_stats(&self) -> &raft_log::engine::EngineStats {
+        self.host.log_stats()
+    }
+
+    fn replicas(&self) -> Vec<ReplicaState> {
+        let mut replicas = vec![ReplicaState::from_raft(controller::META_GROUP_ID, &self.meta.metrics().borrow_watched())];
+        for id in self.host.groups() {
+            if let Some(raft) = self.host.group(id) {
+                replicas.push(ReplicaState::from_raft(id, &raft.metrics().borrow_watched()));
+            }
+        }
+        replicas
+    }
+}
+
 /// A running broker; see the module documentation.
 pub struct BrokerServer {
     core: Arc<Core>,
@@ -280,6 +321,7 @@ pub struct BrokerServer {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     client_server: tokio::task::JoinHandle<()>,
+    metrics_server: Option<MetricsServer>,
 }
 
 impl BrokerServer {
@@ -303,6 +345,11 @@ impl BrokerServer {
             .map_err(|source| BrokerError::Listen { addr: options.client_listen, source })?
             .with_nodelay(Some(true));
         let client_addr = incoming.local_addr().map_err(|source| BrokerError::Listen { addr: options.client_listen, source })?;
+        let metrics_listener = match options.metrics_listen {
+            Some(addr) => Some(MetricsServer::bind(addr).await.map_err(|source| BrokerError::MetricsListen { addr, source })?),
+            None => None,
+        };
+        let mut metrics = BrokerMetrics::new();
         let (stop, stop_rx) = watch::channel(false);
         let core = Arc::new(Core {
             id,
@@ -314,9 +361,13 @@ impl BrokerServer {
             meta,
             map,
             batchers: Mutex::new(HashMap::new()),
+            send_metrics: metrics.send_path(),
             stop: stop_rx,
         });
         let _ = core_cell.set(core.clone());
+        metrics.collect_from(Arc::downgrade(&core));
+        let request_layer = metrics.request_layer();
+        let metrics_server = metrics_listener.map(|listener| MetricsServer::start(listener, metrics));
         for group in core.host.groups_on_disk() {
             core.open_group(group).await?;
         }
@@ -326,17 +377,28 @@ impl BrokerServer {
             tokio::spawn(reconcile::bootstrap_and_register(core.clone())),
             tokio::spawn(reconcile::place_groups(core.clone())),
             tokio::spawn(reconcile::meta_learners(core.clone())),
+            tokio::spawn(retention::run(core.clone())),
         ];
         let streams = core.options.streams_per_connection_max;
-        let queue = QueueServiceServer::new(queue_service::QueueSvc::new(core.clone()));
+        // A request larger than one Raft entry (plus framing) could never be stored whole; tonic
+        // refuses it while decoding, before buffering more.
+        let request_bytes_max = core.options.send.entry_bytes_max.saturating_add(REQUEST_OVERHEAD_BYTES);
+        let queue = QueueServiceServer::new(queue_service::QueueSvc::new(core.clone()))
+            .max_decoding_message_size(request_bytes_max)
+            .max_encoding_message_size(REPLY_BYTES_MAX);
         let admin = AdminServiceServer::new(admin_service::AdminSvc::new(core.clone()));
         let mut stopped = core.stop.clone();
         let client_server = tokio::spawn(async move {
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
+            // At most `streams` requests of one connection are decoded and served at once; the
+            // rest wait unread, held back by HTTP/2 flow control, so a connection's memory is
+            // bounded by `streams` requests.
             let served = Server::builder()
                 .max_concurrent_streams(streams)
+                .concurrency_limit_per_connection(streams as usize)
+                .layer(request_layer)
                 .add_service(queue)
                 .add_service(admin)
                 .serve_with_incoming_shutdown(incoming, stop)
@@ -345,7 +407,7 @@ impl BrokerServer {
                 tracing::error!(error = %e, "client server stopped");
             }
         });
-        Ok(Self { core, client_addr, stop, tasks, client_server })
+        Ok(Self { core, client_addr, stop, tasks, client_server, metrics_server })
     }
 
     pub fn id(&self) -> BrokerId {
@@ -355,6 +417,11 @@ impl BrokerServer {
     /// Where the client services listen.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// Where `GET /metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
     }
 
     /// This broker as a Raft member (its peer address).
@@ -370,6 +437,9 @@ impl BrokerServer {
         if tokio::time::timeout(SERVER_STOP_WAIT, &mut server).await.is_err() {
             tracing::warn!("client server did not stop within {SERVER_STOP_WAIT:?}; cutting it off");
             server.abort();
+        }
+        if let Some(metrics_server) = self.metrics_server {
+            metrics_server.shutdown().await;
         }
         for task in self.tasks {
             task.abort();

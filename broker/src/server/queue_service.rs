@@ -44,6 +44,8 @@ const LEADER_READY_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) struct QueueSvc {
     core: Arc<Core>,
+    /// Permits of 1 KiB of message bodies being served (see `in_flight_send_bytes_max`).
+    send_kib: Arc<tokio::sync::Semaphore>,
     /// Start of this process (ms since the epoch) and a counter: with the broker id, a message
     /// id unique in the cluster.
     started_ms: u64,
@@ -53,7 +55,8 @@ pub(crate) struct QueueSvc {
 impl QueueSvc {
     pub(crate) fn new(core: Arc<Core>) -> Self {
         let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Self { core, started_ms, next_id: AtomicU64::new(0) }
+        let send_kib = Arc::new(tokio::sync::Semaphore::new((core.options.in_flight_send_bytes_max / 1024).max(1)));
+        Self { core, send_kib, started_ms, next_id: AtomicU64::new(0) }
     }
 
     fn message_id(&self) -> String {
@@ -170,6 +173,16 @@ impl QueueSvc {
         let core = &self.core;
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
+        let bytes: usize = req.messages.iter().map(|m| m.body.len()).sum();
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        // Held until the reply: the bodies stay in memory that long (here, in the batcher, or
+        // while forwarded).
+        let Ok(_in_flight) = self.send_kib.clone().try_acquire_many_owned(kib) else {
+            return refuse(status::busy(format!(
+                "{} bytes of sends already in flight on broker {}",
+                core.options.in_flight_send_bytes_max, core.id
+            )));
+        };
         let limits = &core.options.limits;
         if let Err(e) = edge::check_name("topic", &req.topic, limits).and_then(|_| edge::check_message_count(req.messages.len(), limits)) {
             return refuse(e.into());
@@ -267,12 +280,16 @@ impl QueueSvc {
         let deadline = tokio::time::Instant::now() + wait;
         let mut metrics = raft.metrics();
         loop {
-            let end = match core.host.store().next_offset(group.id, group.queue) {
-                Ok(e) => e,
-                Err(e) => return refuse(status::internal(e.to_string())),
-            };
-            if req.offset < end {
-                let read = match core.host.read_queue(group.id, group.queue, req.offset, max_messages).await {
+            let store = core.host.store();
+            let (start, end) =
+                match store.start_offset(group.id, group.queue).and_then(|s| Ok((s, store.next_offset(group.id, group.queue)?))) {
+                    Ok(e) => e,
+                    Err(e) => return refuse(status::internal(e.to_string())),
+                };
+            // Below the retained messages, the read begins at the first one.
+            let from = req.offset.max(start);
+            if from < end {
+                let read = match core.host.read_queue(group.id, group.queue, from, max_messages).await {
                     Ok(r) => r,
                     Err(e) => return refuse(status::internal(e.to_string())),
                 };
@@ -287,12 +304,18 @@ impl QueueSvc {
                     }
                     messages.push(stored_message(m));
                 }
-                let next_offset = messages.last().map_or(req.offset, |m: &StoredMessage| m.offset + 1);
-                return FetchReply { status: Some(status::ok()), messages, next_offset, end_offset: end };
+                let next_offset = messages.last().map_or(from, |m: &StoredMessage| m.offset + 1);
+                return FetchReply { status: Some(status::ok()), messages, next_offset, end_offset: end, start_offset: start };
             }
             let changed = matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(())));
             if !changed || core.stopping() {
-                return FetchReply { status: Some(status::ok()), messages: vec![], next_offset: req.offset, end_offset: end };
+                return FetchReply {
+                    status: Some(status::ok()),
+                    messages: vec![],
+                    next_offset: from,
+                    end_offset: end,
+                    start_offset: start,
+                };
             }
         }
     }

@@ -1,5 +1,5 @@
 use super::keys::{self, Item};
-use super::value::{self, IndexEntry, RAFT_STATE_BYTES_MAX};
+use super::value::{self, Checkpoint, IndexEntry, RAFT_STATE_BYTES_MAX};
 use super::{GroupId, StoreError};
 
 /// Everything one applied Raft entry (or a run of consecutive entries) changes in one group,
@@ -12,6 +12,12 @@ pub struct ApplyBatch {
     next_offsets: Vec<(u32, u64)>,
     consumer_offsets: Vec<(String, u32, u64)>,
     raft_state: Option<Vec<u8>>,
+    /// `(queue, offset)`: the queue's index entries below `offset` are deleted.
+    trimmed_index: Vec<(u32, u64)>,
+    start_offsets: Vec<(u32, u64)>,
+    trim_point: Option<u64>,
+    checkpoints: Vec<Checkpoint>,
+    dropped_checkpoints: Vec<u64>,
 }
 
 impl ApplyBatch {
@@ -20,9 +26,25 @@ impl ApplyBatch {
     /// batch (built in memory) from growing without limit.
     pub const OPS_MAX: usize = 65_536;
 
+    /// Most checkpoint operations (recorded and dropped) one batch may hold, besides
+    /// [`Self::OPS_MAX`]: an entry records at most one checkpoint and drops at most every other
+    /// one, so a full send batch can still record its checkpoint.
+    pub const CHECKPOINT_OPS_MAX: usize = super::CHECKPOINTS_MAX + 2;
+
     /// A batch whose entries end at Raft log index `applied_index`.
     pub fn new(applied_index: u64) -> Self {
-        Self { applied_index, index: Vec::new(), next_offsets: Vec::new(), consumer_offsets: Vec::new(), raft_state: None }
+        Self {
+            applied_index,
+            index: Vec::new(),
+            next_offsets: Vec::new(),
+            consumer_offsets: Vec::new(),
+            raft_state: None,
+            trimmed_index: Vec::new(),
+            start_offsets: Vec::new(),
+            trim_point: None,
+            checkpoints: Vec::new(),
+            dropped_checkpoints: Vec::new(),
+        }
     }
 
     /// The Raft log index the group has applied once this batch is written.
@@ -30,9 +52,10 @@ impl ApplyBatch {
         self.applied_index
     }
 
-    /// Operations in the batch, not counting the applied index and the raft state.
+    /// Operations in the batch, not counting the applied index, the raft state, the trim point
+    /// and checkpoint operations; at most [`Self::OPS_MAX`].
     pub fn len(&self) -> usize {
-        self.index.len() + self.next_offsets.len() + self.consumer_offsets.len()
+        self.index.len() + self.next_offsets.len() + self.consumer_offsets.len() + self.trimmed_index.len() + self.start_offsets.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -72,6 +95,41 @@ impl ApplyBatch {
         Ok(())
     }
 
+    /// Deletes `queue`'s index entries below `offset` (a trim), with one range deletion.
+    pub fn trim_index(&mut self, queue: u32, offset: u64) -> Result<(), StoreError> {
+        self.check_room()?;
+        self.trimmed_index.push((queue, offset));
+        Ok(())
+    }
+
+    /// Sets the first offset of `queue` still held.
+    pub fn set_start_offset(&mut self, queue: u32, offset: u64) -> Result<(), StoreError> {
+        self.check_room()?;
+        self.start_offsets.push((queue, offset));
+        Ok(())
+    }
+
+    /// Sets the group's trim point. The caller keeps the checkpoint at that index (and writes
+    /// it, if new, in the same batch): the trim point names the group's snapshot.
+    pub fn set_trim_point(&mut self, log_index: u64) {
+        self.trim_point = Some(log_index);
+    }
+
+    /// Stores `checkpoint` under its log index. Refuses one over its bounds or out of order.
+    pub fn put_checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+        checkpoint.check().map_err(|reason| StoreError::InvalidCheckpoint { log_index: checkpoint.log_index, reason })?;
+        self.check_checkpoint_room()?;
+        self.checkpoints.push(checkpoint);
+        Ok(())
+    }
+
+    /// Deletes the checkpoint at `log_index`.
+    pub fn drop_checkpoint(&mut self, log_index: u64) -> Result<(), StoreError> {
+        self.check_checkpoint_room()?;
+        self.dropped_checkpoints.push(log_index);
+        Ok(())
+    }
+
     fn check_room(&self) -> Result<(), StoreError> {
         if self.len() >= Self::OPS_MAX {
             return Err(StoreError::BatchFull { limit: Self::OPS_MAX });
@@ -79,9 +137,23 @@ impl ApplyBatch {
         Ok(())
     }
 
+    fn check_checkpoint_room(&self) -> Result<(), StoreError> {
+        if self.checkpoints.len() + self.dropped_checkpoints.len() >= Self::CHECKPOINT_OPS_MAX {
+            return Err(StoreError::BatchFull { limit: Self::CHECKPOINT_OPS_MAX });
+        }
+        Ok(())
+    }
+
     /// The RocksDB write batch for `group`; operations on the same key keep the last value.
+    /// Deletions go first, so a key deleted and written in one batch ends written.
     pub(crate) fn to_write_batch(&self, group: GroupId) -> rocksdb::WriteBatch {
         let mut wb = rocksdb::WriteBatch::default();
+        for (queue, offset) in &self.trimmed_index {
+            wb.delete_range(Item::Index { queue: *queue, offset: 0 }.key(group), Item::Index { queue: *queue, offset: *offset }.key(group));
+        }
+        for log_index in &self.dropped_checkpoints {
+            wb.delete(Item::Checkpoint { log_index: *log_index }.key(group));
+        }
         for (queue, offset, entry) in &self.index {
             wb.put(Item::Index { queue: *queue, offset: *offset }.key(group), entry.encode());
         }
@@ -93,6 +165,15 @@ impl ApplyBatch {
         }
         if let Some(state) = &self.raft_state {
             wb.put(Item::RaftState.key(group), value::encode_blob(state));
+        }
+        for (queue, offset) in &self.start_offsets {
+            wb.put(Item::StartOffset { queue: *queue }.key(group), value::encode_u64(*offset));
+        }
+        for checkpoint in &self.checkpoints {
+            wb.put(Item::Checkpoint { log_index: checkpoint.log_index }.key(group), checkpoint.encode());
+        }
+        if let Some(trim_point) = self.trim_point {
+            wb.put(Item::TrimPoint.key(group), value::encode_u64(trim_point));
         }
         wb.put(Item::Applied.key(group), value::encode_u64(self.applied_index));
         wb
@@ -119,6 +200,14 @@ mod tests {
         let mut b = ApplyBatch::new(1);
         b.set_raft_state(vec![0; RAFT_STATE_BYTES_MAX]).unwrap();
         assert!(matches!(b.set_raft_state(vec![0; RAFT_STATE_BYTES_MAX + 1]), Err(StoreError::RaftStateTooLarge { .. })));
+    }
+
+    #[test]
+    fn a_batch_refuses_a_checkpoint_it_cannot_store() {
+        let mut b = ApplyBatch::new(1);
+        let unordered = Checkpoint { log_index: 1, next_offsets: vec![(2, 0), (1, 0)], ..Checkpoint::default() };
+        assert!(matches!(b.put_checkpoint(unordered), Err(StoreError::InvalidCheckpoint { log_index: 1, .. })));
+        assert!(b.is_empty());
     }
 
     #[test]

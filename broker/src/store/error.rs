@@ -28,6 +28,9 @@ pub enum StoreError {
     /// A raft state larger than a value may hold; nothing was set.
     #[error("raft state of {len} bytes: at most {max}")]
     RaftStateTooLarge { len: usize, max: usize },
+    /// A checkpoint over its bounds or not in canonical order; nothing was set.
+    #[error("checkpoint at log index {log_index}: {reason}")]
+    InvalidCheckpoint { log_index: u64, reason: String },
     /// A consumer group name the store's keys cannot hold.
     #[error("consumer group name of {len} bytes: must be 1 to {max} bytes")]
     InvalidName { len: usize, max: usize },

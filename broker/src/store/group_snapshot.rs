@@ -1,4 +1,7 @@
-//! Export and import of one group's data, the raw material of a Raft snapshot of the group.
+//! Export and import of one group's data. A Raft snapshot of the group is the records of
+//! [`checkpoint_export`] (the checkpoint at the trim point, not the whole group: see
+//! `crate::queue::state_machine`), installed with an import; a whole export moves a group
+//! between stores.
 //!
 //! An export reads the group through a RocksDB snapshot, so its pages are one consistent view
 //! even while the group keeps applying; each page is bounded in bytes. Keys in an export leave
@@ -7,8 +10,8 @@
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode, WriteBatch};
 
 use super::keys::{self, Item};
-use super::value::{self, IndexEntry};
-use super::{GroupId, QueueStore, StoreError, lock};
+use super::value::{self, Checkpoint, IndexEntry};
+use super::{GroupId, QueueStore, StoreError, decode_checkpoint, lock};
 
 /// Largest page [`QueueStore::export_group`] makes and [`GroupImport::write_page`] takes.
 pub const EXPORT_PAGE_BYTES_MAX: usize = 16 << 20;
@@ -219,10 +222,38 @@ impl GroupImport<'_> {
 fn check_value(item: &Item, value: &[u8]) -> Result<(), String> {
     match item {
         Item::Importing => value::decode_marker(value),
-        Item::Applied | Item::NextOffset { .. } | Item::ConsumerOffset { .. } => value::decode_u64(value).map(|_| ()),
+        Item::Applied | Item::NextOffset { .. } | Item::ConsumerOffset { .. } | Item::StartOffset { .. } | Item::TrimPoint => {
+            value::decode_u64(value).map(|_| ())
+        }
         Item::Index { .. } => IndexEntry::decode(value).map(|_| ()),
         Item::RaftState => value::decode_blob(value).map(|_| ()),
+        Item::Checkpoint { log_index } => decode_checkpoint(*log_index, value).map(|_| ()),
     }
+}
+
+/// The records of a group whose whole state is `checkpoint`, trimmed at it: applied index and
+/// raft state as of the checkpoint, its next and consumer offsets, every queue's start offset at
+/// its next offset (nothing below the checkpoint is held), the trim point and the checkpoint
+/// itself (so the importer can serve the same snapshot). No index entry: a trim at the
+/// checkpoint removed them all. In key order, one page (a checkpoint is bounded well below
+/// [`EXPORT_PAGE_BYTES_MAX`]). The caller has checked the checkpoint
+/// ([`Checkpoint::check`]; stored checkpoints are).
+pub fn checkpoint_export(checkpoint: &Checkpoint) -> ExportPage {
+    let record = |item: Item, value: Vec<u8>| GroupRecord { key: item.key(0)[keys::GROUP_LEN..].to_vec(), value };
+    let k = checkpoint.log_index;
+    let mut records = Vec::with_capacity(4 + 2 * checkpoint.next_offsets.len() + checkpoint.consumer_offsets.len());
+    records.push(record(Item::Applied, value::encode_u64(k)));
+    records.extend(checkpoint.next_offsets.iter().map(|&(queue, next)| record(Item::NextOffset { queue }, value::encode_u64(next))));
+    records.extend(
+        checkpoint.consumer_offsets.iter().map(|(cg, queue, offset)| {
+            record(Item::ConsumerOffset { consumer_group: cg.clone(), queue: *queue }, value::encode_u64(*offset))
+        }),
+    );
+    records.push(record(Item::RaftState, value::encode_blob(&checkpoint.raft_state)));
+    records.extend(checkpoint.next_offsets.iter().map(|&(queue, next)| record(Item::StartOffset { queue }, value::encode_u64(next))));
+    records.push(record(Item::TrimPoint, value::encode_u64(k)));
+    records.push(record(Item::Checkpoint { log_index: k }, checkpoint.encode()));
+    ExportPage { records }
 }
 
 #[cfg(test)]

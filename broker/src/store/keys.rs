@@ -16,6 +16,9 @@ const NEXT_OFFSET: u8 = 0x02;
 const CONSUMER_OFFSET: u8 = 0x03;
 const INDEX: u8 = 0x04;
 const RAFT_STATE: u8 = 0x05;
+const START_OFFSET: u8 = 0x06;
+const TRIM_POINT: u8 = 0x07;
+const CHECKPOINT: u8 = 0x08;
 /// Above every kind byte: `group ++ [GROUP_END]` sorts after every key of the group and before
 /// every key of the next one, so it bounds a group's range without computing `group + 1`
 /// (which would overflow for `u64::MAX`).
@@ -37,6 +40,12 @@ pub(crate) enum Item {
     /// What openraft needs to restart the group's state machine (last applied log id and
     /// membership), opaque to the store.
     RaftState,
+    /// The first offset of a queue still held (everything below was trimmed).
+    StartOffset { queue: u32 },
+    /// The Raft log index of the group's last trim: the checkpoint its snapshot is.
+    TrimPoint,
+    /// The group's state as of one Raft log index: see [`super::Checkpoint`].
+    Checkpoint { log_index: u64 },
 }
 
 impl Item {
@@ -72,6 +81,30 @@ impl Item {
                 k.extend_from_slice(&offset.to_be_bytes());
             }
             Item::RaftState => k.push(RAFT_STATE),
+            Item::StartOffset { queue } => {
+                k.push(START_OFFSET);
+                k.extend_from_slice(&queue.to_be_bytes());
+            }
+            Item::TrimPoint => k.push(TRIM_POINT),
+            Item::Checkpoint { log_index } => {
+                k.push(CHECKPOINT);
+                k.extend_from_slice(&log_index.to_be_bytes());
+            }
+        }
+    }
+
+    /// The kind byte of this item's keys.
+    fn kind(&self) -> u8 {
+        match self {
+            Item::Importing => IMPORTING,
+            Item::Applied => APPLIED,
+            Item::NextOffset { .. } => NEXT_OFFSET,
+            Item::ConsumerOffset { .. } => CONSUMER_OFFSET,
+            Item::Index { .. } => INDEX,
+            Item::RaftState => RAFT_STATE,
+            Item::StartOffset { .. } => START_OFFSET,
+            Item::TrimPoint => TRIM_POINT,
+            Item::Checkpoint { .. } => CHECKPOINT,
         }
     }
 
@@ -102,6 +135,15 @@ impl Item {
                 Ok(Item::Index { queue: be_u32(&rest[..4]), offset: be_u64(&rest[4..]) })
             }
             RAFT_STATE => exact(0).map(|_| Item::RaftState),
+            START_OFFSET => {
+                exact(4)?;
+                Ok(Item::StartOffset { queue: be_u32(rest) })
+            }
+            TRIM_POINT => exact(0).map(|_| Item::TrimPoint),
+            CHECKPOINT => {
+                exact(8)?;
+                Ok(Item::Checkpoint { log_index: be_u64(rest) })
+            }
             other => Err(format!("unknown kind {other:#04x}")),
         }
     }
@@ -116,6 +158,9 @@ impl fmt::Display for Item {
             Item::ConsumerOffset { consumer_group, queue } => write!(f, "offset of consumer group {consumer_group:?} on queue {queue}"),
             Item::Index { queue, offset } => write!(f, "index entry queue {queue} offset {offset}"),
             Item::RaftState => write!(f, "raft state"),
+            Item::StartOffset { queue } => write!(f, "start offset of queue {queue}"),
+            Item::TrimPoint => write!(f, "trim point"),
+            Item::Checkpoint { log_index } => write!(f, "checkpoint at log index {log_index}"),
         }
     }
 }
@@ -162,6 +207,21 @@ pub(crate) fn queue_index_end(group: GroupId, queue: u32) -> Vec<u8> {
     k
 }
 
+/// The first key of one kind's range in a group: every key of that kind starts with it.
+pub(crate) fn kind_start(group: GroupId, item: &Item) -> Vec<u8> {
+    let mut k = Item::Importing.key(group);
+    k[GROUP_LEN] = item.kind();
+    k
+}
+
+/// Just past the last key of one kind in a group (exclusive bound): the next kind's first key.
+pub(crate) fn kind_end(group: GroupId, item: &Item) -> Vec<u8> {
+    let mut k = kind_start(group, item);
+    // Every kind is below GROUP_END, so this stays inside the group's range.
+    k[GROUP_LEN] += 1;
+    k
+}
+
 /// A consumer group name must fit a key: 1 to [`CONSUMER_GROUP_BYTES_MAX`] bytes.
 pub(crate) fn check_consumer_group(name: &str) -> Result<(), super::StoreError> {
     if name.is_empty() || name.len() > CONSUMER_GROUP_BYTES_MAX {
@@ -198,6 +258,9 @@ mod tests {
             Item::ConsumerOffset { consumer_group: "cg-1".into(), queue: 3 },
             Item::Index { queue: 7, offset: 1 << 40 },
             Item::RaftState,
+            Item::StartOffset { queue: 7 },
+            Item::TrimPoint,
+            Item::Checkpoint { log_index: 1 << 40 },
         ]
     }
 
@@ -223,6 +286,21 @@ mod tests {
     }
 
     #[test]
+    fn kind_ranges_hold_exactly_their_kind() {
+        for item in all_items() {
+            let (start, end) = (kind_start(9, &item), kind_end(9, &item));
+            for other in all_items() {
+                let key = other.key(9);
+                let inside = key >= start && key < end;
+                assert_eq!(inside, other.kind() == item.kind(), "{other} against the range of {item}");
+            }
+            assert!(end <= group_end(9));
+        }
+        let k = |log_index| Item::Checkpoint { log_index }.key(9);
+        assert!(k(255) < k(256), "checkpoints sort by numeric log index");
+    }
+
+    #[test]
     fn groups_do_not_overlap() {
         assert!(group_end(1).as_slice() < group_start(2).as_slice());
         assert!(Item::Index { queue: u32::MAX, offset: u64::MAX }.key(1) < group_end(1));
@@ -237,6 +315,9 @@ mod tests {
         assert!(parse(&with(&[0x09])).is_err());
         assert!(parse(&with(&[APPLIED, 0])).is_err());
         assert!(parse(&with(&[RAFT_STATE, 0])).is_err());
+        assert!(parse(&with(&[TRIM_POINT, 0])).is_err());
+        assert!(parse(&with(&[START_OFFSET, 0, 0, 1])).is_err());
+        assert!(parse(&with(&[CHECKPOINT, 0, 0, 0, 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[INDEX, 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[CONSUMER_OFFSET, 0, 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[CONSUMER_OFFSET, 2, b'a', 0, 0, 0, 1])).is_err());

@@ -54,13 +54,21 @@
 //! | `0x03` | consumer offset | 9 name length n (1..=255), 10..10+n consumer group name (UTF-8), 10+n..14+n queue id, u32 BE | committed offset, u64 |
 //! | `0x04` | index entry | 9..13 queue id, u32 BE; 13..21 queue offset, u64 BE | [`IndexEntry`]: log index u64, position u32, size u32, tag hash u64, store time ms u64 |
 //! | `0x05` | raft state | nothing | variable length, 0..=[`RAFT_STATE_BYTES_MAX`] (64 KiB) bytes, opaque to the store: the state machine's bincode of its last applied log id and membership |
+//! | `0x06` | start offset | 9..13 queue id, u32 BE | first offset of the queue still held (a trim deleted the index entries below it); absent: 0 |
+//! | `0x07` | trim point | nothing | Raft log index of the group's last trim, u64; a checkpoint at that index is always present |
+//! | `0x08` | checkpoint | 9..17 Raft log index, u64 BE | [`Checkpoint`]: the group's offsets and raft state as of that index, variable length, at most [`CHECKPOINT_ITEMS_MAX`] offsets and a raft state; at most [`CHECKPOINTS_MAX`] + 1 per group |
 //!
+//! A group's messages are its index entries; their bodies are in the Raft log. Retention
+//! deletes index entries (a trim, by range per queue) and records how far in the start offset
+//! and the trim point; the checkpoint at the trim point is the group's Raft snapshot, and no
+//! index entry held points at a log entry at or below the trim point, so the log may be purged
+//! up to it (see `crate::queue::apply`).
 //! # Values
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 0 | format, 1 |
-//! | 1..1+n | payload, fixed length per kind (above; the raft state's is variable and bounded), integers little-endian |
+//! | 1..1+n | payload, fixed length per kind (above; the raft state's and a checkpoint's are variable and bounded), integers little-endian |
 //! | 1+n..5+n | CRC32C of bytes 0..1+n, u32 LE |
 //!
 //! A value of the wrong length, an unknown format or a checksum mismatch is
@@ -90,9 +98,9 @@ use rocksdb::{DB, FlushOptions, Options, ReadOptions, WriteBatch, WriteOptions};
 
 pub use batch::ApplyBatch;
 pub use error::StoreError;
-pub use group_snapshot::{EXPORT_PAGE_BYTES_MAX, ExportPage, GroupExport, GroupImport, GroupRecord};
+pub use group_snapshot::{EXPORT_PAGE_BYTES_MAX, ExportPage, GroupExport, GroupImport, GroupRecord, checkpoint_export};
 pub use keys::CONSUMER_GROUP_BYTES_MAX;
-pub use value::{IndexEntry, RAFT_STATE_BYTES_MAX};
+pub use value::{CHECKPOINT_ITEMS_MAX, Checkpoint, IndexEntry, RAFT_STATE_BYTES_MAX};
 
 use keys::Item;
 
@@ -125,6 +133,21 @@ pub struct OpenReport {
 
 /// Most index entries one [`QueueStore::index_range`] call returns.
 pub const INDEX_RANGE_MAX: usize = 4096;
+
+/// Most checkpoints a group keeps above its trim point (the state machine drops the oldest
+/// beyond it); with the one at the trim point, a group holds at most `CHECKPOINTS_MAX + 1`.
+pub const CHECKPOINTS_MAX: usize = 64;
+
+/// Every queue and consumer offset of a group: what a checkpoint copies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupOffsets {
+    /// `(queue, next offset)` by ascending queue.
+    pub next: Vec<(u32, u64)>,
+    /// `(queue, start offset)` by ascending queue, for the queues ever trimmed.
+    pub start: Vec<(u32, u64)>,
+    /// `(consumer group, queue, committed offset)` in key order (by name length, name, queue).
+    pub consumers: Vec<(String, u32, u64)>,
+}
 
 /// What the store knows of each group beyond RocksDB's contents.
 #[derive(Default)]
@@ -283,6 +306,135 @@ impl QueueStore {
         Ok(self.get_u64(&Item::NextOffset { queue }.key(group))?.unwrap_or(0))
     }
 
+    /// The first offset of `queue` still held: everything below it was trimmed (0 for a queue
+    /// never trimmed). Reads below it find nothing.
+    pub fn start_offset(&self, group: GroupId, queue: u32) -> Result<u64, StoreError> {
+        Ok(self.get_u64(&Item::StartOffset { queue }.key(group))?.unwrap_or(0))
+    }
+
+    /// The index entry of `offset` in `queue`, if held.
+    pub fn index_entry(&self, group: GroupId, queue: u32, offset: u64) -> Result<Option<IndexEntry>, StoreError> {
+        let key = Item::Index { queue, offset }.key(group);
+        match self.db.get_pinned(&key).map_err(StoreError::db("get"))? {
+            None => Ok(None),
+            Some(v) => decode_at(&key, &v, IndexEntry::decode).map(Some),
+        }
+    }
+
+    /// The Raft log index of the group's last trim, if it was ever trimmed.
+    pub fn trim_point(&self, group: GroupId) -> Result<Option<u64>, StoreError> {
+        self.get_u64(&Item::TrimPoint.key(group))
+    }
+
+    /// The group's checkpoint at `log_index`, if it holds one.
+    pub fn checkpoint(&self, group: GroupId, log_index: u64) -> Result<Option<Checkpoint>, StoreError> {
+        let key = Item::Checkpoint { log_index }.key(group);
+        match self.db.get_pinned(&key).map_err(StoreError::db("get"))? {
+            None => Ok(None),
+            Some(v) => decode_at(&key, &v, |v| decode_checkpoint(log_index, v)).map(Some),
+        }
+    }
+
+    /// The log indexes of the group's checkpoints, ascending. More than
+    /// [`CHECKPOINTS_MAX`] + 1 is damage (the state machine never keeps more).
+    pub fn checkpoint_indexes(&self, group: GroupId) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        let kind = Item::Checkpoint { log_index: 0 };
+        self.scan_kind(group, &kind, |key, item, _| match item {
+            Item::Checkpoint { .. } if out.len() > CHECKPOINTS_MAX => {
+                Err(StoreError::Corrupt { key: keys::describe(key), reason: format!("more than {} checkpoints", CHECKPOINTS_MAX + 1) })
+            }
+            Item::Checkpoint { log_index } => {
+                out.push(log_index);
+                Ok(true)
+            }
+            _ => Err(StoreError::Corrupt { key: keys::describe(key), reason: "found among checkpoints".into() }),
+        })?;
+        Ok(out)
+    }
+
+    /// The checkpoint at the group's trim point (the group's snapshot), read with the trim point
+    /// through one RocksDB snapshot, so a trim applied meanwhile cannot pair one trim point with
+    /// another's checkpoint. `None` if the group was never trimmed.
+    pub fn trim_checkpoint(&self, group: GroupId) -> Result<Option<Checkpoint>, StoreError> {
+        let snapshot = self.db.snapshot();
+        let key = Item::TrimPoint.key(group);
+        let Some(v) = snapshot.get_pinned(&key).map_err(StoreError::db("get"))? else {
+            return Ok(None);
+        };
+        let log_index = decode_at(&key, &v, value::decode_u64)?;
+        let key = Item::Checkpoint { log_index }.key(group);
+        match snapshot.get_pinned(&key).map_err(StoreError::db("get"))? {
+            Some(v) => decode_at(&key, &v, |v| decode_checkpoint(log_index, v)).map(Some),
+            None => Err(StoreError::Corrupt { key: keys::describe(&key), reason: "missing: the group's trim point names it".into() }),
+        }
+    }
+
+    /// Every next, start and consumer offset of the group, or `None` if it holds more than
+    /// `items_max` next and consumer offsets together (the scan stops there).
+    pub fn group_offsets(&self, group: GroupId, items_max: usize) -> Result<Option<GroupOffsets>, StoreError> {
+        let mut out = GroupOffsets::default();
+        let mut items = 0usize;
+        let room = |items: &mut usize| {
+            *items += 1;
+            *items <= items_max
+        };
+        let complete =
+            self.scan_kind(group, &Item::NextOffset { queue: 0 }, |key, item, v| match item {
+                Item::NextOffset { queue } => {
+                    out.next.push((queue, decode_at(key, v, value::decode_u64)?));
+                    Ok(room(&mut items))
+                }
+                _ => Err(StoreError::Corrupt { key: keys::describe(key), reason: "found among next offsets".into() }),
+            })? && self.scan_kind(group, &Item::ConsumerOffset { consumer_group: String::new(), queue: 0 }, |key, item, v| match item {
+                Item::ConsumerOffset { consumer_group, queue } => {
+                    out.consumers.push((consumer_group, queue, decode_at(key, v, value::decode_u64)?));
+                    Ok(room(&mut items))
+                }
+                _ => Err(StoreError::Corrupt { key: keys::describe(key), reason: "found among consumer offsets".into() }),
+            })?;
+        if !complete {
+            return Ok(None);
+        }
+        // At most one start offset per queue with a next offset, so bounded by the above.
+        self.scan_kind(group, &Item::StartOffset { queue: 0 }, |key, item, v| match item {
+            Item::StartOffset { queue } if out.start.len() < out.next.len() => {
+                out.start.push((queue, decode_at(key, v, value::decode_u64)?));
+                Ok(true)
+            }
+            _ => Err(StoreError::Corrupt { key: keys::describe(key), reason: "more start offsets than queues".into() }),
+        })?;
+        Ok(Some(out))
+    }
+
+    /// Calls `each` with every key of `group` of `kind`'s kind, in key order, while it returns
+    /// `true`; returns whether the scan reached the end of the kind's range.
+    fn scan_kind(
+        &self,
+        group: GroupId,
+        kind: &Item,
+        mut each: impl FnMut(&[u8], Item, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::kind_end(group, kind));
+        let mut it = self.db.raw_iterator_opt(ro);
+        it.seek(keys::kind_start(group, kind));
+        // Ends at the kind's upper bound, or when `each` says stop.
+        while let Some((k, v)) = it.item() {
+            let item = match keys::parse(k) {
+                Ok((g, item)) if g == group => item,
+                Ok(_) => return Err(StoreError::Corrupt { key: keys::describe(k), reason: format!("found inside group {group}'s range") }),
+                Err(reason) => return Err(StoreError::Corrupt { key: keys::describe(k), reason }),
+            };
+            if !each(k, item, v)? {
+                return Ok(false);
+            }
+            it.next();
+        }
+        it.status().map_err(StoreError::db("scan"))?;
+        Ok(true)
+    }
+
     /// `consumer_group`'s committed offset on `queue`, if it ever committed one.
     pub fn consumer_offset(&self, group: GroupId, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
         keys::check_consumer_group(consumer_group)?;
@@ -351,6 +503,15 @@ impl QueueStore {
             Some(v) => decode_at(key, &v, value::decode_u64).map(Some),
         }
     }
+}
+
+/// A checkpoint value stored under `log_index`: its own log index must be the key's.
+pub(crate) fn decode_checkpoint(log_index: u64, value: &[u8]) -> Result<Checkpoint, String> {
+    let checkpoint = Checkpoint::decode(value)?;
+    if checkpoint.log_index != log_index {
+        return Err(format!("holds the checkpoint at log index {}", checkpoint.log_index));
+    }
+    Ok(checkpoint)
 }
 
 /// Decodes a stored value, naming its key when it is damaged.

@@ -393,3 +393,137 @@ fn applies_to_many_groups_run_concurrently_with_flushes() {
         assert_eq!(store.index_range(g, 0, 0, usize::MAX).unwrap().len(), ENTRIES as usize);
     }
 }
+
+fn checkpoint(log_index: u64) -> Checkpoint {
+    Checkpoint {
+        log_index,
+        raft_state: format!("raft state at {log_index}").into_bytes(),
+        next_offsets: vec![(0, 3), (1, 10)],
+        consumer_offsets: vec![("cg-a".into(), 1, 4), ("cg-b".into(), 0, 3)],
+    }
+}
+
+#[test]
+fn trims_start_offsets_and_checkpoints_round_trip() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    assert_eq!((store.trim_point(7).unwrap(), store.trim_checkpoint(7).unwrap()), (None, None));
+    assert_eq!(store.start_offset(7, 1).unwrap(), 0, "never trimmed");
+    let mut b = send(5, 1, 0, 10, "cg-a", 4);
+    b.set_next_offset(0, 3).unwrap();
+    b.set_consumer_offset("cg-b", 0, 3).unwrap();
+    b.put_checkpoint(checkpoint(5)).unwrap();
+    store.apply(7, &b).unwrap();
+    store.apply(7, &send(6, 1, 10, 2, "cg-a", 4)).unwrap();
+    assert_eq!(store.checkpoint(7, 5).unwrap(), Some(checkpoint(5)));
+    assert_eq!(store.checkpoint(7, 6).unwrap(), None);
+    assert_eq!(store.index_entry(7, 1, 9).unwrap(), Some(entry(5, 9)));
+    assert_eq!(store.index_entry(7, 1, 12).unwrap(), None);
+    let offsets = store.group_offsets(7, 4).unwrap().unwrap();
+    assert_eq!(offsets.next, vec![(0, 3), (1, 12)]);
+    assert_eq!(offsets.consumers, vec![("cg-a".into(), 1, 4), ("cg-b".into(), 0, 3)]);
+    assert_eq!(offsets.start, vec![]);
+    assert_eq!(store.group_offsets(7, 3).unwrap(), None, "over the limit: no partial answer");
+
+    // A trim at 5: index entries of queue 1 below 10 go, in one range deletion.
+    let mut t = ApplyBatch::new(8);
+    t.trim_index(1, 10).unwrap();
+    t.trim_index(0, 3).unwrap();
+    t.set_start_offset(1, 10).unwrap();
+    t.set_start_offset(0, 3).unwrap();
+    t.set_trim_point(5);
+    t.put_checkpoint(checkpoint(8)).unwrap();
+    store.apply(7, &t).unwrap();
+    assert_eq!(store.index_range(7, 1, 0, 100).unwrap(), vec![(10, entry(6, 10)), (11, entry(6, 11))]);
+    assert_eq!((store.start_offset(7, 1).unwrap(), store.start_offset(7, 0).unwrap()), (10, 3));
+    assert_eq!(store.trim_point(7).unwrap(), Some(5));
+    assert_eq!(store.trim_checkpoint(7).unwrap(), Some(checkpoint(5)));
+    assert_eq!(store.checkpoint_indexes(7).unwrap(), vec![5, 8]);
+    assert_eq!(store.group_offsets(7, 4).unwrap().unwrap().start, vec![(0, 3), (1, 10)]);
+    let mut d = ApplyBatch::new(9);
+    d.drop_checkpoint(8).unwrap();
+    store.apply(7, &d).unwrap();
+    assert_eq!(store.checkpoint_indexes(7).unwrap(), vec![5]);
+    assert_eq!(store.checkpoint_indexes(8).unwrap(), vec![], "other groups are apart");
+
+    // They survive a crash once flushed, and move with an export.
+    store.flush().unwrap();
+    let (crashed, _) = open(crash_image(dir.path()).path());
+    assert_eq!((crashed.trim_checkpoint(7).unwrap(), crashed.start_offset(7, 1).unwrap()), (Some(checkpoint(5)), 10));
+    let pages: Vec<ExportPage> = store.export_group(7, 1 << 20).unwrap().map(|p| p.unwrap()).collect();
+    store.import_group(3, pages).unwrap();
+    assert_eq!((store.trim_checkpoint(3).unwrap(), store.start_offset(3, 1).unwrap()), (Some(checkpoint(5)), 10));
+}
+
+#[test]
+fn a_checkpoint_export_imports_as_a_group_trimmed_at_it() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    store.apply(2, &send(1, 5, 0, 7, "cg-z", 1)).unwrap();
+    store.import_group(2, [checkpoint_export(&checkpoint(40))]).unwrap();
+    assert_eq!(store.applied_index(2), Some(40));
+    assert_eq!(store.raft_state(2).unwrap(), Some(b"raft state at 40".to_vec()));
+    assert_eq!(store.trim_checkpoint(2).unwrap(), Some(checkpoint(40)));
+    assert_eq!(store.checkpoint_indexes(2).unwrap(), vec![40]);
+    let offsets = store.group_offsets(2, 100).unwrap().unwrap();
+    assert_eq!(offsets.next, checkpoint(40).next_offsets);
+    assert_eq!(offsets.start, checkpoint(40).next_offsets, "nothing below the next offsets is held");
+    assert_eq!(offsets.consumers, checkpoint(40).consumer_offsets);
+    for q in [0, 1, 5] {
+        assert_eq!(store.index_range(2, q, 0, 100).unwrap(), vec![], "no index entry, the older ones included");
+    }
+}
+
+#[test]
+fn a_damaged_trim_start_offset_or_checkpoint_is_an_error_naming_the_key() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    let mut b = send(4, 1, 0, 5, "cg-a", 2);
+    b.set_start_offset(1, 2).unwrap();
+    b.set_trim_point(4);
+    b.put_checkpoint(checkpoint(4)).unwrap();
+    store.apply(7, &b).unwrap();
+    let damage = |item: Item, f: &dyn Fn(&mut Vec<u8>)| {
+        let key = item.key(7);
+        let mut v = store.db.get(&key).unwrap().unwrap();
+        f(&mut v);
+        store.db.put(&key, v).unwrap();
+    };
+    damage(Item::Checkpoint { log_index: 4 }, &|v| v[9] ^= 0x40);
+    let err = store.checkpoint(7, 4).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, reason } if key == "group 7 checkpoint at log index 4" && reason.contains("checksum")),
+        "{err}"
+    );
+    assert!(store.trim_checkpoint(7).unwrap_err().to_string().contains("group 7 checkpoint at log index 4"));
+    let err = store.export_group(7, 1 << 20).unwrap().find_map(|page| page.err()).unwrap();
+    assert!(err.to_string().contains("checkpoint at log index 4"), "{err}");
+
+    damage(Item::StartOffset { queue: 1 }, &|v| v[2] ^= 1);
+    assert!(store.start_offset(7, 1).unwrap_err().to_string().contains("group 7 start offset of queue 1"));
+    damage(Item::TrimPoint, &|v| v.truncate(3));
+    assert!(store.trim_point(7).unwrap_err().to_string().contains("group 7 trim point"));
+
+    // A checkpoint stored under another index's key is refused, naming the key.
+    store.db.put(Item::Checkpoint { log_index: 9 }.key(7), checkpoint(4).encode()).unwrap();
+    let err = store.checkpoint(7, 9).unwrap_err();
+    assert!(err.to_string().contains("group 7 checkpoint at log index 9") && err.to_string().contains("at log index 4"), "{err}");
+    // A trim point whose checkpoint is missing is damage too.
+    store.db.put(Item::TrimPoint.key(7), value::encode_u64(5)).unwrap();
+    let err = store.trim_checkpoint(7).unwrap_err();
+    assert!(err.to_string().contains("group 7 checkpoint at log index 5") && err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn more_checkpoints_than_a_group_may_hold_is_damage() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    store.apply(1, &ApplyBatch::new(1)).unwrap();
+    for i in 0..=CHECKPOINTS_MAX as u64 {
+        store.db.put(Item::Checkpoint { log_index: i }.key(1), checkpoint(i).encode()).unwrap();
+    }
+    assert_eq!(store.checkpoint_indexes(1).unwrap().len(), CHECKPOINTS_MAX + 1);
+    store.db.put(Item::Checkpoint { log_index: 1000 }.key(1), checkpoint(1000).encode()).unwrap();
+    let err = store.checkpoint_indexes(1).unwrap_err();
+    assert!(err.to_string().contains("group 1 checkpoint at log index 1000"), "{err}");
+}

@@ -83,6 +83,148 @@ pub(crate) fn decode_blob(value: &[u8]) -> Result<Vec<u8>, String> {
     unseal(value, payload_len).map(<[u8]>::to_vec)
 }
 
+/// Most queue and consumer offsets (together) one [`Checkpoint`] holds.
+pub const CHECKPOINT_ITEMS_MAX: usize = 16_384;
+
+/// Largest checkpoint payload: its fixed fields, a raft state and the most items, each consumer
+/// offset with the longest name.
+const CHECKPOINT_PAYLOAD_BYTES_MAX: usize =
+    8 + 4 + RAFT_STATE_BYTES_MAX + 4 + 4 + CHECKPOINT_ITEMS_MAX * (1 + super::CONSUMER_GROUP_BYTES_MAX + 4 + 8);
+
+/// A group's state as of one applied Raft log index, small enough to copy every few thousand
+/// entries: what a snapshot at that index needs besides the messages (which a trim at the index
+/// removes), so no log entry at or below it is ever needed again.
+///
+/// Encoded (all integers little-endian): log index u64; raft state length u32 and bytes; number
+/// of next offsets u32, each queue u32 and offset u64 by ascending queue; number of consumer
+/// offsets u32, each name length u8, name, queue u32 and offset u64 by ascending (name, queue).
+/// The ascending order makes the encoding canonical: one state, one byte string.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    /// The Raft log index the state is as of (after applying that entry).
+    pub log_index: u64,
+    /// The group's raft state as of `log_index`, opaque to the store (see
+    /// [`super::QueueStore::raft_state`]); at most [`RAFT_STATE_BYTES_MAX`] bytes.
+    pub raft_state: Vec<u8>,
+    /// `(queue, next offset)` of every queue ever written, by ascending queue.
+    pub next_offsets: Vec<(u32, u64)>,
+    /// `(consumer group, queue, committed offset)` of every committed offset, by ascending
+    /// consumer group and queue.
+    pub consumer_offsets: Vec<(String, u32, u64)>,
+}
+
+impl Checkpoint {
+    /// Whether the checkpoint can be stored: bounded sizes, valid names, ascending order.
+    pub fn check(&self) -> Result<(), String> {
+        if self.raft_state.len() > RAFT_STATE_BYTES_MAX {
+            return Err(format!("raft state of {} bytes, at most {RAFT_STATE_BYTES_MAX}", self.raft_state.len()));
+        }
+        let items = self.next_offsets.len() + self.consumer_offsets.len();
+        if items > CHECKPOINT_ITEMS_MAX {
+            return Err(format!("{items} offsets, at most {CHECKPOINT_ITEMS_MAX}"));
+        }
+        if !self.next_offsets.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err("next offsets not by strictly ascending queue".into());
+        }
+        for (name, _, _) in &self.consumer_offsets {
+            if name.is_empty() || name.len() > super::CONSUMER_GROUP_BYTES_MAX {
+                return Err(format!("consumer group name of {} bytes", name.len()));
+            }
+        }
+        if !self.consumer_offsets.windows(2).all(|w| (&w[0].0, w[0].1) < (&w[1].0, w[1].1)) {
+            return Err("consumer offsets not by strictly ascending consumer group and queue".into());
+        }
+        Ok(())
+    }
+
+    /// The sealed value; the caller has checked it with [`Self::check`].
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        debug_assert!(self.check().is_ok(), "{:?}", self.check());
+        let mut p = Vec::with_capacity(8 + 4 + self.raft_state.len() + 8 + self.next_offsets.len() * 12 + self.consumer_offsets.len() * 32);
+        p.extend_from_slice(&self.log_index.to_le_bytes());
+        // The lengths and counts fit u32 (and the name length u8): `check` bounds them.
+        p.extend_from_slice(&(self.raft_state.len() as u32).to_le_bytes());
+        p.extend_from_slice(&self.raft_state);
+        p.extend_from_slice(&(self.next_offsets.len() as u32).to_le_bytes());
+        for (queue, next) in &self.next_offsets {
+            p.extend_from_slice(&queue.to_le_bytes());
+            p.extend_from_slice(&next.to_le_bytes());
+        }
+        p.extend_from_slice(&(self.consumer_offsets.len() as u32).to_le_bytes());
+        for (name, queue, offset) in &self.consumer_offsets {
+            p.push(name.len() as u8);
+            p.extend_from_slice(name.as_bytes());
+            p.extend_from_slice(&queue.to_le_bytes());
+            p.extend_from_slice(&offset.to_le_bytes());
+        }
+        seal(&p)
+    }
+
+    pub(crate) fn decode(value: &[u8]) -> Result<Self, String> {
+        // The length bound comes first: a value claiming more is damage, never decoded.
+        let payload_len = value
+            .len()
+            .checked_sub(1 + CRC_LEN)
+            .ok_or_else(|| format!("value has {} bytes, shorter than format and checksum", value.len()))?;
+        if payload_len > CHECKPOINT_PAYLOAD_BYTES_MAX {
+            return Err(format!("checkpoint of {payload_len} bytes is over the limit of {CHECKPOINT_PAYLOAD_BYTES_MAX}"));
+        }
+        let mut r = Reader(unseal(value, payload_len)?);
+        let log_index = r.u64()?;
+        let state_len = r.u32()? as usize;
+        if state_len > RAFT_STATE_BYTES_MAX {
+            return Err(format!("raft state of {state_len} bytes, at most {RAFT_STATE_BYTES_MAX}"));
+        }
+        let raft_state = r.take(state_len)?.to_vec();
+        let n = r.count()?;
+        let mut next_offsets = Vec::with_capacity(n);
+        for _ in 0..n {
+            next_offsets.push((r.u32()?, r.u64()?));
+        }
+        let n = r.count()?;
+        let mut consumer_offsets = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = usize::from(r.take(1)?[0]);
+            let name = std::str::from_utf8(r.take(len)?).map_err(|_| "consumer group name is not UTF-8".to_string())?;
+            consumer_offsets.push((name.to_string(), r.u32()?, r.u64()?));
+        }
+        if !r.0.is_empty() {
+            return Err(format!("{} bytes after the last consumer offset", r.0.len()));
+        }
+        let checkpoint = Self { log_index, raft_state, next_offsets, consumer_offsets };
+        checkpoint.check()?;
+        Ok(checkpoint)
+    }
+}
+
+/// Reads a checkpoint payload front to back; every read checks the bytes are there.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let (head, rest) = self.0.split_at_checked(n).ok_or_else(|| format!("{n} bytes past the end"))?;
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        self.take(4).map(le_u32)
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        self.take(8).map(le_u64)
+    }
+
+    /// A count of items, bounded before anything is allocated for them.
+    fn count(&mut self) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n > CHECKPOINT_ITEMS_MAX {
+            return Err(format!("{n} items, at most {CHECKPOINT_ITEMS_MAX}"));
+        }
+        Ok(n)
+    }
+}
+
 fn seal(payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + payload.len() + CRC_LEN);
     v.push(FORMAT_V1);
@@ -154,6 +296,57 @@ mod tests {
         assert!(decode_blob(&good[..good.len() - 1]).is_err(), "truncated");
         assert!(decode_blob(&[1, 0, 0, 0]).is_err(), "shorter than format and checksum");
         assert!(decode_blob(&encode_blob(&vec![0; RAFT_STATE_BYTES_MAX + 1])).unwrap_err().contains("limit"));
+    }
+
+    fn checkpoint() -> Checkpoint {
+        Checkpoint {
+            log_index: 4096,
+            raft_state: b"applied 4096".to_vec(),
+            next_offsets: vec![(0, 17), (3, 1 << 40)],
+            consumer_offsets: vec![("cg-a".into(), 0, 5), ("cg-a".into(), 3, 0), ("cg-b".into(), 0, 17)],
+        }
+    }
+
+    #[test]
+    fn checkpoints_round_trip() {
+        for c in [checkpoint(), Checkpoint::default()] {
+            assert_eq!(Checkpoint::decode(&c.encode()).unwrap(), c);
+        }
+        let largest = Checkpoint {
+            log_index: u64::MAX,
+            raft_state: vec![7; RAFT_STATE_BYTES_MAX],
+            next_offsets: vec![],
+            consumer_offsets: (0..CHECKPOINT_ITEMS_MAX).map(|i| (format!("{i:0>255}"), 0, i as u64)).collect(),
+        };
+        assert_eq!(Checkpoint::decode(&largest.encode()).unwrap(), largest);
+    }
+
+    #[test]
+    fn a_damaged_or_malformed_checkpoint_is_refused() {
+        let good = checkpoint().encode();
+        for bit in 0..good.len() * 8 {
+            let mut bad = good.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(Checkpoint::decode(&bad).is_err(), "bit {bit} flipped went unnoticed");
+        }
+        for len in 0..good.len() {
+            assert!(Checkpoint::decode(&good[..len]).is_err(), "truncated to {len}");
+        }
+        // Well-sealed payloads that are not a checkpoint.
+        let sealed = |payload: &[u8]| seal(payload);
+        assert!(Checkpoint::decode(&sealed(&[0; 7])).unwrap_err().contains("past the end"));
+        let huge_count = [&5u64.to_le_bytes()[..], &0u32.to_le_bytes(), &u32::MAX.to_le_bytes()].concat();
+        assert!(Checkpoint::decode(&sealed(&huge_count)).unwrap_err().contains("at most"));
+        let trailing = [&checkpoint().encode()[1..good.len() - CRC_LEN], &[0][..]].concat();
+        assert!(Checkpoint::decode(&sealed(&trailing)).unwrap_err().contains("after the last"));
+        let mut unordered = checkpoint();
+        unordered.next_offsets.reverse();
+        assert!(unordered.check().is_err());
+        let mut unnamed = checkpoint();
+        unnamed.consumer_offsets[0].0.clear();
+        assert!(unnamed.check().is_err());
+        let too_many = Checkpoint { next_offsets: (0..=CHECKPOINT_ITEMS_MAX as u32).map(|q| (q, 0)).collect(), ..Checkpoint::default() };
+        assert!(too_many.check().unwrap_err().contains("at most"));
     }
 
     #[test]

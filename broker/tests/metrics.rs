@@ -1,0 +1,139 @@
+//! One broker serving `GET /metrics`: what it reports after real sends through `QueueService`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use broker::server::{BrokerOptions, BrokerServer};
+use proto::raftmq::v1::admin_service_client::AdminServiceClient;
+use proto::raftmq::v1::queue_service_client::QueueServiceClient;
+use proto::raftmq::v1::send_request::Target;
+use proto::raftmq::v1::status::Code;
+use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicRequest, Message, SendRequest, Status, Topic};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Most bytes one scrape may return in this test; a bound, not an expectation.
+const SCRAPE_BYTES_MAX: u64 = 4 << 20;
+
+fn code(s: &Option<Status>) -> Code {
+    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
+}
+
+/// Polls `f` until it returns `Some`, failing the test at the deadline.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET /metrics` over one HTTP/1.1 connection; returns the content type and the body.
+async fn scrape(addr: SocketAddr) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(DEADLINE, stream.take(SCRAPE_BYTES_MAX).read_to_string(&mut raw)).await.expect("scrape timed out").unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_default();
+    (content_type, body.to_string())
+}
+
+/// The value of the sample named exactly `series` (name and labels as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' '))).map(|v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_broker_reports_sends_syncs_groups_and_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = BrokerOptions::new(common::host_options(1, dir.path(), "127.0.0.1:0".parse().unwrap()));
+    options.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let broker = BrokerServer::start(options).await.unwrap();
+    let metrics_addr = broker.metrics_addr().expect("a metrics server");
+    let channel = Channel::from_shared(format!("http://{}", broker.client_addr())).unwrap().connect().await.unwrap();
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let queue = QueueServiceClient::new(channel);
+
+    eventually("the broker to register", || {
+        let mut admin = admin.clone();
+        async move {
+            let r = admin.cluster_status(ClusterStatusRequest {}).await.ok()?.into_inner();
+            (code(&r.status) == Code::Ok && r.brokers.len() == 1).then_some(())
+        }
+    })
+    .await;
+    let topic = Topic { name: "metered".into(), queue_count: 1, replication_factor: 1, message_type: 0 };
+    let created = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.unwrap().into_inner();
+    assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
+    let described = admin.describe_topic(DescribeTopicRequest { name: "metered".into() }).await.unwrap().into_inner();
+    assert_eq!(code(&described.status), Code::Ok, "{:?}", described.status);
+    let group = described.queues[0].group_id;
+
+    // Only sends answered OK count as sent; refusals while the group elects its leader do not.
+    let mut sent = 0;
+    for round in 0..5 {
+        let req = SendRequest {
+            topic: "metered".into(),
+            target: Some(Target::QueueId(0)),
+            messages: (0..round + 1).map(|k| Message { body: format!("m{round}-{k}").into_bytes().into(), ..Default::default() }).collect(),
+            producer_id: String::new(),
+        };
+        let reply = eventually("a send to be stored", || {
+            let (mut queue, req) = (queue.clone(), req.clone());
+            async move {
+                let r = queue.send(req).await.ok()?.into_inner();
+                match code(&r.status) {
+                    Code::Ok => Some(r),
+                    Code::Unavailable | Code::NotLeader => None,
+                    other => panic!("send failed: {other:?} {:?}", r.status),
+                }
+            }
+        })
+        .await;
+        sent += reply.results.len();
+    }
+    assert_eq!(sent, 15);
+
+    let text = eventually("the metrics to show the sends and the groups", || async move {
+        let (content_type, text) = scrape(metrics_addr).await;
+        assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+        let ready = sample(&text, "raftmq_send_in_flight_messages") == Some(0.0)
+            && text.contains(&format!("raftmq_raft_role{{group=\"{group}\",role=\"leader\"}} 1"))
+            && text.contains("raftmq_raft_role{group=\"0\",role=\"leader\"} 1");
+        ready.then_some(text)
+    })
+    .await;
+
+    assert_eq!(sample(&text, "raftmq_send_messages_total"), Some(sent as f64), "\n{text}");
+    assert!(sample(&text, "raftmq_send_bytes_total").unwrap() > 0.0);
+    assert!(sample(&text, "raftmq_send_entry_messages_count").unwrap() >= 1.0);
+    assert!(sample(&text, "raftmq_send_commit_duration_seconds_count").unwrap() >= 1.0);
+    assert!(sample(&text, "raftmq_log_fsync_duration_seconds_count").unwrap() > 0.0, "\n{text}");
+    assert!(sample(&text, "raftmq_log_fsync_duration_seconds_bucket{le=\"+Inf\"}").unwrap() > 0.0);
+    assert!(sample(&text, "raftmq_log_records_appended_total").unwrap() > 0.0);
+    for g in [0, group] {
+        assert!(sample(&text, &format!("raftmq_raft_term{{group=\"{g}\"}}")).unwrap() >= 1.0, "group {g}\n{text}");
+        assert!(sample(&text, &format!("raftmq_raft_applied_index{{group=\"{g}\"}}")).unwrap() >= 1.0, "group {g}\n{text}");
+    }
+    assert!(sample(&text, "raftmq_grpc_requests_total{method=\"/raftmq.v1.QueueService/Send\"}").unwrap() >= 5.0, "\n{text}");
+    assert!(sample(&text, "raftmq_grpc_request_duration_seconds_count{method=\"/raftmq.v1.AdminService/CreateTopic\"}").unwrap() >= 1.0);
+    assert!(text.ends_with("# EOF\n"));
+
+    broker.shutdown().await.unwrap();
+    assert!(tokio::net::TcpStream::connect(metrics_addr).await.is_err(), "the metrics server stops with the broker");
+}
