@@ -1,9 +1,15 @@
 //! The `raftmq` command line: parses arguments and calls into the libraries.
 //!
-//! Exit codes: 0 success, 1 the log is damaged (`log verify`, `log dump`), 2 any other error
-//! (bad arguments, a missing directory, an I/O failure).
+//! Exit codes: 0 success, 1 the log is damaged (`log verify`, `log dump`) or a check failed
+//! (`admin group checksum`: replicas disagree; `bench produce|consume|e2e`: the count was not
+//! done), 2 any other error (bad arguments, a missing directory, an I/O failure, a refused
+//! request), 3 `produce`: a send's outcome is unknown (it may be stored).
 
 mod bench;
+mod broker_cmd;
+mod client;
+mod config;
+mod dev;
 mod log_tools;
 
 use std::io::IsTerminal;
@@ -27,6 +33,17 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run one broker (for real deployments; `raftmq dev` runs a local cluster).
+    Broker(broker_cmd::BrokerArgs),
+    /// Run a local cluster of brokers until Ctrl-C; a later run with the same --data-dir brings it back.
+    Dev(dev::DevArgs),
+    /// Operator commands: topics, cluster status, replica checksums.
+    #[command(subcommand)]
+    Admin(client::admin::AdminCommand),
+    /// Send stdin's lines (or generated messages) to a topic; prints where each was stored.
+    Produce(client::produce::ProduceArgs),
+    /// Print a topic's messages, optionally as a consumer group that commits its progress.
+    Consume(client::consume::ConsumeArgs),
 }
 
 /// Exit code for errors other than a damaged log.
@@ -43,6 +60,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Log(cmd) => log_tools::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Dev(args) => dev::run(args),
+        Command::Broker(args) => broker_cmd::run(args),
+        Command::Admin(cmd) => client::admin::run(cmd),
+        Command::Produce(args) => client::produce::run(args),
+        Command::Consume(args) => client::consume::run(args),
     };
     match result {
         Ok(code) => code,

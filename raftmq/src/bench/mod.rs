@@ -1,8 +1,10 @@
 //! `raftmq bench log`: the log engine's append+flush rate and latency under a closed-loop load,
 //! beside the disk's raw `pwrite`+`fdatasync` rate measured in the same directory and run.
+//! `raftmq bench produce|consume|e2e`: load on a running cluster (see [`queue`]).
 
 mod engine_load;
 mod latency;
+mod queue;
 mod raw_sync;
 mod report;
 mod scratch;
@@ -23,6 +25,13 @@ use scratch::ScratchDir;
 pub enum BenchCommand {
     /// Benchmark the log engine (append + group-commit flush), beside the disk's raw fdatasync.
     Log(BenchLogArgs),
+    /// Send messages to a running cluster: latency to ack, msgs/s, MiB/s. Exits 1 unless every
+    /// message was acknowledged.
+    Produce(queue::QueueBenchArgs),
+    /// Read a topic from offset 0 of every queue until --count messages are read.
+    Consume(queue::QueueBenchArgs),
+    /// Send and read at once: latency from send to consume.
+    E2e(queue::QueueBenchArgs),
 }
 
 #[derive(Args)]
@@ -93,6 +102,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             scratch.remove()?;
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::Produce(args) => queue::run(queue::BenchKind::Produce, args),
+        BenchCommand::Consume(args) => queue::run(queue::BenchKind::Consume, args),
+        BenchCommand::E2e(args) => queue::run(queue::BenchKind::E2e, args),
     }
 }
 

@@ -1,0 +1,105 @@
+//! `raftmq broker --config FILE`: runs one broker until SIGTERM or Ctrl-C, then stops it
+//! cleanly (client requests drain, groups stop, the store is flushed).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use broker::edge::Limits;
+use broker::host::HostOptions;
+use broker::queue::{RetentionPolicy, SendBatchLimits};
+use broker::server::{BrokerOptions, BrokerServer, RetentionOptions, TopicDefaults};
+use clap::Args;
+
+use crate::config::BrokerConfig;
+
+#[derive(Args)]
+pub struct BrokerArgs {
+    /// The broker's TOML configuration; every key has a default but `id` (see
+    /// --print-default-config). `RAFTMQ_*` environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the documented default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+/// The broker's options from its configuration file.
+pub fn options(c: &BrokerConfig) -> BrokerOptions {
+    let mut host = HostOptions::new(c.id, &c.data_dir);
+    host.raft_listen = c.peer_listen;
+    host.raft = openraft::Config {
+        cluster_name: "raftmq".into(),
+        heartbeat_interval: c.raft.heartbeat_interval_ms,
+        election_timeout_min: c.raft.election_timeout_min_ms,
+        election_timeout_max: c.raft.election_timeout_max_ms,
+        // Snapshots and purges are the broker's decision (retention), not a log-size policy.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: 0,
+        ..Default::default()
+    };
+    let mut o = BrokerOptions::new(host);
+    o.client_listen = c.listen;
+    o.client_advertise = Some(c.advertise.clone()).filter(|a| !a.is_empty());
+    o.peer_advertise = Some(c.peer_advertise.clone()).filter(|a| !a.is_empty());
+    o.controllers = c.controllers.clone();
+    o.limits = Limits {
+        body_bytes_max: c.limits.body_bytes_max,
+        properties_bytes_max: c.limits.properties_bytes_max,
+        name_chars_max: c.limits.name_chars_max,
+        messages_per_send_max: c.limits.messages_per_send_max,
+        keys_per_message_max: c.limits.keys_per_message_max,
+        tag_bytes_max: c.limits.tag_bytes_max,
+    };
+    o.fetch_wait_max = Duration::from_millis(c.limits.fetch_wait_ms_max);
+    o.in_flight_send_bytes_max = c.limits.in_flight_send_bytes_max;
+    o.streams_per_connection_max = u32::try_from(c.limits.in_flight_requests_per_connection).unwrap_or(u32::MAX);
+    o.send = SendBatchLimits {
+        messages_max: c.send.batch_messages_max,
+        entry_bytes_max: c.send.entry_bytes_max,
+        wait_max: Duration::from_micros(c.send.batch_wait_us),
+        in_flight_messages_max: c.send.in_flight_messages_per_group,
+    };
+    o.retention = RetentionOptions {
+        policy: RetentionPolicy {
+            max_age_ms: c.retention.max_age_ms,
+            max_log_entries: if c.retention.max_log_entries == 0 { u64::MAX } else { c.retention.max_log_entries },
+        },
+        check_interval: Duration::from_millis(c.retention.check_interval_ms),
+    };
+    o.topic_defaults = TopicDefaults { queue_count: c.topic_defaults.queue_count, replication_factor: c.topic_defaults.replication_factor };
+    o.metrics_listen = c.metrics_listen;
+    o
+}
+
+pub fn run(args: BrokerArgs) -> anyhow::Result<ExitCode> {
+    if args.print_default_config {
+        print!("{}", BrokerConfig::default_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = BrokerConfig::load(args.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let broker = BrokerServer::start(options(&config)).await.with_context(|| format!("starting broker {}", config.id))?;
+    tracing::info!(
+        broker = config.id,
+        client = %broker.client_addr(),
+        peer = %broker.node(),
+        metrics = ?broker.metrics_addr(),
+        "serving"
+    );
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = terminate.recv() => tracing::info!("terminated; stopping"),
+    }
+    broker.shutdown().await.context("stopping the broker")?;
+    tracing::info!(broker = config.id, "stopped");
+    Ok(())
+}

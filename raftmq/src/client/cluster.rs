@@ -1,0 +1,366 @@
+//! Calls to a raftmq cluster with bounded retries: [`Cluster::call`] sends one request to the
+//! `--broker` endpoint or a queue's leader, follows leader hints, backs off on BUSY and
+//! UNAVAILABLE, and relearns routes when a leader is lost; [`Router`] keeps one topic's routes.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proto::raftmq::v1::{ClusterStatusReply, ClusterStatusRequest, DescribeTopicReply, DescribeTopicRequest};
+use tonic::transport::Channel;
+
+use super::connection::{CALL_TIMEOUT, ChannelCache, admin_client, request};
+use super::retry::{Next, RetryPolicy};
+use super::route::RouteTable;
+use super::status::{CallError, Reply, check};
+
+/// A topic's routes are relearned at most this often, however many calls lose their leader at
+/// once (every in-flight send of a benchmark does, when a leader fails).
+const ROUTE_REFRESH_INTERVAL_MIN: Duration = Duration::from_millis(200);
+
+/// A call that failed for good: the last attempt's error, and whether any attempt may have
+/// taken effect (for a send: its outcome is unknown, not failed).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error} ({attempts} attempt(s), the last at {endpoint})")]
+pub struct CallFailure {
+    pub error: CallError,
+    pub endpoint: String,
+    pub attempts: u32,
+    pub maybe_applied: bool,
+}
+
+/// The brokers as one client sees them: the endpoint to start from, a channel per endpoint,
+/// the retry policy.
+pub struct Cluster {
+    bootstrap: String,
+    channels: ChannelCache,
+    policy: RetryPolicy,
+}
+
+/// Where a call goes first.
+pub enum Target<'a> {
+    /// The `--broker` endpoint (admin calls, sends by routing key), or a leader it names.
+    Bootstrap,
+    /// The queue's leader as the router knows it, else the `--broker` endpoint.
+    Queue(&'a Router, u32),
+}
+
+impl Cluster {
+    pub fn new(bootstrap: String, policy: RetryPolicy) -> Arc<Self> {
+        Arc::new(Self { bootstrap, channels: ChannelCache::default(), policy })
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Calls `rpc` (one attempt on the channel it is given) until its reply is OK, a failure is
+    /// final, or the policy's attempts are used up. `rpc` must send the same request each time:
+    /// retrying a send is safe only because its producer id and sequences stay the same.
+    pub async fn call<R, F, Fut>(&self, target: Target<'_>, mut rpc: F) -> Result<R, CallFailure>
+    where
+        R: Reply,
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        // Set by a redirect; cleared when the route is relearned.
+        let mut pinned: Option<String> = None;
+        let mut maybe_applied = false;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let endpoint = match (&pinned, &target) {
+                (Some(e), _) => e.clone(),
+                (None, Target::Queue(router, queue_id)) => router.leader(*queue_id).unwrap_or_else(|| self.bootstrap.clone()),
+                (None, Target::Bootstrap) => self.bootstrap.clone(),
+            };
+            let error = match self.attempt(&endpoint, &mut rpc).await {
+                Ok(reply) => return Ok(reply),
+                Err(e) => e,
+            };
+            maybe_applied |= error.maybe_applied();
+            match self.policy.next(attempts, &error) {
+                Next::Fail => return Err(CallFailure { error, endpoint, attempts, maybe_applied }),
+                Next::Redirect { endpoint: leader, delay } => {
+                    tracing::debug!(from = %endpoint, to = %leader, attempts, "following the leader hint");
+                    if let Target::Queue(router, queue_id) = &target {
+                        router.learn_leader(*queue_id, &leader);
+                    }
+                    pinned = Some(leader);
+                    tokio::time::sleep(delay).await;
+                }
+                Next::Retry { delay, refresh_route } => {
+                    tracing::debug!(%endpoint, attempts, %error, ?delay, "retrying");
+                    tokio::time::sleep(delay).await;
+                    if refresh_route {
+                        pinned = None;
+                        if let Target::Queue(router, queue_id) = &target {
+                            router.refresh(*queue_id).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn attempt<R, F, Fut>(&self, endpoint: &str, rpc: &mut F) -> Result<R, CallError>
+    where
+        R: Reply,
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let channel = self.channels.get(endpoint)?;
+        let reply = rpc(channel).await?.into_inner();
+        check(reply.status())?;
+        Ok(reply)
+    }
+
+    pub async fn describe_topic(&self, name: &str) -> Result<DescribeTopicReply, CallFailure> {
+        let req = DescribeTopicRequest { name: name.to_string() };
+        self.call(Target::Bootstrap, |ch| {
+            let req = req.clone();
+            async move { admin_client(ch).describe_topic(request(req, CALL_TIMEOUT)).await }
+        })
+        .await
+    }
+
+    pub async fn cluster_status(&self) -> Result<ClusterStatusReply, CallFailure> {
+        self.call(
+            Target::Bootstrap,
+            |ch| async move { admin_client(ch).cluster_status(request(ClusterStatusRequest {}, CALL_TIMEOUT)).await },
+        )
+        .await
+    }
+
+    /// One attempt of DescribeTopic and of ClusterStatus at the `--broker` endpoint: the routes
+    /// as it knows them.
+    async fn fetch_routes(&self, topic: &str) -> Result<RouteTable, CallError> {
+        let channel = self.channels.get(&self.bootstrap)?;
+        let topic =
+            admin_client(channel.clone()).describe_topic(request(DescribeTopicRequest { name: topic.to_string() }, CALL_TIMEOUT)).await?;
+        let topic = topic.into_inner();
+        check(topic.status())?;
+        let status = admin_client(channel).cluster_status(request(ClusterStatusRequest {}, CALL_TIMEOUT)).await?.into_inner();
+        check(status.status())?;
+        Ok(RouteTable::build(&topic.queues, &status.brokers))
+    }
+}
+
+/// One topic's routes, shared by every task that calls its queues.
+pub struct Router {
+    cluster: Arc<Cluster>,
+    topic: String,
+    table: Mutex<RouteTable>,
+    /// When the routes were last relearned; held while relearning, so that concurrent callers
+    /// wait for one refresh instead of each making their own.
+    refreshed_at: tokio::sync::Mutex<Instant>,
+}
+
+impl Router {
+    /// Describes `topic` (failing if it does not exist) and learns its queues' leaders. Without
+    /// ClusterStatus (an older broker, or one that fails it) every call starts at `--broker`.
+    pub async fn open(cluster: Arc<Cluster>, topic: &str) -> Result<(Self, DescribeTopicReply), CallFailure> {
+        let described = cluster.describe_topic(topic).await?;
+        let table = match cluster.cluster_status().await {
+            Ok(status) => RouteTable::build(&described.queues, &status.brokers),
+            Err(e) => {
+                tracing::warn!(error = %e, broker = cluster.bootstrap(), "no cluster status: every call goes to --broker");
+                RouteTable::default()
+            }
+        };
+        let router =
+            Self { cluster, topic: topic.to_string(), table: Mutex::new(table), refreshed_at: tokio::sync::Mutex::new(Instant::now()) };
+        Ok((router, described))
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Calls `rpc` on the leader of `queue_id` (see [`Cluster::call`]).
+    pub async fn call<R, F, Fut>(&self, queue_id: u32, rpc: F) -> Result<R, CallFailure>
+    where
+        R: Reply,
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        self.cluster.call(Target::Queue(self, queue_id), rpc).await
+    }
+
+    fn leader(&self, queue_id: u32) -> Option<String> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner()).leader(queue_id).map(str::to_string)
+    }
+
+    fn learn_leader(&self, queue_id: u32, endpoint: &str) {
+        self.table.lock().unwrap_or_else(|p| p.into_inner()).learn_leader(queue_id, endpoint);
+    }
+
+    /// Relearns the routes after `queue_id`'s leader was lost. When that fails, the queue's
+    /// calls go to `--broker` until a later refresh succeeds.
+    async fn refresh(&self, queue_id: u32) {
+        let mut refreshed_at = self.refreshed_at.lock().await;
+        if refreshed_at.elapsed() < ROUTE_REFRESH_INTERVAL_MIN {
+            return;
+        }
+        let fresh = self.cluster.fetch_routes(&self.topic).await;
+        *refreshed_at = Instant::now();
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        match fresh {
+            Ok(fresh) => *table = fresh,
+            Err(e) => {
+                tracing::debug!(topic = %self.topic, error = %e, "relearning routes failed");
+                table.forget(queue_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use proto::raftmq::v1::queue_service_server::{QueueService, QueueServiceServer};
+    use proto::raftmq::v1::status::Code;
+    use proto::raftmq::v1::{
+        CommitOffsetReply, CommitOffsetRequest, FetchReply, FetchRequest, GetOffsetReply, GetOffsetRequest, LeaderHint, SendReply,
+        SendRequest, SendResult, Status,
+    };
+    use tonic::transport::Server;
+    use tonic::transport::server::TcpIncoming;
+
+    use super::*;
+    use crate::client::connection::queue_client;
+
+    /// A QueueService whose sends answer the scripted replies in turn, then `last` for ever.
+    struct FakeQueue {
+        script: Mutex<VecDeque<SendReply>>,
+        last: SendReply,
+        sends: AtomicU32,
+    }
+
+    #[tonic::async_trait]
+    impl QueueService for FakeQueue {
+        async fn send(&self, _: tonic::Request<SendRequest>) -> Result<tonic::Response<SendReply>, tonic::Status> {
+            self.sends.fetch_add(1, Ordering::SeqCst);
+            let next = self.script.lock().expect("script").pop_front();
+            Ok(tonic::Response::new(next.unwrap_or_else(|| self.last.clone())))
+        }
+        async fn fetch(&self, _: tonic::Request<FetchRequest>) -> Result<tonic::Response<FetchReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fetch"))
+        }
+        async fn commit_offset(&self, _: tonic::Request<CommitOffsetRequest>) -> Result<tonic::Response<CommitOffsetReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented("commit"))
+        }
+        async fn get_offset(&self, _: tonic::Request<GetOffsetRequest>) -> Result<tonic::Response<GetOffsetReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented("get offset"))
+        }
+    }
+
+    fn status(code: Code) -> Status {
+        Status { code: code as i32, message: format!("{code:?}"), ..Default::default() }
+    }
+
+    fn reply(code: Code) -> SendReply {
+        SendReply { status: Some(status(code)), results: vec![] }
+    }
+
+    fn ok_reply() -> SendReply {
+        SendReply { status: Some(status(Code::Ok)), results: vec![SendResult { message_id: "m".into(), queue_id: 0, offset: 7 }] }
+    }
+
+    fn redirect(to: &str) -> SendReply {
+        let hint = LeaderHint { broker_id: 2, endpoint: to.to_string() };
+        SendReply { status: Some(Status { leader_hint: Some(hint), ..status(Code::NotLeader) }), results: vec![] }
+    }
+
+    /// Serves `fake` on a free loopback port until the test's runtime ends; returns the endpoint.
+    fn serve(fake: Arc<FakeQueue>) -> String {
+        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = incoming.local_addr().expect("local addr");
+        tokio::spawn(Server::builder().add_service(QueueServiceServer::from_arc(fake)).serve_with_incoming(incoming));
+        addr.to_string()
+    }
+
+    fn fake(script: Vec<SendReply>, last: SendReply) -> Arc<FakeQueue> {
+        Arc::new(FakeQueue { script: Mutex::new(script.into()), last, sends: AtomicU32::new(0) })
+    }
+
+    fn fast_policy() -> RetryPolicy {
+        RetryPolicy { attempts_max: 3, backoff_first: Duration::from_millis(1), backoff_max: Duration::from_millis(2) }
+    }
+
+    async fn send(cluster: &Cluster, target: Target<'_>) -> Result<SendReply, CallFailure> {
+        cluster.call(target, |ch| async move { queue_client(ch).send(request(SendRequest::default(), Duration::from_secs(5))).await }).await
+    }
+
+    #[tokio::test]
+    async fn a_leader_hint_is_followed_and_remembered_for_the_queue() {
+        let leader = fake(vec![], ok_reply());
+        let leader_endpoint = serve(leader.clone());
+        let follower = fake(vec![], redirect(&leader_endpoint));
+        let cluster = Cluster::new(serve(follower.clone()), fast_policy());
+        let router = Router {
+            cluster: cluster.clone(),
+            topic: "t".into(),
+            table: Mutex::new(RouteTable::default()),
+            refreshed_at: tokio::sync::Mutex::new(Instant::now()),
+        };
+        let reply = send(&cluster, Target::Queue(&router, 0)).await.expect("sent");
+        assert_eq!(reply.results[0].offset, 7);
+        assert_eq!(router.leader(0).as_deref(), Some(leader_endpoint.as_str()));
+        // The next send goes straight to the leader.
+        send(&cluster, Target::Queue(&router, 0)).await.expect("sent");
+        assert_eq!((follower.sends.load(Ordering::SeqCst), leader.sends.load(Ordering::SeqCst)), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn busy_is_retried_within_the_bound() {
+        let broker = fake(vec![reply(Code::Busy), reply(Code::Busy)], ok_reply());
+        let cluster = Cluster::new(serve(broker.clone()), fast_policy());
+        send(&cluster, Target::Bootstrap).await.expect("third attempt succeeds");
+        assert_eq!(broker.sends.load(Ordering::SeqCst), 3);
+
+        let broker = fake(vec![], reply(Code::Busy));
+        let cluster = Cluster::new(serve(broker.clone()), fast_policy());
+        let f = send(&cluster, Target::Bootstrap).await.expect_err("always busy");
+        assert!(matches!(f.error, CallError::Busy { .. }));
+        assert_eq!((f.attempts, f.maybe_applied, broker.sends.load(Ordering::SeqCst)), (3, false, 3));
+    }
+
+    #[tokio::test]
+    async fn unavailable_leaves_the_outcome_unknown_even_when_a_later_attempt_is_refused() {
+        let broker = fake(vec![reply(Code::Unavailable)], reply(Code::NotLeader));
+        let cluster = Cluster::new(serve(broker), fast_policy());
+        let f = send(&cluster, Target::Bootstrap).await.expect_err("fails");
+        assert!(matches!(f.error, CallError::NotLeader { leader: None, .. }));
+        assert!(f.maybe_applied);
+    }
+
+    #[tokio::test]
+    async fn final_errors_are_not_retried() {
+        let broker =
+            fake(vec![], SendReply { status: Some(Status { field: "topic".into(), ..status(Code::InvalidArgument) }), results: vec![] });
+        let cluster = Cluster::new(serve(broker.clone()), fast_policy());
+        let f = send(&cluster, Target::Bootstrap).await.expect_err("invalid");
+        assert_eq!((f.attempts, f.maybe_applied), (1, false));
+        assert!(f.to_string().starts_with("invalid argument topic: InvalidArgument"), "{f}");
+        let broker = fake(vec![], SendReply::default());
+        let cluster = Cluster::new(serve(broker), fast_policy());
+        let f = send(&cluster, Target::Bootstrap).await.expect_err("no status");
+        assert!(matches!(f.error, CallError::BadStatus { code: 0, .. }));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_is_retried_then_reported_unknown() {
+        // A port that was free a moment ago: nothing listens there.
+        let endpoint = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        let cluster = Cluster::new(endpoint, fast_policy());
+        let f = send(&cluster, Target::Bootstrap).await.expect_err("refused");
+        assert!(matches!(f.error, CallError::Transport { code: tonic::Code::Unavailable, .. }), "{f}");
+        assert_eq!((f.attempts, f.maybe_applied), (3, true));
+    }
+}

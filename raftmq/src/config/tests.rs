@@ -1,0 +1,326 @@
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::Path;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Value};
+use figment::{Figment, Provider};
+
+use super::*;
+
+fn env(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+    vars.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect()
+}
+
+/// Loads `text` as a file, under `vars` as the environment.
+fn load_text(text: &str, vars: &[(&str, &str)]) -> anyhow::Result<BrokerConfig> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("broker.toml");
+    std::fs::write(&path, text)?;
+    BrokerConfig::load_from(Some(&path), env(vars))
+}
+
+fn load_err(text: &str, vars: &[(&str, &str)]) -> String {
+    match load_text(text, vars) {
+        Ok(config) => panic!("expected an error, loaded {config:?}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// The problems `resolve` finds, by key.
+fn invalid_keys(text: &str) -> Vec<String> {
+    let file: ConfigFile = match Figment::from(Toml::string(text)).extract() {
+        Ok(file) => file,
+        Err(e) => panic!("{text:?} does not parse: {e}"),
+    };
+    match file.resolve() {
+        Ok(config) => panic!("{text:?} is valid: {config:?}"),
+        Err(problems) => problems.into_iter().map(|p| p.key).collect(),
+    }
+}
+
+#[test]
+fn defaults_are_the_documented_values() -> anyhow::Result<()> {
+    let config = load_text("id = 7", &[])?;
+    let expected = BrokerConfig {
+        id: 7,
+        data_dir: PathBuf::from("./raftmq-data"),
+        listen: "127.0.0.1:8081".parse()?,
+        advertise: "127.0.0.1:8081".to_owned(),
+        peer_listen: "127.0.0.1:9081".parse()?,
+        peer_advertise: "127.0.0.1:9081".to_owned(),
+        metrics_listen: None,
+        controllers: vec![(7, "127.0.0.1:9081".to_owned())],
+        raft: RaftConfig { heartbeat_interval_ms: 500, election_timeout_min_ms: 1500, election_timeout_max_ms: 3000 },
+        limits: LimitsConfig {
+            body_bytes_max: 4_194_304,
+            properties_bytes_max: 16_384,
+            name_chars_max: 127,
+            messages_per_send_max: 256,
+            keys_per_message_max: 64,
+            tag_bytes_max: 1024,
+            fetch_wait_ms_max: 30_000,
+            in_flight_requests_per_connection: 1024,
+            in_flight_send_bytes_max: 256 << 20,
+        },
+        send: SendConfig { batch_wait_us: 1000, batch_messages_max: 256, entry_bytes_max: 8_388_608, in_flight_messages_per_group: 4096 },
+        topic_defaults: TopicDefaults { queue_count: 4, replication_factor: 3 },
+        retention: RetentionConfig { max_age_ms: 259_200_000, max_log_entries: 0, check_interval_ms: 60_000 },
+    };
+    assert_eq!(config, expected);
+    Ok(())
+}
+
+/// Every key path of a nested dictionary, sections included.
+fn key_paths(dict: &Dict, prefix: &str, out: &mut BTreeSet<String>) {
+    for (k, v) in dict {
+        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        if let Value::Dict(_, inner) = v {
+            key_paths(inner, &path, out);
+        }
+        out.insert(path);
+    }
+}
+
+#[test]
+fn default_file_is_the_defaults() -> anyhow::Result<()> {
+    let from_doc: ConfigFile = Figment::from(Toml::string(BrokerConfig::default_toml())).extract()?;
+    assert_eq!(from_doc, ConfigFile { id: Some(1), ..ConfigFile::default() });
+
+    // Equal values could hide a key missing from the document (it would take its default), so
+    // the document must also name every key the code has, and no other.
+    let mut documented = BTreeSet::new();
+    let doc_data = Toml::string(BrokerConfig::default_toml()).data()?;
+    key_paths(&doc_data[&Profile::Default], "", &mut documented);
+    let mut coded = BTreeSet::new();
+    let defaults = Value::serialize(ConfigFile { id: Some(1), ..ConfigFile::default() })?;
+    key_paths(defaults.as_dict().ok_or_else(|| anyhow::anyhow!("defaults are not a table"))?, "", &mut coded);
+    assert_eq!(documented, coded);
+    Ok(())
+}
+
+#[test]
+fn every_key_can_be_set_in_the_file() -> anyhow::Result<()> {
+    let config = load_text(
+        r#"
+        id = 9223372036854775807
+        data_dir = "/var/lib/raftmq"
+        listen = "0.0.0.0:7001"
+        advertise = "broker-1.example.com:7001"
+        peer_listen = "[::]:7101"
+        peer_advertise = "broker-1.example.com:7101"
+        metrics_listen = "127.0.0.1:7201"
+        controllers = ["1@b1:7101", "2@b2:7101", "3@[::1]:7101"]
+        [raft]
+        heartbeat_interval_ms = 100
+        election_timeout_min_ms = 300
+        election_timeout_max_ms = 600
+        [limits]
+        body_bytes_max = 1000
+        properties_bytes_max = 1001
+        name_chars_max = 1002
+        messages_per_send_max = 1003
+        keys_per_message_max = 1004
+        tag_bytes_max = 1005
+        fetch_wait_ms_max = 1006
+        in_flight_requests_per_connection = 1007
+        [send]
+        batch_wait_us = 0
+        batch_messages_max = 2001
+        entry_bytes_max = 2002
+        in_flight_messages_per_group = 2003
+        [topic_defaults]
+        queue_count = 16
+        replication_factor = 5
+        "#,
+        &[],
+    )?;
+    assert_eq!(config.id, (1 << 63) - 1);
+    assert_eq!(config.data_dir, PathBuf::from("/var/lib/raftmq"));
+    assert_eq!(config.listen, "0.0.0.0:7001".parse()?);
+    assert_eq!(config.advertise, "broker-1.example.com:7001");
+    assert_eq!(config.peer_listen, "[::]:7101".parse()?);
+    assert_eq!(config.peer_advertise, "broker-1.example.com:7101");
+    assert_eq!(config.metrics_listen, Some("127.0.0.1:7201".parse()?));
+    assert_eq!(config.controllers, vec![(1, "b1:7101".to_owned()), (2, "b2:7101".to_owned()), (3, "[::1]:7101".to_owned())]);
+    assert_eq!(config.raft, RaftConfig { heartbeat_interval_ms: 100, election_timeout_min_ms: 300, election_timeout_max_ms: 600 });
+    let l = &config.limits;
+    assert_eq!(
+        [l.body_bytes_max, l.properties_bytes_max, l.name_chars_max, l.messages_per_send_max, l.keys_per_message_max, l.tag_bytes_max],
+        [1000, 1001, 1002, 1003, 1004, 1005]
+    );
+    assert_eq!((l.fetch_wait_ms_max, l.in_flight_requests_per_connection), (1006, 1007));
+    assert_eq!(
+        config.send,
+        SendConfig { batch_wait_us: 0, batch_messages_max: 2001, entry_bytes_max: 2002, in_flight_messages_per_group: 2003 }
+    );
+    assert_eq!(config.topic_defaults, TopicDefaults { queue_count: 16, replication_factor: 5 });
+    Ok(())
+}
+
+#[test]
+fn a_section_can_be_partly_set() -> anyhow::Result<()> {
+    let config = load_text("id = 2\n[raft]\nheartbeat_interval_ms = 200\n", &[])?;
+    assert_eq!(config.raft, RaftConfig { heartbeat_interval_ms: 200, ..RaftConfig::default() });
+    assert_eq!(config.limits, LimitsConfig::default());
+    Ok(())
+}
+
+#[test]
+fn environment_overrides_the_file() -> anyhow::Result<()> {
+    let config = load_text(
+        "id = 1\ndata_dir = \"/from/file\"\n[raft]\nheartbeat_interval_ms = 200\n",
+        &[
+            ("RAFTMQ_ID", "4"),
+            ("RAFTMQ_DATA_DIR", "/from/env"),
+            ("RAFTMQ_LISTEN", "127.0.0.1:7001"),
+            ("RAFTMQ_ADVERTISE", "b4.example.com:7001"),
+            ("RAFTMQ_CONTROLLERS", "1@b1:9081, 2@b2:9081,3@b3:9081"),
+            ("RAFTMQ_RAFT__ELECTION_TIMEOUT_MIN_MS", "900"),
+            ("RAFTMQ_SEND__BATCH_WAIT_US", "0"),
+            ("RAFTMQ_TOPIC_DEFAULTS__REPLICATION_FACTOR", "1"),
+        ],
+    )?;
+    assert_eq!(config.id, 4);
+    assert_eq!(config.data_dir, PathBuf::from("/from/env"));
+    assert_eq!(config.listen, "127.0.0.1:7001".parse()?);
+    assert_eq!(config.advertise, "b4.example.com:7001");
+    assert_eq!(config.controllers.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2, 3]);
+    // The file's value in the same section stays.
+    assert_eq!(config.raft, RaftConfig { heartbeat_interval_ms: 200, election_timeout_min_ms: 900, election_timeout_max_ms: 3000 });
+    assert_eq!(config.send.batch_wait_us, 0);
+    assert_eq!(config.topic_defaults.replication_factor, 1);
+    Ok(())
+}
+
+#[test]
+fn environment_alone_is_enough() -> anyhow::Result<()> {
+    let config = BrokerConfig::load_from(None, env(&[("RAFTMQ_ID", "3"), ("RAFTMQ_METRICS_LISTEN", "127.0.0.1:9300")]))?;
+    assert_eq!((config.id, config.metrics_listen), (3, Some("127.0.0.1:9300".parse()?)));
+    Ok(())
+}
+
+#[test]
+fn a_string_key_takes_the_variable_as_it_is() -> anyhow::Result<()> {
+    // A value that would parse as a number or a boolean stays a path.
+    let config = load_text("id = 1", &[("RAFTMQ_DATA_DIR", "1234"), ("RAFTMQ_PEER_ADVERTISE", "")])?;
+    assert_eq!(config.data_dir, PathBuf::from("1234"));
+    assert_eq!(config.peer_advertise, "127.0.0.1:9081");
+    Ok(())
+}
+
+#[test]
+fn unrelated_raftmq_variables_are_ignored() -> anyhow::Result<()> {
+    let config = load_text("id = 1", &[("RAFTMQ_PORT", "tcp://10.0.0.1:8081"), ("RAFTMQ_ENDPOINT", "x"), ("OTHER_ID", "5")])?;
+    assert_eq!(config.id, 1);
+    Ok(())
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = load_err("id = 1\nlisten_addr = \"127.0.0.1:1\"\n", &[]);
+    assert!(e.contains("listen_addr: unknown key"), "{e}");
+    assert!(e.contains("broker.toml"), "the file is named: {e}");
+
+    let e = load_err("id = 1\n[raft]\nheartbeat_ms = 100\n", &[]);
+    assert!(e.contains("raft.heartbeat_ms: unknown key"), "{e}");
+
+    let e = load_err("id = 1\n[replication]\nfactor = 3\n", &[]);
+    assert!(e.contains("replication: unknown key"), "{e}");
+
+    let e = load_err("id = 1", &[("RAFTMQ_RAFT__HEARTBEAT_MS", "100")]);
+    assert!(e.contains("raft.heartbeat_ms: unknown key"), "{e}");
+    assert!(e.contains("environment variable RAFTMQ_RAFT__HEARTBEAT_MS"), "the variable is named: {e}");
+}
+
+#[test]
+fn wrong_types_are_named_with_their_source() {
+    let e = load_err("id = 1\n[raft]\nheartbeat_interval_ms = \"fast\"\n", &[]);
+    assert!(e.contains("raft.heartbeat_interval_ms"), "{e}");
+    let e = load_err("id = 1", &[("RAFTMQ_LIMITS__BODY_BYTES_MAX", "big")]);
+    assert!(e.contains("limits.body_bytes_max") && e.contains("RAFTMQ_LIMITS__BODY_BYTES_MAX"), "{e}");
+    let e = load_err("id = -1", &[]);
+    assert!(e.contains("id"), "{e}");
+}
+
+#[test]
+fn a_missing_file_is_an_error_naming_it() {
+    let e = match BrokerConfig::load_from(Some(Path::new("/nonexistent/broker.toml")), env(&[])) {
+        Ok(c) => panic!("loaded {c:?}"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("/nonexistent/broker.toml"), "{e}");
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_file() {
+    let e = load_err("id = 1\nlisten = \n", &[]);
+    assert!(e.contains("broker.toml"), "{e}");
+}
+
+#[test]
+fn validation_errors_name_the_key() {
+    let cases: &[(&str, &str)] = &[
+        ("", "id"),
+        ("id = 0", "id"),
+        ("id = 1\nlisten = \"localhost:8081\"", "listen"),
+        ("id = 1\nlisten = \"127.0.0.1\"", "listen"),
+        ("id = 1\nlisten = \"127.0.0.1:0\"", "listen"),
+        ("id = 1\npeer_listen = \"nope\"", "peer_listen"),
+        ("id = 1\nmetrics_listen = \"127.0.0.1:99999\"", "metrics_listen"),
+        ("id = 1\nadvertise = \"b1.example.com\"", "advertise"),
+        ("id = 1\nadvertise = \"b1 example:80\"", "advertise"),
+        ("id = 1\nadvertise = \"::1:8081\"", "advertise"),
+        ("id = 1\npeer_advertise = \"b1:0\"", "peer_advertise"),
+        ("id = 1\ncontrollers = [\"1@b1:9081\", \"b2:9081\"]", "controllers[1]"),
+        ("id = 1\ncontrollers = [\"0@b1:9081\"]", "controllers[0]"),
+        ("id = 1\ncontrollers = [\"x@b1:9081\"]", "controllers[0]"),
+        ("id = 1\ncontrollers = [\"1@b1\"]", "controllers[0]"),
+        ("id = 1\ncontrollers = [\"1@b1:9081\", \"1@b2:9081\"]", "controllers[1]"),
+        ("id = 1\ncontrollers = [\"1@a:1\",\"2@a:2\",\"3@a:3\",\"4@a:4\",\"5@a:5\",\"6@a:6\",\"7@a:7\",\"8@a:8\"]", "controllers"),
+        ("id = 1\n[raft]\nheartbeat_interval_ms = 0", "raft.heartbeat_interval_ms"),
+        ("id = 1\n[raft]\nelection_timeout_min_ms = 500", "raft.election_timeout_min_ms"),
+        ("id = 1\n[raft]\nelection_timeout_max_ms = 1500", "raft.election_timeout_max_ms"),
+        ("id = 1\n[limits]\nbody_bytes_max = 0", "limits.body_bytes_max"),
+        ("id = 1\n[limits]\nproperties_bytes_max = 0", "limits.properties_bytes_max"),
+        ("id = 1\n[limits]\nname_chars_max = 0", "limits.name_chars_max"),
+        ("id = 1\n[limits]\nmessages_per_send_max = 0", "limits.messages_per_send_max"),
+        ("id = 1\n[limits]\nkeys_per_message_max = 0", "limits.keys_per_message_max"),
+        ("id = 1\n[limits]\ntag_bytes_max = 0", "limits.tag_bytes_max"),
+        ("id = 1\n[limits]\nfetch_wait_ms_max = 0", "limits.fetch_wait_ms_max"),
+        ("id = 1\n[limits]\nin_flight_requests_per_connection = 0", "limits.in_flight_requests_per_connection"),
+        ("id = 1\n[limits]\nin_flight_send_bytes_max = 1048576", "limits.in_flight_send_bytes_max"),
+        ("id = 1\n[send]\nbatch_messages_max = 0", "send.batch_messages_max"),
+        ("id = 1\n[send]\nin_flight_messages_per_group = 0", "send.in_flight_messages_per_group"),
+        ("id = 1\n[send]\nentry_bytes_max = 4194303", "send.entry_bytes_max"),
+        ("id = 1\n[topic_defaults]\nqueue_count = 0", "topic_defaults.queue_count"),
+        ("id = 1\n[topic_defaults]\nreplication_factor = 0", "topic_defaults.replication_factor"),
+    ];
+    for (text, key) in cases {
+        assert_eq!(invalid_keys(text), vec![key.to_string()], "for {text:?}");
+    }
+}
+
+#[test]
+fn the_id_may_reach_two_to_the_63_from_the_environment() -> anyhow::Result<()> {
+    assert_eq!(load_text("", &[("RAFTMQ_ID", "9223372036854775808")])?.id, 1 << 63);
+    let e = load_err("", &[("RAFTMQ_ID", "9223372036854775809")]);
+    assert!(e.contains("id: 9223372036854775809 is out of range") && e.contains("RAFTMQ_ID"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_source() {
+    let e = load_err("id = 0\n[raft]\nheartbeat_interval_ms = 0\n", &[("RAFTMQ_LIMITS__TAG_BYTES_MAX", "0")]);
+    assert!(e.contains("id: 0 is out of range") && e.contains("broker.toml"), "{e}");
+    assert!(e.contains("raft.heartbeat_interval_ms: must be above 0"), "{e}");
+    assert!(e.contains("limits.tag_bytes_max: must be above 0 (from environment variable RAFTMQ_LIMITS__TAG_BYTES_MAX)"), "{e}");
+}
+
+#[test]
+fn a_broker_may_be_outside_an_even_metadata_group() -> anyhow::Result<()> {
+    let config = load_text("id = 5\ncontrollers = [\"1@b1:9081\", \"2@b2:9081\", \"3@b3:9081\", \"4@b4:9081\"]", &[])?;
+    assert_eq!(config.controllers.len(), 4);
+    assert!(config.controllers.iter().all(|(id, _)| *id != 5));
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! A cluster of real `raftmq broker` processes for the multi-process tests: each broker is its
+//! own host on loopback (`127.X.Y.N`, one `X.Y` per cluster so that tests running at the same
+//! time never share an address), with its own data directory and log file.
+//!
+//! Every process is killed when the [`Cluster`] is dropped, also when a test fails.
+
+#![allow(dead_code)] // Each test binary uses a different part.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proto::raftmq::v1::admin_service_client::AdminServiceClient;
+use proto::raftmq::v1::queue_service_client::QueueServiceClient;
+use proto::raftmq::v1::status::Code;
+use proto::raftmq::v1::{ClusterStatusRequest, Status};
+use tonic::transport::Channel;
+
+pub const CLIENT_PORT: u16 = 8081;
+pub const PEER_PORT: u16 = 9081;
+/// How long a cluster may take to come up, or a broker to come back.
+pub const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn code(s: &Option<Status>) -> Code {
+    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
+}
+
+pub struct Broker {
+    pub id: u64,
+    pub ip: Ipv4Addr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn client_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, CLIENT_PORT))
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, PEER_PORT))
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("broker.log")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "broker {} is already running", self.id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).expect("broker log");
+        let child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+            .args(["broker", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("broker log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning raftmq broker");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: the process dies at once, without flushing anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the clean stop (SIGKILL after the deadline).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on a pid this process spawned and has not reaped.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("broker {} did not stop within 20 s of SIGTERM", self.id);
+        }
+    }
+
+    pub fn start(&mut self) {
+        self.spawn();
+    }
+
+    pub async fn queue(&self) -> QueueServiceClient<Channel> {
+        QueueServiceClient::new(channel(self.client_addr()))
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(channel(self.client_addr()))
+    }
+}
+
+pub fn queue_client(addr: SocketAddr) -> QueueServiceClient<Channel> {
+    QueueServiceClient::new(channel(addr))
+}
+
+fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy()
+}
+
+pub struct Cluster {
+    pub brokers: Vec<Broker>,
+    _root: tempfile::TempDir,
+}
+
+/// A `127.X.Y.0` network no other cluster of this machine uses now: every address of it is free
+/// on both ports.
+fn free_network(n: usize) -> [u8; 2] {
+    let seed = std::process::id() as u64
+        ^ Instant::now().elapsed().as_nanos() as u64
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    for attempt in 0..1000u64 {
+        let v = seed.wrapping_add(attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let net = [2 + (v % 250) as u8, ((v >> 8) % 256) as u8];
+        let free = (1..=n as u8).all(|h| {
+            let ip = Ipv4Addr::new(127, net[0], net[1], h);
+            TcpListener::bind((ip, CLIENT_PORT)).is_ok() && TcpListener::bind((ip, PEER_PORT)).is_ok()
+        });
+        if free {
+            return net;
+        }
+    }
+    panic!("no free 127.X.Y.0 network for {n} brokers");
+}
+
+impl Cluster {
+    /// Starts `n` brokers; the first three (or all, when fewer) are the metadata group's voters.
+    /// `extra` is appended to every broker's configuration file (TOML).
+    pub async fn start(n: usize, extra: &str) -> Cluster {
+        let root = tempfile::tempdir().expect("temp dir");
+        let net = free_network(n);
+        let ip = |h: usize| Ipv4Addr::new(127, net[0], net[1], h as u8);
+        let controllers: Vec<String> = (1..=n.min(3)).map(|h| format!("\"{h}@{}:{PEER_PORT}\"", ip(h))).collect();
+        let mut brokers = Vec::new();
+        for h in 1..=n {
+            let dir = root.path().join(format!("broker-{h}"));
+            std::fs::create_dir_all(&dir).expect("broker dir");
+            let config = dir.join("broker.toml");
+            let text = format!(
+                "id = {h}\ndata_dir = {data:?}\nlisten = \"{ip}:{CLIENT_PORT}\"\npeer_listen = \"{ip}:{PEER_PORT}\"\ncontrollers = [{c}]\n{extra}\n",
+                data = dir.join("data"),
+                ip = ip(h),
+                c = controllers.join(", "),
+            );
+            std::fs::write(&config, text).expect("broker config");
+            brokers.push(Broker { id: h as u64, ip: ip(h), dir, config, child: None });
+        }
+        for b in &mut brokers {
+            b.spawn();
+        }
+        let cluster = Cluster { brokers, _root: root };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    pub fn root(&self) -> &Path {
+        self._root.path()
+    }
+
+    /// Waits until every broker answers and the metadata lists every broker alive.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + READY_DEADLINE;
+        for b in &self.brokers {
+            let mut admin = b.admin().await;
+            loop {
+                let ok = match admin.cluster_status(ClusterStatusRequest {}).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        code(&r.status) == Code::Ok && r.brokers.len() == self.brokers.len() && r.brokers.iter().all(|b| b.alive)
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster not ready within {READY_DEADLINE:?}; logs under {}", self.root().display());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    pub fn dump_logs(&self) {
+        for b in &self.brokers {
+            let text = std::fs::read_to_string(b.log()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("--- broker {} log (last 40 lines) ---", b.id);
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for b in &mut self.brokers {
+            b.kill9();
+        }
+    }
+}
