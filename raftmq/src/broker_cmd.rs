@@ -60,6 +60,7 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
         entry_bytes_max: c.send.entry_bytes_max,
         wait_max: Duration::from_micros(c.send.batch_wait_us),
         in_flight_messages_max: c.send.in_flight_messages_per_group,
+        entries_in_flight_max: c.send.entries_in_flight_per_group,
     };
     o.retention = RetentionOptions {
         policy: RetentionPolicy {

@@ -132,11 +132,19 @@ pub struct SendConfig {
     pub entry_bytes_max: usize,
     /// Messages accepted but not yet committed, per group; more are answered BUSY. Default 4096.
     pub in_flight_messages_per_group: usize,
+    /// Entries of one group proposed and not yet applied (the pipeline's depth). Default 8.
+    pub entries_in_flight_per_group: usize,
 }
 
 impl Default for SendConfig {
     fn default() -> Self {
-        Self { batch_wait_us: 1000, batch_messages_max: 256, entry_bytes_max: 8 << 20, in_flight_messages_per_group: 4096 }
+        Self {
+            batch_wait_us: 1000,
+            batch_messages_max: 256,
+            entry_bytes_max: 8 << 20,
+            in_flight_messages_per_group: 4096,
+            entries_in_flight_per_group: 8,
+        }
     }
 }
 
@@ -278,6 +286,9 @@ batch_messages_max = 256
 entry_bytes_max = 8388608
 # Messages accepted but not yet committed, per group; more are answered BUSY.
 in_flight_messages_per_group = 4096
+# Entries of one group proposed and not yet applied: the depth of the send pipeline. While it is
+# full, the next entry keeps gathering sends.
+entries_in_flight_per_group = 8
 
 # What CreateTopic uses for a count left at zero.
 [topic_defaults]
@@ -499,7 +510,7 @@ fn check_raft(raft: &RaftConfig, problems: &mut Vec<InvalidKey>) {
 }
 
 fn check_limits(limits: &LimitsConfig, send: &SendConfig, problems: &mut Vec<InvalidKey>) {
-    let positive: [(&str, u64); 12] = [
+    let positive: [(&str, u64); 13] = [
         ("limits.body_bytes_max", limits.body_bytes_max as u64),
         ("limits.properties_bytes_max", limits.properties_bytes_max as u64),
         ("limits.name_chars_max", limits.name_chars_max as u64),
@@ -512,6 +523,7 @@ fn check_limits(limits: &LimitsConfig, send: &SendConfig, problems: &mut Vec<Inv
         ("send.batch_messages_max", send.batch_messages_max as u64),
         ("send.entry_bytes_max", send.entry_bytes_max as u64),
         ("send.in_flight_messages_per_group", send.in_flight_messages_per_group as u64),
+        ("send.entries_in_flight_per_group", send.entries_in_flight_per_group as u64),
     ];
     for (key, value) in positive {
         if value == 0 {

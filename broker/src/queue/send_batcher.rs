@@ -15,7 +15,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openraft::errors::{ClientWriteError, RaftError};
+use openraft::errors::ClientWriteError;
+use openraft::impls::ProgressResponder;
+use openraft::raft::ClientWriteResult;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
@@ -34,11 +36,20 @@ pub struct SendBatchLimits {
     pub wait_max: Duration,
     /// Most messages queued or being proposed; beyond it sends are refused `Busy`. Default 4,096.
     pub in_flight_messages_max: usize,
+    /// Most entries proposed and not yet applied: the depth of the pipeline. While it is full
+    /// the next entry keeps gathering sends. Default 8.
+    pub entries_in_flight_max: usize,
 }
 
 impl Default for SendBatchLimits {
     fn default() -> Self {
-        Self { messages_max: 256, entry_bytes_max: 8 << 20, wait_max: Duration::from_millis(1), in_flight_messages_max: 4096 }
+        Self {
+            messages_max: 256,
+            entry_bytes_max: 8 << 20,
+            wait_max: Duration::from_millis(1),
+            in_flight_messages_max: 4096,
+            entries_in_flight_max: 8,
+        }
     }
 }
 
@@ -63,11 +74,14 @@ pub enum SendError {
     Rejected(String),
 }
 
+/// Where a send's outcome goes: its offsets, or why it was not stored.
+type SendOutcome = Result<Vec<(u32, u64)>, SendError>;
+
 struct PendingSend {
     messages: Vec<NewMessage>,
     bytes: usize,
     _in_flight: InFlight,
-    reply: oneshot::Sender<Result<Vec<(u32, u64)>, SendError>>,
+    reply: oneshot::Sender<SendOutcome>,
 }
 
 /// A send's share of the in-flight bound, counted in the in-flight gauge until it is answered
@@ -161,7 +175,11 @@ impl SendBatcher {
 
 async fn run(raft: QueueRaft, mut rx: mpsc::Receiver<PendingSend>, limits: SendBatchLimits, metrics: Option<Arc<SendPathMetrics>>) {
     let mut carried: Option<PendingSend> = None;
+    let entries = Arc::new(Semaphore::new(limits.entries_in_flight_max.max(1)));
     loop {
+        // Waiting for a pipeline slot before taking the first send lets the queue fill
+        // meanwhile, so a full pipeline makes larger entries.
+        let Ok(slot) = entries.clone().acquire_owned().await else { return };
         let first = match carried.take() {
             Some(p) => p,
             None => match rx.recv().await {
@@ -185,12 +203,14 @@ async fn run(raft: QueueRaft, mut rx: mpsc::Receiver<PendingSend>, limits: SendB
             bytes += next.bytes;
             batch.push(next);
         }
-        propose(&raft, batch, metrics.as_deref()).await;
+        propose(&raft, batch, slot, metrics.clone()).await;
     }
 }
 
-/// Proposes one entry for `batch` and answers every send in it.
-async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>, metrics: Option<&SendPathMetrics>) {
+/// Submits one entry for `batch` and returns once the Raft core has it (so entries are
+/// appended in the order this task proposes them); a task then waits for the entry to be
+/// applied and answers every send in it.
+async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>, slot: OwnedSemaphorePermit, metrics: Option<Arc<SendPathMetrics>>) {
     let counts: Vec<usize> = batch.iter().map(|p| p.messages.len()).collect();
     let entry_bytes: usize = batch.iter().map(|p| p.bytes).sum();
     let mut replies = Vec::with_capacity(batch.len());
@@ -203,18 +223,36 @@ async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>, metrics: Option<&Sen
     // The leader's clock, stamped once into the command so every replica applies the same time.
     let store_time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let started = Instant::now();
-    let written = raft.client_write(GroupCommand::Send { store_time_ms, messages }).await;
-    if let (Ok(_), Some(m)) = (&written, metrics) {
-        m.record_entry(entry_messages, entry_bytes, started.elapsed());
-    }
-    let outcome = match written {
-        Ok(resp) => match resp.response() {
-            GroupReply::Sent { offsets } if offsets.len() == counts.iter().sum::<usize>() => Ok(offsets.clone()),
-            GroupReply::Rejected { reason } => Err(SendError::Rejected(reason.clone())),
-            other => Err(SendError::Unknown(format!("unexpected reply {other:?}"))),
-        },
-        Err(e) => Err(client_write_error(e)),
-    };
+    let (responder, applied) = ProgressResponder::<QueueGroupConfig, ClientWriteResult<QueueGroupConfig>>::complete_only();
+    let submitted = raft.client_write_ff(GroupCommand::Send { store_time_ms, messages }, Some(responder)).await;
+    tokio::spawn(async move {
+        let outcome = match submitted {
+            // The core stopped; whether it took the entry first cannot be told.
+            Err(fatal) => Err(SendError::Unknown(fatal.to_string())),
+            Ok(()) => match applied.await {
+                Err(_) => Err(SendError::Unknown("the group stopped before answering".into())),
+                Ok(written) => {
+                    if let (Ok(_), Some(m)) = (&written, &metrics) {
+                        m.record_entry(entry_messages, entry_bytes, started.elapsed());
+                    }
+                    match written {
+                        Ok(resp) => match resp.response() {
+                            GroupReply::Sent { offsets } if offsets.len() == counts.iter().sum::<usize>() => Ok(offsets.clone()),
+                            GroupReply::Rejected { reason } => Err(SendError::Rejected(reason.clone())),
+                            other => Err(SendError::Unknown(format!("unexpected reply {other:?}"))),
+                        },
+                        Err(e) => Err(client_write_error(e)),
+                    }
+                }
+            },
+        };
+        answer(outcome, replies, counts);
+        drop(slot);
+    });
+}
+
+/// Hands each send of an entry its offsets, or the entry's error.
+fn answer(outcome: SendOutcome, replies: Vec<(oneshot::Sender<SendOutcome>, InFlight)>, counts: Vec<usize>) {
     let mut offsets = outcome.as_ref().ok().map(|o| o.iter().copied());
     for ((reply, _in_flight), n) in replies.into_iter().zip(counts) {
         let answer = match (&outcome, offsets.as_mut()) {
@@ -226,9 +264,9 @@ async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>, metrics: Option<&Sen
     }
 }
 
-fn client_write_error(e: RaftError<QueueGroupConfig, ClientWriteError<QueueGroupConfig>>) -> SendError {
+fn client_write_error(e: ClientWriteError<QueueGroupConfig>) -> SendError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => SendError::NotLeader { leader: f.leader_id },
+        ClientWriteError::ForwardToLeader(f) => SendError::NotLeader { leader: f.leader_id },
         other => SendError::Unknown(other.to_string()),
     }
 }

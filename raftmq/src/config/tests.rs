@@ -63,7 +63,13 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
             in_flight_requests_per_connection: 1024,
             in_flight_send_bytes_max: 256 << 20,
         },
-        send: SendConfig { batch_wait_us: 1000, batch_messages_max: 256, entry_bytes_max: 8_388_608, in_flight_messages_per_group: 4096 },
+        send: SendConfig {
+            batch_wait_us: 1000,
+            batch_messages_max: 256,
+            entry_bytes_max: 8_388_608,
+            in_flight_messages_per_group: 4096,
+            entries_in_flight_per_group: 8,
+        },
         topic_defaults: TopicDefaults { queue_count: 4, replication_factor: 3 },
         retention: RetentionConfig { max_age_ms: 259_200_000, max_log_entries: 0, check_interval_ms: 60_000 },
     };
@@ -152,7 +158,13 @@ fn every_key_can_be_set_in_the_file() -> anyhow::Result<()> {
     assert_eq!((l.fetch_wait_ms_max, l.in_flight_requests_per_connection), (1006, 1007));
     assert_eq!(
         config.send,
-        SendConfig { batch_wait_us: 0, batch_messages_max: 2001, entry_bytes_max: 2002, in_flight_messages_per_group: 2003 }
+        SendConfig {
+            batch_wait_us: 0,
+            batch_messages_max: 2001,
+            entry_bytes_max: 2002,
+            in_flight_messages_per_group: 2003,
+            entries_in_flight_per_group: 8
+        }
     );
     assert_eq!(config.topic_defaults, TopicDefaults { queue_count: 16, replication_factor: 5 });
     Ok(())
