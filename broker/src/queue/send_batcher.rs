@@ -1,10 +1,12 @@
 //! The leader's send path for one queue group: concurrent sends become one Raft entry.
 //!
-//! Each send waits in a bounded queue; one task takes the first waiting send, gathers more for
-//! at most `wait_max` or until `messages_max` messages or `entry_bytes_max` body bytes, stamps
-//! the store time and proposes one `GroupCommand::Send` for all of them, then hands each send
-//! its own offsets. While an entry is being committed the next sends gather, so the batch grows
-//! with the load (group commit of sends on top of the log's group commit of fsyncs).
+//! Each send waits in a bounded queue; one task takes the first waiting send and everything
+//! queued behind it, up to `messages_max` messages or `entry_bytes_max` body bytes (lingering up
+//! to `wait_max` for more only while other entries are in flight), stamps the store time and
+//! proposes one `GroupCommand::Send` for all of them; each send gets its own offsets once the
+//! entry is applied. Up to `entries_in_flight_max` entries are in flight (a pipeline, appended in
+//! proposal order); while it is full the next sends gather, so entries grow with the load (group
+//! commit of sends on top of the log's group commit of fsyncs), and a lone send is not delayed.
 //!
 //! Bounds: at most `in_flight_messages_max` messages are queued or being proposed; a send that
 //! would exceed it is refused at once with [`SendError::Busy`], never queued without bound.
@@ -32,7 +34,8 @@ pub struct SendBatchLimits {
     pub messages_max: usize,
     /// Most body bytes in one entry. Default 8 MiB (one Raft entry's limit).
     pub entry_bytes_max: usize,
-    /// Longest a send waits for others to join its entry. Default 1 ms.
+    /// Longest a send waits for others to join its entry, while other entries of the group are
+    /// in flight (a send that finds none goes out at once). Default 1 ms.
     pub wait_max: Duration,
     /// Most messages queued or being proposed; beyond it sends are refused `Busy`. Default 4,096.
     pub in_flight_messages_max: usize,
@@ -187,13 +190,21 @@ async fn run(raft: QueueRaft, mut rx: mpsc::Receiver<PendingSend>, limits: SendB
                 None => return,
             },
         };
-        let deadline = tokio::time::Instant::now() + limits.wait_max;
+        // Linger for more sends only while other entries are in flight: then the wait overlaps
+        // their commit. With nothing in flight a lone send goes out at once, and its latency is
+        // not taxed by the batching window.
+        let others_in_flight = entries.available_permits() + 1 < limits.entries_in_flight_max.max(1);
+        let deadline = tokio::time::Instant::now() + if others_in_flight { limits.wait_max } else { Duration::ZERO };
         let (mut count, mut bytes) = (first.messages.len(), first.bytes);
         let mut batch = vec![first];
         while count < limits.messages_max {
-            let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(next)) => next,
-                _ => break,
+            // What is already queued joins at once; past the deadline nothing more is awaited.
+            let next = match rx.try_recv() {
+                Ok(next) => next,
+                Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(next)) => next,
+                    _ => break,
+                },
             };
             if count + next.messages.len() > limits.messages_max || bytes + next.bytes > limits.entry_bytes_max {
                 carried = Some(next);
