@@ -17,6 +17,7 @@ mod retention;
 mod status;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -219,6 +220,48 @@ impl Core {
     /// Proposes `cmd` to the metadata group: locally when this replica leads it, else at the
     /// leader through its peer service, following leader hints, within [`META_CALL_DEADLINE`].
     pub(crate) async fn propose_meta(&self, cmd: MetaCommand) -> Result<MetaReply, MetaCallError> {
+        let local = || async {
+            match self.meta.client_write(cmd.clone()).await {
+                Ok(resp) => LocalAttempt::Done(resp.response().clone()),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => LocalAttempt::Retry {
+                    reason: format!("local replica refused: {f}"),
+                    hint: f.leader_id.filter(|&l| l != self.id).zip(f.leader_node.map(|n| n.raft_addr)),
+                },
+                Err(e) => LocalAttempt::Failed(MetaCallError::Unknown(e.to_string())),
+            }
+        };
+        let remote = |addr: String| {
+            let cmd = &cmd;
+            async move { self.forward.propose_meta(&addr, cmd).await }
+        };
+        self.on_meta_leader(local, remote).await
+    }
+
+    /// The cluster map as of a linearizable read on the metadata leader (invariant 6).
+    pub(crate) async fn read_meta(&self) -> Result<Arc<ClusterMap>, MetaCallError> {
+        let local = || async {
+            match self.meta.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await {
+                // ensure_linearizable returns once this replica applied the read index, so the
+                // map it publishes is at least that fresh.
+                Ok(_) => LocalAttempt::Done(self.local_map()),
+                Err(e) => LocalAttempt::Retry { reason: format!("linearizable read: {e}"), hint: None },
+            }
+        };
+        let remote = |addr: String| async move { self.forward.read_meta(&addr).await.map(Arc::new) };
+        self.on_meta_leader(local, remote).await
+    }
+
+    /// Runs a metadata call where the metadata group's leader is: `local` when this replica
+    /// leads, else `remote` at the leader's peer address (the known leader, a hint, or each
+    /// controller in turn), backing off while no leader answers; bounded by
+    /// [`META_CALL_ATTEMPTS_MAX`] attempts and [`META_CALL_DEADLINE`].
+    async fn on_meta_leader<T, L, LF, R, RF>(&self, mut local: L, mut remote: R) -> Result<T, MetaCallError>
+    where
+        L: FnMut() -> LF,
+        LF: Future<Output = LocalAttempt<T>>,
+        R: FnMut(String) -> RF,
+        RF: Future<Output = Result<T, forward::PeerCallError>>,
+    {
         let deadline = tokio::time::Instant::now() + META_CALL_DEADLINE;
         let controllers = self.controllers();
         let mut hint: Option<(BrokerId, String)> = None;
@@ -228,19 +271,19 @@ impl Core {
                 break;
             }
             if self.meta_is_leader() {
-                match self.meta.client_write(cmd.clone()).await {
-                    Ok(resp) => return Ok(resp.response().clone()),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                        last_error = format!("local replica refused: {f}");
-                        hint = f.leader_id.filter(|&l| l != self.id).zip(f.leader_node.map(|n| n.raft_addr));
+                match local().await {
+                    LocalAttempt::Done(v) => return Ok(v),
+                    LocalAttempt::Retry { reason, hint: next } => {
+                        last_error = reason;
+                        hint = next;
                     }
-                    Err(e) => return Err(MetaCallError::Unknown(e.to_string())),
+                    LocalAttempt::Failed(e) => return Err(e),
                 }
             } else {
                 let target = hint.take().or_else(|| self.meta_leader()).or_else(|| controllers.get(attempt % controllers.len()).cloned());
                 if let Some((id, addr)) = target.filter(|(id, _)| *id != self.id) {
-                    match self.forward.propose_meta(&addr, &cmd).await {
-                        Ok(reply) => return Ok(reply),
+                    match remote(addr.clone()).await {
+                        Ok(v) => return Ok(v),
                         Err(forward::PeerCallError::NotLeader(next)) => {
                             last_error = format!("broker {id} is not the metadata leader");
                             hint = next;
@@ -256,46 +299,17 @@ impl Core {
         }
         Err(MetaCallError::Unavailable(last_error))
     }
+}
 
-    /// The cluster map as of a linearizable read on the metadata leader (invariant 6).
-    pub(crate) async fn read_meta(&self) -> Result<Arc<ClusterMap>, MetaCallError> {
-        let deadline = tokio::time::Instant::now() + META_CALL_DEADLINE;
-        let controllers = self.controllers();
-        let mut hint: Option<(BrokerId, String)> = None;
-        let mut last_error = String::from("no attempt made");
-        for attempt in 0..META_CALL_ATTEMPTS_MAX {
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            if self.meta_is_leader() {
-                match self.meta.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await {
-                    Ok(read) => {
-                        // ensure_linearizable returns once this replica applied the read index,
-                        // so the map it publishes is at least that fresh.
-                        let _ = read;
-                        return Ok(self.local_map());
-                    }
-                    Err(e) => last_error = format!("linearizable read: {e}"),
-                }
-            } else {
-                let target = hint.take().or_else(|| self.meta_leader()).or_else(|| controllers.get(attempt % controllers.len()).cloned());
-                if let Some((id, addr)) = target.filter(|(id, _)| *id != self.id) {
-                    match self.forward.read_meta(&addr).await {
-                        Ok(map) => return Ok(Arc::new(map)),
-                        Err(forward::PeerCallError::NotLeader(next)) => {
-                            last_error = format!("broker {id} is not the metadata leader");
-                            hint = next;
-                            continue;
-                        }
-                        Err(e) => last_error = format!("broker {id} at {addr}: {e}"),
-                    }
-                }
-            }
-            let backoff = Duration::from_millis(20 << attempt.min(5));
-            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + backoff)).await;
-        }
-        Err(MetaCallError::Unavailable(last_error))
-    }
+/// One attempt of a metadata call on this broker's own replica, while it leads.
+enum LocalAttempt<T> {
+    Done(T),
+    /// Not done; try again (at `hint`, when the replica named a newer leader).
+    Retry {
+        reason: String,
+        hint: Option<(BrokerId, String)>,
+    },
+    Failed(MetaCallError),
 }
 
 impl MetricsSource for Core {

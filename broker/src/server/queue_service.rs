@@ -111,6 +111,22 @@ impl Core {
         map.route(topic, queue).cloned().ok_or_else(|| status::internal(format!("topic {topic:?} queue {queue} has no group in the map")))
     }
 
+    /// Where a consumer-offset request (`CommitOffset`, `GetOffset`) is served, after checking
+    /// its names: the queue's group, and how to serve it there.
+    async fn consumer_offset_target(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        queue: u32,
+        forwarded: bool,
+    ) -> Result<(GroupRecord, Serve), Status> {
+        let limits = &self.options.limits;
+        edge::check_name("consumer_group", consumer_group, limits).and_then(|_| edge::check_name("topic", topic, limits))?;
+        let group = self.route(topic, Some(queue), None).await?;
+        let serve = self.leader_target(&group, forwarded).await;
+        Ok((group, serve))
+    }
+
     fn endpoint_of(&self, broker: BrokerId) -> Option<(BrokerId, String)> {
         self.client_endpoint(broker).map(|e| (broker, e))
     }
@@ -325,17 +341,11 @@ impl QueueSvc {
         let core = &self.core;
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        let limits = &core.options.limits;
-        if let Err(e) =
-            edge::check_name("consumer_group", &req.consumer_group, limits).and_then(|_| edge::check_name("topic", &req.topic, limits))
-        {
-            return refuse(e.into());
-        }
-        let group = match core.route(&req.topic, Some(req.queue_id), None).await {
-            Ok(g) => g,
+        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded).await {
+            Ok(t) => t,
             Err(s) => return refuse(s),
         };
-        match core.leader_target(&group, forwarded).await {
+        match serve {
             Serve::Refuse(s) => refuse(s),
             Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
                 Ok(mut client) => match client.commit_offset(forward_request(core, req)).await {
@@ -366,17 +376,11 @@ impl QueueSvc {
         let core = &self.core;
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        let limits = &core.options.limits;
-        if let Err(e) =
-            edge::check_name("consumer_group", &req.consumer_group, limits).and_then(|_| edge::check_name("topic", &req.topic, limits))
-        {
-            return refuse(e.into());
-        }
-        let group = match core.route(&req.topic, Some(req.queue_id), None).await {
-            Ok(g) => g,
+        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded).await {
+            Ok(t) => t,
             Err(s) => return refuse(s),
         };
-        match core.leader_target(&group, forwarded).await {
+        match serve {
             Serve::Refuse(s) => refuse(s),
             Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
                 Ok(mut client) => match client.get_offset(forward_request(core, req)).await {
