@@ -1,0 +1,151 @@
+//! The client commands as a user runs them against `raftmq dev` (three brokers): admin, produce,
+//! consume and bench, each with `--json`, checked by what they print and how they exit.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const READY_DEADLINE: Duration = Duration::from_secs(90);
+const EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A base port whose three client, peer and metrics ports are all free now.
+fn free_base_port() -> u16 {
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("an ephemeral port").port();
+        let all = (0..3).flat_map(|i| [port + i, port + 100 + i, port + 200 + i]);
+        if port <= u16::MAX - 210 && all.into_iter().all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return port;
+        }
+    }
+    panic!("no free base port found in 100 tries");
+}
+
+/// `raftmq dev --brokers 3`, stopped with SIGINT when dropped.
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let pid = libc::pid_t::try_from(self.0.id()).expect("a pid");
+        // SAFETY: kill has no memory preconditions; the child is not reaped yet, so the pid is its.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + EXIT_DEADLINE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_dev(dir: &std::path::Path, base: u16) -> Dev {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+        .args(["dev", "--json", "--brokers", "3", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run raftmq dev");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let dev = Dev(child);
+    match rx.recv_timeout(READY_DEADLINE) {
+        Ok(line) if !line.trim().is_empty() => dev,
+        _ => panic!("raftmq dev was not ready within {READY_DEADLINE:?}"),
+    }
+}
+
+fn raftmq(broker: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+        .args(args)
+        .args(["--broker", broker, "--json"])
+        .env("RUST_LOG", "warn")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run raftmq");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("piped stdin").write_all(text.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("raftmq output")
+}
+
+/// Runs a command that must succeed; returns its stdout as JSON lines.
+fn ok(broker: &str, args: &[&str], stdin: Option<&str>) -> Vec<Value> {
+    let out = raftmq(broker, args, stdin);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "raftmq {args:?}: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("raftmq {args:?}: {e}: {l}"))).collect()
+}
+
+#[test]
+fn admin_produce_consume_and_bench_work_against_a_dev_cluster() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let base = free_base_port();
+    let _dev = start_dev(&tmp.path().join("cluster"), base);
+    let broker = format!("127.0.0.1:{base}");
+    let b = broker.as_str();
+
+    let created = ok(b, &["admin", "topic", "create", "cli", "--queues", "2"], None);
+    assert_eq!((created[0]["name"].as_str(), created[0]["queue_count"].as_u64()), (Some("cli"), Some(2)), "{created:?}");
+    assert_eq!(created[0]["replication_factor"].as_u64(), Some(3));
+
+    // Generated messages, then lines from stdin into queue 0: every one acknowledged with an offset.
+    let generated = ok(b, &["produce", "--topic", "cli", "--count", "20", "--size", "16"], None);
+    assert_eq!(generated.len(), 20);
+    assert!(generated.iter().all(|r| r["offset"].is_u64() && r["queue"].as_u64().is_some_and(|q| q < 2)), "{generated:?}");
+    let lines = ok(b, &["produce", "--topic", "cli", "--queue", "0"], Some("alpha\nbeta\ngamma\n"));
+    let offsets: Vec<u64> = lines.iter().map(|r| r["offset"].as_u64().expect("offset")).collect();
+    assert_eq!(offsets.len(), 3);
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "lines of one producer get consecutive offsets: {offsets:?}");
+
+    // A consumer group reads all 23 and commits; a second run of the group finds nothing new.
+    let consumed =
+        ok(b, &["consume", "--topic", "cli", "--group", "g1", "--from-beginning", "--max-messages", "23", "--timeout-ms", "10000"], None);
+    assert_eq!(consumed.len(), 23, "{consumed:?}");
+    let bodies: Vec<String> = consumed.iter().filter_map(|m| m["body_base64"].as_str().map(str::to_owned)).collect();
+    for word in ["YWxwaGE=", "YmV0YQ==", "Z2FtbWE="] {
+        assert!(bodies.iter().any(|b| b == word), "base64 {word} among the consumed bodies");
+    }
+    let again = ok(b, &["consume", "--topic", "cli", "--group", "g1", "--timeout-ms", "1000"], None);
+    assert!(again.is_empty(), "the group committed its progress: {again:?}");
+
+    let described = ok(b, &["admin", "topic", "describe", "cli"], None);
+    let queues = described[0]["queues"].as_array().expect("queues");
+    assert_eq!(queues.iter().map(|q| q["end_offset"].as_u64().expect("end offset")).sum::<u64>(), 23);
+    let status = ok(b, &["admin", "cluster", "status"], None);
+    let brokers = status[0]["brokers"].as_array().expect("brokers");
+    assert_eq!(brokers.len(), 3);
+    assert!(brokers.iter().all(|b| b["alive"] == Value::Bool(true)), "{brokers:?}");
+    let checksum = ok(b, &["admin", "group", "checksum", "cli"], None);
+    assert_eq!(checksum[0]["ok"], Value::Bool(true), "{checksum:?}");
+
+    let produced = ok(b, &["bench", "produce", "--topic", "bench", "--count", "300", "--concurrency", "8", "--size", "64"], None);
+    assert_eq!(produced.last().and_then(|r| r["acked"].as_u64()), Some(300), "{produced:?}");
+    let read = ok(b, &["bench", "consume", "--topic", "bench", "--count", "300"], None);
+    assert_eq!(read.last().and_then(|r| r["consumed"].as_u64()), Some(300), "{read:?}");
+    let e2e = ok(b, &["bench", "e2e", "--topic", "bench", "--count", "100", "--concurrency", "4", "--size", "64"], None);
+    assert!(e2e.last().is_some_and(|r| r["end_to_end_latency"].is_object()), "{e2e:?}");
+
+    let listed = ok(b, &["admin", "topic", "list"], None);
+    let names: Vec<&str> = listed[0]["topics"].as_array().expect("topics").iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["bench", "cli"]);
+}
