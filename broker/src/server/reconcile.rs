@@ -78,11 +78,17 @@ pub(super) async fn place_groups(core: Arc<Core>) {
     loop {
         let current = map.borrow_and_update().clone();
         for group in current.groups_on(core.id) {
+            let first_replica = group.replicas.first() == Some(&core.id);
+            // Most rounds find every group open and initialized: skip them without touching the
+            // host, so an idle broker with many groups does no work per group per round.
+            if core.batcher(group.id).is_some() && (group.bootstrapped || !first_replica) {
+                continue;
+            }
             if let Err(e) = core.open_group(group.id).await {
                 tracing::error!(group = group.id, error = %e, "opening a placed group failed");
                 continue;
             }
-            if group.replicas.first() == Some(&core.id) && !group.bootstrapped {
+            if first_replica && !group.bootstrapped {
                 bootstrap_group(&core, &current, group).await;
             }
         }
