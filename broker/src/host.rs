@@ -18,7 +18,9 @@ use openraft::storage::RaftLogReader;
 use controller::{META_GROUP_ID, MetaStateMachine};
 
 use crate::meta::{MetaGroupConfig, MetaRaft};
-use crate::queue::{CheckpointAge, GroupCommand, NewMessage, QueueGroupConfig, QueueStateMachine, RetentionPolicy, trim_candidate};
+use crate::queue::{
+    CheckpointAge, GroupCommand, NewMessage, QueueGroupConfig, QueueGroupOptions, QueueStateMachine, RetentionPolicy, trim_candidate,
+};
 use crate::raft::network::{GroupNetworkFactory, PeerChannels};
 use crate::raft::registry::GroupRegistry;
 use crate::raft::service::RaftTransportService;
@@ -197,7 +199,12 @@ impl GroupHost {
 
     /// The replica of `group` hosted here, opening it (recovering from the log and the store)
     /// when it is not open yet.
-    pub async fn open_group(&self, group: GroupId) -> Result<QueueRaft, HostError> {
+    ///
+    /// `placed_with` are the options the group was created with (from its record in the cluster
+    /// map): the first open records them durably here, and every later open checks them. `None`
+    /// opens the group with the options recorded here (a broker reopening its groups before it
+    /// has the map), or the defaults for a group from before options were recorded.
+    pub async fn open_group(&self, group: GroupId, placed_with: Option<QueueGroupOptions>) -> Result<QueueRaft, HostError> {
         let _opening = self.opening.lock().await;
         if let Some(raft) = self.group(group) {
             return Ok(raft);
@@ -205,9 +212,28 @@ impl GroupHost {
         if group == META_GROUP_ID {
             return Err(HostError::Group { group, reason: "is the metadata group, not a queue group".into() });
         }
+        let store_error = |e: StoreError| HostError::Group { group, reason: e.to_string() };
+        let recorded = self.store.checkpoint_interval(group).map_err(store_error)?;
+        let options = match (placed_with, recorded) {
+            (Some(placed), Some(recorded)) if placed.checkpoint_interval_entries != recorded => {
+                return Err(HostError::Group {
+                    group,
+                    reason: format!(
+                        "its replica here applies with a checkpoint every {recorded} entries, but the group was created with {}",
+                        placed.checkpoint_interval_entries
+                    ),
+                });
+            }
+            (Some(placed), None) => {
+                self.store.record_checkpoint_interval(&[(group, placed.checkpoint_interval_entries)]).map_err(store_error)?;
+                placed
+            }
+            (_, Some(recorded)) => QueueGroupOptions { checkpoint_interval_entries: recorded },
+            (None, None) => QueueGroupOptions::default(),
+        };
         let network = GroupNetworkFactory::new(group, self.peers.clone());
         let log = RaftLogStore::new(self.engine.group(group));
-        let sm = QueueStateMachine::new(self.store.clone(), group);
+        let sm = QueueStateMachine::with_options(self.store.clone(), group, options);
         let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| HostError::Group { group, reason: e.to_string() })?;

@@ -71,7 +71,7 @@ async fn three_brokers_create_send_fetch_commit_and_agree() {
     })
     .await;
 
-    let topic = Topic { name: "orders".into(), queue_count: 2, replication_factor: 3, message_type: 0 };
+    let topic = Topic { name: "orders".into(), queue_count: 2, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 };
     let created = admin.create_topic(CreateTopicRequest { topic: Some(topic.clone()) }).await.unwrap().into_inner();
     assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
     let again = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.unwrap().into_inner();

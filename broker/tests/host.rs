@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use broker::host::{GroupHost, QueueRaft};
-use broker::queue::{GroupCommand, GroupReply, NewMessage};
+use broker::queue::{GroupCommand, GroupReply, NewMessage, QueueGroupOptions};
 use broker::raft::{BrokerId, BrokerNode, GroupId};
 
 const GROUPS: u64 = 6;
@@ -95,7 +95,7 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
     let members: BTreeMap<BrokerId, BrokerNode> = [&h1, &h2, &h3].iter().map(|h| (h.id(), h.node())).collect();
     for g in 1..=GROUPS {
         for h in [&h1, &h2, &h3] {
-            h.open_group(g).await.unwrap();
+            h.open_group(g, None).await.unwrap();
         }
         // Leaders start spread over the brokers.
         [&h1, &h2, &h3][g as usize % 3].group(g).unwrap().initialize(members.clone()).await.unwrap();
@@ -124,7 +124,7 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
     let h2 = GroupHost::start(common::host_options(2, dirs[1].path(), addr2)).await.unwrap();
     assert_eq!(h2.groups_on_disk(), (1..=GROUPS).collect::<Vec<_>>());
     for g in h2.groups_on_disk() {
-        h2.open_group(g).await.unwrap();
+        h2.open_group(g, None).await.unwrap();
     }
     for g in 1..=GROUPS {
         wait_same_offsets(&[&h1, &h2, &h3], g, &expected[&g]).await;
@@ -157,4 +157,44 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
     for h in [h1, h2, h3] {
         h.shutdown().await.unwrap();
     }
+}
+
+/// A group's options are recorded with its replica when it is first opened with them, and a
+/// restarted broker (which reopens its groups before it has the cluster map) applies with the
+/// recorded ones; a map that says otherwise is refused rather than followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_group_applies_with_the_options_it_was_created_with() {
+    const GROUP: GroupId = 7;
+    let every_3 = QueueGroupOptions { checkpoint_interval_entries: 3 };
+    let dir = tempfile::tempdir().unwrap();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let host = GroupHost::start(common::host_options(1, dir.path(), any)).await.unwrap();
+    host.open_group(GROUP, Some(every_3)).await.unwrap();
+    host.group(GROUP).unwrap().initialize(BTreeMap::from([(host.id(), host.node())])).await.unwrap();
+    for _ in 0..10 {
+        write(&[&host], GROUP, send(1, "a")).await;
+    }
+    let before = host.store().checkpoint_indexes(GROUP).unwrap();
+    let last_before = host.group(GROUP).unwrap().metrics().borrow_watched().last_applied.unwrap().index;
+    assert!(!before.is_empty() && before.iter().all(|i| i % 3 == 0), "checkpoints every 3 entries: {before:?}");
+    host.shutdown().await.unwrap();
+    drop(host);
+
+    let host = GroupHost::start(common::host_options(1, dir.path(), any)).await.unwrap();
+    host.open_group(GROUP, None).await.unwrap();
+    for _ in 0..10 {
+        write(&[&host], GROUP, send(1, "b")).await;
+    }
+    let after = host.store().checkpoint_indexes(GROUP).unwrap();
+    assert!(after.iter().any(|&i| i > last_before), "entries applied after the restart record checkpoints: {after:?}");
+    assert!(after.iter().all(|i| i % 3 == 0), "still every 3 entries after the restart: {after:?}");
+    host.shutdown().await.unwrap();
+    drop(host);
+
+    let host = GroupHost::start(common::host_options(1, dir.path(), any)).await.unwrap();
+    let err = host.open_group(GROUP, Some(QueueGroupOptions { checkpoint_interval_entries: 5 })).await.unwrap_err();
+    assert!(err.to_string().contains("checkpoint every 3 entries, but the group was created with 5"), "{err}");
+    assert!(host.group(GROUP).is_none(), "a refused group is not opened");
+    host.open_group(GROUP, Some(every_3)).await.unwrap();
+    host.shutdown().await.unwrap();
 }

@@ -77,7 +77,7 @@ async fn one_broker_reports_sends_syncs_groups_and_requests() {
         }
     })
     .await;
-    let topic = Topic { name: "metered".into(), queue_count: 1, replication_factor: 1, message_type: 0 };
+    let topic = Topic { name: "metered".into(), queue_count: 1, replication_factor: 1, message_type: 0, checkpoint_interval_entries: 0 };
     let created = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.unwrap().into_inner();
     assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
     let described = admin.describe_topic(DescribeTopicRequest { name: "metered".into() }).await.unwrap().into_inner();

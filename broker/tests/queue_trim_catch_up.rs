@@ -1,6 +1,6 @@
 //! Retention end to end, on three brokers (`GroupHost`s) over the real Raft transport: one
-//! follower is stopped; the group takes over 4,096 entries of sends and some consumer commits;
-//! the leader trims at the checkpoint at 4,096 (the default interval, which `GroupHost` uses),
+//! follower is stopped; the group takes over 1,024 entries of sends and some consumer commits;
+//! the leader trims at the checkpoint at 1,024 (the group's checkpoint interval),
 //! every running replica builds its snapshot (the checkpoint at the trim point) and purges its
 //! log past the stopped follower's position. The follower restarts and can only catch up by
 //! snapshot, then by the log after it. Afterwards all three hold the same messages at the same
@@ -22,8 +22,10 @@ const GROUP: GroupId = 21;
 const QUEUES: u32 = 3;
 const CONSUMERS: [&str; 2] = ["cg-a", "cg-b"];
 const WAIT: Duration = Duration::from_secs(60);
-/// Entries written while the follower is down: past the first checkpoint, 4,096.
-const ENTRIES: u64 = 4_400;
+/// The group's options: a checkpoint every 1,024 entries.
+const OPTIONS: QueueGroupOptions = QueueGroupOptions { checkpoint_interval_entries: 1024 };
+/// Entries written while the follower is down: past the first checkpoint.
+const ENTRIES: u64 = 1_300;
 /// Concurrent writers: openraft and raft-log batch their entries, so the run takes seconds.
 const WRITERS: u64 = 32;
 
@@ -122,7 +124,7 @@ fn offsets(host: &GroupHost) -> Offsets {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_a_trim_and_purge_catches_up_by_snapshot_then_log() {
-    let interval = QueueGroupOptions::default().checkpoint_interval_entries;
+    let interval = OPTIONS.checkpoint_interval_entries;
     assert!(ENTRIES > interval + 100, "the test must write past the first checkpoint");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -132,7 +134,7 @@ async fn a_follower_behind_a_trim_and_purge_catches_up_by_snapshot_then_log() {
     }
     let members: BTreeMap<BrokerId, BrokerNode> = hosts.iter().flatten().map(|h| (h.id(), h.node())).collect();
     for h in hosts.iter().flatten() {
-        h.open_group(GROUP).await.unwrap();
+        h.open_group(GROUP, Some(OPTIONS)).await.unwrap();
     }
     hosts[0].as_ref().unwrap().group(GROUP).unwrap().initialize(members).await.unwrap();
 
@@ -232,7 +234,8 @@ async fn a_follower_behind_a_trim_and_purge_catches_up_by_snapshot_then_log() {
     // The follower restarts on its directory and address.
     hosts[stopped] = Some(GroupHost::start(common::host_options(stopped_id, dirs[stopped].path(), stopped_addr)).await.unwrap());
     let follower = hosts[stopped].as_ref().unwrap();
-    follower.open_group(GROUP).await.unwrap();
+    // Reopened as a restarted broker does, before it has the map: with the options recorded here.
+    follower.open_group(GROUP, None).await.unwrap();
     wait_applied(follower, last).await;
     let m = follower.group(GROUP).unwrap().metrics().borrow_watched().clone();
     assert_eq!(m.snapshot.map(|s| s.index), Some(interval), "it caught up by the snapshot");

@@ -29,7 +29,7 @@ async fn sends_share_entries_get_dense_offsets_and_are_bounded() {
     }
     let members: BTreeMap<BrokerId, BrokerNode> = hosts.iter().map(|h| (h.id(), h.node())).collect();
     for h in &hosts {
-        h.open_group(GROUP).await.unwrap();
+        h.open_group(GROUP, None).await.unwrap();
     }
     hosts[0].group(GROUP).unwrap().initialize(members).await.unwrap();
     let m = hosts[0].group(GROUP).unwrap().wait(Some(WAIT)).metrics(|m| m.current_leader.is_some(), "leader").await.unwrap();

@@ -8,7 +8,7 @@
 
 use crate::GroupId;
 use crate::command::{MetaCommand, MetaReply, QUEUES_PER_TOPIC_MAX};
-use crate::model::{BrokerRecord, ClusterMap, GroupRecord, MessageType, TopicRecord};
+use crate::model::{BrokerRecord, ClusterMap, GroupOptions, GroupRecord, MessageType, TopicRecord};
 use crate::placement::PlacementPlan;
 
 /// Applies `cmd`, the command of the entry at `log_index`, to `map`. When the map changes, its
@@ -19,8 +19,9 @@ pub fn apply(map: &mut ClusterMap, log_index: u64, cmd: &MetaCommand) -> MetaRep
             let record = BrokerRecord { id: *id, peer_addr: peer_addr.clone(), client_addr: client_addr.clone(), labels: labels.clone() };
             register_broker(map, log_index, record)
         }
-        MetaCommand::CreateTopic { name, queue_count, replication_factor, message_type } => {
-            create_topic(map, log_index, name, *queue_count, *replication_factor, *message_type)
+        MetaCommand::CreateTopic { name, queue_count, replication_factor, message_type, group_options } => {
+            let shape = TopicShape { queue_count: *queue_count, replication_factor: *replication_factor, message_type: *message_type };
+            create_topic(map, log_index, name, shape, *group_options)
         }
         MetaCommand::MarkGroupBootstrapped { group } => mark_group_bootstrapped(map, log_index, *group),
     };
@@ -40,20 +41,24 @@ fn register_broker(map: &mut ClusterMap, log_index: u64, record: BrokerRecord) -
     MetaReply::BrokerRegistered
 }
 
-fn create_topic(
-    map: &mut ClusterMap,
-    log_index: u64,
-    name: &str,
+/// What a created topic is made of, as its create command gives it.
+struct TopicShape {
     queue_count: u32,
     replication_factor: u32,
     message_type: MessageType,
-) -> MetaReply {
+}
+
+fn create_topic(map: &mut ClusterMap, log_index: u64, name: &str, shape: TopicShape, options: GroupOptions) -> MetaReply {
+    let TopicShape { queue_count, replication_factor, message_type } = shape;
     // First, so that a retried create that did commit is told it exists, not refused.
     if let Some(topic) = map.topics.get(name) {
         return MetaReply::TopicExists(topic.clone());
     }
     if queue_count == 0 || queue_count > QUEUES_PER_TOPIC_MAX {
         return rejected(format!("topic {name:?}: queue count {queue_count} is not within 1..={QUEUES_PER_TOPIC_MAX}"));
+    }
+    if let Err(e) = options.check() {
+        return rejected(format!("topic {name:?}: {e}"));
     }
     let plan = match PlacementPlan::for_topic(map, queue_count, replication_factor) {
         Ok(plan) => plan,
@@ -65,9 +70,9 @@ fn create_topic(
     };
     let groups: Vec<GroupId> = (first..next_group_id).collect();
     for ((queue, &id), replicas) in (0u32..).zip(&groups).zip(plan.replicas) {
-        map.groups.insert(id, GroupRecord { id, topic: name.to_string(), queue, replicas, bootstrapped: false });
+        map.groups.insert(id, GroupRecord { id, topic: name.to_string(), queue, replicas, bootstrapped: false, options });
     }
-    let topic = TopicRecord { name: name.to_string(), queue_count, replication_factor, message_type, groups };
+    let topic = TopicRecord { name: name.to_string(), queue_count, replication_factor, message_type, groups, group_options: options };
     map.topics.insert(name.to_string(), topic.clone());
     map.next_group_id = next_group_id;
     map.version = log_index;
@@ -91,13 +96,22 @@ mod tests {
 
     use super::*;
     use crate::BrokerId;
+    use crate::model::CHECKPOINT_INTERVAL_ENTRIES_MAX;
 
     fn register(id: BrokerId, peer_addr: &str) -> MetaCommand {
         MetaCommand::RegisterBroker { id, peer_addr: peer_addr.into(), client_addr: format!("client-{id}:8081"), labels: BTreeMap::new() }
     }
 
     fn create(name: &str, queue_count: u32, replication_factor: u32) -> MetaCommand {
-        MetaCommand::CreateTopic { name: name.into(), queue_count, replication_factor, message_type: MessageType::Fifo }
+        create_with(name, queue_count, replication_factor, GroupOptions::DEFAULT)
+    }
+
+    fn create_with(name: &str, queue_count: u32, replication_factor: u32, group_options: GroupOptions) -> MetaCommand {
+        MetaCommand::CreateTopic { name: name.into(), queue_count, replication_factor, message_type: MessageType::Fifo, group_options }
+    }
+
+    fn every(checkpoint_interval_entries: u64) -> GroupOptions {
+        GroupOptions { checkpoint_interval_entries }
     }
 
     /// Brokers 1..=3 registered at indexes 1..=3.
@@ -130,7 +144,14 @@ mod tests {
         let MetaReply::TopicCreated(a) = apply(&mut map, 10, &create("a", 2, 3)) else { panic!("not created") };
         assert_eq!(
             a,
-            TopicRecord { name: "a".into(), queue_count: 2, replication_factor: 3, message_type: MessageType::Fifo, groups: vec![1, 2] }
+            TopicRecord {
+                name: "a".into(),
+                queue_count: 2,
+                replication_factor: 3,
+                message_type: MessageType::Fifo,
+                groups: vec![1, 2],
+                group_options: GroupOptions::DEFAULT
+            }
         );
         let MetaReply::TopicCreated(b) = apply(&mut map, 11, &create("b", 3, 1)) else { panic!("not created") };
         assert_eq!(b.groups, vec![3, 4, 5]);
@@ -147,12 +168,26 @@ mod tests {
     }
 
     #[test]
+    fn every_group_of_a_topic_carries_the_options_it_was_created_with() {
+        let mut map = three_brokers();
+        let MetaReply::TopicCreated(t) = apply(&mut map, 10, &create_with("t", 3, 2, every(64))) else { panic!("not created") };
+        let MetaReply::TopicCreated(u) = apply(&mut map, 11, &create("u", 1, 2)) else { panic!("not created") };
+        assert_eq!(t.group_options, every(64));
+        for id in &t.groups {
+            assert_eq!(map.groups[id].options, every(64));
+        }
+        assert_eq!(map.groups[&u.groups[0]].options, GroupOptions::DEFAULT);
+    }
+
+    #[test]
     fn create_topic_refusals_change_nothing() {
         let mut map = three_brokers();
         let MetaReply::TopicCreated(existing) = apply(&mut map, 4, &create("t", 2, 2)) else { panic!("not created") };
         let before = map.clone();
-        let cases: [(MetaCommand, &str); 5] = [
+        let cases: [(MetaCommand, &str); 7] = [
             (create("u", 0, 1), "queue count 0 is not within 1..=1024"),
+            (create_with("u", 1, 1, every(0)), "checkpoint interval 0 is not within 1..=1048576 entries"),
+            (create_with("u", 1, 1, every(CHECKPOINT_INTERVAL_ENTRIES_MAX + 1)), "checkpoint interval 1048577 is not"),
             (create("u", QUEUES_PER_TOPIC_MAX + 1, 1), "queue count 1025 is not within 1..=1024"),
             (create("u", 1, 0), "replication factor must be at least 1"),
             (create("u", 1, 4), "replication factor 4 needs as many brokers, but 3 are registered"),

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{MessageType, TopicRecord};
+use crate::model::{GroupOptions, MessageType, TopicRecord};
 use crate::{BrokerId, GroupId};
 
 /// The most queues one topic may have: each queue is a Raft group, and a broker hosts a bounded
@@ -23,8 +23,9 @@ pub enum MetaCommand {
     RegisterBroker { id: BrokerId, peer_addr: String, client_addr: String, labels: BTreeMap<String, String> },
     /// Creates a topic: allocates `queue_count` groups with consecutive ids and places their
     /// replicas ([`crate::PlacementPlan`]). The name is taken as given: names are validated at
-    /// the client edge, before a command is proposed.
-    CreateTopic { name: String, queue_count: u32, replication_factor: u32, message_type: MessageType },
+    /// the client edge, before a command is proposed; `group_options` are checked here too
+    /// ([`GroupOptions::check`]), since every replica must agree on them.
+    CreateTopic { name: String, queue_count: u32, replication_factor: u32, message_type: MessageType, group_options: GroupOptions },
     /// Records that `group`'s Raft membership was initialized, so no broker initializes it again.
     MarkGroupBootstrapped { group: GroupId },
 }
@@ -55,9 +56,11 @@ impl fmt::Display for MetaCommand {
             MetaCommand::RegisterBroker { id, peer_addr, client_addr, labels } => {
                 write!(f, "register broker {id} (peer {peer_addr}, client {client_addr}, labels {labels:?})")
             }
-            MetaCommand::CreateTopic { name, queue_count, replication_factor, message_type } => {
-                write!(f, "create topic {name:?} ({queue_count} queues, replication factor {replication_factor}, {message_type:?})")
-            }
+            MetaCommand::CreateTopic { name, queue_count, replication_factor, message_type, group_options } => write!(
+                f,
+                "create topic {name:?} ({queue_count} queues, replication factor {replication_factor}, {message_type:?}, checkpoint every {} entries)",
+                group_options.checkpoint_interval_entries
+            ),
             MetaCommand::MarkGroupBootstrapped { group } => write!(f, "mark group {group} bootstrapped"),
         }
     }
@@ -76,14 +79,26 @@ mod tests {
                 client_addr: "10.0.0.3:8081".into(),
                 labels: BTreeMap::from([("zone".into(), "a".into())]),
             },
-            MetaCommand::CreateTopic { name: "orders".into(), queue_count: 8, replication_factor: 3, message_type: MessageType::Fifo },
+            MetaCommand::CreateTopic {
+                name: "orders".into(),
+                queue_count: 8,
+                replication_factor: 3,
+                message_type: MessageType::Fifo,
+                group_options: GroupOptions::DEFAULT,
+            },
             MetaCommand::MarkGroupBootstrapped { group: u64::MAX },
         ];
         for c in commands {
             assert_eq!(bincode::deserialize::<MetaCommand>(&bincode::serialize(&c).unwrap()).unwrap(), c);
         }
-        let topic =
-            TopicRecord { name: "t".into(), queue_count: 1, replication_factor: 1, message_type: MessageType::Delay, groups: vec![4] };
+        let topic = TopicRecord {
+            name: "t".into(),
+            queue_count: 1,
+            replication_factor: 1,
+            message_type: MessageType::Delay,
+            groups: vec![4],
+            group_options: GroupOptions { checkpoint_interval_entries: 7 },
+        };
         let replies = [
             MetaReply::BrokerRegistered,
             MetaReply::TopicCreated(topic.clone()),
@@ -99,8 +114,14 @@ mod tests {
 
     #[test]
     fn display_names_the_command() {
-        let c = MetaCommand::CreateTopic { name: "t".into(), queue_count: 8, replication_factor: 3, message_type: MessageType::Normal };
-        assert_eq!(c.to_string(), "create topic \"t\" (8 queues, replication factor 3, Normal)");
+        let c = MetaCommand::CreateTopic {
+            name: "t".into(),
+            queue_count: 8,
+            replication_factor: 3,
+            message_type: MessageType::Normal,
+            group_options: GroupOptions::DEFAULT,
+        };
+        assert_eq!(c.to_string(), "create topic \"t\" (8 queues, replication factor 3, Normal, checkpoint every 4096 entries)");
         assert_eq!(MetaCommand::MarkGroupBootstrapped { group: 5 }.to_string(), "mark group 5 bootstrapped");
     }
 }

@@ -26,6 +26,6 @@ pub type GroupId = u64;
 pub const META_GROUP_ID: GroupId = 0;
 
 pub use command::{MetaCommand, MetaReply, QUEUES_PER_TOPIC_MAX};
-pub use model::{BrokerRecord, ClusterMap, GroupRecord, MessageType, TopicRecord};
+pub use model::{BrokerRecord, CHECKPOINT_INTERVAL_ENTRIES_MAX, ClusterMap, GroupOptions, GroupRecord, MessageType, TopicRecord};
 pub use placement::{PlacementError, PlacementPlan, ZONE_LABEL};
 pub use state_machine::{MetaError, MetaSnapshotBuilder, MetaStateMachine, MetaTypeConfig, SNAPSHOT_BYTES_MAX};

@@ -70,6 +70,8 @@ pub struct TopicRecord {
     /// `groups[q]` is the Raft group holding queue `q`: one group per queue, so
     /// `groups.len() == queue_count`.
     pub groups: Vec<GroupId>,
+    /// The options every group of the topic was created with.
+    pub group_options: GroupOptions,
 }
 
 /// One queue group: a Raft group holding one queue of one topic.
@@ -85,6 +87,46 @@ pub struct GroupRecord {
     /// initializes it once, then records it here, so that it never initializes it again (not
     /// even after losing its disk, which would otherwise start a second, divergent group).
     pub bootstrapped: bool,
+    /// Fixed at creation: every replica applies with these.
+    pub options: GroupOptions,
+}
+
+/// The options of a queue group that decide its replicated state. Every replica must apply the
+/// group's log with the same ones (a replica recording checkpoints at other indexes would
+/// accept other trims), so they are chosen once, when the group is created, and carried in its
+/// record; a broker never takes them from its own configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOptions {
+    /// The group records a checkpoint (a possible trim point and snapshot) at every log index
+    /// that is a multiple of this; within 1..=[`CHECKPOINT_INTERVAL_ENTRIES_MAX`].
+    pub checkpoint_interval_entries: u64,
+}
+
+/// The largest checkpoint interval: a trim can free nothing until a checkpoint passes, so a
+/// larger one would hold that many entries' bodies on disk past their retention.
+pub const CHECKPOINT_INTERVAL_ENTRIES_MAX: u64 = 1 << 20;
+
+impl GroupOptions {
+    /// A checkpoint every 4,096 entries: a trim point every few seconds under load, for a few
+    /// hundred bytes each.
+    pub const DEFAULT: GroupOptions = GroupOptions { checkpoint_interval_entries: 4096 };
+
+    /// Why these options cannot be a group's, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=CHECKPOINT_INTERVAL_ENTRIES_MAX).contains(&self.checkpoint_interval_entries) {
+            return Err(format!(
+                "checkpoint interval {} is not within 1..={CHECKPOINT_INTERVAL_ENTRIES_MAX} entries",
+                self.checkpoint_interval_entries
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 impl ClusterMap {
@@ -143,6 +185,9 @@ impl ClusterMap {
                 if group.topic != *name || group.queue as usize != queue {
                     return Err(format!("topic {name:?} queue {queue}: group {id} holds {:?} queue {}", group.topic, group.queue));
                 }
+                if group.options != topic.group_options {
+                    return Err(format!("topic {name:?} queue {queue}: group {id} has options {:?}", group.options));
+                }
             }
         }
         for (id, group) in &self.groups {
@@ -155,6 +200,7 @@ impl ClusterMap {
             if self.topics.get(&group.topic).and_then(|t| t.groups.get(group.queue as usize)) != Some(id) {
                 return Err(format!("group {id} is not queue {} of topic {:?}", group.queue, group.topic));
             }
+            group.options.check().map_err(|e| format!("group {id}: {e}"))?;
             if group.replicas.is_empty() {
                 return Err(format!("group {id} has no replicas"));
             }
@@ -187,10 +233,23 @@ mod tests {
         }
         map.topics.insert(
             "t".into(),
-            TopicRecord { name: "t".into(), queue_count: 2, replication_factor: 2, message_type: MessageType::Normal, groups: vec![1, 2] },
+            TopicRecord {
+                name: "t".into(),
+                queue_count: 2,
+                replication_factor: 2,
+                message_type: MessageType::Normal,
+                groups: vec![1, 2],
+                group_options: GroupOptions::DEFAULT,
+            },
         );
-        map.groups.insert(1, GroupRecord { id: 1, topic: "t".into(), queue: 0, replicas: vec![1, 2], bootstrapped: false });
-        map.groups.insert(2, GroupRecord { id: 2, topic: "t".into(), queue: 1, replicas: vec![2, 3], bootstrapped: true });
+        map.groups.insert(
+            1,
+            GroupRecord { id: 1, topic: "t".into(), queue: 0, replicas: vec![1, 2], bootstrapped: false, options: GroupOptions::DEFAULT },
+        );
+        map.groups.insert(
+            2,
+            GroupRecord { id: 2, topic: "t".into(), queue: 1, replicas: vec![2, 3], bootstrapped: true, options: GroupOptions::DEFAULT },
+        );
         map
     }
 
@@ -213,7 +272,15 @@ mod tests {
     #[test]
     fn check_finds_each_inconsistency() {
         type Damage = fn(&mut ClusterMap);
-        let damages: [(Damage, &str); 8] = [
+        let damages: [(Damage, &str); 10] = [
+            (|m| m.groups.get_mut(&2).unwrap().options.checkpoint_interval_entries = 8, "group 2 has options"),
+            (
+                |m| {
+                    m.topics.get_mut("t").unwrap().group_options.checkpoint_interval_entries = 0;
+                    m.groups.values_mut().for_each(|g| g.options.checkpoint_interval_entries = 0);
+                },
+                "group 1: checkpoint interval 0 is not within",
+            ),
             (|m| m.brokers.get_mut(&1).unwrap().id = 9, "broker 1 is recorded as 9"),
             (|m| m.topics.get_mut("t").unwrap().queue_count = 3, "3 queues but 2 groups"),
             (|m| m.topics.get_mut("t").unwrap().groups = vec![2, 1], "group 2 holds"),

@@ -166,7 +166,13 @@ mod tests {
 
     /// Creates topic `name` through [`apply`], so its placement counts in the next one.
     fn create(map: &mut ClusterMap, name: &str, queue_count: u32, replication_factor: u32) {
-        let cmd = MetaCommand::CreateTopic { name: name.into(), queue_count, replication_factor, message_type: MessageType::Normal };
+        let cmd = MetaCommand::CreateTopic {
+            name: name.into(),
+            queue_count,
+            replication_factor,
+            message_type: MessageType::Normal,
+            group_options: Default::default(),
+        };
         let reply = apply(map, map.version + 1, &cmd);
         assert!(matches!(reply, MetaReply::TopicCreated(_)), "{reply:?}");
     }

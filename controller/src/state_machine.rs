@@ -486,7 +486,13 @@ mod tests {
     }
 
     fn create(name: &str, queue_count: u32) -> MetaCommand {
-        MetaCommand::CreateTopic { name: name.into(), queue_count, replication_factor: 2, message_type: MessageType::Normal }
+        MetaCommand::CreateTopic {
+            name: name.into(),
+            queue_count,
+            replication_factor: 2,
+            message_type: MessageType::Normal,
+            group_options: Default::default(),
+        }
     }
 
     fn membership() -> Membership<u64, BasicNode> {
@@ -691,7 +697,17 @@ mod tests {
     #[test]
     fn a_well_checksummed_but_inconsistent_map_is_refused() {
         let mut map = ClusterMap::default();
-        map.groups.insert(1, crate::model::GroupRecord { id: 1, topic: "t".into(), queue: 0, replicas: vec![1], bootstrapped: false });
+        map.groups.insert(
+            1,
+            crate::model::GroupRecord {
+                id: 1,
+                topic: "t".into(),
+                queue: 0,
+                replicas: vec![1],
+                bootstrapped: false,
+                options: Default::default(),
+            },
+        );
         let data = encode_snapshot::<C>(&SnapshotMetaOf::<C>::default(), &map).unwrap();
         let err = decode_snapshot::<C>(&data).unwrap_err();
         assert!(err.starts_with("inconsistent map: "), "{err}");

@@ -95,7 +95,13 @@ async fn write(raft: &MetaRaft, cmd: MetaCommand) -> MetaReply {
 }
 
 fn create(name: &str) -> MetaCommand {
-    MetaCommand::CreateTopic { name: name.into(), queue_count: 3, replication_factor: 2, message_type: MessageType::Normal }
+    MetaCommand::CreateTopic {
+        name: name.into(),
+        queue_count: 3,
+        replication_factor: 2,
+        message_type: MessageType::Normal,
+        group_options: Default::default(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,7 +69,11 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
         },
         check_interval: Duration::from_millis(c.retention.check_interval_ms),
     };
-    o.topic_defaults = TopicDefaults { queue_count: c.topic_defaults.queue_count, replication_factor: c.topic_defaults.replication_factor };
+    o.topic_defaults = TopicDefaults {
+        queue_count: c.topic_defaults.queue_count,
+        replication_factor: c.topic_defaults.replication_factor,
+        checkpoint_interval_entries: c.topic_defaults.checkpoint_interval_entries,
+    };
     o.metrics_listen = c.metrics_listen;
     o
 }

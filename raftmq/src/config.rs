@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use controller::GroupOptions;
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -148,7 +149,7 @@ impl Default for SendConfig {
     }
 }
 
-/// What CreateTopic uses when a request leaves a count at zero.
+/// What CreateTopic uses when a request leaves a setting at zero.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicDefaults {
@@ -156,16 +157,21 @@ pub struct TopicDefaults {
     pub queue_count: u32,
     /// Replicas of each queue group, at least 1. Default 3.
     pub replication_factor: u32,
+    /// Each queue group records a checkpoint (a possible trim point and snapshot) every this
+    /// many Raft entries, within 1..=1,048,576; fixed for a topic when it is created. Default
+    /// 4096.
+    pub checkpoint_interval_entries: u64,
 }
 
 impl Default for TopicDefaults {
     fn default() -> Self {
-        Self { queue_count: 4, replication_factor: 3 }
+        Self { queue_count: 4, replication_factor: 3, checkpoint_interval_entries: GroupOptions::DEFAULT.checkpoint_interval_entries }
     }
 }
 
-/// What each queue group keeps. Messages are removed a checkpoint at a time (every 4,096 Raft
-/// entries of the group), so a group keeps somewhat more than the limits say.
+/// What each queue group keeps. Messages are removed a checkpoint at a time (every
+/// `checkpoint_interval_entries` Raft entries of the group), so a group keeps somewhat more than
+/// the limits say.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
@@ -290,14 +296,18 @@ in_flight_messages_per_group = 4096
 # full, the next entry keeps gathering sends.
 entries_in_flight_per_group = 8
 
-# What CreateTopic uses for a count left at zero.
+# What CreateTopic uses for a setting left at zero.
 [topic_defaults]
 queue_count = 4
 # Replicas of each queue group, at least 1; a topic needs at least this many brokers.
 replication_factor = 3
+# Each queue group records a checkpoint (a possible trim point and snapshot) every this many Raft
+# entries, 1..=1048576; fixed for a topic when it is created. Retention frees messages a
+# checkpoint at a time.
+checkpoint_interval_entries = 4096
 
-# What each queue group keeps. Messages are removed a checkpoint at a time (every 4096 Raft
-# entries of a group), so a group keeps somewhat more than these say.
+# What each queue group keeps. Messages are removed a checkpoint at a time (every
+# checkpoint_interval_entries Raft entries of a group), so a group keeps somewhat more than these say.
 [retention]
 # Messages older than this may be removed (72 hours).
 max_age_ms = 259200000
@@ -384,6 +394,10 @@ impl ConfigFile {
         }
         if self.topic_defaults.replication_factor == 0 {
             problems.push(invalid("topic_defaults.replication_factor", "must be at least 1"));
+        }
+        let group_options = GroupOptions { checkpoint_interval_entries: self.topic_defaults.checkpoint_interval_entries };
+        if let Err(e) = group_options.check() {
+            problems.push(invalid("topic_defaults.checkpoint_interval_entries", e));
         }
         if self.retention.max_age_ms == 0 {
             problems.push(invalid("retention.max_age_ms", "must be above 0 (messages would be removed as they arrive)"));

@@ -19,7 +19,7 @@ const FAST_RAFT: &str = "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_m
 
 async fn create_topic(cluster: &Cluster, name: &str, queues: u32) {
     let mut admin = cluster.brokers[0].admin().await;
-    let topic = Topic { name: name.into(), queue_count: queues, replication_factor: 3, message_type: 0 };
+    let topic = Topic { name: name.into(), queue_count: queues, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 };
     let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
     assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
 }
@@ -228,7 +228,13 @@ async fn every_kind_of_bad_input_is_refused_naming_its_field() {
 
     let mut admin = cluster.brokers[1].admin().await;
     let topic = |name: &str, queues: u32, rf: u32| CreateTopicRequest {
-        topic: Some(Topic { name: name.into(), queue_count: queues, replication_factor: rf, message_type: 0 }),
+        topic: Some(Topic {
+            name: name.into(),
+            queue_count: queues,
+            replication_factor: rf,
+            message_type: 0,
+            checkpoint_interval_entries: 0,
+        }),
     };
     let bad_name = admin.create_topic(topic("a b", 1, 1)).await.expect("create").into_inner();
     assert_eq!(bad_name.status.map(|s| (s.code, s.field)), Some((Code::InvalidArgument as i32, "topic.name".into())));

@@ -37,7 +37,7 @@ struct History {
 
 async fn create_topic(cluster: &Cluster) {
     let mut admin = cluster.brokers[0].admin().await;
-    let topic = Topic { name: TOPIC.into(), queue_count: QUEUES, replication_factor: 3, message_type: 0 };
+    let topic = Topic { name: TOPIC.into(), queue_count: QUEUES, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 };
     let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
     assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
 }

@@ -36,13 +36,20 @@ use crate::store::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueGroupOptions {
     /// A checkpoint is recorded at every log index that is a multiple of this (at least 1).
-    /// Default 4096: at most one trim point every 4096 entries, for a few hundred bytes each.
+    /// Default 4096 ([`controller::GroupOptions::DEFAULT`]).
     pub checkpoint_interval_entries: u64,
 }
 
 impl Default for QueueGroupOptions {
     fn default() -> Self {
-        Self { checkpoint_interval_entries: 4096 }
+        controller::GroupOptions::DEFAULT.into()
+    }
+}
+
+/// A group's options as its record in the cluster map carries them.
+impl From<controller::GroupOptions> for QueueGroupOptions {
+    fn from(o: controller::GroupOptions) -> Self {
+        Self { checkpoint_interval_entries: o.checkpoint_interval_entries }
     }
 }
 

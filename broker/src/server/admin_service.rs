@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use controller::{ClusterMap, MessageType, MetaCommand, MetaReply, TopicRecord};
+use controller::{ClusterMap, GroupOptions, MessageType, MetaCommand, MetaReply, TopicRecord};
 use proto::raftmq::v1::admin_service_server::AdminService;
 use proto::raftmq::v1::{
     BrokerInfo, ClusterStatusReply, ClusterStatusRequest, CreateTopicReply, CreateTopicRequest, DescribeTopicReply, DescribeTopicRequest,
@@ -67,6 +67,7 @@ fn topic_to_wire(t: &TopicRecord) -> Topic {
         queue_count: t.queue_count,
         replication_factor: t.replication_factor,
         message_type: message_type_to_wire(t.message_type),
+        checkpoint_interval_entries: t.group_options.checkpoint_interval_entries,
     }
 }
 
@@ -149,7 +150,13 @@ impl AdminService for AdminSvc {
         let brokers = u32::try_from(map.brokers.len()).unwrap_or(u32::MAX);
         let replication_factor =
             if topic.replication_factor == 0 { defaults.replication_factor.min(brokers.max(1)) } else { topic.replication_factor };
-        let cmd = MetaCommand::CreateTopic { name: topic.name.clone(), queue_count, replication_factor, message_type };
+        let checkpoint_interval_entries =
+            if topic.checkpoint_interval_entries == 0 { defaults.checkpoint_interval_entries } else { topic.checkpoint_interval_entries };
+        let group_options = GroupOptions { checkpoint_interval_entries };
+        if let Err(e) = group_options.check() {
+            return refuse(status::invalid("topic.checkpoint_interval_entries", e));
+        }
+        let cmd = MetaCommand::CreateTopic { name: topic.name.clone(), queue_count, replication_factor, message_type, group_options };
         let created = match core.propose_meta(cmd).await {
             Ok(MetaReply::TopicCreated(t)) => t,
             Ok(MetaReply::TopicExists(t)) => {

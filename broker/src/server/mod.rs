@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use controller::{ClusterMap, MetaCommand, MetaReply, MetaStateMachine};
+use controller::{ClusterMap, GroupOptions, MetaCommand, MetaReply, MetaStateMachine};
 use openraft::ServerState;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::type_config::async_runtime::watch::WatchReceiver;
@@ -37,7 +37,7 @@ use crate::edge::Limits;
 use crate::host::{GroupHost, HostError, HostOptions, QueueRaft};
 use crate::meta::{MetaGroupConfig, MetaRaft};
 use crate::metrics::{BrokerMetrics, MetricsServer, MetricsSource, ReplicaState, SendPathMetrics};
-use crate::queue::{SendBatchLimits, SendBatcher};
+use crate::queue::{QueueGroupOptions, SendBatchLimits, SendBatcher};
 use crate::raft::{BrokerId, BrokerNode, GroupId};
 
 pub use forward::ForwardClients;
@@ -61,11 +61,13 @@ pub struct TopicDefaults {
     pub queue_count: u32,
     /// Default 3 (or fewer, when fewer brokers are registered).
     pub replication_factor: u32,
+    /// Default [`GroupOptions::DEFAULT`]'s (4,096 entries).
+    pub checkpoint_interval_entries: u64,
 }
 
 impl Default for TopicDefaults {
     fn default() -> Self {
-        Self { queue_count: 4, replication_factor: 3 }
+        Self { queue_count: 4, replication_factor: 3, checkpoint_interval_entries: GroupOptions::DEFAULT.checkpoint_interval_entries }
     }
 }
 
@@ -188,9 +190,10 @@ impl Core {
         self.batchers.lock().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
     }
 
-    /// Opens `group` here (if not yet) with its send path.
-    pub(crate) async fn open_group(&self, group: GroupId) -> Result<QueueRaft, HostError> {
-        let raft = self.host.open_group(group).await?;
+    /// Opens `group` here (if not yet) with its send path; `placed_with` as for
+    /// [`GroupHost::open_group`].
+    pub(crate) async fn open_group(&self, group: GroupId, placed_with: Option<QueueGroupOptions>) -> Result<QueueRaft, HostError> {
+        let raft = self.host.open_group(group, placed_with).await?;
         let mut batchers = self.batchers.lock().unwrap_or_else(|p| p.into_inner());
         batchers
             .entry(group)
@@ -382,8 +385,10 @@ impl BrokerServer {
         metrics.collect_from(Arc::downgrade(&core));
         let request_layer = metrics.request_layer();
         let metrics_server = metrics_listener.map(|listener| MetricsServer::start(listener, metrics));
+        // Before the metadata group has caught up: each group opens with the options recorded
+        // with its replica.
         for group in core.host.groups_on_disk() {
-            core.open_group(group).await?;
+            core.open_group(group, None).await?;
         }
         tracing::info!(broker = id, client = %core.client_addr, peer = %core.peer_addr, "broker started");
 

@@ -84,7 +84,7 @@ pub(super) async fn place_groups(core: Arc<Core>) {
             if core.batcher(group.id).is_some() && (group.bootstrapped || !first_replica) {
                 continue;
             }
-            if let Err(e) = core.open_group(group.id).await {
+            if let Err(e) = core.open_group(group.id, Some(group.options.into())).await {
                 tracing::error!(group = group.id, error = %e, "opening a placed group failed");
                 continue;
             }

@@ -74,6 +74,15 @@
 //! A value of the wrong length, an unknown format or a checksum mismatch is
 //! [`StoreError::Corrupt`] naming the key, never decoded.
 //!
+//! # Group settings
+//!
+//! A second column family, `group_settings`, holds per group (key: the group id, u64 BE) the
+//! checkpoint interval its replica applies with (value: u64, sealed as above). It is written
+//! once, when the replica is first opened, with the WAL on and synced: unlike the group's
+//! derived state, it cannot be rebuilt from the Raft log, and it must be known before the log is
+//! applied. It lives outside the group's key range, so imports and deletions of the group's
+//! data leave it alone.
+//!
 //! # Import marker
 //!
 //! A group's import ([`QueueStore::begin_import`]) may span several write batches. Its first
@@ -94,7 +103,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rocksdb::{DB, FlushOptions, Options, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{ColumnFamily, DB, DEFAULT_COLUMN_FAMILY_NAME, FlushOptions, Options, ReadOptions, WriteBatch, WriteOptions};
 
 pub use batch::ApplyBatch;
 pub use error::StoreError;
@@ -130,6 +139,9 @@ pub struct OpenReport {
     /// given a snapshot again.
     pub interrupted_imports: Vec<GroupId>,
 }
+
+/// The column family of per-group settings (see "Group settings" above).
+const GROUP_SETTINGS_CF: &str = "group_settings";
 
 /// Most index entries one [`QueueStore::index_range`] call returns.
 pub const INDEX_RANGE_MAX: usize = 4096;
@@ -196,7 +208,8 @@ impl QueueStore {
         opts.set_write_buffer_size(options.memtable_bytes);
         // RocksDB's info LOG files: keep a bounded number of them.
         opts.set_keep_log_file_num(4);
-        let db = DB::open(&opts, dir.as_ref()).map_err(StoreError::db("open"))?;
+        opts.create_missing_column_families(true);
+        let db = DB::open_cf(&opts, dir.as_ref(), [DEFAULT_COLUMN_FAMILY_NAME, GROUP_SETTINGS_CF]).map_err(StoreError::db("open"))?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
         let store = Self { db, write_options, progress: Mutex::new(Progress::default()), flushing: Mutex::new(()) };
@@ -495,6 +508,35 @@ impl QueueStore {
         progress.applied.remove(&group);
         progress.importing.remove(&group);
         Ok(())
+    }
+
+    /// The checkpoint interval recorded for `group` by [`Self::record_checkpoint_interval`], if
+    /// any.
+    pub fn checkpoint_interval(&self, group: GroupId) -> Result<Option<u64>, StoreError> {
+        let key = group.to_be_bytes();
+        match self.db.get_pinned_cf(self.settings_cf()?, key).map_err(StoreError::db("get group settings"))? {
+            None => Ok(None),
+            Some(v) => decode_at(&key, &v, value::decode_u64).map(Some),
+        }
+    }
+
+    /// Records, durably before returning (a synced WAL write), the checkpoint interval of each
+    /// listed group, replacing what was recorded.
+    pub fn record_checkpoint_interval(&self, intervals: &[(GroupId, u64)]) -> Result<(), StoreError> {
+        let cf = self.settings_cf()?;
+        let mut wb = WriteBatch::default();
+        for (group, interval) in intervals {
+            wb.put_cf(cf, group.to_be_bytes(), value::encode_u64(*interval));
+        }
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        self.db.write_opt(wb, &synced).map_err(StoreError::db("record group settings"))
+    }
+
+    fn settings_cf(&self) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(GROUP_SETTINGS_CF)
+            .ok_or_else(|| StoreError::Corrupt { key: GROUP_SETTINGS_CF.into(), reason: "column family missing".into() })
     }
 
     fn get_u64(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {

@@ -527,3 +527,27 @@ fn more_checkpoints_than_a_group_may_hold_is_damage() {
     let err = store.checkpoint_indexes(1).unwrap_err();
     assert!(err.to_string().contains("group 1 checkpoint at log index 1000"), "{err}");
 }
+
+#[test]
+fn recorded_checkpoint_intervals_survive_a_crash_and_the_groups_data_going() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    assert_eq!(store.checkpoint_interval(4).unwrap(), None);
+    store.record_checkpoint_interval(&[(4, 64), (5, 4096)]).unwrap();
+    store.apply(4, &send(1, 0, 0, 3, "cg", 0)).unwrap();
+    // Nothing flushed: a crash keeps the settings (synced WAL) and loses the apply.
+    let image = crash_image(dir.path());
+    let (crashed, report) = open(image.path());
+    assert_eq!(report.groups, 0);
+    assert_eq!((crashed.checkpoint_interval(4).unwrap(), crashed.checkpoint_interval(5).unwrap()), (Some(64), Some(4096)));
+    assert_eq!(crashed.checkpoint_interval(6).unwrap(), None);
+    // A group's data may be replaced (an import) or deleted; its settings stay.
+    store.delete_group(4).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.checkpoint_interval(4).unwrap(), Some(64));
+    assert_eq!(keys_per_group(&store).get(&4), None);
+    store.record_checkpoint_interval(&[(4, 8)]).unwrap();
+    drop(store);
+    let (reopened, _) = open(dir.path());
+    assert_eq!(reopened.checkpoint_interval(4).unwrap(), Some(8));
+}

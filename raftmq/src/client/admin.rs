@@ -70,6 +70,11 @@ pub struct CreateArgs {
     /// Message type [default: the cluster's default].
     #[arg(long = "type", value_enum)]
     message_type: Option<TopicType>,
+    /// Each queue group records a checkpoint (a possible trim point and snapshot) every this
+    /// many Raft entries; retention frees messages a checkpoint at a time. Fixed for the topic.
+    /// 0 takes the cluster's default.
+    #[arg(long, default_value_t = 0)]
+    checkpoint_interval_entries: u64,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -131,6 +136,7 @@ async fn create_topic(args: &CreateArgs) -> anyhow::Result<ExitCode> {
         queue_count: args.queues,
         replication_factor: args.replication_factor,
         message_type: args.message_type.map_or(MessageType::Unspecified, MessageType::from) as i32,
+        checkpoint_interval_entries: args.checkpoint_interval_entries,
     };
     let req = CreateTopicRequest { topic: Some(topic) };
     let reply = cluster
@@ -297,6 +303,7 @@ struct TopicView {
     queue_count: u32,
     replication_factor: u32,
     message_type: &'static str,
+    checkpoint_interval_entries: u64,
 }
 
 impl From<&Topic> for TopicView {
@@ -306,13 +313,17 @@ impl From<&Topic> for TopicView {
             queue_count: t.queue_count,
             replication_factor: t.replication_factor,
             message_type: message_type_name(t.message_type),
+            checkpoint_interval_entries: t.checkpoint_interval_entries,
         }
     }
 }
 
 impl TopicView {
     fn describe(&self) -> String {
-        format!("{}: {} queues, replication factor {}, type {}", self.name, self.queue_count, self.replication_factor, self.message_type)
+        format!(
+            "{}: {} queues, replication factor {}, type {}, checkpoint every {} entries",
+            self.name, self.queue_count, self.replication_factor, self.message_type, self.checkpoint_interval_entries
+        )
     }
 }
 
@@ -579,6 +590,8 @@ mod tests {
             "3",
             "--type",
             "fifo",
+            "--checkpoint-interval-entries",
+            "64",
             "--broker",
             "b1:9000",
             "--json",
@@ -586,6 +599,7 @@ mod tests {
             panic!("not a create");
         };
         assert_eq!((a.name.as_str(), a.queues, a.replication_factor, a.message_type), ("orders", 8, 3, Some(TopicType::Fifo)));
+        assert_eq!(a.checkpoint_interval_entries, 64);
         assert_eq!((a.common.connect.broker.as_str(), a.common.json), ("b1:9000", true));
 
         let Ok(AdminCommand::Topic(TopicCommand::Create(a))) = parse(&["topic", "create", "t"]) else { panic!("not a create") };
@@ -672,6 +686,7 @@ mod tests {
             queue_count: 2,
             replication_factor: 3,
             message_type: MessageType::Fifo as i32,
+            checkpoint_interval_entries: 64,
         });
         let queues: Vec<QueueView> = [
             QueueInfo { queue_id: 0, group_id: 11, leader_broker_id: 2, replica_broker_ids: vec![1, 2, 3], end_offset: 42 },
@@ -684,7 +699,7 @@ mod tests {
         write_description(&mut out, &topic, &queues).expect("write");
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
-            "topic orders: 2 queues, replication factor 3, type fifo\n\
+            "topic orders: 2 queues, replication factor 3, type fifo, checkpoint every 64 entries\n\
              QUEUE  GROUP  LEADER  REPLICAS  END_OFFSET\n\
              0      11     2       1,2,3     42\n\
              1      12     -       2,3,1     0\n"

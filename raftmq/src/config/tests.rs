@@ -70,7 +70,7 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
             in_flight_messages_per_group: 4096,
             entries_in_flight_per_group: 8,
         },
-        topic_defaults: TopicDefaults { queue_count: 4, replication_factor: 3 },
+        topic_defaults: TopicDefaults { queue_count: 4, replication_factor: 3, checkpoint_interval_entries: 4096 },
         retention: RetentionConfig { max_age_ms: 259_200_000, max_log_entries: 0, check_interval_ms: 60_000 },
     };
     assert_eq!(config, expected);
@@ -166,7 +166,7 @@ fn every_key_can_be_set_in_the_file() -> anyhow::Result<()> {
             entries_in_flight_per_group: 8
         }
     );
-    assert_eq!(config.topic_defaults, TopicDefaults { queue_count: 16, replication_factor: 5 });
+    assert_eq!(config.topic_defaults, TopicDefaults { queue_count: 16, replication_factor: 5, checkpoint_interval_entries: 4096 });
     Ok(())
 }
 
@@ -307,6 +307,8 @@ fn validation_errors_name_the_key() {
         ("id = 1\n[send]\nentry_bytes_max = 4194303", "send.entry_bytes_max"),
         ("id = 1\n[topic_defaults]\nqueue_count = 0", "topic_defaults.queue_count"),
         ("id = 1\n[topic_defaults]\nreplication_factor = 0", "topic_defaults.replication_factor"),
+        ("id = 1\n[topic_defaults]\ncheckpoint_interval_entries = 0", "topic_defaults.checkpoint_interval_entries"),
+        ("id = 1\n[topic_defaults]\ncheckpoint_interval_entries = 1048577", "topic_defaults.checkpoint_interval_entries"),
     ];
     for (text, key) in cases {
         assert_eq!(invalid_keys(text), vec![key.to_string()], "for {text:?}");
