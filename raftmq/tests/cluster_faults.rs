@@ -1,7 +1,8 @@
 //! Multi-process fault tests: real `raftmq broker` processes on their own loopback hosts, real
 //! gRPC between them, real fsync. What a user relies on: an acknowledged message survives
 //! `kill -9` of its group's leader and a restart of the whole cluster, at the offset it was
-//! acknowledged with, byte for byte, on every replica.
+//! acknowledged with, byte for byte, on every replica; and a broker that was down while
+//! retention purged the log past it catches up (by snapshot) to the same messages.
 
 mod support;
 
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{
-    CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest, GroupChecksumRequest, Message,
-    SendRequest, Topic,
+    ClusterStatusRequest, CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest,
+    GroupChecksumRequest, GroupStatus, Message, ReplicaStatus, SendRequest, Topic,
 };
 use support::{Cluster, code};
 
@@ -35,11 +36,14 @@ struct History {
     unknown: HashSet<String>,
 }
 
-async fn create_topic(cluster: &Cluster) {
+/// Creates [`TOPIC`]; `checkpoint_interval_entries` 0 takes the default.
+async fn create_topic(cluster: &Cluster, checkpoint_interval_entries: u64) {
     let mut admin = cluster.brokers[0].admin().await;
-    let topic = Topic { name: TOPIC.into(), queue_count: QUEUES, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 };
+    let topic = Topic { name: TOPIC.into(), queue_count: QUEUES, replication_factor: 3, message_type: 0, checkpoint_interval_entries };
     let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
     assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+    let want = if checkpoint_interval_entries == 0 { 4096 } else { checkpoint_interval_entries };
+    assert_eq!(r.topic.map(|t| t.checkpoint_interval_entries), Some(want));
 }
 
 /// The leader of `queue`'s group, as the cluster reports it (polling until one is known).
@@ -64,8 +68,24 @@ async fn leader_of(cluster: &Cluster, queue: u32) -> u64 {
 /// round-robin, retrying a failed value with a new body (so every attempt is told apart);
 /// records every outcome.
 async fn load(endpoints: &[std::net::SocketAddr], total: u64, concurrency: usize, acked_count: Arc<AtomicU64>) -> History {
+    load_values(endpoints, 0, total, concurrency, acked_count).await
+}
+
+/// [`load`] of values `first..first + total`, without a shared count.
+async fn load_from(endpoints: &[std::net::SocketAddr], first: u64, total: u64, concurrency: usize) -> History {
+    load_values(endpoints, first, total, concurrency, Arc::new(AtomicU64::new(0))).await
+}
+
+async fn load_values(
+    endpoints: &[std::net::SocketAddr],
+    first: u64,
+    total: u64,
+    concurrency: usize,
+    acked_count: Arc<AtomicU64>,
+) -> History {
+    let total = first + total;
     let history = Arc::new(Mutex::new(History::default()));
-    let next = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(first));
     let clients: Vec<_> = endpoints.iter().map(|&a| support::queue_client(a)).collect();
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
@@ -128,16 +148,17 @@ async fn load(endpoints: &[std::net::SocketAddr], total: u64, concurrency: usize
     Arc::try_unwrap(history).ok().expect("workers done").into_inner().unwrap()
 }
 
-/// Every message of `queue` as the replica on `broker` holds it, from offset 0.
-async fn read_all(cluster: &Cluster, broker: usize, queue: u32, end: u64) -> Vec<(u64, String)> {
+/// Every message of `queue` that the replica on `broker` holds up to `end`, by offset: from the
+/// queue's start offset (0 unless retention removed messages), dense.
+async fn read_all(cluster: &Cluster, broker: usize, queue: u32, end: u64) -> BTreeMap<u64, String> {
     let mut client = cluster.brokers[broker].queue().await;
-    let mut out = Vec::new();
+    let mut out = BTreeMap::new();
+    let mut next = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (out.len() as u64) < end {
+    while next < end {
         assert!(Instant::now() < deadline, "broker {} did not serve queue {queue} up to {end}", broker + 1);
-        let from = out.len() as u64;
         let r = match client
-            .fetch(FetchRequest { topic: TOPIC.into(), queue_id: queue, offset: from, max_messages: 1000, ..Default::default() })
+            .fetch(FetchRequest { topic: TOPIC.into(), queue_id: queue, offset: next, max_messages: 1000, ..Default::default() })
             .await
         {
             Ok(r) => r.into_inner(),
@@ -151,8 +172,10 @@ async fn read_all(cluster: &Cluster, broker: usize, queue: u32, end: u64) -> Vec
             continue;
         }
         for m in r.messages {
-            assert_eq!(m.offset, out.len() as u64, "offsets are dense");
-            out.push((m.offset, String::from_utf8(m.message.expect("message").body.to_vec()).expect("utf-8 body")));
+            // The first read (or one overtaken by a trim) starts at the start offset.
+            assert!(m.offset == next || (out.is_empty() && m.offset > next && m.offset <= r.start_offset), "offsets are dense");
+            next = m.offset + 1;
+            out.insert(m.offset, String::from_utf8(m.message.expect("message").body.to_vec()).expect("utf-8 body"));
         }
     }
     out
@@ -167,29 +190,37 @@ async fn end_offsets(cluster: &Cluster) -> BTreeMap<u32, u64> {
 }
 
 /// Checks the history against every replica: each acknowledged message exactly once, at its
-/// offset, on every replica; nothing refused stored; nothing stored that was never sent.
-async fn check(cluster: &Cluster, history: &History) {
+/// offset, on every replica; nothing refused stored; nothing stored that was never sent. Returns
+/// each queue's start offset: messages below it were removed by retention (the same on every
+/// replica), and only those may be missing.
+async fn check(cluster: &Cluster, history: &History) -> BTreeMap<u32, u64> {
     let ends = end_offsets(cluster).await;
+    let mut starts = BTreeMap::new();
     for q in 0..QUEUES {
         let end = ends[&q];
         let mut replicas = Vec::new();
         for b in 0..cluster.brokers.len() {
             replicas.push(read_all(cluster, b, q, end).await);
         }
+        // A trim may be applied on one replica and not yet on another: compare what all hold.
+        let start = replicas.iter().map(|r| r.keys().next().copied().unwrap_or(end)).max().unwrap_or(0);
+        let held = |r: &BTreeMap<u64, String>| r.range(start..).map(|(o, b)| (*o, b.clone())).collect::<Vec<_>>();
+        let stored = held(&replicas[0]);
+        assert_eq!(stored.len() as u64, end - start, "queue {q} holds {start}..{end}");
         for (b, r) in replicas.iter().enumerate().skip(1) {
-            assert!(r == &replicas[0], "replica on broker {} differs from broker 1 on queue {q}", b + 1);
+            assert!(held(r) == stored, "replica on broker {} differs from broker 1 on queue {q}", b + 1);
         }
-        let stored = &replicas[0];
         let mut seen = HashSet::new();
-        for (offset, body) in stored {
+        for (offset, body) in &stored {
             assert!(seen.insert(body.clone()), "{body} stored twice on queue {q}");
             assert!(!history.refused.contains(body), "{body} was refused but is stored at {q}/{offset}");
             assert!(history.acked.contains_key(body) || history.unknown.contains(body), "{body} at {q}/{offset} was never sent");
         }
-        for (body, (queue, offset)) in history.acked.iter().filter(|(_, (queue, _))| *queue == q) {
-            let at = stored.get(*offset as usize).map(|(_, b)| b.as_str());
+        for (body, (queue, offset)) in history.acked.iter().filter(|(_, (queue, o))| *queue == q && *o >= start) {
+            let at = stored.get((offset - start) as usize).map(|(_, b)| b.as_str());
             assert_eq!(at, Some(body.as_str()), "acknowledged {body} missing at {queue}/{offset}");
         }
+        starts.insert(q, start);
     }
     let mut admin = cluster.brokers[0].admin().await;
     let described = admin.describe_topic(DescribeTopicRequest { name: TOPIC.into() }).await.expect("describe").into_inner();
@@ -200,12 +231,13 @@ async fn check(cluster: &Cluster, history: &History) {
         assert!(r.replicas.iter().all(|x| x.error.is_none()), "{:?}", r.replicas);
         assert!(r.replicas.windows(2).all(|w| w[0].digest == w[1].digest), "replicas of group {} differ: {:?}", q.group_id, r.replicas);
     }
+    starts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_sends_survive_kill9_of_the_leader_mid_load() {
     let mut cluster = Cluster::start(3, FAST_RAFT).await;
-    create_topic(&cluster).await;
+    create_topic(&cluster, 0).await;
     let victim = leader_of(&cluster, 0).await as usize - 1;
 
     let acked = Arc::new(AtomicU64::new(0));
@@ -231,13 +263,14 @@ async fn acknowledged_sends_survive_kill9_of_the_leader_mid_load() {
     let history = load_task.await.expect("load");
     assert_eq!(history.acked.len() as u64, TOTAL);
     cluster.wait_ready().await;
-    check(&cluster, &history).await;
+    let starts = check(&cluster, &history).await;
+    assert!(starts.values().all(|&s| s == 0), "nothing removed without retention: {starts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_cluster_restart_keeps_messages_and_consumer_offsets() {
     let mut cluster = Cluster::start(3, FAST_RAFT).await;
-    create_topic(&cluster).await;
+    create_topic(&cluster, 0).await;
     let history = load(&endpoints(&cluster), 1_000, 8, Arc::new(AtomicU64::new(0))).await;
     let mut client = cluster.brokers[1].queue().await;
     for q in 0..QUEUES {
@@ -262,7 +295,8 @@ async fn a_full_cluster_restart_keeps_messages_and_consumer_offsets() {
         b.start();
     }
     cluster.wait_ready().await;
-    check(&cluster, &history).await;
+    let starts = check(&cluster, &history).await;
+    assert!(starts.values().all(|&s| s == 0), "nothing removed without retention: {starts:?}");
     for b in &cluster.brokers {
         let mut client = b.queue().await;
         for q in 0..QUEUES {
@@ -283,6 +317,99 @@ async fn a_full_cluster_restart_keeps_messages_and_consumer_offsets() {
             assert_eq!(offset, Some(100 + u64::from(q)), "consumer offset of queue {q} through broker {}", b.id);
         }
     }
+}
+
+/// Retention that keeps at most 256 entries per group, checked every 200 ms; with a checkpoint
+/// every 64 entries, a group trims, snapshots and purges every few hundred entries.
+const SMALL_RETENTION: &str = "[retention]\nmax_log_entries = 256\ncheck_interval_ms = 200\n";
+const SMALL_CHECKPOINT_INTERVAL: u64 = 64;
+
+/// `group`'s status as the cluster reports it through `via`, once it has a leader.
+async fn group_status(cluster: &Cluster, via: usize, group: u64) -> GroupStatus {
+    let mut admin = cluster.brokers[via].admin().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = admin.cluster_status(ClusterStatusRequest {}).await
+            && let Some(g) = r.into_inner().groups.into_iter().find(|g| g.group_id == group && g.leader_broker_id != 0)
+        {
+            return g;
+        }
+        assert!(Instant::now() < deadline, "no status with a leader for group {group}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn replica(status: &GroupStatus, broker: u64) -> &ReplicaStatus {
+    status.replicas.iter().find(|r| r.broker_id == broker).unwrap_or_else(|| panic!("no replica on broker {broker}: {status:?}"))
+}
+
+/// A follower of each group is down while the groups take thousands of sends and retention
+/// trims them, snapshots and purges every running replica's log past the last entry the stopped
+/// one could hold. Restarted, it can only catch up by installing a snapshot and then the log
+/// after it; afterwards every replica holds the same retained messages at the same offsets (and
+/// digests), and every acknowledged message above the start offset is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_down_while_the_log_is_purged_past_it_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(3, &format!("{FAST_RAFT}{SMALL_RETENTION}")).await;
+    create_topic(&cluster, SMALL_CHECKPOINT_INTERVAL).await;
+    let mut history = load(&endpoints(&cluster), 200, 8, Arc::new(AtomicU64::new(0))).await;
+    let groups: Vec<u64> = {
+        let mut admin = cluster.brokers[0].admin().await;
+        let r = admin.describe_topic(DescribeTopicRequest { name: TOPIC.into() }).await.expect("describe").into_inner();
+        r.queues.iter().map(|q| q.group_id).collect()
+    };
+    // A broker leading none of the groups (two groups, three brokers): a follower in each.
+    let leaders = [leader_of(&cluster, 0).await, leader_of(&cluster, 1).await];
+    let down = (1..=3u64).find(|b| !leaders.contains(b)).expect("a broker that leads nothing");
+    let running: Vec<usize> = (1..=3u64).filter(|&b| b != down).map(|b| b as usize - 1).collect();
+    cluster.brokers[down as usize - 1].kill9();
+    // Everything the stopped replica can hold is at or below its group's last log index now,
+    // as the leader reports it after the kill.
+    let mut stopped_at = BTreeMap::new();
+    for &g in &groups {
+        let s = group_status(&cluster, running[0], g).await;
+        stopped_at.insert(g, replica(&s, s.leader_broker_id).matched_index);
+    }
+
+    let running_endpoints: Vec<_> = running.iter().map(|&b| cluster.brokers[b].client_addr()).collect();
+    let deadline = Instant::now() + TEST_DEADLINE;
+    let mut round = 0u64;
+    loop {
+        let mut purged_past = true;
+        for &g in &groups {
+            let s = group_status(&cluster, running[0], g).await;
+            for &b in &running {
+                purged_past &= replica(&s, b as u64 + 1).purged_index > stopped_at[&g];
+            }
+        }
+        if purged_past {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs not purged past the stopped broker within {TEST_DEADLINE:?}");
+        // More sends, told apart from the earlier ones by their values.
+        round += 1;
+        let more = load_from(&running_endpoints, round * 100_000, 600, 16).await;
+        history.acked.extend(more.acked);
+        history.refused.extend(more.refused);
+        history.unknown.extend(more.unknown);
+    }
+
+    cluster.brokers[down as usize - 1].start();
+    cluster.wait_ready().await;
+    for &g in &groups {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = group_status(&cluster, running[0], g).await;
+            let r = replica(&s, down);
+            if r.applied_index >= s.commit_index && r.snapshot_index > stopped_at[&g] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "broker {down} did not catch up group {g}: {s:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let starts = check(&cluster, &history).await;
+    assert!(starts.values().all(|&s| s > 0), "retention removed messages from every queue: {starts:?}");
 }
 
 fn endpoints(cluster: &Cluster) -> Vec<std::net::SocketAddr> {

@@ -109,16 +109,16 @@ fn merge_group(group: u64, reports: &[(BrokerId, &LocalGroupStatus)]) -> GroupSt
         out.leader_broker_id = s.leader_broker_id;
     }
     for (id, s) in reports {
-        match out.replicas.iter_mut().find(|r| r.broker_id == *id) {
-            Some(r) => r.applied_index = s.applied_index,
-            None => out.replicas.push(ReplicaStatus {
-                broker_id: *id,
-                role: s.role,
-                matched_index: s.last_log_index,
-                applied_index: s.applied_index,
-                lag: 0,
-            }),
-        }
+        let replica = match out.replicas.iter_mut().find(|r| r.broker_id == *id) {
+            Some(r) => r,
+            None => {
+                out.replicas.push(ReplicaStatus { broker_id: *id, role: s.role, matched_index: s.last_log_index, ..Default::default() });
+                out.replicas.last_mut().expect("just pushed")
+            }
+        };
+        replica.applied_index = s.applied_index;
+        replica.snapshot_index = s.snapshot_index;
+        replica.purged_index = s.purged_index;
     }
     out.replicas.sort_by_key(|r| r.broker_id);
     out

@@ -78,6 +78,7 @@ where
                         matched_index,
                         applied_index: 0,
                         lag: last.saturating_sub(matched_index),
+                        ..Default::default()
                     }
                 })
                 .collect()
@@ -93,6 +94,8 @@ where
         applied_index: m.last_applied.as_ref().map_or(0, |l| l.index()),
         replicas,
         queue_end_offsets: Default::default(),
+        snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index()),
+        purged_index: m.purged.as_ref().map_or(0, |l| l.index()),
     }
 }
 

@@ -383,6 +383,8 @@ struct ReplicaView {
     matched_index: u64,
     applied_index: u64,
     lag: u64,
+    snapshot_index: u64,
+    purged_index: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -406,6 +408,8 @@ impl From<&GroupStatus> for GroupView {
                 matched_index: r.matched_index,
                 applied_index: r.applied_index,
                 lag: r.lag,
+                snapshot_index: r.snapshot_index,
+                purged_index: r.purged_index,
             })
             .collect();
         Self {
@@ -452,11 +456,13 @@ fn write_cluster_status(out: &mut impl Write, brokers: &[BrokerView], groups: &[
                 r.matched_index.to_string(),
                 r.applied_index.to_string(),
                 r.lag.to_string(),
+                r.snapshot_index.to_string(),
+                r.purged_index.to_string(),
             ]);
             rows.push(row);
         }
     }
-    let header = ["GROUP", "LEADER", "TERM", "COMMIT", "APPLIED", "REPLICA", "ROLE", "MATCHED", "APPLIED", "LAG"];
+    let header = ["GROUP", "LEADER", "TERM", "COMMIT", "APPLIED", "REPLICA", "ROLE", "MATCHED", "APPLIED", "LAG", "SNAPSHOT", "PURGED"];
     write_table(out, &header, &rows)
 }
 
@@ -713,6 +719,8 @@ mod tests {
             matched_index: 9 - lag,
             applied_index: 9 - lag,
             lag,
+            snapshot_index: 8 - lag,
+            purged_index: 8 - lag,
         };
         let groups = [GroupView::from(&GroupStatus {
             group_id: 11,
@@ -734,12 +742,12 @@ mod tests {
                 "1       b1:8081   yes    zone=a",
                 "",
                 "groups: 1",
-                "GROUP  LEADER  TERM  COMMIT  APPLIED  REPLICA  ROLE      MATCHED  APPLIED  LAG",
-                "11     1       4     9       9        1        leader    9        9        0",
+                "GROUP  LEADER  TERM  COMMIT  APPLIED  REPLICA  ROLE      MATCHED  APPLIED  LAG  SNAPSHOT  PURGED",
+                "11     1       4     9       9        1        leader    9        9        0    8         8",
             ]
         );
         // The group's columns stay blank on its other replicas' rows.
-        assert_eq!(lines[7], format!("{}2        follower  7        7        2", " ".repeat(38)));
+        assert_eq!(lines[7], format!("{}2        follower  7        7        2    6         6", " ".repeat(38)));
         assert_eq!(lines.len(), 8);
     }
 }
