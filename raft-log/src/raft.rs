@@ -178,8 +178,17 @@ where
             let log_id = entry.log_id();
             encoded.push((log_id.leader_id.term().into(), log_id.index, encode(&entry)?));
         }
+        let last = encoded.last().map_or(0, |(_, index, _)| *index);
+        // `raftmq::hop` events time one entry's path through the broker (docs/benchmarks.md).
+        tracing::trace!(target: "raftmq::hop", hop = "log_append", index = last);
         let records = encoded.iter().map(|(term, index, payload)| (*term, *index, payload.as_slice()));
-        self.log.append(records, Box::new(move |r| callback.io_completed(r.map_err(io::Error::from))))?;
+        self.log.append(
+            records,
+            Box::new(move |r| {
+                tracing::trace!(target: "raftmq::hop", hop = "log_durable", index = last);
+                callback.io_completed(r.map_err(io::Error::from))
+            }),
+        )?;
         Ok(())
     }
 

@@ -194,13 +194,16 @@ async fn run(raft: QueueRaft, mut rx: mpsc::Receiver<PendingSend>, limits: SendB
         // their commit. With nothing in flight a lone send goes out at once, and its latency is
         // not taxed by the batching window.
         let others_in_flight = entries.available_permits() + 1 < limits.entries_in_flight_max.max(1);
-        let deadline = tokio::time::Instant::now() + if others_in_flight { limits.wait_max } else { Duration::ZERO };
+        let deadline = tokio::time::Instant::now() + limits.wait_max;
         let (mut count, mut bytes) = (first.messages.len(), first.bytes);
         let mut batch = vec![first];
         while count < limits.messages_max {
             // What is already queued joins at once; past the deadline nothing more is awaited.
             let next = match rx.try_recv() {
                 Ok(next) => next,
+                // Not even a zero-length timeout: tokio's timer rounds a deadline up to its next
+                // 1 ms tick, which cost a lone send about 1 ms (measured, docs/benchmarks.md).
+                Err(_) if !others_in_flight => break,
                 Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(next)) => next,
                     _ => break,
@@ -235,6 +238,7 @@ async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>, slot: OwnedSemaphore
     let store_time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let started = Instant::now();
     let (responder, applied) = ProgressResponder::<QueueGroupConfig, ClientWriteResult<QueueGroupConfig>>::complete_only();
+    tracing::trace!(target: "raftmq::hop", hop = "propose", messages = entry_messages);
     let submitted = raft.client_write_ff(GroupCommand::Send { store_time_ms, messages }, Some(responder)).await;
     tokio::spawn(async move {
         let outcome = match submitted {
@@ -243,6 +247,9 @@ async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>, slot: OwnedSemaphore
             Ok(()) => match applied.await {
                 Err(_) => Err(SendError::Unknown("the group stopped before answering".into())),
                 Ok(written) => {
+                    if let Ok(resp) = &written {
+                        tracing::trace!(target: "raftmq::hop", hop = "answered", index = resp.log_id().index);
+                    }
                     if let (Ok(_), Some(m)) = (&written, &metrics) {
                         m.record_entry(entry_messages, entry_bytes, started.elapsed());
                     }

@@ -476,7 +476,10 @@ impl RaftStateMachine<C> for QueueStateMachine {
     {
         let mut membership = self.raft_state()?.map(|s| s.membership).unwrap_or_default();
         while let Some((entry, responder)) = entries.try_next().await? {
+            let index = entry.log_id.index;
+            tracing::trace!(target: "raftmq::hop", hop = "apply", index);
             let reply = self.apply_entry(entry, &mut membership)?;
+            tracing::trace!(target: "raftmq::hop", hop = "applied", index);
             if let Some(r) = responder {
                 r.send(reply);
             }

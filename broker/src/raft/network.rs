@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Future;
+use openraft::entry::RaftEntry;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
@@ -245,6 +246,9 @@ where
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn append_entries(&mut self, rpc: AppendEntriesRequest<C>, option: RPCOption) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        if let Some(e) = rpc.entries.last() {
+            tracing::trace!(target: "raftmq::hop", hop = "leader_sent", index = e.log_id().index);
+        }
         let req = self.request(&rpc).map_err(|e| RPCError::Network(network(e)))?;
         if let Some(heartbeats) = &self.heartbeats {
             let (tx, rx) = tokio::sync::oneshot::channel();

@@ -10,6 +10,7 @@ use std::io::Cursor;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
+use openraft::entry::RaftEntry;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
@@ -77,7 +78,18 @@ where
 {
     fn append_entries(&self, payload: &[u8]) -> EndpointFuture<'_> {
         let rpc = decode::<AppendEntriesRequest<C>>(payload);
-        Box::pin(async move { answer(self.append_entries(rpc?).await) })
+        Box::pin(async move {
+            let rpc = rpc?;
+            let last = rpc.entries.last().map(|e| e.log_id().index);
+            if let Some(index) = last {
+                tracing::trace!(target: "raftmq::hop", hop = "follower_received", index);
+            }
+            let reply = answer(self.append_entries(rpc).await);
+            if let Some(index) = last {
+                tracing::trace!(target: "raftmq::hop", hop = "follower_replied", index);
+            }
+            reply
+        })
     }
 
     fn vote(&self, payload: &[u8]) -> EndpointFuture<'_> {

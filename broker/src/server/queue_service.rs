@@ -425,7 +425,10 @@ fn stored_message(m: crate::host::StoredMessage) -> StoredMessage {
 impl QueueService for QueueSvc {
     #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, messages = request.get_ref().messages.len()))]
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendReply>, tonic::Status> {
-        Ok(Response::new(self.send_inner(request).await))
+        tracing::trace!(target: "raftmq::hop", hop = "send_received");
+        let reply = self.send_inner(request).await;
+        tracing::trace!(target: "raftmq::hop", hop = "send_replied");
+        Ok(Response::new(reply))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, queue = request.get_ref().queue_id))]
