@@ -246,6 +246,31 @@ impl GroupHost {
         self.queue_groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
     }
 
+    /// Parks queue group `group`'s ticker (see [`GroupRegistry::park`]); returns whether it was
+    /// awake. The metadata group is never parked.
+    pub fn park(&self, group: GroupId) -> bool {
+        group != META_GROUP_ID && self.group(group).is_some() && self.registry.park(group)
+    }
+
+    /// Starts `group`'s ticker again if it was parked; returns whether it was.
+    pub fn wake(&self, group: GroupId) -> bool {
+        self.registry.wake(group)
+    }
+
+    pub fn is_parked(&self, group: GroupId) -> bool {
+        self.registry.is_parked(group)
+    }
+
+    /// The parked groups, ascending.
+    pub fn parked(&self) -> Vec<GroupId> {
+        self.registry.parked()
+    }
+
+    /// This host's Raft timing, which every group uses.
+    pub fn raft_config(&self) -> &Config {
+        &self.raft_config
+    }
+
     /// The queue groups open here.
     pub fn groups(&self) -> Vec<GroupId> {
         let mut ids: Vec<_> = self.queue_groups.read().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();

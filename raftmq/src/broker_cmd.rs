@@ -9,7 +9,7 @@ use anyhow::Context;
 use broker::edge::Limits;
 use broker::host::HostOptions;
 use broker::queue::{RetentionPolicy, SendBatchLimits};
-use broker::server::{BrokerOptions, BrokerServer, RetentionOptions, TopicDefaults};
+use broker::server::{BrokerOptions, BrokerServer, HibernationOptions, RetentionOptions, TopicDefaults};
 use clap::Args;
 
 use crate::config::BrokerConfig;
@@ -74,6 +74,7 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
         replication_factor: c.topic_defaults.replication_factor,
         checkpoint_interval_entries: c.topic_defaults.checkpoint_interval_entries,
     };
+    o.hibernation = HibernationOptions { after: Some(Duration::from_millis(c.raft.hibernate_after_ms)).filter(|d| !d.is_zero()) };
     o.metrics_listen = c.metrics_listen;
     o
 }

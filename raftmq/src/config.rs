@@ -72,11 +72,15 @@ pub struct RaftConfig {
     pub election_timeout_min_ms: u64,
     /// Greater than `election_timeout_min_ms`. Default 3000.
     pub election_timeout_max_ms: u64,
+    /// A queue group with no new entry for this long hibernates: no heartbeats, no election
+    /// timer, until it is written again or its leader's broker stops answering. 0: never.
+    /// Default 10000.
+    pub hibernate_after_ms: u64,
 }
 
 impl Default for RaftConfig {
     fn default() -> Self {
-        Self { heartbeat_interval_ms: 500, election_timeout_min_ms: 1500, election_timeout_max_ms: 3000 }
+        Self { heartbeat_interval_ms: 500, election_timeout_min_ms: 1500, election_timeout_max_ms: 3000, hibernate_after_ms: 10_000 }
     }
 }
 
@@ -264,6 +268,9 @@ heartbeat_interval_ms = 500
 election_timeout_min_ms = 1500
 # Must exceed election_timeout_min_ms.
 election_timeout_max_ms = 3000
+# A queue group with no new entry for this long hibernates: no heartbeats, no election timer,
+# until it is written again or its leader's broker stops answering. 0: never.
+hibernate_after_ms = 10000
 
 # Limits on client requests, checked before anything is proposed. Each must be above 0.
 [limits]

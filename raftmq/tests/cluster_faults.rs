@@ -412,6 +412,102 @@ async fn a_broker_down_while_the_log_is_purged_past_it_catches_up_by_snapshot() 
     assert!(starts.values().all(|&s| s > 0), "retention removed messages from every queue: {starts:?}");
 }
 
+/// Groups with no new entry for 500 ms hibernate.
+const QUICK_HIBERNATION: &str = "hibernate_after_ms = 500\n";
+
+/// The groups of [`TOPIC`], by queue.
+async fn topic_groups(cluster: &Cluster) -> Vec<u64> {
+    let mut admin = cluster.brokers[0].admin().await;
+    let r = admin.describe_topic(DescribeTopicRequest { name: TOPIC.into() }).await.expect("describe").into_inner();
+    r.queues.iter().map(|q| q.group_id).collect()
+}
+
+/// Waits until every replica of every one of `groups` reports hibernating (through `via`);
+/// returns each group's status then.
+async fn wait_hibernating(cluster: &Cluster, via: usize, groups: &[u64]) -> BTreeMap<u64, GroupStatus> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = BTreeMap::new();
+    for &g in groups {
+        loop {
+            let s = group_status(cluster, via, g).await;
+            if s.replicas.len() == 3 && s.replicas.iter().all(|r| r.hibernating) {
+                out.insert(g, s);
+                break;
+            }
+            assert!(Instant::now() < deadline, "group {g} did not hibernate: {s:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    out
+}
+
+/// Quiet groups hibernate on every replica, without an election; a send wakes its group and is
+/// acknowledged by the same leader in the same term, at the next offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quiet_groups_hibernate_and_a_send_wakes_them_without_an_election() {
+    // The raft section of FAST_RAFT continues with the hibernation key.
+    let cluster = Cluster::start(3, &format!("{FAST_RAFT}{QUICK_HIBERNATION}")).await;
+    create_topic(&cluster, 0).await;
+    let history = load(&endpoints(&cluster), 100, 4, Arc::new(AtomicU64::new(0))).await;
+    let groups = topic_groups(&cluster).await;
+    let asleep = wait_hibernating(&cluster, 0, &groups).await;
+
+    // Held well past several election timeouts: nothing campaigns while hibernating.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = wait_hibernating(&cluster, 1, &groups).await;
+    for g in &groups {
+        assert_eq!((still[g].leader_broker_id, still[g].term), (asleep[g].leader_broker_id, asleep[g].term), "group {g}");
+    }
+
+    let ends = end_offsets(&cluster).await;
+    let more = load_from(&endpoints(&cluster), 1_000_000, 20, 1).await;
+    assert_eq!(more.acked.len(), 20);
+    for (body, (queue, offset)) in &more.acked {
+        assert!(*offset >= ends[queue], "{body} at {queue}/{offset}, below the end {} before", ends[queue]);
+    }
+    for g in &groups {
+        let s = group_status(&cluster, 2, *g).await;
+        assert_eq!((s.leader_broker_id, s.term), (asleep[g].leader_broker_id, asleep[g].term), "group {g} woke without an election");
+    }
+    let mut all = history;
+    all.acked.extend(more.acked);
+    check(&cluster, &all).await;
+}
+
+/// When the broker leading hibernating groups dies, the surviving replicas notice (their
+/// brokers stop getting answers to pings), wake, and elect a new leader; sends go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hibernating_groups_elect_a_new_leader_when_their_leaders_broker_dies() {
+    let mut cluster = Cluster::start(3, &format!("{FAST_RAFT}{QUICK_HIBERNATION}")).await;
+    create_topic(&cluster, 0).await;
+    let mut history = load(&endpoints(&cluster), 100, 4, Arc::new(AtomicU64::new(0))).await;
+    let groups = topic_groups(&cluster).await;
+    let asleep = wait_hibernating(&cluster, 0, &groups).await;
+    let victim = asleep[&groups[0]].leader_broker_id;
+    let survivors: Vec<usize> = (1..=3u64).filter(|&b| b != victim).map(|b| b as usize - 1).collect();
+    cluster.brokers[victim as usize - 1].kill9();
+
+    // Without any send to wake it, the group elects a leader among the survivors.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = group_status(&cluster, survivors[0], groups[0]).await;
+        if s.leader_broker_id != victim && s.term > asleep[&groups[0]].term {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new leader for hibernating group {}: {s:?}", groups[0]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let survivor_endpoints: Vec<_> = survivors.iter().map(|&b| cluster.brokers[b].client_addr()).collect();
+    let more = load_from(&survivor_endpoints, 1_000_000, 50, 4).await;
+    assert_eq!(more.acked.len(), 50);
+    history.acked.extend(more.acked);
+    history.refused.extend(more.refused);
+    history.unknown.extend(more.unknown);
+    cluster.brokers[victim as usize - 1].start();
+    cluster.wait_ready().await;
+    check(&cluster, &history).await;
+}
+
 fn endpoints(cluster: &Cluster) -> Vec<std::net::SocketAddr> {
     cluster.brokers.iter().map(|b| b.client_addr()).collect()
 }

@@ -51,6 +51,11 @@ pub trait GroupEndpoint: Send + Sync {
     /// `meta` is the encoded `(vote, snapshot meta)` of the stream's first chunk; `data` the
     /// whole snapshot.
     fn install_snapshot(&self, meta: &[u8], data: Vec<u8>) -> EndpointFuture<'_>;
+    /// Starts or parks the group's ticker, which drives its heartbeats (as leader) and its
+    /// election timer (as follower); see [`GroupRegistry::park`].
+    fn set_ticking(&self, on: bool);
+    /// Whether an encoded AppendEntries request carries log entries (a heartbeat carries none).
+    fn carries_entries(&self, payload: &[u8]) -> bool;
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, EndpointError> {
@@ -109,12 +114,30 @@ where
             answer(self.install_full_snapshot(vote, Snapshot { meta, snapshot: Cursor::new(data) }).await)
         })
     }
+
+    fn set_ticking(&self, on: bool) {
+        self.runtime_config().tick(on);
+    }
+
+    fn carries_entries(&self, payload: &[u8]) -> bool {
+        // Undecodable counts as carrying entries: waking is always safe, sleeping through
+        // replication is not.
+        decode::<AppendEntriesRequest<C>>(payload).map_or(true, |rpc| !rpc.entries.is_empty())
+    }
 }
 
 /// See the module documentation. Cheap to clone.
+///
+/// It also knows which groups are *parked* (hibernating): their ticker stopped, so they send
+/// no heartbeats and run no election timer, and cost nothing while nothing happens. A parked
+/// group still answers every request; the transport wakes it (starts its ticker) when a request
+/// shows the group is active again: an AppendEntries carrying entries (a new leader's first
+/// entry, or replication) or a vote request. The broker parks and wakes groups by its own rules
+/// (`crate::server::hibernation`).
 #[derive(Clone, Default)]
 pub struct GroupRegistry {
     groups: Arc<RwLock<HashMap<GroupId, Arc<dyn GroupEndpoint>>>>,
+    parked: Arc<std::sync::Mutex<std::collections::HashSet<GroupId>>>,
 }
 
 impl GroupRegistry {
@@ -125,7 +148,45 @@ impl GroupRegistry {
 
     /// Stops routing to `group`; returns whether it was routed.
     pub fn remove(&self, group: GroupId) -> bool {
+        self.parked_set().remove(&group);
         self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group).is_some()
+    }
+
+    /// Parks `group`'s ticker; returns whether it was awake (and routed) before.
+    pub fn park(&self, group: GroupId) -> bool {
+        let Some(endpoint) = self.get(group) else { return false };
+        // Under the lock, so a concurrent wake cannot be undone by this park.
+        let mut parked = self.parked_set();
+        let was_awake = parked.insert(group);
+        if was_awake {
+            endpoint.set_ticking(false);
+        }
+        was_awake
+    }
+
+    /// Starts `group`'s ticker again if it was parked; returns whether it was.
+    pub fn wake(&self, group: GroupId) -> bool {
+        let mut parked = self.parked_set();
+        let was_parked = parked.remove(&group);
+        if was_parked && let Some(endpoint) = self.get(group) {
+            endpoint.set_ticking(true);
+        }
+        was_parked
+    }
+
+    pub fn is_parked(&self, group: GroupId) -> bool {
+        self.parked_set().contains(&group)
+    }
+
+    /// The parked groups, in ascending order.
+    pub fn parked(&self) -> Vec<GroupId> {
+        let mut ids: Vec<_> = self.parked_set().iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn parked_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<GroupId>> {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn get(&self, group: GroupId) -> Option<Arc<dyn GroupEndpoint>> {

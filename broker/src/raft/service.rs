@@ -42,7 +42,14 @@ impl RaftTransportService {
 
     async fn append(&self, req: RaftRequest) -> RaftReply {
         match self.route(req.group_id, req.target_node_id) {
-            Ok(endpoint) => reply(req.group_id, endpoint.append_entries(&req.payload).await),
+            Ok(endpoint) => {
+                // A parked follower wakes when its group is written to again; heartbeats alone
+                // (a leader woken for a read) leave it parked.
+                if self.groups.is_parked(req.group_id) && endpoint.carries_entries(&req.payload) {
+                    self.groups.wake(req.group_id);
+                }
+                reply(req.group_id, endpoint.append_entries(&req.payload).await)
+            }
             Err(reply) => reply,
         }
     }
@@ -73,7 +80,11 @@ impl RaftTransport for RaftTransportService {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         Ok(Response::new(match self.route(req.group_id, req.target_node_id) {
-            Ok(endpoint) => reply(req.group_id, endpoint.vote(&req.payload).await),
+            Ok(endpoint) => {
+                // Someone campaigns: the group is active, and this replica may need to as well.
+                self.groups.wake(req.group_id);
+                reply(req.group_id, endpoint.vote(&req.payload).await)
+            }
             Err(reply) => reply,
         }))
     }

@@ -119,6 +119,7 @@ fn merge_group(group: u64, reports: &[(BrokerId, &LocalGroupStatus)]) -> GroupSt
         replica.applied_index = s.applied_index;
         replica.snapshot_index = s.snapshot_index;
         replica.purged_index = s.purged_index;
+        replica.hibernating = s.hibernating;
     }
     out.replicas.sort_by_key(|r| r.broker_id);
     out

@@ -12,7 +12,10 @@ use controller::{ClusterMap, MetaCommand, MetaReply};
 use proto::raftmq::v1::peer_service_client::PeerServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{GroupDigestReply, GroupDigestRequest, LocalStatusReply, LocalStatusRequest, MetaRequest};
+use proto::raftmq::v1::{
+    GroupDigestReply, GroupDigestRequest, HibernateReply, HibernateRequest, LocalStatusReply, LocalStatusRequest, MetaRequest, PingReply,
+    PingRequest,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::raft::network::PeerChannels;
@@ -96,6 +99,21 @@ impl ForwardClients {
         let reply = self.peer(addr)?.local_status(req).await.map_err(|s| PeerCallError::Failed(s.to_string()))?.into_inner();
         check(reply.status.clone())?;
         Ok(reply)
+    }
+
+    pub(crate) async fn hibernate(&self, addr: &str, request: HibernateRequest) -> Result<HibernateReply, PeerCallError> {
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(PEER_CALL_TIMEOUT);
+        let reply = self.peer(addr)?.hibernate(req).await.map_err(|s| PeerCallError::Failed(s.to_string()))?.into_inner();
+        check(reply.status.clone())?;
+        Ok(reply)
+    }
+
+    /// Whether the broker at `addr` answers within `timeout`, as broker `from`.
+    pub(crate) async fn ping(&self, addr: &str, from: u64, timeout: Duration) -> Result<PingReply, PeerCallError> {
+        let mut req = tonic::Request::new(PingRequest { from_broker_id: from });
+        req.set_timeout(timeout);
+        Ok(self.peer(addr)?.ping(req).await.map_err(|s| PeerCallError::Failed(s.to_string()))?.into_inner())
     }
 
     pub(crate) async fn group_digest(&self, addr: &str, request: GroupDigestRequest) -> Result<GroupDigestReply, PeerCallError> {

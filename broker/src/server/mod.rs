@@ -10,6 +10,7 @@
 
 mod admin_service;
 mod forward;
+mod hibernation;
 mod peer_service;
 mod queue_service;
 mod reconcile;
@@ -41,6 +42,7 @@ use crate::queue::{QueueGroupOptions, SendBatchLimits, SendBatcher};
 use crate::raft::{BrokerId, BrokerNode, GroupId};
 
 pub use forward::ForwardClients;
+pub use hibernation::HibernationOptions;
 pub use retention::RetentionOptions;
 
 /// Room for a send request's framing and message fields beyond its bodies.
@@ -98,6 +100,8 @@ pub struct BrokerOptions {
     pub topic_defaults: TopicDefaults,
     /// What queue groups keep, and how often that is checked.
     pub retention: RetentionOptions,
+    /// When quiet queue groups stop their heartbeats and election timers.
+    pub hibernation: HibernationOptions,
     /// Where `GET /metrics` (Prometheus, OpenMetrics text) is served; port 0 picks a free one.
     /// Default none: no metrics server.
     pub metrics_listen: Option<SocketAddr>,
@@ -119,6 +123,7 @@ impl BrokerOptions {
             send: SendBatchLimits::default(),
             topic_defaults: TopicDefaults::default(),
             retention: RetentionOptions::default(),
+            hibernation: HibernationOptions::default(),
             metrics_listen: None,
         }
     }
@@ -397,6 +402,7 @@ impl BrokerServer {
             tokio::spawn(reconcile::place_groups(core.clone())),
             tokio::spawn(reconcile::meta_learners(core.clone())),
             tokio::spawn(retention::run(core.clone())),
+            tokio::spawn(hibernation::run(core.clone())),
         ];
         let streams = core.options.streams_per_connection_max;
         // A request larger than one Raft entry (plus framing) could never be stored whole; tonic

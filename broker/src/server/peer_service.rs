@@ -10,8 +10,8 @@ use openraft::raft::ReadPolicy;
 use openraft::type_config::async_runtime::watch::WatchReceiver;
 use proto::raftmq::v1::peer_service_server::PeerService;
 use proto::raftmq::v1::{
-    GroupDigestReply, GroupDigestRequest, LocalGroupStatus, LocalStatusReply, LocalStatusRequest, MetaReply, MetaRequest, ReplicaRole,
-    ReplicaStatus,
+    GroupDigestReply, GroupDigestRequest, HibernateReply, HibernateRequest, LocalGroupStatus, LocalStatusReply, LocalStatusRequest,
+    MetaReply, MetaRequest, PingReply, PingRequest, ReplicaRole, ReplicaStatus,
 };
 use tonic::{Request, Response};
 
@@ -96,6 +96,7 @@ where
         queue_end_offsets: Default::default(),
         snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index()),
         purged_index: m.purged.as_ref().map_or(0, |l| l.index()),
+        hibernating: false,
     }
 }
 
@@ -161,6 +162,7 @@ impl PeerService for PeerSvc {
             }
             let Some(raft) = core.group(id) else { continue };
             let mut s = group_status(id, &raft.metrics().borrow_watched());
+            s.hibernating = core.host.is_parked(id);
             if let Some(record) = map.groups.get(&id) {
                 match core.host.store().next_offset(id, record.queue) {
                     Ok(end) => {
@@ -172,6 +174,27 @@ impl PeerService for PeerSvc {
             groups.push(s);
         }
         Ok(Response::new(LocalStatusReply { status: Some(status::ok()), broker_id: core.id, groups }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(leader = request.get_ref().leader_broker_id))]
+    async fn hibernate(&self, request: Request<HibernateRequest>) -> Result<Response<HibernateReply>, tonic::Status> {
+        let core = match self.core() {
+            Ok(c) => c,
+            Err(s) => return Ok(Response::new(HibernateReply { status: Some(s), parked: vec![] })),
+        };
+        let req = request.into_inner();
+        if req.groups.len() > super::hibernation::QUIET_GROUPS_PER_CALL_MAX {
+            let s =
+                status::invalid("groups", format!("{} groups, over {}", req.groups.len(), super::hibernation::QUIET_GROUPS_PER_CALL_MAX));
+            return Ok(Response::new(HibernateReply { status: Some(s), parked: vec![] }));
+        }
+        let parked = super::hibernation::park_followers(core, req.leader_broker_id, &req.groups);
+        Ok(Response::new(HibernateReply { status: Some(status::ok()), parked }))
+    }
+
+    async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingReply>, tonic::Status> {
+        let core = self.core().map_err(|s| tonic::Status::unavailable(s.message))?;
+        Ok(Response::new(PingReply { broker_id: core.id }))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(group = request.get_ref().group_id))]

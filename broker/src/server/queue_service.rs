@@ -148,7 +148,12 @@ impl Core {
                 (m.current_leader, m.state == ServerState::Leader && m.last_quorum_acked.is_some())
             };
             match leader {
-                Some(l) if l == self.id && ready => return Serve::Leader(raft),
+                Some(l) if l == self.id && ready => {
+                    // Every request served here as leader writes or reads through the group:
+                    // it heartbeats again (see `hibernation`).
+                    self.host.wake(group.id);
+                    return Serve::Leader(raft);
+                }
                 Some(l) if l != self.id => {
                     let hint = self.endpoint_of(l);
                     return match hint {

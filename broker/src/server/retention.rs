@@ -13,10 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::ServerState;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
 use openraft::type_config::async_runtime::watch::WatchReceiver;
 
 use super::Core;
-use crate::queue::{GroupCommand, GroupReply, RetentionPolicy};
+use crate::host::QueueRaft;
+use crate::queue::{GroupCommand, GroupReply, QueueGroupConfig, RetentionPolicy};
 
 /// How much a broker keeps, and how often it checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +53,14 @@ pub(super) async fn run(core: Arc<Core>) {
     }
 }
 
+type TrimResult = Result<ClientWriteResponse<QueueGroupConfig>, RaftError<QueueGroupConfig, ClientWriteError<QueueGroupConfig>>>;
+
+async fn trim(core: &Core, raft: &QueueRaft, group: u64, up_to_log_index: u64) -> TrimResult {
+    // A write: a hibernating group must heartbeat again before its followers wake to the entry.
+    core.host.wake(group);
+    raft.client_write(GroupCommand::Trim { up_to_log_index }).await
+}
+
 async fn check_group(core: &Core, group: u64, now_ms: u64) {
     let Some(raft) = core.group(group) else { return };
     let (leads, snapshot) = {
@@ -58,7 +69,7 @@ async fn check_group(core: &Core, group: u64, now_ms: u64) {
     };
     if leads {
         match core.host.trim_candidate(group, now_ms, &core.options.retention.policy) {
-            Ok(Some(up_to_log_index)) => match raft.client_write(GroupCommand::Trim { up_to_log_index }).await {
+            Ok(Some(up_to_log_index)) => match trim(core, &raft, group, up_to_log_index).await {
                 Ok(resp) => match resp.response() {
                     GroupReply::Trimmed { up_to_log_index } => tracing::info!(group, up_to_log_index, "trimmed by retention"),
                     other => tracing::debug!(group, reply = ?other, "trim not applied"),

@@ -53,6 +53,8 @@ fn services_have_their_rpcs() {
                 "ReadMeta(MetaRequest) returns (MetaReply)",
                 "LocalStatus(LocalStatusRequest) returns (LocalStatusReply)",
                 "GroupDigest(GroupDigestRequest) returns (GroupDigestReply)",
+                "Hibernate(HibernateRequest) returns (HibernateReply)",
+                "Ping(PingRequest) returns (PingReply)",
             ],
         ),
     ];

@@ -385,6 +385,7 @@ struct ReplicaView {
     lag: u64,
     snapshot_index: u64,
     purged_index: u64,
+    hibernating: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -410,6 +411,7 @@ impl From<&GroupStatus> for GroupView {
                 lag: r.lag,
                 snapshot_index: r.snapshot_index,
                 purged_index: r.purged_index,
+                hibernating: r.hibernating,
             })
             .collect();
         Self {
@@ -458,11 +460,26 @@ fn write_cluster_status(out: &mut impl Write, brokers: &[BrokerView], groups: &[
                 r.lag.to_string(),
                 r.snapshot_index.to_string(),
                 r.purged_index.to_string(),
+                if r.hibernating { "yes" } else { "no" }.into(),
             ]);
             rows.push(row);
         }
     }
-    let header = ["GROUP", "LEADER", "TERM", "COMMIT", "APPLIED", "REPLICA", "ROLE", "MATCHED", "APPLIED", "LAG", "SNAPSHOT", "PURGED"];
+    let header = [
+        "GROUP",
+        "LEADER",
+        "TERM",
+        "COMMIT",
+        "APPLIED",
+        "REPLICA",
+        "ROLE",
+        "MATCHED",
+        "APPLIED",
+        "LAG",
+        "SNAPSHOT",
+        "PURGED",
+        "HIBERNATING",
+    ];
     write_table(out, &header, &rows)
 }
 
@@ -721,6 +738,7 @@ mod tests {
             lag,
             snapshot_index: 8 - lag,
             purged_index: 8 - lag,
+            hibernating: lag == 0,
         };
         let groups = [GroupView::from(&GroupStatus {
             group_id: 11,
@@ -742,12 +760,12 @@ mod tests {
                 "1       b1:8081   yes    zone=a",
                 "",
                 "groups: 1",
-                "GROUP  LEADER  TERM  COMMIT  APPLIED  REPLICA  ROLE      MATCHED  APPLIED  LAG  SNAPSHOT  PURGED",
-                "11     1       4     9       9        1        leader    9        9        0    8         8",
+                "GROUP  LEADER  TERM  COMMIT  APPLIED  REPLICA  ROLE      MATCHED  APPLIED  LAG  SNAPSHOT  PURGED  HIBERNATING",
+                "11     1       4     9       9        1        leader    9        9        0    8         8       yes",
             ]
         );
         // The group's columns stay blank on its other replicas' rows.
-        assert_eq!(lines[7], format!("{}2        follower  7        7        2    6         6", " ".repeat(38)));
+        assert_eq!(lines[7], format!("{}2        follower  7        7        2    6         6       no", " ".repeat(38)));
         assert_eq!(lines.len(), 8);
     }
 }

@@ -51,7 +51,12 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
         peer_advertise: "127.0.0.1:9081".to_owned(),
         metrics_listen: None,
         controllers: vec![(7, "127.0.0.1:9081".to_owned())],
-        raft: RaftConfig { heartbeat_interval_ms: 500, election_timeout_min_ms: 1500, election_timeout_max_ms: 3000 },
+        raft: RaftConfig {
+            heartbeat_interval_ms: 500,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+            hibernate_after_ms: 10_000,
+        },
         limits: LimitsConfig {
             body_bytes_max: 4_194_304,
             properties_bytes_max: 16_384,
@@ -149,7 +154,10 @@ fn every_key_can_be_set_in_the_file() -> anyhow::Result<()> {
     assert_eq!(config.peer_advertise, "broker-1.example.com:7101");
     assert_eq!(config.metrics_listen, Some("127.0.0.1:7201".parse()?));
     assert_eq!(config.controllers, vec![(1, "b1:7101".to_owned()), (2, "b2:7101".to_owned()), (3, "[::1]:7101".to_owned())]);
-    assert_eq!(config.raft, RaftConfig { heartbeat_interval_ms: 100, election_timeout_min_ms: 300, election_timeout_max_ms: 600 });
+    assert_eq!(
+        config.raft,
+        RaftConfig { heartbeat_interval_ms: 100, election_timeout_min_ms: 300, election_timeout_max_ms: 600, hibernate_after_ms: 10_000 }
+    );
     let l = &config.limits;
     assert_eq!(
         [l.body_bytes_max, l.properties_bytes_max, l.name_chars_max, l.messages_per_send_max, l.keys_per_message_max, l.tag_bytes_max],
@@ -199,7 +207,10 @@ fn environment_overrides_the_file() -> anyhow::Result<()> {
     assert_eq!(config.advertise, "b4.example.com:7001");
     assert_eq!(config.controllers.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2, 3]);
     // The file's value in the same section stays.
-    assert_eq!(config.raft, RaftConfig { heartbeat_interval_ms: 200, election_timeout_min_ms: 900, election_timeout_max_ms: 3000 });
+    assert_eq!(
+        config.raft,
+        RaftConfig { heartbeat_interval_ms: 200, election_timeout_min_ms: 900, election_timeout_max_ms: 3000, hibernate_after_ms: 10_000 }
+    );
     assert_eq!(config.send.batch_wait_us, 0);
     assert_eq!(config.topic_defaults.replication_factor, 1);
     Ok(())
