@@ -294,6 +294,8 @@ pub struct ReplicaState {
     pub applied_index: u64,
     /// On the leader, each other replica and how many entries it is behind the leader's last.
     pub follower_lag: Vec<(BrokerId, u64)>,
+    /// Parked: the group is quiet (no heartbeats, no election timer).
+    pub hibernating: bool,
 }
 
 impl ReplicaState {
@@ -321,6 +323,7 @@ impl ReplicaState {
             committed_index: m.local_committed.as_ref().map_or(0, |l| l.index()),
             applied_index: m.last_applied.as_ref().map_or(0, |l| l.index()),
             follower_lag,
+            hibernating: false,
         }
     }
 }
@@ -406,11 +409,16 @@ fn encode_replicas(encoder: &mut DescriptorEncoder, replicas: &[ReplicaState]) -
     for r in replicas {
         roles.encode_family(&([("group", r.group)], [("role", role_label(r.role))]))?.encode_gauge(&1i64)?;
     }
-    let gauges: [ReplicaGauge; 4] = [
+    let gauges: [ReplicaGauge; 5] = [
         ("raftmq_raft_term", "Current Raft term of each hosted replica.", |r| r.term),
         ("raftmq_raft_last_log_index", "Index of the last entry in each hosted replica's log.", |r| r.last_log_index),
         ("raftmq_raft_committed_index", "Index of the last entry each hosted replica knows committed.", |r| r.committed_index),
         ("raftmq_raft_applied_index", "Index of the last entry each hosted replica applied.", |r| r.applied_index),
+        (
+            "raftmq_raft_hibernating",
+            "1 for each hosted replica of a quiet group that hibernates (no heartbeats, no election timer).",
+            |r| u64::from(r.hibernating),
+        ),
     ];
     for (name, help, value) in gauges {
         let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;

@@ -129,6 +129,8 @@ async fn one_broker_reports_sends_syncs_groups_and_requests() {
     for g in [0, group] {
         assert!(sample(&text, &format!("raftmq_raft_term{{group=\"{g}\"}}")).unwrap() >= 1.0, "group {g}\n{text}");
         assert!(sample(&text, &format!("raftmq_raft_applied_index{{group=\"{g}\"}}")).unwrap() >= 1.0, "group {g}\n{text}");
+        // Just written to: awake (groups hibernate after 10 quiet seconds by default).
+        assert_eq!(sample(&text, &format!("raftmq_raft_hibernating{{group=\"{g}\"}}")), Some(0.0), "group {g}\n{text}");
     }
     assert!(sample(&text, "raftmq_grpc_requests_total{method=\"/raftmq.v1.QueueService/Send\"}").unwrap() >= 5.0, "\n{text}");
     assert!(sample(&text, "raftmq_grpc_request_duration_seconds_count{method=\"/raftmq.v1.AdminService/CreateTopic\"}").unwrap() >= 1.0);

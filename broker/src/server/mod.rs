@@ -329,7 +329,9 @@ impl MetricsSource for Core {
         let mut replicas = vec![ReplicaState::from_raft(controller::META_GROUP_ID, &self.meta.metrics().borrow_watched())];
         for id in self.host.groups() {
             if let Some(raft) = self.host.group(id) {
-                replicas.push(ReplicaState::from_raft(id, &raft.metrics().borrow_watched()));
+                let mut state = ReplicaState::from_raft(id, &raft.metrics().borrow_watched());
+                state.hibernating = self.host.is_parked(id);
+                replicas.push(state);
             }
         }
         replicas
