@@ -1,4 +1,16 @@
 //! Fault campaigns against a real raftmq cluster: a history recorder, nemeses, a checker and a
-//! report.
+//! report. It talks to the cluster only as clients and an operator would.
 //!
-//! Built in issue #5; this crate holds its place in the workspace until then.
+//! - [`history`]: the recorded operations (`history.jsonl`) and final reads (`final.jsonl`).
+//! - [`checker`]: every anomaly a history shows, each with the events involved.
+//! - [`availability`]: per fault window, the fraction of operations that succeeded and the time
+//!   to the first success after it.
+
+pub mod availability;
+pub mod checker;
+pub mod history;
+
+pub use availability::{FaultWindow, WindowStats, by_window};
+
+pub use checker::{Anomaly, AnomalyClass, CheckResult, Outcomes, check};
+pub use history::{Event, EventKind, FinalRead, HistoryError, Op};

@@ -1,0 +1,115 @@
+//! Availability and recovery around each fault: what fraction of the operations begun while a
+//! fault was active succeeded, and how long after the fault ended the first send succeeded.
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::{Event, EventKind, Op};
+
+/// One fault as the nemesis applied it: from `start_ns` until it was healed at `end_ns` (times
+/// since the run started, as in the history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultWindow {
+    /// What was done, e.g. `kill -9 broker 2` or `partition {1} | {2,3}`.
+    pub name: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+/// How the workload fared during one fault and after it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowStats {
+    pub name: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Operations invoked during the window, and how many of them completed `ok`.
+    pub invoked: u64,
+    pub ok: u64,
+    /// `ok / invoked`; 1 when nothing was invoked.
+    pub availability: f64,
+    /// From the end of the window to the completion of the first `ok` send invoked after it;
+    /// `None` if no send succeeded afterwards.
+    pub recovery_ns: Option<u64>,
+}
+
+/// One operation's timing.
+struct Timed {
+    invoked_ns: u64,
+    is_send: bool,
+    /// When it completed `ok`, if it did.
+    ok_at_ns: Option<u64>,
+}
+
+/// Statistics for each window, in the order given.
+pub fn by_window(events: &[Event], windows: &[FaultWindow]) -> Vec<WindowStats> {
+    let mut open: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut ops: Vec<Timed> = Vec::new();
+    for e in events {
+        if e.kind == EventKind::Invoke {
+            open.insert(e.process, ops.len());
+            ops.push(Timed { invoked_ns: e.time_ns, is_send: matches!(e.op, Op::Send { .. }), ok_at_ns: None });
+        } else if let Some(i) = open.remove(&e.process)
+            && e.kind == EventKind::Ok
+        {
+            ops[i].ok_at_ns = Some(e.time_ns);
+        }
+    }
+    windows
+        .iter()
+        .map(|w| {
+            let during: Vec<&Timed> = ops.iter().filter(|o| o.invoked_ns >= w.start_ns && o.invoked_ns < w.end_ns).collect();
+            let invoked = during.len() as u64;
+            let ok = during.iter().filter(|o| o.ok_at_ns.is_some()).count() as u64;
+            let recovery_ns = ops
+                .iter()
+                .filter(|o| o.is_send && o.invoked_ns >= w.end_ns)
+                .filter_map(|o| o.ok_at_ns.map(|done| done.saturating_sub(w.end_ns)))
+                .min();
+            WindowStats {
+                name: w.name.clone(),
+                start_ns: w.start_ns,
+                end_ns: w.end_ns,
+                invoked,
+                ok,
+                availability: if invoked == 0 { 1.0 } else { ok as f64 / invoked as f64 },
+                recovery_ns,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(index: u64, process: u64, time_ns: u64, kind: EventKind) -> Event {
+        let op = Op::Send { queue: 0, value: format!("v{process}"), message_group: None, offset: None };
+        Event { index, process, time_ns, kind, op, error: None }
+    }
+
+    #[test]
+    fn availability_and_recovery_per_window() {
+        // Window 100..200: p1 ok, p2 fails, p3 unknown; after it p4 fails, p5 succeeds at 260.
+        let events = vec![
+            event(0, 0, 50, EventKind::Invoke),
+            event(1, 0, 60, EventKind::Ok),
+            event(2, 1, 110, EventKind::Invoke),
+            event(3, 2, 120, EventKind::Invoke),
+            event(4, 3, 130, EventKind::Invoke),
+            event(5, 1, 140, EventKind::Ok),
+            event(6, 2, 150, EventKind::Fail),
+            event(7, 3, 190, EventKind::Info),
+            event(8, 4, 210, EventKind::Invoke),
+            event(9, 5, 220, EventKind::Invoke),
+            event(10, 4, 230, EventKind::Fail),
+            event(11, 5, 260, EventKind::Ok),
+        ];
+        let windows = vec![
+            FaultWindow { name: "kill -9 broker 2".into(), start_ns: 100, end_ns: 200 },
+            FaultWindow { name: "quiet".into(), start_ns: 300, end_ns: 400 },
+        ];
+        let stats = by_window(&events, &windows);
+        assert_eq!((stats[0].invoked, stats[0].ok, stats[0].recovery_ns), (3, 1, Some(60)));
+        assert!((stats[0].availability - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!((stats[1].invoked, stats[1].availability, stats[1].recovery_ns), (0, 1.0, None));
+    }
+}
