@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 the log is damaged (`log verify`, `log dump`) or a check failed
 //! (`admin group checksum`: replicas disagree; `bench produce|consume|e2e`: the count was not
-//! done), 2 any other error (bad arguments, a missing directory, an I/O failure, a refused
+//! done; `jepsen check`: the history shows an anomaly), 2 any other error (bad arguments, a missing directory, an I/O failure, a refused
 //! request), 3 `produce`: a send's outcome is unknown (it may be stored).
 
 mod bench;
@@ -10,6 +10,7 @@ mod broker_cmd;
 mod client;
 mod config;
 mod dev;
+mod jepsen_cmd;
 mod log_tools;
 
 use std::io::IsTerminal;
@@ -44,6 +45,9 @@ enum Command {
     Produce(client::produce::ProduceArgs),
     /// Print a topic's messages, optionally as a consumer group that commits its progress.
     Consume(client::consume::ConsumeArgs),
+    /// Fault campaigns against a cluster and their checker.
+    #[command(subcommand)]
+    Jepsen(jepsen_cmd::JepsenCommand),
 }
 
 /// Exit code for errors other than a damaged log.
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Admin(cmd) => client::admin::run(cmd),
         Command::Produce(args) => client::produce::run(args),
         Command::Consume(args) => client::consume::run(args),
+        Command::Jepsen(cmd) => jepsen_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,73 @@
+//! `raftmq jepsen check DIR` on stored runs: a clean one passes, one with a lost write fails with
+//! exit code 1 and names it, and both leave `results.json`.
+
+use std::path::Path;
+use std::process::Command;
+
+use jepsen::history::write_jsonl;
+use jepsen::{Event, EventKind, FaultWindow, FinalRead, Op};
+
+fn send(index: u64, process: u64, kind: EventKind, value: &str, offset: Option<u64>) -> Event {
+    let op = Op::Send { queue: 0, value: value.into(), message_group: None, offset };
+    Event { index, process, time_ns: index * 1_000_000, kind, op, error: None }
+}
+
+/// Two acknowledged sends at offsets 0 and 1; the final reads hold `held`.
+fn store_run(dir: &Path, held: &[(u64, &str)]) {
+    let events = vec![
+        send(0, 1, EventKind::Invoke, "a", None),
+        send(1, 1, EventKind::Ok, "a", Some(0)),
+        send(2, 1, EventKind::Invoke, "b", None),
+        send(3, 1, EventKind::Ok, "b", Some(1)),
+    ];
+    let messages: Vec<(u64, String)> = held.iter().map(|(o, v)| (*o, v.to_string())).collect();
+    let finals: Vec<FinalRead> =
+        (1..=3).map(|broker| FinalRead { broker, queue: 0, start_offset: 0, end_offset: 2, messages: messages.clone() }).collect();
+    let faults = vec![FaultWindow { name: "kill -9 broker 2".into(), start_ns: 0, end_ns: 1_500_000 }];
+    let write = |name: &str, f: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>| {
+        let mut buf = Vec::new();
+        f(&mut buf).unwrap();
+        std::fs::write(dir.join(name), buf).unwrap();
+    };
+    write("history.jsonl", &|b| write_jsonl(b, &events));
+    write("final.jsonl", &|b| write_jsonl(b, &finals));
+    write("faults.jsonl", &|b| write_jsonl(b, &faults));
+}
+
+fn check(dir: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftmq")).args(["jepsen", "check"]).arg(dir).output().unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap())
+}
+
+fn results(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_clean_run_passes_and_a_lost_write_fails() {
+    let clean = tempfile::tempdir().unwrap();
+    store_run(clean.path(), &[(0, "a"), (1, "b")]);
+    let (code, text) = check(clean.path());
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("valid: no anomalies"), "{text}");
+    assert!(text.contains("fault \"kill -9 broker 2\": availability 1.000 of 1 ops, recovered after 0.002 s"), "{text}");
+    assert_eq!(results(clean.path())["valid"], true);
+
+    let lost = tempfile::tempdir().unwrap();
+    store_run(lost.path(), &[(0, "a")]);
+    let (code, text) = check(lost.path());
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("ANOMALY LostWrite: \"b\" acknowledged at queue 0 offset 1"), "{text}");
+    let r = results(lost.path());
+    assert_eq!(r["valid"], false);
+    assert_eq!(r["anomaly_counts"]["lost-write"], 1);
+    assert_eq!(r["check"]["anomalies"][0]["events"], serde_json::json!([2, 3]));
+}
+
+#[test]
+fn a_missing_history_is_an_error_not_a_pass() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_raftmq")).args(["jepsen", "check"]).arg(empty.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("history.jsonl"), "{}", String::from_utf8_lossy(&out.stderr));
+}
