@@ -5,10 +5,18 @@
 //! - [`checker`]: every anomaly a history shows, each with the events involved.
 //! - [`availability`]: per fault window, the fraction of operations that succeeded and the time
 //!   to the first success after it.
+//! - [`cluster`]: broker processes on their own loopback hosts.
+//! - [`workload`]: producers and consumers that record every operation, and the final reads.
+//! - [`nemesis`]: the faults, scheduled from the seed.
+//! - [`run`]: one campaign, start to checked history.
 
 pub mod availability;
 pub mod checker;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod run;
+pub mod workload;
 
 pub use availability::{FaultWindow, WindowStats, by_window};
 

@@ -1,5 +1,9 @@
 //! `raftmq jepsen …`: fault campaigns against a real cluster, and their checker.
 //!
+//! `run` starts a local cluster of broker processes (this binary), each on its own loopback
+//! host, runs the workload under the chosen nemeses, heals, reads everything back and checks
+//! the history; it exits 1 when it finds an anomaly.
+//!
 //! `check DIR` checks a stored run: `DIR/history.jsonl` (every operation), `DIR/final.jsonl`
 //! (what every replica held at the end) and, if present, `DIR/faults.jsonl` (the nemesis's
 //! fault windows). It writes `DIR/results.json` and exits 1 when it finds an anomaly.
@@ -12,14 +16,92 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use jepsen::history::read_jsonl;
+use jepsen::nemesis::NemesisKind;
+use jepsen::run::{RunOptions, WorkloadKind};
 use jepsen::{CheckResult, Event, FaultWindow, FinalRead, WindowStats};
 use serde::Serialize;
+use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum JepsenCommand {
+    /// Run a fault campaign on a local cluster and check it. Exits 1 if any anomaly is found.
+    Run(RunArgs),
     /// Check a stored run again: reads DIR/history.jsonl, DIR/final.jsonl and DIR/faults.jsonl,
     /// writes DIR/results.json. Exits 1 if any anomaly is found.
     Check(CheckArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[arg(long, default_value_t = 5)]
+    brokers: usize,
+    /// How long the workload runs: seconds, or with a unit (`90s`, `10m`).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    time: Duration,
+    /// Comma-separated faults: kill, kill-leader, kill-majority, pause.
+    #[arg(long, default_value = "kill,kill-leader,pause", value_delimiter = ',')]
+    nemesis: Vec<NemesisKind>,
+    #[arg(long, value_enum, default_value = "queue")]
+    workload: WorkloadArg,
+    /// Sends per second over all producers.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 8)]
+    producers: u64,
+    #[arg(long, default_value_t = 4)]
+    queues: u32,
+    /// Seeds the fault schedule and the clients' choices: the same seed replays the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The run's directory [default: jepsen-runs/seed-SEED-UNIXTIME].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// TOML appended to every broker's configuration; the default makes Raft elections take
+    /// about a second, so faults are short.
+    #[arg(long, default_value = FAST_RAFT)]
+    broker_config: String,
+    /// Print results.json instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Raft timing for runs on one machine: a dead leader is replaced within about a second.
+const FAST_RAFT: &str = "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n";
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WorkloadArg {
+    Queue,
+    Fifo,
+}
+
+/// The command that replays `args`' run.
+fn replay_command(args: &RunArgs) -> String {
+    let nemeses: Vec<&str> = args.nemesis.iter().map(|k| k.name()).collect();
+    let workload = match args.workload {
+        WorkloadArg::Queue => "queue",
+        WorkloadArg::Fifo => "fifo",
+    };
+    format!(
+        "raftmq jepsen run --brokers {} --time {}ms --nemesis {} --workload {workload} --rate {} --producers {} --queues {} --seed {}",
+        args.brokers,
+        args.time.as_millis(),
+        nemeses.join(","),
+        args.rate,
+        args.producers,
+        args.queues,
+        args.seed
+    )
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 120, 90s, 10m)"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "ms" => Ok(Duration::from_millis(n)),
+        _ => Err(format!("unknown unit {unit:?} in {s:?} (s, m or ms)")),
+    }
 }
 
 #[derive(Args)]
@@ -36,8 +118,57 @@ const EXIT_ANOMALY: u8 = 1;
 
 pub fn run(cmd: JepsenCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        JepsenCommand::Run(args) => run_campaign(&args),
         JepsenCommand::Check(args) => check(&args),
     }
+}
+
+fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    if args.brokers < 3 {
+        anyhow::bail!("--brokers {}: a campaign needs at least 3 brokers (replication factor 3)", args.brokers);
+    }
+    if args.rate.is_nan() || args.rate <= 0.0 {
+        anyhow::bail!("--rate must be above 0");
+    }
+    let dir = match &args.out {
+        Some(d) => d.clone(),
+        None => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            PathBuf::from("jepsen-runs").join(format!("seed-{}-{now}", args.seed))
+        }
+    };
+    let options = RunOptions {
+        brokers: args.brokers,
+        time: args.time,
+        nemeses: args.nemesis.clone(),
+        workload: match args.workload {
+            WorkloadArg::Queue => WorkloadKind::Queue,
+            WorkloadArg::Fifo => WorkloadKind::Fifo,
+        },
+        rate: args.rate,
+        producers: args.producers.max(1),
+        queues: args.queues.max(1),
+        seed: args.seed,
+        dir: dir.clone(),
+        binary: std::env::current_exe().context("locating the raftmq binary")?,
+        extra_config: args.broker_config.clone(),
+        schedule_fault_min: Duration::from_secs(3),
+        schedule_fault_max: Duration::from_secs(8),
+        schedule_quiet_min: Duration::from_secs(3),
+        schedule_quiet_max: Duration::from_secs(6),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(jepsen::run::run(&options))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let text = std::fs::read_to_string(dir.join("results.json")).context("reading results.json")?;
+        write!(out, "{text}")?;
+    } else {
+        writeln!(out, "run directory: {}", dir.display())?;
+        writeln!(out, "replay: {}", replay_command(args))?;
+        write_summary(&mut out, &report.check, &report.faults)?;
+    }
+    Ok(if report.check.valid() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ANOMALY) })
 }
 
 /// What `results.json` holds.

@@ -1,0 +1,145 @@
+//! Nemeses: the faults a run injects, scheduled from the run's seed so that a seed replays the
+//! same schedule. Each fault is injected, held, then healed; the window from injection to heal
+//! is recorded ([`FaultWindow`]) for the availability and recovery report.
+//!
+//! Kinds so far: `kill` (SIGKILL of a random broker, restarted at heal), `kill-leader` (of the
+//! broker leading a random queue's group), `kill-majority`, and `pause` (SIGSTOP, SIGCONT at
+//! heal). Partitions, power loss, slow fsync, leadership transfer, membership change and
+//! controller kill slot in as further [`NemesisKind`]s.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use proto::raftmq::v1::DescribeTopicRequest;
+use rand::RngExt;
+use rand::seq::SliceRandom;
+use rand_xorshift::XorShiftRng;
+
+use crate::cluster::{ClusterError, LocalCluster, admin_client};
+
+/// One kind of fault; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NemesisKind {
+    Kill,
+    KillLeader,
+    KillMajority,
+    Pause,
+}
+
+impl NemesisKind {
+    pub const ALL: [NemesisKind; 4] = [NemesisKind::Kill, NemesisKind::KillLeader, NemesisKind::KillMajority, NemesisKind::Pause];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NemesisKind::Kill => "kill",
+            NemesisKind::KillLeader => "kill-leader",
+            NemesisKind::KillMajority => "kill-majority",
+            NemesisKind::Pause => "pause",
+        }
+    }
+}
+
+impl FromStr for NemesisKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NemesisKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown nemesis {s:?}; known: {}", NemesisKind::ALL.map(|k| k.name()).join(", ")))
+    }
+}
+
+/// A fault in force: what was done, to undo at heal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    Killed(Vec<u64>),
+    Paused(Vec<u64>),
+}
+
+impl Fault {
+    pub fn describe(&self) -> String {
+        let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        match self {
+            Fault::Killed(ids) => format!("kill -9 broker {}", list(ids)),
+            Fault::Paused(ids) => format!("pause broker {}", list(ids)),
+        }
+    }
+}
+
+/// How long faults last and how long the cluster is left alone between them.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub fault_min: Duration,
+    pub fault_max: Duration,
+    pub quiet_min: Duration,
+    pub quiet_max: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            fault_min: Duration::from_secs(3),
+            fault_max: Duration::from_secs(8),
+            quiet_min: Duration::from_secs(3),
+            quiet_max: Duration::from_secs(6),
+        }
+    }
+}
+
+pub fn between(rng: &mut XorShiftRng, min: Duration, max: Duration) -> Duration {
+    if max <= min {
+        return min;
+    }
+    min + Duration::from_millis(rng.random_range(0..=(max - min).as_millis() as u64))
+}
+
+/// The broker leading `queue` of `topic`, as the cluster reports it (any broker that answers).
+async fn leader_of(cluster: &LocalCluster, topic: &str, queue: u32) -> Option<u64> {
+    for b in &cluster.brokers {
+        let mut admin = admin_client(b.client_addr());
+        let req = DescribeTopicRequest { name: topic.into() };
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), admin.describe_topic(req)).await
+            && let Some(q) = r.into_inner().queues.into_iter().find(|q| q.queue_id == queue && q.leader_broker_id != 0)
+        {
+            return Some(q.leader_broker_id);
+        }
+    }
+    None
+}
+
+/// Injects one fault of `kind`; targets chosen with `rng`.
+pub async fn inject(
+    kind: NemesisKind,
+    cluster: &mut LocalCluster,
+    topic: &str,
+    queues: u32,
+    rng: &mut XorShiftRng,
+) -> Result<Fault, ClusterError> {
+    let mut ids = cluster.ids();
+    ids.shuffle(rng);
+    let fault = match kind {
+        NemesisKind::Kill => Fault::Killed(ids[..1].to_vec()),
+        NemesisKind::KillLeader => {
+            let queue = rng.random_range(0..queues.max(1));
+            let leader = leader_of(cluster, topic, queue).await.unwrap_or(ids[0]);
+            Fault::Killed(vec![leader])
+        }
+        NemesisKind::KillMajority => Fault::Killed(ids[..ids.len() / 2 + 1].to_vec()),
+        NemesisKind::Pause => Fault::Paused(ids[..1].to_vec()),
+    };
+    match &fault {
+        Fault::Killed(ids) => ids.iter().try_for_each(|&id| cluster.kill9(id))?,
+        Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.pause(id))?,
+    }
+    Ok(fault)
+}
+
+/// Undoes `fault`: restarts killed brokers, resumes paused ones.
+pub fn heal(fault: &Fault, cluster: &mut LocalCluster) -> Result<(), ClusterError> {
+    match fault {
+        Fault::Killed(ids) => ids.iter().try_for_each(|&id| cluster.restart(id)),
+        Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.resume(id)),
+    }
+}

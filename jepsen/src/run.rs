@@ -1,0 +1,250 @@
+//! One fault campaign: start a cluster, run the workload while the nemeses inject faults from
+//! the seed's schedule, heal everything, read every queue on every replica, then write and check
+//! the history.
+//!
+//! Files in the run's directory: `history.jsonl`, `final.jsonl`, `faults.jsonl`,
+//! `results.json`, `run.json` (the options, to replay), and `broker-N/` (each broker's
+//! configuration, data and log).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicRequest, Topic};
+use rand::{RngExt, SeedableRng};
+use rand_xorshift::XorShiftRng;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::availability::{FaultWindow, WindowStats, by_window};
+use crate::checker::{CheckResult, check};
+use crate::cluster::{ClusterError, ClusterOptions, LocalCluster, admin_client};
+use crate::history::{FinalRead, write_jsonl};
+use crate::nemesis::{self, NemesisKind, Schedule};
+use crate::workload::{Recorder, Workload, final_read};
+
+/// The topic every run uses.
+pub const TOPIC: &str = "jepsen";
+/// How long the cluster may take to come up, and to settle after the faults are healed.
+const READY_WITHIN: Duration = Duration::from_secs(90);
+/// How long the final read of one queue on one replica may take.
+const FINAL_READ_WITHIN: Duration = Duration::from_secs(60);
+
+/// Which workload the clients run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// Producers send to random queues.
+    Queue,
+    /// Each producer sends to one queue in its own message group: order must hold.
+    Fifo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOptions {
+    pub brokers: usize,
+    pub time: Duration,
+    pub nemeses: Vec<NemesisKind>,
+    pub workload: WorkloadKind,
+    /// Sends per second over all producers.
+    pub rate: f64,
+    pub producers: u64,
+    pub queues: u32,
+    pub seed: u64,
+    pub dir: PathBuf,
+    /// The `raftmq` binary the brokers run.
+    pub binary: PathBuf,
+    /// TOML appended to every broker's configuration.
+    pub extra_config: String,
+    pub schedule_fault_min: Duration,
+    pub schedule_fault_max: Duration,
+    pub schedule_quiet_min: Duration,
+    pub schedule_quiet_max: Duration,
+}
+
+impl RunOptions {
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            fault_min: self.schedule_fault_min,
+            fault_max: self.schedule_fault_max,
+            quiet_min: self.schedule_quiet_min,
+            quiet_max: self.schedule_quiet_max,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("writing {what}: {source}")]
+    Write { what: String, source: std::io::Error },
+    #[error("{reason}\n{logs}")]
+    Final { reason: String, logs: String },
+}
+
+/// What a run found.
+pub struct RunReport {
+    pub check: CheckResult,
+    pub faults: Vec<WindowStats>,
+}
+
+fn write_file(path: PathBuf, bytes: &[u8]) -> Result<(), RunError> {
+    std::fs::write(&path, bytes).map_err(|source| RunError::Write { what: path.display().to_string(), source })
+}
+
+fn jsonl<T: Serialize>(items: &[T]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_jsonl(&mut buf, items);
+    buf
+}
+
+/// Runs one campaign; see the module documentation.
+pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
+    // A run's brokers are new hosts; data of an earlier run would name other addresses.
+    if std::fs::read_dir(&options.dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(RunError::Setup(format!("{} is not empty: every run needs a directory of its own", options.dir.display())));
+    }
+    std::fs::create_dir_all(&options.dir).map_err(|source| RunError::Write { what: options.dir.display().to_string(), source })?;
+    write_file(options.dir.join("run.json"), serde_json::to_string_pretty(options).unwrap_or_default().as_bytes())?;
+    let mut cluster = LocalCluster::start(&ClusterOptions {
+        brokers: options.brokers,
+        binary: options.binary.clone(),
+        dir: options.dir.clone(),
+        extra_config: options.extra_config.clone(),
+    })?;
+    cluster.wait_ready(READY_WITHIN).await?;
+    create_topic(&cluster, options).await?;
+
+    let started = Instant::now();
+    let recorder = Recorder::new(started);
+    let deadline = started + options.time;
+    let endpoints = cluster.client_addrs();
+    let workload = Workload {
+        topic: TOPIC,
+        queues: options.queues,
+        endpoints: &endpoints,
+        recorder: &recorder,
+        deadline,
+        rate_per_producer: options.rate / options.producers.max(1) as f64,
+    };
+    let fifo = options.workload == WorkloadKind::Fifo;
+    let producers = futures::future::join_all((0..options.producers).map(|p| workload.produce(p, options.seed, fifo)));
+    let consumers = futures::future::join_all((0..options.queues).map(|q| workload.consume(q, "jepsen-consumers", options.seed)));
+    let nemesis = run_nemesis(&mut cluster, options, &recorder, deadline);
+    let (_, _, windows) = tokio::join!(producers, consumers, nemesis);
+    let windows = windows?;
+
+    // Heal is done; let the cluster settle, then read everything back.
+    let finals = match settle_and_read(&cluster, options).await {
+        Ok(f) => f,
+        Err(reason) => return Err(RunError::Final { reason, logs: cluster.log_tails(30) }),
+    };
+    cluster.kill_all();
+    let events = recorder.into_events();
+    write_file(options.dir.join("history.jsonl"), &jsonl(&events))?;
+    write_file(options.dir.join("final.jsonl"), &jsonl(&finals))?;
+    write_file(options.dir.join("faults.jsonl"), &jsonl(&windows))?;
+    let result = check(&events, &finals);
+    let faults = by_window(&events, &windows);
+    let results = serde_json::json!({
+        "valid": result.valid(),
+        "check": &result,
+        "anomaly_counts": result.counts(),
+        "faults": &faults,
+    });
+    write_file(options.dir.join("results.json"), serde_json::to_string_pretty(&results).unwrap_or_default().as_bytes())?;
+    Ok(RunReport { check: result, faults })
+}
+
+async fn create_topic(cluster: &LocalCluster, options: &RunOptions) -> Result<(), RunError> {
+    let rf = options.brokers.min(3) as u32;
+    let topic =
+        Topic { name: TOPIC.into(), queue_count: options.queues, replication_factor: rf, message_type: 0, checkpoint_interval_entries: 0 };
+    let mut admin = admin_client(cluster.brokers[0].client_addr());
+    let reply = admin
+        .create_topic(CreateTopicRequest { topic: Some(topic) })
+        .await
+        .map_err(|e| RunError::Setup(format!("creating the topic: {e}")))?
+        .into_inner();
+    match reply.status {
+        Some(s) if s.code == proto::raftmq::v1::status::Code::Ok as i32 => Ok(()),
+        other => Err(RunError::Setup(format!("creating the topic: {other:?}"))),
+    }
+}
+
+/// Injects faults by the seed's schedule until the deadline; every fault is healed before it
+/// returns. Returns the fault windows.
+async fn run_nemesis(
+    cluster: &mut LocalCluster,
+    options: &RunOptions,
+    recorder: &Recorder,
+    deadline: Instant,
+) -> Result<Vec<FaultWindow>, RunError> {
+    let mut windows = Vec::new();
+    if options.nemeses.is_empty() {
+        return Ok(windows);
+    }
+    let mut rng = XorShiftRng::seed_from_u64(options.seed);
+    let schedule = options.schedule();
+    loop {
+        let quiet = nemesis::between(&mut rng, schedule.quiet_min, schedule.quiet_max);
+        if Instant::now() + quiet >= deadline {
+            break;
+        }
+        tokio::time::sleep(quiet).await;
+        let kind = options.nemeses[rng.random_range(0..options.nemeses.len())];
+        let hold = nemesis::between(&mut rng, schedule.fault_min, schedule.fault_max);
+        let start_ns = recorder.now_ns();
+        let fault = nemesis::inject(kind, cluster, TOPIC, options.queues, &mut rng).await?;
+        tracing::info!(fault = %fault.describe(), ?hold, "nemesis: injected");
+        // A fault never outlasts the workload: the end of the run heals everything.
+        tokio::time::sleep_until((Instant::now() + hold).min(deadline)).await;
+        nemesis::heal(&fault, cluster)?;
+        tracing::info!(fault = %fault.describe(), "nemesis: healed");
+        windows.push(FaultWindow { name: fault.describe(), start_ns, end_ns: recorder.now_ns() });
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(windows)
+}
+
+/// Waits for every broker and every group to settle (each replica applied what its leader
+/// committed), then reads every queue on every replica of its group.
+async fn settle_and_read(cluster: &LocalCluster, options: &RunOptions) -> Result<Vec<FinalRead>, String> {
+    cluster.wait_ready(READY_WITHIN).await.map_err(|e| e.to_string())?;
+    let mut admin = admin_client(cluster.brokers[0].client_addr());
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        let settled =
+            match admin.cluster_status(ClusterStatusRequest {}).await {
+                Ok(r) => r.into_inner().groups.iter().all(|g| {
+                    g.leader_broker_id != 0 && !g.replicas.is_empty() && g.replicas.iter().all(|r| r.applied_index >= g.commit_index)
+                }),
+                Err(_) => false,
+            };
+        if settled {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("groups did not settle within {READY_WITHIN:?} after the faults were healed"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let described = admin
+        .describe_topic(DescribeTopicRequest { name: TOPIC.into() })
+        .await
+        .map_err(|e| format!("describing the topic: {e}"))?
+        .into_inner();
+    let mut finals = Vec::new();
+    for q in described.queues.iter().take(options.queues as usize) {
+        for &b in &q.replica_broker_ids {
+            let endpoint = cluster.broker(b).map_err(|e| e.to_string())?.client_addr();
+            finals.push(final_read(endpoint, b, TOPIC, q.queue_id, FINAL_READ_WITHIN).await?);
+        }
+    }
+    Ok(finals)
+}

@@ -1,0 +1,276 @@
+//! The workload: producers sending unique values, consumers reading and committing, every
+//! operation recorded as an invocation and a completion ([`Recorder`]); and the final read of
+//! every queue on every replica.
+//!
+//! Outcomes follow the protocol's guarantees: `OK` is `ok`; `NOT_LEADER`, `BUSY`,
+//! `INVALID_ARGUMENT` and `NOT_FOUND` promise nothing was done and are `fail`; everything else
+//! (`UNAVAILABLE`, a timeout, a lost connection) may or may not have taken effect and is
+//! `info`, after which the process is retired and a new one takes its place.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use proto::raftmq::v1::send_request::Target;
+use proto::raftmq::v1::status::Code;
+use proto::raftmq::v1::{CommitOffsetRequest, FetchRequest, GetOffsetRequest, Message, SendRequest, Status};
+use rand::{RngExt, SeedableRng};
+use rand_xorshift::XorShiftRng;
+use tokio::time::Instant;
+
+use crate::cluster::queue_client;
+use crate::history::{Event, EventKind, FinalRead, Op};
+
+/// Deadline of every client call: past it the outcome is unknown (`info`).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most events one run records; the workload stops issuing operations beyond it.
+pub const EVENTS_MAX: usize = 10_000_000;
+
+/// Collects the history: events get dense indexes and times since the run started.
+pub struct Recorder {
+    started: Instant,
+    events: Mutex<Vec<Event>>,
+    next_process: AtomicU64,
+}
+
+impl Recorder {
+    pub fn new(started: Instant) -> Self {
+        Self { started, events: Mutex::new(Vec::new()), next_process: AtomicU64::new(0) }
+    }
+
+    /// A process id never used before.
+    pub fn new_process(&self) -> u64 {
+        self.next_process.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Nanoseconds since the run started.
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the history has room for another operation.
+    pub fn has_room(&self) -> bool {
+        self.lock().len() + 2 <= EVENTS_MAX
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, process: u64, kind: EventKind, op: Op, error: Option<String>) {
+        let mut events = self.lock();
+        // The time is taken under the lock, so times never decrease along the history.
+        let event = Event { index: events.len() as u64, process, time_ns: self.now_ns(), kind, op, error };
+        events.push(event);
+    }
+
+    pub fn into_events(self) -> Vec<Event> {
+        self.events.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How a reply's status maps to an outcome.
+fn outcome(status: &Option<Status>) -> (EventKind, Option<String>) {
+    let Some(s) = status else { return (EventKind::Info, Some("no status".into())) };
+    match Code::try_from(s.code).unwrap_or(Code::Unspecified) {
+        Code::Ok => (EventKind::Ok, None),
+        Code::NotLeader | Code::Busy | Code::InvalidArgument | Code::NotFound => {
+            (EventKind::Fail, Some(format!("{}: {}", s.code, s.message)))
+        }
+        _ => (EventKind::Info, Some(format!("{}: {}", s.code, s.message))),
+    }
+}
+
+/// What the workload clients share.
+pub struct Workload<'a> {
+    pub topic: &'a str,
+    pub queues: u32,
+    pub endpoints: &'a [SocketAddr],
+    pub recorder: &'a Recorder,
+    pub deadline: Instant,
+    /// Operations per second of each producer.
+    pub rate_per_producer: f64,
+}
+
+impl Workload<'_> {
+    /// One producer: sends unique values (`p{producer}-{n}`) to random queues until the
+    /// deadline. With `fifo`, it sends to one queue only, in its own message group, so its
+    /// acknowledged values must take increasing offsets.
+    pub async fn produce(&self, producer: u64, seed: u64, fifo: bool) {
+        let mut rng = XorShiftRng::seed_from_u64(seed ^ producer.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut process = self.recorder.new_process();
+        let fifo_queue = (producer % u64::from(self.queues.max(1))) as u32;
+        let group = fifo.then(|| format!("p{producer}"));
+        let gap = Duration::from_secs_f64(1.0 / self.rate_per_producer.max(0.001));
+        let mut next_at = Instant::now();
+        let mut n = 0u64;
+        while Instant::now() < self.deadline && self.recorder.has_room() {
+            tokio::time::sleep_until(next_at).await;
+            next_at += gap;
+            let queue = if fifo { fifo_queue } else { rng.random_range(0..self.queues.max(1)) };
+            let value = format!("p{producer}-{n}");
+            n += 1;
+            let endpoint = self.endpoints[rng.random_range(0..self.endpoints.len())];
+            let op = |offset| Op::Send { queue, value: value.clone(), message_group: group.clone(), offset };
+            self.recorder.record(process, EventKind::Invoke, op(None), None);
+            let req = SendRequest {
+                topic: self.topic.into(),
+                target: Some(Target::QueueId(queue)),
+                messages: vec![Message { body: value.clone().into_bytes().into(), ..Default::default() }],
+                producer_id: String::new(),
+            };
+            let mut request = tonic::Request::new(req);
+            request.set_timeout(CALL_TIMEOUT);
+            let reply = tokio::time::timeout(CALL_TIMEOUT, queue_client(endpoint).send(request)).await;
+            let (kind, offset, error) = match reply {
+                Ok(Ok(r)) => {
+                    let r = r.into_inner();
+                    let (kind, error) = outcome(&r.status);
+                    match (kind, r.results.first()) {
+                        (EventKind::Ok, Some(result)) if result.queue_id == queue => (kind, Some(result.offset), None),
+                        (EventKind::Ok, _) => (EventKind::Info, None, Some(format!("ok without a result for queue {queue}"))),
+                        _ => (kind, None, error),
+                    }
+                }
+                Ok(Err(status)) => (EventKind::Info, None, Some(status.to_string())),
+                Err(_) => (EventKind::Info, None, Some(format!("no answer within {CALL_TIMEOUT:?}"))),
+            };
+            self.recorder.record(process, kind, op(offset), error);
+            if kind == EventKind::Info {
+                process = self.recorder.new_process();
+            }
+        }
+    }
+
+    /// One consumer of `queue` in `consumer_group`: sessions that start at the committed offset,
+    /// poll forward, and commit every few polls, until the deadline. Any unknown outcome ends
+    /// the session (and retires the process).
+    pub async fn consume(&self, queue: u32, consumer_group: &str, seed: u64) {
+        let mut rng = XorShiftRng::seed_from_u64(seed ^ 0xC0FF_EE00 ^ u64::from(queue));
+        let mut session = 0u64;
+        while Instant::now() < self.deadline && self.recorder.has_room() {
+            session += 1;
+            let process = self.recorder.new_process();
+            let endpoint = self.endpoints[rng.random_range(0..self.endpoints.len())];
+            let mut client = queue_client(endpoint);
+            // The session starts where the group's committed offset says.
+            let read = |offset| Op::ReadOffset { consumer_group: consumer_group.into(), queue, offset };
+            self.recorder.record(process, EventKind::Invoke, read(None), None);
+            let req = GetOffsetRequest { consumer_group: consumer_group.into(), topic: self.topic.into(), queue_id: queue };
+            let mut next = match tokio::time::timeout(CALL_TIMEOUT, client.get_offset(req)).await {
+                Ok(Ok(r)) => {
+                    let r = r.into_inner();
+                    let (kind, error) = outcome(&r.status);
+                    self.recorder.record(process, kind, read(r.offset.filter(|_| kind == EventKind::Ok)), error);
+                    if kind != EventKind::Ok {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    r.offset.unwrap_or(0)
+                }
+                other => {
+                    self.recorder.record(process, EventKind::Info, read(None), Some(format!("{other:?}")));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let mut polls = 0u32;
+            while Instant::now() < self.deadline && self.recorder.has_room() {
+                let poll = |messages| Op::Poll { session, queue, from: next, messages };
+                self.recorder.record(process, EventKind::Invoke, poll(vec![]), None);
+                let req = FetchRequest {
+                    topic: self.topic.into(),
+                    queue_id: queue,
+                    offset: next,
+                    max_messages: 64,
+                    wait_ms: 200,
+                    ..Default::default()
+                };
+                let (kind, messages, error) = match tokio::time::timeout(CALL_TIMEOUT, client.fetch(req)).await {
+                    Ok(Ok(r)) => {
+                        let r = r.into_inner();
+                        let (kind, error) = outcome(&r.status);
+                        let messages: Vec<(u64, String)> = r
+                            .messages
+                            .into_iter()
+                            .filter_map(|m| Some((m.offset, String::from_utf8_lossy(&m.message?.body).into_owned())))
+                            .collect();
+                        (kind, messages, error)
+                    }
+                    other => (EventKind::Info, vec![], Some(format!("{other:?}"))),
+                };
+                let last = messages.last().map(|(o, _)| *o);
+                self.recorder.record(process, kind, poll(if kind == EventKind::Ok { messages } else { vec![] }), error);
+                if kind != EventKind::Ok {
+                    break;
+                }
+                if let Some(o) = last {
+                    next = o + 1;
+                }
+                polls += 1;
+                if polls.is_multiple_of(4) && !self.commit(&mut client, process, consumer_group, queue, next).await {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Commits `offset`; false when the session must end (the outcome was not `ok`).
+    async fn commit(
+        &self,
+        client: &mut proto::raftmq::v1::queue_service_client::QueueServiceClient<tonic::transport::Channel>,
+        process: u64,
+        consumer_group: &str,
+        queue: u32,
+        offset: u64,
+    ) -> bool {
+        let op = Op::Commit { consumer_group: consumer_group.into(), queue, offset };
+        self.recorder.record(process, EventKind::Invoke, op.clone(), None);
+        let req = CommitOffsetRequest { consumer_group: consumer_group.into(), topic: self.topic.into(), queue_id: queue, offset };
+        let (kind, error) = match tokio::time::timeout(CALL_TIMEOUT, client.commit_offset(req)).await {
+            Ok(Ok(r)) => outcome(&r.into_inner().status),
+            other => (EventKind::Info, Some(format!("{other:?}"))),
+        };
+        self.recorder.record(process, kind, op, error);
+        kind == EventKind::Ok
+    }
+}
+
+/// Everything `broker` (at `endpoint`) holds of `queue` of `topic`, read from offset 0 until its
+/// end, within `within`.
+pub async fn final_read(endpoint: SocketAddr, broker: u64, topic: &str, queue: u32, within: Duration) -> Result<FinalRead, String> {
+    let deadline = Instant::now() + within;
+    let mut client = queue_client(endpoint);
+    let mut out = FinalRead { broker, queue, start_offset: 0, end_offset: 0, messages: Vec::new() };
+    let mut next = 0u64;
+    loop {
+        if Instant::now() >= deadline {
+            return Err(format!("broker {broker} queue {queue}: not read to its end within {within:?}"));
+        }
+        let req = FetchRequest { topic: topic.into(), queue_id: queue, offset: next, max_messages: 1000, ..Default::default() };
+        let r = match tokio::time::timeout(CALL_TIMEOUT, client.fetch(req)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            _ => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if outcome(&r.status).0 != EventKind::Ok {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if out.messages.is_empty() {
+            out.start_offset = r.start_offset;
+        }
+        out.end_offset = r.end_offset;
+        for m in r.messages {
+            let Some(message) = m.message else { continue };
+            next = m.offset + 1;
+            out.messages.push((m.offset, String::from_utf8_lossy(&message.body).into_owned()));
+        }
+        if next.max(out.start_offset) >= out.end_offset {
+            return Ok(out);
+        }
+    }
+}
