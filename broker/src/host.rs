@@ -44,6 +44,11 @@ pub struct HostOptions {
     pub raft: Config,
     pub log: LogOptions,
     pub store: StoreOptions,
+    /// **Test only.** The raft log keeps every write not yet fdatasynced in process memory
+    /// (`raft_log::fault::PowerLossFileSystem`), so a SIGKILL loses exactly what a power cut
+    /// would. jepsen's power-loss nemesis runs brokers this way. RocksDB needs nothing alike: its
+    /// WAL is off, so a killed broker loses its unflushed state anyway.
+    pub power_loss_test_mode: bool,
 }
 
 impl HostOptions {
@@ -55,6 +60,7 @@ impl HostOptions {
             raft: Config::default(),
             log: LogOptions::default(),
             store: StoreOptions::default(),
+            power_loss_test_mode: false,
         }
     }
 }
@@ -118,7 +124,17 @@ impl GroupHost {
     /// on the transport's port.
     pub async fn start_with(options: HostOptions, peer_routes: Option<tonic::service::Routes>) -> Result<Self, HostError> {
         let raft_config = Arc::new(options.raft.validate().map_err(|e| HostError::Config(e.to_string()))?);
-        let (engine, recovery) = LogEngine::open(options.data_dir.join("log"), options.log)?;
+        let log_dir = options.data_dir.join("log");
+        if options.log.ack_before_sync.is_some() {
+            tracing::warn!("TEST MODE: appends are acknowledged before fdatasync; acknowledged messages can be lost");
+        }
+        let (engine, recovery) = if options.power_loss_test_mode {
+            tracing::warn!("TEST MODE: raft-log writes stay in memory until fdatasync (power-loss simulation)");
+            let fs = raft_log::fault::PowerLossFileSystem::new(Arc::new(raft_log::fs::StdFileSystem));
+            LogEngine::open_with(log_dir, options.log, Arc::new(fs))?
+        } else {
+            LogEngine::open(log_dir, options.log)?
+        };
         let (store, opened) = QueueStore::open(options.data_dir.join("store"), &options.store)?;
         tracing::info!(
             broker = options.id,

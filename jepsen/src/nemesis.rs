@@ -3,8 +3,10 @@
 //! is recorded ([`FaultWindow`]) for the availability and recovery report.
 //!
 //! Kinds so far: `kill` (SIGKILL of a random broker, restarted at heal), `kill-leader` (of the
-//! broker leading a random queue's group), `kill-majority`, and `pause` (SIGSTOP, SIGCONT at
-//! heal). Partitions, power loss, slow fsync, leadership transfer, membership change and
+//! broker leading a random queue's group), `kill-majority`, `pause` (SIGSTOP, SIGCONT at heal)
+//! and `power-loss` (SIGKILL of every broker at once, all restarted at heal; the run starts the
+//! brokers in power-loss mode, so the kill loses every write not yet fdatasynced, as a
+//! coordinated power cut would). Partitions, power loss, slow fsync, leadership transfer, membership change and
 //! controller kill slot in as further [`NemesisKind`]s.
 
 use std::str::FromStr;
@@ -25,10 +27,12 @@ pub enum NemesisKind {
     KillLeader,
     KillMajority,
     Pause,
+    PowerLoss,
 }
 
 impl NemesisKind {
-    pub const ALL: [NemesisKind; 4] = [NemesisKind::Kill, NemesisKind::KillLeader, NemesisKind::KillMajority, NemesisKind::Pause];
+    pub const ALL: [NemesisKind; 5] =
+        [NemesisKind::Kill, NemesisKind::KillLeader, NemesisKind::KillMajority, NemesisKind::Pause, NemesisKind::PowerLoss];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -36,6 +40,7 @@ impl NemesisKind {
             NemesisKind::KillLeader => "kill-leader",
             NemesisKind::KillMajority => "kill-majority",
             NemesisKind::Pause => "pause",
+            NemesisKind::PowerLoss => "power-loss",
         }
     }
 }
@@ -56,6 +61,8 @@ impl FromStr for NemesisKind {
 pub enum Fault {
     Killed(Vec<u64>),
     Paused(Vec<u64>),
+    /// Every broker, at once.
+    PowerLost(Vec<u64>),
 }
 
 impl Fault {
@@ -64,6 +71,7 @@ impl Fault {
         match self {
             Fault::Killed(ids) => format!("kill -9 broker {}", list(ids)),
             Fault::Paused(ids) => format!("pause broker {}", list(ids)),
+            Fault::PowerLost(ids) => format!("power loss of broker {}", list(ids)),
         }
     }
 }
@@ -128,9 +136,13 @@ pub async fn inject(
         }
         NemesisKind::KillMajority => Fault::Killed(ids[..ids.len() / 2 + 1].to_vec()),
         NemesisKind::Pause => Fault::Paused(ids[..1].to_vec()),
+        NemesisKind::PowerLoss => {
+            ids.sort_unstable();
+            Fault::PowerLost(ids)
+        }
     };
     match &fault {
-        Fault::Killed(ids) => ids.iter().try_for_each(|&id| cluster.kill9(id))?,
+        Fault::Killed(ids) | Fault::PowerLost(ids) => ids.iter().try_for_each(|&id| cluster.kill9(id))?,
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.pause(id))?,
     }
     Ok(fault)
@@ -139,7 +151,7 @@ pub async fn inject(
 /// Undoes `fault`: restarts killed brokers, resumes paused ones.
 pub fn heal(fault: &Fault, cluster: &mut LocalCluster) -> Result<(), ClusterError> {
     match fault {
-        Fault::Killed(ids) => ids.iter().try_for_each(|&id| cluster.restart(id)),
+        Fault::Killed(ids) | Fault::PowerLost(ids) => ids.iter().try_for_each(|&id| cluster.restart(id)),
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.resume(id)),
     }
 }

@@ -53,8 +53,12 @@ pub struct RunOptions {
     pub dir: PathBuf,
     /// The `raftmq` binary the brokers run.
     pub binary: PathBuf,
-    /// TOML appended to every broker's configuration.
+    /// TOML appended to every broker's configuration (not a `[testing]` section: the run
+    /// writes that one).
     pub extra_config: String,
+    /// **Test only**: brokers acknowledge sends before fdatasync, syncing every this many ms
+    /// (0: never so broken). For proving that the checker catches lost writes.
+    pub unsafe_ack_before_fsync_ms: u64,
     pub schedule_fault_min: Duration,
     pub schedule_fault_max: Duration,
     pub schedule_quiet_min: Duration,
@@ -109,11 +113,18 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     }
     std::fs::create_dir_all(&options.dir).map_err(|source| RunError::Write { what: options.dir.display().to_string(), source })?;
     write_file(options.dir.join("run.json"), serde_json::to_string_pretty(options).unwrap_or_default().as_bytes())?;
+    // With the power-loss nemesis, every broker keeps unsynced log writes in memory, so that
+    // killing it loses them.
+    let testing = format!(
+        "[testing]\npower_loss = {}\nack_before_fsync_ms = {}\n",
+        options.nemeses.contains(&NemesisKind::PowerLoss),
+        options.unsafe_ack_before_fsync_ms
+    );
     let mut cluster = LocalCluster::start(&ClusterOptions {
         brokers: options.brokers,
         binary: options.binary.clone(),
         dir: options.dir.clone(),
-        extra_config: options.extra_config.clone(),
+        extra_config: format!("{}\n{testing}", options.extra_config),
     })?;
     cluster.wait_ready(READY_WITHIN).await?;
     create_topic(&cluster, options).await?;

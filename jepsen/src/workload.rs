@@ -82,6 +82,17 @@ fn outcome(status: &Option<Status>) -> (EventKind, Option<String>) {
     }
 }
 
+/// How a call that failed in transport maps to an outcome: a connection that could not be made
+/// carried no request, so nothing happened (`fail`); anything else may have reached the server
+/// (`info`).
+fn transport_outcome(status: &tonic::Status) -> EventKind {
+    if status.code() == tonic::Code::Unavailable && status.message().starts_with("tcp connect error") {
+        EventKind::Fail
+    } else {
+        EventKind::Info
+    }
+}
+
 /// What the workload clients share.
 pub struct Workload<'a> {
     pub topic: &'a str,
@@ -133,7 +144,7 @@ impl Workload<'_> {
                         _ => (kind, None, error),
                     }
                 }
-                Ok(Err(status)) => (EventKind::Info, None, Some(status.to_string())),
+                Ok(Err(status)) => (transport_outcome(&status), None, Some(status.to_string())),
                 Err(_) => (EventKind::Info, None, Some(format!("no answer within {CALL_TIMEOUT:?}"))),
             };
             self.recorder.record(process, kind, op(offset), error);
@@ -170,7 +181,11 @@ impl Workload<'_> {
                     r.offset.unwrap_or(0)
                 }
                 other => {
-                    self.recorder.record(process, EventKind::Info, read(None), Some(format!("{other:?}")));
+                    let kind = match &other {
+                        Ok(Err(status)) => transport_outcome(status),
+                        _ => EventKind::Info,
+                    };
+                    self.recorder.record(process, kind, read(None), Some(format!("{other:?}")));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -198,7 +213,8 @@ impl Workload<'_> {
                             .collect();
                         (kind, messages, error)
                     }
-                    other => (EventKind::Info, vec![], Some(format!("{other:?}"))),
+                    Ok(Err(status)) => (transport_outcome(&status), vec![], Some(status.to_string())),
+                    Err(_) => (EventKind::Info, vec![], Some(format!("no answer within {CALL_TIMEOUT:?}"))),
                 };
                 let last = messages.last().map(|(o, _)| *o);
                 self.recorder.record(process, kind, poll(if kind == EventKind::Ok { messages } else { vec![] }), error);
@@ -230,7 +246,8 @@ impl Workload<'_> {
         let req = CommitOffsetRequest { consumer_group: consumer_group.into(), topic: self.topic.into(), queue_id: queue, offset };
         let (kind, error) = match tokio::time::timeout(CALL_TIMEOUT, client.commit_offset(req)).await {
             Ok(Ok(r)) => outcome(&r.into_inner().status),
-            other => (EventKind::Info, Some(format!("{other:?}"))),
+            Ok(Err(status)) => (transport_outcome(&status), Some(status.to_string())),
+            Err(_) => (EventKind::Info, Some(format!("no answer within {CALL_TIMEOUT:?}"))),
         };
         self.recorder.record(process, kind, op, error);
         kind == EventKind::Ok

@@ -134,7 +134,7 @@ impl Run {
         let dir = tempfile::tempdir().expect("tempdir");
         let fs = PowerLossFileSystem::new(Arc::new(StdFileSystem));
         // Small segments: the runs roll segments and delete purged ones.
-        let options = LogOptions { segment_bytes: 2048, max_record_bytes: 1024 };
+        let options = LogOptions { segment_bytes: 2048, max_record_bytes: 1024, ..LogOptions::default() };
         let (engine, _) = LogEngine::open_with(dir.path(), options.clone(), Arc::new(fs.clone())).expect("open");
         Self {
             _dir: dir,

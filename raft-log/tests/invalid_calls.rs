@@ -4,7 +4,7 @@
 use raft_log::{LogEngine, LogError, LogOptions, StoredEntry};
 
 fn options() -> LogOptions {
-    LogOptions { segment_bytes: 16 * 1024, max_record_bytes: 4096 }
+    LogOptions { segment_bytes: 16 * 1024, max_record_bytes: 4096, ..LogOptions::default() }
 }
 
 fn entries(engine: &LogEngine) -> Vec<StoredEntry> {

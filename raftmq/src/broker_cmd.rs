@@ -39,6 +39,8 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
         max_in_snapshot_log_to_keep: 0,
         ..Default::default()
     };
+    host.power_loss_test_mode = c.testing.power_loss;
+    host.log.ack_before_sync = Some(Duration::from_millis(c.testing.ack_before_fsync_ms)).filter(|d| !d.is_zero());
     let mut o = BrokerOptions::new(host);
     o.client_listen = c.listen;
     o.client_advertise = Some(c.advertise.clone()).filter(|a| !a.is_empty());

@@ -60,6 +60,7 @@ pub struct BrokerConfig {
     pub send: SendConfig,
     pub topic_defaults: TopicDefaults,
     pub retention: RetentionConfig,
+    pub testing: TestingConfig,
 }
 
 /// Timing of every Raft group the broker hosts.
@@ -193,6 +194,20 @@ impl Default for RetentionConfig {
     }
 }
 
+/// **Test only**: modes that break durability on purpose, for the jepsen harness (`raftmq jepsen
+/// run --power-loss`, and the proof that its checker catches lost writes). Never set in a real
+/// deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestingConfig {
+    /// The raft log keeps writes not yet fdatasynced in memory, so a SIGKILL loses what a power
+    /// cut would. Default false.
+    pub power_loss: bool,
+    /// Acknowledge sends before fdatasync and sync only every this many ms: acknowledged
+    /// messages can be lost. 0: off (the default).
+    pub ack_before_fsync_ms: u64,
+}
+
 /// The file as written: every key optional, addresses still text.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -210,6 +225,7 @@ struct ConfigFile {
     send: SendConfig,
     topic_defaults: TopicDefaults,
     retention: RetentionConfig,
+    testing: TestingConfig,
 }
 
 impl Default for ConfigFile {
@@ -228,6 +244,7 @@ impl Default for ConfigFile {
             send: SendConfig::default(),
             topic_defaults: TopicDefaults::default(),
             retention: RetentionConfig::default(),
+            testing: TestingConfig::default(),
         }
     }
 }
@@ -322,6 +339,15 @@ max_age_ms = 259200000
 max_log_entries = 0
 # How often each group is checked.
 check_interval_ms = 60000
+
+# TEST ONLY: modes that break durability on purpose, for the jepsen harness. Never set them in a
+# real deployment.
+[testing]
+# The raft log keeps writes not yet fdatasynced in memory: a SIGKILL loses what a power cut would.
+power_loss = false
+# Acknowledge sends before fdatasync, syncing only every this many ms: acknowledged messages can
+# be lost. 0: off.
+ack_before_fsync_ms = 0
 "#;
 
 /// One configuration key that failed validation.
@@ -429,6 +455,7 @@ impl ConfigFile {
                     send: self.send,
                     topic_defaults: self.topic_defaults,
                     retention: self.retention,
+                    testing: self.testing,
                 })
             }
             _ => Err(problems),

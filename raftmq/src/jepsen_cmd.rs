@@ -38,7 +38,7 @@ pub struct RunArgs {
     /// How long the workload runs: seconds, or with a unit (`90s`, `10m`).
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     time: Duration,
-    /// Comma-separated faults: kill, kill-leader, kill-majority, pause.
+    /// Comma-separated faults: kill, kill-leader, kill-majority, pause, power-loss.
     #[arg(long, default_value = "kill,kill-leader,pause", value_delimiter = ',')]
     nemesis: Vec<NemesisKind>,
     #[arg(long, value_enum, default_value = "queue")]
@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// Print results.json instead of the summary.
     #[arg(long)]
     json: bool,
+    /// TEST ONLY: run brokers that acknowledge sends before fdatasync, syncing every this many
+    /// ms, to see the checker catch the lost writes (with the power-loss nemesis).
+    #[arg(long, default_value_t = 0, hide = true)]
+    unsafe_ack_before_fsync_ms: u64,
 }
 
 /// Raft timing for runs on one machine: a dead leader is replaced within about a second.
@@ -152,6 +156,7 @@ fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
         dir: dir.clone(),
         binary: std::env::current_exe().context("locating the raftmq binary")?,
         extra_config: args.broker_config.clone(),
+        unsafe_ack_before_fsync_ms: args.unsafe_ack_before_fsync_ms,
         schedule_fault_min: Duration::from_secs(3),
         schedule_fault_max: Duration::from_secs(8),
         schedule_quiet_min: Duration::from_secs(3),
