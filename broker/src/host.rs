@@ -170,7 +170,9 @@ impl GroupHost {
             raft_addr,
             engine,
             store: Arc::new(store),
-            peers: PeerChannels::new(),
+            // Calls to peers come from the address this broker listens on (when it listens on
+            // one), as peers and firewalls expect of it.
+            peers: PeerChannels::from_address(Some(raft_addr.ip()).filter(|ip| !ip.is_unspecified())),
             registry,
             queue_groups: Default::default(),
             raft_config,

@@ -36,6 +36,10 @@ pub enum ClusterError {
     NoBroker(u64),
     #[error("the cluster was not ready within {0:?}")]
     NotReady(Duration),
+    #[error(transparent)]
+    Firewall(#[from] crate::net::FirewallError),
+    #[error("a partition nemesis needs the firewall, which this run did not set up")]
+    NoFirewall,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -134,6 +138,8 @@ impl BrokerProcess {
 /// See the module documentation.
 pub struct LocalCluster {
     pub brokers: Vec<BrokerProcess>,
+    /// The run's partition rules, when a partition nemesis is in use.
+    pub firewall: Option<crate::net::Firewall>,
 }
 
 /// A `127.X.Y.0` network on which every one of `n` addresses is free on both ports.
@@ -185,7 +191,7 @@ impl LocalCluster {
                 paused: false,
             });
         }
-        let mut cluster = LocalCluster { brokers };
+        let mut cluster = LocalCluster { brokers, firewall: None };
         for b in &mut cluster.brokers {
             b.spawn()?;
         }
@@ -290,6 +296,8 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.kill_all();
+        // The firewall's own drop removes its rules.
+        self.firewall = None;
     }
 }
 

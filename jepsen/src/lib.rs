@@ -8,6 +8,7 @@
 //! - [`cluster`]: broker processes on their own loopback hosts.
 //! - [`workload`]: producers and consumers that record every operation, and the final reads.
 //! - [`nemesis`]: the faults, scheduled from the seed.
+//! - [`net`]: partitions between the brokers' hosts (iptables).
 //! - [`run`]: one campaign, start to checked history.
 
 pub mod availability;
@@ -15,6 +16,7 @@ pub mod checker;
 pub mod cluster;
 pub mod history;
 pub mod nemesis;
+pub mod net;
 pub mod run;
 pub mod workload;
 

@@ -28,11 +28,36 @@ pub enum NemesisKind {
     KillMajority,
     Pause,
     PowerLoss,
+    /// The brokers split into two random halves.
+    PartitionHalves,
+    /// A random queue's leader cut off from every other broker.
+    PartitionLeader,
+    /// Two halves that cannot talk, and one broker both can (Jepsen's bridge).
+    PartitionBridge,
+    /// One broker receives nothing from the others, while they still receive from it.
+    PartitionOneWay,
 }
 
 impl NemesisKind {
-    pub const ALL: [NemesisKind; 5] =
-        [NemesisKind::Kill, NemesisKind::KillLeader, NemesisKind::KillMajority, NemesisKind::Pause, NemesisKind::PowerLoss];
+    pub const ALL: [NemesisKind; 9] = [
+        NemesisKind::Kill,
+        NemesisKind::KillLeader,
+        NemesisKind::KillMajority,
+        NemesisKind::Pause,
+        NemesisKind::PowerLoss,
+        NemesisKind::PartitionHalves,
+        NemesisKind::PartitionLeader,
+        NemesisKind::PartitionBridge,
+        NemesisKind::PartitionOneWay,
+    ];
+
+    /// Whether it needs the firewall (root and iptables).
+    pub fn partitions(self) -> bool {
+        matches!(
+            self,
+            NemesisKind::PartitionHalves | NemesisKind::PartitionLeader | NemesisKind::PartitionBridge | NemesisKind::PartitionOneWay
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,6 +66,10 @@ impl NemesisKind {
             NemesisKind::KillMajority => "kill-majority",
             NemesisKind::Pause => "pause",
             NemesisKind::PowerLoss => "power-loss",
+            NemesisKind::PartitionHalves => "partition-halves",
+            NemesisKind::PartitionLeader => "partition-leader",
+            NemesisKind::PartitionBridge => "partition-bridge",
+            NemesisKind::PartitionOneWay => "partition-one-way",
         }
     }
 }
@@ -63,6 +92,8 @@ pub enum Fault {
     Paused(Vec<u64>),
     /// Every broker, at once.
     PowerLost(Vec<u64>),
+    /// Firewall rules in force, as described.
+    Partitioned(String),
 }
 
 impl Fault {
@@ -72,6 +103,7 @@ impl Fault {
             Fault::Killed(ids) => format!("kill -9 broker {}", list(ids)),
             Fault::Paused(ids) => format!("pause broker {}", list(ids)),
             Fault::PowerLost(ids) => format!("power loss of broker {}", list(ids)),
+            Fault::Partitioned(what) => what.clone(),
         }
     }
 }
@@ -140,12 +172,63 @@ pub async fn inject(
             ids.sort_unstable();
             Fault::PowerLost(ids)
         }
+        NemesisKind::PartitionHalves | NemesisKind::PartitionLeader | NemesisKind::PartitionBridge | NemesisKind::PartitionOneWay => {
+            let leader = match kind {
+                NemesisKind::PartitionLeader => leader_of(cluster, topic, rng.random_range(0..queues.max(1))).await,
+                _ => None,
+            };
+            return partition(kind, cluster, ids, leader);
+        }
     };
     match &fault {
         Fault::Killed(ids) | Fault::PowerLost(ids) => ids.iter().try_for_each(|&id| cluster.kill9(id))?,
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.pause(id))?,
+        Fault::Partitioned(_) => {}
     }
     Ok(fault)
+}
+
+/// Applies a partition of `kind` over the brokers in `ids` (shuffled); `leader` for
+/// [`NemesisKind::PartitionLeader`].
+fn partition(kind: NemesisKind, cluster: &mut LocalCluster, mut ids: Vec<u64>, leader: Option<u64>) -> Result<Fault, ClusterError> {
+    let ip = |cluster: &LocalCluster, id: u64| cluster.broker(id).map(|b| b.ip);
+    let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let ips = |cluster: &LocalCluster, ids: &[u64]| ids.iter().map(|&id| ip(cluster, id)).collect::<Result<Vec<_>, _>>();
+    let (a, b, what) = match kind {
+        NemesisKind::PartitionLeader => {
+            let isolated = leader.unwrap_or(ids[0]);
+            ids.retain(|&id| id != isolated);
+            (vec![isolated], ids, format!("isolate broker {isolated}"))
+        }
+        NemesisKind::PartitionBridge => {
+            // a | bridge | b: the bridge sees both sides, the sides not each other.
+            let bridge = ids.pop().unwrap_or(0);
+            let half = ids.len() / 2;
+            let (a, b) = (ids[..half].to_vec(), ids[half..].to_vec());
+            let what = format!("partition {{{}}} | {{{}}} bridged by broker {bridge}", list(&a), list(&b));
+            (a, b, what)
+        }
+        NemesisKind::PartitionOneWay => {
+            let deaf = ids[0];
+            let others: Vec<u64> = ids[1..].to_vec();
+            let from = ips(cluster, &others)?;
+            let to = ip(cluster, deaf)?;
+            let fw = cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?;
+            for f in from {
+                fw.block(f, to)?;
+            }
+            return Ok(Fault::Partitioned(format!("broker {deaf} hears nothing from {}", list(&others))));
+        }
+        _ => {
+            let half = ids.len() / 2;
+            let (a, b) = (ids[..half].to_vec(), ids[half..].to_vec());
+            let what = format!("partition {{{}}} | {{{}}}", list(&a), list(&b));
+            (a, b, what)
+        }
+    };
+    let (a_ips, b_ips) = (ips(cluster, &a)?, ips(cluster, &b)?);
+    cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?.cut(&a_ips, &b_ips)?;
+    Ok(Fault::Partitioned(what))
 }
 
 /// Undoes `fault`: restarts killed brokers, resumes paused ones.
@@ -153,5 +236,6 @@ pub fn heal(fault: &Fault, cluster: &mut LocalCluster) -> Result<(), ClusterErro
     match fault {
         Fault::Killed(ids) | Fault::PowerLost(ids) => ids.iter().try_for_each(|&id| cluster.restart(id)),
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.resume(id)),
+        Fault::Partitioned(_) => Ok(cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?.heal()?),
     }
 }

@@ -80,6 +80,8 @@ impl RunOptions {
 pub enum RunError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Firewall(#[from] crate::net::FirewallError),
     #[error("{0}")]
     Setup(String),
     #[error("writing {what}: {source}")]
@@ -126,6 +128,9 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         dir: options.dir.clone(),
         extra_config: format!("{}\n{testing}", options.extra_config),
     })?;
+    if options.nemeses.iter().any(|k| k.partitions()) {
+        cluster.firewall = Some(crate::net::Firewall::new(&format!("{}s{}", std::process::id(), options.seed))?);
+    }
     cluster.wait_ready(READY_WITHIN).await?;
     create_topic(&cluster, options).await?;
 

@@ -38,7 +38,9 @@ pub struct RunArgs {
     /// How long the workload runs: seconds, or with a unit (`90s`, `10m`).
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     time: Duration,
-    /// Comma-separated faults: kill, kill-leader, kill-majority, pause, power-loss.
+    /// Comma-separated faults: kill, kill-leader, kill-majority, pause, power-loss,
+    /// partition-halves, partition-leader, partition-bridge, partition-one-way (the partitions
+    /// need root and iptables).
     #[arg(long, default_value = "kill,kill-leader,pause", value_delimiter = ',')]
     nemesis: Vec<NemesisKind>,
     #[arg(long, value_enum, default_value = "queue")]

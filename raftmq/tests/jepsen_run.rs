@@ -1,29 +1,18 @@
-//! `raftmq jepsen run` end to end: a short campaign on three real broker processes with kill,
-//! kill-leader, pause and coordinated power-loss faults must find no anomaly, and must have done
-//! real work (sends acknowledged, faults injected, every queue read back on every replica); and
-//! the same harness must catch a broker that acknowledges before fdatasync.
+//! `raftmq jepsen run` end to end: a 60 s campaign on three real broker processes with every
+//! nemesis (kills, pauses, coordinated power loss, partitions by iptables) must find no anomaly,
+//! and must have done real work (sends acknowledged, faults injected, every queue read back on
+//! every replica); and the same harness must catch a broker that acknowledges before fdatasync.
+//! Partitions need root and iptables, as CI has (`scripts/install-deps`).
 
 use std::process::Command;
 
 #[test]
-fn a_short_campaign_with_kills_pauses_and_power_loss_finds_no_anomaly() {
+fn a_campaign_with_every_nemesis_finds_no_anomaly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let output = Command::new(env!("CARGO_BIN_EXE_raftmq"))
-        .args([
-            "jepsen",
-            "run",
-            "--brokers",
-            "3",
-            "--time",
-            "30s",
-            "--nemesis",
-            "kill,kill-leader,pause,power-loss",
-            "--rate",
-            "100",
-            "--seed",
-            "7",
-        ])
+        .args(["jepsen", "run", "--brokers", "3", "--time", "60s", "--rate", "100", "--seed", "7"])
+        .args(["--nemesis", "kill,kill-leader,pause,power-loss,partition-halves,partition-leader,partition-bridge,partition-one-way"])
         .arg("--out")
         .arg(&out)
         .env("RUST_LOG", "warn")
@@ -36,9 +25,10 @@ fn a_short_campaign_with_kills_pauses_and_power_loss_finds_no_anomaly() {
     let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["valid"], true);
     let sends_ok = results["check"]["sends"]["ok"].as_u64().unwrap();
-    assert!(sends_ok >= 500, "only {sends_ok} sends acknowledged: {stdout}");
+    // At 100/s for 60 s with faults about half the time, on a machine shared with other tests.
+    assert!(sends_ok >= 300, "only {sends_ok} sends acknowledged: {stdout}");
     assert!(results["check"]["polls"]["ok"].as_u64().unwrap() > 0, "{stdout}");
-    assert!(!results["faults"].as_array().unwrap().is_empty(), "no fault was injected: {stdout}");
+    assert!(results["faults"].as_array().unwrap().len() >= 4, "too few faults injected: {stdout}");
     // Every queue was read back on each of its three replicas.
     let finals = std::fs::read_to_string(out.join("final.jsonl")).unwrap();
     assert_eq!(finals.lines().count(), 4 * 3, "{finals}");

@@ -66,6 +66,9 @@ struct Peer {
 pub struct PeerChannels {
     peers: Mutex<HashMap<String, Peer>>,
     heartbeat_window: Duration,
+    /// The address outgoing connections are made from, when the broker listens on one
+    /// address: then its peers (and firewall rules) see its calls come from that address.
+    local_address: Option<std::net::IpAddr>,
 }
 
 impl PeerChannels {
@@ -74,7 +77,16 @@ impl PeerChannels {
     }
 
     pub fn with_heartbeat_window(heartbeat_window: Duration) -> Arc<Self> {
-        Arc::new(Self { peers: Mutex::new(HashMap::new()), heartbeat_window })
+        Arc::new(Self { peers: Mutex::new(HashMap::new()), heartbeat_window, local_address: None })
+    }
+
+    /// Channels whose connections are made from `local_address` (none: the system's choice).
+    pub fn from_address(local_address: Option<std::net::IpAddr>) -> Arc<Self> {
+        Arc::new(Self { peers: Mutex::new(HashMap::new()), heartbeat_window: HEARTBEAT_BATCH_WINDOW_DEFAULT, local_address })
+    }
+
+    pub fn local_address(&self) -> Option<std::net::IpAddr> {
+        self.local_address
     }
 
     /// The channel to `addr` (`host:port`), made on first use; it connects, and reconnects
@@ -90,6 +102,7 @@ impl PeerChannels {
             return Ok(p.clone());
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .local_address(self.local_address)
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

@@ -69,6 +69,7 @@ impl ForwardClients {
         }
         let channel = Endpoint::from_shared(format!("http://{endpoint}"))
             .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?
+            .local_address(self.peers.local_address())
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy();
