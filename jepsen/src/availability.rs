@@ -1,5 +1,7 @@
-//! Availability and recovery around each fault: what fraction of the operations begun while a
-//! fault was active succeeded, and how long after the fault ended the first send succeeded.
+//! Availability and recovery around each fault: what fraction of the operations that completed
+//! while a fault was in force succeeded, and how long after the fault ended the first send
+//! succeeded. (Counting by completion, not invocation: an operation begun during a fault and
+//! answered after the heal says nothing of the fault.)
 
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +23,10 @@ pub struct WindowStats {
     pub name: String,
     pub start_ns: u64,
     pub end_ns: u64,
-    /// Operations invoked during the window, and how many of them completed `ok`.
-    pub invoked: u64,
+    /// Operations that completed (ok, fail or info) during the window, and how many were `ok`.
+    pub completed: u64,
     pub ok: u64,
-    /// `ok / invoked`; 1 when nothing was invoked.
+    /// `ok / completed`; 1 when nothing completed.
     pub availability: f64,
     /// From the end of the window to the completion of the first `ok` send invoked after it;
     /// `None` if no send succeeded afterwards.
@@ -35,8 +37,8 @@ pub struct WindowStats {
 struct Timed {
     invoked_ns: u64,
     is_send: bool,
-    /// When it completed `ok`, if it did.
-    ok_at_ns: Option<u64>,
+    /// When it completed, and whether `ok`.
+    completed: Option<(u64, bool)>,
 }
 
 /// Statistics for each window, in the order given.
@@ -46,31 +48,33 @@ pub fn by_window(events: &[Event], windows: &[FaultWindow]) -> Vec<WindowStats> 
     for e in events {
         if e.kind == EventKind::Invoke {
             open.insert(e.process, ops.len());
-            ops.push(Timed { invoked_ns: e.time_ns, is_send: matches!(e.op, Op::Send { .. }), ok_at_ns: None });
-        } else if let Some(i) = open.remove(&e.process)
-            && e.kind == EventKind::Ok
-        {
-            ops[i].ok_at_ns = Some(e.time_ns);
+            ops.push(Timed { invoked_ns: e.time_ns, is_send: matches!(e.op, Op::Send { .. }), completed: None });
+        } else if let Some(i) = open.remove(&e.process) {
+            ops[i].completed = Some((e.time_ns, e.kind == EventKind::Ok));
         }
     }
     windows
         .iter()
         .map(|w| {
-            let during: Vec<&Timed> = ops.iter().filter(|o| o.invoked_ns >= w.start_ns && o.invoked_ns < w.end_ns).collect();
-            let invoked = during.len() as u64;
-            let ok = during.iter().filter(|o| o.ok_at_ns.is_some()).count() as u64;
+            let during: Vec<bool> =
+                ops.iter().filter_map(|o| o.completed).filter(|(t, _)| *t >= w.start_ns && *t < w.end_ns).map(|(_, ok)| ok).collect();
+            let completed = during.len() as u64;
+            let ok = during.iter().filter(|ok| **ok).count() as u64;
             let recovery_ns = ops
                 .iter()
                 .filter(|o| o.is_send && o.invoked_ns >= w.end_ns)
-                .filter_map(|o| o.ok_at_ns.map(|done| done.saturating_sub(w.end_ns)))
+                .filter_map(|o| match o.completed {
+                    Some((done, true)) => Some(done.saturating_sub(w.end_ns)),
+                    _ => None,
+                })
                 .min();
             WindowStats {
                 name: w.name.clone(),
                 start_ns: w.start_ns,
                 end_ns: w.end_ns,
-                invoked,
+                completed,
                 ok,
-                availability: if invoked == 0 { 1.0 } else { ok as f64 / invoked as f64 },
+                availability: if completed == 0 { 1.0 } else { ok as f64 / completed as f64 },
                 recovery_ns,
             }
         })
@@ -88,7 +92,8 @@ mod tests {
 
     #[test]
     fn availability_and_recovery_per_window() {
-        // Window 100..200: p1 ok, p2 fails, p3 unknown; after it p4 fails, p5 succeeds at 260.
+        // Window 100..200: p1 ok, p2 fails, p3 unknown (all completing inside it; p0 completed
+        // before it); after it p4 fails, p5 succeeds at 260.
         let events = vec![
             event(0, 0, 50, EventKind::Invoke),
             event(1, 0, 60, EventKind::Ok),
@@ -108,8 +113,8 @@ mod tests {
             FaultWindow { name: "quiet".into(), start_ns: 300, end_ns: 400 },
         ];
         let stats = by_window(&events, &windows);
-        assert_eq!((stats[0].invoked, stats[0].ok, stats[0].recovery_ns), (3, 1, Some(60)));
+        assert_eq!((stats[0].completed, stats[0].ok, stats[0].recovery_ns), (3, 1, Some(60)));
         assert!((stats[0].availability - 1.0 / 3.0).abs() < 1e-9);
-        assert_eq!((stats[1].invoked, stats[1].availability, stats[1].recovery_ns), (0, 1.0, None));
+        assert_eq!((stats[1].completed, stats[1].availability, stats[1].recovery_ns), (0, 1.0, None));
     }
 }

@@ -10,6 +10,7 @@
 //! - [`nemesis`]: the faults, scheduled from the seed.
 //! - [`net`]: partitions between the brokers' hosts (iptables).
 //! - [`run`]: one campaign, start to checked history.
+//! - [`report`]: the self-contained HTML page of a run.
 
 pub mod availability;
 pub mod checker;
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod report;
 pub mod run;
 pub mod workload;
 

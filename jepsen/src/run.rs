@@ -3,8 +3,8 @@
 //! the history.
 //!
 //! Files in the run's directory: `history.jsonl`, `final.jsonl`, `faults.jsonl`,
-//! `results.json`, `run.json` (the options, to replay), and `broker-N/` (each broker's
-//! configuration, data and log).
+//! `results.json`, `index.html` (the report), `run.json` (the options, to replay), and
+//! `broker-N/` (each broker's configuration, data and log).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,6 +63,8 @@ pub struct RunOptions {
     pub schedule_fault_max: Duration,
     pub schedule_quiet_min: Duration,
     pub schedule_quiet_max: Duration,
+    /// The command line that replays this run, for the report.
+    pub replay: String,
 }
 
 impl RunOptions {
@@ -172,6 +174,14 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         "faults": &faults,
     });
     write_file(options.dir.join("results.json"), serde_json::to_string_pretty(&results).unwrap_or_default().as_bytes())?;
+    let page = crate::report::render(&crate::report::ReportInput {
+        events: &events,
+        windows: &windows,
+        faults: &faults,
+        check: &result,
+        command: Some(&options.replay),
+    });
+    write_file(options.dir.join("index.html"), page.as_bytes())?;
     Ok(RunReport { check: result, faults })
 }
 

@@ -29,6 +29,8 @@ pub enum JepsenCommand {
     /// Check a stored run again: reads DIR/history.jsonl, DIR/final.jsonl and DIR/faults.jsonl,
     /// writes DIR/results.json. Exits 1 if any anomaly is found.
     Check(CheckArgs),
+    /// Write DIR/index.html, the run's report (self-contained: open it in any browser).
+    Report(ReportArgs),
 }
 
 #[derive(Args)]
@@ -111,6 +113,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Args)]
+pub struct ReportArgs {
+    /// The run's directory.
+    dir: PathBuf,
+}
+
+#[derive(Args)]
 pub struct CheckArgs {
     /// The run's directory.
     dir: PathBuf,
@@ -126,7 +134,31 @@ pub fn run(cmd: JepsenCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         JepsenCommand::Run(args) => run_campaign(&args),
         JepsenCommand::Check(args) => check(&args),
+        JepsenCommand::Report(args) => report(&args),
     }
+}
+
+fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let events: Vec<Event> = read(&args.dir, "history.jsonl", true)?;
+    let finals: Vec<FinalRead> = read(&args.dir, "final.jsonl", true)?;
+    let windows: Vec<FaultWindow> = read(&args.dir, "faults.jsonl", false)?;
+    let result = jepsen::check(&events, &finals);
+    let faults = jepsen::by_window(&events, &windows);
+    // The replay command, when the run recorded its options.
+    let run: Option<serde_json::Value> =
+        std::fs::read_to_string(args.dir.join("run.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let command = run.as_ref().and_then(|r| r["replay"].as_str().map(String::from));
+    let page = jepsen::report::render(&jepsen::report::ReportInput {
+        events: &events,
+        windows: &windows,
+        faults: &faults,
+        check: &result,
+        command: command.as_deref(),
+    });
+    let path = args.dir.join("index.html");
+    std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -159,6 +191,7 @@ fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
         binary: std::env::current_exe().context("locating the raftmq binary")?,
         extra_config: args.broker_config.clone(),
         unsafe_ack_before_fsync_ms: args.unsafe_ack_before_fsync_ms,
+        replay: replay_command(args),
         schedule_fault_min: Duration::from_secs(3),
         schedule_fault_max: Duration::from_secs(8),
         schedule_quiet_min: Duration::from_secs(3),
@@ -224,7 +257,7 @@ fn write_summary(out: &mut impl Write, r: &CheckResult, faults: &[WindowStats]) 
     }
     for w in faults {
         let recovery = w.recovery_ns.map_or("never".to_string(), |ns| format!("{:.3} s", ns as f64 / 1e9));
-        writeln!(out, "fault {:?}: availability {:.3} of {} ops, recovered after {recovery}", w.name, w.availability, w.invoked)?;
+        writeln!(out, "fault {:?}: availability {:.3} of {} ops, recovered after {recovery}", w.name, w.availability, w.completed)?;
     }
     for a in &r.anomalies {
         writeln!(out, "ANOMALY {:?}: {} (events {:?})", a.class, a.detail, a.events)?;

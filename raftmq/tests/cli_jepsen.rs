@@ -1,5 +1,6 @@
 //! `raftmq jepsen check DIR` on stored runs: a clean one passes, one with a lost write fails with
-//! exit code 1 and names it, and both leave `results.json`.
+//! exit code 1 and names it, and both leave `results.json`; `raftmq jepsen report DIR` writes the
+//! page.
 
 use std::path::Path;
 use std::process::Command;
@@ -52,6 +53,11 @@ fn a_clean_run_passes_and_a_lost_write_fails() {
     assert!(text.contains("valid: no anomalies"), "{text}");
     assert!(text.contains("fault \"kill -9 broker 2\": availability 1.000 of 1 ops, recovered after 0.002 s"), "{text}");
     assert_eq!(results(clean.path())["valid"], true);
+    let report = Command::new(env!("CARGO_BIN_EXE_raftmq")).args(["jepsen", "report"]).arg(clean.path()).output().unwrap();
+    assert_eq!(report.status.code(), Some(0), "{}", String::from_utf8_lossy(&report.stderr));
+    let page = std::fs::read_to_string(clean.path().join("index.html")).unwrap();
+    assert!(page.contains("Valid: no anomalies") && page.matches("<svg").count() == 2, "{page}");
+    assert!(page.contains("kill -9 broker 2"), "the fault is in the schedule: {page}");
 
     let lost = tempfile::tempdir().unwrap();
     store_run(lost.path(), &[(0, "a")]);
