@@ -198,7 +198,13 @@ fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
         schedule_quiet_max: Duration::from_secs(6),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(jepsen::run::run(&options))?;
+    // Ctrl-C drops the run: its cluster kills the brokers and its firewall removes its rules.
+    let report = runtime.block_on(async {
+        tokio::select! {
+            report = jepsen::run::run(&options) => Ok(report?),
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; the cluster was stopped and its firewall rules removed")),
+        }
+    })?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let text = std::fs::read_to_string(dir.join("results.json")).context("reading results.json")?;
