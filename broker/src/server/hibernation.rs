@@ -53,8 +53,10 @@ impl Default for HibernationOptions {
 }
 
 /// Parks, among `groups` (quiet groups that `leader` leads and has parked), each replica here
-/// that follows `leader` in the group's term and holds exactly its last entry; returns the
-/// groups parked here (including those parked already).
+/// that follows `leader` in the group's term, holds exactly its last entry and has applied it
+/// (so readers of this replica see every committed message while it sleeps: a follower learns
+/// of a commit only from the leader's next message); returns the groups parked here (including
+/// those parked already).
 pub(crate) fn park_followers(core: &Core, leader: BrokerId, groups: &[QuietGroup]) -> Vec<GroupId> {
     let mut parked = Vec::new();
     for q in groups {
@@ -65,6 +67,7 @@ pub(crate) fn park_followers(core: &Core, leader: BrokerId, groups: &[QuietGroup
                 && m.current_leader == Some(leader)
                 && m.current_term == q.term
                 && m.last_log_index == Some(q.last_log_index)
+                && m.last_applied.as_ref().map(|l| l.index) == Some(q.last_log_index)
         };
         if in_step {
             core.host.park(q.group_id);
