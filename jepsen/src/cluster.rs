@@ -143,7 +143,7 @@ pub struct LocalCluster {
 }
 
 /// A `127.X.Y.0` network on which every one of `n` addresses is free on both ports.
-fn free_network(n: usize, seed: u64) -> Option<[u8; 2]> {
+pub fn free_network(n: usize, seed: u64) -> Option<[u8; 2]> {
     (0..1000u64).find_map(|attempt| {
         let v = seed.wrapping_add(attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         let net = [2 + (v % 250) as u8, ((v >> 8) % 256) as u8];
@@ -153,6 +153,19 @@ fn free_network(n: usize, seed: u64) -> Option<[u8; 2]> {
         });
         free.then_some(net)
     })
+}
+
+/// The configuration of broker `h` (1-based) of an `n`-broker cluster on `127.X.Y.0` (`net`):
+/// its own address on the standard ports, its data directory, the first three brokers as the
+/// metadata group's voters, then `extra`.
+pub fn broker_config(net: [u8; 2], n: usize, h: usize, data_dir: &Path, extra: &str) -> String {
+    let ip = |h: usize| Ipv4Addr::new(127, net[0], net[1], h as u8);
+    let controllers: Vec<String> = (1..=n.min(3)).map(|c| format!("\"{c}@{}:{PEER_PORT}\"", ip(c))).collect();
+    format!(
+        "id = {h}\ndata_dir = {data_dir:?}\nlisten = \"{ip}:{CLIENT_PORT}\"\npeer_listen = \"{ip}:{PEER_PORT}\"\ncontrollers = [{c}]\n{extra}\n",
+        ip = ip(h),
+        c = controllers.join(", "),
+    )
 }
 
 impl LocalCluster {
@@ -167,19 +180,12 @@ impl LocalCluster {
             ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let net = free_network(n, seed).ok_or(ClusterError::NoNetwork(n))?;
         let ip = |h: usize| Ipv4Addr::new(127, net[0], net[1], h as u8);
-        let controllers: Vec<String> = (1..=n.min(3)).map(|h| format!("\"{h}@{}:{PEER_PORT}\"", ip(h))).collect();
         let mut brokers = Vec::with_capacity(n);
         for h in 1..=n {
             let dir = options.dir.join(format!("broker-{h}"));
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
             let config = dir.join("broker.toml");
-            let text = format!(
-                "id = {h}\ndata_dir = {data:?}\nlisten = \"{ip}:{CLIENT_PORT}\"\npeer_listen = \"{ip}:{PEER_PORT}\"\ncontrollers = [{c}]\n{extra}\n",
-                data = dir.join("data"),
-                ip = ip(h),
-                c = controllers.join(", "),
-                extra = options.extra_config,
-            );
+            let text = broker_config(net, n, h, &dir.join("data"), &options.extra_config);
             std::fs::write(&config, text).map_err(io(format!("writing {}", config.display())))?;
             brokers.push(BrokerProcess {
                 id: h as u64,

@@ -138,12 +138,25 @@ pub fn run(cmd: JepsenCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    let events: Vec<Event> = read(&args.dir, "history.jsonl", true)?;
-    let finals: Vec<FinalRead> = read(&args.dir, "final.jsonl", true)?;
-    let windows: Vec<FaultWindow> = read(&args.dir, "faults.jsonl", false)?;
+/// A stored run, checked again.
+struct StoredRun {
+    events: Vec<Event>,
+    windows: Vec<FaultWindow>,
+    result: CheckResult,
+    faults: Vec<WindowStats>,
+}
+
+fn load_and_check(dir: &Path) -> anyhow::Result<StoredRun> {
+    let events: Vec<Event> = read(dir, "history.jsonl", true)?;
+    let finals: Vec<FinalRead> = read(dir, "final.jsonl", true)?;
+    let windows: Vec<FaultWindow> = read(dir, "faults.jsonl", false)?;
     let result = jepsen::check(&events, &finals);
     let faults = jepsen::by_window(&events, &windows);
+    Ok(StoredRun { events, windows, result, faults })
+}
+
+fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let StoredRun { events, windows, result, faults } = load_and_check(&args.dir)?;
     // The replay command, when the run recorded its options.
     let run: Option<serde_json::Value> =
         std::fs::read_to_string(args.dir.join("run.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
@@ -236,11 +249,7 @@ fn read<T: for<'de> serde::Deserialize<'de>>(dir: &Path, name: &'static str, req
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let events: Vec<Event> = read(&args.dir, "history.jsonl", true)?;
-    let finals: Vec<FinalRead> = read(&args.dir, "final.jsonl", true)?;
-    let windows: Vec<FaultWindow> = read(&args.dir, "faults.jsonl", false)?;
-    let result = jepsen::check(&events, &finals);
-    let faults = jepsen::by_window(&events, &windows);
+    let StoredRun { result, faults, .. } = load_and_check(&args.dir)?;
     let results = Results { valid: result.valid(), check: &result, anomaly_counts: result.counts(), faults: &faults };
     let text = serde_json::to_string_pretty(&results)?;
     let path = args.dir.join("results.json");

@@ -6,7 +6,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,8 +17,7 @@ use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{ClusterStatusRequest, Status};
 use tonic::transport::Channel;
 
-pub const CLIENT_PORT: u16 = 8081;
-pub const PEER_PORT: u16 = 9081;
+pub use jepsen::cluster::{CLIENT_PORT, PEER_PORT};
 /// How long a cluster may take to come up, or a broker to come back.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -129,21 +128,9 @@ pub struct Cluster {
 /// A `127.X.Y.0` network no other cluster of this machine uses now: every address of it is free
 /// on both ports.
 fn free_network(n: usize) -> [u8; 2] {
-    let seed = std::process::id() as u64
-        ^ Instant::now().elapsed().as_nanos() as u64
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    for attempt in 0..1000u64 {
-        let v = seed.wrapping_add(attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let net = [2 + (v % 250) as u8, ((v >> 8) % 256) as u8];
-        let free = (1..=n as u8).all(|h| {
-            let ip = Ipv4Addr::new(127, net[0], net[1], h);
-            TcpListener::bind((ip, CLIENT_PORT)).is_ok() && TcpListener::bind((ip, PEER_PORT)).is_ok()
-        });
-        if free {
-            return net;
-        }
-    }
-    panic!("no free 127.X.Y.0 network for {n} brokers");
+    let seed =
+        std::process::id() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    jepsen::cluster::free_network(n, seed).unwrap_or_else(|| panic!("no free 127.X.Y.0 network for {n} brokers"))
 }
 
 impl Cluster {
@@ -153,19 +140,12 @@ impl Cluster {
         let root = tempfile::tempdir().expect("temp dir");
         let net = free_network(n);
         let ip = |h: usize| Ipv4Addr::new(127, net[0], net[1], h as u8);
-        let controllers: Vec<String> = (1..=n.min(3)).map(|h| format!("\"{h}@{}:{PEER_PORT}\"", ip(h))).collect();
         let mut brokers = Vec::new();
         for h in 1..=n {
             let dir = root.path().join(format!("broker-{h}"));
             std::fs::create_dir_all(&dir).expect("broker dir");
             let config = dir.join("broker.toml");
-            let text = format!(
-                "id = {h}\ndata_dir = {data:?}\nlisten = \"{ip}:{CLIENT_PORT}\"\npeer_listen = \"{ip}:{PEER_PORT}\"\ncontrollers = [{c}]\n{extra}\n",
-                data = dir.join("data"),
-                ip = ip(h),
-                c = controllers.join(", "),
-            );
-            std::fs::write(&config, text).expect("broker config");
+            std::fs::write(&config, jepsen::cluster::broker_config(net, n, h, &dir.join("data"), extra)).expect("broker config");
             brokers.push(Broker { id: h as u64, ip: ip(h), dir, config, child: None });
         }
         for b in &mut brokers {
