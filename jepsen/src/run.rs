@@ -33,9 +33,10 @@ const FINAL_READ_WITHIN: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkloadKind {
-    /// Producers send to random queues.
+    /// Half the producers send to random queues, the other half each to one queue in its own
+    /// FIFO message group (whose order must hold).
     Queue,
-    /// Each producer sends to one queue in its own message group: order must hold.
+    /// Every producer sends to one queue in its own message group.
     Fifo,
 }
 
@@ -148,8 +149,9 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         deadline,
         rate_per_producer: options.rate / options.producers.max(1) as f64,
     };
-    let fifo = options.workload == WorkloadKind::Fifo;
-    let producers = futures::future::join_all((0..options.producers).map(|p| workload.produce(p, options.seed, fifo)));
+    // queue: every other producer sends in its own FIFO message group; fifo: all of them.
+    let fifo = |p: u64| options.workload == WorkloadKind::Fifo || p % 2 == 1;
+    let producers = futures::future::join_all((0..options.producers).map(|p| workload.produce(p, options.seed, fifo(p))));
     let consumers = futures::future::join_all((0..options.queues).map(|q| workload.consume(q, "jepsen-consumers", options.seed)));
     let nemesis = run_nemesis(&mut cluster, options, &recorder, deadline);
     let (_, _, windows) = tokio::join!(producers, consumers, nemesis);
