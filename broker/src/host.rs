@@ -49,6 +49,9 @@ pub struct HostOptions {
     /// would. jepsen's power-loss nemesis runs brokers this way. RocksDB needs nothing alike: its
     /// WAL is off, so a killed broker loses its unflushed state anyway.
     pub power_loss_test_mode: bool,
+    /// **Test only.** A file whose content (milliseconds, absent or empty: 0) every fdatasync
+    /// of the raft log first waits for, read every 100 ms: jepsen's slow-fsync nemesis writes it.
+    pub fsync_delay_file: Option<PathBuf>,
 }
 
 impl HostOptions {
@@ -61,6 +64,7 @@ impl HostOptions {
             log: LogOptions::default(),
             store: StoreOptions::default(),
             power_loss_test_mode: false,
+            fsync_delay_file: None,
         }
     }
 }
@@ -81,6 +85,19 @@ pub enum HostError {
     Task(String),
     #[error("group {group}: reading the log at index {log_index}: {reason}")]
     LogRead { group: GroupId, log_index: u64, reason: String },
+}
+
+/// Copies the milliseconds in `file` (absent, empty or unreadable: 0) into `delay` every 100 ms,
+/// until the log that holds `delay` is gone.
+fn follow_delay_file(file: PathBuf, delay: std::sync::Weak<std::sync::atomic::AtomicU64>) {
+    std::thread::spawn(move || {
+        while let Some(delay) = delay.upgrade() {
+            let ms = std::fs::read_to_string(&file).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0);
+            delay.store(ms, std::sync::atomic::Ordering::Relaxed);
+            drop(delay);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
 }
 
 /// Most messages one [`GroupHost::read_queue`] returns.
@@ -128,13 +145,18 @@ impl GroupHost {
         if options.log.ack_before_sync.is_some() {
             tracing::warn!("TEST MODE: appends are acknowledged before fdatasync; acknowledged messages can be lost");
         }
-        let (engine, recovery) = if options.power_loss_test_mode {
+        let mut fs: Arc<dyn raft_log::fs::FileSystem> = Arc::new(raft_log::fs::StdFileSystem);
+        if options.power_loss_test_mode {
             tracing::warn!("TEST MODE: raft-log writes stay in memory until fdatasync (power-loss simulation)");
-            let fs = raft_log::fault::PowerLossFileSystem::new(Arc::new(raft_log::fs::StdFileSystem));
-            LogEngine::open_with(log_dir, options.log, Arc::new(fs))?
-        } else {
-            LogEngine::open(log_dir, options.log)?
-        };
+            fs = Arc::new(raft_log::fault::PowerLossFileSystem::new(fs));
+        }
+        if let Some(control) = &options.fsync_delay_file {
+            tracing::warn!(file = %control.display(), "TEST MODE: every fdatasync waits for the delay this file names");
+            let slow = raft_log::fault::SlowSyncFileSystem::new(fs);
+            follow_delay_file(control.clone(), Arc::downgrade(&slow.delay_ms()));
+            fs = Arc::new(slow);
+        }
+        let (engine, recovery) = LogEngine::open_with(log_dir, options.log, fs)?;
         let (store, opened) = QueueStore::open(options.data_dir.join("store"), &options.store)?;
         tracing::info!(
             broker = options.id,

@@ -21,6 +21,9 @@ use tonic::transport::Channel;
 pub const CLIENT_PORT: u16 = 8081;
 /// Every broker's peer (Raft transport) port.
 pub const PEER_PORT: u16 = 9081;
+/// Under a broker's data directory: the slow-fsync test mode's delay in milliseconds (the
+/// broker's `[testing] fsync_delay_file`).
+pub const FSYNC_DELAY_FILE: &str = "testing-fsync-delay-ms";
 /// Most brokers a cluster may have: the host part of `127.X.Y.N`.
 pub const BROKERS_MAX: usize = 250;
 
@@ -247,6 +250,13 @@ impl LocalCluster {
         b.signal(libc::SIGCONT);
         b.paused = false;
         Ok(())
+    }
+
+    /// Makes every fdatasync of broker `id`'s log wait `delay_ms` first (0: none). The broker
+    /// must run with `[testing] fsync_delay_file = true`; it reads the file every 100 ms.
+    pub fn set_fsync_delay(&mut self, id: u64, delay_ms: u64) -> Result<(), ClusterError> {
+        let path = self.broker(id)?.dir.join("data").join(FSYNC_DELAY_FILE);
+        std::fs::write(&path, delay_ms.to_string()).map_err(io(format!("writing {}", path.display())))
     }
 
     /// Waits until every broker answers `ClusterStatus` and the metadata lists every broker

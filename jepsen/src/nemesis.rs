@@ -6,7 +6,9 @@
 //! broker leading a random queue's group), `kill-majority`, `pause` (SIGSTOP, SIGCONT at heal)
 //! and `power-loss` (SIGKILL of every broker at once, all restarted at heal; the run starts the
 //! brokers in power-loss mode, so the kill loses every write not yet fdatasynced, as a
-//! coordinated power cut would). Partitions, power loss, slow fsync, leadership transfer, membership change and
+//! coordinated power cut would), the four partitions (iptables, `crate::net`), and `slow-fsync`
+//! (every fdatasync of one broker's log waits 50–500 ms; the run starts the brokers in their
+//! slow-fsync test mode). Partitions, power loss, slow fsync, leadership transfer, membership change and
 //! controller kill slot in as further [`NemesisKind`]s.
 
 use std::str::FromStr;
@@ -36,10 +38,12 @@ pub enum NemesisKind {
     PartitionBridge,
     /// One broker receives nothing from the others, while they still receive from it.
     PartitionOneWay,
+    /// Every fdatasync of a random broker's log waits 50–500 ms first.
+    SlowFsync,
 }
 
 impl NemesisKind {
-    pub const ALL: [NemesisKind; 9] = [
+    pub const ALL: [NemesisKind; 10] = [
         NemesisKind::Kill,
         NemesisKind::KillLeader,
         NemesisKind::KillMajority,
@@ -49,6 +53,7 @@ impl NemesisKind {
         NemesisKind::PartitionLeader,
         NemesisKind::PartitionBridge,
         NemesisKind::PartitionOneWay,
+        NemesisKind::SlowFsync,
     ];
 
     /// Whether it needs the firewall (root and iptables).
@@ -70,6 +75,7 @@ impl NemesisKind {
             NemesisKind::PartitionLeader => "partition-leader",
             NemesisKind::PartitionBridge => "partition-bridge",
             NemesisKind::PartitionOneWay => "partition-one-way",
+            NemesisKind::SlowFsync => "slow-fsync",
         }
     }
 }
@@ -94,6 +100,11 @@ pub enum Fault {
     PowerLost(Vec<u64>),
     /// Firewall rules in force, as described.
     Partitioned(String),
+    /// Every fdatasync of the broker's log waits this long first.
+    SlowFsync {
+        broker: u64,
+        delay_ms: u64,
+    },
 }
 
 impl Fault {
@@ -104,6 +115,7 @@ impl Fault {
             Fault::Paused(ids) => format!("pause broker {}", list(ids)),
             Fault::PowerLost(ids) => format!("power loss of broker {}", list(ids)),
             Fault::Partitioned(what) => what.clone(),
+            Fault::SlowFsync { broker, delay_ms } => format!("fsync of broker {broker} slowed by {delay_ms} ms"),
         }
     }
 }
@@ -172,6 +184,11 @@ pub async fn inject(
             ids.sort_unstable();
             Fault::PowerLost(ids)
         }
+        NemesisKind::SlowFsync => {
+            let (broker, delay_ms) = (ids[0], rng.random_range(50..=500u64));
+            cluster.set_fsync_delay(broker, delay_ms)?;
+            return Ok(Fault::SlowFsync { broker, delay_ms });
+        }
         NemesisKind::PartitionHalves | NemesisKind::PartitionLeader | NemesisKind::PartitionBridge | NemesisKind::PartitionOneWay => {
             let leader = match kind {
                 NemesisKind::PartitionLeader => leader_of(cluster, topic, rng.random_range(0..queues.max(1))).await,
@@ -183,7 +200,7 @@ pub async fn inject(
     match &fault {
         Fault::Killed(ids) | Fault::PowerLost(ids) => ids.iter().try_for_each(|&id| cluster.kill9(id))?,
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.pause(id))?,
-        Fault::Partitioned(_) => {}
+        Fault::Partitioned(_) | Fault::SlowFsync { .. } => {}
     }
     Ok(fault)
 }
@@ -237,5 +254,6 @@ pub fn heal(fault: &Fault, cluster: &mut LocalCluster) -> Result<(), ClusterErro
         Fault::Killed(ids) | Fault::PowerLost(ids) => ids.iter().try_for_each(|&id| cluster.restart(id)),
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.resume(id)),
         Fault::Partitioned(_) => Ok(cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?.heal()?),
+        Fault::SlowFsync { broker, .. } => cluster.set_fsync_delay(*broker, 0),
     }
 }

@@ -121,9 +121,10 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     // With the power-loss nemesis, every broker keeps unsynced log writes in memory, so that
     // killing it loses them.
     let testing = format!(
-        "[testing]\npower_loss = {}\nack_before_fsync_ms = {}\n",
+        "[testing]\npower_loss = {}\nack_before_fsync_ms = {}\nfsync_delay_file = {}\n",
         options.nemeses.contains(&NemesisKind::PowerLoss),
-        options.unsafe_ack_before_fsync_ms
+        options.unsafe_ack_before_fsync_ms,
+        options.nemeses.contains(&NemesisKind::SlowFsync),
     );
     let mut cluster = LocalCluster::start(&ClusterOptions {
         brokers: options.brokers,

@@ -6,7 +6,10 @@
 //! the files underneath hold exactly what a machine that lost power would find on its disk.
 //! Handles opened before a crash fail every later call, as the dead process's would.
 //!
-//! Used by the crash tests of this crate, and meant for the broker's power-loss test mode.
+//! Used by the crash tests of this crate, and by the broker's power-loss test mode.
+//!
+//! [`SlowSyncFileSystem`] makes every sync wait an adjustable delay first: a slow disk, for the
+//! broker's slow-fsync test mode.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -302,5 +305,89 @@ mod tests {
         fs.crash().unwrap();
         fs.power_on();
         assert_eq!(fs.list(dir.path()).unwrap(), vec!["kept".to_string()]);
+    }
+}
+
+/// A file layer whose `sync_data` (and `sync_dir`) first waits for an adjustable delay: a slow
+/// disk, for fault tests. The delay is shared, so a test (or a broker's test mode) can change it
+/// while the log runs.
+#[derive(Debug, Clone)]
+pub struct SlowSyncFileSystem {
+    inner: Arc<dyn FileSystem>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Debug)]
+struct SlowSyncFile {
+    inner: Arc<dyn LogFile>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn wait(delay_ms: &std::sync::atomic::AtomicU64) {
+    let ms = delay_ms.load(Ordering::Relaxed);
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+impl SlowSyncFileSystem {
+    /// Wraps `inner` with no delay yet.
+    pub fn new(inner: Arc<dyn FileSystem>) -> Self {
+        Self { inner, delay_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)) }
+    }
+
+    /// The delay every sync waits for, in milliseconds; store to change it.
+    pub fn delay_ms(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.delay_ms.clone()
+    }
+}
+
+impl LogFile for SlowSyncFile {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        wait(&self.delay_ms);
+        self.inner.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl FileSystem for SlowSyncFileSystem {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>> {
+        Ok(Arc::new(SlowSyncFile { inner: self.inner.open(path, create)?, delay_ms: self.delay_ms.clone() }))
+    }
+
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
+        Ok(Arc::new(SlowSyncFile { inner: self.inner.open_read_only(path)?, delay_ms: self.delay_ms.clone() }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        wait(&self.delay_ms);
+        self.inner.sync_dir(dir)
     }
 }

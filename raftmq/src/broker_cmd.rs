@@ -25,6 +25,9 @@ pub struct BrokerArgs {
     print_default_config: bool,
 }
 
+/// Under the data directory: the slow-fsync test mode's delay (`[testing] fsync_delay_file`).
+const FSYNC_DELAY_FILE: &str = jepsen::cluster::FSYNC_DELAY_FILE;
+
 /// The broker's options from its configuration file.
 pub fn options(c: &BrokerConfig) -> BrokerOptions {
     let mut host = HostOptions::new(c.id, &c.data_dir);
@@ -40,6 +43,7 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
         ..Default::default()
     };
     host.power_loss_test_mode = c.testing.power_loss;
+    host.fsync_delay_file = c.testing.fsync_delay_file.then(|| c.data_dir.join(FSYNC_DELAY_FILE));
     host.log.ack_before_sync = Some(Duration::from_millis(c.testing.ack_before_fsync_ms)).filter(|d| !d.is_zero());
     let mut o = BrokerOptions::new(host);
     o.client_listen = c.listen;

@@ -206,6 +206,10 @@ pub struct TestingConfig {
     /// Acknowledge sends before fdatasync and sync only every this many ms: acknowledged
     /// messages can be lost. 0: off (the default).
     pub ack_before_fsync_ms: u64,
+    /// Every fdatasync of the raft log first waits for the milliseconds written in
+    /// `DATA_DIR/testing-fsync-delay-ms` (absent: none), for the slow-fsync nemesis. Default
+    /// false.
+    pub fsync_delay_file: bool,
 }
 
 /// The file as written: every key optional, addresses still text.
@@ -348,6 +352,9 @@ power_loss = false
 # Acknowledge sends before fdatasync, syncing only every this many ms: acknowledged messages can
 # be lost. 0: off.
 ack_before_fsync_ms = 0
+# Every fdatasync of the raft log first waits for the milliseconds written in
+# DATA_DIR/testing-fsync-delay-ms (absent: no wait).
+fsync_delay_file = false
 "#;
 
 /// One configuration key that failed validation.

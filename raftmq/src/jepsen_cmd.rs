@@ -42,7 +42,7 @@ pub struct RunArgs {
     time: Duration,
     /// Comma-separated faults: kill, kill-leader, kill-majority, pause, power-loss,
     /// partition-halves, partition-leader, partition-bridge, partition-one-way (the partitions
-    /// need root and iptables).
+    /// need root and iptables), slow-fsync.
     #[arg(long, default_value = "kill,kill-leader,pause", value_delimiter = ',')]
     nemesis: Vec<NemesisKind>,
     #[arg(long, value_enum, default_value = "queue")]
