@@ -211,11 +211,14 @@ fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
         schedule_quiet_max: Duration::from_secs(6),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    // Ctrl-C drops the run: its cluster kills the brokers and its firewall removes its rules.
+    // Ctrl-C or SIGTERM drops the run: its cluster kills the brokers and its firewall removes
+    // its rules. (A run started in the background of a script ignores SIGINT: SIGTERM it.)
     let report = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("handling SIGTERM")?;
         tokio::select! {
             report = jepsen::run::run(&options) => Ok(report?),
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; the cluster was stopped and its firewall rules removed")),
+            _ = term.recv() => Err(anyhow::anyhow!("terminated; the cluster was stopped and its firewall rules removed")),
         }
     })?;
     let mut out = std::io::stdout().lock();
