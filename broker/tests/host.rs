@@ -198,3 +198,16 @@ async fn a_reopened_group_applies_with_the_options_it_was_created_with() {
     host.open_group(GROUP, Some(every_3)).await.unwrap();
     host.shutdown().await.unwrap();
 }
+
+/// A restarted leader must win an election before it serves, whatever the options say: the
+/// state machine and the committed index are not persisted at once, so a leader restored
+/// without one could answer reads from stale state (found by jepsen after a power loss).
+#[tokio::test]
+async fn every_group_runs_without_leader_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = common::host_options(1, dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    options.raft.enable_leader_restore = Some(true);
+    let host = GroupHost::start(options).await.unwrap();
+    assert_eq!(host.raft_config().enable_leader_restore, Some(false));
+    host.shutdown().await.unwrap();
+}
