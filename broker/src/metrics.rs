@@ -296,6 +296,9 @@ pub struct ReplicaState {
     pub follower_lag: Vec<(BrokerId, u64)>,
     /// Parked: the group is quiet (no heartbeats, no election timer).
     pub hibernating: bool,
+    /// For a queue group: the applied index its store holds durably (flushed); a restart
+    /// re-applies the log after it.
+    pub durable_applied_index: Option<u64>,
 }
 
 impl ReplicaState {
@@ -324,6 +327,7 @@ impl ReplicaState {
             applied_index: m.last_applied.as_ref().map_or(0, |l| l.index()),
             follower_lag,
             hibernating: false,
+            durable_applied_index: None,
         }
     }
 }
@@ -424,6 +428,17 @@ fn encode_replicas(encoder: &mut DescriptorEncoder, replicas: &[ReplicaState]) -
         let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
         for r in replicas {
             metric.encode_family(&[("group", r.group)])?.encode_gauge(&value(r))?;
+        }
+    }
+    let mut durable = encoder.encode_descriptor(
+        "raftmq_store_durable_applied_index",
+        "For each hosted queue group, the applied index its store holds flushed to disk: a restart re-applies the log after it.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for r in replicas {
+        if let Some(index) = r.durable_applied_index {
+            durable.encode_family(&[("group", r.group)])?.encode_gauge(&index)?;
         }
     }
     let mut lag = encoder.encode_descriptor(

@@ -63,6 +63,7 @@ async fn one_broker_reports_sends_syncs_groups_and_requests() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = BrokerOptions::new(common::host_options(1, dir.path(), "127.0.0.1:0".parse().unwrap()));
     options.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    options.store_flush_interval = std::time::Duration::from_millis(200);
     let broker = BrokerServer::start(options).await.unwrap();
     let metrics_addr = broker.metrics_addr().expect("a metrics server");
     let channel = Channel::from_shared(format!("http://{}", broker.client_addr())).unwrap().connect().await.unwrap();
@@ -135,6 +136,15 @@ async fn one_broker_reports_sends_syncs_groups_and_requests() {
     assert!(sample(&text, "raftmq_grpc_requests_total{method=\"/raftmq.v1.QueueService/Send\"}").unwrap() >= 5.0, "\n{text}");
     assert!(sample(&text, "raftmq_grpc_request_duration_seconds_count{method=\"/raftmq.v1.AdminService/CreateTopic\"}").unwrap() >= 1.0);
     assert!(text.ends_with("# EOF\n"));
+
+    // The store is flushed periodically, so a restart would re-apply nothing of the sends.
+    eventually("the store to hold the group's applied index durably", || async move {
+        let (_, text) = scrape(metrics_addr).await;
+        let applied = sample(&text, &format!("raftmq_raft_applied_index{{group=\"{group}\"}}"))?;
+        let durable = sample(&text, &format!("raftmq_store_durable_applied_index{{group=\"{group}\"}}"))?;
+        (durable == applied && durable >= 6.0).then_some(())
+    })
+    .await;
 
     broker.shutdown().await.unwrap();
     assert!(tokio::net::TcpStream::connect(metrics_addr).await.is_err(), "the metrics server stops with the broker");

@@ -81,6 +81,7 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
         checkpoint_interval_entries: c.topic_defaults.checkpoint_interval_entries,
     };
     o.hibernation = HibernationOptions { after: Some(Duration::from_millis(c.raft.hibernate_after_ms)).filter(|d| !d.is_zero()) };
+    o.store_flush_interval = Duration::from_millis(c.store.flush_interval_ms);
     o.metrics_listen = c.metrics_listen;
     o
 }

@@ -60,6 +60,7 @@ pub struct BrokerConfig {
     pub send: SendConfig,
     pub topic_defaults: TopicDefaults,
     pub retention: RetentionConfig,
+    pub store: StoreConfig,
     pub testing: TestingConfig,
 }
 
@@ -194,6 +195,21 @@ impl Default for RetentionConfig {
     }
 }
 
+/// The queue store (RocksDB).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// How often the store is flushed to disk, above 0. Its WAL is off: after a crash, a group
+    /// re-applies its Raft log from the last flush, so this bounds restart time. Default 30000.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { flush_interval_ms: 30_000 }
+    }
+}
+
 /// **Test only**: modes that break durability on purpose, for the jepsen harness (`raftmq jepsen
 /// run --power-loss`, and the proof that its checker catches lost writes). Never set in a real
 /// deployment.
@@ -229,6 +245,7 @@ struct ConfigFile {
     send: SendConfig,
     topic_defaults: TopicDefaults,
     retention: RetentionConfig,
+    store: StoreConfig,
     testing: TestingConfig,
 }
 
@@ -248,6 +265,7 @@ impl Default for ConfigFile {
             send: SendConfig::default(),
             topic_defaults: TopicDefaults::default(),
             retention: RetentionConfig::default(),
+            store: StoreConfig::default(),
             testing: TestingConfig::default(),
         }
     }
@@ -343,6 +361,12 @@ max_age_ms = 259200000
 max_log_entries = 0
 # How often each group is checked.
 check_interval_ms = 60000
+
+# The queue store (RocksDB).
+[store]
+# How often the store is flushed to disk. Its WAL is off: after a crash, a group re-applies its
+# Raft log from the last flush, so this bounds restart time. Must be above 0.
+flush_interval_ms = 30000
 
 # TEST ONLY: modes that break durability on purpose, for the jepsen harness. Never set them in a
 # real deployment.
@@ -445,6 +469,9 @@ impl ConfigFile {
         if self.retention.check_interval_ms == 0 {
             problems.push(invalid("retention.check_interval_ms", "must be above 0"));
         }
+        if self.store.flush_interval_ms == 0 {
+            problems.push(invalid("store.flush_interval_ms", "must be above 0"));
+        }
         match (listen, peer_listen, problems.is_empty()) {
             (Some(listen), Some(peer_listen), true) => {
                 let controllers = if controllers.is_empty() { vec![(id, peer_advertise.clone())] } else { controllers };
@@ -462,6 +489,7 @@ impl ConfigFile {
                     send: self.send,
                     topic_defaults: self.topic_defaults,
                     retention: self.retention,
+                    store: self.store,
                     testing: self.testing,
                 })
             }

@@ -102,6 +102,10 @@ pub struct BrokerOptions {
     pub retention: RetentionOptions,
     /// When quiet queue groups stop their heartbeats and election timers.
     pub hibernation: HibernationOptions,
+    /// How often the queue store's memtables are flushed. The store's WAL is off, so what it
+    /// has not flushed is rebuilt from the Raft log after a crash: this bounds how much of each
+    /// group's log a restart re-applies. Default 30 s.
+    pub store_flush_interval: Duration,
     /// Where `GET /metrics` (Prometheus, OpenMetrics text) is served; port 0 picks a free one.
     /// Default none: no metrics server.
     pub metrics_listen: Option<SocketAddr>,
@@ -124,6 +128,7 @@ impl BrokerOptions {
             topic_defaults: TopicDefaults::default(),
             retention: RetentionOptions::default(),
             hibernation: HibernationOptions::default(),
+            store_flush_interval: Duration::from_secs(30),
             metrics_listen: None,
         }
     }
@@ -320,6 +325,23 @@ enum LocalAttempt<T> {
     Failed(MetaCallError),
 }
 
+/// Flushes the queue store every [`BrokerOptions::store_flush_interval`] (see there).
+async fn flush_store_periodically(core: Arc<Core>) {
+    let mut stop = core.stop.clone();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(core.options.store_flush_interval) => {}
+        }
+        let store = core.host.store().clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "flushing the queue store failed"),
+            Err(e) => tracing::warn!(error = %e, "the store flush task failed"),
+        }
+    }
+}
+
 impl MetricsSource for Core {
     fn log_stats(&self) -> &raft_log::engine::EngineStats {
         self.host.log_stats()
@@ -331,6 +353,7 @@ impl MetricsSource for Core {
             if let Some(raft) = self.host.group(id) {
                 let mut state = ReplicaState::from_raft(id, &raft.metrics().borrow_watched());
                 state.hibernating = self.host.is_parked(id);
+                state.durable_applied_index = self.host.store().durable_applied_index(id);
                 replicas.push(state);
             }
         }
@@ -405,6 +428,7 @@ impl BrokerServer {
             tokio::spawn(reconcile::meta_learners(core.clone())),
             tokio::spawn(retention::run(core.clone())),
             tokio::spawn(hibernation::run(core.clone())),
+            tokio::spawn(flush_store_periodically(core.clone())),
         ];
         let streams = core.options.streams_per_connection_max;
         // A request larger than one Raft entry (plus framing) could never be stored whole; tonic

@@ -77,6 +77,7 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
         },
         topic_defaults: TopicDefaults { queue_count: 4, replication_factor: 3, checkpoint_interval_entries: 4096 },
         retention: RetentionConfig { max_age_ms: 259_200_000, max_log_entries: 0, check_interval_ms: 60_000 },
+        store: StoreConfig { flush_interval_ms: 30_000 },
         testing: TestingConfig { power_loss: false, ack_before_fsync_ms: 0, fsync_delay_file: false },
     };
     assert_eq!(config, expected);
@@ -320,6 +321,7 @@ fn validation_errors_name_the_key() {
         ("id = 1\n[topic_defaults]\nqueue_count = 0", "topic_defaults.queue_count"),
         ("id = 1\n[topic_defaults]\nreplication_factor = 0", "topic_defaults.replication_factor"),
         ("id = 1\n[topic_defaults]\ncheckpoint_interval_entries = 0", "topic_defaults.checkpoint_interval_entries"),
+        ("id = 1\n[store]\nflush_interval_ms = 0", "store.flush_interval_ms"),
         ("id = 1\n[topic_defaults]\ncheckpoint_interval_entries = 1048577", "topic_defaults.checkpoint_interval_entries"),
     ];
     for (text, key) in cases {
