@@ -97,6 +97,16 @@ pub enum RunError {
 pub struct RunReport {
     pub check: CheckResult,
     pub faults: Vec<WindowStats>,
+    /// Why the cluster did not come back healthy after the faults were healed (groups that did
+    /// not settle, replicas that could not be read), if it did not: the run is then a failure
+    /// even with no anomaly, and the checked history holds only what could be read.
+    pub unhealthy: Vec<String>,
+}
+
+impl RunReport {
+    pub fn valid(&self) -> bool {
+        self.check.valid() && self.unhealthy.is_empty()
+    }
 }
 
 fn write_file(path: PathBuf, bytes: &[u8]) -> Result<(), RunError> {
@@ -158,8 +168,16 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     let (_, _, windows) = tokio::join!(producers, consumers, nemesis);
     let windows = windows?;
 
-    // Heal is done; let the cluster settle, then read everything back.
-    let finals = match settle_and_read(&cluster, options).await {
+    // Heal is done; let the cluster settle, then read everything back. A cluster that does not
+    // come back healthy is itself a failure, but the history is still checked against what can
+    // be read: that is where a broken broker's lost writes show.
+    let mut unhealthy = Vec::new();
+    if let Err(reason) = settle(&cluster).await {
+        tracing::warn!(%reason, logs = %cluster.log_tails(10), "the cluster did not settle after the heal");
+        unhealthy.push(reason);
+    }
+    let read_within = if unhealthy.is_empty() { FINAL_READ_WITHIN } else { Duration::from_secs(10) };
+    let finals = match read_everything(&cluster, options, read_within, &mut unhealthy).await {
         Ok(f) => f,
         Err(reason) => return Err(RunError::Final { reason, logs: cluster.log_tails(30) }),
     };
@@ -171,7 +189,8 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     let result = check(&events, &finals);
     let faults = by_window(&events, &windows);
     let results = serde_json::json!({
-        "valid": result.valid(),
+        "valid": result.valid() && unhealthy.is_empty(),
+        "unhealthy": &unhealthy,
         "check": &result,
         "anomaly_counts": result.counts(),
         "faults": &faults,
@@ -185,7 +204,7 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         command: Some(&options.replay),
     });
     write_file(options.dir.join("index.html"), page.as_bytes())?;
-    Ok(RunReport { check: result, faults })
+    Ok(RunReport { check: result, faults, unhealthy })
 }
 
 async fn create_topic(cluster: &LocalCluster, options: &RunOptions) -> Result<(), RunError> {
@@ -241,9 +260,9 @@ async fn run_nemesis(
     Ok(windows)
 }
 
-/// Waits for every broker and every group to settle (each replica applied what its leader
-/// committed), then reads every queue on every replica of its group.
-async fn settle_and_read(cluster: &LocalCluster, options: &RunOptions) -> Result<Vec<FinalRead>, String> {
+/// Waits for every broker and every group to settle: each replica applied what its leader
+/// committed.
+async fn settle(cluster: &LocalCluster) -> Result<(), String> {
     cluster.wait_ready(READY_WITHIN).await.map_err(|e| e.to_string())?;
     let mut admin = admin_client(cluster.brokers[0].client_addr());
     let deadline = Instant::now() + READY_WITHIN;
@@ -263,6 +282,18 @@ async fn settle_and_read(cluster: &LocalCluster, options: &RunOptions) -> Result
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Ok(())
+}
+
+/// Reads every queue on every replica of its group, each within `within`; a replica that cannot
+/// be read is noted in `unhealthy` and left out.
+async fn read_everything(
+    cluster: &LocalCluster,
+    options: &RunOptions,
+    within: Duration,
+    unhealthy: &mut Vec<String>,
+) -> Result<Vec<FinalRead>, String> {
+    let mut admin = admin_client(cluster.brokers[0].client_addr());
     let described = admin
         .describe_topic(DescribeTopicRequest { name: TOPIC.into() })
         .await
@@ -272,7 +303,10 @@ async fn settle_and_read(cluster: &LocalCluster, options: &RunOptions) -> Result
     for q in described.queues.iter().take(options.queues as usize) {
         for &b in &q.replica_broker_ids {
             let endpoint = cluster.broker(b).map_err(|e| e.to_string())?.client_addr();
-            finals.push(final_read(endpoint, b, TOPIC, q.queue_id, FINAL_READ_WITHIN).await?);
+            match final_read(endpoint, b, TOPIC, q.queue_id, within).await {
+                Ok(read) => finals.push(read),
+                Err(reason) => unhealthy.push(reason),
+            }
         }
     }
     Ok(finals)

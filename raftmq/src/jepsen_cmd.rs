@@ -127,7 +127,7 @@ pub struct CheckArgs {
     json: bool,
 }
 
-/// Exit code when the history shows an anomaly.
+/// Exit code when the history shows an anomaly (or the cluster did not recover from the faults).
 const EXIT_ANOMALY: u8 = 1;
 
 pub fn run(cmd: JepsenCommand) -> anyhow::Result<ExitCode> {
@@ -229,8 +229,11 @@ fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "run directory: {}", dir.display())?;
         writeln!(out, "replay: {}", replay_command(args))?;
         write_summary(&mut out, &report.check, &report.faults)?;
+        for reason in &report.unhealthy {
+            writeln!(out, "UNHEALTHY after the heal: {reason}")?;
+        }
     }
-    Ok(if report.check.valid() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ANOMALY) })
+    Ok(if report.valid() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ANOMALY) })
 }
 
 /// What `results.json` holds.
