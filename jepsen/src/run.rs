@@ -93,6 +93,30 @@ pub enum RunError {
     Final { reason: String, logs: String },
 }
 
+/// What `results.json` holds: `run` writes it, and `raftmq jepsen check` writes it again from
+/// the stored files (carrying `unhealthy` over, which only the run could see).
+#[derive(Debug, Serialize)]
+pub struct Results<'a> {
+    /// No anomaly, and the cluster came back healthy.
+    pub valid: bool,
+    pub unhealthy: &'a [String],
+    pub check: &'a CheckResult,
+    pub anomaly_counts: std::collections::BTreeMap<crate::checker::AnomalyClass, usize>,
+    pub faults: &'a [WindowStats],
+}
+
+impl<'a> Results<'a> {
+    pub fn new(check: &'a CheckResult, faults: &'a [WindowStats], unhealthy: &'a [String]) -> Self {
+        Self { valid: check.valid() && unhealthy.is_empty(), unhealthy, check, anomaly_counts: check.counts(), faults }
+    }
+
+    /// Pretty JSON with a final newline.
+    pub fn to_json(&self) -> String {
+        // Serializing plain data into a String cannot fail.
+        format!("{}\n", serde_json::to_string_pretty(self).unwrap_or_default())
+    }
+}
+
 /// What a run found.
 pub struct RunReport {
     pub check: CheckResult,
@@ -188,14 +212,7 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     write_file(options.dir.join("faults.jsonl"), &jsonl(&windows))?;
     let result = check(&events, &finals);
     let faults = by_window(&events, &windows);
-    let results = serde_json::json!({
-        "valid": result.valid() && unhealthy.is_empty(),
-        "unhealthy": &unhealthy,
-        "check": &result,
-        "anomaly_counts": result.counts(),
-        "faults": &faults,
-    });
-    write_file(options.dir.join("results.json"), serde_json::to_string_pretty(&results).unwrap_or_default().as_bytes())?;
+    write_file(options.dir.join("results.json"), Results::new(&result, &faults, &unhealthy).to_json().as_bytes())?;
     let page = crate::report::render(&crate::report::ReportInput {
         events: &events,
         windows: &windows,

@@ -93,6 +93,16 @@ fn transport_outcome(status: &tonic::Status) -> EventKind {
     }
 }
 
+/// One client call within [`CALL_TIMEOUT`]: its reply, or, when the call itself failed, the
+/// outcome that means and why.
+async fn call<T>(reply: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T, (EventKind, String)> {
+    match tokio::time::timeout(CALL_TIMEOUT, reply).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(status)) => Err((transport_outcome(&status), status.to_string())),
+        Err(_) => Err((EventKind::Info, format!("no answer within {CALL_TIMEOUT:?}"))),
+    }
+}
+
 /// What the workload clients share.
 pub struct Workload<'a> {
     pub topic: &'a str,
@@ -133,10 +143,8 @@ impl Workload<'_> {
             };
             let mut request = tonic::Request::new(req);
             request.set_timeout(CALL_TIMEOUT);
-            let reply = tokio::time::timeout(CALL_TIMEOUT, queue_client(endpoint).send(request)).await;
-            let (kind, offset, error) = match reply {
-                Ok(Ok(r)) => {
-                    let r = r.into_inner();
+            let (kind, offset, error) = match call(queue_client(endpoint).send(request)).await {
+                Ok(r) => {
                     let (kind, error) = outcome(&r.status);
                     match (kind, r.results.first()) {
                         (EventKind::Ok, Some(result)) if result.queue_id == queue => (kind, Some(result.offset), None),
@@ -144,8 +152,7 @@ impl Workload<'_> {
                         _ => (kind, None, error),
                     }
                 }
-                Ok(Err(status)) => (transport_outcome(&status), None, Some(status.to_string())),
-                Err(_) => (EventKind::Info, None, Some(format!("no answer within {CALL_TIMEOUT:?}"))),
+                Err((kind, error)) => (kind, None, Some(error)),
             };
             self.recorder.record(process, kind, op(offset), error);
             if kind == EventKind::Info {
@@ -169,9 +176,8 @@ impl Workload<'_> {
             let read = |offset| Op::ReadOffset { consumer_group: consumer_group.into(), queue, offset };
             self.recorder.record(process, EventKind::Invoke, read(None), None);
             let req = GetOffsetRequest { consumer_group: consumer_group.into(), topic: self.topic.into(), queue_id: queue };
-            let mut next = match tokio::time::timeout(CALL_TIMEOUT, client.get_offset(req)).await {
-                Ok(Ok(r)) => {
-                    let r = r.into_inner();
+            let mut next = match call(client.get_offset(req)).await {
+                Ok(r) => {
                     let (kind, error) = outcome(&r.status);
                     self.recorder.record(process, kind, read(r.offset.filter(|_| kind == EventKind::Ok)), error);
                     if kind != EventKind::Ok {
@@ -180,12 +186,8 @@ impl Workload<'_> {
                     }
                     r.offset.unwrap_or(0)
                 }
-                other => {
-                    let kind = match &other {
-                        Ok(Err(status)) => transport_outcome(status),
-                        _ => EventKind::Info,
-                    };
-                    self.recorder.record(process, kind, read(None), Some(format!("{other:?}")));
+                Err((kind, error)) => {
+                    self.recorder.record(process, kind, read(None), Some(error));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -202,9 +204,8 @@ impl Workload<'_> {
                     wait_ms: 200,
                     ..Default::default()
                 };
-                let (kind, messages, error) = match tokio::time::timeout(CALL_TIMEOUT, client.fetch(req)).await {
-                    Ok(Ok(r)) => {
-                        let r = r.into_inner();
+                let (kind, messages, error) = match call(client.fetch(req)).await {
+                    Ok(r) => {
                         let (kind, error) = outcome(&r.status);
                         let messages: Vec<(u64, String)> = r
                             .messages
@@ -213,8 +214,7 @@ impl Workload<'_> {
                             .collect();
                         (kind, messages, error)
                     }
-                    Ok(Err(status)) => (transport_outcome(&status), vec![], Some(status.to_string())),
-                    Err(_) => (EventKind::Info, vec![], Some(format!("no answer within {CALL_TIMEOUT:?}"))),
+                    Err((kind, error)) => (kind, vec![], Some(error)),
                 };
                 let last = messages.last().map(|(o, _)| *o);
                 self.recorder.record(process, kind, poll(if kind == EventKind::Ok { messages } else { vec![] }), error);
@@ -244,10 +244,9 @@ impl Workload<'_> {
         let op = Op::Commit { consumer_group: consumer_group.into(), queue, offset };
         self.recorder.record(process, EventKind::Invoke, op.clone(), None);
         let req = CommitOffsetRequest { consumer_group: consumer_group.into(), topic: self.topic.into(), queue_id: queue, offset };
-        let (kind, error) = match tokio::time::timeout(CALL_TIMEOUT, client.commit_offset(req)).await {
-            Ok(Ok(r)) => outcome(&r.into_inner().status),
-            Ok(Err(status)) => (transport_outcome(&status), Some(status.to_string())),
-            Err(_) => (EventKind::Info, Some(format!("no answer within {CALL_TIMEOUT:?}"))),
+        let (kind, error) = match call(client.commit_offset(req)).await {
+            Ok(r) => outcome(&r.status),
+            Err((kind, error)) => (kind, Some(error)),
         };
         self.recorder.record(process, kind, op, error);
         kind == EventKind::Ok
@@ -266,9 +265,9 @@ pub async fn final_read(endpoint: SocketAddr, broker: u64, topic: &str, queue: u
             return Err(format!("broker {broker} queue {queue}: not read to its end within {within:?}"));
         }
         let req = FetchRequest { topic: topic.into(), queue_id: queue, offset: next, max_messages: 1000, ..Default::default() };
-        let r = match tokio::time::timeout(CALL_TIMEOUT, client.fetch(req)).await {
-            Ok(Ok(r)) => r.into_inner(),
-            _ => {
+        let r = match call(client.fetch(req)).await {
+            Ok(r) => r,
+            Err(_) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

@@ -17,9 +17,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use jepsen::history::read_jsonl;
 use jepsen::nemesis::NemesisKind;
-use jepsen::run::{RunOptions, WorkloadKind};
+use jepsen::run::{Results, RunOptions, WorkloadKind};
 use jepsen::{CheckResult, Event, FaultWindow, FinalRead, WindowStats};
-use serde::Serialize;
+
 use std::time::Duration;
 
 #[derive(Subcommand)]
@@ -228,21 +228,9 @@ fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         writeln!(out, "run directory: {}", dir.display())?;
         writeln!(out, "replay: {}", replay_command(args))?;
-        write_summary(&mut out, &report.check, &report.faults)?;
-        for reason in &report.unhealthy {
-            writeln!(out, "UNHEALTHY after the heal: {reason}")?;
-        }
+        write_summary(&mut out, &report.check, &report.faults, &report.unhealthy)?;
     }
     Ok(if report.valid() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ANOMALY) })
-}
-
-/// What `results.json` holds.
-#[derive(Serialize)]
-struct Results<'a> {
-    valid: bool,
-    check: &'a CheckResult,
-    anomaly_counts: std::collections::BTreeMap<jepsen::AnomalyClass, usize>,
-    faults: &'a [WindowStats],
 }
 
 fn read<T: for<'de> serde::Deserialize<'de>>(dir: &Path, name: &'static str, required: bool) -> anyhow::Result<Vec<T>> {
@@ -256,20 +244,27 @@ fn read<T: for<'de> serde::Deserialize<'de>>(dir: &Path, name: &'static str, req
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let StoredRun { result, faults, .. } = load_and_check(&args.dir)?;
-    let results = Results { valid: result.valid(), check: &result, anomaly_counts: result.counts(), faults: &faults };
-    let text = serde_json::to_string_pretty(&results)?;
+    // Whether the cluster came back healthy only the run could see: keep what it recorded.
     let path = args.dir.join("results.json");
-    std::fs::write(&path, format!("{text}\n")).with_context(|| format!("writing {}", path.display()))?;
+    let earlier: Option<serde_json::Value> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let unhealthy: Vec<String> = earlier
+        .as_ref()
+        .and_then(|r| r["unhealthy"].as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let results = Results::new(&result, &faults, &unhealthy);
+    let text = results.to_json();
+    std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{text}")?;
+        write!(out, "{text}")?;
     } else {
-        write_summary(&mut out, &result, &faults)?;
+        write_summary(&mut out, &result, &faults, &unhealthy)?;
     }
-    Ok(if result.valid() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ANOMALY) })
+    Ok(if results.valid { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ANOMALY) })
 }
 
-fn write_summary(out: &mut impl Write, r: &CheckResult, faults: &[WindowStats]) -> std::io::Result<()> {
+fn write_summary(out: &mut impl Write, r: &CheckResult, faults: &[WindowStats], unhealthy: &[String]) -> std::io::Result<()> {
     for (name, o) in [("send", r.sends), ("poll", r.polls), ("commit", r.commits), ("read offset", r.offset_reads)] {
         writeln!(out, "{name:<12} {:>8} invoked {:>8} ok {:>6} fail {:>6} unknown", o.invoked, o.ok, o.fail, o.info)?;
     }
@@ -283,7 +278,12 @@ fn write_summary(out: &mut impl Write, r: &CheckResult, faults: &[WindowStats]) 
     for a in &r.anomalies {
         writeln!(out, "ANOMALY {:?}: {} (events {:?})", a.class, a.detail, a.events)?;
     }
-    if r.valid() {
+    for reason in unhealthy {
+        writeln!(out, "UNHEALTHY after the heal: {reason}")?;
+    }
+    if r.valid() && !unhealthy.is_empty() {
+        writeln!(out, "INVALID: no anomaly in what could be read, but the cluster did not recover")
+    } else if r.valid() {
         writeln!(out, "valid: no anomalies")
     } else {
         let counts: Vec<String> = r.counts().into_iter().filter(|(_, n)| *n > 0).map(|(c, n)| format!("{c:?} {n}")).collect();
