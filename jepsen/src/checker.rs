@@ -9,7 +9,10 @@
 //! - [`AnomalyClass::Duplicate`]: one value at two offsets (by acknowledgement or by any read).
 //! - [`AnomalyClass::InconsistentOffset`]: one offset with two values, across acknowledgements,
 //!   consumer reads and the replicas' final reads.
-//! - [`AnomalyClass::Phantom`]: a value read that no operation ever sent.
+//! - [`AnomalyClass::Phantom`]: a value read that no operation ever sent, whose checksum is
+//!   intact (a well-formed value from nowhere).
+//! - [`AnomalyClass::Corrupt`]: a value read that no operation sent and whose checksum
+//!   ([`crate::value`]) does not match its content: a sent value damaged on its way.
 //! - [`AnomalyClass::NonmonotonicPoll`] and [`AnomalyClass::SkippedPoll`]: within one consumer
 //!   session on one queue, a delivered offset not above the previous one, or a gap of offsets
 //!   that retention did not remove.
@@ -36,6 +39,7 @@ pub enum AnomalyClass {
     Duplicate,
     InconsistentOffset,
     Phantom,
+    Corrupt,
     NonmonotonicPoll,
     SkippedPoll,
     FifoOrder,
@@ -43,12 +47,13 @@ pub enum AnomalyClass {
 }
 
 impl AnomalyClass {
-    pub const ALL: [AnomalyClass; 9] = [
+    pub const ALL: [AnomalyClass; 10] = [
         AnomalyClass::LostWrite,
         AnomalyClass::UnseenAtEnd,
         AnomalyClass::Duplicate,
         AnomalyClass::InconsistentOffset,
         AnomalyClass::Phantom,
+        AnomalyClass::Corrupt,
         AnomalyClass::NonmonotonicPoll,
         AnomalyClass::SkippedPoll,
         AnomalyClass::FifoOrder,
@@ -233,7 +238,7 @@ struct Place<'a> {
     sources: &'a BTreeSet<Source>,
 }
 
-/// Inconsistent offsets, duplicates and phantoms, over every observation.
+/// Inconsistent offsets, duplicates, phantoms and corrupt values, over every observation.
 fn check_offsets(seen: &Observations<'_>, sent: &HashMap<&str, Sent<'_>>, out: &mut Vec<Anomaly>) {
     let events_of = |sources: &BTreeSet<Source>| -> Vec<u64> {
         sources.iter().filter_map(|s| if let Source::Event(i) = s { Some(*i) } else { None }).collect()
@@ -255,11 +260,12 @@ fn check_offsets(seen: &Observations<'_>, sent: &HashMap<&str, Sent<'_>>, out: &
         for (v, sources) in values {
             offsets_of.entry(v).or_default().push(Place { queue: *queue, offset: *offset, sources });
             if !sent.contains_key(v) {
-                out.push(Anomaly {
-                    class: AnomalyClass::Phantom,
-                    detail: format!("{v:?} at queue {queue} offset {offset} was never sent"),
-                    events: events_of(sources),
-                });
+                let (class, why) = if crate::value::verifies(v) {
+                    (AnomalyClass::Phantom, "was never sent")
+                } else {
+                    (AnomalyClass::Corrupt, "was never sent and fails its checksum")
+                };
+                out.push(Anomaly { class, detail: format!("{v:?} at queue {queue} offset {offset} {why}"), events: events_of(sources) });
             }
         }
     }
@@ -612,14 +618,28 @@ mod tests {
     }
 
     #[test]
-    fn a_value_never_sent_is_a_phantom() {
+    fn a_well_formed_value_never_sent_is_a_phantom() {
         let (h, mut finals) = clean();
+        let ghost = crate::value::checksummed("ghost", "x");
         for f in &mut finals {
-            f.messages.push((3, "ghost".into()));
+            f.messages.push((3, ghost.clone()));
             f.end_offset = 4;
         }
         let r = check(&h.events, &finals);
         assert_eq!(classes(&r), vec![AnomalyClass::Phantom], "{:?}", r.anomalies);
+    }
+
+    #[test]
+    fn a_sent_value_damaged_in_a_read_is_corrupt() {
+        let sent = crate::value::checksummed("p1-0", "abcdef");
+        let mut h = History::default();
+        h.send(1, 0, &sent, 0);
+        // One byte of the padding flipped: no longer the value sent, and its checksum fails.
+        let damaged = sent.replacen("abc", "abd", 1);
+        let finals = vec![final_read(1, 0, 0, &[(0, &sent)]), final_read(2, 0, 0, &[(0, &damaged)])];
+        let r = check(&h.events, &finals);
+        assert_eq!(classes(&r), vec![AnomalyClass::InconsistentOffset, AnomalyClass::Corrupt], "{:?}", r.anomalies);
+        assert!(r.anomalies[1].detail.contains("fails its checksum"), "{}", r.anomalies[1].detail);
     }
 
     #[test]

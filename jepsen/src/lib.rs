@@ -6,6 +6,7 @@
 //! - [`availability`]: per fault window, the fraction of operations that succeeded and the time
 //!   to the first success after it.
 //! - [`cluster`]: broker processes on their own loopback hosts.
+//! - [`value`]: the checksummed values producers send.
 //! - [`workload`]: producers and consumers that record every operation, and the final reads.
 //! - [`nemesis`]: the faults, scheduled from the seed.
 //! - [`net`]: partitions between the brokers' hosts (iptables).
@@ -20,6 +21,7 @@ pub mod nemesis;
 pub mod net;
 pub mod report;
 pub mod run;
+pub mod value;
 pub mod workload;
 
 pub use availability::{FaultWindow, WindowStats, by_window};

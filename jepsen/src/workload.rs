@@ -24,6 +24,9 @@ use crate::history::{Event, EventKind, FinalRead, Op};
 
 /// Deadline of every client call: past it the outcome is unknown (`info`).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bounds of the random padding in each value, so message sizes vary.
+const PADDING_MIN: usize = 8;
+const PADDING_MAX: usize = 96;
 /// Most events one run records; the workload stops issuing operations beyond it.
 pub const EVENTS_MAX: usize = 10_000_000;
 
@@ -115,7 +118,7 @@ pub struct Workload<'a> {
 }
 
 impl Workload<'_> {
-    /// One producer: sends unique values (`p{producer}-{n}`) to random queues until the
+    /// One producer: sends unique checksummed values (`p{producer}-{n}`, [`crate::value`]) to random queues until the
     /// deadline. With `fifo`, it sends to one queue only, in its own message group, so its
     /// acknowledged values must take increasing offsets.
     pub async fn produce(&self, producer: u64, seed: u64, fifo: bool) {
@@ -130,7 +133,9 @@ impl Workload<'_> {
             tokio::time::sleep_until(next_at).await;
             next_at += gap;
             let queue = if fifo { fifo_queue } else { rng.random_range(0..self.queues.max(1)) };
-            let value = format!("p{producer}-{n}");
+            let padding: String =
+                (0..rng.random_range(PADDING_MIN..=PADDING_MAX)).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
+            let value = crate::value::checksummed(&format!("p{producer}-{n}"), &padding);
             n += 1;
             let endpoint = self.endpoints[rng.random_range(0..self.endpoints.len())];
             let op = |offset| Op::Send { queue, value: value.clone(), message_group: group.clone(), offset };
