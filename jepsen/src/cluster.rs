@@ -41,7 +41,7 @@ pub enum ClusterError {
     NotReady(Duration),
     #[error(transparent)]
     Firewall(#[from] crate::net::FirewallError),
-    #[error("a partition nemesis needs the firewall, which this run did not set up")]
+    #[error("a network nemesis needs the firewall, which this run did not set up")]
     NoFirewall,
 }
 

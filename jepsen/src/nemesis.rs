@@ -8,8 +8,9 @@
 //! brokers in power-loss mode, so the kill loses every write not yet fdatasynced, as a
 //! coordinated power cut would), the four partitions (iptables, `crate::net`), and `slow-fsync`
 //! (every fdatasync of one broker's log waits 50–500 ms; the run starts the brokers in their
-//! slow-fsync test mode). Partitions, power loss, slow fsync, leadership transfer, membership change and
-//! controller kill slot in as further [`NemesisKind`]s.
+//! slow-fsync test mode), and the degraded links `link-delay` (every packet to or from one broker
+//! held 20–300 ms) and `link-loss` (5–30 % of them dropped), also in `crate::net`. Leadership
+//! transfer, membership change and controller kill slot in as further [`NemesisKind`]s.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -40,10 +41,14 @@ pub enum NemesisKind {
     PartitionOneWay,
     /// Every fdatasync of a random broker's log waits 50–500 ms first.
     SlowFsync,
+    /// Every packet to or from a random broker is held 20–300 ms (plus up to a fifth more).
+    LinkDelay,
+    /// Each packet to or from a random broker is dropped with a probability of 5–30 %.
+    LinkLoss,
 }
 
 impl NemesisKind {
-    pub const ALL: [NemesisKind; 10] = [
+    pub const ALL: [NemesisKind; 12] = [
         NemesisKind::Kill,
         NemesisKind::KillLeader,
         NemesisKind::KillMajority,
@@ -54,13 +59,20 @@ impl NemesisKind {
         NemesisKind::PartitionBridge,
         NemesisKind::PartitionOneWay,
         NemesisKind::SlowFsync,
+        NemesisKind::LinkDelay,
+        NemesisKind::LinkLoss,
     ];
 
     /// Whether it needs the firewall (root and iptables).
-    pub fn partitions(self) -> bool {
+    pub fn needs_firewall(self) -> bool {
         matches!(
             self,
-            NemesisKind::PartitionHalves | NemesisKind::PartitionLeader | NemesisKind::PartitionBridge | NemesisKind::PartitionOneWay
+            NemesisKind::PartitionHalves
+                | NemesisKind::PartitionLeader
+                | NemesisKind::PartitionBridge
+                | NemesisKind::PartitionOneWay
+                | NemesisKind::LinkDelay
+                | NemesisKind::LinkLoss
         )
     }
 
@@ -76,6 +88,8 @@ impl NemesisKind {
             NemesisKind::PartitionBridge => "partition-bridge",
             NemesisKind::PartitionOneWay => "partition-one-way",
             NemesisKind::SlowFsync => "slow-fsync",
+            NemesisKind::LinkDelay => "link-delay",
+            NemesisKind::LinkLoss => "link-loss",
         }
     }
 }
@@ -105,6 +119,8 @@ pub enum Fault {
         broker: u64,
         delay_ms: u64,
     },
+    /// Loss or delay rules in force, as described.
+    LinkDegraded(String),
 }
 
 impl Fault {
@@ -116,6 +132,7 @@ impl Fault {
             Fault::PowerLost(ids) => format!("power loss of broker {}", list(ids)),
             Fault::Partitioned(what) => what.clone(),
             Fault::SlowFsync { broker, delay_ms } => format!("fsync of broker {broker} slowed by {delay_ms} ms"),
+            Fault::LinkDegraded(what) => what.clone(),
         }
     }
 }
@@ -189,6 +206,20 @@ pub async fn inject(
             cluster.set_fsync_delay(broker, delay_ms)?;
             return Ok(Fault::SlowFsync { broker, delay_ms });
         }
+        NemesisKind::LinkDelay => {
+            let (broker, delay_ms) = (ids[0], rng.random_range(20..=300u64));
+            let ip = cluster.broker(broker)?.ip;
+            let fw = cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?;
+            fw.slow(ip, Duration::from_millis(delay_ms), Duration::from_millis(delay_ms / 5))?;
+            return Ok(Fault::LinkDegraded(format!("packets of broker {broker} held {delay_ms} ms")));
+        }
+        NemesisKind::LinkLoss => {
+            let (broker, percent) = (ids[0], rng.random_range(5..=30u32));
+            let ip = cluster.broker(broker)?.ip;
+            let fw = cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?;
+            fw.lose(ip, f64::from(percent) / 100.0)?;
+            return Ok(Fault::LinkDegraded(format!("{percent} % of broker {broker}'s packets lost")));
+        }
         NemesisKind::PartitionHalves | NemesisKind::PartitionLeader | NemesisKind::PartitionBridge | NemesisKind::PartitionOneWay => {
             let leader = match kind {
                 NemesisKind::PartitionLeader => leader_of(cluster, topic, rng.random_range(0..queues.max(1))).await,
@@ -200,7 +231,7 @@ pub async fn inject(
     match &fault {
         Fault::Killed(ids) | Fault::PowerLost(ids) => ids.iter().try_for_each(|&id| cluster.kill9(id))?,
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.pause(id))?,
-        Fault::Partitioned(_) | Fault::SlowFsync { .. } => {}
+        Fault::Partitioned(_) | Fault::SlowFsync { .. } | Fault::LinkDegraded(_) => {}
     }
     Ok(fault)
 }
@@ -248,12 +279,13 @@ fn partition(kind: NemesisKind, cluster: &mut LocalCluster, mut ids: Vec<u64>, l
     Ok(Fault::Partitioned(what))
 }
 
-/// Undoes `fault`: restarts killed brokers, resumes paused ones.
+/// Undoes `fault`: restarts killed brokers, resumes paused ones, removes network rules.
 pub fn heal(fault: &Fault, cluster: &mut LocalCluster) -> Result<(), ClusterError> {
     match fault {
         Fault::Killed(ids) | Fault::PowerLost(ids) => ids.iter().try_for_each(|&id| cluster.restart(id)),
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.resume(id)),
         Fault::Partitioned(_) => Ok(cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?.heal()?),
         Fault::SlowFsync { broker, .. } => cluster.set_fsync_delay(*broker, 0),
+        Fault::LinkDegraded(_) => Ok(cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?.restore_links()?),
     }
 }

@@ -166,8 +166,8 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         dir: options.dir.clone(),
         extra_config: format!("{}\n{testing}", options.extra_config),
     })?;
-    if options.nemeses.iter().any(|k| k.partitions()) {
-        cluster.firewall = Some(crate::net::Firewall::new(&format!("{}s{}", std::process::id(), options.seed))?);
+    if options.nemeses.iter().any(|k| k.needs_firewall()) {
+        cluster.firewall = Some(crate::net::Firewall::new(&format!("{}s{}", std::process::id(), options.seed), options.seed)?);
     }
     cluster.wait_ready(READY_WITHIN).await?;
     create_topic(&cluster, options).await?;

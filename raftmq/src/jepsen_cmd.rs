@@ -41,8 +41,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     time: Duration,
     /// Comma-separated faults: kill, kill-leader, kill-majority, pause, power-loss,
-    /// partition-halves, partition-leader, partition-bridge, partition-one-way (the partitions
-    /// need root and iptables), slow-fsync.
+    /// partition-halves, partition-leader, partition-bridge, partition-one-way, slow-fsync,
+    /// link-delay, link-loss (the partitions and links need root and iptables).
     #[arg(long, default_value = "kill,kill-leader,pause", value_delimiter = ',')]
     nemesis: Vec<NemesisKind>,
     #[arg(long, value_enum, default_value = "queue")]

@@ -1,5 +1,6 @@
 //! `raftmq jepsen run` end to end: a 60 s campaign on three real broker processes with every
-//! nemesis (kills, pauses, coordinated power loss, partitions by iptables) must find no anomaly,
+//! nemesis (kills, pauses, coordinated power loss, partitions, slow fsync, slow and lossy links)
+//! must find no anomaly,
 //! and must have done real work (sends acknowledged, faults injected, every queue read back on
 //! every replica); and the same harness must catch a broker that acknowledges before fdatasync.
 //! Partitions need root and iptables, as CI has (`scripts/install-deps`).
@@ -12,7 +13,7 @@ fn a_campaign_with_every_nemesis_finds_no_anomaly() {
     let out = dir.path().join("run");
     let output = Command::new(env!("CARGO_BIN_EXE_raftmq"))
         .args(["jepsen", "run", "--brokers", "3", "--time", "60s", "--rate", "100", "--seed", "7"])
-        .args(["--nemesis", "kill,kill-leader,pause,power-loss,partition-halves,partition-leader,partition-bridge,partition-one-way"])
+        .args(["--nemesis", "kill,kill-leader,pause,power-loss,partition-halves,partition-leader,partition-bridge,partition-one-way,slow-fsync,link-delay,link-loss"])
         .arg("--out")
         .arg(&out)
         .env("RUST_LOG", "warn")
