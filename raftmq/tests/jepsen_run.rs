@@ -3,7 +3,8 @@
 //! must find no anomaly,
 //! and must have done real work (sends acknowledged, faults injected, every queue read back on
 //! every replica); and the same harness must catch a broker that acknowledges before fdatasync.
-//! Partitions need root and iptables, as CI has (`scripts/install-deps`).
+//! A run interrupted with Ctrl-C leaves no broker process and no firewall rule behind.
+//! The network nemeses need root and iptables, as CI has (`scripts/install-deps`).
 
 use std::process::Command;
 
@@ -59,4 +60,71 @@ fn a_broker_acknowledging_before_fsync_is_caught_losing_writes() {
     let lost = results["anomaly_counts"]["lost-write"].as_u64().unwrap() + results["anomaly_counts"]["unseen-at-end"].as_u64().unwrap();
     assert!(lost > 0, "acknowledged writes were lost but not reported: {stdout}");
     assert!(stdout.contains("power loss of broker 1,2,3"), "{stdout}");
+}
+
+/// The processes whose command line names `dir`: the brokers of the run stored there.
+fn processes_naming(dir: &std::path::Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
+        })
+        .collect()
+}
+
+fn iptables_rules() -> String {
+    let out = Command::new("iptables").args(["-w", "-S"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Ctrl-C in the middle of a run, with a delayed link in force, leaves nothing behind: no broker
+/// process, no iptables chain, no packet held.
+#[test]
+fn an_interrupted_run_stops_its_brokers_and_removes_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+        .args(["jepsen", "run", "--brokers", "3", "--time", "300s", "--rate", "50", "--seed", "5", "--nemesis", "link-delay"])
+        .arg("--out")
+        .arg(&out)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run's chains are named after its process id and seed.
+    let tag = format!("{}s5", child.id());
+    // Wait for the first delay to be in force: an NFQUEUE rule in the run's link chain.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let rules = iptables_rules();
+        if rules.lines().any(|l| l.starts_with(&format!("-A RMQJL-{tag} ")) && l.contains("NFQUEUE")) {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            panic!("the run ended ({status}) before a delay was in force: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        assert!(std::time::Instant::now() < deadline, "no delay in force within 90 s:\n{rules}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let brokers: Vec<u32> = processes_naming(&out).into_iter().filter(|&pid| pid != child.id()).collect();
+    assert_eq!(brokers.len(), 3, "the three brokers run: {brokers:?}");
+    // SAFETY: kill(2) with a valid signal on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the run did not stop within 30 s of Ctrl-C");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!iptables_rules().contains(&tag), "the run's chains are left:\n{}", iptables_rules());
+    // The brokers were SIGKILLed and reaped before the run exited.
+    assert_eq!(processes_naming(&out), Vec::<u32>::new(), "broker processes are left");
 }
