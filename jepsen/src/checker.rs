@@ -13,6 +13,9 @@
 //!   intact (a well-formed value from nowhere).
 //! - [`AnomalyClass::Corrupt`]: a value read that no operation sent and whose checksum
 //!   ([`crate::value`]) does not match its content: a sent value damaged on its way.
+//! - [`AnomalyClass::FailedSendVisible`]: a value read whose send was answered with a definite
+//!   failure (`NOT_LEADER`, `BUSY`, `UNAVAILABLE`...: the protocol's promise that nothing was
+//!   stored), Jepsen's aborted read.
 //! - [`AnomalyClass::NonmonotonicPoll`] and [`AnomalyClass::SkippedPoll`]: within one consumer
 //!   session on one queue, a delivered offset not above the previous one, or a gap of offsets
 //!   that retention did not remove.
@@ -40,6 +43,7 @@ pub enum AnomalyClass {
     InconsistentOffset,
     Phantom,
     Corrupt,
+    FailedSendVisible,
     NonmonotonicPoll,
     SkippedPoll,
     FifoOrder,
@@ -47,13 +51,14 @@ pub enum AnomalyClass {
 }
 
 impl AnomalyClass {
-    pub const ALL: [AnomalyClass; 10] = [
+    pub const ALL: [AnomalyClass; 11] = [
         AnomalyClass::LostWrite,
         AnomalyClass::UnseenAtEnd,
         AnomalyClass::Duplicate,
         AnomalyClass::InconsistentOffset,
         AnomalyClass::Phantom,
         AnomalyClass::Corrupt,
+        AnomalyClass::FailedSendVisible,
         AnomalyClass::NonmonotonicPoll,
         AnomalyClass::SkippedPoll,
         AnomalyClass::FifoOrder,
@@ -259,6 +264,20 @@ fn check_offsets(seen: &Observations<'_>, sent: &HashMap<&str, Sent<'_>>, out: &
         }
         for (v, sources) in values {
             offsets_of.entry(v).or_default().push(Place { queue: *queue, offset: *offset, sources });
+            if let Some(s) = sent.get(v)
+                && s.op.kind() == Some(EventKind::Fail)
+            {
+                let mut events = events_of(sources);
+                events.extend(s.op.events());
+                out.push(Anomaly {
+                    class: AnomalyClass::FailedSendVisible,
+                    detail: format!(
+                        "{v:?} is at queue {queue} offset {offset}, but its send failed: {}",
+                        s.op.completion.and_then(|c| c.error.as_deref()).unwrap_or("no reason given")
+                    ),
+                    events,
+                });
+            }
             if !sent.contains_key(v) {
                 let (class, why) = if crate::value::verifies(v) {
                     (AnomalyClass::Phantom, "was never sent")
@@ -712,6 +731,26 @@ mod tests {
         // But a read of a value no later commit wrote is still caught.
         h.read_offset(3, 0, Some(50));
         assert_eq!(classes(&check(&h.events, &[])), vec![AnomalyClass::CommitBackwards]);
+    }
+
+    #[test]
+    fn a_failed_send_that_was_stored_is_reported() {
+        let (mut h, mut finals) = clean();
+        h.invoke_send(9, 0, "refused", None);
+        h.push(9, EventKind::Fail, Op::Send { queue: 0, value: "refused".into(), message_group: None, offset: None });
+        for f in &mut finals {
+            f.messages.push((3, "refused".into()));
+            f.end_offset = 4;
+        }
+        let r = check(&h.events, &finals);
+        assert_eq!(classes(&r), vec![AnomalyClass::FailedSendVisible], "{:?}", r.anomalies);
+        assert!(
+            r.anomalies[0].detail.contains("\"refused\" is at queue 0 offset 3, but its send failed: test"),
+            "{}",
+            r.anomalies[0].detail
+        );
+        // Once per place, with the send's events among those shown.
+        assert!(r.anomalies[0].events.contains(&(h.events.len() as u64 - 1)), "{:?}", r.anomalies[0].events);
     }
 
     #[test]
