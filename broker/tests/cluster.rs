@@ -97,7 +97,7 @@ async fn three_brokers_create_send_fetch_commit_and_agree() {
                         match code(&r.status) {
                             Code::Ok => Some(r),
                             // A group may still be electing its first leader.
-                            Code::Unavailable | Code::NotLeader => None,
+                            Code::Unavailable | Code::OutcomeUnknown | Code::NotLeader => None,
                             other => panic!("send failed: {other:?} {:?}", r.status),
                         }
                     }

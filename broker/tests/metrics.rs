@@ -100,7 +100,7 @@ async fn one_broker_reports_sends_syncs_groups_and_requests() {
                 let r = queue.send(req).await.ok()?.into_inner();
                 match code(&r.status) {
                     Code::Ok => Some(r),
-                    Code::Unavailable | Code::NotLeader => None,
+                    Code::Unavailable | Code::OutcomeUnknown | Code::NotLeader => None,
                     other => panic!("send failed: {other:?} {:?}", r.status),
                 }
             }

@@ -3,9 +3,10 @@
 //! every queue on every replica.
 //!
 //! Outcomes follow the protocol's guarantees: `OK` is `ok`; `NOT_LEADER`, `BUSY`,
-//! `INVALID_ARGUMENT` and `NOT_FOUND` promise nothing was done and are `fail`; everything else
-//! (`UNAVAILABLE`, a timeout, a lost connection) may or may not have taken effect and is
-//! `info`, after which the process is retired and a new one takes its place.
+//! `UNAVAILABLE`, `INVALID_ARGUMENT` and `NOT_FOUND` promise nothing was done and are `fail`
+//! (the checker holds the cluster to that: a failed send must never be read); everything else
+//! (`OUTCOME_UNKNOWN`, `INTERNAL`, a timeout, a lost connection) may or may not have taken
+//! effect and is `info`, after which the process is retired and a new one takes its place.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -78,7 +79,7 @@ fn outcome(status: &Option<Status>) -> (EventKind, Option<String>) {
     let Some(s) = status else { return (EventKind::Info, Some("no status".into())) };
     match Code::try_from(s.code).unwrap_or(Code::Unspecified) {
         Code::Ok => (EventKind::Ok, None),
-        Code::NotLeader | Code::Busy | Code::InvalidArgument | Code::NotFound => {
+        Code::NotLeader | Code::Busy | Code::Unavailable | Code::InvalidArgument | Code::NotFound => {
             (EventKind::Fail, Some(format!("{}: {}", s.code, s.message)))
         }
         _ => (EventKind::Info, Some(format!("{}: {}", s.code, s.message))),

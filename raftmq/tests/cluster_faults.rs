@@ -122,8 +122,8 @@ async fn load_values(
                                             acked_count.fetch_add(1, Ordering::Relaxed);
                                             true
                                         }
-                                        Code::NotLeader | Code::Busy => !h.refused.insert(body),
-                                        Code::Unavailable => !h.unknown.insert(body),
+                                        Code::NotLeader | Code::Busy | Code::Unavailable => !h.refused.insert(body),
+                                        Code::OutcomeUnknown => !h.unknown.insert(body),
                                         other => panic!("send refused with {other:?}: {:?}", r.status),
                                     }
                                 }

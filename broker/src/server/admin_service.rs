@@ -168,7 +168,9 @@ impl AdminService for AdminSvc {
             }
             Ok(MetaReply::Rejected { reason }) => return refuse(status::invalid("topic", reason)),
             Ok(other) => return refuse(status::internal(format!("unexpected reply {other:?}"))),
-            Err(e) => return refuse(status::unavailable(e.to_string())),
+            // An attempt forwarded to the metadata leader may have been applied without an
+            // answer; a retried create finds the topic (ALREADY_EXISTS).
+            Err(e) => return refuse(status::outcome_unknown(e.to_string())),
         };
         // Answer once every group of the topic is initialized, so the first send finds a group
         // electing its leader rather than one that does not exist yet.

@@ -135,3 +135,58 @@ fn check(status: Option<proto::raftmq::v1::Status>) -> Result<(), PeerCallError>
         _ => Err(PeerCallError::Failed(format!("status {}: {}", status.code, status.message))),
     }
 }
+
+/// Whether a call that failed with `e` certainly never reached the other broker: the
+/// connection for it could not be made (refused, unreachable, timed out while connecting).
+/// Any other failure may have come after the request was sent.
+pub(crate) fn never_sent(e: &tonic::Status) -> bool {
+    // tonic reports a failed connect as UNAVAILABLE whose cause (message, or an error in the
+    // source chain) is hyper's "tcp connect error"; a request is only written to a connection
+    // that was made.
+    const CONNECT_ERROR: &str = "tcp connect error";
+    if e.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    if e.message().starts_with(CONNECT_ERROR) {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.to_string().starts_with(CONNECT_ERROR) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod never_sent_tests {
+    use super::*;
+    use proto::raftmq::v1::FetchRequest;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_never_sent_and_a_dropped_one_may_have_been() {
+        // A port with nothing listening: the connection is refused.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let channel = Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let e = QueueServiceClient::new(channel).fetch(FetchRequest::default()).await.expect_err("nothing listens");
+        assert!(never_sent(&e), "{e:?}");
+
+        // A server that accepts and closes at once: the request may have been written.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let channel = Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let e = QueueServiceClient::new(channel).fetch(FetchRequest::default()).await.expect_err("closed at once");
+        assert!(!never_sent(&e), "{e:?}");
+        assert!(!never_sent(&tonic::Status::deadline_exceeded("slow")));
+        assert!(!never_sent(&tonic::Status::unavailable("closed")));
+    }
+}

@@ -122,7 +122,7 @@ impl PeerService for PeerSvc {
                 Err(e) => reply(status::internal(e.to_string()), vec![]),
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => reply(meta_not_leader(core), vec![]),
-            Err(e) => reply(status::unavailable(format!("outcome unknown: {e}")), vec![]),
+            Err(e) => reply(status::outcome_unknown(format!("outcome unknown: {e}")), vec![]),
         }
     }
 

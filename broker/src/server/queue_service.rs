@@ -183,7 +183,7 @@ fn send_error(e: SendError, core: &Core) -> Status {
         SendError::Busy { .. } => status::busy(e.to_string()),
         SendError::TooLarge { .. } => status::invalid("messages", e.to_string()),
         SendError::NotLeader { leader } => status::not_leader(leader.and_then(|l| core.endpoint_of(l)), e.to_string()),
-        SendError::Unknown(_) => status::unavailable(e.to_string()),
+        SendError::Unknown(_) => status::outcome_unknown(e.to_string()),
         SendError::Rejected(_) => status::internal(e.to_string()),
     }
 }
@@ -233,8 +233,9 @@ impl QueueSvc {
                 };
                 match client.send(forward_request(core, req)).await {
                     Ok(r) => r.into_inner(),
-                    // Sent to the leader and no answer: the messages may or may not be stored.
-                    Err(e) => refuse(status::unavailable(format!("forwarded to {endpoint}; outcome unknown: {e}"))),
+                    // Unless the connection could not be made, the leader may have stored the
+                    // messages and lost the answer.
+                    Err(e) => refuse(status::forwarded_write_failed(&endpoint, &e)),
                 }
             }
             Serve::Leader(_) => {
@@ -355,7 +356,7 @@ impl QueueSvc {
             Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
                 Ok(mut client) => match client.commit_offset(forward_request(core, req)).await {
                     Ok(r) => r.into_inner(),
-                    Err(e) => refuse(status::unavailable(format!("forwarded to {endpoint}; outcome unknown: {e}"))),
+                    Err(e) => refuse(status::forwarded_write_failed(&endpoint, &e)),
                 },
                 Err(e) => refuse(status::unavailable(e)),
             },
@@ -370,7 +371,7 @@ impl QueueSvc {
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                         refuse(status::not_leader(f.leader_id.and_then(|l| core.endpoint_of(l)), f.to_string()))
                     }
-                    Err(e) => refuse(status::unavailable(format!("outcome unknown: {e}"))),
+                    Err(e) => refuse(status::outcome_unknown(format!("outcome unknown: {e}"))),
                 }
             }
         }

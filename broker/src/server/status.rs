@@ -41,8 +41,25 @@ pub(crate) fn busy(message: impl Into<String>) -> Status {
     with(Code::Busy, message)
 }
 
+/// UNAVAILABLE: nothing was done (see [`outcome_unknown`] for when that is not certain).
 pub(crate) fn unavailable(message: impl Into<String>) -> Status {
     with(Code::Unavailable, message)
+}
+
+/// OUTCOME_UNKNOWN: the request may or may not have taken effect.
+pub(crate) fn outcome_unknown(message: impl Into<String>) -> Status {
+    with(Code::OutcomeUnknown, message)
+}
+
+/// The status of a write forwarded to `endpoint` whose call failed with `e`: UNAVAILABLE when
+/// the request never left this broker (the connection could not be made), else
+/// OUTCOME_UNKNOWN (the leader may have stored it and lost the answer).
+pub(crate) fn forwarded_write_failed(endpoint: &str, e: &tonic::Status) -> Status {
+    if crate::server::forward::never_sent(e) {
+        unavailable(format!("the leader at {endpoint} could not be reached: {e}"))
+    } else {
+        outcome_unknown(format!("forwarded to {endpoint}; outcome unknown: {e}"))
+    }
 }
 
 pub(crate) fn internal(message: impl Into<String>) -> Status {

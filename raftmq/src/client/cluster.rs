@@ -329,12 +329,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unavailable_leaves_the_outcome_unknown_even_when_a_later_attempt_is_refused() {
-        let broker = fake(vec![reply(Code::Unavailable)], reply(Code::NotLeader));
+    async fn an_unknown_outcome_stays_unknown_even_when_a_later_attempt_is_refused() {
+        let broker = fake(vec![reply(Code::OutcomeUnknown)], reply(Code::NotLeader));
         let cluster = Cluster::new(serve(broker), fast_policy());
         let f = send(&cluster, Target::Bootstrap).await.expect_err("fails");
         assert!(matches!(f.error, CallError::NotLeader { leader: None, .. }));
         assert!(f.maybe_applied);
+    }
+
+    #[tokio::test]
+    async fn unavailable_then_refused_is_a_certain_failure() {
+        let broker = fake(vec![reply(Code::Unavailable)], reply(Code::NotLeader));
+        let cluster = Cluster::new(serve(broker), fast_policy());
+        let f = send(&cluster, Target::Bootstrap).await.expect_err("fails");
+        assert!(matches!(f.error, CallError::NotLeader { leader: None, .. }));
+        assert!(!f.maybe_applied);
     }
 
     #[tokio::test]

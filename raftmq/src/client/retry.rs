@@ -50,7 +50,11 @@ impl RetryPolicy {
             CallError::NotLeader { leader: Some(endpoint), .. } => {
                 Next::Redirect { endpoint: endpoint.clone(), delay: self.backoff(attempts_made - 1) }
             }
-            CallError::NotLeader { leader: None, .. } | CallError::Unavailable { .. } => Next::Retry { delay, refresh_route: true },
+            // A retry after OUTCOME_UNKNOWN may store a send twice; the caller learns of it from
+            // `CallError::maybe_applied` (there is no deduplication yet).
+            CallError::NotLeader { leader: None, .. } | CallError::Unavailable { .. } | CallError::OutcomeUnknown { .. } => {
+                Next::Retry { delay, refresh_route: true }
+            }
             CallError::Busy { .. } => Next::Retry { delay, refresh_route: false },
             CallError::Transport { code, .. } if transport_is_retryable(*code) => Next::Retry { delay, refresh_route: true },
             _ => Next::Fail,
@@ -105,6 +109,7 @@ mod tests {
             (1, CallError::NotLeader { leader: None, message: m() }, Next::Retry { delay: ms(50), refresh_route: true }),
             (2, CallError::Busy { message: m() }, Next::Retry { delay: ms(100), refresh_route: false }),
             (1, CallError::Unavailable { message: m() }, Next::Retry { delay: ms(50), refresh_route: true }),
+            (1, CallError::OutcomeUnknown { message: m() }, Next::Retry { delay: ms(50), refresh_route: true }),
             (1, err(tonic::Code::Unavailable), Next::Retry { delay: ms(50), refresh_route: true }),
             (1, err(tonic::Code::DeadlineExceeded), Next::Retry { delay: ms(50), refresh_route: true }),
             (1, err(tonic::Code::Unimplemented), Next::Fail),

@@ -47,9 +47,13 @@ pub enum CallError {
     /// Nothing was done: a bound on in-flight work was reached.
     #[error("busy: {message}")]
     Busy { message: String },
-    /// The group could not serve: for a send, the entry may have been stored all the same.
+    /// Nothing was done: the group could not serve (no leader, no quorum, its leader
+    /// unreachable).
     #[error("unavailable: {message}")]
     Unavailable { message: String },
+    /// The request reached the group, but whether it took effect is unknown.
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown { message: String },
     #[error("internal error on the broker: {message}")]
     Internal { message: String },
     /// What was to be created exists already.
@@ -83,6 +87,7 @@ pub fn check(status: Option<&Status>) -> Result<(), CallError> {
         }
         Ok(Code::Busy) => Err(CallError::Busy { message }),
         Ok(Code::Unavailable) => Err(CallError::Unavailable { message }),
+        Ok(Code::OutcomeUnknown) => Err(CallError::OutcomeUnknown { message }),
         Ok(Code::Internal) => Err(CallError::Internal { message }),
         Ok(Code::AlreadyExists) => Err(CallError::AlreadyExists { message }),
         Ok(Code::Unspecified) | Err(_) => Err(CallError::BadStatus { code: status.code, message }),
@@ -97,13 +102,13 @@ impl From<tonic::Status> for CallError {
 
 impl CallError {
     /// The request may have reached the broker and taken effect although no success came back:
-    /// a deadline or a dropped connection after sending, or UNAVAILABLE (leadership changed
-    /// while the entry was being committed). A transport error is counted here even when the
+    /// a deadline or a dropped connection after sending, or OUTCOME_UNKNOWN (leadership changed
+    /// while the entry was being committed, or a forwarded call lost its answer). A transport error is counted here even when the
     /// connection was never made, because tonic does not tell the two apart reliably: "unknown"
     /// is never wrong, only less precise.
     pub fn maybe_applied(&self) -> bool {
         match self {
-            CallError::Unavailable { .. } => true,
+            CallError::OutcomeUnknown { .. } => true,
             CallError::Transport { code, .. } => transport_is_ambiguous(*code),
             _ => false,
         }
@@ -158,7 +163,8 @@ mod tests {
     #[test]
     fn which_failures_may_have_been_applied() {
         let cases = [
-            (check(Some(&status(Code::Unavailable))).expect_err("e"), true),
+            (check(Some(&status(Code::OutcomeUnknown))).expect_err("e"), true),
+            (check(Some(&status(Code::Unavailable))).expect_err("e"), false),
             (check(Some(&status(Code::Busy))).expect_err("e"), false),
             (check(Some(&status(Code::NotLeader))).expect_err("e"), false),
             (check(Some(&status(Code::InvalidArgument))).expect_err("e"), false),

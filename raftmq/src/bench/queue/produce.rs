@@ -151,6 +151,7 @@ mod tests {
         assert!(is_fatal(&CallError::Transport { code: tonic::Code::Unimplemented, message: m() }));
         assert!(!is_fatal(&CallError::Busy { message: m() }));
         assert!(!is_fatal(&CallError::Unavailable { message: m() }));
+        assert!(!is_fatal(&CallError::OutcomeUnknown { message: m() }));
         assert!(!is_fatal(&CallError::Transport { code: tonic::Code::Unavailable, message: m() }));
     }
 }
