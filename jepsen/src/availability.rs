@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::history::{Event, EventKind, Op};
+use crate::nemesis::NemesisKind;
 
 /// One fault as the nemesis applied it: from `start_ns` until it was healed at `end_ns` (times
 /// since the run started, as in the history).
@@ -13,14 +14,19 @@ use crate::history::{Event, EventKind, Op};
 pub struct FaultWindow {
     /// What was done, e.g. `kill -9 broker 2` or `partition {1} | {2,3}`.
     pub name: String,
+    /// The nemesis that did it (absent in runs stored before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<NemesisKind>,
     pub start_ns: u64,
     pub end_ns: u64,
 }
 
 /// How the workload fared during one fault and after it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowStats {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<NemesisKind>,
     pub start_ns: u64,
     pub end_ns: u64,
     /// Operations that completed (ok, fail or info) during the window, and how many were `ok`.
@@ -70,6 +76,7 @@ pub fn by_window(events: &[Event], windows: &[FaultWindow]) -> Vec<WindowStats> 
                 .min();
             WindowStats {
                 name: w.name.clone(),
+                kind: w.kind,
                 start_ns: w.start_ns,
                 end_ns: w.end_ns,
                 completed,
@@ -109,8 +116,8 @@ mod tests {
             event(11, 5, 260, EventKind::Ok),
         ];
         let windows = vec![
-            FaultWindow { name: "kill -9 broker 2".into(), start_ns: 100, end_ns: 200 },
-            FaultWindow { name: "quiet".into(), start_ns: 300, end_ns: 400 },
+            FaultWindow { name: "kill -9 broker 2".into(), kind: Some(NemesisKind::Kill), start_ns: 100, end_ns: 200 },
+            FaultWindow { name: "quiet".into(), kind: None, start_ns: 300, end_ns: 400 },
         ];
         let stats = by_window(&events, &windows);
         assert_eq!((stats[0].completed, stats[0].ok, stats[0].recovery_ns), (3, 1, Some(60)));

@@ -76,7 +76,7 @@ pub struct Anomaly {
 }
 
 /// Counts of one kind of operation by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Outcomes {
     pub invoked: u64,
     pub ok: u64,

@@ -12,6 +12,7 @@
 //! - [`net`]: partitions between the brokers' hosts (iptables).
 //! - [`run`]: one campaign, start to checked history.
 //! - [`report`]: the self-contained HTML page of a run.
+//! - [`summary`]: the results of several runs as Markdown tables.
 
 pub mod availability;
 pub mod checker;
@@ -21,6 +22,7 @@ pub mod nemesis;
 pub mod net;
 pub mod report;
 pub mod run;
+pub mod summary;
 pub mod value;
 pub mod workload;
 

@@ -230,7 +230,7 @@ mod tests {
         ];
         let finals = vec![FinalRead { broker: 1, queue: 0, start_offset: 0, end_offset: 2, messages: vec![(0, "a".into())] }];
         let result = check(&events, &finals);
-        let windows = vec![FaultWindow { name: "kill -9 broker <2>".into(), start_ns: 1_000_000_000, end_ns: 2_000_000_000 }];
+        let windows = vec![FaultWindow { name: "kill -9 broker <2>".into(), kind: None, start_ns: 1_000_000_000, end_ns: 2_000_000_000 }];
         let faults = crate::availability::by_window(&events, &windows);
         let page = render(&ReportInput {
             events: &events,

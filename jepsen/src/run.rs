@@ -269,7 +269,7 @@ async fn run_nemesis(
         tokio::time::sleep_until((Instant::now() + hold).min(deadline)).await;
         nemesis::heal(&fault, cluster)?;
         tracing::info!(fault = %fault.describe(), "nemesis: healed");
-        windows.push(FaultWindow { name: fault.describe(), start_ns, end_ns: recorder.now_ns() });
+        windows.push(FaultWindow { name: fault.describe(), kind: Some(kind), start_ns, end_ns: recorder.now_ns() });
         if Instant::now() >= deadline {
             break;
         }

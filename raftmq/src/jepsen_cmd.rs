@@ -7,6 +7,8 @@
 //! `check DIR` checks a stored run: `DIR/history.jsonl` (every operation), `DIR/final.jsonl`
 //! (what every replica held at the end) and, if present, `DIR/faults.jsonl` (the nemesis's
 //! fault windows). It writes `DIR/results.json` and exits 1 when it finds an anomaly.
+//!
+//! `summary DIR...` prints the results of several stored runs as Markdown tables.
 
 use std::fs::File;
 use std::io::{BufReader, Write};
@@ -31,6 +33,9 @@ pub enum JepsenCommand {
     Check(CheckArgs),
     /// Write DIR/index.html, the run's report (self-contained: open it in any browser).
     Report(ReportArgs),
+    /// Summarize stored runs (a campaign) as Markdown tables: a row per run, and availability
+    /// and recovery per kind of fault over all of them. Exits 1 if any run was not valid.
+    Summary(SummaryArgs),
 }
 
 #[derive(Args)]
@@ -119,6 +124,13 @@ pub struct ReportArgs {
 }
 
 #[derive(Args)]
+pub struct SummaryArgs {
+    /// The runs' directories.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+}
+
+#[derive(Args)]
 pub struct CheckArgs {
     /// The run's directory.
     dir: PathBuf,
@@ -135,7 +147,14 @@ pub fn run(cmd: JepsenCommand) -> anyhow::Result<ExitCode> {
         JepsenCommand::Run(args) => run_campaign(&args),
         JepsenCommand::Check(args) => check(&args),
         JepsenCommand::Report(args) => report(&args),
+        JepsenCommand::Summary(args) => summary(&args),
     }
+}
+
+fn summary(args: &SummaryArgs) -> anyhow::Result<ExitCode> {
+    let runs = args.dirs.iter().map(|d| jepsen::summary::load(d)).collect::<Result<Vec<_>, _>>()?;
+    print!("{}", jepsen::summary::markdown(&runs));
+    Ok(if runs.iter().all(|r| r.results.valid) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ANOMALY) })
 }
 
 /// A stored run, checked again.

@@ -1,6 +1,6 @@
 //! `raftmq jepsen check DIR` on stored runs: a clean one passes, one with a lost write fails with
 //! exit code 1 and names it, and both leave `results.json`; `raftmq jepsen report DIR` writes the
-//! page.
+//! page; `raftmq jepsen summary DIR...` tabulates them.
 
 use std::path::Path;
 use std::process::Command;
@@ -24,7 +24,7 @@ fn store_run(dir: &Path, held: &[(u64, &str)]) {
     let messages: Vec<(u64, String)> = held.iter().map(|(o, v)| (*o, v.to_string())).collect();
     let finals: Vec<FinalRead> =
         (1..=3).map(|broker| FinalRead { broker, queue: 0, start_offset: 0, end_offset: 2, messages: messages.clone() }).collect();
-    let faults = vec![FaultWindow { name: "kill -9 broker 2".into(), start_ns: 0, end_ns: 1_500_000 }];
+    let faults = vec![FaultWindow { name: "kill -9 broker 2".into(), kind: None, start_ns: 0, end_ns: 1_500_000 }];
     let write = |name: &str, f: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>| {
         let mut buf = Vec::new();
         f(&mut buf).unwrap();
@@ -68,6 +68,16 @@ fn a_clean_run_passes_and_a_lost_write_fails() {
     assert_eq!(r["valid"], false);
     assert_eq!(r["anomaly_counts"]["lost-write"], 1);
     assert_eq!(r["check"]["anomalies"][0]["events"], serde_json::json!([2, 3]));
+
+    // Both runs summarized: a row each, the fault kind over both; not all valid, so exit 1.
+    let summary = |dirs: &[&Path]| Command::new(env!("CARGO_BIN_EXE_raftmq")).args(["jepsen", "summary"]).args(dirs).output().unwrap();
+    let both = summary(&[clean.path(), lost.path()]);
+    let text = String::from_utf8_lossy(&both.stdout);
+    assert_eq!(both.status.code(), Some(1), "{text}");
+    assert!(text.contains("| 2 | 2 | 2 | 0 | 1 | 0 | 1.000 | 0.0 s |"), "the clean run's row: {text}");
+    assert!(text.contains("| 2 | 2 | 2 | 0 | 1 | 1 | 1.000 | 0.0 s |"), "the lost write's row: {text}");
+    assert!(text.contains("| kill or kill-leader | 2 | 1.000 |"), "{text}");
+    assert_eq!(summary(&[clean.path()]).status.code(), Some(0));
 }
 
 #[test]
