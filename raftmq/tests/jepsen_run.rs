@@ -6,25 +6,32 @@
 //! A run interrupted with Ctrl-C leaves no broker process and no firewall rule behind.
 //! The network nemeses need root and iptables, as CI has (`scripts/install-deps`).
 
+use std::path::Path;
 use std::process::Command;
+
+/// `raftmq jepsen run ARGS --out OUT`, quiet but for warnings.
+fn jepsen_run(out: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_raftmq"));
+    command.args(["jepsen", "run"]).args(args).arg("--out").arg(out).env("RUST_LOG", "warn");
+    command
+}
+
+fn results(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
 
 #[test]
 fn a_campaign_with_every_nemesis_finds_no_anomaly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let output = Command::new(env!("CARGO_BIN_EXE_raftmq"))
-        .args(["jepsen", "run", "--brokers", "3", "--time", "60s", "--rate", "100", "--seed", "7"])
-        .args(["--nemesis", "kill,kill-leader,pause,power-loss,partition-halves,partition-leader,partition-bridge,partition-one-way,slow-fsync,link-delay,link-loss"])
-        .arg("--out")
-        .arg(&out)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let nemeses = "kill,kill-leader,pause,power-loss,partition-halves,partition-leader,partition-bridge,partition-one-way,slow-fsync,link-delay,link-loss";
+    let output =
+        jepsen_run(&out, &["--brokers", "3", "--time", "60s", "--rate", "100", "--seed", "7", "--nemesis", nemeses]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("valid: no anomalies"), "{stdout}");
-    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let results = results(&out);
     assert_eq!(results["valid"], true);
     let sends_ok = results["check"]["sends"]["ok"].as_u64().unwrap();
     // At 100/s for 60 s with faults about half the time, on a machine shared with other tests.
@@ -45,17 +52,11 @@ fn a_campaign_with_every_nemesis_finds_no_anomaly() {
 fn a_broker_acknowledging_before_fsync_is_caught_losing_writes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let output = Command::new(env!("CARGO_BIN_EXE_raftmq"))
-        .args(["jepsen", "run", "--brokers", "3", "--time", "20s", "--nemesis", "power-loss", "--rate", "100", "--seed", "3"])
-        .args(["--unsafe-ack-before-fsync-ms", "2000"])
-        .arg("--out")
-        .arg(&out)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let args = ["--brokers", "3", "--time", "20s", "--nemesis", "power-loss", "--rate", "100", "--seed", "3"];
+    let output = jepsen_run(&out, &args).args(["--unsafe-ack-before-fsync-ms", "2000"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
-    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let results = results(&out);
     assert_eq!(results["valid"], false);
     let lost = results["anomaly_counts"]["lost-write"].as_u64().unwrap() + results["anomaly_counts"]["unseen-at-end"].as_u64().unwrap();
     assert!(lost > 0, "acknowledged writes were lost but not reported: {stdout}");
@@ -63,7 +64,7 @@ fn a_broker_acknowledging_before_fsync_is_caught_losing_writes() {
 }
 
 /// The processes whose command line names `dir`: the brokers of the run stored there.
-fn processes_naming(dir: &std::path::Path) -> Vec<u32> {
+fn processes_naming(dir: &Path) -> Vec<u32> {
     let needle = dir.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
@@ -86,11 +87,7 @@ fn iptables_rules() -> String {
 fn an_interrupted_run_stops_its_brokers_and_removes_its_rules() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
-        .args(["jepsen", "run", "--brokers", "3", "--time", "300s", "--rate", "50", "--seed", "5", "--nemesis", "link-delay"])
-        .arg("--out")
-        .arg(&out)
-        .env("RUST_LOG", "warn")
+    let mut child = jepsen_run(&out, &["--brokers", "3", "--time", "300s", "--rate", "50", "--seed", "5", "--nemesis", "link-delay"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
