@@ -243,7 +243,8 @@ struct Place<'a> {
     sources: &'a BTreeSet<Source>,
 }
 
-/// Inconsistent offsets, duplicates, phantoms and corrupt values, over every observation.
+/// Inconsistent offsets, duplicates, phantoms, corrupt values and failed sends that were stored,
+/// over every observation.
 fn check_offsets(seen: &Observations<'_>, sent: &HashMap<&str, Sent<'_>>, out: &mut Vec<Anomaly>) {
     let events_of = |sources: &BTreeSet<Source>| -> Vec<u64> {
         sources.iter().filter_map(|s| if let Source::Event(i) = s { Some(*i) } else { None }).collect()
@@ -264,27 +265,30 @@ fn check_offsets(seen: &Observations<'_>, sent: &HashMap<&str, Sent<'_>>, out: &
         }
         for (v, sources) in values {
             offsets_of.entry(v).or_default().push(Place { queue: *queue, offset: *offset, sources });
-            if let Some(s) = sent.get(v)
-                && s.op.kind() == Some(EventKind::Fail)
-            {
-                let mut events = events_of(sources);
-                events.extend(s.op.events());
-                out.push(Anomaly {
-                    class: AnomalyClass::FailedSendVisible,
-                    detail: format!(
-                        "{v:?} is at queue {queue} offset {offset}, but its send failed: {}",
-                        s.op.completion.and_then(|c| c.error.as_deref()).unwrap_or("no reason given")
-                    ),
-                    events,
-                });
-            }
-            if !sent.contains_key(v) {
-                let (class, why) = if crate::value::verifies(v) {
-                    (AnomalyClass::Phantom, "was never sent")
-                } else {
-                    (AnomalyClass::Corrupt, "was never sent and fails its checksum")
-                };
-                out.push(Anomaly { class, detail: format!("{v:?} at queue {queue} offset {offset} {why}"), events: events_of(sources) });
+            match sent.get(v) {
+                Some(s) if s.op.kind() == Some(EventKind::Fail) => {
+                    let mut events = events_of(sources);
+                    events.extend(s.op.events());
+                    let why = s.op.completion.and_then(|c| c.error.as_deref()).unwrap_or("no reason given");
+                    out.push(Anomaly {
+                        class: AnomalyClass::FailedSendVisible,
+                        detail: format!("{v:?} is at queue {queue} offset {offset}, but its send failed: {why}"),
+                        events,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    let (class, why) = if crate::value::verifies(v) {
+                        (AnomalyClass::Phantom, "was never sent")
+                    } else {
+                        (AnomalyClass::Corrupt, "was never sent and fails its checksum")
+                    };
+                    out.push(Anomaly {
+                        class,
+                        detail: format!("{v:?} at queue {queue} offset {offset} {why}"),
+                        events: events_of(sources),
+                    });
+                }
             }
         }
     }
