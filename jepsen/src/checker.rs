@@ -29,12 +29,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::history::{Event, EventKind, FinalRead, Op};
 
 /// The kinds of anomaly the checker finds; see the module documentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AnomalyClass {
     LostWrite,
@@ -68,7 +68,7 @@ impl AnomalyClass {
 
 /// One anomaly: its class, what happened, and the history events that show it (indexes into
 /// `history.jsonl`; final reads are named in `detail`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Anomaly {
     pub class: AnomalyClass,
     pub detail: String,
@@ -76,7 +76,7 @@ pub struct Anomaly {
 }
 
 /// Counts of one kind of operation by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcomes {
     pub invoked: u64,
     pub ok: u64,
@@ -85,7 +85,7 @@ pub struct Outcomes {
 }
 
 /// What [`check`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
     pub sends: Outcomes,
     pub polls: Outcomes,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::availability::WindowStats;
-use crate::checker::Outcomes;
+use crate::checker::CheckResult;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SummaryError {
@@ -25,17 +25,9 @@ pub struct StoredResults {
     pub valid: bool,
     #[serde(default)]
     pub unhealthy: Vec<String>,
-    pub check: StoredCheck,
+    pub check: CheckResult,
     pub anomaly_counts: BTreeMap<String, usize>,
     pub faults: Vec<WindowStats>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct StoredCheck {
-    pub sends: Outcomes,
-    pub polls: Outcomes,
-    pub commits: Outcomes,
-    pub offset_reads: Outcomes,
 }
 
 /// One stored run.
@@ -166,6 +158,7 @@ fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::Outcomes;
     use crate::nemesis::NemesisKind;
 
     fn window(name: &str, kind: Option<NemesisKind>, completed: u64, ok: u64, recovery_ms: Option<u64>) -> WindowStats {
@@ -190,11 +183,12 @@ mod tests {
             results: StoredResults {
                 valid: anomalies == 0,
                 unhealthy: vec![],
-                check: StoredCheck {
+                check: CheckResult {
                     sends: outcomes(120_000, 70_000, 1_500),
                     polls: outcomes(50_000, 50_000, 0),
                     commits: outcomes(10_000, 9_990, 10),
                     offset_reads: outcomes(1_000, 900, 0),
+                    ..Default::default()
                 },
                 anomaly_counts: [("lost-write".to_string(), anomalies)].into(),
                 faults,
