@@ -219,6 +219,7 @@ impl LocalCluster {
         self.brokers.iter().map(|b| b.id).collect()
     }
 
+    /// Every broker's client endpoint, in broker id order (broker 1 first).
     pub fn client_addrs(&self) -> Vec<SocketAddr> {
         self.brokers.iter().map(|b| b.client_addr()).collect()
     }

@@ -20,7 +20,7 @@ use crate::checker::{CheckResult, check};
 use crate::cluster::{ClusterError, ClusterOptions, LocalCluster, admin_client};
 use crate::history::{FinalRead, write_jsonl};
 use crate::nemesis::{self, NemesisKind, Schedule};
-use crate::workload::{Recorder, Workload, final_read};
+use crate::workload::{LeaderRoutes, Recorder, Routing, Workload, final_read};
 
 /// The topic every run uses.
 pub const TOPIC: &str = "jepsen";
@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub time: Duration,
     pub nemeses: Vec<NemesisKind>,
     pub workload: WorkloadKind,
+    /// How producers choose a broker for each send.
+    pub routing: Routing,
     /// Sends per second over all producers.
     pub rate: f64,
     pub producers: u64,
@@ -176,10 +178,12 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     let recorder = Recorder::new(started);
     let deadline = started + options.time;
     let endpoints = cluster.client_addrs();
+    let routes = LeaderRoutes::new();
     let workload = Workload {
         topic: TOPIC,
         queues: options.queues,
         endpoints: &endpoints,
+        routes: (options.routing == Routing::Leader).then_some(&routes),
         recorder: &recorder,
         deadline,
         rate_per_producer: options.rate / options.producers.max(1) as f64,

@@ -15,12 +15,14 @@ use std::time::Duration;
 
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{CommitOffsetRequest, FetchRequest, GetOffsetRequest, Message, SendRequest, Status};
+use proto::raftmq::v1::{
+    CommitOffsetRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest, Message, QueueInfo, SendRequest, Status,
+};
 use rand::{RngExt, SeedableRng};
 use rand_xorshift::XorShiftRng;
 use tokio::time::Instant;
 
-use crate::cluster::queue_client;
+use crate::cluster::{admin_client, queue_client};
 use crate::history::{Event, EventKind, FinalRead, Op};
 
 /// Deadline of every client call: past it the outcome is unknown (`info`).
@@ -107,11 +109,87 @@ async fn call<T>(reply: impl std::future::Future<Output = Result<tonic::Response
     }
 }
 
+/// How producers choose the broker for each send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// A random broker each time; a follower forwards the send to the leader.
+    Random,
+    /// The queue's leader as the cluster last reported it (`DescribeTopic`), as RocketMQ's
+    /// clients route by topic route; learned again after any send that did not succeed.
+    Leader,
+}
+
+/// Deadline of a route lookup.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Route lookups are shared: at most one per this gap, however many producers miss a route.
+const ROUTE_REFRESH_GAP: Duration = Duration::from_millis(100);
+
+/// The leader endpoint of each queue, for [`Routing::Leader`].
+pub struct LeaderRoutes {
+    leaders: Mutex<std::collections::HashMap<u32, SocketAddr>>,
+    /// When the last lookup began; one lookup at a time.
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl LeaderRoutes {
+    pub fn new() -> Self {
+        Self { leaders: Mutex::new(std::collections::HashMap::new()), refreshed: tokio::sync::Mutex::new(None) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, SocketAddr>> {
+        self.leaders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, queue: u32) -> Option<SocketAddr> {
+        self.lock().get(&queue).copied()
+    }
+
+    fn forget(&self, queue: u32) {
+        self.lock().remove(&queue);
+    }
+
+    /// Asks a broker (from `ask`) for the topic's leaders, unless another lookup began within
+    /// [`ROUTE_REFRESH_GAP`]. `endpoints[i]` is broker `i + 1`'s client endpoint.
+    async fn refresh(&self, topic: &str, ask: SocketAddr, endpoints: &[SocketAddr]) {
+        let mut refreshed = self.refreshed.lock().await;
+        if refreshed.is_some_and(|at| at.elapsed() < ROUTE_REFRESH_GAP) {
+            return;
+        }
+        *refreshed = Some(Instant::now());
+        let req = DescribeTopicRequest { name: topic.into() };
+        if let Ok(Ok(reply)) = tokio::time::timeout(ROUTE_TIMEOUT, admin_client(ask).describe_topic(req)).await {
+            self.learn(&reply.into_inner().queues, endpoints);
+        }
+    }
+
+    /// Takes each queue's leader from `queues`; a queue without a known leader loses its route.
+    fn learn(&self, queues: &[QueueInfo], endpoints: &[SocketAddr]) {
+        let mut leaders = self.lock();
+        for q in queues {
+            let leader = usize::try_from(q.leader_broker_id).ok().and_then(|id| id.checked_sub(1)).and_then(|i| endpoints.get(i));
+            match leader {
+                Some(&endpoint) => leaders.insert(q.queue_id, endpoint),
+                None => leaders.remove(&q.queue_id),
+            };
+        }
+    }
+}
+
+impl Default for LeaderRoutes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// What the workload clients share.
 pub struct Workload<'a> {
     pub topic: &'a str,
     pub queues: u32,
+    /// Every broker's client endpoint, in broker id order (broker 1 first).
     pub endpoints: &'a [SocketAddr],
+    /// With [`Routing::Leader`], where producers send; `None` sends to random brokers.
+    pub routes: Option<&'a LeaderRoutes>,
     pub recorder: &'a Recorder,
     pub deadline: Instant,
     /// Operations per second of each producer.
@@ -138,7 +216,17 @@ impl Workload<'_> {
                 (0..rng.random_range(PADDING_MIN..=PADDING_MAX)).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
             let value = crate::value::checksummed(&format!("p{producer}-{n}"), &padding);
             n += 1;
-            let endpoint = self.endpoints[rng.random_range(0..self.endpoints.len())];
+            let random = self.endpoints[rng.random_range(0..self.endpoints.len())];
+            let endpoint = match self.routes {
+                None => random,
+                Some(routes) => match routes.get(queue) {
+                    Some(leader) => leader,
+                    None => {
+                        routes.refresh(self.topic, random, self.endpoints).await;
+                        routes.get(queue).unwrap_or(random)
+                    }
+                },
+            };
             let op = |offset| Op::Send { queue, value: value.clone(), message_group: group.clone(), offset };
             self.recorder.record(process, EventKind::Invoke, op(None), None);
             let req = SendRequest {
@@ -161,6 +249,11 @@ impl Workload<'_> {
                 Err((kind, error)) => (kind, None, Some(error)),
             };
             self.recorder.record(process, kind, op(offset), error);
+            if kind != EventKind::Ok
+                && let Some(routes) = self.routes
+            {
+                routes.forget(queue);
+            }
             if kind == EventKind::Info {
                 process = self.recorder.new_process();
             }
@@ -294,5 +387,25 @@ pub async fn final_read(endpoint: SocketAddr, broker: u64, topic: &str, queue: u
         if next.max(out.start_offset) >= out.end_offset {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_the_reported_leaders_and_drop_unknown_ones() {
+        let endpoints: Vec<SocketAddr> = (1..=3).map(|h| SocketAddr::from(([127, 0, 0, h], 8081))).collect();
+        let queue = |queue_id, leader_broker_id| QueueInfo { queue_id, leader_broker_id, ..Default::default() };
+        let routes = LeaderRoutes::new();
+        routes.learn(&[queue(0, 2), queue(1, 3), queue(2, 1)], &endpoints);
+        assert_eq!((routes.get(0), routes.get(1), routes.get(2)), (Some(endpoints[1]), Some(endpoints[2]), Some(endpoints[0])));
+        // Queue 0 between leaders, queue 1 led by a broker this run does not know: no route, so
+        // the producer picks a random broker; queue 2 keeps its leader.
+        routes.learn(&[queue(0, 0), queue(1, 9)], &endpoints);
+        assert_eq!((routes.get(0), routes.get(1), routes.get(2)), (None, None, Some(endpoints[0])));
+        routes.forget(2);
+        assert_eq!(routes.get(2), None);
     }
 }

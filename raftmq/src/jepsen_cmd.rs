@@ -20,6 +20,7 @@ use clap::{Args, Subcommand};
 use jepsen::history::read_jsonl;
 use jepsen::nemesis::NemesisKind;
 use jepsen::run::{Results, RunOptions, WorkloadKind};
+use jepsen::workload::Routing;
 use jepsen::{CheckResult, Event, FaultWindow, FinalRead, WindowStats};
 
 use std::time::Duration;
@@ -52,6 +53,10 @@ pub struct RunArgs {
     nemesis: Vec<NemesisKind>,
     #[arg(long, value_enum, default_value = "queue")]
     workload: WorkloadArg,
+    /// How producers pick a broker for each send: `random` (a follower forwards to the leader)
+    /// or `leader` (each queue's leader as `DescribeTopic` reports it, as RocketMQ's clients do).
+    #[arg(long, value_enum, default_value = "random")]
+    routing: RoutingArg,
     /// Sends per second over all producers.
     #[arg(long, default_value_t = 200.0)]
     rate: f64,
@@ -87,6 +92,12 @@ enum WorkloadArg {
     Fifo,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoutingArg {
+    Random,
+    Leader,
+}
+
 /// The command that replays `args`' run.
 fn replay_command(args: &RunArgs) -> String {
     let nemeses: Vec<&str> = args.nemesis.iter().map(|k| k.name()).collect();
@@ -94,8 +105,12 @@ fn replay_command(args: &RunArgs) -> String {
         WorkloadArg::Queue => "queue",
         WorkloadArg::Fifo => "fifo",
     };
+    let routing = match args.routing {
+        RoutingArg::Random => "random",
+        RoutingArg::Leader => "leader",
+    };
     format!(
-        "raftmq jepsen run --brokers {} --time {}ms --nemesis {} --workload {workload} --rate {} --producers {} --queues {} --seed {}",
+        "raftmq jepsen run --brokers {} --time {}ms --nemesis {} --workload {workload} --routing {routing} --rate {} --producers {} --queues {} --seed {}",
         args.brokers,
         args.time.as_millis(),
         nemeses.join(","),
@@ -214,6 +229,10 @@ fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
         workload: match args.workload {
             WorkloadArg::Queue => WorkloadKind::Queue,
             WorkloadArg::Fifo => WorkloadKind::Fifo,
+        },
+        routing: match args.routing {
+            RoutingArg::Random => Routing::Random,
+            RoutingArg::Leader => Routing::Leader,
         },
         rate: args.rate,
         producers: args.producers.max(1),
