@@ -128,7 +128,7 @@ const ROUTE_REFRESH_GAP: Duration = Duration::from_millis(100);
 /// The leader endpoint of each queue, for [`Routing::Leader`].
 pub struct LeaderRoutes {
     leaders: Mutex<std::collections::HashMap<u32, SocketAddr>>,
-    /// When the last lookup began; one lookup at a time.
+    /// When the last lookup ended; one lookup at a time.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
@@ -149,18 +149,19 @@ impl LeaderRoutes {
         self.lock().remove(&queue);
     }
 
-    /// Asks a broker (from `ask`) for the topic's leaders, unless another lookup began within
-    /// [`ROUTE_REFRESH_GAP`]. `endpoints[i]` is broker `i + 1`'s client endpoint.
+    /// Asks a broker (from `ask`) for the topic's leaders, unless another lookup ended within
+    /// [`ROUTE_REFRESH_GAP`]: producers that waited for a lookup in progress use its answer.
+    /// `endpoints[i]` is broker `i + 1`'s client endpoint.
     async fn refresh(&self, topic: &str, ask: SocketAddr, endpoints: &[SocketAddr]) {
         let mut refreshed = self.refreshed.lock().await;
         if refreshed.is_some_and(|at| at.elapsed() < ROUTE_REFRESH_GAP) {
             return;
         }
-        *refreshed = Some(Instant::now());
         let req = DescribeTopicRequest { name: topic.into() };
         if let Ok(Ok(reply)) = tokio::time::timeout(ROUTE_TIMEOUT, admin_client(ask).describe_topic(req)).await {
             self.learn(&reply.into_inner().queues, endpoints);
         }
+        *refreshed = Some(Instant::now());
     }
 
     /// Takes each queue's leader from `queues`; a queue without a known leader loses its route.
