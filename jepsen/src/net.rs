@@ -243,6 +243,7 @@ fn hold_packets(mut queue: nfq::Queue, queue_num: u16, setting: &DelaySetting, s
     let mut rng = XorShiftRng::seed_from_u64(seed ^ 0xDE1A_7000);
     let mut held: VecDeque<(Instant, nfq::Message)> = VecDeque::new();
     let mut last_due = Instant::now();
+    let mut receive_failing = false;
     let accept = |queue: &mut nfq::Queue, mut msg: nfq::Message| {
         msg.set_verdict(nfq::Verdict::Accept);
         if let Err(e) = queue.verdict(msg) {
@@ -260,9 +261,16 @@ fn hold_packets(mut queue: nfq::Queue, queue_num: u16, setting: &DelaySetting, s
                     last_due = last_due.max(Instant::now() + delay);
                     held.push_back((last_due, msg));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    receive_failing = false;
+                    break;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "link delay: receiving from the netfilter queue");
+                    // Once per run of failures, not once per poll (a thousand times a second).
+                    if !receive_failing {
+                        tracing::warn!(error = %e, "link delay: receiving from the netfilter queue");
+                    }
+                    receive_failing = true;
                     break;
                 }
             }
