@@ -25,6 +25,7 @@ use crate::raft::network::{GroupNetworkFactory, PeerChannels};
 use crate::raft::registry::GroupRegistry;
 use crate::raft::service::RaftTransportService;
 use crate::raft::{BrokerId, BrokerNode, GroupId};
+use crate::size_limits::TRANSPORT_MESSAGE_BYTES_MAX;
 use crate::store::{QueueStore, StoreError, StoreOptions};
 
 /// How long `shutdown` waits for the transport's in-flight requests.
@@ -87,12 +88,18 @@ pub enum HostError {
     LogRead { group: GroupId, log_index: u64, reason: String },
 }
 
-/// Copies the milliseconds in `file` (absent, empty or unreadable: 0) into `delay` every 100 ms,
-/// until the log that holds `delay` is gone.
+/// Copies the milliseconds in `file` (absent, empty or unreadable: 0; `fail`:
+/// [`raft_log::fault::FAIL_SYNCS`]) into `delay` every 100 ms, until the log that holds `delay`
+/// is gone.
 fn follow_delay_file(file: PathBuf, delay: std::sync::Weak<std::sync::atomic::AtomicU64>) {
     std::thread::spawn(move || {
         while let Some(delay) = delay.upgrade() {
-            let ms = std::fs::read_to_string(&file).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0);
+            // A number of milliseconds, or `fail`: every sync then fails (a dead disk).
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let ms = match text.trim() {
+                "fail" => raft_log::fault::FAIL_SYNCS,
+                t => t.parse::<u64>().unwrap_or(0),
+            };
             delay.store(ms, std::sync::atomic::Ordering::Relaxed);
             drop(delay);
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -128,6 +135,17 @@ pub struct GroupHost {
     opening: tokio::sync::Mutex<()>,
     /// Taken by the first `shutdown`.
     server: std::sync::Mutex<Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+    /// The first group whose Raft core stopped on its own (see [`Self::fatal`]).
+    fatal: tokio::sync::watch::Sender<Option<GroupFatal>>,
+}
+
+/// A group whose Raft core stopped by itself (a storage error, a panic), not by a shutdown:
+/// it neither replicates nor answers until the broker restarts it from its log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the Raft core of group {group} stopped: {reason}")]
+pub struct GroupFatal {
+    pub group: GroupId,
+    pub reason: String,
 }
 
 impl GroupHost {
@@ -179,7 +197,9 @@ impl GroupHost {
             .map_err(|source| HostError::Listen { addr: options.raft_listen, source })?
             .with_nodelay(Some(true));
         let raft_addr = incoming.local_addr().map_err(|source| HostError::Listen { addr: options.raft_listen, source })?;
-        let service = RaftTransportServer::new(RaftTransportService::new(options.id, registry.clone()));
+        let service = RaftTransportServer::new(RaftTransportService::new(options.id, registry.clone()))
+            .max_decoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX);
         let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             // A graceful stop also closes the connections already accepted: aborting the task
@@ -209,6 +229,7 @@ impl GroupHost {
             raft_config,
             opening: tokio::sync::Mutex::new(()),
             server: std::sync::Mutex::new(Some((stop_server, server))),
+            fatal: tokio::sync::watch::channel(None).0,
         })
     }
 
@@ -223,6 +244,12 @@ impl GroupHost {
 
     pub fn store(&self) -> &Arc<QueueStore> {
         &self.store
+    }
+
+    /// Set once a hosted group's Raft core has stopped by itself: the broker must not go on
+    /// looking healthy with a dead group (the broker server stops, loudly).
+    pub fn fatal(&self) -> tokio::sync::watch::Receiver<Option<GroupFatal>> {
+        self.fatal.subscribe()
     }
 
     /// The channels to peer brokers, shared with every group's Raft network.
@@ -243,6 +270,7 @@ impl GroupHost {
             .await
             .map_err(|e| HostError::Group { group: META_GROUP_ID, reason: e.to_string() })?;
         self.registry.insert(META_GROUP_ID, raft.clone());
+        tokio::spawn(report_fatal::<MetaGroupConfig>(META_GROUP_ID, raft.metrics(), self.fatal.clone()));
         Ok(raft)
     }
 
@@ -288,6 +316,7 @@ impl GroupHost {
             .map_err(|e| HostError::Group { group, reason: e.to_string() })?;
         self.queue_groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, raft.clone());
         self.registry.insert(group, raft.clone());
+        tokio::spawn(report_fatal::<QueueGroupConfig>(group, raft.metrics(), self.fatal.clone()));
         Ok(raft)
     }
 
@@ -499,5 +528,40 @@ impl GroupHost {
     /// The log engine's counters, shared by every group hosted here.
     pub fn log_stats(&self) -> &raft_log::engine::EngineStats {
         self.engine.stats()
+    }
+}
+
+/// Watches one group's Raft metrics until its core stops; a stop that was not asked for
+/// (openraft's `Fatal::StorageError` or `Fatal::Panicked`, not `Fatal::Stopped`) is logged and
+/// reported in `fatal`, the first one only.
+async fn report_fatal<C>(
+    group: GroupId,
+    mut metrics: openraft::type_config::alias::WatchReceiverOf<C, openraft::RaftMetrics<C>>,
+    fatal: tokio::sync::watch::Sender<Option<GroupFatal>>,
+) where
+    C: openraft::RaftTypeConfig,
+{
+    use openraft::type_config::async_runtime::watch::WatchReceiver;
+    loop {
+        let state = metrics.borrow_watched().running_state.clone();
+        match state {
+            Ok(()) => {}
+            Err(openraft::errors::Fatal::Stopped) => return,
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(group, error = %reason, "a group's Raft core stopped by itself; the broker stops");
+                fatal.send_if_modified(|first| {
+                    if first.is_some() {
+                        return false;
+                    }
+                    *first = Some(GroupFatal { group, reason });
+                    true
+                });
+                return;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }

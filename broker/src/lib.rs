@@ -11,6 +11,8 @@
 //!   (consume-queue index, queue offsets, consumer offsets, applied index), written with the WAL
 //!   off and flushed at known points.
 //! - [`queue`]: the queue state machine: commands, their pure application, openraft's state machine.
+//! - [`size_limits`]: how the size bounds of the edge, an entry, a log record and the transport
+//!   fit together, and the check that refuses options where they do not.
 
 pub mod edge;
 pub mod host;
@@ -19,4 +21,5 @@ pub mod metrics;
 pub mod queue;
 pub mod raft;
 pub mod server;
+pub mod size_limits;
 pub mod store;

@@ -161,10 +161,20 @@ impl SendPathMetrics {
 
     fn register(&self, r: &mut Registry) {
         r.register("raftmq_send_messages", "Messages stored by sends answered OK", self.messages.clone());
-        r.register_with_unit("raftmq_send", "Body bytes of messages stored by sends answered OK", Unit::Bytes, self.bytes.clone());
+        r.register_with_unit(
+            "raftmq_send",
+            "Bytes of messages stored by sends answered OK, each counted whole",
+            Unit::Bytes,
+            self.bytes.clone(),
+        );
         r.register("raftmq_send_refused", "Sends answered with an error, by reason", self.refused.clone());
         r.register("raftmq_send_entry_messages", "Messages per committed send entry", self.entry_messages.clone());
-        r.register_with_unit("raftmq_send_entry", "Message body bytes per committed send entry", Unit::Bytes, self.entry_bytes.clone());
+        r.register_with_unit(
+            "raftmq_send_entry",
+            "Message bytes per committed send entry, each message counted whole",
+            Unit::Bytes,
+            self.entry_bytes.clone(),
+        );
         r.register_with_unit(
             "raftmq_send_commit_duration",
             "Time from proposing a send entry to its commit and apply (Raft client_write), committed entries only",
@@ -191,7 +201,7 @@ impl SendPathMetrics {
         }
     }
 
-    /// One committed entry: its messages, body bytes and `client_write` duration.
+    /// One committed entry: its messages, their bytes (each counted whole) and `client_write` duration.
     pub(crate) fn record_entry(&self, messages: usize, bytes: usize, commit: Duration) {
         self.entry_messages.observe(messages as f64);
         self.entry_bytes.observe(bytes as f64);

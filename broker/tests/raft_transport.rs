@@ -51,6 +51,12 @@ fn config() -> Arc<Config> {
 }
 
 async fn start_broker(id: BrokerId) -> TestBroker {
+    start_broker_decoding(id, None).await
+}
+
+/// A broker whose transport server decodes messages of at most `decoding_max` bytes (tonic's
+/// 4 MiB default when `None`).
+async fn start_broker_decoding(id: BrokerId, decoding_max: Option<usize>) -> TestBroker {
     let dir = tempfile::tempdir().unwrap();
     let (engine, _) = LogEngine::open(dir.path(), LogOptions { segment_bytes: 1 << 20, ..LogOptions::default() }).unwrap();
     let sm = Sm::default();
@@ -60,7 +66,10 @@ async fn start_broker(id: BrokerId) -> TestBroker {
     registry.insert(GROUP, raft.clone());
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap().with_nodelay(Some(true));
     let addr = incoming.local_addr().unwrap();
-    let service = RaftTransportServer::new(RaftTransportService::new(id, registry));
+    let mut service = RaftTransportServer::new(RaftTransportService::new(id, registry));
+    if let Some(max) = decoding_max {
+        service = service.max_decoding_message_size(max);
+    }
     let server = tokio::spawn(async move {
         let _ = Server::builder().add_service(service).serve_with_incoming(incoming).await;
     });
@@ -160,4 +169,24 @@ async fn three_replicas_over_grpc_elect_replicate_fail_over_and_catch_up_by_snap
     assert_eq!(b4.sm.data().await, expected, "the learner installed the leader's snapshot");
     let m = b4.raft.wait(Some(WAIT)).metrics(|m| m.snapshot.is_some(), "snapshot installed").await.expect("metrics");
     assert!(m.snapshot.is_some_and(|s| s.index >= last), "it came by snapshot, not by log");
+}
+
+/// A peer that refuses an AppendEntries for its size gets the same entries in smaller parts,
+/// never the same payload again: a learner whose server decodes at most 100 KiB catches up on
+/// 800 KiB of 40 KiB entries, which the leader would otherwise send as one payload forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_refused_for_its_size_is_split_not_retried() {
+    const ENTRY_BYTES: usize = 40 << 10;
+    let b1 = start_broker(1).await;
+    let b2 = start_broker(2).await;
+    b1.raft.initialize(members(&[&b1, &b2])).await.expect("initialize");
+    let leader_id = leader_among(&[&b1, &b2]).await;
+    let leader = [&b1, &b2].into_iter().find(|b| b.id == leader_id).unwrap();
+    let last = write(leader, (0..20).map(|i| format!("{i:02}").repeat(ENTRY_BYTES / 2))).await;
+
+    let small = start_broker_decoding(3, Some(100 << 10)).await;
+    let joined = tokio::time::timeout(WAIT, leader.raft.add_learner(3, BrokerNode { raft_addr: small.addr.to_string() }, true)).await;
+    assert!(matches!(joined, Ok(Ok(_))), "the learner never caught up: {joined:?}");
+    wait_applied(&small, last).await;
+    assert_eq!(small.sm.data().await, leader.sm.data().await, "the learner holds every entry");
 }

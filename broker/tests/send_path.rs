@@ -97,6 +97,38 @@ async fn sends_share_entries_get_dense_offsets_and_are_bounded() {
     let too_many: Vec<NewMessage> = (0..257).map(|i| message(&format!("d{i}"))).collect();
     assert!(matches!(batcher.send(too_many).await, Err(SendError::TooLarge { messages: 257, .. })));
 
+    // Entries are bounded by whole messages, not bodies: keys count as much as a body does.
+    const ENTRY_BYTES: usize = 16 << 10;
+    let wide = |id: String| NewMessage { keys: vec!["k".repeat(1024); 4], body: vec![], ..message(&id) };
+    let bounded = SendBatcher::start(
+        raft.clone(),
+        SendBatchLimits { entry_bytes_max: ENTRY_BYTES, wait_max: Duration::from_millis(20), ..SendBatchLimits::default() },
+    );
+    let too_wide: Vec<NewMessage> = (0..4).map(|i| wide(format!("e{i}"))).collect();
+    let too_wide_bytes: usize = too_wide.iter().map(NewMessage::encoded_bytes).sum();
+    assert!(too_wide_bytes > ENTRY_BYTES && too_wide.iter().all(|m| m.body.is_empty()));
+    assert!(
+        matches!(bounded.send(too_wide).await, Err(SendError::TooLarge { messages: 4, bytes, .. }) if bytes == too_wide_bytes),
+        "a send of empty bodies whose keys exceed one entry is refused whole"
+    );
+    let first = 64 + stored.len() as u64;
+    let sends: Vec<_> = (0..48)
+        .map(|i| {
+            let b = bounded.clone();
+            tokio::spawn(async move { b.send(vec![wide(format!("f{i}"))]).await })
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap().expect("wide send stored");
+    }
+    let read = leader.read_queue(GROUP, 0, first, 100).await.unwrap();
+    assert_eq!(read.len(), 48);
+    let mut per_entry: BTreeMap<u64, usize> = BTreeMap::new();
+    for m in &read {
+        *per_entry.entry(m.log_index).or_default() += m.message.encoded_bytes();
+    }
+    assert!(per_entry.values().all(|&b| b <= ENTRY_BYTES), "an entry over {ENTRY_BYTES} bytes of messages: {per_entry:?}");
+
     for h in hosts {
         h.shutdown().await.unwrap();
     }

@@ -56,6 +56,15 @@ impl Default for LogOptions {
     }
 }
 
+impl LogOptions {
+    /// The largest payload an append accepts: `max_record_bytes`, or less when a record that
+    /// large would not fit in one segment, rounded down to the record alignment.
+    pub fn max_payload_bytes(&self) -> u64 {
+        let fits = self.segment_bytes.saturating_sub(SEGMENT_HEADER_LEN + HEADER_LEN as u64);
+        self.max_record_bytes.min(fits) / record::ALIGN * record::ALIGN
+    }
+}
+
 /// A place in the log: segment and byte offset. Ordered as the log is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Position {
@@ -614,8 +623,7 @@ impl DurableWait {
 
 impl Shared {
     fn max_payload(&self) -> u64 {
-        let fits = self.options.segment_bytes - SEGMENT_HEADER_LEN - HEADER_LEN as u64;
-        self.options.max_record_bytes.min(fits) / record::ALIGN * record::ALIGN
+        self.options.max_payload_bytes()
     }
 
     fn check_usable(&self) -> Result<(), LogError> {

@@ -323,10 +323,17 @@ struct SlowSyncFile {
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
-fn wait(delay_ms: &std::sync::atomic::AtomicU64) {
-    let ms = delay_ms.load(Ordering::Relaxed);
-    if ms > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+/// The delay value that makes every sync fail instead of waiting: a disk that died.
+pub const FAIL_SYNCS: u64 = u64::MAX;
+
+fn wait(delay_ms: &std::sync::atomic::AtomicU64) -> io::Result<()> {
+    match delay_ms.load(Ordering::Relaxed) {
+        0 => Ok(()),
+        FAIL_SYNCS => Err(io::Error::other("test mode: injected fdatasync failure")),
+        ms => {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(())
+        }
     }
 }
 
@@ -336,7 +343,8 @@ impl SlowSyncFileSystem {
         Self { inner, delay_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)) }
     }
 
-    /// The delay every sync waits for, in milliseconds; store to change it.
+    /// The delay every sync waits for, in milliseconds; store to change it ([`FAIL_SYNCS`]:
+    /// every sync fails).
     pub fn delay_ms(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.delay_ms.clone()
     }
@@ -352,7 +360,7 @@ impl LogFile for SlowSyncFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        wait(&self.delay_ms);
+        wait(&self.delay_ms)?;
         self.inner.sync_data()
     }
 
@@ -387,7 +395,7 @@ impl FileSystem for SlowSyncFileSystem {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        wait(&self.delay_ms);
+        wait(&self.delay_ms)?;
         self.inner.sync_dir(dir)
     }
 }

@@ -26,4 +26,4 @@ pub mod verify;
 
 pub use engine::{GroupId, GroupLog, GroupState, LogEngine, LogOptions, OnDurable, Position, RecoveryReport, StoredEntry};
 pub use error::LogError;
-pub use raft::RaftLogStore;
+pub use raft::{PAYLOAD_BYTES_MAX, RaftLogStore};

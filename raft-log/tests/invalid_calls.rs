@@ -53,3 +53,27 @@ fn rule_breaking_calls_are_refused_and_write_nothing() {
     let want: Vec<(u64, Vec<u8>)> = (3..=5).map(|i| (i, format!("entry {i}").into_bytes())).chain([(6, b"six".to_vec())]).collect();
     assert_eq!(after, want);
 }
+
+/// The documented largest payload (`LogOptions::max_payload_bytes`) is stored and read back
+/// whole, also after a reopen; one byte more is refused and writes nothing.
+#[test]
+fn a_record_of_exactly_the_largest_payload_is_stored_and_one_byte_more_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = options().max_payload_bytes() as usize;
+    assert_eq!(max, 4096);
+    let largest: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
+    {
+        let (engine, _) = LogEngine::open(dir.path(), options()).unwrap();
+        let log = engine.group(1);
+        log.append([(1, 1, largest.as_slice())], Box::new(|_| {})).unwrap();
+        let over = vec![1u8; max + 1];
+        assert!(matches!(log.append([(1, 2, over.as_slice())], Box::new(|_| {})), Err(LogError::Invalid(_))));
+        engine.sync().unwrap();
+        assert_eq!(entries(&engine).iter().map(|e| e.payload.to_vec()).collect::<Vec<_>>(), vec![largest.clone()]);
+    }
+    let (engine, _) = LogEngine::open(dir.path(), options()).unwrap();
+    assert_eq!(entries(&engine).iter().map(|e| e.payload.to_vec()).collect::<Vec<_>>(), vec![largest]);
+    // A segment smaller than the record limit bounds the payload instead.
+    let small_segments = LogOptions { segment_bytes: 2048, max_record_bytes: 4096, ..LogOptions::default() };
+    assert!(small_segments.max_payload_bytes() < 2048);
+}

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use broker::edge::Limits;
 use broker::host::HostOptions;
-use broker::queue::{RetentionPolicy, SendBatchLimits};
+use broker::queue::RetentionPolicy;
 use broker::server::{BrokerOptions, BrokerServer, HibernationOptions, RetentionOptions, TopicDefaults};
 use clap::Args;
 
@@ -25,6 +24,8 @@ pub struct BrokerArgs {
     print_default_config: bool,
 }
 
+/// How long a stop may take before the process exits anyway.
+const STOP_WAIT: Duration = Duration::from_secs(30);
 /// Under the data directory: the slow-fsync test mode's delay (`[testing] fsync_delay_file`).
 const FSYNC_DELAY_FILE: &str = jepsen::cluster::FSYNC_DELAY_FILE;
 
@@ -50,24 +51,11 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
     o.client_advertise = Some(c.advertise.clone()).filter(|a| !a.is_empty());
     o.peer_advertise = Some(c.peer_advertise.clone()).filter(|a| !a.is_empty());
     o.controllers = c.controllers.clone();
-    o.limits = Limits {
-        body_bytes_max: c.limits.body_bytes_max,
-        properties_bytes_max: c.limits.properties_bytes_max,
-        name_chars_max: c.limits.name_chars_max,
-        messages_per_send_max: c.limits.messages_per_send_max,
-        keys_per_message_max: c.limits.keys_per_message_max,
-        tag_bytes_max: c.limits.tag_bytes_max,
-    };
+    o.limits = c.limits.edge_limits();
     o.fetch_wait_max = Duration::from_millis(c.limits.fetch_wait_ms_max);
     o.in_flight_send_bytes_max = c.limits.in_flight_send_bytes_max;
     o.streams_per_connection_max = u32::try_from(c.limits.in_flight_requests_per_connection).unwrap_or(u32::MAX);
-    o.send = SendBatchLimits {
-        messages_max: c.send.batch_messages_max,
-        entry_bytes_max: c.send.entry_bytes_max,
-        wait_max: Duration::from_micros(c.send.batch_wait_us),
-        in_flight_messages_max: c.send.in_flight_messages_per_group,
-        entries_in_flight_max: c.send.entries_in_flight_per_group,
-    };
+    o.send = c.send.batch_limits();
     o.retention = RetentionOptions {
         policy: RetentionPolicy {
             max_age_ms: c.retention.max_age_ms,
@@ -108,11 +96,18 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         metrics = ?broker.metrics_addr(),
         "serving"
     );
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-        _ = terminate.recv() => tracing::info!("terminated; stopping"),
+    let fatal = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; stopping"); None }
+        _ = terminate.recv() => { tracing::info!("terminated; stopping"); None }
+        fatal = broker.fatal() => { tracing::error!(broker = config.id, error = %fatal, "stopping: a hosted group is dead"); Some(fatal) }
+    };
+    let stopped = tokio::time::timeout(STOP_WAIT, broker.shutdown()).await;
+    if let Some(fatal) = fatal {
+        // Exit non-zero whatever the stop did: a supervisor restarts the broker, and the group
+        // reopens from its log.
+        return Err(anyhow::anyhow!(fatal).context(format!("broker {} stopped", config.id)));
     }
-    broker.shutdown().await.context("stopping the broker")?;
+    stopped.map_err(|_| anyhow::anyhow!("the broker did not stop within {STOP_WAIT:?}"))?.context("stopping the broker")?;
     tracing::info!(broker = config.id, "stopped");
     Ok(())
 }

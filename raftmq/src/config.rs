@@ -135,7 +135,10 @@ pub struct SendConfig {
     pub batch_wait_us: u64,
     /// Default 256.
     pub batch_messages_max: usize,
-    /// At least `limits.body_bytes_max`. Default 8 MiB.
+    /// Bytes of messages in one entry, each counted whole (body, keys, properties, tag, id). At
+    /// least the largest message the limits admit (`limits.body_bytes_max` plus up to 338 KiB at
+    /// the default limits), and with 1 KiB of framing at most the log's 16 MiB record. Default
+    /// 8 MiB.
     pub entry_bytes_max: usize,
     /// Messages accepted but not yet committed, per group; more are answered BUSY. Default 4096.
     pub in_flight_messages_per_group: usize,
@@ -151,6 +154,33 @@ impl Default for SendConfig {
             entry_bytes_max: 8 << 20,
             in_flight_messages_per_group: 4096,
             entries_in_flight_per_group: 8,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The edge's limits these keys set.
+    pub fn edge_limits(&self) -> broker::edge::Limits {
+        broker::edge::Limits {
+            body_bytes_max: self.body_bytes_max,
+            properties_bytes_max: self.properties_bytes_max,
+            name_chars_max: self.name_chars_max,
+            messages_per_send_max: self.messages_per_send_max,
+            keys_per_message_max: self.keys_per_message_max,
+            tag_bytes_max: self.tag_bytes_max,
+        }
+    }
+}
+
+impl SendConfig {
+    /// The send batcher's bounds these keys set.
+    pub fn batch_limits(&self) -> broker::queue::SendBatchLimits {
+        broker::queue::SendBatchLimits {
+            messages_max: self.batch_messages_max,
+            entry_bytes_max: self.entry_bytes_max,
+            wait_max: std::time::Duration::from_micros(self.batch_wait_us),
+            in_flight_messages_max: self.in_flight_messages_per_group,
+            entries_in_flight_max: self.entries_in_flight_per_group,
         }
     }
 }
@@ -223,8 +253,8 @@ pub struct TestingConfig {
     /// messages can be lost. 0: off (the default).
     pub ack_before_fsync_ms: u64,
     /// Every fdatasync of the raft log first waits for the milliseconds written in
-    /// `DATA_DIR/testing-fsync-delay-ms` (absent: none), for the slow-fsync nemesis. Default
-    /// false.
+    /// `DATA_DIR/testing-fsync-delay-ms` (absent: none), for the slow-fsync nemesis; `fail` in
+    /// it makes every fdatasync fail (a dead disk). Default false.
     pub fsync_delay_file: bool,
 }
 
@@ -334,7 +364,9 @@ in_flight_send_bytes_max = 268435456
 # Longest a send waits for others to share its entry; 0 sends at once.
 batch_wait_us = 1000
 batch_messages_max = 256
-# Must be at least limits.body_bytes_max.
+# Bytes of messages per entry, each counted whole (body, keys, properties, tag). Must hold the
+# largest message the [limits] admit (body_bytes_max plus up to 338 KiB at the defaults), and
+# fit one 16 MiB log record with 1 KiB of framing.
 entry_bytes_max = 8388608
 # Messages accepted but not yet committed, per group; more are answered BUSY.
 in_flight_messages_per_group = 4096
@@ -377,7 +409,7 @@ power_loss = false
 # be lost. 0: off.
 ack_before_fsync_ms = 0
 # Every fdatasync of the raft log first waits for the milliseconds written in
-# DATA_DIR/testing-fsync-delay-ms (absent: no wait).
+# DATA_DIR/testing-fsync-delay-ms (absent: no wait); "fail" there makes every fdatasync fail.
 fsync_delay_file = false
 "#;
 
@@ -593,6 +625,7 @@ fn check_raft(raft: &RaftConfig, problems: &mut Vec<InvalidKey>) {
 }
 
 fn check_limits(limits: &LimitsConfig, send: &SendConfig, problems: &mut Vec<InvalidKey>) {
+    let problems_before = problems.len();
     let positive: [(&str, u64); 13] = [
         ("limits.body_bytes_max", limits.body_bytes_max as u64),
         ("limits.properties_bytes_max", limits.properties_bytes_max as u64),
@@ -613,12 +646,13 @@ fn check_limits(limits: &LimitsConfig, send: &SendConfig, problems: &mut Vec<Inv
             problems.push(invalid(key, "must be above 0"));
         }
     }
-    // An entry smaller than the largest accepted body would accept sends it can never commit.
-    if send.entry_bytes_max < limits.body_bytes_max {
-        problems.push(invalid(
-            "send.entry_bytes_max",
-            format!("{} is below limits.body_bytes_max ({}): a largest message would not fit", send.entry_bytes_max, limits.body_bytes_max),
-        ));
+    // The chain edge → entry → log record → transport (broker::size_limits): whatever the edge
+    // admits must be storable and replicable, or a group stops at the first such message.
+    if problems.len() == problems_before {
+        let log = raft_log::LogOptions::default();
+        for p in broker::size_limits::check(&limits.edge_limits(), &send.batch_limits(), &log) {
+            problems.push(invalid(p.key, p.reason));
+        }
     }
     // A send of one full entry must be admissible, or it would be answered BUSY forever.
     if limits.in_flight_send_bytes_max < send.entry_bytes_max {

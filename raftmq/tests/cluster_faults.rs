@@ -511,3 +511,82 @@ async fn hibernating_groups_elect_a_new_leader_when_their_leaders_broker_dies() 
 fn endpoints(cluster: &Cluster) -> Vec<std::net::SocketAddr> {
     cluster.brokers.iter().map(|b| b.client_addr()).collect()
 }
+
+/// A broker whose Raft core of a group stops by itself (here: its disk fails every fdatasync)
+/// does not sit dead behind a healthy-looking process: it stops, with a non-zero exit and a log
+/// line naming the group, while the other replicas go on acknowledging; restarted on a working
+/// disk it rejoins, and every replica holds the same messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_whose_raft_core_dies_stops_its_broker_loudly() {
+    let config = format!("{FAST_RAFT}[testing]\nfsync_delay_file = true\n");
+    let mut cluster = Cluster::start(3, &config).await;
+    create_topic(&cluster, 0).await;
+    let leader = leader_of(&cluster, 0).await;
+    let victim = cluster.brokers.iter().position(|b| b.id != leader).expect("a follower");
+    let send = |body: String| SendRequest {
+        topic: TOPIC.into(),
+        target: Some(Target::QueueId(0)),
+        messages: vec![Message { body: body.into_bytes().into(), ..Default::default() }],
+        producer_id: String::new(),
+    };
+    let mut client = cluster.brokers[leader as usize - 1].queue().await;
+    let r = client.send(send("before".into())).await.expect("send").into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+
+    let control = cluster.brokers[victim].dir.join("data").join(jepsen::cluster::FSYNC_DELAY_FILE);
+    std::fs::write(&control, "fail").expect("failing the victim's disk");
+    // The victim's next fdatasync fails once it reads the control file (every 100 ms); sends
+    // keep coming so that it has something to sync, and keep being acknowledged by the others.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut acked = 1;
+    let status = loop {
+        if let Some(status) = cluster.brokers[victim].exit_status() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "broker {} still runs with a dead group", victim + 1);
+        let r = client.send(send(format!("during {acked}"))).await.expect("send").into_inner();
+        assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+        acked += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success(), "a broker stopped by a dead group exits non-zero: {status}");
+    let log = std::fs::read_to_string(cluster.brokers[victim].log()).expect("victim log");
+    assert!(log.contains("Raft core of group") && log.contains("stopped"), "the log names the dead group");
+
+    std::fs::write(&control, "0").expect("healing the victim's disk");
+    cluster.brokers[victim].start();
+    cluster.wait_ready().await;
+    let r = client.send(send("after".into())).await.expect("send").into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+    acked += 1;
+    let mut admin = cluster.brokers[0].admin().await;
+    let described = admin.describe_topic(DescribeTopicRequest { name: TOPIC.into() }).await.expect("describe").into_inner();
+    let group_id = described.queues[0].group_id;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = admin.group_checksum(GroupChecksumRequest { group_id, applied_index: 0 }).await.expect("checksum").into_inner();
+        let agreed = code(&r.status) == Code::Ok
+            && r.replicas.len() == 3
+            && r.replicas.iter().all(|x| x.error.is_none())
+            && r.replicas.windows(2).all(|w| w[0].digest == w[1].digest);
+        if agreed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas do not agree after the restart: {:?}", r.replicas);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The restarted replica catches up to every acknowledged send (fetches read its own copy).
+    let mut c = cluster.brokers[victim].queue().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let f = c.fetch(FetchRequest { topic: TOPIC.into(), queue_id: 0, offset: 0, ..Default::default() }).await.expect("fetch");
+        let f = f.into_inner();
+        assert_eq!(code(&f.status), Code::Ok, "{:?}", f.status);
+        if f.end_offset == acked {
+            break;
+        }
+        assert!(f.end_offset < acked, "more stored than acknowledged: {} > {acked}", f.end_offset);
+        assert!(Instant::now() < deadline, "the restarted replica holds {} of {acked} acknowledged sends", f.end_offset);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -32,6 +32,16 @@ pub struct NewMessage {
     pub body: Vec<u8>,
 }
 
+impl NewMessage {
+    /// The bytes this message takes in an entry (its bincode encoding): what every size bound
+    /// of the send path counts, so keys, properties and tag count as much as the body.
+    pub fn encoded_bytes(&self) -> usize {
+        // Walks the fields without copying them (the body is one byte string); it cannot fail
+        // for these types, and a failure would count as too large, never as small.
+        bincode::serialized_size(self).map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}
+
 /// A change to a queue group's state, proposed by the group's leader through Raft and applied by
 /// every replica in log order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
 //! The leader's send path for one queue group: concurrent sends become one Raft entry.
 //!
 //! Each send waits in a bounded queue; one task takes the first waiting send and everything
-//! queued behind it, up to `messages_max` messages or `entry_bytes_max` body bytes (lingering up
+//! queued behind it, up to `messages_max` messages or `entry_bytes_max` bytes of messages, each
+//! counted whole (body, keys, properties, tag and id: [`NewMessage::encoded_bytes`]) (lingering up
 //! to `wait_max` for more only while other entries are in flight), stamps the store time and
 //! proposes one `GroupCommand::Send` for all of them; each send gets its own offsets once the
 //! entry is applied. Up to `entries_in_flight_max` entries are in flight (a pipeline, appended in
@@ -32,7 +33,8 @@ use crate::raft::BrokerId;
 pub struct SendBatchLimits {
     /// Most messages in one entry. Default 256.
     pub messages_max: usize,
-    /// Most body bytes in one entry. Default 8 MiB (one Raft entry's limit).
+    /// Most bytes of messages in one entry, each counted whole ([`NewMessage::encoded_bytes`]).
+    /// Default 8 MiB; with its framing at most one log record (see [`crate::size_limits`]).
     pub entry_bytes_max: usize,
     /// Longest a send waits for others to join its entry, while other entries of the group are
     /// in flight (a send that finds none goes out at once). Default 1 ms.
@@ -143,7 +145,7 @@ impl SendBatcher {
     /// Stores `messages` (validated at the edge) in one entry with others' sends; returns each
     /// message's `(queue, offset)`, in order, once the entry is committed and applied.
     pub async fn send(&self, messages: Vec<NewMessage>) -> Result<Vec<(u32, u64)>, SendError> {
-        let bytes: usize = messages.iter().map(|m| m.body.len()).sum();
+        let bytes: usize = messages.iter().map(NewMessage::encoded_bytes).sum();
         let outcome = self.store(messages, bytes).await;
         if let Some(m) = &self.metrics {
             m.record_send(&outcome, bytes);

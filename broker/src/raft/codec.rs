@@ -3,9 +3,9 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Largest encoded Raft message accepted from a peer (an AppendEntries batch holds at most
-/// `max_payload_entries` entries of at most one 8 MiB command each).
-pub const RAFT_MESSAGE_BYTES_MAX: u64 = 64 << 20;
+/// Largest encoded Raft message accepted from a peer: the transport's bound (see
+/// [`crate::size_limits`] for why every AppendEntries fits in it).
+pub const RAFT_MESSAGE_BYTES_MAX: u64 = crate::size_limits::TRANSPORT_MESSAGE_BYTES_MAX as u64;
 
 #[derive(Debug, thiserror::Error)]
 #[error("raft message encoding: {0}")]

@@ -34,6 +34,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::codec::{self, CodecError};
 use super::{BrokerId, BrokerNode, GroupId};
+use crate::size_limits::TRANSPORT_MESSAGE_BYTES_MAX;
 
 /// Bytes of snapshot data per chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -109,11 +110,19 @@ impl PeerChannels {
             .keep_alive_while_idle(true)
             .connect_lazy();
         let (tx, rx) = tokio::sync::mpsc::channel(HEARTBEAT_QUEUE_MAX);
-        tokio::spawn(heartbeat_batcher(RaftTransportClient::new(channel.clone()), rx, self.heartbeat_window));
+        tokio::spawn(heartbeat_batcher(transport_client(channel.clone()), rx, self.heartbeat_window));
         let peer = Peer { channel, heartbeats: tx };
         peers.insert(addr.to_string(), peer.clone());
         Ok(peer)
     }
+}
+
+/// A Raft transport client that sends and receives messages up to the transport's bound, which
+/// every AppendEntries fits in (tonic's default, 4 MiB, is below one largest entry).
+fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
+    RaftTransportClient::new(channel)
+        .max_decoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX)
 }
 
 /// Gathers heartbeats for one peer for up to `window` after the first, sends them in one
@@ -180,7 +189,7 @@ where
 
     async fn new_client(&mut self, target: BrokerId, node: &BrokerNode) -> PeerConnection<C> {
         let client =
-            self.peers.channel(&node.raft_addr).map(RaftTransportClient::new).map_err(|e| format!("bad address {:?}: {e}", node.raft_addr));
+            self.peers.channel(&node.raft_addr).map(transport_client).map_err(|e| format!("bad address {:?}: {e}", node.raft_addr));
         PeerConnection { group: self.group, target, client, heartbeats: None, _config: PhantomData }
     }
 
@@ -188,7 +197,7 @@ where
     async fn new_heartbeat_client(&mut self, target: BrokerId, node: &BrokerNode) -> PeerConnection<C> {
         let peer = self.peers.peer(&node.raft_addr).map_err(|e| format!("bad address {:?}: {e}", node.raft_addr));
         let heartbeats = peer.as_ref().ok().map(|p| p.heartbeats.clone());
-        let client = peer.map(|p| RaftTransportClient::new(p.channel));
+        let client = peer.map(|p| transport_client(p.channel));
         PeerConnection { group: self.group, target, client, heartbeats, _config: PhantomData }
     }
 }
@@ -233,6 +242,80 @@ impl<C: RaftTypeConfig> PeerConnection<C> {
                 Err(RPCError::Unreachable(unreachable(format!("broker {} group {}: {kind:?}: {}", self.target, self.group, e.message))))
             }
             None => Err(RPCError::Network(network("empty reply"))),
+        }
+    }
+}
+
+/// Whether `status` says the peer (or this side's encoder) refused a message for its size:
+/// tonic answers `OUT_OF_RANGE` for a message over its decoding or encoding limit, and
+/// `RESOURCE_EXHAUSTED` is what other limits (a proxy, a smaller server) answer.
+fn refused_for_size(status: &tonic::Status) -> bool {
+    matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted)
+}
+
+impl<C> PeerConnection<C>
+where
+    C: RaftTypeConfig<NodeId = BrokerId, Node = BrokerNode>,
+    AppendEntriesRequest<C>: Serialize,
+    AppendEntriesResponse<C>: DeserializeOwned,
+{
+    /// Sends `rpc` (encoded as `req`); when the peer refuses it for its size, sends the first
+    /// half of its entries instead, and so on, and reports the prefix that was accepted as
+    /// [`AppendEntriesResponse::PartialSuccess`]: openraft then continues from there, so a
+    /// payload too large is never retried unchanged. The halvings are bounded by the entry
+    /// count's logarithm. One entry refused on its own cannot be split: that is reported
+    /// loudly (it means the peers' limits differ; [`crate::size_limits`] makes every entry fit
+    /// the transport of peers built alike).
+    async fn append_longest_prefix(
+        &self,
+        mut rpc: AppendEntriesRequest<C>,
+        mut req: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        let mut split = false;
+        loop {
+            let refusal = if req.payload.len() > TRANSPORT_MESSAGE_BYTES_MAX {
+                format!("{} bytes, over the transport's {TRANSPORT_MESSAGE_BYTES_MAX}", req.payload.len())
+            } else {
+                match self.client()?.append_entries(with_deadline(req, option)).await {
+                    Err(status) if refused_for_size(&status) => status.message().to_string(),
+                    reply => {
+                        let response = self.reply(reply)?;
+                        return Ok(match response {
+                            AppendEntriesResponse::Success if split => {
+                                AppendEntriesResponse::PartialSuccess(rpc.entries.last().map(|e| e.log_id()))
+                            }
+                            other => other,
+                        });
+                    }
+                }
+            };
+            let entries = rpc.entries.len();
+            let first = rpc.entries.first().map(|e| e.log_id().index);
+            if entries <= 1 {
+                tracing::error!(
+                    group = self.group,
+                    peer = self.target,
+                    index = ?first,
+                    reason = %refusal,
+                    "a peer refuses a single Raft entry for its size: it cannot be replicated to this peer"
+                );
+                return Err(RPCError::Unreachable(unreachable(format!(
+                    "broker {} group {}: entry {first:?} refused for its size: {refusal}",
+                    self.target, self.group
+                ))));
+            }
+            tracing::warn!(
+                group = self.group,
+                peer = self.target,
+                entries,
+                from_index = ?first,
+                reason = %refusal,
+                "AppendEntries refused for its size; sending the first half of its entries"
+            );
+            rpc.entries.truncate(entries / 2);
+            split = true;
+            req = self.request(&rpc).map_err(|e| RPCError::Network(network(e)))?;
         }
     }
 }
@@ -282,8 +365,7 @@ where
                 }
             }
         }
-        let reply = self.client()?.append_entries(with_deadline(req, &option)).await;
-        self.reply(reply)
+        self.append_longest_prefix(rpc, req, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {

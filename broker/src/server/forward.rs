@@ -20,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::raft::network::PeerChannels;
 use crate::raft::{BrokerId, codec};
+use crate::size_limits::TRANSPORT_MESSAGE_BYTES_MAX;
 
 /// gRPC metadata key marking a client request forwarded by a broker; its value is that broker's id.
 pub const FORWARDED_HEADER: &str = "raftmq-forwarded-by";
@@ -46,23 +47,36 @@ pub(crate) enum PeerCallError {
 pub struct ForwardClients {
     peers: Arc<PeerChannels>,
     clients: Mutex<HashMap<String, Channel>>,
+    /// The largest forwarded request or reply: what this broker's own client service accepts
+    /// and answers, so a request it admits is never refused on the hop to the leader.
+    client_message_bytes_max: usize,
 }
 
 impl ForwardClients {
-    pub(crate) fn new(peers: Arc<PeerChannels>) -> Self {
-        Self { peers, clients: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(peers: Arc<PeerChannels>, client_message_bytes_max: usize) -> Self {
+        Self { peers, clients: Mutex::new(HashMap::new()), client_message_bytes_max }
     }
 
+    /// Peer-service replies (a cluster map, the status of every hosted group) are bounded by
+    /// the transport's limit, not tonic's 4 MiB default.
     fn peer(&self, addr: &str) -> Result<PeerServiceClient<Channel>, PeerCallError> {
         let channel = self.peers.channel(addr).map_err(|e| PeerCallError::Failed(format!("peer address {addr:?}: {e}")))?;
-        Ok(PeerServiceClient::new(channel))
+        Ok(PeerServiceClient::new(channel)
+            .max_decoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX))
+    }
+
+    fn queue_client(&self, channel: Channel) -> QueueServiceClient<Channel> {
+        QueueServiceClient::new(channel)
+            .max_decoding_message_size(self.client_message_bytes_max)
+            .max_encoding_message_size(self.client_message_bytes_max)
     }
 
     /// A `QueueService` client for another broker's client endpoint.
     pub(crate) fn queue(&self, endpoint: &str) -> Result<QueueServiceClient<Channel>, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(endpoint) {
-            return Ok(QueueServiceClient::new(c.clone()));
+            return Ok(self.queue_client(c.clone()));
         }
         if clients.len() >= CLIENT_CHANNELS_MAX {
             clients.clear();
@@ -74,7 +88,7 @@ impl ForwardClients {
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy();
         clients.insert(endpoint.to_string(), channel.clone());
-        Ok(QueueServiceClient::new(channel))
+        Ok(self.queue_client(channel))
     }
 
     pub(crate) async fn propose_meta(&self, addr: &str, cmd: &MetaCommand) -> Result<MetaReply, PeerCallError> {

@@ -35,11 +35,12 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::edge::Limits;
-use crate::host::{GroupHost, HostError, HostOptions, QueueRaft};
+use crate::host::{GroupFatal, GroupHost, HostError, HostOptions, QueueRaft};
 use crate::meta::{MetaGroupConfig, MetaRaft};
 use crate::metrics::{BrokerMetrics, MetricsServer, MetricsSource, ReplicaState, SendPathMetrics};
 use crate::queue::{QueueGroupOptions, SendBatchLimits, SendBatcher};
 use crate::raft::{BrokerId, BrokerNode, GroupId};
+use crate::size_limits::TRANSPORT_MESSAGE_BYTES_MAX;
 
 pub use forward::ForwardClients;
 pub use hibernation::HibernationOptions;
@@ -47,6 +48,11 @@ pub use retention::RetentionOptions;
 
 /// Room for a send request's framing and message fields beyond its bodies.
 const REQUEST_OVERHEAD_BYTES: usize = 1 << 20;
+/// The largest client request decoded: one full entry's messages with their framing.
+fn client_request_bytes_max(send: &SendBatchLimits) -> usize {
+    send.entry_bytes_max.saturating_add(REQUEST_OVERHEAD_BYTES)
+}
+
 /// Largest reply (a fetch of up to 64 MiB of bodies, with framing).
 const REPLY_BYTES_MAX: usize = 80 << 20;
 /// How long `shutdown` waits for the client server's in-flight requests.
@@ -380,7 +386,16 @@ impl BrokerServer {
         // The peer service answers from `Core`, which needs the host that serves it: it is
         // handed the core once built, and answers UNAVAILABLE until then.
         let core_cell: Arc<OnceLock<Arc<Core>>> = Arc::new(OnceLock::new());
-        let peer_routes = tonic::service::Routes::new(PeerServiceServer::new(peer_service::PeerSvc::new(core_cell.clone())));
+        let problems = crate::size_limits::check(&options.limits, &options.send, &options.host.log);
+        if !problems.is_empty() {
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(BrokerError::Options(format!("size limits do not fit together: {}", problems.join("; "))));
+        }
+        let peer_routes = tonic::service::Routes::new(
+            PeerServiceServer::new(peer_service::PeerSvc::new(core_cell.clone()))
+                .max_decoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX),
+        );
         let meta_dir = options.host.data_dir.join("meta");
         let host = GroupHost::start_with(options.host.clone(), Some(peer_routes)).await?;
         let peer_addr = options.peer_advertise.clone().unwrap_or_else(|| host.node().raft_addr);
@@ -402,7 +417,7 @@ impl BrokerServer {
             id,
             client_addr: options.client_advertise.clone().unwrap_or_else(|| client_addr.to_string()),
             peer_addr,
-            forward: ForwardClients::new(host.peers().clone()),
+            forward: ForwardClients::new(host.peers().clone(), client_request_bytes_max(&options.send).max(REPLY_BYTES_MAX)),
             options,
             host,
             meta,
@@ -433,7 +448,7 @@ impl BrokerServer {
         let streams = core.options.streams_per_connection_max;
         // A request larger than one Raft entry (plus framing) could never be stored whole; tonic
         // refuses it while decoding, before buffering more.
-        let request_bytes_max = core.options.send.entry_bytes_max.saturating_add(REQUEST_OVERHEAD_BYTES);
+        let request_bytes_max = client_request_bytes_max(&core.options.send);
         let queue = QueueServiceServer::new(queue_service::QueueSvc::new(core.clone()))
             .max_decoding_message_size(request_bytes_max)
             .max_encoding_message_size(REPLY_BYTES_MAX);
@@ -473,6 +488,22 @@ impl BrokerServer {
     /// Where `GET /metrics` is served, when it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// Resolves once a group hosted here has stopped by itself (its Raft core hit a storage
+    /// error or panicked). The broker must then stop: a dead group behind a broker that still
+    /// answers would look healthy while none of its sends can commit. A restart reopens the
+    /// group from its log.
+    pub async fn fatal(&self) -> GroupFatal {
+        let mut fatal = self.core.host.fatal();
+        loop {
+            if let Some(f) = fatal.borrow_and_update().clone() {
+                return f;
+            }
+            if fatal.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// This broker as a Raft member (its peer address).

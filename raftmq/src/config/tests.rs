@@ -140,7 +140,7 @@ fn every_key_can_be_set_in_the_file() -> anyhow::Result<()> {
         [send]
         batch_wait_us = 0
         batch_messages_max = 2001
-        entry_bytes_max = 2002
+        entry_bytes_max = 2002002
         in_flight_messages_per_group = 2003
         [topic_defaults]
         queue_count = 16
@@ -171,7 +171,7 @@ fn every_key_can_be_set_in_the_file() -> anyhow::Result<()> {
         SendConfig {
             batch_wait_us: 0,
             batch_messages_max: 2001,
-            entry_bytes_max: 2002,
+            entry_bytes_max: 2002002,
             in_flight_messages_per_group: 2003,
             entries_in_flight_per_group: 8
         }
@@ -327,6 +327,20 @@ fn validation_errors_name_the_key() {
     for (text, key) in cases {
         assert_eq!(invalid_keys(text), vec![key.to_string()], "for {text:?}");
     }
+}
+
+/// `send.entry_bytes_max` holds exactly the largest message the limits admit, or the broker
+/// refuses to start, naming it; an entry too large for one log record is refused the same way.
+#[test]
+fn an_entry_must_hold_the_largest_admitted_message_and_fit_one_record() -> anyhow::Result<()> {
+    let largest = broker::size_limits::message_bytes_max(&broker::edge::Limits::default());
+    assert!(load_text(&format!("id = 1\n[send]\nentry_bytes_max = {largest}"), &[]).is_ok());
+    let e = load_err(&format!("id = 1\n[send]\nentry_bytes_max = {}", largest - 1), &[]);
+    assert!(e.contains("send.entry_bytes_max") && e.contains("largest message"), "{e}");
+    let record = raft_log::LogOptions::default().max_payload_bytes();
+    let e = load_err(&format!("id = 1\n[send]\nentry_bytes_max = {record}\n[limits]\nin_flight_send_bytes_max = {record}"), &[]);
+    assert!(e.contains("send.entry_bytes_max") && e.contains("largest record"), "{e}");
+    Ok(())
 }
 
 #[test]

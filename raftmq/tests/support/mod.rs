@@ -69,6 +69,15 @@ impl Broker {
         self.child = Some(child);
     }
 
+    /// The exit status once the process has exited by itself (reaping it); `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// SIGKILL: the process dies at once, without flushing anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -100,7 +109,7 @@ impl Broker {
     }
 
     pub async fn queue(&self) -> QueueServiceClient<Channel> {
-        QueueServiceClient::new(channel(self.client_addr()))
+        queue_client(self.client_addr())
     }
 
     pub async fn admin(&self) -> AdminServiceClient<Channel> {
@@ -108,9 +117,15 @@ impl Broker {
     }
 }
 
+/// A test client that sends and reads messages of any size the broker may accept: the limits
+/// under test are the broker's, not tonic's 4 MiB default on this side.
 pub fn queue_client(addr: SocketAddr) -> QueueServiceClient<Channel> {
     QueueServiceClient::new(channel(addr))
+        .max_decoding_message_size(TEST_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(TEST_MESSAGE_BYTES_MAX)
 }
+
+const TEST_MESSAGE_BYTES_MAX: usize = 256 << 20;
 
 fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
