@@ -107,6 +107,9 @@ fn follow_delay_file(file: PathBuf, delay: std::sync::Weak<std::sync::atomic::At
     });
 }
 
+/// Bytes of messages one page of [`GroupHost::queue_digest`] holds (beyond its first message).
+const DIGEST_PAGE_BYTES_MAX: usize = 16 << 20;
+
 /// Most messages one [`GroupHost::read_queue`] returns.
 pub const READ_MESSAGES_MAX: usize = 1024;
 
@@ -378,7 +381,20 @@ impl GroupHost {
     /// noticed (the entry is gone and the start offset moved past the message) and the read
     /// starts again from the new start offset, at most a few times. An index that does not
     /// match its entry is an error, never a wrong message.
-    pub async fn read_queue(&self, group: GroupId, queue: u32, from_offset: u64, max: usize) -> Result<Vec<StoredMessage>, HostError> {
+    ///
+    /// At most `max` messages (and [`READ_MESSAGES_MAX`]) and `max_bytes` bytes of messages,
+    /// each counted whole ([`NewMessage::encoded_bytes`]), are returned, except that the first
+    /// message is returned whatever its size; a message whose body alone (known from the index)
+    /// would pass `max_bytes` is not read at all, so one call holds at most `max_bytes` plus one
+    /// entry in memory.
+    pub async fn read_queue(
+        &self,
+        group: GroupId,
+        queue: u32,
+        from_offset: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredMessage>, HostError> {
         // Each retry follows a trim applied during the read; trims are rare (minutes apart),
         // so a read overtaken this often means something is wrong.
         const ATTEMPTS: usize = 4;
@@ -389,7 +405,11 @@ impl GroupHost {
             let mut out = Vec::with_capacity(index.len());
             // Consecutive messages usually share an entry: read and decode each entry once.
             let mut current: Option<(u64, Vec<NewMessage>)> = None;
+            let mut bytes = 0usize;
             for (offset, at) in index {
+                if !out.is_empty() && bytes.saturating_add(at.size as usize) > max_bytes {
+                    break;
+                }
                 if current.as_ref().is_none_or(|(i, _)| *i != at.log_index) {
                     let bad = |reason: String| HostError::LogRead { group, log_index: at.log_index, reason };
                     let mut entries = log.try_get_log_entries(at.log_index..at.log_index + 1).await.map_err(|e| bad(e.to_string()))?;
@@ -417,6 +437,10 @@ impl GroupHost {
                             at.position, at.size
                         ),
                     })?;
+                bytes = bytes.saturating_add(message.encoded_bytes());
+                if !out.is_empty() && bytes > max_bytes {
+                    break;
+                }
                 out.push(StoredMessage { offset, log_index: at.log_index, store_time_ms: at.store_time_ms, message: message.clone() });
             }
             return Ok(out);
@@ -438,7 +462,7 @@ impl GroupHost {
         hasher.update(start.to_be_bytes());
         let mut next = start;
         'pages: loop {
-            let page = self.read_queue(group, queue, next, READ_MESSAGES_MAX).await?;
+            let page = self.read_queue(group, queue, next, READ_MESSAGES_MAX, DIGEST_PAGE_BYTES_MAX).await?;
             if page.is_empty() {
                 break;
             }

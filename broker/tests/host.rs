@@ -137,7 +137,7 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
     for h in [&h1, &h2, &h3] {
         for g in 1..=GROUPS {
             for (q, ids) in &want {
-                let read = h.read_queue(g, *q, 0, 100).await.unwrap();
+                let read = h.read_queue(g, *q, 0, 100, usize::MAX).await.unwrap();
                 let got: Vec<(u64, String, Vec<u8>)> =
                     read.iter().map(|m| (m.offset, m.message.message_id.clone(), m.message.body.clone())).collect();
                 let expected: Vec<(u64, String, Vec<u8>)> = ids
@@ -150,7 +150,7 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
                     .collect();
                 assert_eq!(got, expected, "broker {} group {g} queue {q}", h.id());
             }
-            let tail = h.read_queue(g, 0, 3, 100).await.unwrap();
+            let tail = h.read_queue(g, 0, 3, 100, usize::MAX).await.unwrap();
             assert_eq!(tail.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![3, 4], "reads start at the asked offset");
         }
     }

@@ -99,7 +99,7 @@ async fn read_all(host: &GroupHost) -> BTreeMap<u32, Vec<StoredMessage>> {
         // Ends when a page comes back empty; each page moves past at least one message.
         loop {
             let from = read.last().map_or(0, |m| m.offset + 1);
-            let page = host.read_queue(GROUP, q, from, 1000).await.expect("read");
+            let page = host.read_queue(GROUP, q, from, 1000, usize::MAX).await.expect("read");
             if page.is_empty() {
                 break;
             }
@@ -280,7 +280,7 @@ async fn a_follower_behind_a_trim_and_purge_catches_up_by_snapshot_then_log() {
             assert_eq!(digest.0, next - start);
         }
         // A read from below the start offset starts at it.
-        let first = h.read_queue(GROUP, 0, 0, 1).await.unwrap();
+        let first = h.read_queue(GROUP, 0, 0, 1, usize::MAX).await.unwrap();
         assert_eq!(first.first().map(|m| m.offset), Some(reference.0[0].0));
     }
 

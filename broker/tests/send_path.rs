@@ -85,7 +85,7 @@ async fn sends_share_entries_get_dense_offsets_and_are_bounded() {
         (64..64 + stored.len() as u64).collect::<Vec<_>>(),
         "stored sends are dense after the first 64"
     );
-    let read = leader.read_queue(GROUP, 0, 64, 100).await.unwrap();
+    let read = leader.read_queue(GROUP, 0, 64, 100, usize::MAX).await.unwrap();
     let read: BTreeMap<u64, String> = read.into_iter().map(|m| (m.offset, m.message.message_id)).collect();
     assert_eq!(read, stored, "exactly the stored sends are in the queue, at their offsets");
 
@@ -121,7 +121,7 @@ async fn sends_share_entries_get_dense_offsets_and_are_bounded() {
     for s in sends {
         s.await.unwrap().expect("wide send stored");
     }
-    let read = leader.read_queue(GROUP, 0, first, 100).await.unwrap();
+    let read = leader.read_queue(GROUP, 0, first, 100, usize::MAX).await.unwrap();
     assert_eq!(read.len(), 48);
     let mut per_entry: BTreeMap<u64, usize> = BTreeMap::new();
     for m in &read {

@@ -106,7 +106,8 @@ pub struct LimitsConfig {
     pub fetch_wait_ms_max: u64,
     /// Default 1024.
     pub in_flight_requests_per_connection: usize,
-    /// Message bodies of sends being served at once on this broker; more are answered BUSY.
+    /// Bytes of send requests being served at once on this broker (each counted whole:
+    /// bodies, keys, properties, tags); more are answered BUSY.
     /// At least `send.entry_bytes_max`. Default 256 MiB.
     pub in_flight_send_bytes_max: usize,
 }
@@ -355,7 +356,8 @@ tag_bytes_max = 1024
 # Longest a fetch may wait for messages to arrive.
 fetch_wait_ms_max = 30000
 in_flight_requests_per_connection = 1024
-# Message bodies of sends being served at once on this broker, over all connections; more are
+# Bytes of send requests (bodies, keys, properties, tags) being served at once on this broker,
+# over all connections; more are
 # answered BUSY, so memory stays bounded however much clients offer. At least send.entry_bytes_max.
 in_flight_send_bytes_max = 268435456
 

@@ -160,6 +160,37 @@ async fn messages_at_every_size_limit_are_acknowledged_and_replicated() {
         }
     }
 
+    // A fetch's byte bound counts whole messages: of the widest ones (empty bodies), 1 MiB
+    // holds about 12, not all 256.
+    let raw_bytes = |m: &Message| {
+        m.body.len()
+            + m.keys.iter().map(String::len).sum::<usize>()
+            + m.tag.as_ref().map_or(0, String::len)
+            + m.properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    };
+    // From the longer run of widest messages, before or after the second body at the limit.
+    let from = if blocker_offset > 128 { 1 } else { blocker_offset + 1 };
+    let mut c = client.clone();
+    let f = c
+        .fetch(FetchRequest {
+            topic: "big".into(),
+            queue_id: 0,
+            offset: from,
+            max_messages: 1024,
+            max_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .expect("fetch")
+        .into_inner();
+    assert_eq!(code(&f.status), Code::Ok, "{:?}", f.status);
+    let fetched: usize = f.messages.iter().map(|m| raw_bytes(m.message.as_ref().expect("message"))).sum();
+    assert!(!f.messages.is_empty() && fetched <= 1 << 20, "{} messages of {fetched} bytes under a 1 MiB bound", f.messages.len());
+    // It stopped at the bound, not before: the next message would not have fit (with slack
+    // for each message's framing, which the broker counts too).
+    let next = raw_bytes(&sent[f.next_offset as usize]);
+    assert!(fetched + next + (f.messages.len() + 1) * 4096 > 1 << 20, "stopped at {fetched} bytes, before the bound");
+
     // Every replica holds the same messages: digests over each replica's own log agree.
     let r = admin.group_checksum(GroupChecksumRequest { group_id, applied_index: 0 }).await.expect("checksum").into_inner();
     assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);

@@ -98,7 +98,8 @@ pub struct BrokerOptions {
     pub fetch_wait_max: Duration,
     /// Concurrent requests (HTTP/2 streams) per client connection. Default 1,024.
     pub streams_per_connection_max: u32,
-    /// Message body bytes of sends being served at once, over every connection and group;
+    /// Bytes of send requests being served at once (each counted whole: bodies, keys,
+    /// properties, tags), over every connection and group;
     /// beyond it a send is answered BUSY, so memory stays bounded however much clients offer.
     /// Default 256 MiB.
     pub in_flight_send_bytes_max: usize,

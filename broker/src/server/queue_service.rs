@@ -194,7 +194,8 @@ impl QueueSvc {
         let core = &self.core;
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        let bytes: usize = req.messages.iter().map(|m| m.body.len()).sum();
+        // The whole request (keys, properties and tags weigh like bodies), as decoded.
+        let bytes = prost::Message::encoded_len(&req);
         let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
         // Held until the reply: the bodies stay in memory that long (here, in the batcher, or
         // while forwarded).
@@ -311,21 +312,13 @@ impl QueueSvc {
             // Below the retained messages, the read begins at the first one.
             let from = req.offset.max(start);
             if from < end {
-                let read = match core.host.read_queue(group.id, group.queue, from, max_messages).await {
+                let read = match core.host.read_queue(group.id, group.queue, from, max_messages, max_bytes).await {
                     Ok(r) => r,
                     Err(e) => return refuse(status::internal(e.to_string())),
                 };
-                let mut bytes = 0usize;
-                let mut messages = Vec::with_capacity(read.len());
-                for m in read {
-                    bytes += m.message.body.len();
-                    // The first message goes out even when larger than max_bytes, so a consumer
-                    // always makes progress.
-                    if !messages.is_empty() && bytes > max_bytes {
-                        break;
-                    }
-                    messages.push(stored_message(m));
-                }
+                // Bounded by max_bytes of whole messages in the read itself; the first message
+                // goes out even when larger, so a consumer always makes progress.
+                let messages: Vec<StoredMessage> = read.into_iter().map(stored_message).collect();
                 let next_offset = messages.last().map_or(from, |m: &StoredMessage| m.offset + 1);
                 return FetchReply { status: Some(status::ok()), messages, next_offset, end_offset: end, start_offset: start };
             }
