@@ -166,13 +166,15 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     }
     std::fs::create_dir_all(&options.dir).map_err(|source| RunError::Write { what: options.dir.display().to_string(), source })?;
     write_file(options.dir.join("run.json"), serde_json::to_string_pretty(options).unwrap_or_default().as_bytes())?;
-    // With the power-loss nemesis, every broker keeps unsynced log writes in memory, so that
-    // killing it loses them.
+    // With a power-loss nemesis, every broker keeps unsynced log writes in memory, so that
+    // killing it loses them; with torn-write, it also keeps the torn last page on disk.
     let testing = format!(
-        "[testing]\npower_loss = {}\nack_before_fsync_ms = {}\nfsync_delay_file = {}\n",
-        options.nemeses.contains(&NemesisKind::PowerLoss),
+        "[testing]\npower_loss = {}\nack_before_fsync_ms = {}\nfsync_delay_file = {}\ntorn_pages = {}\nstore_flush_file = {}\n",
+        options.nemeses.iter().any(|k| k.needs_power_loss_mode()),
         options.unsafe_ack_before_fsync_ms,
-        options.nemeses.contains(&NemesisKind::SlowFsync),
+        options.nemeses.iter().any(|k| k.needs_fsync_delay_file()),
+        options.nemeses.contains(&NemesisKind::TornWrite),
+        options.nemeses.contains(&NemesisKind::StoreLoss),
     );
     let mut cluster = LocalCluster::start(&ClusterOptions {
         brokers: options.brokers,

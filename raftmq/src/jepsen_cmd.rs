@@ -53,7 +53,8 @@ pub struct RunArgs {
     time: Duration,
     /// Comma-separated faults: kill, kill-leader, kill-majority, pause, power-loss,
     /// partition-halves, partition-leader, partition-bridge, partition-one-way, slow-fsync,
-    /// link-delay, link-loss (the partitions and links need root and iptables).
+    /// link-delay, link-loss, torn-write, store-loss (the partitions and links need root and
+    /// iptables).
     #[arg(long, default_value = "kill,kill-leader,pause", value_delimiter = ',')]
     nemesis: Vec<NemesisKind>,
     #[arg(long, value_enum, default_value = "queue")]
