@@ -53,6 +53,13 @@ pub struct HostOptions {
     /// **Test only.** A file whose content (milliseconds, absent or empty: 0) every fdatasync
     /// of the raft log first waits for, read every 100 ms: jepsen's slow-fsync nemesis writes it.
     pub fsync_delay_file: Option<PathBuf>,
+    /// **Test only.** With `power_loss_test_mode`, a power cut also tears the last page written
+    /// of each log file (`PowerLossFileSystem::with_torn_pages`): jepsen's torn-write nemesis.
+    pub torn_pages_test_mode: bool,
+    /// **Test only.** `(request, done)`: whenever `request` holds a number not yet handled
+    /// (read every 100 ms), the queue store is flushed and the number then written to `done`.
+    /// jepsen's store-loss nemesis flushes a broker's store so at a moment of its choosing.
+    pub store_flush_files: Option<(PathBuf, PathBuf)>,
 }
 
 impl HostOptions {
@@ -66,6 +73,8 @@ impl HostOptions {
             store: StoreOptions::default(),
             power_loss_test_mode: false,
             fsync_delay_file: None,
+            torn_pages_test_mode: false,
+            store_flush_files: None,
         }
     }
 }
@@ -102,6 +111,31 @@ fn follow_delay_file(file: PathBuf, delay: std::sync::Weak<std::sync::atomic::At
             };
             delay.store(ms, std::sync::atomic::Ordering::Relaxed);
             drop(delay);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+}
+
+/// Flushes `store` whenever `request` holds a number other than the last one handled, then
+/// writes that number to `done`; polls every 100 ms until the store is gone.
+fn follow_store_flush_file(request: PathBuf, done: PathBuf, store: std::sync::Weak<QueueStore>) {
+    std::thread::spawn(move || {
+        let mut handled: Option<String> = None;
+        while let Some(store) = store.upgrade() {
+            let asked = std::fs::read_to_string(&request).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+            if asked.is_some() && asked != handled {
+                match store.flush() {
+                    Ok(()) => {
+                        tracing::info!(request = ?asked, "TEST MODE: queue store flushed on request");
+                        if let Err(e) = std::fs::write(&done, asked.as_deref().unwrap_or_default()) {
+                            tracing::warn!(error = %e, file = %done.display(), "TEST MODE: could not confirm the store flush");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "TEST MODE: the requested store flush failed"),
+                }
+                handled = asked;
+            }
+            drop(store);
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     });
@@ -176,7 +210,11 @@ impl GroupHost {
             tracing::warn!("TEST MODE: appends are acknowledged before fdatasync; acknowledged messages can be lost");
         }
         let mut fs: Arc<dyn raft_log::fs::FileSystem> = Arc::new(raft_log::fs::StdFileSystem);
-        if options.power_loss_test_mode {
+        if options.power_loss_test_mode && options.torn_pages_test_mode {
+            tracing::warn!("TEST MODE: raft-log writes stay in memory until fdatasync, and the last page written is torn on disk");
+            let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            fs = Arc::new(raft_log::fault::PowerLossFileSystem::with_torn_pages(fs, seed ^ u64::from(std::process::id())));
+        } else if options.power_loss_test_mode {
             tracing::warn!("TEST MODE: raft-log writes stay in memory until fdatasync (power-loss simulation)");
             fs = Arc::new(raft_log::fault::PowerLossFileSystem::new(fs));
         }
@@ -188,6 +226,11 @@ impl GroupHost {
         }
         let (engine, recovery) = LogEngine::open_with(log_dir, options.log, fs)?;
         let (store, opened) = QueueStore::open(options.data_dir.join("store"), &options.store)?;
+        let store = Arc::new(store);
+        if let Some((request, done)) = options.store_flush_files.clone() {
+            tracing::warn!(file = %request.display(), "TEST MODE: the queue store is flushed whenever this file names a new request");
+            follow_store_flush_file(request, done, Arc::downgrade(&store));
+        }
         tracing::info!(
             broker = options.id,
             segments = recovery.segments,
@@ -223,7 +266,7 @@ impl GroupHost {
             id: options.id,
             raft_addr,
             engine,
-            store: Arc::new(store),
+            store,
             // Calls to peers come from the address this broker listens on (when it listens on
             // one), as peers and firewalls expect of it.
             peers: PeerChannels::from_address(Some(raft_addr.ip()).filter(|ip| !ip.is_unspecified())),

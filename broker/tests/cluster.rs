@@ -219,3 +219,75 @@ async fn three_brokers_create_send_fetch_commit_and_agree() {
         b.shutdown().await.unwrap();
     }
 }
+
+/// A `local_only` fetch is answered by the broker's own replica, follower or leader, and
+/// refused (NOT_FOUND) by a broker that hosts none, where a plain fetch is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_local_only_fetch_reads_this_brokers_replica_or_is_refused() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let b1 = BrokerServer::start(options(1, dirs[0].path(), vec![])).await.unwrap();
+    let controllers = vec![(1, b1.node().raft_addr)];
+    let b2 = BrokerServer::start(options(2, dirs[1].path(), controllers.clone())).await.unwrap();
+    let b3 = BrokerServer::start(options(3, dirs[2].path(), controllers)).await.unwrap();
+    let brokers = [&b1, &b2, &b3];
+    let mut admin = AdminServiceClient::new(connect(b1.client_addr()).await);
+    eventually("three registered brokers", || {
+        let mut admin = admin.clone();
+        async move {
+            let r = admin.cluster_status(ClusterStatusRequest {}).await.ok()?.into_inner();
+            (code(&r.status) == Code::Ok && r.brokers.len() == 3 && r.brokers.iter().all(|b| b.alive)).then_some(())
+        }
+    })
+    .await;
+    // Two replicas on three brokers: one broker hosts none.
+    let topic = Topic { name: "pinned".into(), queue_count: 1, replication_factor: 2, message_type: 0, checkpoint_interval_entries: 0 };
+    let created = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.unwrap().into_inner();
+    assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
+    let queue = QueueServiceClient::new(connect(b1.client_addr()).await);
+    let req = SendRequest {
+        topic: "pinned".into(),
+        target: Some(Target::QueueId(0)),
+        messages: (0..3).map(|i| message(format!("m{i}"))).collect(),
+        producer_id: String::new(),
+    };
+    eventually("a send to be stored", || {
+        let (mut queue, req) = (queue.clone(), req.clone());
+        async move { (code(&queue.send(req).await.ok()?.into_inner().status) == Code::Ok).then_some(()) }
+    })
+    .await;
+    let described = admin.describe_topic(DescribeTopicRequest { name: "pinned".into() }).await.unwrap().into_inner();
+    let q = &described.queues[0];
+    assert_eq!(q.replica_broker_ids.len(), 2);
+    let outsider = brokers.iter().find(|b| !q.replica_broker_ids.contains(&b.id())).unwrap();
+    let fetch = |local_only| FetchRequest { topic: "pinned".into(), queue_id: 0, max_messages: 100, local_only, ..Default::default() };
+
+    for id in &q.replica_broker_ids {
+        let b = brokers.iter().find(|b| b.id() == *id).unwrap();
+        let queue = QueueServiceClient::new(connect(b.client_addr()).await);
+        let role = if *id == q.leader_broker_id { "leader" } else { "follower" };
+        let got = eventually("the replica to apply the send", || {
+            let mut queue = queue.clone();
+            async move {
+                let r = queue.fetch(fetch(true)).await.ok()?.into_inner();
+                assert_eq!(code(&r.status), Code::Ok, "{role} {id}: {:?}", r.status);
+                (r.messages.len() == 3).then_some(r)
+            }
+        })
+        .await;
+        let bodies: Vec<Vec<u8>> = got.messages.iter().map(|m| m.message.as_ref().unwrap().body.to_vec()).collect();
+        assert_eq!(bodies, vec![b"m0".to_vec(), b"m1".to_vec(), b"m2".to_vec()], "{role} {id}");
+    }
+
+    let mut outside = QueueServiceClient::new(connect(outsider.client_addr()).await);
+    let forwarded = outside.fetch(fetch(false)).await.unwrap().into_inner();
+    assert_eq!((code(&forwarded.status), forwarded.messages.len()), (Code::Ok, 3), "a plain fetch is forwarded: {:?}", forwarded.status);
+    let refused = outside.fetch(fetch(true)).await.unwrap().into_inner();
+    assert_eq!(code(&refused.status), Code::NotFound, "{:?}", refused.status);
+    assert!(refused.messages.is_empty());
+    let why = refused.status.unwrap().message;
+    assert!(why.contains(&format!("broker {} hosts no replica of group {}", outsider.id(), q.group_id)), "{why}");
+
+    for b in [b3, b2, b1] {
+        b.shutdown().await.unwrap();
+    }
+}

@@ -211,3 +211,36 @@ async fn every_group_runs_without_leader_restore() {
     assert_eq!(host.raft_config().enable_leader_restore, Some(false));
     host.shutdown().await.unwrap();
 }
+
+/// The store-flush test mode (jepsen's store-loss nemesis): a new number in the request file
+/// flushes the queue store, and the number is written to the done file only after the flush,
+/// so the durable applied index has caught up when the harness sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_flush_request_flushes_the_store_then_confirms() {
+    const GROUP: GroupId = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let (request, done) = (dir.path().join("flush"), dir.path().join("flushed"));
+    let mut options = common::host_options(1, dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    options.store_flush_files = Some((request.clone(), done.clone()));
+    let host = GroupHost::start(options).await.unwrap();
+    host.open_group(GROUP, None).await.unwrap();
+    host.group(GROUP).unwrap().initialize(BTreeMap::from([(host.id(), host.node())])).await.unwrap();
+    for _ in 0..5 {
+        write(&[&host], GROUP, send(1, "a")).await;
+    }
+    let applied = host.store().applied_index(GROUP).unwrap();
+    assert!(host.store().durable_applied_index(GROUP).is_none_or(|d| d < applied), "nothing flushed yet");
+    assert!(!done.exists(), "no request, no confirmation");
+    for n in ["1", "2"] {
+        let applied = host.store().applied_index(GROUP).unwrap();
+        std::fs::write(&request, n).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(&done).ok().as_deref() != Some(n) {
+            assert!(std::time::Instant::now() < deadline, "flush request {n} not confirmed within 10 s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(host.store().durable_applied_index(GROUP).is_some_and(|d| d >= applied), "request {n}: the store was flushed");
+        write(&[&host], GROUP, send(1, "b")).await;
+    }
+    host.shutdown().await.unwrap();
+}

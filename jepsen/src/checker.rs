@@ -7,8 +7,9 @@
 //! - [`AnomalyClass::UnseenAtEnd`]: an acknowledged send absent from the final reads, none of
 //!   which reaches its offset (the queue ends below an acknowledged offset).
 //! - [`AnomalyClass::Duplicate`]: one value at two offsets (by acknowledgement or by any read).
-//! - [`AnomalyClass::InconsistentOffset`]: one offset with two values, across acknowledgements,
-//!   consumer reads and the replicas' final reads.
+//! - [`AnomalyClass::InconsistentOffset`]: one offset with two values among the
+//!   acknowledgements and consumer reads, or a value acknowledged or read there that no final
+//!   read holds there.
 //! - [`AnomalyClass::Phantom`]: a value read that no operation ever sent, whose checksum is
 //!   intact (a well-formed value from nowhere).
 //! - [`AnomalyClass::Corrupt`]: a value read that no operation sent and whose checksum
@@ -24,14 +25,28 @@
 //! - [`AnomalyClass::CommitBackwards`]: a committed offset read lower than a commit or read of
 //!   the same consumer group and queue that completed before the read began.
 //!
+//!
+//! Every replica's final read is also checked on its own and against the others':
+//!
+//! - [`AnomalyClass::ReplicaLostWrite`]: an acknowledged send that some replica's final read
+//!   holds and another replica's lacks (at or above that replica's start offset).
+//! - [`AnomalyClass::ReplicaGap`]: a replica's final read whose offsets are not dense from its
+//!   start offset to its end offset (a hole, a repeat, or a step back).
+//! - [`AnomalyClass::ReplicaDivergence`]: two replicas' final reads holding different values at
+//!   one offset.
+//!
 //! Messages below a queue's start offset (removed by retention) are exempt from the lost and
 //! skip checks: only there may an acknowledged message be missing.
+//!
+//! **A history that cannot be checked in full is invalid**, whatever anomalies it shows or does
+//! not show ([`CheckResult::invalid`]): every queue must have a final read from every replica
+//! of its group ([`QueueReplicas`]), and every queue the history names must have replicas.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{Event, EventKind, FinalRead, Op};
+use crate::history::{Event, EventKind, FinalRead, Op, QueueReplicas};
 
 /// The kinds of anomaly the checker finds; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -48,10 +63,13 @@ pub enum AnomalyClass {
     SkippedPoll,
     FifoOrder,
     CommitBackwards,
+    ReplicaLostWrite,
+    ReplicaGap,
+    ReplicaDivergence,
 }
 
 impl AnomalyClass {
-    pub const ALL: [AnomalyClass; 11] = [
+    pub const ALL: [AnomalyClass; 14] = [
         AnomalyClass::LostWrite,
         AnomalyClass::UnseenAtEnd,
         AnomalyClass::Duplicate,
@@ -63,6 +81,9 @@ impl AnomalyClass {
         AnomalyClass::SkippedPoll,
         AnomalyClass::FifoOrder,
         AnomalyClass::CommitBackwards,
+        AnomalyClass::ReplicaLostWrite,
+        AnomalyClass::ReplicaGap,
+        AnomalyClass::ReplicaDivergence,
     ];
 }
 
@@ -94,11 +115,39 @@ pub struct CheckResult {
     /// Acknowledged sends below a queue's start offset: removed by retention, not checked.
     pub acked_trimmed: u64,
     pub anomalies: Vec<Anomaly>,
+    /// Why the history could not be checked in full (a queue without a final read from one of
+    /// its replicas, ...). Any reason makes the result invalid, with or without anomalies.
+    #[serde(default)]
+    pub invalid: Vec<String>,
+}
+
+/// What a checked history amounts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Checked in full, and no anomaly.
+    Passed,
+    /// At least one anomaly.
+    Anomalies,
+    /// No anomaly in what could be checked, but not everything could be.
+    Invalid,
 }
 
 impl CheckResult {
+    /// Checked in full, and no anomaly.
     pub fn valid(&self) -> bool {
-        self.anomalies.is_empty()
+        self.verdict() == Verdict::Passed
+    }
+
+    /// Anomalies first: an anomaly found in part of a history is one all the same.
+    pub fn verdict(&self) -> Verdict {
+        if !self.anomalies.is_empty() {
+            Verdict::Anomalies
+        } else if !self.invalid.is_empty() {
+            Verdict::Invalid
+        } else {
+            Verdict::Passed
+        }
     }
 
     /// Anomalies per class (every class present, zero if none).
@@ -173,8 +222,8 @@ struct Sent<'a> {
     offset: Option<u64>,
 }
 
-/// Checks `events` and `finals`; see the module documentation.
-pub fn check(events: &[Event], finals: &[FinalRead]) -> CheckResult {
+/// Checks `events` and `finals` against the queues' `replicas`; see the module documentation.
+pub fn check(events: &[Event], finals: &[FinalRead], replicas: &[QueueReplicas]) -> CheckResult {
     let ops = pair(events);
     let mut result = CheckResult::default();
     let mut sent: HashMap<&str, Sent<'_>> = HashMap::new();
@@ -225,8 +274,10 @@ pub fn check(events: &[Event], finals: &[FinalRead]) -> CheckResult {
         *s = (*s).max(f.start_offset);
     }
 
+    result.invalid = check_complete(&ops, finals, replicas);
     check_offsets(&seen, &sent, &mut result.anomalies);
     check_final(&sent, finals, &start, &mut result);
+    check_replica_offsets(finals, &mut result.anomalies);
     check_polls(&ops, &start, &mut result.anomalies);
     check_fifo(&sent, &mut result.anomalies);
     check_commits(&ops, &mut result.anomalies);
@@ -251,15 +302,31 @@ fn check_offsets(seen: &Observations<'_>, sent: &HashMap<&str, Sent<'_>>, out: &
     };
     let mut offsets_of: BTreeMap<&str, Vec<Place<'_>>> = BTreeMap::new();
     for ((queue, offset), values) in seen {
-        if values.len() > 1 {
-            let detail = values
+        let from_events: Vec<&str> =
+            values.iter().filter(|(_, s)| s.iter().any(|s| matches!(s, Source::Event(_)))).map(|(v, _)| *v).collect();
+        let from_finals: Vec<&str> =
+            values.iter().filter(|(_, s)| s.iter().any(|s| matches!(s, Source::Final { .. }))).map(|(v, _)| *v).collect();
+        let describe = || {
+            values
                 .iter()
                 .map(|(v, s)| format!("{v:?} ({})", s.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", ")))
                 .collect::<Vec<_>>()
-                .join(" vs ");
+                .join(" vs ")
+        };
+        // Acknowledgements and consumer reads disagree, or what they saw is in no final read
+        // that reaches this offset (a replica holding something else there is a divergence).
+        let unheld = !from_finals.is_empty() && from_events.iter().any(|v| !from_finals.contains(v));
+        if from_events.len() > 1 || unheld {
             out.push(Anomaly {
                 class: AnomalyClass::InconsistentOffset,
-                detail: format!("queue {queue} offset {offset} holds {detail}"),
+                detail: format!("queue {queue} offset {offset} holds {}", describe()),
+                events: values.values().flat_map(events_of).collect(),
+            });
+        }
+        if from_finals.len() > 1 {
+            out.push(Anomaly {
+                class: AnomalyClass::ReplicaDivergence,
+                detail: format!("the replicas' final reads differ at queue {queue} offset {offset}: {}", describe()),
                 events: values.values().flat_map(events_of).collect(),
             });
         }
@@ -306,43 +373,142 @@ fn check_offsets(seen: &Observations<'_>, sent: &HashMap<&str, Sent<'_>>, out: &
     }
 }
 
-/// Lost and unseen acknowledged sends, against the final reads.
+/// Lost and unseen acknowledged sends, against the final reads: in none of them (lost, unseen),
+/// or in some replica's but not in another's (lost on that replica).
 fn check_final(sent: &HashMap<&str, Sent<'_>>, finals: &[FinalRead], start: &HashMap<u32, u64>, result: &mut CheckResult) {
-    let mut held: HashMap<u32, HashMap<&str, u64>> = HashMap::new();
+    // Per queue, each replica's read with the set of values it holds.
+    let mut by_queue: HashMap<u32, Vec<(&FinalRead, std::collections::HashSet<&str>)>> = HashMap::new();
     let mut reach: HashMap<u32, u64> = HashMap::new();
     for f in finals {
-        let values = held.entry(f.queue).or_default();
-        for (o, v) in &f.messages {
-            values.insert(v, *o);
-        }
-        let end = f.messages.last().map_or(f.start_offset, |(o, _)| o + 1).max(f.end_offset);
+        by_queue.entry(f.queue).or_default().push((f, f.messages.iter().map(|(_, v)| v.as_str()).collect()));
         let r = reach.entry(f.queue).or_default();
-        *r = (*r).max(end);
+        *r = (*r).max(read_end(f));
     }
     let mut acked: Vec<(&&str, &Sent<'_>)> = sent.iter().filter(|(_, s)| s.offset.is_some()).collect();
     acked.sort_by_key(|(_, s)| s.op.invoke.index);
     for (value, s) in acked {
         let Some(offset) = s.offset else { continue };
-        let Some(values) = held.get(&s.queue) else { continue };
+        // A queue without any final read makes the history invalid (`check_complete`).
+        let Some(reads) = by_queue.get(&s.queue) else { continue };
         if offset < start.get(&s.queue).copied().unwrap_or(0) {
             result.acked_trimmed += 1;
+        }
+        let holders: Vec<u64> = reads.iter().filter(|(_, held)| held.contains(*value)).map(|(f, _)| f.broker).collect();
+        if holders.is_empty() {
+            if offset < start.get(&s.queue).copied().unwrap_or(0) {
+                continue;
+            }
+            let reached = reach.get(&s.queue).copied().unwrap_or(0);
+            let (class, why) = if reached > offset {
+                (AnomalyClass::LostWrite, format!("the final reads reach offset {}", reached - 1))
+            } else {
+                (AnomalyClass::UnseenAtEnd, format!("the final reads end at offset {reached}"))
+            };
+            result.anomalies.push(Anomaly {
+                class,
+                detail: format!("{value:?} acknowledged at queue {} offset {offset} is in no final read; {why}", s.queue),
+                events: s.op.events(),
+            });
             continue;
         }
-        if values.contains_key(*value) {
-            continue;
+        for (f, held) in reads {
+            if held.contains(*value) || offset < f.start_offset {
+                continue;
+            }
+            result.anomalies.push(Anomaly {
+                class: AnomalyClass::ReplicaLostWrite,
+                detail: format!(
+                    "{value:?} acknowledged at queue {} offset {offset} is missing from broker {}'s final read (offsets {}..{}), though broker {} holds it",
+                    s.queue,
+                    f.broker,
+                    f.start_offset,
+                    read_end(f),
+                    holders.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+                ),
+                events: s.op.events(),
+            });
         }
-        let reached = reach.get(&s.queue).copied().unwrap_or(0);
-        let (class, why) = if reached > offset {
-            (AnomalyClass::LostWrite, format!("the final reads reach offset {}", reached - 1))
-        } else {
-            (AnomalyClass::UnseenAtEnd, format!("the final reads end at offset {reached}"))
-        };
-        result.anomalies.push(Anomaly {
-            class,
-            detail: format!("{value:?} acknowledged at queue {} offset {offset} is in no final read; {why}", s.queue),
-            events: s.op.events(),
-        });
     }
+}
+
+/// Where a final read ends: past its last message, or at the end the replica reported.
+fn read_end(f: &FinalRead) -> u64 {
+    f.messages.last().map_or(f.start_offset, |(o, _)| o + 1).max(f.end_offset)
+}
+
+/// Each replica's final read holds every offset from its start offset to its end offset, once
+/// and in order.
+fn check_replica_offsets(finals: &[FinalRead], out: &mut Vec<Anomaly>) {
+    for f in finals {
+        let (queue, broker) = (f.queue, f.broker);
+        let mut expected = f.start_offset;
+        for (offset, _) in &f.messages {
+            if *offset > expected {
+                out.push(Anomaly {
+                    class: AnomalyClass::ReplicaGap,
+                    detail: format!("broker {broker}'s final read of queue {queue} lacks offsets {expected}..{offset}"),
+                    events: vec![],
+                });
+            } else if *offset < expected {
+                out.push(Anomaly {
+                    class: AnomalyClass::ReplicaGap,
+                    detail: format!("broker {broker}'s final read of queue {queue} holds offset {offset} again after {}", expected - 1),
+                    events: vec![],
+                });
+            }
+            expected = expected.max(offset + 1);
+        }
+        if expected < f.end_offset {
+            out.push(Anomaly {
+                class: AnomalyClass::ReplicaGap,
+                detail: format!(
+                    "broker {broker}'s final read of queue {queue} lacks offsets {expected}..{}, below the end it reported",
+                    f.end_offset
+                ),
+                events: vec![],
+            });
+        }
+    }
+}
+
+/// Why the history cannot be checked in full: a queue without a final read from each of its
+/// replicas, a queue named by the history without replicas, a final read from a broker that is
+/// not a replica.
+fn check_complete(ops: &[Completed<'_>], finals: &[FinalRead], replicas: &[QueueReplicas]) -> Vec<String> {
+    let mut invalid = Vec::new();
+    if replicas.is_empty() {
+        invalid.push("no queue's replicas are known (replicas.jsonl is missing or empty), so no final read can be shown complete".into());
+        return invalid;
+    }
+    let read: BTreeSet<(u32, u64)> = finals.iter().map(|f| (f.queue, f.broker)).collect();
+    let mut known: BTreeSet<u32> = BTreeSet::new();
+    for q in replicas {
+        known.insert(q.queue);
+        let list = q.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        if q.replicas.is_empty() {
+            invalid.push(format!("queue {}: the cluster reported no replica for it", q.queue));
+        }
+        for b in &q.replicas {
+            if !read.contains(&(q.queue, *b)) {
+                let why = q.read_errors.get(b).map_or("no read recorded".to_string(), String::clone);
+                invalid.push(format!("queue {}: no final read from broker {b}, one of its replicas ({list}): {why}", q.queue));
+            }
+        }
+        for f in finals.iter().filter(|f| f.queue == q.queue && !q.replicas.contains(&f.broker)) {
+            invalid.push(format!("queue {}: a final read from broker {}, which is not one of its replicas ({list})", q.queue, f.broker));
+        }
+    }
+    let named: BTreeSet<u32> = ops
+        .iter()
+        .map(|op| match &op.invoke.op {
+            Op::Send { queue, .. } | Op::Poll { queue, .. } | Op::Commit { queue, .. } | Op::ReadOffset { queue, .. } => *queue,
+        })
+        .chain(finals.iter().map(|f| f.queue))
+        .collect();
+    for q in named.difference(&known) {
+        invalid.push(format!("queue {q}: named in the history, but no replicas are known for it"));
+    }
+    invalid
 }
 
 /// Consumer sessions: each delivered offset is the one after the last (or after a trimmed gap).
@@ -566,6 +732,20 @@ mod tests {
         (h, finals)
     }
 
+    /// Every queue's replicas are the brokers whose final reads are given.
+    fn replicas_of(finals: &[FinalRead]) -> Vec<QueueReplicas> {
+        let mut by_queue: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for f in finals {
+            by_queue.entry(f.queue).or_default().push(f.broker);
+        }
+        by_queue.into_iter().map(|(queue, replicas)| QueueReplicas { queue, replicas, read_errors: Default::default() }).collect()
+    }
+
+    /// [`check`], with every given final read's broker a replica of its queue.
+    fn check_all(events: &[Event], finals: &[FinalRead]) -> CheckResult {
+        check(events, finals, &replicas_of(finals))
+    }
+
     fn classes(result: &CheckResult) -> Vec<AnomalyClass> {
         result.anomalies.iter().map(|a| a.class).collect()
     }
@@ -573,12 +753,111 @@ mod tests {
     #[test]
     fn a_clean_history_has_no_anomalies() {
         let (h, finals) = clean();
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert!(r.valid(), "{:?}", r.anomalies);
         assert_eq!(r.sends, Outcomes { invoked: 3, ok: 3, fail: 0, info: 0 });
         assert_eq!((r.polls.ok, r.commits.ok, r.offset_reads.ok), (2, 1, 1));
         assert_eq!(r.counts().values().sum::<usize>(), 0);
         assert_eq!(r.counts().len(), AnomalyClass::ALL.len());
+        assert_eq!((r.verdict(), r.invalid.len()), (Verdict::Passed, 0));
+    }
+
+    #[test]
+    fn an_acknowledged_value_missing_from_one_replica_is_lost_there() {
+        let (h, mut finals) = clean();
+        // Broker 3 ends at offset 2, without the acknowledged "c" that brokers 1 and 2 hold.
+        finals[2].messages.pop();
+        finals[2].end_offset = 2;
+        let r = check_all(&h.events, &finals);
+        assert_eq!(classes(&r), vec![AnomalyClass::ReplicaLostWrite], "{:?}", r.anomalies);
+        let d = &r.anomalies[0].detail;
+        assert!(
+            d.contains(
+                "\"c\" acknowledged at queue 0 offset 2 is missing from broker 3's final read (offsets 0..2), though broker 1, 2 holds it"
+            ),
+            "{d}"
+        );
+        assert_eq!(r.anomalies[0].events, vec![4, 5]);
+        assert_eq!(r.verdict(), Verdict::Anomalies);
+        // Below that replica's own start offset (its retention removed it), it may be missing.
+        let (h, mut finals) = clean();
+        finals[2] = final_read(3, 0, 1, &[(1, "b"), (2, "c")]);
+        let r = check_all(&h.events, &finals);
+        assert!(r.valid(), "{:?}", r.anomalies);
+    }
+
+    #[test]
+    fn a_hole_or_a_repeat_in_one_replicas_offsets_is_a_gap() {
+        // "x" of unknown outcome took offset 1; broker 3's read skips it (not acknowledged, so
+        // nothing is lost, but the replica's offsets are not dense).
+        let mut h = History::default();
+        h.send(1, 0, "a", 0);
+        h.invoke_send(2, 0, "x", None);
+        h.push(2, EventKind::Info, Op::Send { queue: 0, value: "x".into(), message_group: None, offset: None });
+        h.send(3, 0, "c", 2);
+        let whole = [(0, "a"), (1, "x"), (2, "c")];
+        let mut holed = final_read(3, 0, 0, &[(0, "a"), (2, "c")]);
+        holed.end_offset = 3;
+        let finals = vec![final_read(1, 0, 0, &whole), final_read(2, 0, 0, &whole), holed];
+        let r = check_all(&h.events, &finals);
+        assert_eq!(classes(&r), vec![AnomalyClass::ReplicaGap], "{:?}", r.anomalies);
+        assert!(r.anomalies[0].detail.contains("broker 3's final read of queue 0 lacks offsets 1..2"), "{}", r.anomalies[0].detail);
+        // The same offset twice, and a read that stops below the end its replica reported.
+        let repeated = final_read(3, 0, 0, &[(0, "a"), (1, "x"), (1, "x"), (2, "c")]);
+        let mut short = final_read(2, 0, 0, &[(0, "a"), (1, "x")]);
+        short.end_offset = 2;
+        let r = check_all(&h.events, &[final_read(1, 0, 0, &whole), short.clone(), repeated]);
+        let gaps: Vec<&str> = r.anomalies.iter().filter(|a| a.class == AnomalyClass::ReplicaGap).map(|a| a.detail.as_str()).collect();
+        assert_eq!(gaps, vec!["broker 3's final read of queue 0 holds offset 1 again after 1"], "{:?}", r.anomalies);
+        short.end_offset = 3;
+        let r = check_all(&h.events, &[final_read(1, 0, 0, &whole), short]);
+        assert!(
+            r.anomalies
+                .iter()
+                .any(|a| a.class == AnomalyClass::ReplicaGap && a.detail.contains("lacks offsets 2..3, below the end it reported")),
+            "{:?}",
+            r.anomalies
+        );
+    }
+
+    #[test]
+    fn a_queue_without_a_final_read_from_every_replica_is_invalid() {
+        let (h, finals) = clean();
+        let replicas = |read_errors: BTreeMap<u64, String>| vec![QueueReplicas { queue: 0, replicas: vec![1, 2, 3], read_errors }];
+        // No final read at all: nothing can be called lost, and nothing is shown kept.
+        let r = check(&h.events, &[], &replicas(BTreeMap::new()));
+        assert!(r.anomalies.is_empty(), "{:?}", r.anomalies);
+        assert_eq!(r.verdict(), Verdict::Invalid);
+        assert_eq!(r.invalid.len(), 3, "{:?}", r.invalid);
+        assert_eq!(r.invalid[0], "queue 0: no final read from broker 1, one of its replicas (1, 2, 3): no read recorded");
+        // One replica unread, with the run's reason.
+        let r = check(&h.events, &finals[..2], &replicas([(3, "broker 3 queue 0: refused: no replica here".to_string())].into()));
+        assert_eq!(r.verdict(), Verdict::Invalid);
+        assert_eq!(
+            r.invalid,
+            vec!["queue 0: no final read from broker 3, one of its replicas (1, 2, 3): broker 3 queue 0: refused: no replica here"]
+        );
+        // Without any replica list, and with a queue the list does not name.
+        assert_eq!(check(&h.events, &finals, &[]).verdict(), Verdict::Invalid);
+        let mut h2 = History::default();
+        h2.send(1, 5, "z", 0);
+        let r = check(&h2.events, &finals, &replicas(BTreeMap::new()));
+        assert_eq!(r.invalid, vec!["queue 5: named in the history, but no replicas are known for it"], "{:?}", r.anomalies);
+        // A read from a broker that is not a replica.
+        let r = check(&h.events, &finals, &[QueueReplicas { queue: 0, replicas: vec![1, 2], read_errors: BTreeMap::new() }]);
+        assert_eq!(r.invalid, vec!["queue 0: a final read from broker 3, which is not one of its replicas (1, 2)"]);
+        // An anomaly in what could be checked outranks the gap in the history.
+        let (h, mut finals) = clean();
+        finals.truncate(2);
+        for f in &mut finals {
+            f.messages.retain(|(o, _)| *o != 1);
+        }
+        let r = check(&h.events, &finals, &replicas(BTreeMap::new()));
+        let gap = AnomalyClass::ReplicaGap;
+        assert_eq!((r.verdict(), classes(&r)), (Verdict::Anomalies, vec![AnomalyClass::LostWrite, gap, gap]));
+        // The whole set read: valid.
+        let (h, finals) = clean();
+        assert_eq!(check(&h.events, &finals, &replicas(BTreeMap::new())).verdict(), Verdict::Passed);
     }
 
     #[test]
@@ -587,8 +866,10 @@ mod tests {
         for f in &mut finals {
             f.messages.retain(|(o, _)| *o != 1);
         }
-        let r = check(&h.events, &finals);
-        assert_eq!(classes(&r), vec![AnomalyClass::LostWrite], "{:?}", r.anomalies);
+        let r = check_all(&h.events, &finals);
+        // Each replica's offsets also have a hole where "b" was.
+        let gap = AnomalyClass::ReplicaGap;
+        assert_eq!(classes(&r), vec![AnomalyClass::LostWrite, gap, gap, gap], "{:?}", r.anomalies);
         assert!(r.anomalies[0].detail.contains("\"b\" acknowledged at queue 0 offset 1"), "{}", r.anomalies[0].detail);
         assert_eq!(r.anomalies[0].events, vec![2, 3]);
     }
@@ -600,7 +881,7 @@ mod tests {
             f.messages.pop();
             f.end_offset = 2;
         }
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert_eq!(classes(&r), vec![AnomalyClass::UnseenAtEnd], "{:?}", r.anomalies);
         assert!(r.anomalies[0].detail.contains("end at offset 2"), "{}", r.anomalies[0].detail);
     }
@@ -609,7 +890,7 @@ mod tests {
     fn messages_removed_by_retention_are_not_lost() {
         let (h, _) = clean();
         let finals = vec![final_read(1, 0, 2, &[(2, "c")])];
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert!(r.valid(), "{:?}", r.anomalies);
         assert_eq!(r.acked_trimmed, 2);
     }
@@ -621,23 +902,30 @@ mod tests {
             f.messages.push((3, "a".into()));
             f.end_offset = 4;
         }
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert_eq!(classes(&r), vec![AnomalyClass::Duplicate], "{:?}", r.anomalies);
         assert!(r.anomalies[0].detail.contains("\"a\" at 0/0 and 0/3"), "{}", r.anomalies[0].detail);
     }
 
     #[test]
-    fn replicas_disagreeing_at_an_offset_are_inconsistent() {
+    fn replicas_disagreeing_at_an_offset_diverge() {
         let (mut h, mut finals) = clean();
         // A send whose outcome is unknown, stored on one replica only, where the others hold "c".
         h.invoke_send(3, 0, "x", None);
         h.push(3, EventKind::Info, Op::Send { queue: 0, value: "x".into(), message_group: None, offset: None });
         finals[2].messages[2].1 = "x".into();
-        let r = check(&h.events, &finals);
-        assert_eq!(classes(&r), vec![AnomalyClass::InconsistentOffset], "{:?}", r.anomalies);
+        let r = check_all(&h.events, &finals);
+        // Replica 3 also lacks the acknowledged "c".
+        assert_eq!(classes(&r), vec![AnomalyClass::ReplicaDivergence, AnomalyClass::ReplicaLostWrite], "{:?}", r.anomalies);
         let d = &r.anomalies[0].detail;
-        assert!(d.contains("queue 0 offset 2 holds \"c\"") && d.contains("broker 3's final read"), "{d}");
+        assert!(d.contains("differ at queue 0 offset 2") && d.contains("\"x\" (broker 3's final read)"), "{d}");
+        assert!(r.anomalies[1].detail.contains("\"c\" acknowledged at queue 0 offset 2 is missing from broker 3's final read"));
         assert_eq!(r.sends.info, 1);
+        // An acknowledgement that no replica holds at its offset is an inconsistent offset.
+        let (mut h, finals) = clean();
+        h.send(4, 0, "y", 1);
+        let r = check_all(&h.events, &finals);
+        assert_eq!(classes(&r), vec![AnomalyClass::InconsistentOffset, AnomalyClass::LostWrite], "{:?}", r.anomalies);
     }
 
     #[test]
@@ -648,7 +936,7 @@ mod tests {
             f.messages.push((3, ghost.clone()));
             f.end_offset = 4;
         }
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert_eq!(classes(&r), vec![AnomalyClass::Phantom], "{:?}", r.anomalies);
     }
 
@@ -660,8 +948,13 @@ mod tests {
         // One byte of the padding flipped: no longer the value sent, and its checksum fails.
         let damaged = sent.replacen("abc", "abd", 1);
         let finals = vec![final_read(1, 0, 0, &[(0, &sent)]), final_read(2, 0, 0, &[(0, &damaged)])];
-        let r = check(&h.events, &finals);
-        assert_eq!(classes(&r), vec![AnomalyClass::InconsistentOffset, AnomalyClass::Corrupt], "{:?}", r.anomalies);
+        let r = check_all(&h.events, &finals);
+        assert_eq!(
+            classes(&r),
+            vec![AnomalyClass::ReplicaDivergence, AnomalyClass::Corrupt, AnomalyClass::ReplicaLostWrite],
+            "{:?}",
+            r.anomalies
+        );
         assert!(r.anomalies[1].detail.contains("fails its checksum"), "{}", r.anomalies[1].detail);
     }
 
@@ -670,14 +963,14 @@ mod tests {
         let (mut h, finals) = clean();
         h.poll(7, 2, 0, 0, &[(0, "a"), (2, "c")]);
         h.poll(7, 2, 0, 3, &[(1, "b")]);
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert_eq!(classes(&r), vec![AnomalyClass::SkippedPoll, AnomalyClass::NonmonotonicPoll], "{:?}", r.anomalies);
         assert!(r.anomalies[0].detail.contains("skipped offsets 1..2"), "{}", r.anomalies[0].detail);
         assert!(r.anomalies[1].detail.contains("got offset 1 after 2"), "{}", r.anomalies[1].detail);
         // Another session starting again from 0 is not a regression.
         let (mut h, finals) = clean();
         h.poll(7, 3, 0, 0, &[(0, "a")]);
-        assert!(check(&h.events, &finals).valid());
+        assert!(check_all(&h.events, &finals).valid());
     }
 
     #[test]
@@ -685,7 +978,7 @@ mod tests {
         let (mut h, _) = clean();
         h.poll(7, 2, 0, 0, &[(2, "c")]);
         let finals = vec![final_read(1, 0, 2, &[(2, "c")])];
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert!(r.valid(), "{:?}", r.anomalies);
     }
 
@@ -702,7 +995,7 @@ mod tests {
         h.ack_send(3, 0, "h2", Some("order-8"), 6);
         h.ack_send(2, 0, "h1", Some("order-8"), 7);
         let finals = vec![final_read(1, 0, 4, &[(4, "g2"), (5, "g1"), (6, "h2"), (7, "h1")])];
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert_eq!(classes(&r), vec![AnomalyClass::FifoOrder], "{:?}", r.anomalies);
         assert!(r.anomalies[0].detail.contains("\"g1\" (offset 5) completed before \"g2\" (offset 4)"), "{}", r.anomalies[0].detail);
         assert_eq!(r.anomalies[0].events, vec![0, 1, 2, 3]);
@@ -712,7 +1005,7 @@ mod tests {
     fn a_committed_offset_read_lower_than_a_completed_commit_goes_backwards() {
         let (mut h, finals) = clean();
         h.read_offset(6, 0, Some(2));
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert_eq!(classes(&r), vec![AnomalyClass::CommitBackwards], "{:?}", r.anomalies);
         assert!(r.anomalies[0].detail.contains("read 2 after 3"), "{}", r.anomalies[0].detail);
         // A read concurrent with the commit may see either value.
@@ -721,7 +1014,7 @@ mod tests {
         h.read_offset(2, 0, None);
         h.push(1, EventKind::Ok, Op::Commit { consumer_group: "cg".into(), queue: 0, offset: 9 });
         h.read_offset(2, 0, Some(9));
-        assert!(check(&h.events, &[]).valid());
+        assert!(check_all(&h.events, &[]).anomalies.is_empty());
         // A commit of unknown outcome that takes effect late, then a new session that commits
         // lower: the register went down by a write, which is no anomaly.
         let mut h = History::default();
@@ -731,10 +1024,10 @@ mod tests {
         h.commit(2, 0, 94);
         h.read_offset(3, 0, Some(94));
         h.read_offset(3, 0, Some(94));
-        assert!(check(&h.events, &[]).valid(), "{:?}", check(&h.events, &[]).anomalies);
+        assert!(check_all(&h.events, &[]).anomalies.is_empty(), "{:?}", check_all(&h.events, &[]).anomalies);
         // But a read of a value no later commit wrote is still caught.
         h.read_offset(3, 0, Some(50));
-        assert_eq!(classes(&check(&h.events, &[])), vec![AnomalyClass::CommitBackwards]);
+        assert_eq!(classes(&check_all(&h.events, &[])), vec![AnomalyClass::CommitBackwards]);
     }
 
     #[test]
@@ -746,7 +1039,7 @@ mod tests {
             f.messages.push((3, "refused".into()));
             f.end_offset = 4;
         }
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert_eq!(classes(&r), vec![AnomalyClass::FailedSendVisible], "{:?}", r.anomalies);
         assert!(
             r.anomalies[0].detail.contains("\"refused\" is at queue 0 offset 3, but its send failed: test"),
@@ -765,7 +1058,7 @@ mod tests {
         h.invoke_send(9, 0, "never", None);
         h.push(9, EventKind::Fail, Op::Send { queue: 0, value: "never".into(), message_group: None, offset: None });
         h.invoke_send(10, 0, "pending", None);
-        let r = check(&h.events, &finals);
+        let r = check_all(&h.events, &finals);
         assert!(r.valid(), "{:?}", r.anomalies);
         assert_eq!(r.sends, Outcomes { invoked: 6, ok: 3, fail: 1, info: 2 });
     }

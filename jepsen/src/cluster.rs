@@ -24,6 +24,10 @@ pub const PEER_PORT: u16 = 9081;
 /// Under a broker's data directory: the slow-fsync test mode's delay in milliseconds (the
 /// broker's `[testing] fsync_delay_file`).
 pub const FSYNC_DELAY_FILE: &str = "testing-fsync-delay-ms";
+/// Under a broker's data directory: a request (a number) to flush the queue store, and the last
+/// request the broker has carried out (the broker's `[testing] store_flush_file`).
+pub const STORE_FLUSH_FILE: &str = "testing-store-flush";
+pub const STORE_FLUSHED_FILE: &str = "testing-store-flushed";
 /// Most brokers a cluster may have: the host part of `127.X.Y.N`.
 pub const BROKERS_MAX: usize = 250;
 
@@ -143,6 +147,8 @@ pub struct LocalCluster {
     pub brokers: Vec<BrokerProcess>,
     /// The run's partition rules, when a partition nemesis is in use.
     pub firewall: Option<crate::net::Firewall>,
+    /// Store flushes asked for so far (each request names the next number).
+    store_flushes: u64,
 }
 
 /// A `127.X.Y.0` network on which every one of `n` addresses is free on both ports.
@@ -200,7 +206,7 @@ impl LocalCluster {
                 paused: false,
             });
         }
-        let mut cluster = LocalCluster { brokers, firewall: None };
+        let mut cluster = LocalCluster { brokers, firewall: None, store_flushes: 0 };
         for b in &mut cluster.brokers {
             b.spawn()?;
         }
@@ -258,6 +264,24 @@ impl LocalCluster {
     pub fn set_fsync_delay(&mut self, id: u64, delay_ms: u64) -> Result<(), ClusterError> {
         let path = self.broker(id)?.dir.join("data").join(FSYNC_DELAY_FILE);
         std::fs::write(&path, delay_ms.to_string()).map_err(io(format!("writing {}", path.display())))
+    }
+
+    /// Asks broker `id` to flush its queue store (`[testing] store_flush_file = true`) and waits,
+    /// up to `within`, until it says it has; false if it did not in time.
+    pub async fn flush_store(&mut self, id: u64, within: Duration) -> Result<bool, ClusterError> {
+        let data = self.broker(id)?.dir.join("data");
+        self.store_flushes += 1;
+        let request = self.store_flushes.to_string();
+        let path = data.join(STORE_FLUSH_FILE);
+        std::fs::write(&path, &request).map_err(io(format!("writing {}", path.display())))?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if std::fs::read_to_string(data.join(STORE_FLUSHED_FILE)).is_ok_and(|t| t.trim() == request) {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(false)
     }
 
     /// Waits until every broker answers `ClusterStatus` and the metadata lists every broker

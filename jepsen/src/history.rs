@@ -1,7 +1,7 @@
 //! A recorded history: every operation the workload clients made, as an invocation and a
 //! completion, plus what the final read phase found. Stored as JSON lines (`history.jsonl`: one
-//! [`Event`] per line; `final.jsonl`: one [`FinalRead`] per line) so that `raftmq jepsen check`
-//! can check a stored run again.
+//! [`Event`] per line; `final.jsonl`: one [`FinalRead`] per line; `replicas.jsonl`: one
+//! [`QueueReplicas`] per queue) so that `raftmq jepsen check` can check a stored run again.
 //!
 //! Conventions (Jepsen's): a *process* runs one operation at a time, so an invocation is
 //! completed by the next completion of the same process. A completion is `ok` (it happened),
@@ -85,6 +85,18 @@ pub struct FinalRead {
     /// The queue's end (next offset) as the replica reported it when the read finished.
     pub end_offset: u64,
     pub messages: Vec<(u64, String)>,
+}
+
+/// One line of `replicas.jsonl`: the replicas of `queue`'s group as the cluster reported them
+/// before the final reads, each of which must be read for the history to be checked in full,
+/// and why any of them could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueReplicas {
+    pub queue: u32,
+    pub replicas: Vec<u64>,
+    /// Broker id → why its final read of this queue failed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub read_errors: std::collections::BTreeMap<u64, String>,
 }
 
 /// Why a history file could not be read.

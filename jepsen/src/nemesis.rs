@@ -11,6 +11,13 @@
 //! slow-fsync test mode), and the degraded links `link-delay` (every packet to or from one broker
 //! held 20–300 ms) and `link-loss` (5–30 % of them dropped), also in `crate::net`. Leadership
 //! transfer, membership change and controller kill slot in as further [`NemesisKind`]s.
+//!
+//! Two more cut the power in ways the plain power loss does not: `torn-write` (every broker at
+//! once, with the brokers' log file layer tearing the last page written of each file: a prefix
+//! of what was written there since the last sync survives, the rest is garbage or zeros) and
+//! `store-loss` (one broker: its fsync slowed, its queue store flushed at once, then its power
+//! cut 0.2–1.5 s later, so the store loses what it applied since and the log what it had not
+//! synced, while what the store flushed may be ahead of what the log had synced).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -45,10 +52,14 @@ pub enum NemesisKind {
     LinkDelay,
     /// Each packet to or from a random broker is dropped with a probability of 5–30 %.
     LinkLoss,
+    /// Power loss of every broker, tearing the last page written of each log file.
+    TornWrite,
+    /// One broker's fsync slowed, its store flushed, then its power cut.
+    StoreLoss,
 }
 
 impl NemesisKind {
-    pub const ALL: [NemesisKind; 12] = [
+    pub const ALL: [NemesisKind; 14] = [
         NemesisKind::Kill,
         NemesisKind::KillLeader,
         NemesisKind::KillMajority,
@@ -61,6 +72,8 @@ impl NemesisKind {
         NemesisKind::SlowFsync,
         NemesisKind::LinkDelay,
         NemesisKind::LinkLoss,
+        NemesisKind::TornWrite,
+        NemesisKind::StoreLoss,
     ];
 
     /// Whether it needs the firewall (root and iptables).
@@ -90,7 +103,19 @@ impl NemesisKind {
             NemesisKind::SlowFsync => "slow-fsync",
             NemesisKind::LinkDelay => "link-delay",
             NemesisKind::LinkLoss => "link-loss",
+            NemesisKind::TornWrite => "torn-write",
+            NemesisKind::StoreLoss => "store-loss",
         }
+    }
+
+    /// Whether the brokers must run in power-loss mode (a SIGKILL loses what was not synced).
+    pub fn needs_power_loss_mode(self) -> bool {
+        matches!(self, NemesisKind::PowerLoss | NemesisKind::TornWrite | NemesisKind::StoreLoss)
+    }
+
+    /// Whether the brokers must read the slow-fsync delay file.
+    pub fn needs_fsync_delay_file(self) -> bool {
+        matches!(self, NemesisKind::SlowFsync | NemesisKind::StoreLoss)
     }
 }
 
@@ -121,6 +146,16 @@ pub enum Fault {
     },
     /// Loss or delay rules in force, as described.
     LinkDegraded(String),
+    /// Every broker's power cut, with torn pages.
+    TornPowerLost(Vec<u64>),
+    /// One broker's power cut `after_ms` after its store was flushed (`flushed`: it confirmed),
+    /// its fsync slowed by `fsync_delay_ms` from before the flush.
+    StoreLost {
+        broker: u64,
+        fsync_delay_ms: u64,
+        after_ms: u64,
+        flushed: bool,
+    },
 }
 
 impl Fault {
@@ -133,6 +168,11 @@ impl Fault {
             Fault::Partitioned(what) => what.clone(),
             Fault::SlowFsync { broker, delay_ms } => format!("fsync of broker {broker} slowed by {delay_ms} ms"),
             Fault::LinkDegraded(what) => what.clone(),
+            Fault::TornPowerLost(ids) => format!("power loss of broker {} with torn pages", list(ids)),
+            Fault::StoreLost { broker, fsync_delay_ms, after_ms, flushed } => format!(
+                "store of broker {broker} flushed{}, power cut {after_ms} ms later, fsync slowed by {fsync_delay_ms} ms",
+                if *flushed { "" } else { " (not confirmed)" }
+            ),
         }
     }
 }
@@ -201,6 +241,20 @@ pub async fn inject(
             ids.sort_unstable();
             Fault::PowerLost(ids)
         }
+        NemesisKind::TornWrite => {
+            ids.sort_unstable();
+            Fault::TornPowerLost(ids)
+        }
+        NemesisKind::StoreLoss => {
+            let (broker, fsync_delay_ms, after_ms) = (ids[0], rng.random_range(50..=300u64), rng.random_range(200..=1500u64));
+            cluster.set_fsync_delay(broker, fsync_delay_ms)?;
+            // The delay file is read every 100 ms: let the slow fsync take hold first.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let flushed = cluster.flush_store(broker, Duration::from_secs(10)).await?;
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            cluster.kill9(broker)?;
+            return Ok(Fault::StoreLost { broker, fsync_delay_ms, after_ms, flushed });
+        }
         NemesisKind::SlowFsync => {
             let (broker, delay_ms) = (ids[0], rng.random_range(50..=500u64));
             cluster.set_fsync_delay(broker, delay_ms)?;
@@ -229,9 +283,9 @@ pub async fn inject(
         }
     };
     match &fault {
-        Fault::Killed(ids) | Fault::PowerLost(ids) => ids.iter().try_for_each(|&id| cluster.kill9(id))?,
+        Fault::Killed(ids) | Fault::PowerLost(ids) | Fault::TornPowerLost(ids) => ids.iter().try_for_each(|&id| cluster.kill9(id))?,
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.pause(id))?,
-        Fault::Partitioned(_) | Fault::SlowFsync { .. } | Fault::LinkDegraded(_) => {}
+        Fault::Partitioned(_) | Fault::SlowFsync { .. } | Fault::LinkDegraded(_) | Fault::StoreLost { .. } => {}
     }
     Ok(fault)
 }
@@ -282,7 +336,11 @@ fn partition(kind: NemesisKind, cluster: &mut LocalCluster, mut ids: Vec<u64>, l
 /// Undoes `fault`: restarts killed brokers, resumes paused ones, removes network rules.
 pub fn heal(fault: &Fault, cluster: &mut LocalCluster) -> Result<(), ClusterError> {
     match fault {
-        Fault::Killed(ids) | Fault::PowerLost(ids) => ids.iter().try_for_each(|&id| cluster.restart(id)),
+        Fault::Killed(ids) | Fault::PowerLost(ids) | Fault::TornPowerLost(ids) => ids.iter().try_for_each(|&id| cluster.restart(id)),
+        Fault::StoreLost { broker, .. } => {
+            cluster.set_fsync_delay(*broker, 0)?;
+            cluster.restart(*broker)
+        }
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.resume(id)),
         Fault::Partitioned(_) => Ok(cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?.heal()?),
         Fault::SlowFsync { broker, .. } => cluster.set_fsync_delay(*broker, 0),

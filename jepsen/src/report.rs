@@ -149,7 +149,14 @@ pub fn render(input: &ReportInput<'_>) -> String {
     let latency = chart("Latency of acknowledged sends", "ms", n, &[("p50", "#36c", p50), ("p99", "#93c", p99)], input.windows);
 
     let c = input.check;
-    let verdict = if c.valid() { r#"<p class="ok">Valid: no anomalies.</p>"# } else { r#"<p class="bad">INVALID: anomalies found.</p>"# };
+    let verdict = match c.verdict() {
+        crate::checker::Verdict::Passed => r#"<p class="ok">Valid: no anomalies.</p>"#.to_string(),
+        crate::checker::Verdict::Anomalies => r#"<p class="bad">INVALID: anomalies found.</p>"#.to_string(),
+        crate::checker::Verdict::Invalid => {
+            let reasons: Vec<String> = c.invalid.iter().map(|r| format!("<li>{}</li>", escape(r))).collect();
+            format!(r#"<p class="bad">INVALID: the history could not be checked in full.</p><ul>{}</ul>"#, reasons.concat())
+        }
+    };
     let mut page = String::new();
     let _ = write!(
         page,
@@ -229,7 +236,8 @@ mod tests {
             send(5, 3, 2.2, EventKind::Info, "c", None),
         ];
         let finals = vec![FinalRead { broker: 1, queue: 0, start_offset: 0, end_offset: 2, messages: vec![(0, "a".into())] }];
-        let result = check(&events, &finals);
+        let replicas = vec![crate::history::QueueReplicas { queue: 0, replicas: vec![1], read_errors: Default::default() }];
+        let result = check(&events, &finals, &replicas);
         let windows = vec![FaultWindow { name: "kill -9 broker <2>".into(), kind: None, start_ns: 1_000_000_000, end_ns: 2_000_000_000 }];
         let faults = crate::availability::by_window(&events, &windows);
         let page = render(&ReportInput {

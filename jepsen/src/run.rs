@@ -2,8 +2,8 @@
 //! the seed's schedule, heal everything, read every queue on every replica, then write and check
 //! the history.
 //!
-//! Files in the run's directory: `history.jsonl`, `final.jsonl`, `faults.jsonl`,
-//! `results.json`, `index.html` (the report), `run.json` (the options, to replay), and
+//! Files in the run's directory: `history.jsonl`, `final.jsonl`, `replicas.jsonl`,
+//! `faults.jsonl`, `results.json`, `index.html` (the report), `run.json` (the options, to replay), and
 //! `broker-N/` (each broker's configuration, data and log).
 
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::availability::{FaultWindow, WindowStats, by_window};
 use crate::checker::{CheckResult, check};
 use crate::cluster::{ClusterError, ClusterOptions, LocalCluster, admin_client};
-use crate::history::{FinalRead, write_jsonl};
+use crate::history::{FinalRead, QueueReplicas, write_jsonl};
 use crate::nemesis::{self, NemesisKind, Schedule};
 use crate::workload::{LeaderRoutes, Recorder, Routing, Workload, final_read};
 
@@ -99,8 +99,11 @@ pub enum RunError {
 /// the stored files (carrying `unhealthy` over, which only the run could see).
 #[derive(Debug, Serialize)]
 pub struct Results<'a> {
-    /// No anomaly, and the cluster came back healthy.
+    /// No anomaly, the history checked in full, and the cluster came back healthy.
     pub valid: bool,
+    /// `passed`, `anomalies` (at least one), or `invalid` (no anomaly, but the history could not
+    /// be checked in full, or the cluster did not come back healthy).
+    pub verdict: crate::checker::Verdict,
     pub unhealthy: &'a [String],
     pub check: &'a CheckResult,
     pub anomaly_counts: std::collections::BTreeMap<crate::checker::AnomalyClass, usize>,
@@ -109,7 +112,11 @@ pub struct Results<'a> {
 
 impl<'a> Results<'a> {
     pub fn new(check: &'a CheckResult, faults: &'a [WindowStats], unhealthy: &'a [String]) -> Self {
-        Self { valid: check.valid() && unhealthy.is_empty(), unhealthy, check, anomaly_counts: check.counts(), faults }
+        let verdict = match check.verdict() {
+            crate::checker::Verdict::Passed if !unhealthy.is_empty() => crate::checker::Verdict::Invalid,
+            v => v,
+        };
+        Self { valid: verdict == crate::checker::Verdict::Passed, verdict, unhealthy, check, anomaly_counts: check.counts(), faults }
     }
 
     /// Pretty JSON with a final newline.
@@ -133,6 +140,11 @@ impl RunReport {
     pub fn valid(&self) -> bool {
         self.check.valid() && self.unhealthy.is_empty()
     }
+
+    /// As in `results.json`: an unhealthy cluster makes a run without anomalies invalid.
+    pub fn verdict(&self) -> crate::checker::Verdict {
+        Results::new(&self.check, &self.faults, &self.unhealthy).verdict
+    }
 }
 
 fn write_file(path: PathBuf, bytes: &[u8]) -> Result<(), RunError> {
@@ -154,13 +166,15 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     }
     std::fs::create_dir_all(&options.dir).map_err(|source| RunError::Write { what: options.dir.display().to_string(), source })?;
     write_file(options.dir.join("run.json"), serde_json::to_string_pretty(options).unwrap_or_default().as_bytes())?;
-    // With the power-loss nemesis, every broker keeps unsynced log writes in memory, so that
-    // killing it loses them.
+    // With a power-loss nemesis, every broker keeps unsynced log writes in memory, so that
+    // killing it loses them; with torn-write, it also keeps the torn last page on disk.
     let testing = format!(
-        "[testing]\npower_loss = {}\nack_before_fsync_ms = {}\nfsync_delay_file = {}\n",
-        options.nemeses.contains(&NemesisKind::PowerLoss),
+        "[testing]\npower_loss = {}\nack_before_fsync_ms = {}\nfsync_delay_file = {}\ntorn_pages = {}\nstore_flush_file = {}\n",
+        options.nemeses.iter().any(|k| k.needs_power_loss_mode()),
         options.unsafe_ack_before_fsync_ms,
-        options.nemeses.contains(&NemesisKind::SlowFsync),
+        options.nemeses.iter().any(|k| k.needs_fsync_delay_file()),
+        options.nemeses.contains(&NemesisKind::TornWrite),
+        options.nemeses.contains(&NemesisKind::StoreLoss),
     );
     let mut cluster = LocalCluster::start(&ClusterOptions {
         brokers: options.brokers,
@@ -205,16 +219,17 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         unhealthy.push(reason);
     }
     let read_within = if unhealthy.is_empty() { FINAL_READ_WITHIN } else { Duration::from_secs(10) };
-    let finals = match read_everything(&cluster, options, read_within, &mut unhealthy).await {
-        Ok(f) => f,
+    let (finals, replicas) = match read_everything(&cluster, options, read_within, &mut unhealthy).await {
+        Ok(r) => r,
         Err(reason) => return Err(RunError::Final { reason, logs: cluster.log_tails(30) }),
     };
     cluster.kill_all();
     let events = recorder.into_events();
     write_file(options.dir.join("history.jsonl"), &jsonl(&events))?;
     write_file(options.dir.join("final.jsonl"), &jsonl(&finals))?;
+    write_file(options.dir.join("replicas.jsonl"), &jsonl(&replicas))?;
     write_file(options.dir.join("faults.jsonl"), &jsonl(&windows))?;
-    let result = check(&events, &finals);
+    let result = check(&events, &finals, &replicas);
     let faults = by_window(&events, &windows);
     write_file(options.dir.join("results.json"), Results::new(&result, &faults, &unhealthy).to_json().as_bytes())?;
     let page = crate::report::render(&crate::report::ReportInput {
@@ -306,14 +321,15 @@ async fn settle(cluster: &LocalCluster) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads every queue on every replica of its group, each within `within`; a replica that cannot
-/// be read is noted in `unhealthy` and left out.
+/// Reads every queue on every replica of its group, each from that replica itself, within
+/// `within`. Returns the reads and each queue's replicas; a replica that cannot be read is
+/// noted in `unhealthy` and in its queue's `read_errors` (which makes the history invalid).
 async fn read_everything(
     cluster: &LocalCluster,
     options: &RunOptions,
     within: Duration,
     unhealthy: &mut Vec<String>,
-) -> Result<Vec<FinalRead>, String> {
+) -> Result<(Vec<FinalRead>, Vec<QueueReplicas>), String> {
     let mut admin = admin_client(cluster.brokers[0].client_addr());
     let described = admin
         .describe_topic(DescribeTopicRequest { name: TOPIC.into() })
@@ -321,14 +337,23 @@ async fn read_everything(
         .map_err(|e| format!("describing the topic: {e}"))?
         .into_inner();
     let mut finals = Vec::new();
+    let mut replicas = Vec::new();
     for q in described.queues.iter().take(options.queues as usize) {
+        let mut queue = QueueReplicas { queue: q.queue_id, replicas: q.replica_broker_ids.clone(), read_errors: Default::default() };
         for &b in &q.replica_broker_ids {
             let endpoint = cluster.broker(b).map_err(|e| e.to_string())?.client_addr();
             match final_read(endpoint, b, TOPIC, q.queue_id, within).await {
                 Ok(read) => finals.push(read),
-                Err(reason) => unhealthy.push(reason),
+                Err(reason) => {
+                    unhealthy.push(reason.clone());
+                    queue.read_errors.insert(b, reason);
+                }
             }
         }
+        replicas.push(queue);
     }
-    Ok(finals)
+    // A queue the topic should have but the cluster did not describe has no replicas to read.
+    let missing: Vec<u32> = (0..options.queues).filter(|q| !replicas.iter().any(|r: &QueueReplicas| r.queue == *q)).collect();
+    replicas.extend(missing.into_iter().map(|queue| QueueReplicas { queue, replicas: vec![], read_errors: Default::default() }));
+    Ok((finals, replicas))
 }

@@ -109,8 +109,13 @@ pub fn markdown(runs: &[RunSummary]) -> String {
         let availability = if completed == 0 { 1.0 } else { ok as f64 / completed as f64 };
         let max_recovery = r.faults.iter().filter_map(|w| w.recovery_ns).max().map_or("none".into(), |ns| format!("{:.1} s", seconds(ns)));
         let anomalies: usize = r.anomaly_counts.values().sum();
-        let anomalies =
-            if r.unhealthy.is_empty() { anomalies.to_string() } else { format!("{anomalies} (unhealthy: {})", r.unhealthy.join("; ")) };
+        let mut anomalies = anomalies.to_string();
+        if !c.invalid.is_empty() {
+            let _ = write!(anomalies, " (invalid: {})", c.invalid.join("; "));
+        }
+        if !r.unhealthy.is_empty() {
+            let _ = write!(anomalies, " (unhealthy: {})", r.unhealthy.join("; "));
+        }
         let seed = run.seed.map_or_else(|| run.dir.display().to_string(), |s| s.to_string());
         let _ = writeln!(
             out,

@@ -353,26 +353,36 @@ impl Workload<'_> {
     }
 }
 
-/// Everything `broker` (at `endpoint`) holds of `queue` of `topic`, read from offset 0 until its
+/// Everything `broker` (at `endpoint`) holds of `queue` of `topic` in its own replica (a
+/// `local_only` fetch, so never another broker's answer), read from offset 0 until its
 /// end, within `within`.
 pub async fn final_read(endpoint: SocketAddr, broker: u64, topic: &str, queue: u32, within: Duration) -> Result<FinalRead, String> {
     let deadline = Instant::now() + within;
     let mut client = queue_client(endpoint);
     let mut out = FinalRead { broker, queue, start_offset: 0, end_offset: 0, messages: Vec::new() };
     let mut next = 0u64;
+    let mut last_error = String::from("no answer");
     loop {
         if Instant::now() >= deadline {
-            return Err(format!("broker {broker} queue {queue}: not read to its end within {within:?}"));
+            return Err(format!("broker {broker} queue {queue}: not read to its end within {within:?} (last: {last_error})"));
         }
-        let req = FetchRequest { topic: topic.into(), queue_id: queue, offset: next, max_messages: 1000, ..Default::default() };
+        // From this broker's own replica, never forwarded: each replica is checked on its own.
+        let req =
+            FetchRequest { topic: topic.into(), queue_id: queue, offset: next, max_messages: 1000, local_only: true, ..Default::default() };
         let r = match call(client.fetch(req)).await {
             Ok(r) => r,
-            Err(_) => {
+            Err((_, why)) => {
+                last_error = why;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         if outcome(&r.status).0 != EventKind::Ok {
+            // NOT_FOUND: the broker hosts no replica of the queue, which retrying will not change.
+            if r.status.as_ref().is_some_and(|s| s.code == Code::NotFound as i32) {
+                return Err(format!("broker {broker} queue {queue}: refused: {}", outcome(&r.status).1.unwrap_or_default()));
+            }
+            last_error = outcome(&r.status).1.unwrap_or_default();
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }

@@ -8,6 +8,13 @@
 //!
 //! Used by the crash tests of this crate, and by the broker's power-loss test mode.
 //!
+//! With [`PowerLossFileSystem::with_torn_pages`], a power cut also tears the last page a
+//! file was written in: of the bytes written there since the last sync, a prefix reaches the
+//! disk and the rest is garbage or zeros, as when power fails while a page is being written
+//! back. Bytes that were synced are never damaged. The torn page is kept on the real file at
+//! all times (and mended by the next sync), so that a SIGKILL of the process, which keeps
+//! nothing else that was not synced, leaves it behind too.
+//!
 //! [`SlowSyncFileSystem`] makes every sync wait an adjustable delay first: a slow disk, for the
 //! broker's slow-fsync test mode.
 
@@ -24,7 +31,12 @@ use crate::fs::{FileSystem, LogFile};
 pub struct PowerLossFileSystem {
     inner: Arc<dyn FileSystem>,
     state: Arc<Mutex<PowerLossState>>,
+    /// With torn pages: the source of each tear's cut and garbage.
+    tear: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
+
+/// Size of the unit a power cut tears.
+pub const TORN_PAGE_BYTES: u64 = 4096;
 
 #[derive(Debug, Default)]
 struct PowerLossState {
@@ -47,6 +59,7 @@ struct BufferedFile {
     inner: Arc<dyn LogFile>,
     pending: Mutex<PendingWrites>,
     dead: AtomicBool,
+    tear: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 #[derive(Debug)]
@@ -54,6 +67,17 @@ struct PendingWrites {
     /// Writes since the last `sync_data`, in the order they were made.
     writes: Vec<(u64, Vec<u8>)>,
     len: u64,
+    /// The torn page now on the real file: the runs it overwrote and what they held before,
+    /// to put back when the page moves on.
+    torn: Vec<(u64, Vec<u8>)>,
+}
+
+/// splitmix64: a cheap, well-mixed step for the tear's choices.
+fn next_random(state: &std::sync::atomic::AtomicU64) -> u64 {
+    let mut z = state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn lost_power() -> io::Error {
@@ -74,11 +98,78 @@ impl BufferedFile {
     }
 }
 
+impl BufferedFile {
+    /// Puts back what the torn page overwrote on the real file.
+    fn mend(&self, pending: &mut PendingWrites) -> io::Result<()> {
+        for (offset, original) in std::mem::take(&mut pending.torn) {
+            self.inner.write_all_at(&original, offset)?;
+        }
+        Ok(())
+    }
+
+    /// Writes on the real file what a power cut now would leave of the page that `pending`'s
+    /// newest write ended in: of its bytes written since the last sync, a random prefix as
+    /// written, the rest garbage or zeros. The page's other bytes are not touched.
+    fn tear(&self, pending: &mut PendingWrites, random: &std::sync::atomic::AtomicU64) -> io::Result<()> {
+        self.mend(pending)?;
+        let Some((offset, data)) = pending.writes.last().filter(|(_, d)| !d.is_empty()) else { return Ok(()) };
+        let page = (offset + data.len() as u64 - 1) / TORN_PAGE_BYTES * TORN_PAGE_BYTES;
+        let page_end = page + TORN_PAGE_BYTES;
+        // The page as the process sees it, and which of its bytes are not yet synced.
+        let mut content = vec![0u8; TORN_PAGE_BYTES as usize];
+        let mut unsynced = vec![false; TORN_PAGE_BYTES as usize];
+        // The writes that reach into the page, newest back to the first that does not: appends
+        // end there. (Bytes of an older write into the page are then simply lost, which a
+        // power cut may also do.) Applied oldest first, so the newest bytes win.
+        let reaching = pending.writes.iter().rev().take_while(|(at, d)| *at < page_end && at + d.len() as u64 > page).count();
+        for (at, data) in &pending.writes[pending.writes.len() - reaching..] {
+            let (from, to) = ((*at).max(page), (at + data.len() as u64).min(page_end));
+            if from < to {
+                content[(from - page) as usize..(to - page) as usize].copy_from_slice(&data[(from - at) as usize..(to - at) as usize]);
+                unsynced[(from - page) as usize..(to - page) as usize].fill(true);
+            }
+        }
+        let (Some(first), Some(last)) = (unsynced.iter().position(|u| *u), unsynced.iter().rposition(|u| *u)) else { return Ok(()) };
+        let roll = next_random(random);
+        let cut = first + (roll % (last - first + 2) as u64) as usize;
+        let garbage = roll & (1 << 40) != 0;
+        let inner_len = self.inner.len()?;
+        let mut i = first;
+        while i <= last {
+            if !unsynced[i] {
+                i += 1;
+                continue;
+            }
+            let run_end = i + unsynced[i..].iter().position(|u| !*u).unwrap_or(TORN_PAGE_BYTES as usize - i);
+            let at = page + i as u64;
+            // What the real file holds there now: its bytes, zeros past its end.
+            let mut original = vec![0u8; run_end - i];
+            if at < inner_len {
+                let n = (inner_len - at).min(original.len() as u64) as usize;
+                self.inner.read_exact_at(&mut original[..n], at)?;
+            }
+            let mut torn = content[i..run_end].to_vec();
+            for (k, b) in torn.iter_mut().enumerate() {
+                if i + k >= cut {
+                    *b = if garbage { next_random(random) as u8 } else { 0 };
+                }
+            }
+            self.inner.write_all_at(&torn, at)?;
+            pending.torn.push((at, original));
+            i = run_end;
+        }
+        Ok(())
+    }
+}
+
 impl LogFile for BufferedFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut pending = self.pending()?;
         pending.len = pending.len.max(offset + buf.len() as u64);
         pending.writes.push((offset, buf.to_vec()));
+        if let Some(random) = &self.tear {
+            self.tear(&mut pending, random)?;
+        }
         Ok(())
     }
 
@@ -114,6 +205,8 @@ impl LogFile for BufferedFile {
         }
         self.inner.sync_data()?;
         pending.writes.clear();
+        // The writes just made durable covered every byte of the torn page.
+        pending.torn.clear();
         Ok(())
     }
 
@@ -125,7 +218,13 @@ impl LogFile for BufferedFile {
 impl PowerLossFileSystem {
     /// Wraps `inner`; nothing is lost until [`Self::crash`].
     pub fn new(inner: Arc<dyn FileSystem>) -> Self {
-        Self { inner, state: Arc::new(Mutex::new(PowerLossState::default())) }
+        Self { inner, state: Arc::new(Mutex::new(PowerLossState::default())), tear: None }
+    }
+
+    /// [`Self::new`], and a power cut also tears the last page written of each file (see the
+    /// module documentation); `seed` chooses each tear's cut and garbage.
+    pub fn with_torn_pages(inner: Arc<dyn FileSystem>, seed: u64) -> Self {
+        Self { tear: Some(Arc::new(std::sync::atomic::AtomicU64::new(seed))), ..Self::new(inner) }
     }
 
     /// Turns the power back on after a crash: the files hold what was durable.
@@ -152,6 +251,8 @@ impl PowerLossFileSystem {
             let mut pending = lock(&file.pending);
             file.dead.store(true, Ordering::Release);
             pending.writes.clear();
+            // The torn page stays on the disk: that is the tear.
+            pending.torn.clear();
         }
         state.open_files.clear();
         for (from, to) in std::mem::take(&mut state.unsynced_renames).into_iter().rev() {
@@ -188,8 +289,12 @@ impl FileSystem for PowerLossFileSystem {
         if !existed {
             state.unsynced_creations.insert(path.to_path_buf());
         }
-        let file =
-            Arc::new(BufferedFile { inner, pending: Mutex::new(PendingWrites { writes: Vec::new(), len }), dead: AtomicBool::new(false) });
+        let file = Arc::new(BufferedFile {
+            inner,
+            pending: Mutex::new(PendingWrites { writes: Vec::new(), len, torn: Vec::new() }),
+            dead: AtomicBool::new(false),
+            tear: self.tear.clone(),
+        });
         state.open_files.insert(path.to_path_buf(), file.clone());
         state.handles.retain(|w| w.strong_count() > 0);
         state.handles.push(Arc::downgrade(&file));
@@ -288,6 +393,70 @@ mod tests {
         let mut buf = [0u8; 7];
         file.read_exact_at(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"durable");
+    }
+
+    /// What a reopened file holds after a torn power cut.
+    fn read_back(fs: &PowerLossFileSystem, path: &Path) -> Vec<u8> {
+        let file = fs.open(path, false).unwrap();
+        let mut buf = vec![0u8; file.len().unwrap() as usize];
+        file.read_exact_at(&mut buf, 0).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_torn_power_cut_keeps_synced_bytes_and_a_prefix_of_the_last_page() {
+        let mut tears = 0;
+        for seed in 0..64 {
+            let dir = tempfile::tempdir().unwrap();
+            let fs = PowerLossFileSystem::with_torn_pages(Arc::new(StdFileSystem), seed);
+            let path = dir.path().join("f");
+            let file = fs.open(&path, true).unwrap();
+            fs.sync_dir(dir.path()).unwrap();
+            // 5000 synced bytes, then 10,000 unsynced ones ending in the page at 12288.
+            file.write_all_at(&[b'D'; 5000], 0).unwrap();
+            file.sync_data().unwrap();
+            let unsynced: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+            for (k, chunk) in unsynced.chunks(1000).enumerate() {
+                file.write_all_at(chunk, 5000 + 1000 * k as u64).unwrap();
+            }
+            // The process sees what it wrote, whatever the disk holds.
+            let mut seen = vec![0u8; 15_000];
+            file.read_exact_at(&mut seen, 0).unwrap();
+            assert_eq!(&seen[5000..], &unsynced[..]);
+            fs.crash().unwrap();
+            fs.power_on();
+            let after = read_back(&fs, &path);
+            assert_eq!(&after[..5000], &[b'D'; 5000][..], "seed {seed}: synced bytes damaged");
+            // Every unsynced page but the last is lost: the disk never saw them.
+            let last_page = 12_288usize;
+            assert!(after[5000..last_page.min(after.len())].iter().all(|b| *b == 0), "seed {seed}: an earlier unsynced page survived");
+            // The last page: a prefix as written, then nothing of what was written.
+            let tail = &after[last_page..];
+            let written = &unsynced[last_page - 5000..];
+            assert!(tail.len() <= written.len(), "seed {seed}");
+            let kept = tail.iter().zip(written).take_while(|(a, b)| a == b).count();
+            if kept < written.len() {
+                tears += 1;
+            }
+        }
+        assert!(tears > 32, "only {tears} of 64 power cuts tore the last page");
+    }
+
+    #[test]
+    fn a_sync_mends_the_torn_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = PowerLossFileSystem::with_torn_pages(Arc::new(StdFileSystem), 7);
+        let path = dir.path().join("f");
+        let file = fs.open(&path, true).unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        file.write_all_at(&[b'x'; 6000], 0).unwrap();
+        file.write_all_at(&[b'y'; 100], 6000).unwrap();
+        file.sync_data().unwrap();
+        fs.crash().unwrap();
+        fs.power_on();
+        let after = read_back(&fs, &path);
+        assert_eq!(after.len(), 6100);
+        assert!(after[..6000].iter().all(|b| *b == b'x') && after[6000..].iter().all(|b| *b == b'y'));
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
     };
     host.power_loss_test_mode = c.testing.power_loss;
     host.fsync_delay_file = c.testing.fsync_delay_file.then(|| c.data_dir.join(FSYNC_DELAY_FILE));
+    host.torn_pages_test_mode = c.testing.torn_pages;
+    host.store_flush_files = c
+        .testing
+        .store_flush_file
+        .then(|| (c.data_dir.join(jepsen::cluster::STORE_FLUSH_FILE), c.data_dir.join(jepsen::cluster::STORE_FLUSHED_FILE)));
     host.log.ack_before_sync = Some(Duration::from_millis(c.testing.ack_before_fsync_ms)).filter(|d| !d.is_zero());
     let mut o = BrokerOptions::new(host);
     o.client_listen = c.listen;

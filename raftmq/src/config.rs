@@ -257,6 +257,13 @@ pub struct TestingConfig {
     /// `DATA_DIR/testing-fsync-delay-ms` (absent: none), for the slow-fsync nemesis; `fail` in
     /// it makes every fdatasync fail (a dead disk). Default false.
     pub fsync_delay_file: bool,
+    /// With `power_loss`, a power cut also tears the last page written of each raft log file:
+    /// a prefix of what was written there since the last sync survives, the rest is garbage or
+    /// zeros. Default false.
+    pub torn_pages: bool,
+    /// Flush the queue store whenever `DATA_DIR/testing-store-flush` holds a new number, then
+    /// write it to `DATA_DIR/testing-store-flushed`, for the store-loss nemesis. Default false.
+    pub store_flush_file: bool,
 }
 
 /// The file as written: every key optional, addresses still text.
@@ -413,6 +420,11 @@ ack_before_fsync_ms = 0
 # Every fdatasync of the raft log first waits for the milliseconds written in
 # DATA_DIR/testing-fsync-delay-ms (absent: no wait); "fail" there makes every fdatasync fail.
 fsync_delay_file = false
+# With power_loss: a power cut also tears the last page written of each raft log file.
+torn_pages = false
+# Flush the queue store whenever DATA_DIR/testing-store-flush holds a new number, then write it
+# to DATA_DIR/testing-store-flushed.
+store_flush_file = false
 "#;
 
 /// One configuration key that failed validation.

@@ -2,11 +2,13 @@
 //!
 //! `run` starts a local cluster of broker processes (this binary), each on its own loopback
 //! host, runs the workload under the chosen nemeses, heals, reads everything back and checks
-//! the history; it exits 1 when it finds an anomaly.
+//! the history; it exits 1 when it finds an anomaly, and 3 when the run is invalid (no anomaly,
+//! but a queue lacks a final read from one of its replicas, or the cluster did not recover).
 //!
 //! `check DIR` checks a stored run: `DIR/history.jsonl` (every operation), `DIR/final.jsonl`
-//! (what every replica held at the end) and, if present, `DIR/faults.jsonl` (the nemesis's
-//! fault windows). It writes `DIR/results.json` and exits 1 when it finds an anomaly.
+//! (what every replica held at the end), `DIR/replicas.jsonl` (each queue's replicas, all of
+//! which must have been read) and, if present, `DIR/faults.jsonl` (the nemesis's fault
+//! windows). It writes `DIR/results.json` and exits as `run` does.
 //!
 //! `summary DIR...` prints the results of several stored runs as Markdown tables.
 
@@ -17,6 +19,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use jepsen::checker::Verdict;
+use jepsen::history::QueueReplicas;
 use jepsen::history::read_jsonl;
 use jepsen::nemesis::NemesisKind;
 use jepsen::run::{Results, RunOptions, WorkloadKind};
@@ -27,10 +31,11 @@ use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum JepsenCommand {
-    /// Run a fault campaign on a local cluster and check it. Exits 1 if any anomaly is found.
+    /// Run a fault campaign on a local cluster and check it. Exits 1 if any anomaly is found, 3
+    /// if the run is invalid (a replica's final read is missing, or the cluster did not recover).
     Run(RunArgs),
     /// Check a stored run again: reads DIR/history.jsonl, DIR/final.jsonl and DIR/faults.jsonl,
-    /// writes DIR/results.json. Exits 1 if any anomaly is found.
+    /// writes DIR/results.json. Exits 1 if any anomaly is found, 3 if the run is invalid.
     Check(CheckArgs),
     /// Write DIR/index.html, the run's report (self-contained: open it in any browser).
     Report(ReportArgs),
@@ -48,7 +53,8 @@ pub struct RunArgs {
     time: Duration,
     /// Comma-separated faults: kill, kill-leader, kill-majority, pause, power-loss,
     /// partition-halves, partition-leader, partition-bridge, partition-one-way, slow-fsync,
-    /// link-delay, link-loss (the partitions and links need root and iptables).
+    /// link-delay, link-loss, torn-write, store-loss (the partitions and links need root and
+    /// iptables).
     #[arg(long, default_value = "kill,kill-leader,pause", value_delimiter = ',')]
     nemesis: Vec<NemesisKind>,
     #[arg(long, value_enum, default_value = "queue")]
@@ -154,8 +160,19 @@ pub struct CheckArgs {
     json: bool,
 }
 
-/// Exit code when the history shows an anomaly (or the cluster did not recover from the faults).
+/// Exit code when the history shows an anomaly.
 const EXIT_ANOMALY: u8 = 1;
+/// Exit code when the run is invalid without an anomaly: the history could not be checked in
+/// full (a queue lacks a final read from one of its replicas), or the cluster did not recover.
+const EXIT_INVALID: u8 = 3;
+
+fn exit_code(verdict: Verdict) -> ExitCode {
+    match verdict {
+        Verdict::Passed => ExitCode::SUCCESS,
+        Verdict::Anomalies => ExitCode::from(EXIT_ANOMALY),
+        Verdict::Invalid => ExitCode::from(EXIT_INVALID),
+    }
+}
 
 pub fn run(cmd: JepsenCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -183,8 +200,11 @@ struct StoredRun {
 fn load_and_check(dir: &Path) -> anyhow::Result<StoredRun> {
     let events: Vec<Event> = read(dir, "history.jsonl", true)?;
     let finals: Vec<FinalRead> = read(dir, "final.jsonl", true)?;
+    // A run stored before replicas.jsonl existed checks as invalid: nothing shows that every
+    // replica was read.
+    let replicas: Vec<QueueReplicas> = read(dir, "replicas.jsonl", false)?;
     let windows: Vec<FaultWindow> = read(dir, "faults.jsonl", false)?;
-    let result = jepsen::check(&events, &finals);
+    let result = jepsen::check(&events, &finals, &replicas);
     let faults = jepsen::by_window(&events, &windows);
     Ok(StoredRun { events, windows, result, faults })
 }
@@ -268,7 +288,7 @@ fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "replay: {}", replay_command(args))?;
         write_summary(&mut out, &report.check, &report.faults, &report.unhealthy)?;
     }
-    Ok(if report.valid() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ANOMALY) })
+    Ok(exit_code(report.verdict()))
 }
 
 fn read<T: for<'de> serde::Deserialize<'de>>(dir: &Path, name: &'static str, required: bool) -> anyhow::Result<Vec<T>> {
@@ -299,7 +319,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         write_summary(&mut out, &result, &faults, &unhealthy)?;
     }
-    Ok(if results.valid { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ANOMALY) })
+    Ok(exit_code(results.verdict))
 }
 
 fn write_summary(out: &mut impl Write, r: &CheckResult, faults: &[WindowStats], unhealthy: &[String]) -> std::io::Result<()> {
@@ -319,12 +339,18 @@ fn write_summary(out: &mut impl Write, r: &CheckResult, faults: &[WindowStats], 
     for reason in unhealthy {
         writeln!(out, "UNHEALTHY after the heal: {reason}")?;
     }
-    if r.valid() && !unhealthy.is_empty() {
-        writeln!(out, "INVALID: no anomaly in what could be read, but the cluster did not recover")
-    } else if r.valid() {
-        writeln!(out, "valid: no anomalies")
-    } else {
-        let counts: Vec<String> = r.counts().into_iter().filter(|(_, n)| *n > 0).map(|(c, n)| format!("{c:?} {n}")).collect();
-        writeln!(out, "INVALID: {}", counts.join(", "))
+    for reason in &r.invalid {
+        writeln!(out, "INCOMPLETE: {reason}")?;
+    }
+    match r.verdict() {
+        Verdict::Anomalies => {
+            let counts: Vec<String> = r.counts().into_iter().filter(|(_, n)| *n > 0).map(|(c, n)| format!("{c:?} {n}")).collect();
+            writeln!(out, "INVALID: anomalies: {}", counts.join(", "))
+        }
+        Verdict::Invalid => writeln!(out, "INVALID: no anomaly in what could be checked, but the history is incomplete"),
+        Verdict::Passed if !unhealthy.is_empty() => {
+            writeln!(out, "INVALID: no anomaly in what could be read, but the cluster did not recover")
+        }
+        Verdict::Passed => writeln!(out, "valid: no anomalies"),
     }
 }

@@ -1,11 +1,12 @@
 //! `raftmq jepsen check DIR` on stored runs: a clean one passes, one with a lost write fails with
-//! exit code 1 and names it, and both leave `results.json`; `raftmq jepsen report DIR` writes the
+//! exit code 1 and names it, one missing a replica's final read is invalid (exit code 3), and
+//! all leave `results.json`; `raftmq jepsen report DIR` writes the
 //! page; `raftmq jepsen summary DIR...` tabulates them.
 
 use std::path::Path;
 use std::process::Command;
 
-use jepsen::history::write_jsonl;
+use jepsen::history::{QueueReplicas, write_jsonl};
 use jepsen::{Event, EventKind, FaultWindow, FinalRead, Op};
 
 fn send(index: u64, process: u64, kind: EventKind, value: &str, offset: Option<u64>) -> Event {
@@ -13,8 +14,14 @@ fn send(index: u64, process: u64, kind: EventKind, value: &str, offset: Option<u
     Event { index, process, time_ns: index * 1_000_000, kind, op, error: None }
 }
 
-/// Two acknowledged sends at offsets 0 and 1; the final reads hold `held`.
+/// Two acknowledged sends at offsets 0 and 1; the final reads of brokers 1..=3, the queue's
+/// replicas, hold `held`.
 fn store_run(dir: &Path, held: &[(u64, &str)]) {
+    store_run_read_by(dir, held, 3);
+}
+
+/// [`store_run`], with final reads from brokers 1..=`read` only.
+fn store_run_read_by(dir: &Path, held: &[(u64, &str)], read: u64) {
     let events = vec![
         send(0, 1, EventKind::Invoke, "a", None),
         send(1, 1, EventKind::Ok, "a", Some(0)),
@@ -23,7 +30,8 @@ fn store_run(dir: &Path, held: &[(u64, &str)]) {
     ];
     let messages: Vec<(u64, String)> = held.iter().map(|(o, v)| (*o, v.to_string())).collect();
     let finals: Vec<FinalRead> =
-        (1..=3).map(|broker| FinalRead { broker, queue: 0, start_offset: 0, end_offset: 2, messages: messages.clone() }).collect();
+        (1..=read).map(|broker| FinalRead { broker, queue: 0, start_offset: 0, end_offset: 2, messages: messages.clone() }).collect();
+    let replicas = vec![QueueReplicas { queue: 0, replicas: vec![1, 2, 3], read_errors: Default::default() }];
     let faults = vec![FaultWindow { name: "kill -9 broker 2".into(), kind: None, start_ns: 0, end_ns: 1_500_000 }];
     let write = |name: &str, f: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>| {
         let mut buf = Vec::new();
@@ -32,6 +40,7 @@ fn store_run(dir: &Path, held: &[(u64, &str)]) {
     };
     write("history.jsonl", &|b| write_jsonl(b, &events));
     write("final.jsonl", &|b| write_jsonl(b, &finals));
+    write("replicas.jsonl", &|b| write_jsonl(b, &replicas));
     write("faults.jsonl", &|b| write_jsonl(b, &faults));
 }
 
@@ -67,6 +76,9 @@ fn a_clean_run_passes_and_a_lost_write_fails() {
     let r = results(lost.path());
     assert_eq!(r["valid"], false);
     assert_eq!(r["anomaly_counts"]["lost-write"], 1);
+    // Every replica's read also stops below the end it reported.
+    assert_eq!(r["anomaly_counts"]["replica-gap"], 3);
+    assert_eq!(r["verdict"], "anomalies");
     assert_eq!(r["check"]["anomalies"][0]["events"], serde_json::json!([2, 3]));
 
     // Both runs summarized: a row each, the fault kind over both; not all valid, so exit 1.
@@ -75,7 +87,7 @@ fn a_clean_run_passes_and_a_lost_write_fails() {
     let text = String::from_utf8_lossy(&both.stdout);
     assert_eq!(both.status.code(), Some(1), "{text}");
     assert!(text.contains("| 2 | 2 | 2 | 0 | 1 | 0 | 1.000 | 0.0 s |"), "the clean run's row: {text}");
-    assert!(text.contains("| 2 | 2 | 2 | 0 | 1 | 1 | 1.000 | 0.0 s |"), "the lost write's row: {text}");
+    assert!(text.contains("| 2 | 2 | 2 | 0 | 1 | 4 | 1.000 | 0.0 s |"), "the lost write's row: {text}");
     assert!(text.contains("| kill or kill-leader | 2 | 1.000 |"), "{text}");
     assert_eq!(summary(&[clean.path()]).status.code(), Some(0));
 }
@@ -86,4 +98,27 @@ fn a_missing_history_is_an_error_not_a_pass() {
     let out = Command::new(env!("CARGO_BIN_EXE_raftmq")).args(["jepsen", "check"]).arg(empty.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("history.jsonl"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_run_missing_a_replicas_final_read_is_invalid_not_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    store_run_read_by(dir.path(), &[(0, "a"), (1, "b")], 2);
+    let (code, text) = check(dir.path());
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("INCOMPLETE: queue 0: no final read from broker 3, one of its replicas (1, 2, 3): no read recorded"), "{text}");
+    assert!(text.contains("INVALID: no anomaly in what could be checked, but the history is incomplete"), "{text}");
+    let r = results(dir.path());
+    assert_eq!((r["valid"].clone(), r["verdict"].clone()), (serde_json::json!(false), serde_json::json!("invalid")));
+    // A run stored without its replica list cannot show that every replica was read.
+    store_run(dir.path(), &[(0, "a"), (1, "b")]);
+    std::fs::remove_file(dir.path().join("replicas.jsonl")).unwrap();
+    let (code, text) = check(dir.path());
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("INCOMPLETE: no queue's replicas are known"), "{text}");
+    // The summary counts it as not valid and says why.
+    let out = Command::new(env!("CARGO_BIN_EXE_raftmq")).args(["jepsen", "summary"]).arg(dir.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("| 0 (invalid: no queue's replicas are known"), "{text}");
 }

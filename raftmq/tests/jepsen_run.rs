@@ -1,5 +1,6 @@
 //! `raftmq jepsen run` end to end: a 60 s campaign on three real broker processes with every
-//! nemesis (kills, pauses, coordinated power loss, partitions, slow fsync, slow and lossy links)
+//! nemesis (kills, pauses, coordinated power loss with and without torn pages, store loss,
+//! partitions, slow fsync, slow and lossy links)
 //! must find no anomaly,
 //! and must have done real work (sends acknowledged, faults injected, every queue read back on
 //! every replica); and the same harness must catch a broker that acknowledges before fdatasync.
@@ -24,7 +25,7 @@ fn results(out: &Path) -> serde_json::Value {
 fn a_campaign_with_every_nemesis_finds_no_anomaly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let nemeses = "kill,kill-leader,pause,power-loss,partition-halves,partition-leader,partition-bridge,partition-one-way,slow-fsync,link-delay,link-loss";
+    let nemeses = "kill,kill-leader,pause,power-loss,torn-write,store-loss,partition-halves,partition-leader,partition-bridge,partition-one-way,slow-fsync,link-delay,link-loss";
     let output =
         jepsen_run(&out, &["--brokers", "3", "--time", "60s", "--rate", "100", "--seed", "7", "--nemesis", nemeses]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -41,6 +42,10 @@ fn a_campaign_with_every_nemesis_finds_no_anomaly() {
     // Every queue was read back on each of its three replicas.
     let finals = std::fs::read_to_string(out.join("final.jsonl")).unwrap();
     assert_eq!(finals.lines().count(), 4 * 3, "{finals}");
+    // ... and those were all of its replicas, as the cluster listed them.
+    let replicas = std::fs::read_to_string(out.join("replicas.jsonl")).unwrap();
+    assert_eq!(replicas.lines().count(), 4, "{replicas}");
+    assert_eq!(results["verdict"], "passed");
     // The stored run checks the same again.
     let again = Command::new(env!("CARGO_BIN_EXE_raftmq")).args(["jepsen", "check"]).arg(&out).output().unwrap();
     assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stdout));

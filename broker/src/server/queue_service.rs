@@ -4,7 +4,8 @@
 //!   the request once to the leader it knows (its own replica's view, else the group's preferred
 //!   leader); a forwarded request is never forwarded again, but answered NOT_LEADER with a hint.
 //! - **Fetch** is served by any replica: a replica applies only committed entries, so every
-//!   message it returns is committed; a broker without a replica forwards. Long polling waits
+//!   message it returns is committed; a broker without a replica forwards, unless the request
+//!   is `local_only` (then it answers NOT_FOUND: jepsen reads each replica so). Long polling waits
 //!   on the group's Raft metrics (they change when an entry is applied), bounded by the
 //!   configured maximum.
 //! - **CommitOffset** and **GetOffset** run on the leader; GetOffset first confirms leadership
@@ -273,6 +274,9 @@ impl QueueSvc {
             Err(s) => return refuse(s),
         };
         let Some(raft) = core.group(group.id) else {
+            if req.local_only {
+                return refuse(no_local_replica(core, &group));
+            }
             let preferred = group.replicas.first().and_then(|&b| core.endpoint_of(b));
             return match preferred {
                 Some((_, endpoint)) if !forwarded => {
@@ -401,6 +405,12 @@ impl QueueSvc {
             }
         }
     }
+}
+
+/// The answer to a `local_only` fetch at a broker without a replica of `group`: it asked for this
+/// broker's replica, so another broker's answer would not do.
+fn no_local_replica(core: &Core, group: &GroupRecord) -> Status {
+    status::not_found(format!("broker {} hosts no replica of group {}; a local_only fetch is not forwarded", core.id, group.id))
 }
 
 fn stored_message(m: crate::host::StoredMessage) -> StoredMessage {

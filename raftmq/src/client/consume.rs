@@ -129,7 +129,8 @@ async fn fetch_loop(
 ) {
     loop {
         let started = Instant::now();
-        let req = FetchRequest { topic: topic.clone(), queue_id, offset, max_messages: 0, max_bytes, wait_ms: FETCH_WAIT_MS };
+        let req =
+            FetchRequest { topic: topic.clone(), queue_id, offset, max_messages: 0, max_bytes, wait_ms: FETCH_WAIT_MS, local_only: false };
         let deadline = CALL_TIMEOUT + Duration::from_millis(u64::from(FETCH_WAIT_MS));
         let reply = router
             .call(queue_id, |ch| {

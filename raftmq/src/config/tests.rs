@@ -78,7 +78,13 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
         topic_defaults: TopicDefaults { queue_count: 4, replication_factor: 3, checkpoint_interval_entries: 4096 },
         retention: RetentionConfig { max_age_ms: 259_200_000, max_log_entries: 0, check_interval_ms: 60_000 },
         store: StoreConfig { flush_interval_ms: 30_000 },
-        testing: TestingConfig { power_loss: false, ack_before_fsync_ms: 0, fsync_delay_file: false },
+        testing: TestingConfig {
+            power_loss: false,
+            ack_before_fsync_ms: 0,
+            fsync_delay_file: false,
+            torn_pages: false,
+            store_flush_file: false,
+        },
     };
     assert_eq!(config, expected);
     Ok(())

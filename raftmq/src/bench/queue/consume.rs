@@ -95,6 +95,7 @@ impl Consumer {
                 max_messages: 0,
                 max_bytes: 0,
                 wait_ms,
+                local_only: false,
             };
             let timeout = CALL_TIMEOUT + Duration::from_millis(u64::from(wait_ms));
             let fetched_at = Instant::now();
