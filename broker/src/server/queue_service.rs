@@ -7,8 +7,13 @@
 //!   message it returns is committed; a broker without a replica forwards. Long polling waits
 //!   on the group's Raft metrics (they change when an entry is applied), bounded by the
 //!   configured maximum.
-//! - **CommitOffset** and **GetOffset** run on the leader; GetOffset first confirms leadership
-//!   with a read index, so it never answers from a stale replica (invariant 6).
+//! - **CommitOffset** and **GetOffset** run on the leader (forwarded there like Send); GetOffset
+//!   first confirms leadership with a read index, so it never answers from a stale replica
+//!   (invariant 6).
+//! - **Deadlines**: Send, CommitOffset and GetOffset answer before the client's `grpc-timeout`
+//!   runs out ([`super::deadline`]), forward with what is left of it, and say what the lateness
+//!   means: a write not committed in time is OUTCOME_UNKNOWN, a leader not ready in time is
+//!   UNAVAILABLE.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +32,7 @@ use proto::raftmq::v1::{
 };
 use tonic::{Request, Response};
 
+use super::deadline::{answer_by, at_most, left};
 use super::forward::{FORWARD_TIMEOUT, FORWARDED_HEADER};
 use super::{Core, status};
 use crate::edge::{self, MessageParts};
@@ -79,12 +85,13 @@ fn is_forwarded<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(FORWARDED_HEADER)
 }
 
-fn forward_request<T>(core: &Core, message: T) -> Request<T> {
+/// `message` forwarded by this broker, due within `within` (the client's deadline, if any).
+fn forward_request<T>(core: &Core, message: T, within: Option<Duration>) -> Request<T> {
     let mut req = Request::new(message);
     if let Ok(v) = core.id.to_string().parse() {
         req.metadata_mut().insert(FORWARDED_HEADER, v);
     }
-    req.set_timeout(FORWARD_TIMEOUT);
+    req.set_timeout(at_most(FORWARD_TIMEOUT, within));
     req
 }
 
@@ -119,11 +126,12 @@ impl Core {
         topic: &str,
         queue: u32,
         forwarded: bool,
+        within: Option<Duration>,
     ) -> Result<(GroupRecord, Serve), Status> {
         let limits = &self.options.limits;
         edge::check_name("consumer_group", consumer_group, limits).and_then(|_| edge::check_name("topic", topic, limits))?;
         let group = self.route(topic, Some(queue), None).await?;
-        let serve = self.leader_target(&group, forwarded).await;
+        let serve = self.leader_target(&group, forwarded, within).await;
         Ok((group, serve))
     }
 
@@ -131,8 +139,9 @@ impl Core {
         self.client_endpoint(broker).map(|e| (broker, e))
     }
 
-    /// Where a leader-only request for `group` goes (see [`Serve`]).
-    async fn leader_target(&self, group: &GroupRecord, forwarded: bool) -> Serve {
+    /// Where a leader-only request for `group` goes (see [`Serve`]); a leader not ready within
+    /// [`LEADER_READY_WAIT`], or the request's own deadline when sooner, is UNAVAILABLE.
+    async fn leader_target(&self, group: &GroupRecord, forwarded: bool, within: Option<Duration>) -> Serve {
         let Some(raft) = self.group(group.id) else {
             let preferred = group.replicas.first().copied();
             return match preferred.and_then(|b| self.endpoint_of(b)) {
@@ -140,7 +149,8 @@ impl Core {
                 hint => Serve::Refuse(status::not_leader(hint, format!("group {} has no replica on broker {}", group.id, self.id))),
             };
         };
-        let deadline = tokio::time::Instant::now() + LEADER_READY_WAIT;
+        let ready_wait = at_most(LEADER_READY_WAIT, within);
+        let deadline = tokio::time::Instant::now() + ready_wait;
         let mut metrics = raft.metrics();
         loop {
             let (leader, ready) = {
@@ -165,7 +175,7 @@ impl Core {
                 _ => {}
             }
             if !matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(()))) {
-                return Serve::Refuse(status::unavailable(format!("group {} has no leader ready within {LEADER_READY_WAIT:?}", group.id)));
+                return Serve::Refuse(status::unavailable(format!("group {} has no leader ready within {ready_wait:?}", group.id)));
             }
         }
     }
@@ -193,6 +203,7 @@ impl QueueSvc {
         let refuse = |status: Status| SendReply { status: Some(status), results: vec![] };
         let core = &self.core;
         let forwarded = is_forwarded(&request);
+        let due = answer_by(&request);
         let req = request.into_inner();
         let bytes: usize = req.messages.iter().map(|m| m.body.len()).sum();
         let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
@@ -224,14 +235,14 @@ impl QueueSvc {
             Ok(g) => g,
             Err(s) => return refuse(s),
         };
-        match core.leader_target(&group, forwarded).await {
+        match core.leader_target(&group, forwarded, left(due)).await {
             Serve::Refuse(s) => refuse(s),
             Serve::Forward(endpoint) => {
                 let mut client = match core.forward.queue(&endpoint) {
                     Ok(c) => c,
                     Err(e) => return refuse(status::unavailable(e)),
                 };
-                match client.send(forward_request(core, req)).await {
+                match client.send(forward_request(core, req, left(due))).await {
                     Ok(r) => r.into_inner(),
                     // Unless the connection could not be made, the leader may have stored the
                     // messages and lost the answer.
@@ -244,7 +255,17 @@ impl QueueSvc {
                 };
                 let messages: Vec<NewMessage> = req.messages.iter().map(|m| new_message(m, self.message_id(), group.queue)).collect();
                 let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
-                match batcher.send(messages).await {
+                let sent = match left(due) {
+                    Some(w) => tokio::time::timeout(w, batcher.send(messages)).await,
+                    None => Ok(batcher.send(messages).await),
+                };
+                // Past the client's deadline the entry may still commit: never "nothing done".
+                let Ok(sent) = sent else {
+                    return refuse(status::outcome_unknown(
+                        "not committed within the request's deadline; the messages may still be stored",
+                    ));
+                };
+                match sent {
                     Ok(offsets) => SendReply {
                         status: Some(status::ok()),
                         results: ids
@@ -280,7 +301,7 @@ impl QueueSvc {
                         Err(e) => return refuse(status::unavailable(e)),
                     };
                     let wait = Duration::from_millis(u64::from(req.wait_ms));
-                    let mut fwd = forward_request(core, req);
+                    let mut fwd = forward_request(core, req, None);
                     fwd.set_timeout(FORWARD_TIMEOUT + wait);
                     match client.fetch(fwd).await {
                         Ok(r) => r.into_inner(),
@@ -346,15 +367,16 @@ impl QueueSvc {
         let refuse = |status: Status| CommitOffsetReply { status: Some(status), committed_offset: 0 };
         let core = &self.core;
         let forwarded = is_forwarded(&request);
+        let due = answer_by(&request);
         let req = request.into_inner();
-        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded).await {
+        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded, left(due)).await {
             Ok(t) => t,
             Err(s) => return refuse(s),
         };
         match serve {
             Serve::Refuse(s) => refuse(s),
             Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
-                Ok(mut client) => match client.commit_offset(forward_request(core, req)).await {
+                Ok(mut client) => match client.commit_offset(forward_request(core, req, left(due))).await {
                     Ok(r) => r.into_inner(),
                     Err(e) => refuse(status::forwarded_write_failed(&endpoint, &e)),
                 },
@@ -362,7 +384,16 @@ impl QueueSvc {
             },
             Serve::Leader(raft) => {
                 let cmd = GroupCommand::CommitOffset { consumer_group: req.consumer_group.clone(), queue: group.queue, offset: req.offset };
-                match raft.client_write(cmd).await {
+                let written = match left(due) {
+                    Some(w) => tokio::time::timeout(w, raft.client_write(cmd)).await,
+                    None => Ok(raft.client_write(cmd).await),
+                };
+                let Ok(written) = written else {
+                    return refuse(status::outcome_unknown(
+                        "not committed within the request's deadline; the offset may still be committed",
+                    ));
+                };
+                match written {
                     Ok(resp) => match resp.response() {
                         GroupReply::OffsetCommitted => CommitOffsetReply { status: Some(status::ok()), committed_offset: req.offset },
                         GroupReply::Rejected { reason } => refuse(status::invalid("offset", reason.clone())),
@@ -381,15 +412,16 @@ impl QueueSvc {
         let refuse = |status: Status| GetOffsetReply { status: Some(status), offset: None };
         let core = &self.core;
         let forwarded = is_forwarded(&request);
+        let due = answer_by(&request);
         let req = request.into_inner();
-        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded).await {
+        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded, left(due)).await {
             Ok(t) => t,
             Err(s) => return refuse(s),
         };
         match serve {
             Serve::Refuse(s) => refuse(s),
             Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
-                Ok(mut client) => match client.get_offset(forward_request(core, req)).await {
+                Ok(mut client) => match client.get_offset(forward_request(core, req, left(due))).await {
                     Ok(r) => r.into_inner(),
                     Err(e) => refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
                 },
@@ -398,8 +430,15 @@ impl QueueSvc {
             Serve::Leader(raft) => {
                 // Confirms this replica still leads and has applied everything committed before
                 // the read began, so the answer is never stale.
-                if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                    return refuse(status::not_leader(None, format!("linearizable read failed: {e}")));
+                let confirmed = match left(due) {
+                    Some(w) => tokio::time::timeout(w, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await,
+                    None => Ok(raft.ensure_linearizable(ReadPolicy::ReadIndex).await),
+                };
+                match confirmed {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return refuse(status::not_leader(None, format!("linearizable read failed: {e}"))),
+                    // A read changes nothing: not answering in time did nothing either.
+                    Err(_) => return refuse(status::unavailable("leadership not confirmed within the request's deadline")),
                 }
                 match core.host.store().consumer_offset(group.id, &req.consumer_group, group.queue) {
                     Ok(offset) => GetOffsetReply { status: Some(status::ok()), offset },
