@@ -85,7 +85,17 @@ fn dev_starts_stops_and_comes_back_on_its_data() {
     assert_eq!(broker["peer"], format!("127.0.0.1:{}", base + 100));
     assert_eq!(broker["metrics"], format!("http://127.0.0.1:{}/metrics", base + 200));
     assert_eq!(ready["controllers"][0], format!("1@127.0.0.1:{}", base + 100));
-    assert!(ready["next_commands"][0].as_str().is_some_and(|c| c.starts_with("raftmq admin topic create demo")), "{ready}");
+    // The commands it prints run as printed, in a shell that has no `raftmq` on its PATH.
+    let commands: Vec<&str> = ready["next_commands"].as_array().expect("next commands").iter().filter_map(|c| c.as_str()).collect();
+    assert_eq!(commands.len(), 4, "{ready}");
+    assert!(commands[0].ends_with(&format!(" admin topic create demo --broker 127.0.0.1:{base}")), "{ready}");
+    for line in &commands {
+        // A consumer waits for new messages until Ctrl-C: bounded here by --timeout-ms.
+        let line = if line.contains(" consume ") { format!("{line} --timeout-ms 500") } else { line.to_string() };
+        let out = Command::new("sh").args(["-c", &line]).env("PATH", "/usr/bin:/bin").env("RUST_LOG", "warn").output().expect("run sh");
+        assert!(out.status.success(), "{line}: {}", describe(&out));
+    }
+    assert_eq!(ready["broker_env"], format!("export RAFTMQ_BROKER=127.0.0.1:{base}"));
     let broker_dir = dir.join("broker-1");
     assert_eq!(broker["data_dir"], broker_dir.canonicalize().expect("broker dir").display().to_string());
     let status = interrupt(&mut child);

@@ -165,3 +165,40 @@ async fn calls_to_a_group_without_a_majority_end_within_their_deadline() {
     assert!(matches!(out.status.code(), Some(2 | 3)), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("within the 3 s deadline"), "{}", describe(&out));
 }
+
+/// `raftmq … | head -1`: a reader that closed its end of stdout ends the command quietly and
+/// with success, as with any Unix tool, whatever the command prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_closed_stdout_ends_every_command_quietly() {
+    let cluster = Cluster::start(1, FAST_RAFT).await;
+    let mut admin = cluster.brokers[0].admin().await;
+    let topic = Topic { name: "piped".into(), queue_count: 2, replication_factor: 1, message_type: 0, checkpoint_interval_entries: 0 };
+    let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+    let broker = cluster.brokers[0].client_addr().to_string();
+    let commands: [&[&str]; 8] = [
+        &["produce", "--topic", "piped", "--count", "20", "--size", "8"],
+        &["admin", "topic", "describe", "piped"],
+        &["admin", "topic", "list"],
+        &["admin", "cluster", "status"],
+        &["admin", "group", "checksum", "piped"],
+        &["consume", "--topic", "piped", "--from-beginning", "--max-messages", "5", "--timeout-ms", "5000"],
+        &["broker", "--print-default-config"],
+        &["--help"],
+    ];
+    for args in commands {
+        // A pipe whose reader is gone before the command starts: its first write fails (EPIPE).
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let needs_broker = !matches!(args[0], "broker" | "--help");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftmq"));
+        cmd.args(args).env("RUST_LOG", "warn").env_remove("RAFTMQ_TIMEOUT");
+        if needs_broker {
+            cmd.env("RAFTMQ_BROKER", &broker);
+        }
+        let out = cmd.stdin(Stdio::null()).stdout(writer).stderr(Stdio::piped()).output().expect("run raftmq");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("Broken pipe") && !stderr.contains("panicked"), "raftmq {args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "raftmq {args:?}: {stderr}");
+    }
+}
