@@ -202,3 +202,44 @@ async fn a_closed_stdout_ends_every_command_quietly() {
         assert_eq!(out.status.code(), Some(0), "raftmq {args:?}: {stderr}");
     }
 }
+
+/// A follower forwards offsets and sends to the leader it knows. When that leader has just died
+/// (the connection is refused, so nothing was sent), the follower waits for the new leader
+/// within the request's deadline instead of failing every call until it learns of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_forwards_to_the_new_leader_when_the_old_one_has_just_died() {
+    let mut cluster = Cluster::start(3, FAST_RAFT).await;
+    create_topic(&cluster, "moving").await;
+    let send = |body: &[u8]| SendRequest {
+        topic: "moving".into(),
+        target: Some(Target::QueueId(0)),
+        messages: vec![Message { body: body.to_vec().into(), ..Default::default() }],
+        producer_id: String::new(),
+    };
+    let r = cluster.brokers[0].queue().await.send(send(b"first")).await.expect("send").into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+    let old = leader(&cluster, 0, "moving").await;
+    let follower = cluster.brokers.iter().find(|b| b.id != old).expect("a follower").id as usize - 1;
+    let mut c = cluster.brokers[follower].queue().await;
+    let commit = CommitOffsetRequest { consumer_group: "g".into(), topic: "moving".into(), queue_id: 0, offset: 1 };
+    let r = c.commit_offset(commit.clone()).await.expect("commit").into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+
+    cluster.brokers[old as usize - 1].kill9();
+    fn within<T>(message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.set_timeout(Duration::from_secs(8));
+        r
+    }
+    // All three at once, so that each finds the follower still naming the dead leader.
+    let read = GetOffsetRequest { consumer_group: "g".into(), topic: "moving".into(), queue_id: 0 };
+    let (mut c2, mut c3) = (c.clone(), c.clone());
+    let (read, commit, sent) = tokio::join!(c.get_offset(within(read)), c2.commit_offset(within(commit)), c3.send(within(send(b"after"))));
+    let read = read.expect("get offset").into_inner();
+    assert_eq!((code(&read.status), read.offset), (Code::Ok, Some(1)), "{:?}", read.status);
+    let commit = commit.expect("commit").into_inner();
+    assert_eq!(code(&commit.status), Code::Ok, "{:?}", commit.status);
+    let sent = sent.expect("send").into_inner();
+    assert_eq!(code(&sent.status), Code::Ok, "{:?}", sent.status);
+    assert_eq!(sent.results[0].offset, 1);
+}

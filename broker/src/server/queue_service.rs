@@ -3,6 +3,8 @@
 //! - **Send** goes to the queue group's leader. A broker that does not lead the group forwards
 //!   the request once to the leader it knows (its own replica's view, else the group's preferred
 //!   leader); a forwarded request is never forwarded again, but answered NOT_LEADER with a hint.
+//!   A forward that could not connect (nothing was sent) is tried once more, at the leader its
+//!   replica names next ([`Core::retarget`]).
 //! - **Fetch** is served by any replica: a replica applies only committed entries, so every
 //!   message it returns is committed; a broker without a replica forwards. Long polling waits
 //!   on the group's Raft metrics (they change when an entry is applied), bounded by the
@@ -33,7 +35,7 @@ use proto::raftmq::v1::{
 use tonic::{Request, Response};
 
 use super::deadline::{answer_by, at_most, left};
-use super::forward::{FORWARD_TIMEOUT, FORWARDED_HEADER};
+use super::forward::{self, FORWARD_TIMEOUT, FORWARDED_HEADER};
 use super::{Core, status};
 use crate::edge::{self, MessageParts};
 use crate::host::{QueueRaft, READ_MESSAGES_MAX};
@@ -179,6 +181,32 @@ impl Core {
             }
         }
     }
+
+    /// Where to go after a forward to `unreachable` could not even connect (nothing was sent,
+    /// so one more try is safe): once this broker's replica of `group` names another leader,
+    /// within [`LEADER_READY_WAIT`] or the request's deadline, wherever [`Self::leader_target`]
+    /// then says. `None` when it names no other in time: the first leader just died and no
+    /// election has ended yet, or this broker holds no replica to learn from.
+    async fn retarget(&self, group: &GroupRecord, unreachable: &str, forwarded: bool, within: Option<Duration>) -> Option<Serve> {
+        let raft = self.group(group.id)?;
+        let due = within.map(|w| tokio::time::Instant::now() + w);
+        let deadline = tokio::time::Instant::now() + at_most(LEADER_READY_WAIT, within);
+        let mut metrics = raft.metrics();
+        let moved = |m: &openraft::RaftMetrics<_>| match m.current_leader {
+            Some(l) if l == self.id => true,
+            Some(l) => self.client_endpoint(l).is_some_and(|e| e != unreachable),
+            None => false,
+        };
+        while !moved(&metrics.borrow_watched()) {
+            if !matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(()))) {
+                return None;
+            }
+        }
+        match self.leader_target(group, forwarded, left(due)).await {
+            Serve::Forward(e) if e == unreachable => None,
+            serve => Some(serve),
+        }
+    }
 }
 
 fn new_message(m: &Message, message_id: String, queue: u32) -> NewMessage {
@@ -235,48 +263,56 @@ impl QueueSvc {
             Ok(g) => g,
             Err(s) => return refuse(s),
         };
-        match core.leader_target(&group, forwarded, left(due)).await {
-            Serve::Refuse(s) => refuse(s),
-            Serve::Forward(endpoint) => {
-                let mut client = match core.forward.queue(&endpoint) {
-                    Ok(c) => c,
-                    Err(e) => return refuse(status::unavailable(e)),
-                };
-                match client.send(forward_request(core, req, left(due))).await {
-                    Ok(r) => r.into_inner(),
-                    // Unless the connection could not be made, the leader may have stored the
-                    // messages and lost the answer.
-                    Err(e) => refuse(status::forwarded_write_failed(&endpoint, &e)),
+        let mut serve = core.leader_target(&group, forwarded, left(due)).await;
+        let mut retargeted = false;
+        loop {
+            let endpoint = match serve {
+                Serve::Refuse(s) => return refuse(s),
+                // Served here, below.
+                Serve::Leader(_) => break,
+                Serve::Forward(endpoint) => endpoint,
+            };
+            let mut client = match core.forward.queue(&endpoint) {
+                Ok(c) => c,
+                Err(e) => return refuse(status::unavailable(e)),
+            };
+            match client.send(forward_request(core, req.clone(), left(due))).await {
+                Ok(r) => return r.into_inner(),
+                Err(e) if !retargeted && forward::never_sent(&e) => {
+                    retargeted = true;
+                    match core.retarget(&group, &endpoint, forwarded, left(due)).await {
+                        Some(next) => serve = next,
+                        None => return refuse(status::forwarded_write_failed(&endpoint, &e)),
+                    }
                 }
+                // Unless the connection could not be made, the leader may have stored the
+                // messages and lost the answer.
+                Err(e) => return refuse(status::forwarded_write_failed(&endpoint, &e)),
             }
-            Serve::Leader(_) => {
-                let Some(batcher) = core.batcher(group.id) else {
-                    return refuse(status::unavailable(format!("group {} is not open on broker {}", group.id, core.id)));
-                };
-                let messages: Vec<NewMessage> = req.messages.iter().map(|m| new_message(m, self.message_id(), group.queue)).collect();
-                let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
-                let sent = match left(due) {
-                    Some(w) => tokio::time::timeout(w, batcher.send(messages)).await,
-                    None => Ok(batcher.send(messages).await),
-                };
-                // Past the client's deadline the entry may still commit: never "nothing done".
-                let Ok(sent) = sent else {
-                    return refuse(status::outcome_unknown(
-                        "not committed within the request's deadline; the messages may still be stored",
-                    ));
-                };
-                match sent {
-                    Ok(offsets) => SendReply {
-                        status: Some(status::ok()),
-                        results: ids
-                            .into_iter()
-                            .zip(offsets)
-                            .map(|(message_id, (queue_id, offset))| SendResult { message_id, queue_id, offset })
-                            .collect(),
-                    },
-                    Err(e) => refuse(send_error(e, core)),
-                }
-            }
+        }
+        let Some(batcher) = core.batcher(group.id) else {
+            return refuse(status::unavailable(format!("group {} is not open on broker {}", group.id, core.id)));
+        };
+        let messages: Vec<NewMessage> = req.messages.iter().map(|m| new_message(m, self.message_id(), group.queue)).collect();
+        let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
+        let sent = match left(due) {
+            Some(w) => tokio::time::timeout(w, batcher.send(messages)).await,
+            None => Ok(batcher.send(messages).await),
+        };
+        // Past the client's deadline the entry may still commit: never "nothing done".
+        let Ok(sent) = sent else {
+            return refuse(status::outcome_unknown("not committed within the request's deadline; the messages may still be stored"));
+        };
+        match sent {
+            Ok(offsets) => SendReply {
+                status: Some(status::ok()),
+                results: ids
+                    .into_iter()
+                    .zip(offsets)
+                    .map(|(message_id, (queue_id, offset))| SendResult { message_id, queue_id, offset })
+                    .collect(),
+            },
+            Err(e) => refuse(send_error(e, core)),
         }
     }
 
@@ -373,38 +409,48 @@ impl QueueSvc {
             Ok(t) => t,
             Err(s) => return refuse(s),
         };
-        match serve {
-            Serve::Refuse(s) => refuse(s),
-            Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
-                Ok(mut client) => match client.commit_offset(forward_request(core, req, left(due))).await {
-                    Ok(r) => r.into_inner(),
-                    Err(e) => refuse(status::forwarded_write_failed(&endpoint, &e)),
-                },
-                Err(e) => refuse(status::unavailable(e)),
-            },
-            Serve::Leader(raft) => {
-                let cmd = GroupCommand::CommitOffset { consumer_group: req.consumer_group.clone(), queue: group.queue, offset: req.offset };
-                let written = match left(due) {
-                    Some(w) => tokio::time::timeout(w, raft.client_write(cmd)).await,
-                    None => Ok(raft.client_write(cmd).await),
-                };
-                let Ok(written) = written else {
-                    return refuse(status::outcome_unknown(
-                        "not committed within the request's deadline; the offset may still be committed",
-                    ));
-                };
-                match written {
-                    Ok(resp) => match resp.response() {
-                        GroupReply::OffsetCommitted => CommitOffsetReply { status: Some(status::ok()), committed_offset: req.offset },
-                        GroupReply::Rejected { reason } => refuse(status::invalid("offset", reason.clone())),
-                        other => refuse(status::internal(format!("unexpected reply {other:?}"))),
-                    },
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                        refuse(status::not_leader(f.leader_id.and_then(|l| core.endpoint_of(l)), f.to_string()))
+        let mut serve = serve;
+        let mut retargeted = false;
+        let raft = loop {
+            let endpoint = match serve {
+                Serve::Refuse(s) => return refuse(s),
+                Serve::Leader(raft) => break raft,
+                Serve::Forward(endpoint) => endpoint,
+            };
+            let mut client = match core.forward.queue(&endpoint) {
+                Ok(c) => c,
+                Err(e) => return refuse(status::unavailable(e)),
+            };
+            match client.commit_offset(forward_request(core, req.clone(), left(due))).await {
+                Ok(r) => return r.into_inner(),
+                Err(e) if !retargeted && forward::never_sent(&e) => {
+                    retargeted = true;
+                    match core.retarget(&group, &endpoint, forwarded, left(due)).await {
+                        Some(next) => serve = next,
+                        None => return refuse(status::forwarded_write_failed(&endpoint, &e)),
                     }
-                    Err(e) => refuse(status::outcome_unknown(format!("outcome unknown: {e}"))),
                 }
+                Err(e) => return refuse(status::forwarded_write_failed(&endpoint, &e)),
             }
+        };
+        let cmd = GroupCommand::CommitOffset { consumer_group: req.consumer_group.clone(), queue: group.queue, offset: req.offset };
+        let written = match left(due) {
+            Some(w) => tokio::time::timeout(w, raft.client_write(cmd)).await,
+            None => Ok(raft.client_write(cmd).await),
+        };
+        let Ok(written) = written else {
+            return refuse(status::outcome_unknown("not committed within the request's deadline; the offset may still be committed"));
+        };
+        match written {
+            Ok(resp) => match resp.response() {
+                GroupReply::OffsetCommitted => CommitOffsetReply { status: Some(status::ok()), committed_offset: req.offset },
+                GroupReply::Rejected { reason } => refuse(status::invalid("offset", reason.clone())),
+                other => refuse(status::internal(format!("unexpected reply {other:?}"))),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                refuse(status::not_leader(f.leader_id.and_then(|l| core.endpoint_of(l)), f.to_string()))
+            }
+            Err(e) => refuse(status::outcome_unknown(format!("outcome unknown: {e}"))),
         }
     }
 
@@ -418,33 +464,46 @@ impl QueueSvc {
             Ok(t) => t,
             Err(s) => return refuse(s),
         };
-        match serve {
-            Serve::Refuse(s) => refuse(s),
-            Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
-                Ok(mut client) => match client.get_offset(forward_request(core, req, left(due))).await {
-                    Ok(r) => r.into_inner(),
-                    Err(e) => refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
-                },
-                Err(e) => refuse(status::unavailable(e)),
-            },
-            Serve::Leader(raft) => {
-                // Confirms this replica still leads and has applied everything committed before
-                // the read began, so the answer is never stale.
-                let confirmed = match left(due) {
-                    Some(w) => tokio::time::timeout(w, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await,
-                    None => Ok(raft.ensure_linearizable(ReadPolicy::ReadIndex).await),
-                };
-                match confirmed {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return refuse(status::not_leader(None, format!("linearizable read failed: {e}"))),
-                    // A read changes nothing: not answering in time did nothing either.
-                    Err(_) => return refuse(status::unavailable("leadership not confirmed within the request's deadline")),
+        let mut serve = serve;
+        let mut retargeted = false;
+        let raft = loop {
+            let endpoint = match serve {
+                Serve::Refuse(s) => return refuse(s),
+                Serve::Leader(raft) => break raft,
+                Serve::Forward(endpoint) => endpoint,
+            };
+            let mut client = match core.forward.queue(&endpoint) {
+                Ok(c) => c,
+                Err(e) => return refuse(status::unavailable(e)),
+            };
+            match client.get_offset(forward_request(core, req.clone(), left(due))).await {
+                Ok(r) => return r.into_inner(),
+                Err(e) if !retargeted && forward::never_sent(&e) => {
+                    retargeted = true;
+                    match core.retarget(&group, &endpoint, forwarded, left(due)).await {
+                        Some(next) => serve = next,
+                        None => return refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
+                    }
                 }
-                match core.host.store().consumer_offset(group.id, &req.consumer_group, group.queue) {
-                    Ok(offset) => GetOffsetReply { status: Some(status::ok()), offset },
-                    Err(e) => refuse(status::internal(e.to_string())),
-                }
+                // A read changes nothing, whatever became of it.
+                Err(e) => return refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
             }
+        };
+        // Confirms this replica still leads and has applied everything committed before
+        // the read began, so the answer is never stale.
+        let confirmed = match left(due) {
+            Some(w) => tokio::time::timeout(w, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await,
+            None => Ok(raft.ensure_linearizable(ReadPolicy::ReadIndex).await),
+        };
+        match confirmed {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return refuse(status::not_leader(None, format!("linearizable read failed: {e}"))),
+            // A read changes nothing: not answering in time did nothing either.
+            Err(_) => return refuse(status::unavailable("leadership not confirmed within the request's deadline")),
+        }
+        match core.host.store().consumer_offset(group.id, &req.consumer_group, group.queue) {
+            Ok(offset) => GetOffsetReply { status: Some(status::ok()), offset },
+            Err(e) => refuse(status::internal(e.to_string())),
         }
     }
 }
