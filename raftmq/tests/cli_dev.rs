@@ -121,3 +121,29 @@ fn dev_starts_stops_and_comes_back_on_its_data() {
     assert_eq!(ready["brokers"][0]["client"], format!("127.0.0.1:{base}"));
     assert_eq!(interrupt(&mut child).code(), Some(0));
 }
+
+/// `scripts/raftmq` (what README's first line runs) lets cargo show the build's progress, then
+/// runs the binary it built with the arguments given. A stand-in `cargo` on the PATH records
+/// how it was called; the "built" binary is this test's raftmq.
+#[test]
+fn scripts_raftmq_shows_the_build_then_runs_the_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let calls = tmp.path().join("cargo-calls");
+    let fake_cargo = bin.join("cargo");
+    std::fs::write(&fake_cargo, format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display())).expect("fake cargo");
+    std::fs::set_permissions(&fake_cargo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let target = tmp.path().join("target");
+    std::fs::create_dir_all(target.join("release")).expect("target dir");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_raftmq"), target.join("release").join("raftmq")).expect("symlink");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/raftmq");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out =
+        Command::new(&script).arg("--version").env("PATH", path).env("CARGO_TARGET_DIR", &target).output().expect("run scripts/raftmq");
+    let calls = std::fs::read_to_string(&calls).expect("cargo was called");
+    assert_eq!(calls.trim(), "build --release -p raftmq", "cargo's progress must not be hidden");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("raftmq "), "{}", describe(&out));
+}
