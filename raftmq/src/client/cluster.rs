@@ -207,14 +207,14 @@ impl Cluster {
         .await
     }
 
-    /// The cluster's brokers and groups; the brokers' endpoints join the ones calls may start at.
+    /// The cluster's brokers and groups; the live brokers' endpoints join the ones calls may start at.
     pub async fn cluster_status(&self) -> Result<ClusterStatusReply, CallFailure> {
         let reply =
             self.call(Target::Bootstrap, |ch, left| async move {
                 admin_client(ch).cluster_status(request(ClusterStatusRequest {}, left)).await
             })
             .await?;
-        self.endpoints.learn(reply.brokers.iter().map(|b| b.endpoint.as_str()));
+        self.endpoints.learn(reply.brokers.iter().filter(|b| b.alive).map(|b| b.endpoint.as_str()));
         Ok(reply)
     }
 
@@ -230,7 +230,7 @@ impl Cluster {
             check(topic.status())?;
             let status = admin_client(channel).cluster_status(request(ClusterStatusRequest {}, left)).await?.into_inner();
             check(status.status())?;
-            self.endpoints.learn(status.brokers.iter().map(|b| b.endpoint.as_str()));
+            self.endpoints.learn(status.brokers.iter().filter(|b| b.alive).map(|b| b.endpoint.as_str()));
             Ok(RouteTable::build(&topic.queues, &status.brokers))
         };
         let fetched = match tokio::time::timeout(left, fetched).await {
