@@ -109,6 +109,15 @@ async fn call<T>(reply: impl std::future::Future<Output = Result<tonic::Response
     }
 }
 
+/// `message` with [`CALL_TIMEOUT`] as its gRPC deadline, so the broker knows it too and answers
+/// in time with a status that says what happened (OUTCOME_UNKNOWN, UNAVAILABLE) rather than
+/// being cut off.
+fn timed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
 /// How producers choose the broker for each send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -276,7 +285,7 @@ impl Workload<'_> {
             let read = |offset| Op::ReadOffset { consumer_group: consumer_group.into(), queue, offset };
             self.recorder.record(process, EventKind::Invoke, read(None), None);
             let req = GetOffsetRequest { consumer_group: consumer_group.into(), topic: self.topic.into(), queue_id: queue };
-            let mut next = match call(client.get_offset(req)).await {
+            let mut next = match call(client.get_offset(timed(req))).await {
                 Ok(r) => {
                     let (kind, error) = outcome(&r.status);
                     self.recorder.record(process, kind, read(r.offset.filter(|_| kind == EventKind::Ok)), error);
@@ -304,7 +313,7 @@ impl Workload<'_> {
                     wait_ms: 200,
                     ..Default::default()
                 };
-                let (kind, messages, error) = match call(client.fetch(req)).await {
+                let (kind, messages, error) = match call(client.fetch(timed(req))).await {
                     Ok(r) => {
                         let (kind, error) = outcome(&r.status);
                         let messages: Vec<(u64, String)> = r
@@ -344,7 +353,7 @@ impl Workload<'_> {
         let op = Op::Commit { consumer_group: consumer_group.into(), queue, offset };
         self.recorder.record(process, EventKind::Invoke, op.clone(), None);
         let req = CommitOffsetRequest { consumer_group: consumer_group.into(), topic: self.topic.into(), queue_id: queue, offset };
-        let (kind, error) = match call(client.commit_offset(req)).await {
+        let (kind, error) = match call(client.commit_offset(timed(req))).await {
             Ok(r) => outcome(&r.status),
             Err((kind, error)) => (kind, Some(error)),
         };

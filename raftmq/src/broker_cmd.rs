@@ -81,7 +81,7 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
 
 pub fn run(args: BrokerArgs) -> anyhow::Result<ExitCode> {
     if args.print_default_config {
-        print!("{}", BrokerConfig::default_toml());
+        std::io::Write::write_all(&mut std::io::stdout().lock(), BrokerConfig::default_toml().as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
     let config = BrokerConfig::load(args.config.as_deref())?;

@@ -116,7 +116,7 @@ async fn supervise(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let report = cluster_report(&plan, &configs, &brokers);
+    let report = cluster_report(&plan, &configs, &brokers, &exe);
     let mut stdout = std::io::stdout().lock();
     if args.json {
         writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
@@ -320,7 +320,7 @@ fn log_tail_text(log: &Path) -> String {
     }
 }
 
-fn cluster_report(plan: &ClusterPlan, configs: &[BrokerConfig], brokers: &[BrokerProcess]) -> ClusterReport {
+fn cluster_report(plan: &ClusterPlan, configs: &[BrokerConfig], brokers: &[BrokerProcess], exe: &Path) -> ClusterReport {
     let brokers: Vec<BrokerReport> = plan
         .brokers
         .iter()
@@ -337,12 +337,13 @@ fn cluster_report(plan: &ClusterPlan, configs: &[BrokerConfig], brokers: &[Broke
             log: b.log_path.display().to_string(),
         })
         .collect();
-    let first_client = brokers.first().map(|b| b.client.clone()).unwrap_or_default();
+    let clients: Vec<String> = brokers.iter().map(|b| b.client.clone()).collect();
     ClusterReport {
         data_dir: plan.dir.display().to_string(),
         brokers,
         controllers: plan.controllers.clone(),
-        next_commands: report::next_commands(&first_client),
+        broker_env: report::broker_env(&clients),
+        next_commands: report::next_commands(exe, &clients),
     }
 }
 

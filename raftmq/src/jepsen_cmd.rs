@@ -185,7 +185,7 @@ pub fn run(cmd: JepsenCommand) -> anyhow::Result<ExitCode> {
 
 fn summary(args: &SummaryArgs) -> anyhow::Result<ExitCode> {
     let runs = args.dirs.iter().map(|d| jepsen::summary::load(d)).collect::<Result<Vec<_>, _>>()?;
-    print!("{}", jepsen::summary::markdown(&runs));
+    std::io::Write::write_all(&mut std::io::stdout().lock(), jepsen::summary::markdown(&runs).as_bytes())?;
     Ok(if runs.iter().all(|r| r.results.valid) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ANOMALY) })
 }
 
@@ -224,7 +224,7 @@ fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     });
     let path = args.dir.join("index.html");
     std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
-    println!("{}", path.display());
+    writeln!(std::io::stdout().lock(), "{}", path.display())?;
     Ok(ExitCode::SUCCESS)
 }
 

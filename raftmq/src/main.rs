@@ -73,9 +73,33 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of stdout is gone (`raftmq ... | head`): nothing more can be said to it,
+        // and like any Unix tool the command ends quietly. SIGPIPE stays ignored (Rust's
+        // default), so a broker's or client's closed socket is an error, never a kill.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_ERROR)
         }
+    }
+}
+
+/// Whether `e` comes from a write to a pipe whose reader has closed it (EPIPE).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_broken_pipe_ends_quietly() {
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(&anyhow::Error::new(pipe).context("writing to stdout")));
+        let log = raft_log::LogError::Io { path: "<stdout>".into(), source: std::io::Error::from(std::io::ErrorKind::BrokenPipe) };
+        assert!(is_broken_pipe(&anyhow::Error::new(log)), "found through a library error's source");
+        assert!(!is_broken_pipe(&anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("broken pipe, in words only")));
     }
 }

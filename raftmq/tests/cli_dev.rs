@@ -85,7 +85,17 @@ fn dev_starts_stops_and_comes_back_on_its_data() {
     assert_eq!(broker["peer"], format!("127.0.0.1:{}", base + 100));
     assert_eq!(broker["metrics"], format!("http://127.0.0.1:{}/metrics", base + 200));
     assert_eq!(ready["controllers"][0], format!("1@127.0.0.1:{}", base + 100));
-    assert!(ready["next_commands"][0].as_str().is_some_and(|c| c.starts_with("raftmq admin topic create demo")), "{ready}");
+    // The commands it prints run as printed, in a shell that has no `raftmq` on its PATH.
+    let commands: Vec<&str> = ready["next_commands"].as_array().expect("next commands").iter().filter_map(|c| c.as_str()).collect();
+    assert_eq!(commands.len(), 4, "{ready}");
+    assert!(commands[0].ends_with(&format!(" admin topic create demo --broker 127.0.0.1:{base}")), "{ready}");
+    for line in &commands {
+        // A consumer waits for new messages until Ctrl-C: bounded here by --timeout-ms.
+        let line = if line.contains(" consume ") { format!("{line} --timeout-ms 500") } else { line.to_string() };
+        let out = Command::new("sh").args(["-c", &line]).env("PATH", "/usr/bin:/bin").env("RUST_LOG", "warn").output().expect("run sh");
+        assert!(out.status.success(), "{line}: {}", describe(&out));
+    }
+    assert_eq!(ready["broker_env"], format!("export RAFTMQ_BROKER=127.0.0.1:{base}"));
     let broker_dir = dir.join("broker-1");
     assert_eq!(broker["data_dir"], broker_dir.canonicalize().expect("broker dir").display().to_string());
     let status = interrupt(&mut child);
@@ -110,4 +120,30 @@ fn dev_starts_stops_and_comes_back_on_its_data() {
     let (mut child, ready) = start(&dir, base);
     assert_eq!(ready["brokers"][0]["client"], format!("127.0.0.1:{base}"));
     assert_eq!(interrupt(&mut child).code(), Some(0));
+}
+
+/// `scripts/raftmq` (what README's first line runs) lets cargo show the build's progress, then
+/// runs the binary it built with the arguments given. A stand-in `cargo` on the PATH records
+/// how it was called; the "built" binary is this test's raftmq.
+#[test]
+fn scripts_raftmq_shows_the_build_then_runs_the_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let calls = tmp.path().join("cargo-calls");
+    let fake_cargo = bin.join("cargo");
+    std::fs::write(&fake_cargo, format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display())).expect("fake cargo");
+    std::fs::set_permissions(&fake_cargo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let target = tmp.path().join("target");
+    std::fs::create_dir_all(target.join("release")).expect("target dir");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_raftmq"), target.join("release").join("raftmq")).expect("symlink");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/raftmq");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out =
+        Command::new(&script).arg("--version").env("PATH", path).env("CARGO_TARGET_DIR", &target).output().expect("run scripts/raftmq");
+    let calls = std::fs::read_to_string(&calls).expect("cargo was called");
+    assert_eq!(calls.trim(), "build --release -p raftmq", "cargo's progress must not be hidden");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("raftmq "), "{}", describe(&out));
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{
-    CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest, Message, SendRequest, Topic,
+    CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest, ListTopicsRequest, Message, SendRequest,
+    Topic,
 };
 use support::{Cluster, code};
 
@@ -241,6 +242,34 @@ async fn every_kind_of_bad_input_is_refused_naming_its_field() {
     let too_many = admin.create_topic(topic("many", 5000, 1)).await.expect("create").into_inner();
     assert_eq!(code(&too_many.status), Code::InvalidArgument, "{:?}", too_many.status);
     let rf = admin.create_topic(topic("wide", 1, 4)).await.expect("create").into_inner();
-    assert_eq!(code(&rf.status), Code::InvalidArgument, "{:?}", rf.status);
-    assert!(rf.status.map(|s| s.message).unwrap_or_default().contains('3'), "the refusal says how many brokers there are");
+    assert_eq!(code(&rf.status), Code::FailedPrecondition, "{:?}", rf.status);
+    assert_eq!(rf.status.map(|s| s.message).unwrap_or_default(), "replication factor 4 needs 4 brokers, 3 are registered");
+}
+
+/// Invariant 11: a topic never has fewer replicas than asked for. With two brokers, the default
+/// replication factor (3) and an explicit 3 are refused naming both numbers, and nothing is
+/// created; a factor of exactly the broker count is stored with that many replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replication_factor_above_the_registered_brokers_is_refused_and_creates_nothing() {
+    let cluster = Cluster::start(2, FAST_RAFT).await;
+    let mut admin = cluster.brokers[1].admin().await;
+    let topic = |name: &str, rf: u32| CreateTopicRequest {
+        topic: Some(Topic { name: name.into(), queue_count: 1, replication_factor: rf, message_type: 0, checkpoint_interval_entries: 0 }),
+    };
+    for (what, rf) in [("the default factor", 0), ("an explicit factor", 3)] {
+        let r = admin.create_topic(topic("wide", rf)).await.expect("create").into_inner();
+        let status = r.status.clone().unwrap_or_default();
+        assert_eq!(code(&r.status), Code::FailedPrecondition, "{what}: {status:?}");
+        assert_eq!(status.message, "replication factor 3 needs 3 brokers, 2 are registered", "{what}");
+        assert!(r.topic.is_none(), "{what}: {r:?}");
+    }
+    let listed = admin.list_topics(ListTopicsRequest::default()).await.expect("list").into_inner();
+    assert!(listed.topics.is_empty(), "a refused topic was created: {:?}", listed.topics);
+    let described = admin.describe_topic(DescribeTopicRequest { name: "wide".into() }).await.expect("describe").into_inner();
+    assert_eq!(code(&described.status), Code::NotFound, "{:?}", described.status);
+
+    let r = admin.create_topic(topic("pair", 2)).await.expect("create").into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+    let d = admin.describe_topic(DescribeTopicRequest { name: "pair".into() }).await.expect("describe").into_inner();
+    assert_eq!(d.queues[0].replica_broker_ids.len(), 2, "{d:?}");
 }

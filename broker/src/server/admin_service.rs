@@ -125,6 +125,18 @@ fn merge_group(group: u64, reports: &[(BrokerId, &LocalGroupStatus)]) -> GroupSt
     out
 }
 
+/// FAILED_PRECONDITION when `replication_factor` needs more brokers than are `registered`
+/// (Kafka's `InvalidReplicationFactor`): the request is sound, the cluster too small for it now.
+/// Brokers only join the map, so a factor that passes here still fits when the create applies.
+fn check_replication_factor(replication_factor: u32, registered: usize) -> Result<(), Status> {
+    if usize::try_from(replication_factor).is_ok_and(|rf| rf <= registered) {
+        return Ok(());
+    }
+    Err(status::failed_precondition(format!(
+        "replication factor {replication_factor} needs {replication_factor} brokers, {registered} are registered"
+    )))
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminSvc {
     #[tracing::instrument(level = "info", skip_all)]
@@ -146,11 +158,13 @@ impl AdminService for AdminSvc {
         };
         let defaults = core.options.topic_defaults;
         let queue_count = if topic.queue_count == 0 { defaults.queue_count } else { topic.queue_count };
-        // The default replication factor shrinks to the cluster: a one-broker dev cluster can
-        // create topics without saying so. An explicit factor is never shrunk.
-        let brokers = u32::try_from(map.brokers.len()).unwrap_or(u32::MAX);
-        let replication_factor =
-            if topic.replication_factor == 0 { defaults.replication_factor.min(brokers.max(1)) } else { topic.replication_factor };
+        // Invariant 11: never fewer copies than asked for, the default factor included. A
+        // cluster smaller than the default asks explicitly (`raftmq dev --brokers 1` configures
+        // a default of 1).
+        let replication_factor = if topic.replication_factor == 0 { defaults.replication_factor } else { topic.replication_factor };
+        if let Err(refusal) = check_replication_factor(replication_factor, map.brokers.len()) {
+            return refuse(refusal);
+        }
         let checkpoint_interval_entries =
             if topic.checkpoint_interval_entries == 0 { defaults.checkpoint_interval_entries } else { topic.checkpoint_interval_entries };
         let group_options = GroupOptions { checkpoint_interval_entries };

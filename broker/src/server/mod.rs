@@ -9,6 +9,7 @@
 //! those whose first replica this broker is.
 
 mod admin_service;
+mod deadline;
 mod forward;
 mod hibernation;
 mod peer_service;

@@ -3,13 +3,20 @@
 //! - **Send** goes to the queue group's leader. A broker that does not lead the group forwards
 //!   the request once to the leader it knows (its own replica's view, else the group's preferred
 //!   leader); a forwarded request is never forwarded again, but answered NOT_LEADER with a hint.
+//!   A forward that could not connect (nothing was sent) is tried once more, at the leader its
+//!   replica names next ([`Core::retarget`]).
 //! - **Fetch** is served by any replica: a replica applies only committed entries, so every
 //!   message it returns is committed; a broker without a replica forwards, unless the request
 //!   is `local_only` (then it answers NOT_FOUND: jepsen reads each replica so). Long polling waits
 //!   on the group's Raft metrics (they change when an entry is applied), bounded by the
 //!   configured maximum.
-//! - **CommitOffset** and **GetOffset** run on the leader; GetOffset first confirms leadership
-//!   with a read index, so it never answers from a stale replica (invariant 6).
+//! - **CommitOffset** and **GetOffset** run on the leader (forwarded there like Send); GetOffset
+//!   first confirms leadership with a read index, so it never answers from a stale replica
+//!   (invariant 6).
+//! - **Deadlines**: Send, CommitOffset and GetOffset answer before the client's `grpc-timeout`
+//!   runs out ([`super::deadline`]), forward with what is left of it, and say what the lateness
+//!   means: a write not committed in time is OUTCOME_UNKNOWN, a leader not ready in time is
+//!   UNAVAILABLE.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +35,8 @@ use proto::raftmq::v1::{
 };
 use tonic::{Request, Response};
 
-use super::forward::{FORWARD_TIMEOUT, FORWARDED_HEADER};
+use super::deadline::{answer_by, at_most, left};
+use super::forward::{self, FORWARD_TIMEOUT, FORWARDED_HEADER};
 use super::{Core, status};
 use crate::edge::{self, MessageParts};
 use crate::host::{QueueRaft, READ_MESSAGES_MAX};
@@ -80,12 +88,13 @@ fn is_forwarded<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(FORWARDED_HEADER)
 }
 
-fn forward_request<T>(core: &Core, message: T) -> Request<T> {
+/// `message` forwarded by this broker, due within `within` (the client's deadline, if any).
+fn forward_request<T>(core: &Core, message: T, within: Option<Duration>) -> Request<T> {
     let mut req = Request::new(message);
     if let Ok(v) = core.id.to_string().parse() {
         req.metadata_mut().insert(FORWARDED_HEADER, v);
     }
-    req.set_timeout(FORWARD_TIMEOUT);
+    req.set_timeout(at_most(FORWARD_TIMEOUT, within));
     req
 }
 
@@ -120,11 +129,12 @@ impl Core {
         topic: &str,
         queue: u32,
         forwarded: bool,
+        within: Option<Duration>,
     ) -> Result<(GroupRecord, Serve), Status> {
         let limits = &self.options.limits;
         edge::check_name("consumer_group", consumer_group, limits).and_then(|_| edge::check_name("topic", topic, limits))?;
         let group = self.route(topic, Some(queue), None).await?;
-        let serve = self.leader_target(&group, forwarded).await;
+        let serve = self.leader_target(&group, forwarded, within).await;
         Ok((group, serve))
     }
 
@@ -132,8 +142,9 @@ impl Core {
         self.client_endpoint(broker).map(|e| (broker, e))
     }
 
-    /// Where a leader-only request for `group` goes (see [`Serve`]).
-    async fn leader_target(&self, group: &GroupRecord, forwarded: bool) -> Serve {
+    /// Where a leader-only request for `group` goes (see [`Serve`]); a leader not ready within
+    /// [`LEADER_READY_WAIT`], or the request's own deadline when sooner, is UNAVAILABLE.
+    async fn leader_target(&self, group: &GroupRecord, forwarded: bool, within: Option<Duration>) -> Serve {
         let Some(raft) = self.group(group.id) else {
             let preferred = group.replicas.first().copied();
             return match preferred.and_then(|b| self.endpoint_of(b)) {
@@ -141,7 +152,8 @@ impl Core {
                 hint => Serve::Refuse(status::not_leader(hint, format!("group {} has no replica on broker {}", group.id, self.id))),
             };
         };
-        let deadline = tokio::time::Instant::now() + LEADER_READY_WAIT;
+        let ready_wait = at_most(LEADER_READY_WAIT, within);
+        let deadline = tokio::time::Instant::now() + ready_wait;
         let mut metrics = raft.metrics();
         loop {
             let (leader, ready) = {
@@ -166,8 +178,34 @@ impl Core {
                 _ => {}
             }
             if !matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(()))) {
-                return Serve::Refuse(status::unavailable(format!("group {} has no leader ready within {LEADER_READY_WAIT:?}", group.id)));
+                return Serve::Refuse(status::unavailable(format!("group {} has no leader ready within {ready_wait:?}", group.id)));
             }
+        }
+    }
+
+    /// Where to go after a forward to `unreachable` could not even connect (nothing was sent,
+    /// so one more try is safe): once this broker's replica of `group` names another leader,
+    /// within [`LEADER_READY_WAIT`] or the request's deadline, wherever [`Self::leader_target`]
+    /// then says. `None` when it names no other in time: the first leader just died and no
+    /// election has ended yet, or this broker holds no replica to learn from.
+    async fn retarget(&self, group: &GroupRecord, unreachable: &str, forwarded: bool, within: Option<Duration>) -> Option<Serve> {
+        let raft = self.group(group.id)?;
+        let due = within.map(|w| tokio::time::Instant::now() + w);
+        let deadline = tokio::time::Instant::now() + at_most(LEADER_READY_WAIT, within);
+        let mut metrics = raft.metrics();
+        let moved = |m: &openraft::RaftMetrics<_>| match m.current_leader {
+            Some(l) if l == self.id => true,
+            Some(l) => self.client_endpoint(l).is_some_and(|e| e != unreachable),
+            None => false,
+        };
+        while !moved(&metrics.borrow_watched()) {
+            if !matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(()))) {
+                return None;
+            }
+        }
+        match self.leader_target(group, forwarded, left(due)).await {
+            Serve::Forward(e) if e == unreachable => None,
+            serve => Some(serve),
         }
     }
 }
@@ -194,6 +232,7 @@ impl QueueSvc {
         let refuse = |status: Status| SendReply { status: Some(status), results: vec![] };
         let core = &self.core;
         let forwarded = is_forwarded(&request);
+        let due = answer_by(&request);
         let req = request.into_inner();
         // The whole request (keys, properties and tags weigh like bodies), as decoded.
         let bytes = prost::Message::encoded_len(&req);
@@ -226,38 +265,56 @@ impl QueueSvc {
             Ok(g) => g,
             Err(s) => return refuse(s),
         };
-        match core.leader_target(&group, forwarded).await {
-            Serve::Refuse(s) => refuse(s),
-            Serve::Forward(endpoint) => {
-                let mut client = match core.forward.queue(&endpoint) {
-                    Ok(c) => c,
-                    Err(e) => return refuse(status::unavailable(e)),
-                };
-                match client.send(forward_request(core, req)).await {
-                    Ok(r) => r.into_inner(),
-                    // Unless the connection could not be made, the leader may have stored the
-                    // messages and lost the answer.
-                    Err(e) => refuse(status::forwarded_write_failed(&endpoint, &e)),
+        let mut serve = core.leader_target(&group, forwarded, left(due)).await;
+        let mut retargeted = false;
+        loop {
+            let endpoint = match serve {
+                Serve::Refuse(s) => return refuse(s),
+                // Served here, below.
+                Serve::Leader(_) => break,
+                Serve::Forward(endpoint) => endpoint,
+            };
+            let mut client = match core.forward.queue(&endpoint) {
+                Ok(c) => c,
+                Err(e) => return refuse(status::unavailable(e)),
+            };
+            match client.send(forward_request(core, req.clone(), left(due))).await {
+                Ok(r) => return r.into_inner(),
+                Err(e) if !retargeted && forward::never_sent(&e) => {
+                    retargeted = true;
+                    match core.retarget(&group, &endpoint, forwarded, left(due)).await {
+                        Some(next) => serve = next,
+                        None => return refuse(status::forwarded_write_failed(&endpoint, &e)),
+                    }
                 }
+                // Unless the connection could not be made, the leader may have stored the
+                // messages and lost the answer.
+                Err(e) => return refuse(status::forwarded_write_failed(&endpoint, &e)),
             }
-            Serve::Leader(_) => {
-                let Some(batcher) = core.batcher(group.id) else {
-                    return refuse(status::unavailable(format!("group {} is not open on broker {}", group.id, core.id)));
-                };
-                let messages: Vec<NewMessage> = req.messages.iter().map(|m| new_message(m, self.message_id(), group.queue)).collect();
-                let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
-                match batcher.send(messages).await {
-                    Ok(offsets) => SendReply {
-                        status: Some(status::ok()),
-                        results: ids
-                            .into_iter()
-                            .zip(offsets)
-                            .map(|(message_id, (queue_id, offset))| SendResult { message_id, queue_id, offset })
-                            .collect(),
-                    },
-                    Err(e) => refuse(send_error(e, core)),
-                }
-            }
+        }
+        let Some(batcher) = core.batcher(group.id) else {
+            return refuse(status::unavailable(format!("group {} is not open on broker {}", group.id, core.id)));
+        };
+        let messages: Vec<NewMessage> = req.messages.iter().map(|m| new_message(m, self.message_id(), group.queue)).collect();
+        let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
+        let sent = match left(due) {
+            Some(w) => tokio::time::timeout(w, batcher.send(messages)).await,
+            None => Ok(batcher.send(messages).await),
+        };
+        // Past the client's deadline the entry may still commit: never "nothing done".
+        let Ok(sent) = sent else {
+            return refuse(status::outcome_unknown("not committed within the request's deadline; the messages may still be stored"));
+        };
+        match sent {
+            Ok(offsets) => SendReply {
+                status: Some(status::ok()),
+                results: ids
+                    .into_iter()
+                    .zip(offsets)
+                    .map(|(message_id, (queue_id, offset))| SendResult { message_id, queue_id, offset })
+                    .collect(),
+            },
+            Err(e) => refuse(send_error(e, core)),
         }
     }
 
@@ -285,7 +342,7 @@ impl QueueSvc {
                         Err(e) => return refuse(status::unavailable(e)),
                     };
                     let wait = Duration::from_millis(u64::from(req.wait_ms));
-                    let mut fwd = forward_request(core, req);
+                    let mut fwd = forward_request(core, req, None);
                     fwd.set_timeout(FORWARD_TIMEOUT + wait);
                     match client.fetch(fwd).await {
                         Ok(r) => r.into_inner(),
@@ -343,34 +400,54 @@ impl QueueSvc {
         let refuse = |status: Status| CommitOffsetReply { status: Some(status), committed_offset: 0 };
         let core = &self.core;
         let forwarded = is_forwarded(&request);
+        let due = answer_by(&request);
         let req = request.into_inner();
-        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded).await {
+        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded, left(due)).await {
             Ok(t) => t,
             Err(s) => return refuse(s),
         };
-        match serve {
-            Serve::Refuse(s) => refuse(s),
-            Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
-                Ok(mut client) => match client.commit_offset(forward_request(core, req)).await {
-                    Ok(r) => r.into_inner(),
-                    Err(e) => refuse(status::forwarded_write_failed(&endpoint, &e)),
-                },
-                Err(e) => refuse(status::unavailable(e)),
-            },
-            Serve::Leader(raft) => {
-                let cmd = GroupCommand::CommitOffset { consumer_group: req.consumer_group.clone(), queue: group.queue, offset: req.offset };
-                match raft.client_write(cmd).await {
-                    Ok(resp) => match resp.response() {
-                        GroupReply::OffsetCommitted => CommitOffsetReply { status: Some(status::ok()), committed_offset: req.offset },
-                        GroupReply::Rejected { reason } => refuse(status::invalid("offset", reason.clone())),
-                        other => refuse(status::internal(format!("unexpected reply {other:?}"))),
-                    },
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                        refuse(status::not_leader(f.leader_id.and_then(|l| core.endpoint_of(l)), f.to_string()))
+        let mut serve = serve;
+        let mut retargeted = false;
+        let raft = loop {
+            let endpoint = match serve {
+                Serve::Refuse(s) => return refuse(s),
+                Serve::Leader(raft) => break raft,
+                Serve::Forward(endpoint) => endpoint,
+            };
+            let mut client = match core.forward.queue(&endpoint) {
+                Ok(c) => c,
+                Err(e) => return refuse(status::unavailable(e)),
+            };
+            match client.commit_offset(forward_request(core, req.clone(), left(due))).await {
+                Ok(r) => return r.into_inner(),
+                Err(e) if !retargeted && forward::never_sent(&e) => {
+                    retargeted = true;
+                    match core.retarget(&group, &endpoint, forwarded, left(due)).await {
+                        Some(next) => serve = next,
+                        None => return refuse(status::forwarded_write_failed(&endpoint, &e)),
                     }
-                    Err(e) => refuse(status::outcome_unknown(format!("outcome unknown: {e}"))),
                 }
+                Err(e) => return refuse(status::forwarded_write_failed(&endpoint, &e)),
             }
+        };
+        let cmd = GroupCommand::CommitOffset { consumer_group: req.consumer_group.clone(), queue: group.queue, offset: req.offset };
+        let written = match left(due) {
+            Some(w) => tokio::time::timeout(w, raft.client_write(cmd)).await,
+            None => Ok(raft.client_write(cmd).await),
+        };
+        let Ok(written) = written else {
+            return refuse(status::outcome_unknown("not committed within the request's deadline; the offset may still be committed"));
+        };
+        match written {
+            Ok(resp) => match resp.response() {
+                GroupReply::OffsetCommitted => CommitOffsetReply { status: Some(status::ok()), committed_offset: req.offset },
+                GroupReply::Rejected { reason } => refuse(status::invalid("offset", reason.clone())),
+                other => refuse(status::internal(format!("unexpected reply {other:?}"))),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                refuse(status::not_leader(f.leader_id.and_then(|l| core.endpoint_of(l)), f.to_string()))
+            }
+            Err(e) => refuse(status::outcome_unknown(format!("outcome unknown: {e}"))),
         }
     }
 
@@ -378,31 +455,52 @@ impl QueueSvc {
         let refuse = |status: Status| GetOffsetReply { status: Some(status), offset: None };
         let core = &self.core;
         let forwarded = is_forwarded(&request);
+        let due = answer_by(&request);
         let req = request.into_inner();
-        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded).await {
+        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded, left(due)).await {
             Ok(t) => t,
             Err(s) => return refuse(s),
         };
-        match serve {
-            Serve::Refuse(s) => refuse(s),
-            Serve::Forward(endpoint) => match core.forward.queue(&endpoint) {
-                Ok(mut client) => match client.get_offset(forward_request(core, req)).await {
-                    Ok(r) => r.into_inner(),
-                    Err(e) => refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
-                },
-                Err(e) => refuse(status::unavailable(e)),
-            },
-            Serve::Leader(raft) => {
-                // Confirms this replica still leads and has applied everything committed before
-                // the read began, so the answer is never stale.
-                if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                    return refuse(status::not_leader(None, format!("linearizable read failed: {e}")));
+        let mut serve = serve;
+        let mut retargeted = false;
+        let raft = loop {
+            let endpoint = match serve {
+                Serve::Refuse(s) => return refuse(s),
+                Serve::Leader(raft) => break raft,
+                Serve::Forward(endpoint) => endpoint,
+            };
+            let mut client = match core.forward.queue(&endpoint) {
+                Ok(c) => c,
+                Err(e) => return refuse(status::unavailable(e)),
+            };
+            match client.get_offset(forward_request(core, req.clone(), left(due))).await {
+                Ok(r) => return r.into_inner(),
+                Err(e) if !retargeted && forward::never_sent(&e) => {
+                    retargeted = true;
+                    match core.retarget(&group, &endpoint, forwarded, left(due)).await {
+                        Some(next) => serve = next,
+                        None => return refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
+                    }
                 }
-                match core.host.store().consumer_offset(group.id, &req.consumer_group, group.queue) {
-                    Ok(offset) => GetOffsetReply { status: Some(status::ok()), offset },
-                    Err(e) => refuse(status::internal(e.to_string())),
-                }
+                // A read changes nothing, whatever became of it.
+                Err(e) => return refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
             }
+        };
+        // Confirms this replica still leads and has applied everything committed before
+        // the read began, so the answer is never stale.
+        let confirmed = match left(due) {
+            Some(w) => tokio::time::timeout(w, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await,
+            None => Ok(raft.ensure_linearizable(ReadPolicy::ReadIndex).await),
+        };
+        match confirmed {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return refuse(status::not_leader(None, format!("linearizable read failed: {e}"))),
+            // A read changes nothing: not answering in time did nothing either.
+            Err(_) => return refuse(status::unavailable("leadership not confirmed within the request's deadline")),
+        }
+        match core.host.store().consumer_offset(group.id, &req.consumer_group, group.queue) {
+            Ok(offset) => GetOffsetReply { status: Some(status::ok()), offset },
+            Err(e) => refuse(status::internal(e.to_string())),
         }
     }
 }

@@ -37,6 +37,11 @@ pub(crate) fn not_leader(leader: Option<(BrokerId, String)>, message: impl Into<
     Status { leader_hint: leader.map(|(broker_id, endpoint)| LeaderHint { broker_id, endpoint }), ..with(Code::NotLeader, message) }
 }
 
+/// FAILED_PRECONDITION: nothing was done; the cluster is not in the state the request needs.
+pub(crate) fn failed_precondition(message: impl Into<String>) -> Status {
+    with(Code::FailedPrecondition, message)
+}
+
 pub(crate) fn busy(message: impl Into<String>) -> Status {
     with(Code::Busy, message)
 }

@@ -15,7 +15,7 @@ use proto::raftmq::v1::{
 use serde::Serialize;
 use serde_json::json;
 
-use super::connection::{CALL_TIMEOUT, admin_client, request};
+use super::connection::{admin_client, request};
 use super::status;
 use super::table::write_table;
 use super::{Cluster, CommonArgs, EXIT_CHECK_FAILED, Target};
@@ -140,9 +140,9 @@ async fn create_topic(args: &CreateArgs) -> anyhow::Result<ExitCode> {
     };
     let req = CreateTopicRequest { topic: Some(topic) };
     let reply = cluster
-        .call(Target::Bootstrap, |ch| {
+        .call(Target::Bootstrap, |ch, left| {
             let req = req.clone();
-            async move { admin_client(ch).create_topic(request(req, CALL_TIMEOUT)).await }
+            async move { admin_client(ch).create_topic(request(req, left)).await }
         })
         .await
         .with_context(|| format!("creating topic {}", args.name))?;
@@ -163,9 +163,9 @@ async fn list_topics(args: &CommonArgs) -> anyhow::Result<ExitCode> {
     for _ in 0..LIST_PAGES_MAX {
         let req = ListTopicsRequest { page_size: 0, page_token: page_token.clone() };
         let reply = cluster
-            .call(Target::Bootstrap, |ch| {
+            .call(Target::Bootstrap, |ch, left| {
                 let req = req.clone();
-                async move { admin_client(ch).list_topics(request(req, CALL_TIMEOUT)).await }
+                async move { admin_client(ch).list_topics(request(req, left)).await }
             })
             .await
             .context("listing topics")?;
@@ -247,7 +247,7 @@ async fn group_checksum(args: &ChecksumArgs) -> anyhow::Result<ExitCode> {
 async fn checksum(cluster: &Cluster, group_id: u64) -> anyhow::Result<GroupChecksumReply> {
     let req = GroupChecksumRequest { group_id, applied_index: 0 };
     let reply = cluster
-        .call(Target::Bootstrap, |ch| async move { admin_client(ch).group_checksum(request(req, CALL_TIMEOUT)).await })
+        .call(Target::Bootstrap, |ch, left| async move { admin_client(ch).group_checksum(request(req, left)).await })
         .await
         .with_context(|| format!("checksum of group {group_id}"))?;
     Ok(reply)
@@ -623,7 +623,7 @@ mod tests {
         };
         assert_eq!((a.name.as_str(), a.queues, a.replication_factor, a.message_type), ("orders", 8, 3, Some(TopicType::Fifo)));
         assert_eq!(a.checkpoint_interval_entries, 64);
-        assert_eq!((a.common.connect.broker.as_str(), a.common.json), ("b1:9000", true));
+        assert_eq!((a.common.connect.broker, a.common.json), (vec!["b1:9000".to_string()], true));
 
         let Ok(AdminCommand::Topic(TopicCommand::Create(a))) = parse(&["topic", "create", "t"]) else { panic!("not a create") };
         assert_eq!((a.queues, a.replication_factor, a.message_type, a.common.json), (0, 0, None, false));
@@ -631,6 +631,8 @@ mod tests {
         assert!(parse(&["topic", "create", "t", "--type", "weird"]).is_err());
         assert!(parse(&["topic", "create"]).is_err());
         assert!(parse(&["topic", "create", "t", "--broker", "no-port"]).is_err());
+        assert!(parse(&["topic", "create", "t", "--broker", "b1:1,no-port"]).is_err(), "every endpoint of the list is checked");
+        assert!(parse(&["topic", "create", "t", "--broker", ""]).is_err());
         assert!(matches!(parse(&["group", "checksum", "t"]), Ok(AdminCommand::Group(GroupCommand::Checksum(_)))));
         assert!(matches!(
             parse(&["cluster", "status", "--json"]),

@@ -1,6 +1,8 @@
-//! Calls to a raftmq cluster with bounded retries: [`Cluster::call`] sends one request to the
-//! `--broker` endpoint or a queue's leader, follows leader hints, backs off on BUSY and
-//! UNAVAILABLE, and relearns routes when a leader is lost; [`Router`] keeps one topic's routes.
+//! Calls to a raftmq cluster with bounded retries: [`Cluster::call`] sends one request to a
+//! broker of the `--broker` list or to a queue's leader, follows leader hints, backs off on BUSY
+//! and UNAVAILABLE, moves on to another broker when one does not answer, and relearns routes
+//! when a leader is lost; [`Router`] keeps one topic's routes. Every call, its retries
+//! included, ends within the cluster's deadline (`--timeout`).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,8 @@ use std::time::{Duration, Instant};
 use proto::raftmq::v1::{ClusterStatusReply, ClusterStatusRequest, DescribeTopicReply, DescribeTopicRequest};
 use tonic::transport::Channel;
 
-use super::connection::{CALL_TIMEOUT, ChannelCache, admin_client, request};
+use super::connection::{ChannelCache, admin_client, request};
+use super::endpoints::Endpoints;
 use super::retry::{Next, RetryPolicy};
 use super::route::RouteTable;
 use super::status::{CallError, Reply, check};
@@ -17,72 +20,138 @@ use super::status::{CallError, Reply, check};
 /// A topic's routes are relearned at most this often, however many calls lose their leader at
 /// once (every in-flight send of a benchmark does, when a leader fails).
 const ROUTE_REFRESH_INTERVAL_MIN: Duration = Duration::from_millis(200);
+/// Less time than this left before the deadline is too little to start another attempt.
+const ATTEMPT_TIME_MIN: Duration = Duration::from_millis(10);
 
 /// A call that failed for good: the last attempt's error, and whether any attempt may have
 /// taken effect (for a send: its outcome is unknown, not failed).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{error} ({attempts} attempt(s), the last at {endpoint})")]
+#[derive(Debug, Clone)]
 pub struct CallFailure {
     pub error: CallError,
     pub endpoint: String,
     pub attempts: u32,
     pub maybe_applied: bool,
+    /// Set when the call's deadline ended it (rather than a final error or the attempt bound).
+    pub deadline: Option<Duration>,
 }
 
-/// The brokers as one client sees them: the endpoint to start from, a channel per endpoint,
-/// the retry policy.
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.deadline {
+            Some(d) => write!(
+                f,
+                "no success within the {} deadline (--timeout) after {} attempt(s); the last, at {}: {}",
+                human(d),
+                self.attempts,
+                self.endpoint,
+                self.error
+            ),
+            None => write!(f, "{} ({} attempt(s), the last at {})", self.error, self.attempts, self.endpoint),
+        }
+    }
+}
+
+impl std::error::Error for CallFailure {}
+
+/// `1.5 s`, `250 ms`: a deadline as a person reads it.
+fn human(d: Duration) -> String {
+    if d >= Duration::from_secs(1) { format!("{} s", d.as_millis() as f64 / 1000.0) } else { format!("{} ms", d.as_millis()) }
+}
+
+/// The brokers as one client sees them: the endpoints to start from, a channel per endpoint,
+/// the retry policy and the deadline of each call.
 pub struct Cluster {
-    bootstrap: String,
+    endpoints: Endpoints,
     channels: ChannelCache,
     policy: RetryPolicy,
+    timeout: Duration,
 }
 
 /// Where a call goes first.
 pub enum Target<'a> {
-    /// The `--broker` endpoint (admin calls, sends by routing key), or a leader it names.
+    /// A broker of the `--broker` list (admin calls, sends by routing key), or a leader it names.
     Bootstrap,
-    /// The queue's leader as the router knows it, else the `--broker` endpoint.
+    /// The queue's leader as the router knows it, else a broker of the `--broker` list.
     Queue(&'a Router, u32),
 }
 
 impl Cluster {
-    pub fn new(bootstrap: String, policy: RetryPolicy) -> Arc<Self> {
-        Arc::new(Self { bootstrap, channels: ChannelCache::default(), policy })
+    /// `endpoints` (at least one) are tried in turn; every call ends within `timeout`.
+    pub fn new(endpoints: Vec<String>, timeout: Duration, policy: RetryPolicy) -> Arc<Self> {
+        Arc::new(Self { endpoints: Endpoints::new(endpoints), channels: ChannelCache::default(), policy, timeout })
     }
 
-    pub fn bootstrap(&self) -> &str {
-        &self.bootstrap
+    /// The broker that calls without a better place start at now.
+    pub fn bootstrap(&self) -> String {
+        self.endpoints.current()
     }
 
-    /// Calls `rpc` (one attempt on the channel it is given) until its reply is OK, a failure is
-    /// final, or the policy's attempts are used up. `rpc` must send the same request each time:
-    /// retrying a send is safe only because its producer id and sequences stay the same.
-    pub async fn call<R, F, Fut>(&self, target: Target<'_>, mut rpc: F) -> Result<R, CallFailure>
+    /// The deadline of every call (`--timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Calls `rpc` until its reply is OK, a failure is final, the policy's attempts are used up
+    /// or the deadline ([`Self::timeout`]) passes. `rpc` makes one attempt on the channel it is
+    /// given and must bound it by the time it is given (the time left: pass it to
+    /// [`request`], so the broker knows the deadline too). `rpc` must send the same request
+    /// each time: retrying a send is safe only because its producer id and sequences stay the
+    /// same.
+    pub async fn call<R, F, Fut>(&self, target: Target<'_>, rpc: F) -> Result<R, CallFailure>
     where
         R: Reply,
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
+        self.call_within(target, self.timeout, rpc).await
+    }
+
+    /// [`Self::call`] with its own deadline (a long-polling fetch adds its wait to it).
+    pub async fn call_within<R, F, Fut>(&self, target: Target<'_>, timeout: Duration, mut rpc: F) -> Result<R, CallFailure>
+    where
+        R: Reply,
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + timeout;
         // Set by a redirect; cleared when the route is relearned.
         let mut pinned: Option<String> = None;
         let mut maybe_applied = false;
         let mut attempts = 0;
+        // The failed attempt before this one: what the call ends with when no time is left.
+        let mut last: Option<(CallError, String)> = None;
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // The deadline may pass during a pause or a route refresh: no attempt is started
+            // that could only time out (and would make a refused call look maybe applied).
+            if left < ATTEMPT_TIME_MIN
+                && let Some((error, endpoint)) = last.take()
+            {
+                return Err(CallFailure { error, endpoint, attempts, maybe_applied, deadline: Some(timeout) });
+            }
             attempts += 1;
             let endpoint = match (&pinned, &target) {
                 (Some(e), _) => e.clone(),
-                (None, Target::Queue(router, queue_id)) => router.leader(*queue_id).unwrap_or_else(|| self.bootstrap.clone()),
-                (None, Target::Bootstrap) => self.bootstrap.clone(),
+                (None, Target::Queue(router, queue_id)) => router.leader(*queue_id).unwrap_or_else(|| self.bootstrap()),
+                (None, Target::Bootstrap) => self.bootstrap(),
             };
-            let error = match self.attempt(&endpoint, &mut rpc).await {
+            let error = match self.attempt(&endpoint, left, &mut rpc).await {
                 Ok(reply) => return Ok(reply),
                 Err(e) => e,
             };
             maybe_applied |= error.maybe_applied();
-            match self.policy.next(attempts, &error) {
-                Next::Fail => return Err(CallFailure { error, endpoint, attempts, maybe_applied }),
+            let next = self.policy.next(attempts, &error);
+            let (Next::Redirect { delay, .. } | Next::Retry { delay, .. }) = next else {
+                return Err(CallFailure { error, endpoint, attempts, maybe_applied, deadline: None });
+            };
+            // No retry that could not even begin before the deadline.
+            if Instant::now() + delay >= deadline {
+                return Err(CallFailure { error, endpoint, attempts, maybe_applied, deadline: Some(timeout) });
+            }
+            match next {
                 Next::Redirect { endpoint: leader, delay } => {
                     tracing::debug!(from = %endpoint, to = %leader, attempts, "following the leader hint");
+                    self.endpoints.learn([leader.as_str()]);
                     if let Target::Queue(router, queue_id) = &target {
                         router.learn_leader(*queue_id, &leader);
                     }
@@ -91,58 +160,89 @@ impl Cluster {
                 }
                 Next::Retry { delay, refresh_route } => {
                     tracing::debug!(%endpoint, attempts, %error, ?delay, "retrying");
+                    if refresh_route {
+                        // The broker may be down: the next call without a route starts elsewhere.
+                        self.endpoints.failed(&endpoint);
+                    }
                     tokio::time::sleep(delay).await;
                     if refresh_route {
                         pinned = None;
                         if let Target::Queue(router, queue_id) = &target {
-                            router.refresh(*queue_id).await;
+                            router.refresh(*queue_id, deadline.saturating_duration_since(Instant::now())).await;
                         }
                     }
                 }
+                // Returned above.
+                Next::Fail => {}
             }
+            last = Some((error, endpoint));
         }
     }
 
-    async fn attempt<R, F, Fut>(&self, endpoint: &str, rpc: &mut F) -> Result<R, CallError>
+    /// One attempt, abandoned after `left` whatever `rpc` does with it (a connection that hangs).
+    async fn attempt<R, F, Fut>(&self, endpoint: &str, left: Duration, rpc: &mut F) -> Result<R, CallError>
     where
         R: Reply,
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let channel = self.channels.get(endpoint)?;
-        let reply = rpc(channel).await?.into_inner();
+        let reply = match tokio::time::timeout(left, rpc(channel, left)).await {
+            Ok(reply) => reply?.into_inner(),
+            Err(_) => {
+                let message = format!("no answer within {}", human(left));
+                return Err(CallError::Transport { code: tonic::Code::DeadlineExceeded, message });
+            }
+        };
         check(reply.status())?;
         Ok(reply)
     }
 
     pub async fn describe_topic(&self, name: &str) -> Result<DescribeTopicReply, CallFailure> {
         let req = DescribeTopicRequest { name: name.to_string() };
-        self.call(Target::Bootstrap, |ch| {
+        self.call(Target::Bootstrap, |ch, left| {
             let req = req.clone();
-            async move { admin_client(ch).describe_topic(request(req, CALL_TIMEOUT)).await }
+            async move { admin_client(ch).describe_topic(request(req, left)).await }
         })
         .await
     }
 
+    /// The cluster's brokers and groups; the live brokers' endpoints join the ones calls may start at.
     pub async fn cluster_status(&self) -> Result<ClusterStatusReply, CallFailure> {
-        self.call(
-            Target::Bootstrap,
-            |ch| async move { admin_client(ch).cluster_status(request(ClusterStatusRequest {}, CALL_TIMEOUT)).await },
-        )
-        .await
+        let reply =
+            self.call(Target::Bootstrap, |ch, left| async move {
+                admin_client(ch).cluster_status(request(ClusterStatusRequest {}, left)).await
+            })
+            .await?;
+        self.endpoints.learn(reply.brokers.iter().filter(|b| b.alive).map(|b| b.endpoint.as_str()));
+        Ok(reply)
     }
 
-    /// One attempt of DescribeTopic and of ClusterStatus at the `--broker` endpoint: the routes
-    /// as it knows them.
-    async fn fetch_routes(&self, topic: &str) -> Result<RouteTable, CallError> {
-        let channel = self.channels.get(&self.bootstrap)?;
-        let topic =
-            admin_client(channel.clone()).describe_topic(request(DescribeTopicRequest { name: topic.to_string() }, CALL_TIMEOUT)).await?;
-        let topic = topic.into_inner();
-        check(topic.status())?;
-        let status = admin_client(channel).cluster_status(request(ClusterStatusRequest {}, CALL_TIMEOUT)).await?.into_inner();
-        check(status.status())?;
-        Ok(RouteTable::build(&topic.queues, &status.brokers))
+    /// One attempt of DescribeTopic and of ClusterStatus at the current bootstrap endpoint,
+    /// within `left`: the routes as it knows them.
+    async fn fetch_routes(&self, topic: &str, left: Duration) -> Result<RouteTable, CallError> {
+        let endpoint = self.bootstrap();
+        let fetched = async {
+            let channel = self.channels.get(&endpoint)?;
+            let topic =
+                admin_client(channel.clone()).describe_topic(request(DescribeTopicRequest { name: topic.to_string() }, left)).await?;
+            let topic = topic.into_inner();
+            check(topic.status())?;
+            let status = admin_client(channel).cluster_status(request(ClusterStatusRequest {}, left)).await?.into_inner();
+            check(status.status())?;
+            self.endpoints.learn(status.brokers.iter().filter(|b| b.alive).map(|b| b.endpoint.as_str()));
+            Ok(RouteTable::build(&topic.queues, &status.brokers))
+        };
+        let fetched = match tokio::time::timeout(left, fetched).await {
+            Ok(r) => r,
+            Err(_) => {
+                Err(CallError::Transport { code: tonic::Code::DeadlineExceeded, message: format!("no routes within {}", human(left)) })
+            }
+        };
+        if fetched.is_err() {
+            self.endpoints.failed(&endpoint);
+        }
+        fetched
     }
 }
 
@@ -181,10 +281,20 @@ impl Router {
     pub async fn call<R, F, Fut>(&self, queue_id: u32, rpc: F) -> Result<R, CallFailure>
     where
         R: Reply,
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         self.cluster.call(Target::Queue(self, queue_id), rpc).await
+    }
+
+    /// [`Self::call`] with its own deadline (see [`Cluster::call_within`]).
+    pub async fn call_within<R, F, Fut>(&self, queue_id: u32, timeout: Duration, rpc: F) -> Result<R, CallFailure>
+    where
+        R: Reply,
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        self.cluster.call_within(Target::Queue(self, queue_id), timeout, rpc).await
     }
 
     fn leader(&self, queue_id: u32) -> Option<String> {
@@ -195,14 +305,14 @@ impl Router {
         self.table.lock().unwrap_or_else(|p| p.into_inner()).learn_leader(queue_id, endpoint);
     }
 
-    /// Relearns the routes after `queue_id`'s leader was lost. When that fails, the queue's
-    /// calls go to `--broker` until a later refresh succeeds.
-    async fn refresh(&self, queue_id: u32) {
-        let mut refreshed_at = self.refreshed_at.lock().await;
+    /// Relearns the routes after `queue_id`'s leader was lost, within `left`. When that fails,
+    /// the queue's calls go to the `--broker` list until a later refresh succeeds.
+    async fn refresh(&self, queue_id: u32, left: Duration) {
+        let Ok(mut refreshed_at) = tokio::time::timeout(left, self.refreshed_at.lock()).await else { return };
         if refreshed_at.elapsed() < ROUTE_REFRESH_INTERVAL_MIN {
             return;
         }
-        let fresh = self.cluster.fetch_routes(&self.topic).await;
+        let fresh = self.cluster.fetch_routes(&self.topic, left).await;
         *refreshed_at = Instant::now();
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         match fresh {
@@ -237,12 +347,17 @@ mod tests {
         script: Mutex<VecDeque<SendReply>>,
         last: SendReply,
         sends: AtomicU32,
+        /// Never answer a send.
+        hang: bool,
     }
 
     #[tonic::async_trait]
     impl QueueService for FakeQueue {
         async fn send(&self, _: tonic::Request<SendRequest>) -> Result<tonic::Response<SendReply>, tonic::Status> {
             self.sends.fetch_add(1, Ordering::SeqCst);
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
             let next = self.script.lock().expect("script").pop_front();
             Ok(tonic::Response::new(next.unwrap_or_else(|| self.last.clone())))
         }
@@ -283,15 +398,62 @@ mod tests {
     }
 
     fn fake(script: Vec<SendReply>, last: SendReply) -> Arc<FakeQueue> {
-        Arc::new(FakeQueue { script: Mutex::new(script.into()), last, sends: AtomicU32::new(0) })
+        Arc::new(FakeQueue { script: Mutex::new(script.into()), last, sends: AtomicU32::new(0), hang: false })
     }
 
     fn fast_policy() -> RetryPolicy {
         RetryPolicy { attempts_max: 3, backoff_first: Duration::from_millis(1), backoff_max: Duration::from_millis(2) }
     }
 
+    /// A cluster of the one endpoint, with a 10 s deadline.
+    fn one(endpoint: String) -> Arc<Cluster> {
+        Cluster::new(vec![endpoint], Duration::from_secs(10), fast_policy())
+    }
+
     async fn send(cluster: &Cluster, target: Target<'_>) -> Result<SendReply, CallFailure> {
-        cluster.call(target, |ch| async move { queue_client(ch).send(request(SendRequest::default(), Duration::from_secs(5))).await }).await
+        cluster.call(target, |ch, left| async move { queue_client(ch).send(request(SendRequest::default(), left)).await }).await
+    }
+
+    /// An endpoint where nothing listens (a port that was free a moment ago).
+    fn closed_endpoint() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    }
+
+    #[tokio::test]
+    async fn a_call_moves_on_from_a_dead_broker_to_the_next_given_one() {
+        let live = fake(vec![], ok_reply());
+        let cluster = Cluster::new(vec![closed_endpoint(), serve(live.clone())], Duration::from_secs(10), fast_policy());
+        let reply = send(&cluster, Target::Bootstrap).await.expect("the second broker answers");
+        assert_eq!(reply.results[0].offset, 7);
+        // The next call starts at the broker that answered.
+        send(&cluster, Target::Bootstrap).await.expect("sent");
+        assert_eq!(live.sends.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_ends_a_call_whatever_the_retries_left() {
+        let deadline = Duration::from_millis(300);
+        // Without the deadline these calls would go on for 50 s (1,000 attempts): a second of
+        // slack tells the two apart on a loaded machine.
+        const SLACK: Duration = Duration::from_secs(1);
+        let patient = RetryPolicy { attempts_max: 1000, backoff_first: Duration::from_millis(20), backoff_max: Duration::from_millis(50) };
+        // Always BUSY: retried until the deadline, then a certain failure.
+        let busy = fake(vec![], reply(Code::Busy));
+        let cluster = Cluster::new(vec![serve(busy)], deadline, patient);
+        let started = Instant::now();
+        let f = send(&cluster, Target::Bootstrap).await.expect_err("always busy");
+        assert!(started.elapsed() < deadline + SLACK, "took {:?}", started.elapsed());
+        assert_eq!((f.deadline, f.maybe_applied), (Some(deadline), false), "{f}");
+        assert!(f.to_string().starts_with("no success within the 300 ms deadline (--timeout) after"), "{f}");
+        // Never answers: the attempt is abandoned at the deadline, its outcome unknown.
+        let silent = Arc::new(FakeQueue { script: Mutex::new(VecDeque::new()), last: ok_reply(), sends: AtomicU32::new(0), hang: true });
+        let cluster = Cluster::new(vec![serve(silent)], deadline, patient);
+        let started = Instant::now();
+        let f = send(&cluster, Target::Bootstrap).await.expect_err("no answer");
+        assert!(started.elapsed() < deadline + SLACK, "took {:?}", started.elapsed());
+        assert!(f.maybe_applied, "{f}");
+        assert!(f.deadline.is_some() && f.attempts == 1, "{f}");
     }
 
     #[tokio::test]
@@ -299,7 +461,7 @@ mod tests {
         let leader = fake(vec![], ok_reply());
         let leader_endpoint = serve(leader.clone());
         let follower = fake(vec![], redirect(&leader_endpoint));
-        let cluster = Cluster::new(serve(follower.clone()), fast_policy());
+        let cluster = one(serve(follower.clone()));
         let router = Router {
             cluster: cluster.clone(),
             topic: "t".into(),
@@ -317,12 +479,12 @@ mod tests {
     #[tokio::test]
     async fn busy_is_retried_within_the_bound() {
         let broker = fake(vec![reply(Code::Busy), reply(Code::Busy)], ok_reply());
-        let cluster = Cluster::new(serve(broker.clone()), fast_policy());
+        let cluster = one(serve(broker.clone()));
         send(&cluster, Target::Bootstrap).await.expect("third attempt succeeds");
         assert_eq!(broker.sends.load(Ordering::SeqCst), 3);
 
         let broker = fake(vec![], reply(Code::Busy));
-        let cluster = Cluster::new(serve(broker.clone()), fast_policy());
+        let cluster = one(serve(broker.clone()));
         let f = send(&cluster, Target::Bootstrap).await.expect_err("always busy");
         assert!(matches!(f.error, CallError::Busy { .. }));
         assert_eq!((f.attempts, f.maybe_applied, broker.sends.load(Ordering::SeqCst)), (3, false, 3));
@@ -331,7 +493,7 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_outcome_stays_unknown_even_when_a_later_attempt_is_refused() {
         let broker = fake(vec![reply(Code::OutcomeUnknown)], reply(Code::NotLeader));
-        let cluster = Cluster::new(serve(broker), fast_policy());
+        let cluster = one(serve(broker));
         let f = send(&cluster, Target::Bootstrap).await.expect_err("fails");
         assert!(matches!(f.error, CallError::NotLeader { leader: None, .. }));
         assert!(f.maybe_applied);
@@ -340,7 +502,7 @@ mod tests {
     #[tokio::test]
     async fn unavailable_then_refused_is_a_certain_failure() {
         let broker = fake(vec![reply(Code::Unavailable)], reply(Code::NotLeader));
-        let cluster = Cluster::new(serve(broker), fast_policy());
+        let cluster = one(serve(broker));
         let f = send(&cluster, Target::Bootstrap).await.expect_err("fails");
         assert!(matches!(f.error, CallError::NotLeader { leader: None, .. }));
         assert!(!f.maybe_applied);
@@ -350,12 +512,12 @@ mod tests {
     async fn final_errors_are_not_retried() {
         let broker =
             fake(vec![], SendReply { status: Some(Status { field: "topic".into(), ..status(Code::InvalidArgument) }), results: vec![] });
-        let cluster = Cluster::new(serve(broker.clone()), fast_policy());
+        let cluster = one(serve(broker.clone()));
         let f = send(&cluster, Target::Bootstrap).await.expect_err("invalid");
         assert_eq!((f.attempts, f.maybe_applied), (1, false));
         assert!(f.to_string().starts_with("invalid argument topic: InvalidArgument"), "{f}");
         let broker = fake(vec![], SendReply::default());
-        let cluster = Cluster::new(serve(broker), fast_policy());
+        let cluster = one(serve(broker));
         let f = send(&cluster, Target::Bootstrap).await.expect_err("no status");
         assert!(matches!(f.error, CallError::BadStatus { code: 0, .. }));
     }
@@ -367,7 +529,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").to_string()
         };
-        let cluster = Cluster::new(endpoint, fast_policy());
+        let cluster = one(endpoint);
         let f = send(&cluster, Target::Bootstrap).await.expect_err("refused");
         assert!(matches!(f.error, CallError::Transport { code: tonic::Code::Unavailable, .. }), "{f}");
         assert_eq!((f.attempts, f.maybe_applied), (3, true));

@@ -11,8 +11,13 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::status::CallError;
 
-/// Deadline of a call that does not wait on purpose (all but a long-polling fetch).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default deadline (`--timeout`) of a call that does not wait on purpose (all but a long-polling fetch),
+/// retries included. RocketMQ's send timeout is 3 s; a raftmq queue lives in one Raft group,
+/// so the deadline must also cover that group's failover: detection and election (1.5 to 3 s
+/// with the broker's default election timeout) and the new leader's lease (up to 2 s).
+pub const TIMEOUT_DEFAULT: &str = "10s";
+/// The longest `--timeout` accepted.
+const TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pings on an idle connection find a broker that vanished without closing it.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -45,6 +50,28 @@ pub fn parse_endpoint(s: &str) -> Result<String, String> {
         Ok(p) if p > 0 => Ok(s.to_string()),
         _ => Err(format!("{s:?}: bad port {port:?}")),
     }
+}
+
+/// Parses `--timeout`: `250ms`, `3s`, `1.5s`, `2m`, or a bare number of seconds; more than
+/// zero and at most an hour.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let scale = match unit.trim() {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use ms, s or m)")),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("{s:?}: expected a number with ms, s or m, like 3s"))?;
+    let d = Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{s:?}: {e}"))?;
+    if d.is_zero() || d > TIMEOUT_MAX {
+        return Err(format!("{s:?}: must be more than 0 and at most {} s", TIMEOUT_MAX.as_secs()));
+    }
+    Ok(d)
 }
 
 /// One lazily connected channel per endpoint. A channel reconnects by itself after a failure,
@@ -103,6 +130,19 @@ mod tests {
         for bad in ["127.0.0.1", "http://127.0.0.1:8081", ":8081", "host:0", "host:65536", "host:x", "::1:8081", "[::1]", "[zz]:1", "a b:1"]
         {
             assert!(parse_endpoint(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn timeouts() {
+        let ms = Duration::from_millis;
+        for (text, want) in
+            [("3s", ms(3000)), ("250ms", ms(250)), ("1.5s", ms(1500)), ("2m", ms(120_000)), ("7", ms(7000)), ("3600s", ms(3_600_000))]
+        {
+            assert_eq!(parse_timeout(text), Ok(want), "{text}");
+        }
+        for bad in ["", "0", "0s", "3h", "-1s", "s", "1.2.3s", "3601s", "1e9"] {
+            assert!(parse_timeout(bad).is_err(), "{bad} accepted");
         }
     }
 

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{CALL_TIMEOUT, CommonArgs, Router, queue_client, request};
+use super::{CommonArgs, Router, queue_client, request};
 
 /// How long one fetch waits at the broker for a message (the broker caps it).
 const FETCH_WAIT_MS: u32 = 5_000;
@@ -131,11 +131,11 @@ async fn fetch_loop(
         let started = Instant::now();
         let req =
             FetchRequest { topic: topic.clone(), queue_id, offset, max_messages: 0, max_bytes, wait_ms: FETCH_WAIT_MS, local_only: false };
-        let deadline = CALL_TIMEOUT + Duration::from_millis(u64::from(FETCH_WAIT_MS));
+        let deadline = router.cluster().timeout() + Duration::from_millis(u64::from(FETCH_WAIT_MS));
         let reply = router
-            .call(queue_id, |ch| {
+            .call_within(queue_id, deadline, |ch, left| {
                 let req = req.clone();
-                async move { queue_client(ch).fetch(request(req, deadline)).await }
+                async move { queue_client(ch).fetch(request(req, left)).await }
             })
             .await;
         let checked = reply
@@ -253,9 +253,9 @@ async fn recv<T>(rx: &mut mpsc::Receiver<T>, idle: Option<Duration>) -> Option<O
 async fn committed_offset(router: &Router, group: &str, topic: &str, queue_id: u32) -> anyhow::Result<Option<u64>> {
     let req = GetOffsetRequest { consumer_group: group.to_string(), topic: topic.to_string(), queue_id };
     let reply = router
-        .call(queue_id, |ch| {
+        .call(queue_id, |ch, left| {
             let req = req.clone();
-            async move { queue_client(ch).get_offset(request(req, CALL_TIMEOUT)).await }
+            async move { queue_client(ch).get_offset(request(req, left)).await }
         })
         .await
         .with_context(|| format!("reading group {group}'s offset of queue {queue_id}"))?;
@@ -265,9 +265,9 @@ async fn committed_offset(router: &Router, group: &str, topic: &str, queue_id: u
 async fn commit(router: &Router, group: &str, topic: &str, queue_id: u32, offset: u64) -> anyhow::Result<()> {
     let req = CommitOffsetRequest { consumer_group: group.to_string(), topic: topic.to_string(), queue_id, offset };
     router
-        .call(queue_id, |ch| {
+        .call(queue_id, |ch, left| {
             let req = req.clone();
-            async move { queue_client(ch).commit_offset(request(req, CALL_TIMEOUT)).await }
+            async move { queue_client(ch).commit_offset(request(req, left)).await }
         })
         .await
         .with_context(|| format!("committing group {group}'s offset {offset} of queue {queue_id}"))?;

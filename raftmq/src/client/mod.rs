@@ -2,10 +2,12 @@
 //! `raftmq admin`, `raftmq produce`, `raftmq consume`, and what the broker benchmarks
 //! (`raftmq bench produce|consume|e2e`) share with them.
 //!
-//! Every call starts at the `--broker` endpoint or, for a queue, at the queue's leader as
-//! DescribeTopic and ClusterStatus name it; NOT_LEADER hints, BUSY and UNAVAILABLE lead to a
-//! bounded number of retries ([`retry::RetryPolicy`]). A send whose retries run out after an
-//! UNAVAILABLE or a transport failure has an unknown outcome, not a failed one: it may be stored.
+//! Every call starts at a broker of the `--broker` list (any one that answers; the others
+//! are learned from ClusterStatus) or, for a queue, at the queue's leader as DescribeTopic and
+//! ClusterStatus name it; NOT_LEADER hints, BUSY and UNAVAILABLE lead to retries bounded in
+//! number ([`retry::RetryPolicy`]) and in time: every call, retries included, ends within
+//! `--timeout`. A send that fails after an UNAVAILABLE or a transport failure, or at its
+//! deadline, has an unknown outcome, not a failed one: it may be stored.
 //! Sends carry a random producer id and increasing sequences, so the broker stores a retried
 //! message once.
 
@@ -13,6 +15,7 @@ pub mod admin;
 mod cluster;
 mod connection;
 pub mod consume;
+mod endpoints;
 pub mod produce;
 mod retry;
 mod route;
@@ -25,7 +28,7 @@ use std::sync::Arc;
 use clap::Args;
 
 pub use cluster::{CallFailure, Cluster, Router, Target};
-pub use connection::{CALL_TIMEOUT, admin_client, queue_client, request};
+pub use connection::{TIMEOUT_DEFAULT, admin_client, queue_client, request};
 pub use status::CallError;
 
 /// Exit code when a command ran but what it checks did not hold: replicas disagree
@@ -34,17 +37,29 @@ pub const EXIT_CHECK_FAILED: u8 = 1;
 /// Exit code of `produce` when its last send's outcome is unknown: it may or may not be stored.
 pub const EXIT_OUTCOME_UNKNOWN: u8 = 3;
 
-/// Where the client connects.
+/// Where the client connects, and how long a call may take.
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// Any broker's client endpoint, HOST:PORT. Calls for a queue then go to its leader.
-    #[arg(long, env = "RAFTMQ_BROKER", default_value = "127.0.0.1:8081", value_parser = connection::parse_endpoint)]
-    pub broker: String,
+    /// Brokers' client endpoints, HOST:PORT, comma-separated. Any one that answers will do: the
+    /// client learns the others from the cluster, and calls for a queue go to its leader.
+    #[arg(
+        long,
+        env = "RAFTMQ_BROKER",
+        default_value = "127.0.0.1:8081",
+        value_delimiter = ',',
+        value_parser = connection::parse_endpoint
+    )]
+    pub broker: Vec<String>,
+    /// Deadline of each call, its retries included: `3s`, `500ms`, `1m` (a bare number is
+    /// seconds). A send that is not acknowledged by then ends with an error (exit code 3: it may
+    /// still be stored).
+    #[arg(long, env = "RAFTMQ_TIMEOUT", default_value = TIMEOUT_DEFAULT, value_parser = connection::parse_timeout)]
+    pub timeout: std::time::Duration,
 }
 
 impl ConnectArgs {
     pub fn cluster(&self) -> Arc<Cluster> {
-        Cluster::new(self.broker.clone(), retry::RetryPolicy::default())
+        Cluster::new(self.broker.clone(), self.timeout, retry::RetryPolicy::default())
     }
 }
 

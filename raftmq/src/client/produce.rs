@@ -20,7 +20,7 @@ use proto::raftmq::v1::{Message, SendReply, SendRequest, SendResult};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{CALL_TIMEOUT, CallFailure, CommonArgs, EXIT_OUTCOME_UNKNOWN, Router, Target, producer_id, queue_client, request};
+use super::{CallFailure, CommonArgs, EXIT_OUTCOME_UNKNOWN, Router, Target, producer_id, queue_client, request};
 
 /// The broker's default body limit; a longer stdin line is refused here rather than sent.
 pub const BODY_BYTES_MAX: u64 = 4 << 20;
@@ -193,9 +193,9 @@ impl Placement {
 /// Sends `req` to its queue's leader, or by routing key to `--broker` (which forwards it or
 /// names the leader).
 pub async fn send(router: &Router, req: &SendRequest) -> Result<SendReply, CallFailure> {
-    let rpc = |ch| {
+    let rpc = |ch, left| {
         let req = req.clone();
-        async move { queue_client(ch).send(request(req, CALL_TIMEOUT)).await }
+        async move { queue_client(ch).send(request(req, left)).await }
     };
     match req.target {
         Some(SendTarget::QueueId(q)) => router.call(q, rpc).await,
@@ -326,8 +326,15 @@ mod tests {
         let a = parse(&["--topic", "t"]).expect("minimal");
         assert_eq!((a.queue, a.key, a.count, a.size, a.batch, a.common.json), (None, None, None, None, 1, false));
         if std::env::var_os("RAFTMQ_BROKER").is_none() {
-            assert_eq!(a.common.connect.broker, "127.0.0.1:8081");
+            assert_eq!(a.common.connect.broker, ["127.0.0.1:8081"]);
         }
+        if std::env::var_os("RAFTMQ_TIMEOUT").is_none() {
+            assert_eq!(a.common.connect.timeout, std::time::Duration::from_secs(10));
+        }
+        let a = parse(&["--topic", "t", "--broker", "b1:1,b2:2", "--broker", "b3:3", "--timeout", "1500ms"]).expect("a list");
+        assert_eq!(a.common.connect.broker, ["b1:1", "b2:2", "b3:3"]);
+        assert_eq!(a.common.connect.timeout, std::time::Duration::from_millis(1500));
+        assert!(parse(&["--topic", "t", "--timeout", "0s"]).is_err());
         let a = parse(&["--topic", "t", "--queue", "3", "--count", "10", "--size", "0", "--batch", "16", "--json"]).expect("generated");
         assert_eq!((a.queue, a.count, a.size, a.batch, a.common.json), (Some(3), Some(10), Some(0), 16, true));
         assert!(parse(&["--topic", "t", "--queue", "1", "--key", "k"]).is_err(), "queue and key together");

@@ -59,6 +59,10 @@ pub enum CallError {
     /// What was to be created exists already.
     #[error("already exists: {message}")]
     AlreadyExists { message: String },
+    /// Nothing was done: the cluster is not in the state the request needs (e.g. fewer brokers
+    /// than the replication factor); the same request may succeed once it is.
+    #[error("failed precondition: {message}")]
+    FailedPrecondition { message: String },
     /// A reply without a status, with CODE_UNSPECIFIED, or with a code this client does not
     /// know: never taken for success.
     #[error("reply with status code {code} ({message})")]
@@ -90,6 +94,7 @@ pub fn check(status: Option<&Status>) -> Result<(), CallError> {
         Ok(Code::OutcomeUnknown) => Err(CallError::OutcomeUnknown { message }),
         Ok(Code::Internal) => Err(CallError::Internal { message }),
         Ok(Code::AlreadyExists) => Err(CallError::AlreadyExists { message }),
+        Ok(Code::FailedPrecondition) => Err(CallError::FailedPrecondition { message }),
         Ok(Code::Unspecified) | Err(_) => Err(CallError::BadStatus { code: status.code, message }),
     }
 }
@@ -170,6 +175,7 @@ mod tests {
             (check(Some(&status(Code::InvalidArgument))).expect_err("e"), false),
             (check(Some(&status(Code::Internal))).expect_err("e"), false),
             (check(Some(&status(Code::AlreadyExists))).expect_err("e"), false),
+            (check(Some(&status(Code::FailedPrecondition))).expect_err("e"), false),
             (CallError::from(tonic::Status::unavailable("reset")), true),
             (CallError::from(tonic::Status::deadline_exceeded("slow")), true),
             (CallError::from(tonic::Status::unimplemented("no such method")), false),

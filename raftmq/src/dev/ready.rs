@@ -1,5 +1,6 @@
 //! When is the local cluster ready: every broker answers `AdminService/ClusterStatus` with OK and
-//! lists every broker of the cluster.
+//! lists every broker of the cluster as registered and answering, so that a topic created once
+//! `raftmq dev` says ready gets the replication factor it asks for.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -25,7 +26,18 @@ pub fn check_status(reply: &ClusterStatusReply, expected: &BTreeSet<u64>) -> Res
     }
     let listed: BTreeSet<u64> = reply.brokers.iter().map(|b| b.broker_id).collect();
     let missing: Vec<String> = expected.difference(&listed).map(u64::to_string).collect();
-    if missing.is_empty() { Ok(()) } else { Err(format!("ClusterStatus does not list broker {} yet", missing.join(", "))) }
+    if !missing.is_empty() {
+        return Err(format!("ClusterStatus does not list broker {} yet", missing.join(", ")));
+    }
+    // Registered is not enough: a topic placed on a broker that does not answer yet starts
+    // with a replica that cannot vote.
+    let silent: Vec<String> =
+        reply.brokers.iter().filter(|b| expected.contains(&b.broker_id) && !b.alive).map(|b| b.broker_id.to_string()).collect();
+    match silent.len() {
+        0 => Ok(()),
+        1 => Err(format!("broker {} is registered but does not answer yet", silent[0])),
+        _ => Err(format!("broker {} are registered but do not answer yet", silent.join(", "))),
+    }
 }
 
 /// Asks the broker at `client` for the cluster's status, bounded by [`PROBE_TIMEOUT`].
@@ -64,7 +76,7 @@ mod tests {
     fn reply(code: Code, brokers: &[u64]) -> ClusterStatusReply {
         ClusterStatusReply {
             status: Some(Status { code: code as i32, message: "m".to_owned(), ..Status::default() }),
-            brokers: brokers.iter().map(|&broker_id| BrokerInfo { broker_id, ..BrokerInfo::default() }).collect(),
+            brokers: brokers.iter().map(|&broker_id| BrokerInfo { broker_id, alive: true, ..BrokerInfo::default() }).collect(),
             groups: Vec::new(),
         }
     }
@@ -79,6 +91,20 @@ mod tests {
         // An unset status is not success.
         assert!(check_status(&reply(Code::Unspecified, &[1, 2, 3]), &three).is_err());
         assert!(check_status(&ClusterStatusReply::default(), &three).is_err());
+    }
+
+    /// A topic created once `raftmq dev` says ready gets its full replication factor: every
+    /// broker is registered and answers, not merely listed.
+    #[test]
+    fn ready_needs_every_broker_registered_and_answering() {
+        let three = BTreeSet::from([1, 2, 3]);
+        let mut r = reply(Code::Ok, &[1, 2, 3]);
+        r.brokers[1].alive = false;
+        assert_eq!(check_status(&r, &three), Err("broker 2 is registered but does not answer yet".to_owned()));
+        r.brokers[2].alive = false;
+        assert_eq!(check_status(&r, &three), Err("broker 2, 3 are registered but do not answer yet".to_owned()));
+        let missing_and_silent = ClusterStatusReply { brokers: r.brokers[..2].to_vec(), ..r };
+        assert_eq!(check_status(&missing_and_silent, &three), Err("ClusterStatus does not list broker 3 yet".to_owned()));
     }
 
     /// Answers ClusterStatus with whatever the test puts in `reply`.

@@ -2,6 +2,7 @@
 //! the commands to try next, as text or as one JSON object.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -14,6 +15,8 @@ pub struct ClusterReport {
     pub brokers: Vec<BrokerReport>,
     /// `ID@PEER` of the metadata group's voters.
     pub controllers: Vec<String>,
+    /// The shell line that points every later client command at all the brokers.
+    pub broker_env: String,
     pub next_commands: Vec<String>,
 }
 
@@ -32,18 +35,37 @@ pub struct BrokerReport {
     pub log: String,
 }
 
-/// The commands to try on a fresh cluster; they name the first broker unless it is the default.
-pub fn next_commands(first_client: &str) -> Vec<String> {
-    let suffix = if first_client == CLIENT_ENDPOINT_DEFAULT { String::new() } else { format!(" --broker {first_client}") };
+/// The commands to try on a fresh cluster, each runnable as printed: they name this program by
+/// its absolute path (`raftmq` need not be on the PATH, as `scripts/raftmq dev` leaves it), and
+/// every broker unless the first is at the default endpoint.
+pub fn next_commands(exe: &Path, clients: &[String]) -> Vec<String> {
+    let exe = shell_word(&exe.display().to_string());
+    let suffix = match clients.first() {
+        Some(first) if first != CLIENT_ENDPOINT_DEFAULT => format!(" --broker {}", clients.join(",")),
+        _ => String::new(),
+    };
     [
-        "raftmq admin topic create demo",
-        "echo hello | raftmq produce --topic demo",
-        "raftmq consume --topic demo --from-beginning",
-        "raftmq admin cluster status",
+        format!("{exe} admin topic create demo"),
+        format!("echo hello | {exe} produce --topic demo"),
+        format!("{exe} consume --topic demo --from-beginning"),
+        format!("{exe} admin cluster status"),
     ]
-    .iter()
+    .into_iter()
     .map(|c| format!("{c}{suffix}"))
     .collect()
+}
+
+/// `export RAFTMQ_BROKER=...` naming every broker: a client given them all keeps working
+/// whichever broker is down.
+pub fn broker_env(clients: &[String]) -> String {
+    format!("export RAFTMQ_BROKER={}", shell_word(&clients.join(",")))
+}
+
+/// `word` as one word for a POSIX shell: as is when it holds only characters no shell treats
+/// specially, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !word.is_empty() && word.chars().all(plain) { word.to_string() } else { format!("'{}'", word.replace('\'', "'\\''")) }
 }
 
 impl ClusterReport {
@@ -64,7 +86,12 @@ impl ClusterReport {
                 let _ = writeln!(out, "  {what:<8} {value}");
             }
         }
-        let _ = writeln!(out, "\nmetadata group: {}\n\nTry:", self.controllers.join(", "));
+        let _ = writeln!(
+            out,
+            "\nmetadata group: {}\n\nPoint later commands at every broker:\n  {}\n\nTry:",
+            self.controllers.join(", "),
+            self.broker_env
+        );
         for c in &self.next_commands {
             let _ = writeln!(out, "  {c}");
         }
@@ -91,7 +118,8 @@ mod tests {
                 log: "/d/broker-1/broker.log".to_owned(),
             }],
             controllers: vec!["1@127.0.0.1:8181".to_owned()],
-            next_commands: next_commands("127.0.0.1:8081"),
+            broker_env: broker_env(&["127.0.0.1:8081".to_owned()]),
+            next_commands: next_commands(Path::new("/opt/raftmq/bin/raftmq"), &["127.0.0.1:8081".to_owned()]),
         }
     }
 
@@ -105,8 +133,9 @@ mod tests {
             "  metrics  http://127.0.0.1:8281/metrics",
             "  log      /d/broker-1/broker.log",
             "metadata group: 1@127.0.0.1:8181",
-            "  raftmq admin topic create demo\n",
-            "  raftmq consume --topic demo --from-beginning\n",
+            "Point later commands at every broker:\n  export RAFTMQ_BROKER=127.0.0.1:8081\n",
+            "  /opt/raftmq/bin/raftmq admin topic create demo\n",
+            "  /opt/raftmq/bin/raftmq consume --topic demo --from-beginning\n",
         ] {
             assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
         }
@@ -117,13 +146,28 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&serde_json::to_string(&report())?)?;
         assert_eq!(value["brokers"][0]["client"], "127.0.0.1:8081");
         assert_eq!(value["brokers"][0]["pid"], 42);
-        assert_eq!(value["next_commands"][3], "raftmq admin cluster status");
+        assert_eq!(value["next_commands"][3], "/opt/raftmq/bin/raftmq admin cluster status");
+        assert_eq!(value["broker_env"], "export RAFTMQ_BROKER=127.0.0.1:8081");
         Ok(())
     }
 
     #[test]
-    fn commands_name_a_broker_off_the_default_port() {
-        assert_eq!(next_commands("127.0.0.1:8081")[0], "raftmq admin topic create demo");
-        assert_eq!(next_commands("127.0.0.1:9000")[1], "echo hello | raftmq produce --topic demo --broker 127.0.0.1:9000");
+    fn commands_name_every_broker_off_the_default_port() {
+        let exe = Path::new("/r/raftmq");
+        let three: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", 8081 + i)).collect();
+        assert_eq!(next_commands(exe, &three)[0], "/r/raftmq admin topic create demo");
+        let moved: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", 9000 + i)).collect();
+        assert_eq!(
+            next_commands(exe, &moved)[1],
+            "echo hello | /r/raftmq produce --topic demo --broker 127.0.0.1:9000,127.0.0.1:9001,127.0.0.1:9002"
+        );
+        assert_eq!(broker_env(&three), "export RAFTMQ_BROKER=127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083");
+    }
+
+    #[test]
+    fn a_path_a_shell_would_split_is_quoted() {
+        assert_eq!(next_commands(Path::new("/home/a b/raftmq"), &[])[3], "'/home/a b/raftmq' admin cluster status");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 }

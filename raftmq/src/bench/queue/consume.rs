@@ -14,7 +14,7 @@ use super::stamp::Stamp;
 use super::state::{Counters, StopReason, StopSignal};
 use crate::bench::latency::LatencyRecorder;
 use crate::client::consume::next_offset;
-use crate::client::{CALL_TIMEOUT, Router, queue_client, request};
+use crate::client::{Router, queue_client, request};
 
 /// Pause after a fetch that failed for good before the worker tries again.
 const FETCH_FAILURE_PAUSE: Duration = Duration::from_millis(100);
@@ -97,11 +97,11 @@ impl Consumer {
                 wait_ms,
                 local_only: false,
             };
-            let timeout = CALL_TIMEOUT + Duration::from_millis(u64::from(wait_ms));
+            let timeout = self.router.cluster().timeout() + Duration::from_millis(u64::from(wait_ms));
             let fetched_at = Instant::now();
-            let call = self.router.call(cursor.queue_id, |ch| {
+            let call = self.router.call_within(cursor.queue_id, timeout, |ch, left| {
                 let req = req.clone();
-                async move { queue_client(ch).fetch(request(req, timeout)).await }
+                async move { queue_client(ch).fetch(request(req, left)).await }
             });
             let reply = match tokio::time::timeout_at(self.deadline.into(), call).await {
                 Err(_elapsed) => {

@@ -9,7 +9,7 @@
 //!   of the start; each body carries its send time, so the report has send-to-consume latency.
 //!
 //! The topic is created when missing (`--queues`). A progress line goes to stderr each second.
-//! A run ends after `--timeout` at the latest (sends then in flight count as unknown outcome),
+//! A run ends after `--time-limit` at the latest (sends then in flight count as unknown outcome),
 //! or at Ctrl-C (a second Ctrl-C quits at once). Exit code 0 when the run did its whole count
 //! without a failed or unknown send, else 1; 2 on errors that stop it (no such queue, a
 //! refused request).
@@ -32,9 +32,7 @@ use tokio::task::JoinSet;
 
 use super::latency::{Latency, LatencyRecorder};
 use crate::client::produce::{BATCH_MAX, BODY_BYTES_MAX, generated_body};
-use crate::client::{
-    CALL_TIMEOUT, CallError, Cluster, CommonArgs, EXIT_CHECK_FAILED, Router, Target, admin_client, producer_id, random_u64, request,
-};
+use crate::client::{CallError, Cluster, CommonArgs, EXIT_CHECK_FAILED, Router, Target, admin_client, producer_id, random_u64, request};
 use consume::{ConsumeLatency, Consumer, QueueCursor, ReadMode, deal};
 use produce::{Producer, SendPlan};
 use report::{Measured, QueueBenchReport, RunShape};
@@ -74,9 +72,9 @@ pub struct QueueBenchArgs {
     /// Queues of the topic when this run creates it [default: the cluster's default].
     #[arg(long, value_parser = value_parser!(u32).range(1..))]
     queues: Option<u32>,
-    /// Seconds after which the run stops, done or not.
+    /// Seconds after which the run stops, done or not (`--timeout` is each call's deadline).
     #[arg(long, default_value_t = 300, value_parser = value_parser!(u64).range(1..=86_400))]
-    timeout: u64,
+    time_limit: u64,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -116,7 +114,7 @@ async fn run_bench(kind: BenchKind, args: QueueBenchArgs) -> anyhow::Result<Exit
         counters: Arc::new(Counters::default()),
         stop: Arc::new(StopSignal::default()),
         started,
-        deadline: started + Duration::from_secs(args.timeout),
+        deadline: started + Duration::from_secs(args.time_limit),
         args,
     });
     let ctrl_c = tokio::spawn(watch_ctrl_c(run.stop.clone()));
@@ -310,9 +308,9 @@ async fn ensure_topic(cluster: &Cluster, topic: &str, queues: Option<u32>) -> an
     }
     let req = CreateTopicRequest { topic: Some(Topic { name: topic.to_string(), queue_count: queues.unwrap_or(0), ..Default::default() }) };
     let created = cluster
-        .call(Target::Bootstrap, |ch| {
+        .call(Target::Bootstrap, |ch, left| {
             let req = req.clone();
-            async move { admin_client(ch).create_topic(request(req, CALL_TIMEOUT)).await }
+            async move { admin_client(ch).create_topic(request(req, left)).await }
         })
         .await;
     match created {
@@ -355,7 +353,7 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
         let a = parse(&["--topic", "t"]).expect("defaults");
-        assert_eq!((a.count, a.size, a.concurrency, a.batch, a.queues, a.timeout), (100_000, 1024, 64, 1, None, 300));
+        assert_eq!((a.count, a.size, a.concurrency, a.batch, a.queues, a.time_limit), (100_000, 1024, 64, 1, None, 300));
         let a = parse(&[
             "--topic",
             "t",
@@ -369,14 +367,17 @@ mod tests {
             "8",
             "--queues",
             "4",
-            "--timeout",
+            "--time-limit",
             "9",
+            "--timeout",
+            "2s",
             "--json",
         ])
         .expect("all");
-        assert_eq!((a.count, a.size, a.concurrency, a.batch, a.queues, a.timeout, a.common.json), (5, 28, 2, 8, Some(4), 9, true));
+        assert_eq!((a.count, a.size, a.concurrency, a.batch, a.queues, a.time_limit, a.common.json), (5, 28, 2, 8, Some(4), 9, true));
+        assert_eq!(a.common.connect.timeout, Duration::from_secs(2));
         for bad in
-            [["--count", "0"], ["--concurrency", "0"], ["--batch", "0"], ["--queues", "0"], ["--timeout", "0"], ["--size", "4194305"]]
+            [["--count", "0"], ["--concurrency", "0"], ["--batch", "0"], ["--queues", "0"], ["--time-limit", "0"], ["--size", "4194305"]]
         {
             assert!(parse(&["--topic", "t", bad[0], bad[1]]).is_err(), "{bad:?}");
         }
