@@ -27,12 +27,14 @@ use openraft::ServerState;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::ReadPolicy;
 use openraft::type_config::async_runtime::watch::WatchReceiver;
+use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::queue_service_server::QueueService;
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::{
     CommitOffsetReply, CommitOffsetRequest, FetchReply, FetchRequest, GetOffsetReply, GetOffsetRequest, Message, SendReply, SendRequest,
     SendResult, Status, StoredMessage,
 };
+use tonic::transport::Channel;
 use tonic::{Request, Response};
 
 use super::deadline::{answer_by, at_most, left};
@@ -96,6 +98,70 @@ fn forward_request<T>(core: &Core, message: T, within: Option<Duration>) -> Requ
     }
     req.set_timeout(at_most(FORWARD_TIMEOUT, within));
     req
+}
+
+/// What a forwarded request's failure is answered with: a write may have been applied by the
+/// leader unless the connection was never made; a read changed nothing either way.
+#[derive(Clone, Copy)]
+enum Effect {
+    Write,
+    Read,
+}
+
+/// Where [`at_leader`] left a request.
+enum AtLeader<R> {
+    /// This broker leads the group: serve the request here.
+    Here(QueueRaft),
+    /// The leader it was forwarded to answered this.
+    Answered(R),
+    /// Neither: answer with this status.
+    Refused(Status),
+}
+
+/// Takes a request for `group` to its leader: this broker, or the one it is forwarded to
+/// (through `call`). A forward that could not even connect (nothing was sent) goes
+/// once more to the leader the group names next; any other failure is answered as `effect`
+/// says. The one place where every RPC's resolve / forward / serve decision is made.
+async fn at_leader<R, F, Fut>(
+    core: &Core,
+    group: &GroupRecord,
+    mut serve: Serve,
+    forwarded: bool,
+    due: Option<tokio::time::Instant>,
+    effect: Effect,
+    mut call: F,
+) -> AtLeader<R>
+where
+    F: FnMut(QueueServiceClient<Channel>, Option<Duration>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<R>, tonic::Status>>,
+{
+    let failed = |endpoint: &str, e: &tonic::Status| match effect {
+        Effect::Write => status::forwarded_write_failed(endpoint, e),
+        Effect::Read => status::unavailable(format!("forwarded to {endpoint}: {e}")),
+    };
+    let mut retargeted = false;
+    loop {
+        let endpoint = match serve {
+            Serve::Refuse(s) => return AtLeader::Refused(s),
+            Serve::Leader(raft) => return AtLeader::Here(raft),
+            Serve::Forward(endpoint) => endpoint,
+        };
+        let client = match core.forward.queue(&endpoint) {
+            Ok(c) => c,
+            Err(e) => return AtLeader::Refused(status::unavailable(e)),
+        };
+        match call(client, left(due)).await {
+            Ok(r) => return AtLeader::Answered(r.into_inner()),
+            Err(e) if !retargeted && forward::never_sent(&e) => {
+                retargeted = true;
+                match core.retarget(group, &endpoint, forwarded, left(due)).await {
+                    Some(next) => serve = next,
+                    None => return AtLeader::Refused(failed(&endpoint, &e)),
+                }
+            }
+            Err(e) => return AtLeader::Refused(failed(&endpoint, &e)),
+        }
+    }
 }
 
 impl Core {
@@ -265,32 +331,15 @@ impl QueueSvc {
             Ok(g) => g,
             Err(s) => return refuse(s),
         };
-        let mut serve = core.leader_target(&group, forwarded, left(due)).await;
-        let mut retargeted = false;
-        loop {
-            let endpoint = match serve {
-                Serve::Refuse(s) => return refuse(s),
-                // Served here, below.
-                Serve::Leader(_) => break,
-                Serve::Forward(endpoint) => endpoint,
-            };
-            let mut client = match core.forward.queue(&endpoint) {
-                Ok(c) => c,
-                Err(e) => return refuse(status::unavailable(e)),
-            };
-            match client.send(forward_request(core, req.clone(), left(due))).await {
-                Ok(r) => return r.into_inner(),
-                Err(e) if !retargeted && forward::never_sent(&e) => {
-                    retargeted = true;
-                    match core.retarget(&group, &endpoint, forwarded, left(due)).await {
-                        Some(next) => serve = next,
-                        None => return refuse(status::forwarded_write_failed(&endpoint, &e)),
-                    }
-                }
-                // Unless the connection could not be made, the leader may have stored the
-                // messages and lost the answer.
-                Err(e) => return refuse(status::forwarded_write_failed(&endpoint, &e)),
-            }
+        let serve = core.leader_target(&group, forwarded, left(due)).await;
+        let call = |mut client: QueueServiceClient<Channel>, within| {
+            let forward = forward_request(core, req.clone(), within);
+            async move { client.send(forward).await }
+        };
+        match at_leader(core, &group, serve, forwarded, due, Effect::Write, call).await {
+            AtLeader::Here(_) => {}
+            AtLeader::Answered(reply) => return reply,
+            AtLeader::Refused(s) => return refuse(s),
         }
         let Some(batcher) = core.batcher(group.id) else {
             return refuse(status::unavailable(format!("group {} is not open on broker {}", group.id, core.id)));
@@ -406,29 +455,14 @@ impl QueueSvc {
             Ok(t) => t,
             Err(s) => return refuse(s),
         };
-        let mut serve = serve;
-        let mut retargeted = false;
-        let raft = loop {
-            let endpoint = match serve {
-                Serve::Refuse(s) => return refuse(s),
-                Serve::Leader(raft) => break raft,
-                Serve::Forward(endpoint) => endpoint,
-            };
-            let mut client = match core.forward.queue(&endpoint) {
-                Ok(c) => c,
-                Err(e) => return refuse(status::unavailable(e)),
-            };
-            match client.commit_offset(forward_request(core, req.clone(), left(due))).await {
-                Ok(r) => return r.into_inner(),
-                Err(e) if !retargeted && forward::never_sent(&e) => {
-                    retargeted = true;
-                    match core.retarget(&group, &endpoint, forwarded, left(due)).await {
-                        Some(next) => serve = next,
-                        None => return refuse(status::forwarded_write_failed(&endpoint, &e)),
-                    }
-                }
-                Err(e) => return refuse(status::forwarded_write_failed(&endpoint, &e)),
-            }
+        let call = |mut client: QueueServiceClient<Channel>, within| {
+            let forward = forward_request(core, req.clone(), within);
+            async move { client.commit_offset(forward).await }
+        };
+        let raft = match at_leader(core, &group, serve, forwarded, due, Effect::Write, call).await {
+            AtLeader::Here(raft) => raft,
+            AtLeader::Answered(reply) => return reply,
+            AtLeader::Refused(s) => return refuse(s),
         };
         let cmd = GroupCommand::CommitOffset { consumer_group: req.consumer_group.clone(), queue: group.queue, offset: req.offset };
         let written = match left(due) {
@@ -461,30 +495,14 @@ impl QueueSvc {
             Ok(t) => t,
             Err(s) => return refuse(s),
         };
-        let mut serve = serve;
-        let mut retargeted = false;
-        let raft = loop {
-            let endpoint = match serve {
-                Serve::Refuse(s) => return refuse(s),
-                Serve::Leader(raft) => break raft,
-                Serve::Forward(endpoint) => endpoint,
-            };
-            let mut client = match core.forward.queue(&endpoint) {
-                Ok(c) => c,
-                Err(e) => return refuse(status::unavailable(e)),
-            };
-            match client.get_offset(forward_request(core, req.clone(), left(due))).await {
-                Ok(r) => return r.into_inner(),
-                Err(e) if !retargeted && forward::never_sent(&e) => {
-                    retargeted = true;
-                    match core.retarget(&group, &endpoint, forwarded, left(due)).await {
-                        Some(next) => serve = next,
-                        None => return refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
-                    }
-                }
-                // A read changes nothing, whatever became of it.
-                Err(e) => return refuse(status::unavailable(format!("forwarded to {endpoint}: {e}"))),
-            }
+        let call = |mut client: QueueServiceClient<Channel>, within| {
+            let forward = forward_request(core, req.clone(), within);
+            async move { client.get_offset(forward).await }
+        };
+        let raft = match at_leader(core, &group, serve, forwarded, due, Effect::Read, call).await {
+            AtLeader::Here(raft) => raft,
+            AtLeader::Answered(reply) => return reply,
+            AtLeader::Refused(s) => return refuse(s),
         };
         // Confirms this replica still leads and has applied everything committed before
         // the read began, so the answer is never stale.
