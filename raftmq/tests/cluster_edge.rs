@@ -34,25 +34,11 @@ fn send(topic: &str, queue: u32, bodies: &[&[u8]]) -> SendRequest {
     }
 }
 
-/// The leader of queue 0 of `topic` (polling until one is known).
-async fn leader(cluster: &Cluster, topic: &str) -> u64 {
-    let mut admin = cluster.brokers[0].admin().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = admin.describe_topic(DescribeTopicRequest { name: topic.into() }).await.expect("describe").into_inner();
-        if let Some(q) = r.queues.first().filter(|q| q.leader_broker_id != 0) {
-            return q.leader_broker_id;
-        }
-        assert!(Instant::now() < deadline, "queue 0 of {topic} has no leader");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn followers_forward_once_and_hint_the_leader() {
     let cluster = Cluster::start(3, FAST_RAFT).await;
     create_topic(&cluster, "orders", 1).await;
-    let leader_id = leader(&cluster, "orders").await;
+    let leader_id = cluster.leader_of_first_queue("orders").await;
     let leader_endpoint = cluster.brokers[leader_id as usize - 1].client_addr().to_string();
     let follower = cluster.brokers.iter().find(|b| b.id != leader_id).expect("a follower");
 
@@ -105,7 +91,7 @@ async fn overload_is_answered_busy_and_memory_stays_bounded() {
     let config = "[send]\nin_flight_messages_per_group = 32\n[limits]\nin_flight_requests_per_connection = 64\n";
     let cluster = Cluster::start(3, config).await;
     create_topic(&cluster, "flood", 1).await;
-    let leader_id = leader(&cluster, "flood").await;
+    let leader_id = cluster.leader_of_first_queue("flood").await;
     let leader = &cluster.brokers[leader_id as usize - 1];
     let pid = leader.pid().expect("leader running");
     let rss_before = rss_bytes(pid);

@@ -7,12 +7,10 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{CreateTopicRequest, DescribeTopicRequest, FetchRequest, GroupChecksumRequest, Message, SendRequest, Topic};
 use support::{Cluster, code};
-use tonic::transport::Channel;
 
 /// While an entry is in flight, the batcher lingers up to `batch_wait_us` for more sends to join
 /// the next one: 2 s, so the widest messages below gather into entries as full as the bounds
@@ -47,19 +45,6 @@ fn widest_message(n: usize) -> Message {
     Message { body: Default::default(), properties, tag: Some(tag), keys, ..Default::default() }
 }
 
-/// The leader of queue 0 of `topic` (polling until one is known).
-async fn leader_of(admin: &mut AdminServiceClient<Channel>, topic: &str) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = admin.describe_topic(DescribeTopicRequest { name: topic.into() }).await.expect("describe").into_inner();
-        if let Some(q) = r.queues.first().filter(|q| q.leader_broker_id != 0) {
-            return q.leader_broker_id;
-        }
-        assert!(Instant::now() < deadline, "queue 0 of {topic} has no leader");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn send_request(topic: &str, messages: Vec<Message>) -> tonic::Request<SendRequest> {
     let mut r =
         tonic::Request::new(SendRequest { topic: topic.into(), target: Some(Target::QueueId(0)), messages, producer_id: String::new() });
@@ -78,7 +63,7 @@ async fn messages_at_every_size_limit_are_acknowledged_and_replicated() {
     let group_id = described.queues[0].group_id;
 
     let mut sent: Vec<Message> = Vec::new();
-    let leader = leader_of(&mut admin, "big").await;
+    let leader = cluster.leader_of_first_queue("big").await;
     // The first send goes through a follower: forwarding carries a message at the limit too.
     let follower = cluster.brokers.iter().find(|b| b.id != leader).expect("a follower");
     let through_follower = follower.queue().await;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, Status};
+use proto::raftmq::v1::{ClusterStatusRequest, DescribeTopicRequest, Status};
 use tonic::transport::Channel;
 
 pub use jepsen::cluster::{CLIENT_PORT, PEER_PORT};
@@ -194,6 +194,20 @@ impl Cluster {
                 assert!(Instant::now() < deadline, "cluster not ready within {READY_DEADLINE:?}; logs under {}", self.root().display());
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+
+    /// The leader of queue 0 of `topic` (polling until one is known).
+    pub async fn leader_of_first_queue(&self, topic: &str) -> u64 {
+        let mut admin = self.brokers[0].admin().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = admin.describe_topic(DescribeTopicRequest { name: topic.into() }).await.expect("describe").into_inner();
+            if let Some(q) = r.queues.first().filter(|q| q.leader_broker_id != 0) {
+                return q.leader_broker_id;
+            }
+            assert!(Instant::now() < deadline, "queue 0 of {topic} has no leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
