@@ -1076,6 +1076,13 @@ fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(Wri
         }
     }
     let active = active.ok_or_else(|| LogError::Invalid("no segment".into()))?;
+    // What was read may be in the page cache only: written by a process that died before its
+    // fdatasync. The log is about to vouch for it (openraft acknowledges it to the leader as
+    // stored), so it must be durable first, or a later power cut takes what was acknowledged.
+    for (seq, meta) in &segments {
+        meta.file.sync_data().map_err(|e| LogError::io(&join(dir, &segment::segment_name(*seq)), e))?;
+    }
+    fs.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
     let durable = Position { segment: active.seq, offset: active.write_offset };
     Ok((WriterState { active, segments, groups, durable, scratch: Vec::new() }, report))
 }
