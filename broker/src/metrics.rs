@@ -122,6 +122,10 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// The `reason` label of a send whose caller stopped waiting before its outcome (its deadline
+/// passed): it may still be stored, and was answered OUTCOME_UNKNOWN.
+const ABANDONED: &str = "abandoned";
+
 /// The `reason` label of a refused send. Exhaustive: a new refusal must be named here.
 fn refusal_reason(e: &SendError) -> &'static str {
     match e {
@@ -146,6 +150,7 @@ impl SendPathMetrics {
         ] {
             let _ = refused.get_or_create(&ReasonLabel { reason: refusal_reason(&e) });
         }
+        let _ = refused.get_or_create(&ReasonLabel { reason: ABANDONED });
         Self {
             messages: Counter::default(),
             bytes: Counter::default(),
@@ -199,6 +204,11 @@ impl SendPathMetrics {
                 self.refused.get_or_create(&ReasonLabel { reason: refusal_reason(e) }).inc();
             }
         }
+    }
+
+    /// A send whose caller stopped waiting for its outcome.
+    pub(crate) fn record_abandoned(&self) {
+        self.refused.get_or_create(&ReasonLabel { reason: ABANDONED }).inc();
     }
 
     /// One committed entry: its messages, their bytes (each counted whole) and `client_write` duration.
@@ -568,12 +578,14 @@ mod tests {
         send.record_send(&Ok(vec![(0, 0), (0, 1)]), 10);
         send.record_send(&Err(SendError::Busy { in_flight_max: 1 }), 5);
         send.record_entry(2, 10, Duration::from_millis(3));
+        send.record_abandoned();
         let text = m.encode().unwrap();
         for line in [
             "raftmq_send_messages_total 2",
             "raftmq_send_bytes_total 10",
             "raftmq_send_refused_total{reason=\"busy\"} 1",
             "raftmq_send_refused_total{reason=\"not_leader\"} 0",
+            "raftmq_send_refused_total{reason=\"abandoned\"} 1",
             "raftmq_send_entry_messages_count 1",
             "raftmq_send_entry_bytes_sum 10.0",
             "raftmq_send_commit_duration_seconds_count 1",

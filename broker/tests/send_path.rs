@@ -129,6 +129,14 @@ async fn sends_share_entries_get_dense_offsets_and_are_bounded() {
     }
     assert!(per_entry.values().all(|&b| b <= ENTRY_BYTES), "an entry over {ENTRY_BYTES} bytes of messages: {per_entry:?}");
 
+    // A caller that stops waiting (a deadline) is counted as abandoning its send.
+    let metrics = broker::metrics::BrokerMetrics::new();
+    let watched = SendBatcher::start_with_metrics(raft.clone(), SendBatchLimits::default(), metrics.send_path());
+    let gave_up = tokio::time::timeout(Duration::ZERO, watched.send(vec![message("g")])).await;
+    assert!(gave_up.is_err(), "a send cannot be answered before its first poll returns");
+    let text = metrics.encode().unwrap();
+    assert!(text.lines().any(|l| l == "raftmq_send_refused_total{reason=\"abandoned\"} 1"), "{text}");
+
     for h in hosts {
         h.shutdown().await.unwrap();
     }

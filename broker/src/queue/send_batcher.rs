@@ -115,6 +115,23 @@ impl Drop for InFlight {
     }
 }
 
+/// Counts a send as abandoned when dropped before [`Self::answered`].
+struct AbandonedSend(Option<Arc<SendPathMetrics>>);
+
+impl AbandonedSend {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonedSend {
+    fn drop(&mut self) {
+        if let Some(m) = &self.0 {
+            m.record_abandoned();
+        }
+    }
+}
+
 /// See the module documentation. Cheap to clone.
 #[derive(Clone)]
 pub struct SendBatcher {
@@ -146,7 +163,11 @@ impl SendBatcher {
     /// message's `(queue, offset)`, in order, once the entry is committed and applied.
     pub async fn send(&self, messages: Vec<NewMessage>) -> Result<Vec<(u32, u64)>, SendError> {
         let bytes: usize = messages.iter().map(NewMessage::encoded_bytes).sum();
+        // A caller that stops waiting (its deadline passed) drops this future mid-way: the
+        // send is then counted as abandoned (it may still be stored).
+        let abandoned = AbandonedSend(self.metrics.clone());
         let outcome = self.store(messages, bytes).await;
+        abandoned.answered();
         if let Some(m) = &self.metrics {
             m.record_send(&outcome, bytes);
         }
