@@ -356,7 +356,7 @@ impl GroupHost {
         };
         let network = GroupNetworkFactory::new(group, self.peers.clone());
         let log = RaftLogStore::new(self.engine.group(group));
-        let sm = QueueStateMachine::with_options(self.store.clone(), group, options);
+        let sm = QueueStateMachine::with_options(self.store.clone(), group, options).with_log(log.group_log().clone());
         let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| HostError::Group { group, reason: e.to_string() })?;

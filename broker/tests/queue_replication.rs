@@ -46,7 +46,7 @@ async fn start_broker(id: BrokerId) -> TestBroker {
     let (log_dir, store_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (engine, _) = LogEngine::open(log_dir.path(), LogOptions { segment_bytes: 1 << 20, ..LogOptions::default() }).unwrap();
     let store = Arc::new(QueueStore::open(store_dir.path(), &StoreOptions::default()).unwrap().0);
-    let sm = QueueStateMachine::with_options(store.clone(), GROUP, OPTIONS);
+    let sm = QueueStateMachine::with_options(store.clone(), GROUP, OPTIONS).with_log(engine.group(GROUP));
     let network = GroupNetworkFactory::new(GROUP, PeerChannels::new());
     let raft = Raft::new(id, config(), network, RaftLogStore::new(engine.group(GROUP)), sm).await.unwrap();
     let registry = GroupRegistry::default();

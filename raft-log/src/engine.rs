@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::LogError;
+use crate::durable_index::{DurableAt, DurableIndex};
 use crate::fs::{FileSystem, LogFile, StdFileSystem, join};
 use crate::group_index::{EntryLocation, GroupIndex};
 use crate::record::{self, HEADER_LEN, RecordKind};
@@ -236,6 +237,8 @@ pub(crate) struct Shared {
     has_failed: AtomicBool,
     closed: AtomicBool,
     stats: EngineStats,
+    /// Each group's durable progress by index, shared by its `GroupLog`s.
+    durable_indexes: Mutex<HashMap<GroupId, Arc<DurableIndex>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -308,6 +311,7 @@ impl LogEngine {
             has_failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             stats: EngineStats::default(),
+            durable_indexes: Mutex::new(HashMap::new()),
         });
         let spawn = |name: &str, f: fn(Arc<Shared>)| {
             let s = shared.clone();
@@ -320,7 +324,14 @@ impl LogEngine {
 
     /// The log of one group; created empty on first use.
     pub fn group(&self, id: GroupId) -> GroupLog {
-        GroupLog { engine: self.clone(), id }
+        // Until a first `GroupLog` of the group exists nothing is appended to it in this process,
+        // so what it holds then was recovered, and recovery synced it.
+        let recovered_until = {
+            let w = lock(&self.shared.writer);
+            w.groups.get(&id).and_then(|g| g.last_index()).map_or(0, |last| last + 1)
+        };
+        let durable = lock(&self.shared.durable_indexes).entry(id).or_insert_with(|| DurableIndex::new(recovered_until)).clone();
+        GroupLog { engine: self.clone(), id, durable }
     }
 
     /// The groups that have any record in the log.
@@ -358,6 +369,7 @@ impl LogEngine {
 pub struct GroupLog {
     engine: LogEngine,
     id: GroupId,
+    durable: Arc<DurableIndex>,
 }
 
 /// A group's log state, as `get_log_state` needs it.
@@ -384,7 +396,7 @@ impl GroupLog {
     /// returns they are readable.
     pub fn append<'a>(&self, entries: impl IntoIterator<Item = (u64, u64, &'a [u8])>, on_durable: OnDurable) -> Result<(), LogError> {
         let shared = &self.engine.shared;
-        {
+        let batch = {
             let mut w = shared.writable()?;
             let mut expected: Option<u64> = None;
             let mut buffered: Vec<(u64, u64, &[u8])> = Vec::new();
@@ -401,7 +413,7 @@ impl GroupLog {
                 expected = Some(index + 1);
                 buffered.push((term, index, payload));
             }
-            let Some(&(_, first, _)) = buffered.first() else {
+            let (Some(&(_, first, _)), Some(&(_, last, _))) = (buffered.first(), buffered.last()) else {
                 drop(w);
                 return shared.enqueue_waiter(on_durable);
             };
@@ -420,13 +432,29 @@ impl GroupLog {
                     meta.live_entries += 1;
                 }
             }
-        }
+            self.durable.appended(first, last)
+        };
+        let durable = self.durable.clone();
+        // The caller hears first: whoever waits on the group's durable index may rely on it.
+        let on_durable: OnDurable = Box::new(move |r| {
+            let outcome = r.as_ref().map(|_| ()).map_err(|e| LogError::Failed(e.to_string()));
+            on_durable(r);
+            durable.completed(batch, &outcome);
+        });
         if shared.options.ack_before_sync.is_some() {
             // The broken test mode: acknowledged before it is durable (see `LogOptions`).
             on_durable(Ok(()));
             return Ok(());
         }
-        shared.enqueue_waiter(on_durable)
+        shared.enqueue_waiter(on_durable).inspect_err(|e| self.durable.completed(batch, &Err(LogError::Failed(e.to_string()))))
+    }
+
+    /// Resolves once the entry at `index` is durable in this log (or purged): a state machine
+    /// applies an entry only then, so it is never ahead of its own log after a power cut (the
+    /// apply-versus-durable rule, `docs/ARCHITECTURE.md`). An entry not yet appended is waited
+    /// for too.
+    pub fn durable(&self, index: u64) -> DurableAt {
+        self.durable.wait(index)
     }
 
     /// Saves the vote; returns once it is durable.
@@ -478,6 +506,7 @@ impl GroupLog {
         shared.write_out(&mut w)?;
         let w = &mut *w;
         let removed = w.groups.entry(self.id).or_default().truncate_from(index);
+        self.durable.truncated_from(index);
         note_removed(&mut w.segments, &removed);
         shared.collect_garbage(w)
     }
@@ -497,6 +526,7 @@ impl GroupLog {
         let g = w.groups.entry(self.id).or_default();
         let removed = g.purge_upto(index, log_id.to_vec());
         g.state_segments.purge = Some(loc.segment);
+        self.durable.purged_upto(index);
         note_removed(&mut w.segments, &removed);
         shared.collect_garbage(w)
     }

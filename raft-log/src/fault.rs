@@ -494,15 +494,24 @@ struct SlowSyncFile {
 
 /// The delay value that makes every sync fail instead of waiting: a disk that died.
 pub const FAIL_SYNCS: u64 = u64::MAX;
+/// The delay value that holds every sync until the value changes: a test decides exactly when
+/// the disk catches up.
+pub const HOLD_SYNCS: u64 = u64::MAX - 1;
 
 fn wait(delay_ms: &std::sync::atomic::AtomicU64) -> io::Result<()> {
-    match delay_ms.load(Ordering::Relaxed) {
-        0 => Ok(()),
-        FAIL_SYNCS => Err(io::Error::other("test mode: injected fdatasync failure")),
-        ms => {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-            Ok(())
-        }
+    loop {
+        return match delay_ms.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            FAIL_SYNCS => Err(io::Error::other("test mode: injected fdatasync failure")),
+            HOLD_SYNCS => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            }
+            ms => {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(())
+            }
+        };
     }
 }
 
@@ -513,7 +522,7 @@ impl SlowSyncFileSystem {
     }
 
     /// The delay every sync waits for, in milliseconds; store to change it ([`FAIL_SYNCS`]:
-    /// every sync fails).
+    /// every sync fails; [`HOLD_SYNCS`]: every sync waits until the value changes).
     pub fn delay_ms(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.delay_ms.clone()
     }

@@ -12,6 +12,7 @@
 //! - [`fs`], [`fault`]: the file layer, and one that loses unsynced writes on a simulated crash.
 //! - [`verify`]: offline verification and dump of a log directory (`raftmq log verify|dump`).
 
+mod durable_index;
 pub mod engine;
 mod error;
 pub mod fault;
@@ -24,6 +25,7 @@ pub mod segment;
 pub mod testing;
 pub mod verify;
 
+pub use durable_index::DurableAt;
 pub use engine::{GroupId, GroupLog, GroupState, LogEngine, LogOptions, OnDurable, Position, RecoveryReport, StoredEntry};
 pub use error::LogError;
 pub use raft::{PAYLOAD_BYTES_MAX, RaftLogStore};

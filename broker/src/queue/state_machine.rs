@@ -61,6 +61,7 @@ use futures::{Stream, TryStreamExt};
 use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use raft_log::GroupLog;
 use serde::{Deserialize, Serialize};
 
 use super::apply::{EntryEffects, GroupView, QueueGroupOptions, apply_command, record_checkpoint};
@@ -145,6 +146,8 @@ pub struct QueueStateMachine {
     store: Arc<QueueStore>,
     group: GroupId,
     options: QueueGroupOptions,
+    /// The group's log in this process: an entry is applied only once it is durable there.
+    log: Option<GroupLog>,
 }
 
 /// One record of a snapshot buffer: key (without the group id) and value.
@@ -196,7 +199,20 @@ impl QueueStateMachine {
 
     /// [`Self::new`] with `options`, which every replica of the group must share.
     pub fn with_options(store: Arc<QueueStore>, group: GroupId, options: QueueGroupOptions) -> Self {
-        Self { store, group, options }
+        Self { store, group, options, log: None }
+    }
+
+    /// Applies each entry only once `log` (the group's Raft log in this process) has it durable.
+    ///
+    /// openraft applies what the cluster committed and this replica accepted, which can be ahead
+    /// of what this replica fsynced; the store becomes durable on its own schedule (its periodic
+    /// flush, a memtable flush), so without this a power cut could leave the store at an applied
+    /// index the log no longer has, and openraft would then purge the log up to it on restart:
+    /// every message body of this replica gone. A state machine without a log applies at once
+    /// (unit tests over a log that is not a raft-log).
+    pub fn with_log(mut self, log: GroupLog) -> Self {
+        self.log = Some(log);
+        self
     }
 
     pub fn store(&self) -> &Arc<QueueStore> {
@@ -477,6 +493,13 @@ impl RaftStateMachine<C> for QueueStateMachine {
         let mut membership = self.raft_state()?.map(|s| s.membership).unwrap_or_default();
         while let Some((entry, responder)) = entries.try_next().await? {
             let index = entry.log_id.index;
+            if let Some(log) = &self.log {
+                let durable = log.durable(index);
+                if !durable.is_ready() {
+                    tracing::trace!(target: "raftmq::hop", hop = "apply_waits_for_log", index);
+                }
+                durable.wait().await.map_err(io::Error::from)?;
+            }
             tracing::trace!(target: "raftmq::hop", hop = "apply", index);
             let reply = self.apply_entry(entry, &mut membership)?;
             tracing::trace!(target: "raftmq::hop", hop = "applied", index);
