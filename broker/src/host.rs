@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use openraft::{Config, Raft};
 use proto::raftmq::v1::raft_transport_server::RaftTransportServer;
-use raft_log::{LogEngine, LogError, LogOptions, RaftLogStore};
+use raft_log::{GroupLog, LogEngine, LogError, LogOptions, RaftLogStore};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use openraft::EntryPayload;
-use openraft::storage::RaftLogReader;
+use openraft::alias::EntryOf;
 
 use controller::{META_GROUP_ID, MetaStateMachine};
 
@@ -438,57 +438,11 @@ impl GroupHost {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredMessage>, HostError> {
-        // Each retry follows a trim applied during the read; trims are rare (minutes apart),
-        // so a read overtaken this often means something is wrong.
-        const ATTEMPTS: usize = 4;
-        let mut log = RaftLogStore::<QueueGroupConfig>::new(self.engine.group(group));
-        'attempts: for attempt in 1..=ATTEMPTS {
-            let from = from_offset.max(self.store.start_offset(group, queue)?);
-            let index = self.store.index_range(group, queue, from, max.min(READ_MESSAGES_MAX))?;
-            let mut out = Vec::with_capacity(index.len());
-            // Consecutive messages usually share an entry: read and decode each entry once.
-            let mut current: Option<(u64, Vec<NewMessage>)> = None;
-            let mut bytes = 0usize;
-            for (offset, at) in index {
-                if !out.is_empty() && bytes.saturating_add(at.size as usize) > max_bytes {
-                    break;
-                }
-                if current.as_ref().is_none_or(|(i, _)| *i != at.log_index) {
-                    let bad = |reason: String| HostError::LogRead { group, log_index: at.log_index, reason };
-                    let mut entries = log.try_get_log_entries(at.log_index..at.log_index + 1).await.map_err(|e| bad(e.to_string()))?;
-                    let Some(entry) = entries.pop() else {
-                        if attempt < ATTEMPTS && self.store.start_offset(group, queue)? > offset {
-                            continue 'attempts;
-                        }
-                        return Err(bad(format!("not in the log, and offset {offset} of queue {queue} is not trimmed")));
-                    };
-                    let messages = match entry.payload {
-                        EntryPayload::Normal(GroupCommand::Send { messages, .. }) => messages,
-                        other => return Err(bad(format!("indexed message in a non-send entry: {other}"))),
-                    };
-                    current = Some((at.log_index, messages));
-                }
-                let messages = current.as_ref().map(|(_, m)| m.as_slice()).unwrap_or_default();
-                let message = messages
-                    .get(at.position as usize)
-                    .filter(|m| m.queue == queue && m.body.len() == at.size as usize)
-                    .ok_or_else(|| HostError::LogRead {
-                        group,
-                        log_index: at.log_index,
-                        reason: format!(
-                            "index of queue {queue} offset {offset} names message {} of size {}, not in the entry",
-                            at.position, at.size
-                        ),
-                    })?;
-                bytes = bytes.saturating_add(message.encoded_bytes());
-                if !out.is_empty() && bytes > max_bytes {
-                    break;
-                }
-                out.push(StoredMessage { offset, log_index: at.log_index, store_time_ms: at.store_time_ms, message: message.clone() });
-            }
-            return Ok(out);
-        }
-        Err(HostError::Group { group, reason: format!("queue {queue}: reads overtaken by trims {ATTEMPTS} times") })
+        // RocksDB reads and `pread`s of cold entries block: never on an async worker.
+        let (store, engine) = (self.store.clone(), self.engine.clone());
+        tokio::task::spawn_blocking(move || read_queue_blocking(&store, &engine.group(group), queue, from_offset, max, max_bytes))
+            .await
+            .map_err(|e| HostError::Task(e.to_string()))?
     }
 
     /// SHA-256 over the queue's start offset and every message of `queue` in `group` from it,
@@ -631,4 +585,67 @@ async fn report_fatal<C>(
             return;
         }
     }
+}
+
+/// [`GroupHost::read_queue`], on a blocking thread.
+fn read_queue_blocking(
+    store: &QueueStore,
+    log: &GroupLog,
+    queue: u32,
+    from_offset: u64,
+    max: usize,
+    max_bytes: usize,
+) -> Result<Vec<StoredMessage>, HostError> {
+    let group = log.id();
+    // Each retry follows a trim applied during the read; trims are rare (minutes apart),
+    // so a read overtaken this often means something is wrong.
+    const ATTEMPTS: usize = 4;
+    'attempts: for attempt in 1..=ATTEMPTS {
+        let from = from_offset.max(store.start_offset(group, queue)?);
+        let index = store.index_range(group, queue, from, max.min(READ_MESSAGES_MAX))?;
+        let mut out = Vec::with_capacity(index.len());
+        // Consecutive messages usually share an entry: read and decode each entry once.
+        let mut current: Option<(u64, Vec<NewMessage>)> = None;
+        let mut bytes = 0usize;
+        for (offset, at) in index {
+            if !out.is_empty() && bytes.saturating_add(at.size as usize) > max_bytes {
+                break;
+            }
+            if current.as_ref().is_none_or(|(i, _)| *i != at.log_index) {
+                let bad = |reason: String| HostError::LogRead { group, log_index: at.log_index, reason };
+                let mut stored = log.read(at.log_index, at.log_index + 1).map_err(|e| bad(e.to_string()))?;
+                let Some(stored) = stored.pop() else {
+                    if attempt < ATTEMPTS && store.start_offset(group, queue)? > offset {
+                        continue 'attempts;
+                    }
+                    return Err(bad(format!("not in the log, and offset {offset} of queue {queue} is not trimmed")));
+                };
+                let entry: EntryOf<QueueGroupConfig> = bincode::deserialize(&stored.payload).map_err(|e| bad(e.to_string()))?;
+                let messages = match entry.payload {
+                    EntryPayload::Normal(GroupCommand::Send { messages, .. }) => messages,
+                    other => return Err(bad(format!("indexed message in a non-send entry: {other}"))),
+                };
+                current = Some((at.log_index, messages));
+            }
+            let messages = current.as_ref().map(|(_, m)| m.as_slice()).unwrap_or_default();
+            let message =
+                messages.get(at.position as usize).filter(|m| m.queue == queue && m.body.len() == at.size as usize).ok_or_else(|| {
+                    HostError::LogRead {
+                        group,
+                        log_index: at.log_index,
+                        reason: format!(
+                            "index of queue {queue} offset {offset} names message {} of size {}, not in the entry",
+                            at.position, at.size
+                        ),
+                    }
+                })?;
+            bytes = bytes.saturating_add(message.encoded_bytes());
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(StoredMessage { offset, log_index: at.log_index, store_time_ms: at.store_time_ms, message: message.clone() });
+        }
+        return Ok(out);
+    }
+    Err(HostError::Group { group, reason: format!("queue {queue}: reads overtaken by trims {ATTEMPTS} times") })
 }

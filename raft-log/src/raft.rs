@@ -45,6 +45,15 @@ impl<C> RaftLogStore<C> {
     pub fn group_log(&self) -> &GroupLog {
         &self.log
     }
+
+    /// Runs `f` on the group's log on a blocking thread, never on an async worker: every call
+    /// that takes the engine's writer lock can wait for a `pwrite`, a `pread` of cold data or a
+    /// segment roll's `fdatasync` (under that lock), and a worker blocked there stops every
+    /// other task it runs: heartbeats of groups whose disk is not slow included.
+    async fn off_worker<T: Send + 'static>(&self, f: impl FnOnce(&GroupLog) -> io::Result<T> + Send + 'static) -> io::Result<T> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || f(&log)).await.map_err(|e| io::Error::other(format!("log task failed: {e}")))?
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
@@ -83,36 +92,38 @@ where
         range: RB,
     ) -> Result<Vec<C::Entry>, io::Error> {
         let (from, to) = index_range(&range);
-        let stored = self.log.read(from, to)?;
-        stored.iter().map(|e| decode(&e.payload)).collect()
+        self.off_worker(move |log| log.read(from, to)?.iter().map(|e| decode(&e.payload)).collect()).await
     }
 
     /// The entries from `start`, up to `end` and [`PAYLOAD_BYTES_MAX`] of encoded entries
     /// (always at least one when the range is not empty).
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<C::Entry>, io::Error> {
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        let mut from = start;
-        while from < end && (out.is_empty() || bytes < PAYLOAD_BYTES_MAX) {
-            let to = end.min(from.saturating_add(PAYLOAD_READ_CHUNK));
-            let stored = self.log.read(from, to)?;
-            if stored.is_empty() {
-                break;
-            }
-            for e in &stored {
-                if !out.is_empty() && bytes + e.payload.len() > PAYLOAD_BYTES_MAX {
-                    return Ok(out);
+        self.off_worker(move |log| {
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            let mut from = start;
+            while from < end && (out.is_empty() || bytes < PAYLOAD_BYTES_MAX) {
+                let to = end.min(from.saturating_add(PAYLOAD_READ_CHUNK));
+                let stored = log.read(from, to)?;
+                if stored.is_empty() {
+                    break;
                 }
-                bytes += e.payload.len();
-                out.push(decode(&e.payload)?);
+                for e in &stored {
+                    if !out.is_empty() && bytes + e.payload.len() > PAYLOAD_BYTES_MAX {
+                        return Ok(out);
+                    }
+                    bytes += e.payload.len();
+                    out.push(decode(&e.payload)?);
+                }
+                from = from.saturating_add(stored.len() as u64);
             }
-            from = from.saturating_add(stored.len() as u64);
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
-        self.log.state().vote.map(|v| decode(&v)).transpose()
+        self.off_worker(|log| log.state().vote.map(|v| decode(&v)).transpose()).await
     }
 }
 
@@ -128,17 +139,20 @@ where
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
-        let state = self.log.state();
-        let last_purged_log_id: Option<LogIdOf<C>> = state.purged.as_ref().map(|(_, b)| decode(b)).transpose()?;
-        let last_log_id = match (state.first_index, state.last_index) {
-            (Some(_), Some(last)) => {
-                let entries = self.log.read(last, last + 1)?;
-                let entry = entries.first().ok_or_else(|| io::Error::other(format!("last entry {last} vanished")))?;
-                Some(decode::<C::Entry>(&entry.payload)?.log_id())
-            }
-            _ => last_purged_log_id.clone(),
-        };
-        Ok(LogState { last_purged_log_id, last_log_id })
+        self.off_worker(|log| {
+            let state = log.state();
+            let last_purged_log_id: Option<LogIdOf<C>> = state.purged.as_ref().map(|(_, b)| decode(b)).transpose()?;
+            let last_log_id = match (state.first_index, state.last_index) {
+                (Some(_), Some(last)) => {
+                    let entries = log.read(last, last + 1)?;
+                    let entry = entries.first().ok_or_else(|| io::Error::other(format!("last entry {last} vanished")))?;
+                    Some(decode::<C::Entry>(&entry.payload)?.log_id())
+                }
+                _ => last_purged_log_id.clone(),
+            };
+            Ok(LogState { last_purged_log_id, last_log_id })
+        })
+        .await
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -148,24 +162,29 @@ where
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         let bytes = encode(vote)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.log.save_vote_then(
-            &bytes,
-            Some(Box::new(move |r| {
-                let _ = tx.send(r);
-            })),
-        )?;
+        self.off_worker(move |log| {
+            log.save_vote_then(
+                &bytes,
+                Some(Box::new(move |r| {
+                    let _ = tx.send(r);
+                })),
+            )?;
+            Ok(())
+        })
+        .await?;
         rx.await.map_err(|_| io::Error::from(LogError::Closed))?.map_err(io::Error::from)
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         if let Some(log_id) = committed {
-            self.log.save_committed(log_id.index, &encode(&log_id)?)?;
+            let bytes = encode(&log_id)?;
+            self.off_worker(move |log| Ok(log.save_committed(log_id.index, &bytes)?)).await?;
         }
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        self.log.state().committed.map(|(_, b)| decode(&b)).transpose()
+        self.off_worker(|log| log.state().committed.map(|(_, b)| decode(&b)).transpose()).await
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
@@ -181,25 +200,27 @@ where
         let last = encoded.last().map_or(0, |(_, index, _)| *index);
         // `raftmq::hop` events time one entry's path through the broker (docs/benchmarks.md).
         tracing::trace!(target: "raftmq::hop", hop = "log_append", index = last);
-        let records = encoded.iter().map(|(term, index, payload)| (*term, *index, payload.as_slice()));
-        self.log.append(
-            records,
-            Box::new(move |r| {
-                tracing::trace!(target: "raftmq::hop", hop = "log_durable", index = last);
-                callback.io_completed(r.map_err(io::Error::from))
-            }),
-        )?;
-        Ok(())
+        self.off_worker(move |log| {
+            let records = encoded.iter().map(|(term, index, payload)| (*term, *index, payload.as_slice()));
+            log.append(
+                records,
+                Box::new(move |r| {
+                    tracing::trace!(target: "raftmq::hop", hop = "log_durable", index = last);
+                    callback.io_completed(r.map_err(io::Error::from))
+                }),
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
-        self.log.truncate_from(from)?;
-        Ok(())
+        self.off_worker(move |log| Ok(log.truncate_from(from)?)).await
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
-        self.log.purge(log_id.index, &encode(&log_id)?)?;
-        Ok(())
+        let bytes = encode(&log_id)?;
+        self.off_worker(move |log| Ok(log.purge(log_id.index, &bytes)?)).await
     }
 }

@@ -57,7 +57,7 @@
 use std::io::{self, Cursor};
 use std::sync::Arc;
 
-use futures::{Stream, TryStreamExt};
+use futures::{FutureExt, Stream, TryStreamExt};
 use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
@@ -65,7 +65,7 @@ use raft_log::GroupLog;
 use serde::{Deserialize, Serialize};
 
 use super::apply::{EntryEffects, GroupView, QueueGroupOptions, apply_command, record_checkpoint};
-use super::command::{GroupReply, QueueGroupConfig};
+use super::command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
 use crate::raft::service::SNAPSHOT_BYTES_MAX;
 use crate::store::{
     Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, QueueStore, RAFT_STATE_BYTES_MAX, StoreError,
@@ -79,6 +79,18 @@ type Meta = SnapshotMetaOf<C>;
 type Snapshot = SnapshotOf<C, Cursor<Vec<u8>>>;
 
 const MAGIC: &[u8; 8] = b"RMQGSNP1";
+/// Entries applied by one blocking task at most, and bytes of their messages (roughly one
+/// largest entry): bounds what one task holds and how long the next batch waits.
+const APPLY_BATCH_ENTRIES_MAX: usize = 64;
+const APPLY_BATCH_BYTES_MAX: usize = 8 << 20;
+
+/// The bytes of an entry's messages, each counted whole; 0 for anything else.
+fn command_bytes(entry: &EntryOf<C>) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(GroupCommand::Send { messages, .. }) => messages.iter().map(NewMessage::encoded_bytes).sum(),
+        _ => 0,
+    }
+}
 /// Bytes of a snapshot imported per write batch.
 const PAGE_BYTES: usize = 4 << 20;
 
@@ -479,32 +491,74 @@ impl RaftStateMachine<C> for QueueStateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), io::Error> {
-        Ok(match self.raft_state()? {
+        let state = self.blocking(|sm| sm.raft_state()).await?;
+        Ok(match state {
             Some(s) => (Some(s.applied), s.membership),
             None => (None, Membership::default()),
         })
     }
 
-    /// One store write per entry; each responder is answered once its entry is written.
+    /// One store write per entry, on a blocking thread (RocksDB can stall), for the entries that
+    /// are ready together; each responder is answered once its entry is written. Each entry is
+    /// applied only once this replica's log has it durable (see [`Self::with_log`]).
     async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
     where
         S: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut membership = self.raft_state()?.map(|s| s.membership).unwrap_or_default();
-        while let Some((entry, responder)) = entries.try_next().await? {
-            let index = entry.log_id.index;
+        let mut membership: Option<Membership> = None;
+        while let Some(first) = entries.try_next().await? {
+            // What openraft has ready now goes to one blocking task, up to a bound.
+            let mut bytes = command_bytes(&first.0);
+            let mut batch = vec![first];
+            while batch.len() < APPLY_BATCH_ENTRIES_MAX && bytes < APPLY_BATCH_BYTES_MAX {
+                match entries.try_next().now_or_never() {
+                    Some(Ok(Some(next))) => {
+                        bytes = bytes.saturating_add(command_bytes(&next.0));
+                        batch.push(next);
+                    }
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(None)) | None => break,
+                }
+            }
+            let last = batch.last().map_or(0, |(e, _)| e.log_id.index);
             if let Some(log) = &self.log {
-                let durable = log.durable(index);
+                // Entries are contiguous and durability is a prefix: the last one covers all.
+                let durable = log.durable(last);
                 if !durable.is_ready() {
-                    tracing::trace!(target: "raftmq::hop", hop = "apply_waits_for_log", index);
+                    tracing::trace!(target: "raftmq::hop", hop = "apply_waits_for_log", index = last);
                 }
                 durable.wait().await.map_err(io::Error::from)?;
             }
-            tracing::trace!(target: "raftmq::hop", hop = "apply", index);
-            let reply = self.apply_entry(entry, &mut membership)?;
-            tracing::trace!(target: "raftmq::hop", hop = "applied", index);
-            if let Some(r) = responder {
-                r.send(reply);
+            let (entries_of_batch, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let known = membership.take();
+            let (replies, failed, after) = self
+                .blocking(move |sm| {
+                    let mut membership = match known {
+                        Some(m) => m,
+                        None => sm.raft_state()?.map(|s| s.membership).unwrap_or_default(),
+                    };
+                    let mut replies = Vec::with_capacity(entries_of_batch.len());
+                    for entry in entries_of_batch {
+                        let index = entry.log_id.index;
+                        tracing::trace!(target: "raftmq::hop", hop = "apply", index);
+                        match sm.apply_entry(entry, &mut membership) {
+                            Ok(reply) => replies.push(reply),
+                            // The entries before it are written: answer them, then stop.
+                            Err(e) => return Ok((replies, Some(e), membership)),
+                        }
+                        tracing::trace!(target: "raftmq::hop", hop = "applied", index);
+                    }
+                    Ok((replies, None, membership))
+                })
+                .await?;
+            membership = Some(after);
+            for (reply, responder) in replies.into_iter().zip(responders) {
+                if let Some(r) = responder {
+                    r.send(reply);
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
             }
         }
         Ok(())

@@ -516,9 +516,13 @@ impl QueueSvc {
             // A read changes nothing: not answering in time did nothing either.
             Err(_) => return refuse(status::unavailable("leadership not confirmed within the request's deadline")),
         }
-        match core.host.store().consumer_offset(group.id, &req.consumer_group, group.queue) {
-            Ok(offset) => GetOffsetReply { status: Some(status::ok()), offset },
-            Err(e) => refuse(status::internal(e.to_string())),
+        // A RocksDB read can wait for the disk: not on an async worker.
+        let (store, group_id, queue) = (core.host.store().clone(), group.id, group.queue);
+        let read = tokio::task::spawn_blocking(move || store.consumer_offset(group_id, &req.consumer_group, queue)).await;
+        match read {
+            Ok(Ok(offset)) => GetOffsetReply { status: Some(status::ok()), offset },
+            Ok(Err(e)) => refuse(status::internal(e.to_string())),
+            Err(e) => refuse(status::internal(format!("offset read task failed: {e}"))),
         }
     }
 }
