@@ -42,7 +42,11 @@ pub struct HostOptions {
     pub data_dir: PathBuf,
     /// Where the Raft transport listens; port 0 picks a free one.
     pub raft_listen: SocketAddr,
+    /// Raft options of every group. The metadata group takes its timing from it, but snapshots
+    /// by [`Self::meta_snapshot`]; queue groups snapshot only at retention's trim points.
     pub raft: Config,
+    /// When the metadata group snapshots and purges its log.
+    pub meta_snapshot: MetaSnapshotOptions,
     pub log: LogOptions,
     pub store: StoreOptions,
     /// **Test only.** The raft log keeps every write not yet fdatasynced in process memory
@@ -62,6 +66,25 @@ pub struct HostOptions {
     pub store_flush_files: Option<(PathBuf, PathBuf)>,
 }
 
+/// The metadata group's snapshot policy. Its state machine is the whole cluster map, written
+/// durably to its snapshot file before openraft may purge the log below it, so the group
+/// snapshots by log length (openraft's `LogsSinceLast`) and purges: otherwise its first entries
+/// would pin the log's first segment for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaSnapshotOptions {
+    /// A snapshot once this many entries were committed since the last one. Default 1,024.
+    pub every_entries: u64,
+    /// Entries kept below the snapshot when purging, so a learner a little behind catches up
+    /// from the log rather than by a snapshot. Default 256.
+    pub keep_entries: u64,
+}
+
+impl Default for MetaSnapshotOptions {
+    fn default() -> Self {
+        Self { every_entries: 1024, keep_entries: 256 }
+    }
+}
+
 impl HostOptions {
     pub fn new(id: BrokerId, data_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -69,6 +92,7 @@ impl HostOptions {
             data_dir: data_dir.into(),
             raft_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             raft: Config::default(),
+            meta_snapshot: MetaSnapshotOptions::default(),
             log: LogOptions::default(),
             store: StoreOptions::default(),
             power_loss_test_mode: false,
@@ -168,6 +192,8 @@ pub struct GroupHost {
     /// The queue groups open here, typed.
     queue_groups: std::sync::RwLock<std::collections::HashMap<GroupId, QueueRaft>>,
     raft_config: Arc<Config>,
+    /// The metadata group's: [`Self::raft_config`] with its own snapshot policy.
+    meta_raft_config: Arc<Config>,
     /// Serializes `open_group`, so one group never gets two Raft instances.
     opening: tokio::sync::Mutex<()>,
     /// Taken by the first `shutdown`.
@@ -204,6 +230,12 @@ impl GroupHost {
         // jepsen found it: after a coordinated power loss, a consumer offset read returned 7142
         // after a commit of 7149 had been acknowledged.
         raft.enable_leader_restore = Some(false);
+        let meta_raft = Config {
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.meta_snapshot.every_entries.max(1)),
+            max_in_snapshot_log_to_keep: options.meta_snapshot.keep_entries,
+            ..raft.clone()
+        };
+        let meta_raft_config = Arc::new(meta_raft.validate().map_err(|e| HostError::Config(format!("metadata group: {e}")))?);
         let raft_config = Arc::new(raft.validate().map_err(|e| HostError::Config(e.to_string()))?);
         let log_dir = options.data_dir.join("log");
         if options.log.ack_before_sync.is_some() {
@@ -273,6 +305,7 @@ impl GroupHost {
             registry,
             queue_groups: Default::default(),
             raft_config,
+            meta_raft_config,
             opening: tokio::sync::Mutex::new(()),
             server: std::sync::Mutex::new(Some((stop_server, server))),
             fatal: tokio::sync::watch::channel(None).0,
@@ -312,7 +345,7 @@ impl GroupHost {
         }
         let network = GroupNetworkFactory::new(META_GROUP_ID, self.peers.clone());
         let log = RaftLogStore::new(self.engine.group(META_GROUP_ID));
-        let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
+        let raft = Raft::new(self.id, self.meta_raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| HostError::Group { group: META_GROUP_ID, reason: e.to_string() })?;
         self.registry.insert(META_GROUP_ID, raft.clone());

@@ -25,7 +25,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use raft_log::engine::{EngineStats, SYNC_LATENCY_BOUNDS_NANOS};
@@ -379,7 +379,7 @@ impl Collector for ScrapeCollector {
 
 fn encode_log_stats(encoder: &mut DescriptorEncoder, stats: &EngineStats) -> Result<(), std::fmt::Error> {
     use std::sync::atomic::Ordering::Relaxed;
-    let counters: [(&str, &str, Option<Unit>, u64); 7] = [
+    let counters: [(&str, &str, Option<Unit>, u64); 9] = [
         ("raftmq_log_records_appended", "Records written to the log, of every group and kind.", None, stats.records_appended.load(Relaxed)),
         ("raftmq_log_appended", "Bytes of records written to the log.", Some(Unit::Bytes), stats.bytes_appended.load(Relaxed)),
         ("raftmq_log_sync_rounds", "Group-commit rounds that ran an fdatasync.", None, stats.sync_rounds.load(Relaxed)),
@@ -392,10 +392,35 @@ fn encode_log_stats(encoder: &mut DescriptorEncoder, stats: &EngineStats) -> Res
         ),
         ("raftmq_log_segments_created", "Segments installed since the log was opened.", None, stats.segments_created.load(Relaxed)),
         ("raftmq_log_segments_deleted", "Segments deleted since the log was opened.", None, stats.segments_deleted.load(Relaxed)),
+        (
+            "raftmq_log_rewritten_entries",
+            "Live entries copied forward by reclaim so their old segment could be deleted.",
+            None,
+            stats.entries_rewritten.load(Relaxed),
+        ),
+        ("raftmq_log_rewritten", "Bytes of records copied forward by reclaim.", Some(Unit::Bytes), stats.bytes_rewritten.load(Relaxed)),
     ];
     for (name, help, unit, value) in counters {
         let counter = ConstCounter::new(value);
         counter.encode(encoder.encode_descriptor(name, help, unit.as_ref(), counter.metric_type())?)?;
+    }
+    let gauges: [(&str, &str, Option<Unit>, u64); 2] = [
+        (
+            "raftmq_log_segments",
+            "Segment files the log uses (each of the configured segment size).",
+            None,
+            stats.segments_in_use.load(Relaxed),
+        ),
+        (
+            "raftmq_log_live",
+            "Bytes of the entry records some group still holds (not purged or truncated): what reclaim keeps.",
+            Some(Unit::Bytes),
+            stats.live_entry_bytes.load(Relaxed),
+        ),
+    ];
+    for (name, help, unit, value) in gauges {
+        let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+        gauge.encode(encoder.encode_descriptor(name, help, unit.as_ref(), gauge.metric_type())?)?;
     }
     let fsync = stats.fsync_latency();
     let bounds = SYNC_LATENCY_BOUNDS_NANOS.iter().map(|&n| n as f64 / 1e9).chain(std::iter::once(f64::INFINITY));

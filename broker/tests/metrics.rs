@@ -127,6 +127,10 @@ async fn one_broker_reports_sends_syncs_groups_and_requests() {
     assert!(sample(&text, "raftmq_log_fsync_duration_seconds_count").unwrap() > 0.0, "\n{text}");
     assert!(sample(&text, "raftmq_log_fsync_duration_seconds_bucket{le=\"+Inf\"}").unwrap() > 0.0);
     assert!(sample(&text, "raftmq_log_records_appended_total").unwrap() > 0.0);
+    assert!(sample(&text, "raftmq_log_segments").unwrap() >= 1.0, "\n{text}");
+    assert!(sample(&text, "raftmq_log_live_bytes").unwrap() > 0.0, "\n{text}");
+    assert!(sample(&text, "raftmq_log_rewritten_bytes_total").is_some(), "\n{text}");
+    assert!(sample(&text, "raftmq_log_rewritten_entries_total").is_some(), "\n{text}");
     for g in [0, group] {
         assert!(sample(&text, &format!("raftmq_raft_term{{group=\"{g}\"}}")).unwrap() >= 1.0, "group {g}\n{text}");
         assert!(sample(&text, &format!("raftmq_raft_applied_index{{group=\"{g}\"}}")).unwrap() >= 1.0, "group {g}\n{text}");

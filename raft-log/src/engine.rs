@@ -16,6 +16,12 @@
 //!   before it may undo them, which Raft tolerates (the purged entries are covered by a
 //!   snapshot, a truncated suffix is truncated again by the leader).
 //! - After any failed write or sync the engine refuses all further writes.
+//!
+//! Reclaim: a third thread copies the live entries of the oldest segment forward (as
+//! [`RecordKind::Rewrite`] records, which replay never reads as an overwrite) once the log holds
+//! more than [`LogOptions::reclaim_after_segments`] segments and half its bytes are dead, so a
+//! group that never purges cannot pin every later segment. The copy changes no durability
+//! promise: the old segment is deleted only after the round that makes the copies durable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -49,11 +55,28 @@ pub struct LogOptions {
     /// It exists so that jepsen's checker can be shown to catch exactly that. `None` (the
     /// default): an append is acknowledged once fdatasynced.
     pub ack_before_sync: Option<std::time::Duration>,
+    /// Reclaim: once the log holds more than this many segments and at least half of their
+    /// bytes are dead, the live entries of the oldest segment are rewritten into the active one
+    /// so that segment can be deleted (see [`crate::engine`]). Default 4; at least 1.
+    pub reclaim_after_segments: usize,
+    /// Reclaim: the most entry bytes rewritten under one hold of the writer lock, which bounds
+    /// how long a rewrite stalls every group's appends. Default 1 MiB.
+    pub rewrite_chunk_bytes: u64,
+    /// Reclaim runs on its own thread whenever the condition may hold (default). Off, it runs
+    /// only when [`LogEngine::reclaim_oldest`] is called: tests that must decide when.
+    pub reclaim_in_background: bool,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        Self { segment_bytes: 64 << 20, max_record_bytes: 16 << 20, ack_before_sync: None }
+        Self {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 16 << 20,
+            ack_before_sync: None,
+            reclaim_after_segments: 4,
+            rewrite_chunk_bytes: 1 << 20,
+            reclaim_in_background: true,
+        }
     }
 }
 
@@ -105,6 +128,15 @@ pub struct EngineStats {
     pub appends_made_durable: AtomicU64,
     pub segments_created: AtomicU64,
     pub segments_deleted: AtomicU64,
+    /// Entries copied forward by reclaim, and their record bytes (headers and padding included).
+    pub entries_rewritten: AtomicU64,
+    pub bytes_rewritten: AtomicU64,
+    /// Gauge: segments in use (a deleted one leaves this count before its file is removed,
+    /// after the next sync round).
+    pub segments_in_use: AtomicU64,
+    /// Gauge: record bytes of the entries present in some group's index (live, not yet purged
+    /// or truncated): what reclaim must keep.
+    pub live_entry_bytes: AtomicU64,
     /// Latency of every `fdatasync` of a group-commit round or a seal that succeeded.
     pub fsync_latency: SyncLatencyHistogram,
 }
@@ -193,8 +225,14 @@ struct ActiveSegment {
 
 struct SegmentMeta {
     file: Arc<dyn LogFile>,
-    /// Entries in this segment still present in some group's index.
+    /// Entries in this segment still present in some group's index, and their record bytes.
     live_entries: u64,
+    live_bytes: u64,
+}
+
+/// Bytes an entry's record takes in its segment.
+fn entry_bytes(l: &EntryLocation) -> u64 {
+    record::record_len(l.payload_len as usize)
 }
 
 struct WriterState {
@@ -211,6 +249,13 @@ struct FlushQueue {
     waiters: Vec<OnDurable>,
     /// Segments to delete once the log up to the position is durable.
     deletions: Vec<(Position, u64)>,
+    shutdown: bool,
+}
+
+#[derive(Default)]
+struct ReclaimState {
+    /// Something changed that may make the reclaim condition hold.
+    wanted: bool,
     shutdown: bool,
 }
 
@@ -232,6 +277,8 @@ pub(crate) struct Shared {
     flush_wakeup: Condvar,
     spare: Mutex<SpareState>,
     spare_changed: Condvar,
+    reclaim: Mutex<ReclaimState>,
+    reclaim_wakeup: Condvar,
     failed: Mutex<Option<String>>,
     /// Set once `failed` is: lets the write path check without taking that lock.
     has_failed: AtomicBool,
@@ -259,6 +306,8 @@ impl Drop for ThreadsGuard {
         self.shared.flush_wakeup.notify_all();
         lock(&self.shared.spare).shutdown = true;
         self.shared.spare_changed.notify_all();
+        lock(&self.shared.reclaim).shutdown = true;
+        self.shared.reclaim_wakeup.notify_all();
         let me = std::thread::current().id();
         for t in lock(&self.threads).drain(..) {
             // The last handle may be dropped by a callback on one of these threads.
@@ -296,6 +345,9 @@ impl LogEngine {
         if options.segment_bytes < SEGMENT_HEADER_LEN + HEADER_LEN as u64 + record::ALIGN {
             return Err(LogError::Invalid(format!("segment_bytes {} is too small", options.segment_bytes)));
         }
+        if options.reclaim_after_segments == 0 {
+            return Err(LogError::Invalid("reclaim_after_segments must be at least 1".into()));
+        }
         fs.create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let (writer, report) = recover(&dir, &options, &*fs)?;
         let shared = Arc::new(Shared {
@@ -307,6 +359,8 @@ impl LogEngine {
             flush_wakeup: Condvar::new(),
             spare: Mutex::new(SpareState::default()),
             spare_changed: Condvar::new(),
+            reclaim: Mutex::new(ReclaimState { wanted: true, shutdown: false }),
+            reclaim_wakeup: Condvar::new(),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -317,7 +371,11 @@ impl LogEngine {
             let s = shared.clone();
             std::thread::Builder::new().name(name.into()).spawn(move || f(s)).map_err(|e| LogError::io(&shared.dir, e))
         };
-        let threads = vec![spawn("raft-log-flush", flusher_loop)?, spawn("raft-log-prealloc", preallocator_loop)?];
+        shared.publish_gauges(&lock(&shared.writer));
+        let mut threads = vec![spawn("raft-log-flush", flusher_loop)?, spawn("raft-log-prealloc", preallocator_loop)?];
+        if shared.options.reclaim_in_background {
+            threads.push(spawn("raft-log-reclaim", reclaimer_loop)?);
+        }
         let guard = Arc::new(ThreadsGuard { shared: shared.clone(), threads: Mutex::new(threads) });
         Ok((Self { shared, _threads: guard }, report))
     }
@@ -361,6 +419,16 @@ impl LogEngine {
     /// Number of segment files the log currently uses.
     pub fn segment_count(&self) -> usize {
         lock(&self.shared.writer).segments.len()
+    }
+
+    /// One reclaim step, on the caller's thread: when the reclaim condition holds, rewrites the
+    /// live entries of the oldest segment forward and schedules its deletion (after the next
+    /// sync round). Returns whether it did. The background reclaimer runs the same steps.
+    pub fn reclaim_oldest(&self) -> Result<bool, LogError> {
+        self.shared.check_usable()?;
+        let Some((seq, file)) = reclaim_target(&self.shared.options, &lock(&self.shared.writer)) else { return Ok(false) };
+        self.shared.rewrite_segment(seq, &file)?;
+        Ok(true)
     }
 }
 
@@ -427,10 +495,8 @@ impl GroupLog {
             let w = &mut *w;
             for (index, location) in locations {
                 let removed = w.groups.entry(self.id).or_default().push(index, location);
-                note_removed(&mut w.segments, &removed);
-                if let Some(meta) = w.segments.get_mut(&location.segment) {
-                    meta.live_entries += 1;
-                }
+                shared.note_removed(&mut w.segments, &removed);
+                shared.note_added(&mut w.segments, &location);
             }
             self.durable.appended(first, last)
         };
@@ -507,8 +573,10 @@ impl GroupLog {
         let w = &mut *w;
         let removed = w.groups.entry(self.id).or_default().truncate_from(index);
         self.durable.truncated_from(index);
-        note_removed(&mut w.segments, &removed);
-        shared.collect_garbage(w)
+        shared.note_removed(&mut w.segments, &removed);
+        shared.collect_garbage(w)?;
+        shared.want_reclaim();
+        Ok(())
     }
 
     /// Drops the entries up to and including `index` and records the purge point (with the
@@ -527,8 +595,10 @@ impl GroupLog {
         let removed = g.purge_upto(index, log_id.to_vec());
         g.state_segments.purge = Some(loc.segment);
         self.durable.purged_upto(index);
-        note_removed(&mut w.segments, &removed);
-        shared.collect_garbage(w)
+        shared.note_removed(&mut w.segments, &removed);
+        shared.collect_garbage(w)?;
+        shared.want_reclaim();
+        Ok(())
     }
 
     /// The group's log state.
@@ -607,19 +677,10 @@ fn decode_entry(bytes: &[u8], index: u64, l: &EntryLocation, path: &Path) -> Res
     let header = record::parse_header(&h, bytes.len() as u64).map_err(|e| corrupt(e.to_string()))?;
     let payload = &bytes[HEADER_LEN..HEADER_LEN + header.payload_len as usize];
     record::check(&h, &header, payload).map_err(|e| corrupt(e.to_string()))?;
-    if header.index != index || header.kind != RecordKind::Entry {
+    if header.index != index || !matches!(header.kind, RecordKind::Entry | RecordKind::Rewrite) {
         return Err(corrupt(format!("expected entry {index}, found {:?} {}", header.kind, header.index)));
     }
     Ok(StoredEntry { index, term: header.term, payload: payload.to_vec() })
-}
-
-fn note_removed(segments: &mut BTreeMap<u64, SegmentMeta>, removed: &[EntryLocation]) {
-    for l in removed {
-        if let Some(meta) = segments.get_mut(&l.segment) {
-            debug_assert!(meta.live_entries > 0, "live entry count of segment {} underflows", l.segment);
-            meta.live_entries = meta.live_entries.saturating_sub(1);
-        }
-    }
 }
 
 /// Waits for a sync round; see [`GroupLog::save_vote_then`].
@@ -654,6 +715,40 @@ impl DurableWait {
 impl Shared {
     fn max_payload(&self) -> u64 {
         self.options.max_payload_bytes()
+    }
+
+    /// Counts an entry now present at `l` as live in its segment.
+    fn note_added(&self, segments: &mut BTreeMap<u64, SegmentMeta>, l: &EntryLocation) {
+        if let Some(meta) = segments.get_mut(&l.segment) {
+            meta.live_entries += 1;
+            meta.live_bytes += entry_bytes(l);
+            self.stats.live_entry_bytes.fetch_add(entry_bytes(l), Ordering::Relaxed);
+        }
+    }
+
+    /// Counts entries no longer present (truncated, purged, replaced, or moved by a rewrite)
+    /// out of their segments.
+    fn note_removed(&self, segments: &mut BTreeMap<u64, SegmentMeta>, removed: &[EntryLocation]) {
+        for l in removed {
+            if let Some(meta) = segments.get_mut(&l.segment) {
+                debug_assert!(meta.live_entries > 0, "live entry count of segment {} underflows", l.segment);
+                meta.live_entries = meta.live_entries.saturating_sub(1);
+                meta.live_bytes = meta.live_bytes.saturating_sub(entry_bytes(l));
+                // Every change to the live counts happens under the writer lock.
+                self.stats.live_entry_bytes.fetch_sub(entry_bytes(l), Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn publish_gauges(&self, w: &WriterState) {
+        self.stats.segments_in_use.store(w.segments.len() as u64, Ordering::Relaxed);
+        self.stats.live_entry_bytes.store(w.segments.values().map(|m| m.live_bytes).sum(), Ordering::Relaxed);
+    }
+
+    /// Wakes the reclaimer to check its condition again.
+    fn want_reclaim(&self) {
+        lock(&self.reclaim).wanted = true;
+        self.reclaim_wakeup.notify_one();
     }
 
     fn check_usable(&self) -> Result<(), LogError> {
@@ -757,9 +852,11 @@ impl Shared {
             install_segment(&*self.fs, &self.dir, next, use_spare).map_err(|e| self.fail(format!("installing segment {next}: {e}")))?
         };
         self.spare_changed.notify_all();
-        w.segments.insert(next, SegmentMeta { file: file.clone(), live_entries: 0 });
+        w.segments.insert(next, SegmentMeta { file: file.clone(), live_entries: 0, live_bytes: 0 });
         w.active = ActiveSegment { seq: next, file, write_offset: SEGMENT_HEADER_LEN, capacity: self.options.segment_bytes };
         self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
+        self.stats.segments_in_use.store(w.segments.len() as u64, Ordering::Relaxed);
+        self.want_reclaim();
         tracing::debug!(segment = next, "rolled to a new segment");
         Ok(())
     }
@@ -784,6 +881,7 @@ impl Shared {
             }
             self.write_out(w)?;
             w.segments.remove(&seq);
+            self.stats.segments_in_use.store(w.segments.len() as u64, Ordering::Relaxed);
             let after = Position { segment: w.active.seq, offset: w.active.write_offset };
             lock(&self.flush).deletions.push((after, seq));
             self.flush_wakeup.notify_one();
@@ -812,6 +910,107 @@ impl Shared {
             g.state_segments = segs;
         }
         Ok(())
+    }
+}
+
+/// The oldest segment, when the reclaim condition holds: more than
+/// [`LogOptions::reclaim_after_segments`] segments, at least half of their bytes dead.
+fn reclaim_target(options: &LogOptions, w: &WriterState) -> Option<(u64, Arc<dyn LogFile>)> {
+    let (&seq, meta) = w.segments.first_key_value()?;
+    let live: u64 = w.segments.values().map(|m| m.live_bytes).sum();
+    let held = w.segments.len() as u64 * options.segment_bytes;
+    let wanted = w.segments.len() > options.reclaim_after_segments && held >= live.saturating_mul(2);
+    (wanted && seq != w.active.seq && meta.live_entries > 0).then(|| (seq, meta.file.clone()))
+}
+
+/// Rewrites the live entries of the oldest segments forward while the reclaim condition holds;
+/// waits for a roll, purge or truncation to check it again.
+fn reclaimer_loop(shared: Arc<Shared>) {
+    loop {
+        {
+            let mut r = lock(&shared.reclaim);
+            while !r.wanted && !r.shutdown {
+                r = shared.reclaim_wakeup.wait(r).unwrap_or_else(|p| p.into_inner());
+            }
+            if r.shutdown {
+                return;
+            }
+            r.wanted = false;
+        }
+        loop {
+            if shared.check_usable().is_err() {
+                return;
+            }
+            let Some((seq, file)) = reclaim_target(&shared.options, &lock(&shared.writer)) else { break };
+            if let Err(e) = shared.rewrite_segment(seq, &file) {
+                if !matches!(e, LogError::Closed | LogError::Failed(_)) {
+                    // A sealed segment that does not read back is corruption: never skip it. The
+                    // log keeps serving what it can; the next open refuses it, naming the file
+                    // and offset.
+                    tracing::error!(segment = seq, error = %e, "reclaim stopped: cannot rewrite the oldest segment");
+                }
+                return;
+            }
+            tracing::debug!(segment = seq, "reclaimed the oldest segment");
+        }
+    }
+}
+
+impl Shared {
+    /// Copies every live entry of sealed segment `seq` into the active segment as a rewrite
+    /// record, at most [`LogOptions::rewrite_chunk_bytes`] per hold of the writer lock, then
+    /// lets [`Self::collect_garbage`] delete it (after the round that makes the copies durable).
+    ///
+    /// The segment is read without the lock: its records never change. Under the lock each
+    /// entry is copied only if its location is still this record; an entry truncated, purged
+    /// or replaced meanwhile is left dead. Readers that took the old location before the move
+    /// read the old file, which stays readable through their handle after it is removed.
+    fn rewrite_segment(&self, seq: u64, file: &Arc<dyn LogFile>) -> Result<(), LogError> {
+        let path = join(&self.dir, &segment::segment_name(seq));
+        let bytes = segment::read_all(file, &path)?;
+        let scan = segment::scan_bytes(&bytes, &path, seq, false, false)?;
+        let candidates: Vec<&segment::ScannedRecord> =
+            scan.records.iter().filter(|r| matches!(r.header.kind, RecordKind::Entry | RecordKind::Rewrite)).collect();
+        let chunk_max = self.options.rewrite_chunk_bytes.max(1);
+        let mut next = 0;
+        while next < candidates.len() {
+            let mut w = self.writable()?;
+            let w = &mut *w;
+            let mut moved = Vec::new();
+            let mut chunk_bytes = 0;
+            while next < candidates.len() && chunk_bytes < chunk_max {
+                let r = candidates[next];
+                next += 1;
+                let h = &r.header;
+                let from = EntryLocation { segment: seq, offset: r.offset, payload_len: h.payload_len, term: h.term };
+                if w.groups.get(&h.group).and_then(|g| g.location(h.index)) != Some(from) {
+                    continue;
+                }
+                let start = (r.offset as usize) + HEADER_LEN;
+                let payload = &bytes[start..start + h.payload_len as usize];
+                let to = self.write_record(w, RecordKind::Rewrite, h.group, h.term, h.index, payload)?;
+                chunk_bytes += entry_bytes(&to);
+                moved.push((h.group, h.index, from, to));
+            }
+            self.write_out(w)?;
+            // The index learns of the copies only once their bytes are written.
+            for (group, index, from, to) in moved {
+                if let Some(g) = w.groups.get_mut(&group)
+                    && g.relocate(index, from, to)
+                {
+                    self.note_removed(&mut w.segments, &[from]);
+                    self.note_added(&mut w.segments, &to);
+                    self.stats.entries_rewritten.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bytes_rewritten.fetch_add(entry_bytes(&to), Ordering::Relaxed);
+                }
+            }
+        }
+        let mut w = self.writable()?;
+        let left = w.segments.get(&seq).map_or(0, |m| m.live_entries);
+        if left > 0 {
+            return Err(LogError::Invalid(format!("segment {seq} still holds {left} live entries after its rewrite")));
+        }
+        self.collect_garbage(&mut w)
     }
 }
 
@@ -986,6 +1185,7 @@ pub(crate) struct ScannedSegment {
     pub file: Arc<dyn LogFile>,
     pub scan: segment::SegmentScan,
     pub live_entries: u64,
+    pub live_bytes: u64,
 }
 
 /// Reads every segment of `dir` and replays its records, changing nothing on disk. Fails, with
@@ -1002,7 +1202,7 @@ pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem, writable: bool) -> Resul
         }
     }
     let mut groups: HashMap<GroupId, GroupIndex> = HashMap::new();
-    let mut live: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut live: BTreeMap<u64, Live> = BTreeMap::new();
     let mut segments = Vec::with_capacity(seqs.len());
     let open = |path: &Path| if writable { fs.open(path, false) } else { fs.open_read_only(path) }.map_err(|e| LogError::io(path, e));
     let mut never_used = None;
@@ -1017,14 +1217,22 @@ pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem, writable: bool) -> Resul
         let path = join(dir, &segment::segment_name(seq));
         let file = open(&path)?;
         let scan = segment::scan(&file, &path, seq, i + 1 == seqs.len(), false)?;
-        live.insert(seq, 0);
-        for r in &scan.records {
-            replay(&mut groups, &mut live, seq, r).map_err(|reason| LogError::Corrupt { file: path.clone(), offset: r.offset, reason })?;
+        segments.push(ScannedSegment { path, file, scan, live_entries: 0, live_bytes: 0 });
+    }
+    for s in &segments {
+        let seq = s.scan.seq;
+        live.insert(seq, Live::default());
+        for r in &s.scan.records {
+            replay(&mut groups, &mut live, seq, r).map_err(|reason| LogError::Corrupt {
+                file: s.path.clone(),
+                offset: r.offset,
+                reason,
+            })?;
         }
-        segments.push(ScannedSegment { path, file, scan, live_entries: 0 });
     }
     for s in &mut segments {
-        s.live_entries = live.get(&s.scan.seq).copied().unwrap_or(0);
+        let l = live.get(&s.scan.seq).copied().unwrap_or_default();
+        (s.live_entries, s.live_bytes) = (l.entries, l.bytes);
     }
     if let Some(last) = segments.last() {
         let end = match last.scan.end {
@@ -1034,13 +1242,11 @@ pub(crate) fn scan_dir(dir: &Path, fs: &dyn FileSystem, writable: bool) -> Resul
         ids.sort_unstable();
         for id in ids {
             let g = &groups[&id];
-            if let Some(gap) = g.replay_gap_end {
-                return Err(LogError::Corrupt {
-                    file: last.path.clone(),
-                    offset: end,
-                    reason: format!("group {id}: entries up to {gap} are missing and no later purge or truncation accounts for them"),
-                });
-            }
+            g.finish_replay().map_err(|reason| LogError::Corrupt {
+                file: last.path.clone(),
+                offset: end,
+                reason: format!("group {id}: {reason}"),
+            })?;
             if let Some((c, _)) = &g.committed
                 && g.last_index().is_none_or(|l| l < *c)
             {
@@ -1079,7 +1285,7 @@ fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(Wri
         let file = install_segment(fs, dir, seq, true)?;
         let file_len = file.len().map_err(|e| LogError::io(&path, e))?;
         let scan = segment::SegmentScan { seq, file_len, records: Vec::new(), end: SegmentEnd::Clean { offset: SEGMENT_HEADER_LEN } };
-        scanned.push(ScannedSegment { path, file, scan, live_entries: 0 });
+        scanned.push(ScannedSegment { path, file, scan, live_entries: 0, live_bytes: 0 });
     }
     let mut report = RecoveryReport { segments: scanned.len(), groups: groups.len(), ..Default::default() };
     let mut segments = BTreeMap::new();
@@ -1098,7 +1304,7 @@ fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(Wri
                 offset
             }
         };
-        segments.insert(s.scan.seq, SegmentMeta { file: s.file.clone(), live_entries: s.live_entries });
+        segments.insert(s.scan.seq, SegmentMeta { file: s.file.clone(), live_entries: s.live_entries, live_bytes: s.live_bytes });
         if i + 1 == count {
             // A segment made when no spare was ready grows as it is written, up to the segment size.
             let capacity = s.scan.file_len.max(options.segment_bytes);
@@ -1117,24 +1323,31 @@ fn recover(dir: &Path, options: &LogOptions, fs: &dyn FileSystem) -> Result<(Wri
     Ok((WriterState { active, segments, groups, durable, scratch: Vec::new() }, report))
 }
 
+/// Live entries of one segment while replaying: their count and record bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Live {
+    entries: u64,
+    bytes: u64,
+}
+
 fn replay(
     groups: &mut HashMap<GroupId, GroupIndex>,
-    live: &mut BTreeMap<u64, u64>,
+    live: &mut BTreeMap<u64, Live>,
     seq: u64,
     r: &segment::ScannedRecord,
 ) -> Result<(), String> {
     let h = &r.header;
     let g = groups.entry(h.group).or_default();
+    let here = EntryLocation { segment: seq, offset: r.offset, payload_len: h.payload_len, term: h.term };
     let mut removed = Vec::new();
     match h.kind {
         RecordKind::Entry => {
-            if g.is_hole(h.index) {
-                removed = g.restart_after_hole(h.index);
-            } else {
-                g.check_append(h.index)?;
-            }
-            removed.extend(g.push(h.index, EntryLocation { segment: seq, offset: r.offset, payload_len: h.payload_len, term: h.term }));
-            *live.entry(seq).or_default() += 1;
+            removed = g.replay_entry(h.index, here)?;
+            add_live(live, &here);
+        }
+        RecordKind::Rewrite => {
+            removed.extend(g.replay_rewrite(h.index, here)?);
+            add_live(live, &here);
         }
         RecordKind::Truncate => removed = g.truncate_from(h.index),
         RecordKind::Purge => {
@@ -1152,10 +1365,17 @@ fn replay(
     }
     for l in removed {
         if let Some(n) = live.get_mut(&l.segment) {
-            *n -= 1;
+            n.entries -= 1;
+            n.bytes -= entry_bytes(&l);
         }
     }
     Ok(())
+}
+
+fn add_live(live: &mut BTreeMap<u64, Live>, l: &EntryLocation) {
+    let n = live.entry(l.segment).or_default();
+    n.entries += 1;
+    n.bytes += entry_bytes(l);
 }
 
 #[cfg(test)]

@@ -23,6 +23,22 @@ pub struct StateRecordSegments {
     pub purge: Option<u64>,
 }
 
+/// Marks, while replaying, a slot whose entry lives in a segment deleted after a rewrite record
+/// copied it forward: that later rewrite record places it. Never left in an index that serves
+/// (replay refuses a log that leaves one, see [`GroupIndex::finish_replay`]). Segments are
+/// numbered from 1, so no real location is in segment 0.
+const MISSING: EntryLocation = EntryLocation { segment: 0, offset: 0, payload_len: 0, term: 0 };
+
+/// The most [`MISSING`] slots one group may hold while replaying. Each stands for an entry the
+/// group held live at one moment (until a later rewrite places it or a later truncate or purge
+/// drops it with its neighbours), so a real log stays far below this; a damaged one that would
+/// make replay allocate without bound is refused.
+pub const REPLAY_MISSING_MAX: u64 = 1 << 24;
+
+fn is_missing(l: &EntryLocation) -> bool {
+    l.segment == MISSING.segment
+}
+
 /// See the module documentation.
 #[derive(Debug, Default, Clone)]
 pub struct GroupIndex {
@@ -35,11 +51,15 @@ pub struct GroupIndex {
     /// The committed index and the caller's encoding of its log id.
     pub committed: Option<(u64, Vec<u8>)>,
     pub state_segments: StateRecordSegments,
-    /// While replaying: the end of a hole seen before an entry. The entries before a hole
-    /// lived in segments deleted once they were dead: purged by a purge record, or replaced by
-    /// an overwrite, that comes later in the log. Replay accepts the hole, clears it when that
-    /// later purge or truncation comes, and refuses the log if it never does.
+    /// While replaying: the end of a hole seen before the first entry after the purge point.
+    /// The entries in the hole lived in segments deleted once they were dead, purged by a purge
+    /// record or replaced by an overwrite that comes later in the log, or copied forward by
+    /// rewrite records that come later. Replay accepts the hole, shrinks it as rewrites land in
+    /// it, clears it when that later purge or truncation comes, and refuses the log if it never
+    /// does.
     pub replay_gap_end: Option<u64>,
+    /// While replaying: [`MISSING`] slots in `entries`.
+    replay_missing: u64,
 }
 
 impl GroupIndex {
@@ -88,19 +108,6 @@ impl GroupIndex {
         Ok(())
     }
 
-    /// Replay only: starts the entries afresh at `index` after a hole; returns the dropped ones.
-    pub fn restart_after_hole(&mut self, index: u64) -> Vec<EntryLocation> {
-        self.replay_gap_end = Some(index - 1);
-        let removed: Vec<EntryLocation> = self.entries.drain(..).collect();
-        self.first_index = index;
-        removed
-    }
-
-    /// Whether appending `index` would leave a hole (and nothing else is wrong with it).
-    pub fn is_hole(&self, index: u64) -> bool {
-        self.purged_index().is_none_or(|p| index > p) && self.last_index().is_some_and(|l| index > l + 1)
-    }
-
     /// Appends an entry (after [`Self::check_append`]); returns the entries it replaced.
     pub fn push(&mut self, index: u64, location: EntryLocation) -> Vec<EntryLocation> {
         let removed = self.truncate_from(index);
@@ -110,6 +117,20 @@ impl GroupIndex {
         debug_assert_eq!(self.first_index + self.entries.len() as u64, index, "entries stay consecutive");
         self.entries.push_back(location);
         removed
+    }
+
+    /// Moves entry `index` from `from` to `to` (a rewrite copied its record forward); returns
+    /// whether it was still at `from`, so moved. An entry that was truncated, purged, replaced
+    /// or moved since is left alone.
+    pub fn relocate(&mut self, index: u64, from: EntryLocation, to: EntryLocation) -> bool {
+        let Some(pos) = index.checked_sub(self.first_index).and_then(|p| usize::try_from(p).ok()) else { return false };
+        match self.entries.get_mut(pos) {
+            Some(slot) if *slot == from => {
+                *slot = to;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Drops the entries at `index` and after; returns them.
@@ -122,7 +143,8 @@ impl GroupIndex {
             return Vec::new();
         }
         let keep = index.saturating_sub(self.first_index).min(self.entries.len() as u64) as usize;
-        self.entries.split_off(keep).into()
+        let removed: Vec<EntryLocation> = self.entries.split_off(keep).into();
+        self.present(removed)
     }
 
     /// Moves the purge point to `index`, dropping the entries up to it; returns them.
@@ -141,7 +163,133 @@ impl GroupIndex {
         if self.purged_index().is_none_or(|p| p < index) {
             self.purged = Some((index, log_id));
         }
+        self.present(removed)
+    }
+
+    /// The real locations among removed slots (counting the [`MISSING`] ones out).
+    fn present(&mut self, mut removed: Vec<EntryLocation>) -> Vec<EntryLocation> {
+        let before = removed.len();
+        removed.retain(|l| !is_missing(l));
+        self.replay_missing -= (before - removed.len()) as u64;
         removed
+    }
+
+    /// Replay only: `n` more [`MISSING`] slots, at the back or the front; refused past
+    /// [`REPLAY_MISSING_MAX`].
+    fn add_missing(&mut self, n: u64, at_front: bool) -> Result<(), String> {
+        if self.replay_missing.saturating_add(n) > REPLAY_MISSING_MAX {
+            return Err(format!("{n} entries missing around a rewritten entry, more than the {REPLAY_MISSING_MAX} replay accepts"));
+        }
+        for _ in 0..n {
+            if at_front {
+                self.entries.push_front(MISSING);
+            } else {
+                self.entries.push_back(MISSING);
+            }
+        }
+        if at_front {
+            self.first_index -= n;
+        }
+        self.replay_missing += n;
+        Ok(())
+    }
+
+    /// Replay of an entry record: as [`Self::push`], an index at or below the last one
+    /// replaces the suffix. Returns the entries it replaced.
+    ///
+    /// A hole before it is accepted: right after the purge point (its entries died in segments
+    /// deleted since, see [`Self::replay_gap_end`]), or after other entries as [`MISSING`]
+    /// slots (later rewrite records place them, or a later truncate or purge drops them).
+    pub fn replay_entry(&mut self, index: u64, location: EntryLocation) -> Result<Vec<EntryLocation>, String> {
+        if let Some(p) = self.purged_index()
+            && index <= p
+        {
+            return Err(format!("entry {index} at or below the purge point {p}"));
+        }
+        let mut removed = Vec::new();
+        match self.last_index() {
+            Some(last) if index > last + 1 => {
+                let gap = index - last - 1;
+                if self.entries.is_empty() || self.add_missing(gap, false).is_err() {
+                    self.replay_gap_end = Some(index - 1);
+                    let dropped: Vec<EntryLocation> = self.entries.drain(..).collect();
+                    removed = self.present(dropped);
+                    self.first_index = index;
+                }
+            }
+            _ => removed = self.truncate_from(index),
+        }
+        if self.entries.is_empty() {
+            self.first_index = index;
+        }
+        self.entries.push_back(location);
+        Ok(removed)
+    }
+
+    /// Replay of a rewrite record: the entry at `index` (with `location`'s term) now lies at
+    /// `location`. Where the entry is present it is moved (its old location returned); where its
+    /// record lived in a segment deleted since, it is placed, with [`MISSING`] slots for the
+    /// entries between it and the others, which later rewrite records place. A rewrite never
+    /// truncates: a rewrite record was written for an entry that was live then, so every
+    /// entry after it in the log stays. A later truncate or purge removes it as any entry.
+    pub fn replay_rewrite(&mut self, index: u64, location: EntryLocation) -> Result<Option<EntryLocation>, String> {
+        if let Some(p) = self.purged_index()
+            && index <= p
+        {
+            return Err(format!("rewritten entry {index} at or below the purge point {p}"));
+        }
+        if self.entries.is_empty() {
+            self.first_index = index;
+            self.entries.push_back(location);
+            self.shrink_gap_to(index);
+            return Ok(None);
+        }
+        let last = self.first_index + self.entries.len() as u64 - 1;
+        if index > last {
+            self.add_missing(index - last - 1, false)?;
+            self.entries.push_back(location);
+            return Ok(None);
+        }
+        if index < self.first_index {
+            self.add_missing(self.first_index - index - 1, true)?;
+            self.entries.push_front(location);
+            self.first_index = index;
+            self.shrink_gap_to(index);
+            return Ok(None);
+        }
+        let slot = &mut self.entries[(index - self.first_index) as usize];
+        if is_missing(slot) {
+            *slot = location;
+            self.replay_missing -= 1;
+            Ok(None)
+        } else if slot.term == location.term {
+            Ok(Some(std::mem::replace(slot, location)))
+        } else {
+            Err(format!("rewritten entry {index} has term {}, but the entry there has term {}", location.term, slot.term))
+        }
+    }
+
+    /// A rewrite placed entry `index` first: the hole after the purge point now ends before it.
+    fn shrink_gap_to(&mut self, index: u64) {
+        if self.replay_gap_end.is_some() {
+            let below = index - 1;
+            self.replay_gap_end = (self.purged_index().is_none_or(|p| below > p) && below > 0).then_some(below);
+        }
+    }
+
+    /// Replay only: checks that no entry is still missing once every record was replayed.
+    pub fn finish_replay(&self) -> Result<(), String> {
+        if let Some(gap) = self.replay_gap_end {
+            return Err(format!("entries up to {gap} are missing and no later purge or truncation accounts for them"));
+        }
+        if self.replay_missing > 0 {
+            let first = self.entries.iter().position(is_missing).map_or(0, |p| self.first_index + p as u64);
+            return Err(format!(
+                "{} entries, the first at index {first}, are missing and no rewrite record places them",
+                self.replay_missing
+            ));
+        }
+        Ok(())
     }
 }
 

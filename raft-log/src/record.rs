@@ -4,7 +4,7 @@
 //! offset size field
 //!      0    4 crc32c over bytes 4..48 of the header and the payload (Castagnoli)
 //!      4    4 payload length in bytes (u32, little-endian)
-//!      8    1 kind (1 entry, 2 truncate, 3 purge, 4 vote, 5 committed)
+//!      8    1 kind (1 entry, 2 truncate, 3 purge, 4 vote, 5 committed, 6 rewritten entry)
 //!      9    7 reserved, zero
 //!     16    8 group id
 //!     24    8 term (entries; 0 otherwise)
@@ -35,6 +35,10 @@ pub enum RecordKind {
     Vote = 4,
     /// The group's committed log id.
     Committed = 5,
+    /// A live entry copied forward by reclaim so that its old segment can be deleted: at
+    /// replay it moves (or, its old segment gone, places) that entry and never truncates the
+    /// entries after it, as an append of an index at or below the last one would.
+    Rewrite = 6,
 }
 
 impl RecordKind {
@@ -45,6 +49,7 @@ impl RecordKind {
             3 => Self::Purge,
             4 => Self::Vote,
             5 => Self::Committed,
+            6 => Self::Rewrite,
             _ => return None,
         })
     }

@@ -66,7 +66,7 @@ pub fn header_never_written(file: &Arc<dyn LogFile>) -> std::io::Result<bool> {
 pub struct ScannedRecord {
     pub offset: u64,
     pub header: RecordHeader,
-    /// The payload; empty for entries unless the scan was asked to keep them.
+    /// The payload; empty for entries (and rewritten entries) unless the scan was asked to keep them.
     pub payload: Vec<u8>,
 }
 
@@ -156,7 +156,7 @@ pub fn scan_bytes(bytes: &[u8], path: &Path, expected_seq: u64, is_last: bool, k
     while offset < file_len {
         match record_at(bytes, offset) {
             Ok((header, payload)) => {
-                let keep = keep_entry_payloads || header.kind != record::RecordKind::Entry;
+                let keep = keep_entry_payloads || !matches!(header.kind, record::RecordKind::Entry | record::RecordKind::Rewrite);
                 records.push(ScannedRecord { offset, header, payload: if keep { payload.to_vec() } else { Vec::new() } });
                 offset += header.record_len();
             }

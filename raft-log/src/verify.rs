@@ -163,7 +163,9 @@ pub fn dump_dir(
         while offset < bytes.len() as u64 {
             match segment::record_at(&bytes, offset) {
                 Ok((h, _)) => {
-                    let in_range = h.kind == RecordKind::Entry && from.is_none_or(|f| h.index >= f) && to.is_none_or(|t| h.index <= t);
+                    let in_range = matches!(h.kind, RecordKind::Entry | RecordKind::Rewrite)
+                        && from.is_none_or(|f| h.index >= f)
+                        && to.is_none_or(|t| h.index <= t);
                     if in_range || (from.is_none() && to.is_none()) {
                         let line = DumpLine {
                             file: name.clone(),

@@ -4,7 +4,10 @@
 //! that prefix must include every operation whose durability the log had confirmed (a returned
 //! `sync`/`save_vote`, or an append's durable callback). The same holds when the power cut
 //! also tears the last page written of each file (`PowerLossFileSystem::with_torn_pages`):
-//! recovery finds the torn record by its checksum and cuts it.
+//! recovery finds the torn record by its checksum and cuts it. Reclaim steps (rewriting the
+//! oldest segment's live entries forward, then deleting it after the next sync) change nothing
+//! the model sees: a crash before, during or after one must neither lose a durable entry nor
+//! bring back a truncated or purged one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +45,8 @@ enum Op {
         group: u64,
     },
     Sync,
+    /// One reclaim step: rewrites the oldest segment forward when the log holds more than two.
+    Reclaim,
     Crash,
 }
 
@@ -55,6 +60,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (group.clone(), any::<u8>()).prop_map(|(group, byte)| Op::Vote { group, byte }),
         1 => group.prop_map(|group| Op::Commit { group }),
         2 => Just(Op::Sync),
+        2 => Just(Op::Reclaim),
         1 => Just(Op::Crash),
     ]
 }
@@ -139,8 +145,16 @@ impl Run {
             Some(seed) => PowerLossFileSystem::with_torn_pages(Arc::new(StdFileSystem), seed),
             None => PowerLossFileSystem::new(Arc::new(StdFileSystem)),
         };
-        // Small segments: the runs roll segments and delete purged ones.
-        let options = LogOptions { segment_bytes: 2048, max_record_bytes: 1024, ..LogOptions::default() };
+        // Small segments: the runs roll segments, delete purged ones and reclaim pinned ones, a
+        // few entries per hold of the writer lock; reclaim only at the model's `Reclaim` ops.
+        let options = LogOptions {
+            segment_bytes: 2048,
+            max_record_bytes: 1024,
+            reclaim_after_segments: 2,
+            rewrite_chunk_bytes: 300,
+            reclaim_in_background: false,
+            ..LogOptions::default()
+        };
         let (engine, _) = LogEngine::open_with(dir.path(), options.clone(), Arc::new(fs.clone())).expect("open");
         Self {
             _dir: dir,
@@ -234,6 +248,9 @@ impl Run {
                 self.history.push(model);
                 self.confirm_upto(self.history.len() - 1);
                 return;
+            }
+            Op::Reclaim => {
+                self.engine().reclaim_oldest().expect("reclaim");
             }
             Op::Crash => {
                 self.crash_and_check();

@@ -184,6 +184,7 @@ fn kind_name(kind: RecordKind) -> &'static str {
         RecordKind::Purge => "purge",
         RecordKind::Vote => "vote",
         RecordKind::Committed => "committed",
+        RecordKind::Rewrite => "rewrite",
     }
 }
 
