@@ -131,6 +131,8 @@ enum Op {
     /// picks the extra slot.
     Trim(usize),
     Blank,
+    /// A checkpoint by time: recorded at its own index, whatever the interval.
+    Checkpoint,
 }
 
 /// An operation, with trims `trim_weight` in 12 of them.
@@ -140,6 +142,7 @@ fn op(trim_weight: u32) -> impl Strategy<Value = Op> {
         3 => (0..CONSUMERS.len(), 0..QUEUES, 0..30u64).prop_map(|(consumer, queue, offset)| Op::Commit { consumer, queue, offset }),
         trim_weight => any::<usize>().prop_map(Op::Trim),
         1 => Just(Op::Blank),
+        1 => Just(Op::Checkpoint),
     ]
 }
 
@@ -198,6 +201,7 @@ fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                     Some(GroupCommand::Trim { up_to_log_index })
                 }
                 Op::Blank => None,
+                Op::Checkpoint => Some(GroupCommand::Checkpoint),
             };
             let (mut effects, reply) = match &command {
                 Some(c) => apply_command(&view, log_index, c).unwrap(),
@@ -236,9 +240,10 @@ fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                     }
                 }
                 (None, reply) => prop_assert_eq!(reply, &GroupReply::NoCommand),
+                (Some(GroupCommand::Checkpoint), reply) => prop_assert_eq!(reply, &GroupReply::Checkpointed { log_index }),
                 (Some(GroupCommand::Send { .. }), reply) => prop_assert!(false, "send refused: {:?}", reply),
             }
-            if options.checkpoint_due(log_index) {
+            if options.records_checkpoint(log_index, command.as_ref()) {
                 prop_assert!(record_checkpoint(&view, log_index, log_index.to_le_bytes().to_vec(), &mut effects).unwrap());
                 model.checkpoint(log_index);
             }

@@ -67,6 +67,7 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
             max_log_entries: if c.retention.max_log_entries == 0 { u64::MAX } else { c.retention.max_log_entries },
         },
         check_interval: Duration::from_millis(c.retention.check_interval_ms),
+        checkpoint_interval: Duration::from_millis(c.retention.checkpoint_interval_ms),
     };
     o.topic_defaults = TopicDefaults {
         queue_count: c.topic_defaults.queue_count,

@@ -218,11 +218,14 @@ pub struct RetentionConfig {
     pub max_log_entries: u64,
     /// How often each group is checked. Default 60000.
     pub check_interval_ms: u64,
+    /// A group with entries since its newest checkpoint and no checkpoint by entries for this
+    /// long gets one by time, so a quiet group trims too. Above 0. Default 60000.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { max_age_ms: 72 * 60 * 60 * 1000, max_log_entries: 0, check_interval_ms: 60_000 }
+        Self { max_age_ms: 72 * 60 * 60 * 1000, max_log_entries: 0, check_interval_ms: 60_000, checkpoint_interval_ms: 60_000 }
     }
 }
 
@@ -402,6 +405,9 @@ max_age_ms = 259200000
 max_log_entries = 0
 # How often each group is checked.
 check_interval_ms = 60000
+# A group that had entries since its newest checkpoint, and reached none by entries for this
+# long, gets a checkpoint by time: a quiet group trims too. Must be above 0.
+checkpoint_interval_ms = 60000
 
 # The queue store (RocksDB).
 [store]
@@ -514,6 +520,9 @@ impl ConfigFile {
         }
         if self.retention.check_interval_ms == 0 {
             problems.push(invalid("retention.check_interval_ms", "must be above 0"));
+        }
+        if self.retention.checkpoint_interval_ms == 0 {
+            problems.push(invalid("retention.checkpoint_interval_ms", "must be above 0 (every check would add an entry)"));
         }
         if self.store.flush_interval_ms == 0 {
             problems.push(invalid("store.flush_interval_ms", "must be above 0"));

@@ -54,9 +54,17 @@ impl From<controller::GroupOptions> for QueueGroupOptions {
 }
 
 impl QueueGroupOptions {
-    /// Whether the entry at `log_index` records a checkpoint. An interval of 0 counts as 1.
+    /// Whether the entry at `log_index` records a checkpoint by its index. An interval of 0
+    /// counts as 1.
     pub fn checkpoint_due(&self, log_index: u64) -> bool {
         log_index.is_multiple_of(self.checkpoint_interval_entries.max(1))
+    }
+
+    /// Whether the entry at `log_index`, holding `command` (none: a blank or membership entry),
+    /// records a checkpoint: at a multiple of the interval, or when it is a
+    /// [`GroupCommand::Checkpoint`]. Both depend only on the log, so every replica agrees.
+    pub fn records_checkpoint(&self, log_index: u64, command: Option<&GroupCommand>) -> bool {
+        self.checkpoint_due(log_index) || matches!(command, Some(GroupCommand::Checkpoint))
     }
 }
 
@@ -164,6 +172,9 @@ pub fn apply_command(view: &impl GroupView, log_index: u64, command: &GroupComma
         GroupCommand::Send { store_time_ms, messages } => send(view, log_index, *store_time_ms, messages),
         GroupCommand::CommitOffset { consumer_group, queue, offset } => commit_offset(view, consumer_group, *queue, *offset),
         GroupCommand::Trim { up_to_log_index } => trim(view, *up_to_log_index),
+        // The checkpoint itself is recorded with the entry (`records_checkpoint`), as at an
+        // interval index: nothing else changes.
+        GroupCommand::Checkpoint => Ok((EntryEffects::default(), GroupReply::Checkpointed { log_index })),
     };
     match result {
         Ok(done) => Ok(done),
@@ -409,7 +420,7 @@ mod tests {
             if rejected(&reply) {
                 assert_eq!(effects, EntryEffects::default(), "a refused command has no effects");
             }
-            if options.checkpoint_due(log_index) {
+            if options.records_checkpoint(log_index, command) {
                 assert!(record_checkpoint(self, log_index, format!("state {log_index}").into_bytes(), &mut effects).unwrap());
             }
             self.write(&effects);
@@ -727,6 +738,31 @@ mod tests {
         }
         assert_eq!(m.index.keys().copied().collect::<Vec<_>>(), vec![(1, 1), (2, 0)]);
         assert_eq!(m.start, BTreeMap::from([(0, 3), (1, 1)]));
+    }
+
+    #[test]
+    fn a_checkpoint_command_records_a_checkpoint_at_its_own_index_that_a_trim_accepts() {
+        // An interval that a quiet group never reaches.
+        let options = QueueGroupOptions { checkpoint_interval_entries: 4096 };
+        let mut m = Model::default();
+        m.apply(options, 1, Some(&send_cmd(1, vec![msg(0, None, b"a"), msg(0, None, b"b")])));
+        m.apply(options, 2, Some(&commit("cg", 0, 1)));
+        assert!(m.checkpoints.is_empty());
+        assert_eq!(m.apply(options, 3, Some(&trim_to(2))), GroupReply::Rejected { reason: "no checkpoint at log index 2".into() });
+        assert_eq!(m.apply(options, 4, Some(&GroupCommand::Checkpoint)), GroupReply::Checkpointed { log_index: 4 });
+        let c = &m.checkpoints[&4];
+        assert_eq!((c.next_offsets.clone(), c.consumer_offsets.clone()), (vec![(0, 2)], vec![("cg".into(), 0, 1)]));
+        assert_eq!(c.raft_state, b"state 4");
+        assert_eq!(m.trim_point, None, "messages are held at 4");
+        assert_eq!(m.apply(options, 5, Some(&trim_to(4))), GroupReply::Trimmed { up_to_log_index: 4 });
+        assert_eq!((m.start.clone(), m.index.len()), (BTreeMap::from([(0, 2)]), 0));
+        // Another one on the trimmed group holds nothing: it becomes the trim point at once.
+        m.apply(options, 6, Some(&GroupCommand::Checkpoint));
+        assert_eq!((m.trim_point, m.checkpoints.keys().copied().collect::<Vec<_>>()), (Some(6), vec![6]));
+        // At an interval index the command records the one checkpoint the index does.
+        let mut at_interval = Model::default();
+        at_interval.apply(QueueGroupOptions { checkpoint_interval_entries: 2 }, 2, Some(&GroupCommand::Checkpoint));
+        assert_eq!(at_interval.checkpoints.keys().copied().collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]

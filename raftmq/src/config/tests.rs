@@ -76,7 +76,12 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
             entries_in_flight_per_group: 8,
         },
         topic_defaults: TopicDefaults { queue_count: 4, replication_factor: 3, checkpoint_interval_entries: 4096 },
-        retention: RetentionConfig { max_age_ms: 259_200_000, max_log_entries: 0, check_interval_ms: 60_000 },
+        retention: RetentionConfig {
+            max_age_ms: 259_200_000,
+            max_log_entries: 0,
+            check_interval_ms: 60_000,
+            checkpoint_interval_ms: 60_000,
+        },
         store: StoreConfig { flush_interval_ms: 30_000 },
         testing: TestingConfig {
             power_loss: false,
@@ -371,4 +376,12 @@ fn a_broker_may_be_outside_an_even_metadata_group() -> anyhow::Result<()> {
     assert_eq!(config.controllers.len(), 4);
     assert!(config.controllers.iter().all(|(id, _)| *id != 5));
     Ok(())
+}
+
+#[test]
+fn a_checkpoint_interval_by_time_of_zero_is_refused() {
+    let e = load_err("id = 1\n[retention]\ncheckpoint_interval_ms = 0\n", &[]);
+    assert!(e.contains("retention.checkpoint_interval_ms: must be above 0"), "{e}");
+    let config = load_text("id = 1\n[retention]\ncheckpoint_interval_ms = 1\n", &[]).expect("1 ms is allowed");
+    assert_eq!(config.retention.checkpoint_interval_ms, 1);
 }
