@@ -63,6 +63,12 @@ pub enum GroupCommand {
     /// since its newest checkpoint but none for a while, so a group too quiet to reach the next
     /// multiple of its interval still gets a trim point (see [`crate::queue::time_checkpoint_due`]).
     Checkpoint,
+    /// [`GroupCommand::CommitOffset`] with the bound on consumer groups that the proposing
+    /// leader was configured with, so every replica refuses the same commits whatever its own
+    /// configuration: a commit that would give `queue` more than `consumer_groups_max`
+    /// consumer groups is answered [`GroupReply::LimitReached`]. Leaders propose only this
+    /// form; `CommitOffset` stays for the entries already in logs.
+    CommitOffsetBounded { consumer_group: String, queue: u32, offset: u64, consumer_groups_max: u32 },
 }
 
 /// The state machine's answer to one applied Raft entry.
@@ -82,6 +88,9 @@ pub enum GroupReply {
     Trimmed { up_to_log_index: u64 },
     /// A `Checkpoint` was applied: the group holds a checkpoint at `log_index`, the entry's own.
     Checkpointed { log_index: u64 },
+    /// The command would pass a bound on what the group stores (consumer groups per queue,
+    /// offsets per group); refused on every replica alike, nothing applied.
+    LimitReached { reason: String },
 }
 
 /// openraft logs commands; a body is never printed, only counted.
@@ -97,6 +106,9 @@ impl fmt::Display for GroupCommand {
             }
             GroupCommand::Trim { up_to_log_index } => write!(f, "trim up to log index {up_to_log_index}"),
             GroupCommand::Checkpoint => write!(f, "checkpoint"),
+            GroupCommand::CommitOffsetBounded { consumer_group, queue, offset, consumer_groups_max } => {
+                write!(f, "commit offset {offset} of {consumer_group:?} on queue {queue} (at most {consumer_groups_max} consumer groups)")
+            }
         }
     }
 }
@@ -123,6 +135,7 @@ mod tests {
             GroupCommand::CommitOffset { consumer_group: "cg".into(), queue: u32::MAX, offset: u64::MAX },
             GroupCommand::Trim { up_to_log_index: 4096 },
             GroupCommand::Checkpoint,
+            GroupCommand::CommitOffsetBounded { consumer_group: "cg".into(), queue: 2, offset: 9, consumer_groups_max: 1024 },
         ];
         for c in commands {
             assert_eq!(bincode::deserialize::<GroupCommand>(&bincode::serialize(&c).unwrap()).unwrap(), c);
@@ -134,6 +147,7 @@ mod tests {
             GroupReply::NoCommand,
             GroupReply::Trimmed { up_to_log_index: 8192 },
             GroupReply::Checkpointed { log_index: 9 },
+            GroupReply::LimitReached { reason: "full".into() },
         ];
         for r in replies {
             assert_eq!(bincode::deserialize::<GroupReply>(&bincode::serialize(&r).unwrap()).unwrap(), r);

@@ -17,7 +17,7 @@ pub mod retention;
 pub mod send_batcher;
 pub mod state_machine;
 
-pub use apply::{EntryEffects, GroupView, QueueGroupOptions, apply_command, record_checkpoint, tag_hash};
+pub use apply::{CONSUMER_GROUPS_PER_QUEUE_MAX, EntryEffects, GroupView, QueueGroupOptions, apply_command, record_checkpoint, tag_hash};
 pub use command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
 pub use retention::{CheckpointAge, GroupCheckpoints, RetentionPolicy, time_checkpoint_due, trim_candidate};
 pub use send_batcher::{SendBatchLimits, SendBatcher, SendError};

@@ -67,8 +67,8 @@ use super::apply::{EntryEffects, GroupView, QueueGroupOptions, apply_command, re
 use super::command::{GroupReply, QueueGroupConfig};
 use crate::raft::service::SNAPSHOT_BYTES_MAX;
 use crate::store::{
-    Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, QueueStore, RAFT_STATE_BYTES_MAX, StoreError,
-    checkpoint_export,
+    Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, OffsetCounts, QueueStore, RAFT_STATE_BYTES_MAX,
+    StoreError, checkpoint_export,
 };
 
 type C = QueueGroupConfig;
@@ -185,6 +185,10 @@ impl GroupView for StoreView<'_> {
     fn group_offsets(&self, items_max: usize) -> Result<Option<GroupOffsets>, StoreError> {
         self.store.group_offsets(self.group, items_max)
     }
+
+    fn offset_counts(&self, queue: u32, items_max: usize) -> Result<OffsetCounts, StoreError> {
+        self.store.offset_counts(self.group, queue, items_max)
+    }
 }
 
 impl QueueStateMachine {
@@ -250,9 +254,7 @@ impl QueueStateMachine {
         let state_bytes = encode_bounded(state, self.group, "raft state")?;
         if checkpoint {
             let view = StoreView { store: &self.store, group: self.group };
-            if !record_checkpoint(&view, index, state_bytes.clone(), &mut effects)? {
-                tracing::warn!(group = self.group, index, "too many queue and consumer offsets for a checkpoint: none recorded");
-            }
+            record_checkpoint(&view, index, state_bytes.clone(), &mut effects)?;
         }
         let mut batch = effects.into_batch(index)?;
         batch.set_raft_state(state_bytes)?;
