@@ -19,7 +19,8 @@ use controller::{META_GROUP_ID, MetaStateMachine};
 
 use crate::meta::{MetaGroupConfig, MetaRaft};
 use crate::queue::{
-    CheckpointAge, GroupCommand, NewMessage, QueueGroupConfig, QueueGroupOptions, QueueStateMachine, RetentionPolicy, trim_candidate,
+    CheckpointAge, GroupCheckpoints, GroupCommand, NewMessage, QueueGroupConfig, QueueGroupOptions, QueueStateMachine, RetentionPolicy,
+    trim_candidate,
 };
 use crate::raft::network::{GroupNetworkFactory, PeerChannels};
 use crate::raft::registry::GroupRegistry;
@@ -553,6 +554,18 @@ impl GroupHost {
             ages.push(CheckpointAge { log_index, newest_message_ms });
         }
         Ok(trim_candidate(&ages, trim_point, applied, now_ms, retention))
+    }
+
+    /// What [`crate::queue::time_checkpoint_due`] needs of `group`, from what this replica
+    /// applied; `None` when the group has no state here.
+    pub fn group_checkpoints(&self, group: GroupId) -> Result<Option<GroupCheckpoints>, HostError> {
+        let Some(applied_index) = self.store.applied_index(group) else {
+            return Ok(None);
+        };
+        let trim_point = self.store.trim_point(group)?;
+        let indexes = self.store.checkpoint_indexes(group)?;
+        let above_trim_point = indexes.iter().filter(|&&i| trim_point.is_none_or(|t| i > t)).count();
+        Ok(Some(GroupCheckpoints { applied_index, newest: indexes.last().copied(), above_trim_point }))
     }
 
     /// Stops every queue group and the transport, then flushes the store. Stop the metadata

@@ -59,6 +59,7 @@ const KNOWN_METHODS: [&str; 9] = [
 pub struct BrokerMetrics {
     registry: Registry,
     send: Arc<SendPathMetrics>,
+    commits: Arc<OffsetCommitMetrics>,
     requests: RequestMetrics,
 }
 
@@ -74,9 +75,16 @@ impl BrokerMetrics {
         let mut registry = Registry::default();
         let send = Arc::new(SendPathMetrics::new());
         send.register(&mut registry);
+        let commits = Arc::new(OffsetCommitMetrics::new());
+        commits.register(&mut registry);
         let requests = RequestMetrics::new();
         requests.register(&mut registry);
-        Self { registry, send, requests }
+        Self { registry, send, commits, requests }
+    }
+
+    /// The handle the offset commits record into.
+    pub fn offset_commits(&self) -> Arc<OffsetCommitMetrics> {
+        self.commits.clone()
     }
 
     /// The handle every group's send path records into.
@@ -216,6 +224,49 @@ impl SendPathMetrics {
         self.entry_messages.observe(messages as f64);
         self.entry_bytes.observe(bytes as f64);
         self.commit_seconds.observe(commit.as_secs_f64());
+    }
+}
+
+/// Offset commits that reached a leader's group and were answered with an error, by reason.
+#[derive(Debug)]
+pub struct OffsetCommitMetrics {
+    refused: Family<ReasonLabel, Counter>,
+}
+
+/// The `reason` labels of a refused commit, each exported from 0: `limit_reached` (a bound on
+/// consumer groups or offsets, RESOURCE_EXHAUSTED), `rejected` (backwards or past the end,
+/// INVALID_ARGUMENT), `not_leader`, `unknown` (OUTCOME_UNKNOWN), `other`.
+const COMMIT_REFUSAL_REASONS: [&str; 5] = ["limit_reached", "rejected", "not_leader", "unknown", "other"];
+
+impl OffsetCommitMetrics {
+    fn new() -> Self {
+        let refused = Family::default();
+        for reason in COMMIT_REFUSAL_REASONS {
+            let _ = refused.get_or_create(&ReasonLabel { reason });
+        }
+        Self { refused }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "raftmq_offset_commit_refused",
+            "Offset commits answered with an error by the group's leader, by reason",
+            self.refused.clone(),
+        );
+    }
+
+    /// One commit's answer; OK is not counted.
+    pub(crate) fn record(&self, status: Option<&proto::raftmq::v1::Status>) {
+        use proto::raftmq::v1::status::Code;
+        let reason = match Code::try_from(status.map_or(0, |s| s.code)) {
+            Ok(Code::Ok) => return,
+            Ok(Code::ResourceExhausted) => "limit_reached",
+            Ok(Code::InvalidArgument) => "rejected",
+            Ok(Code::NotLeader) => "not_leader",
+            Ok(Code::OutcomeUnknown) => "unknown",
+            _ => "other",
+        };
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 }
 

@@ -1,7 +1,8 @@
 //! `apply_command` and `record_checkpoint` against a model of queues, consumer offsets,
 //! checkpoints and trims, over random command sequences and checkpoint intervals: every stored
 //! message gets the next dense offset of its queue (invariant 2), a consumer offset only moves
-//! forward and never past its queue's end (invariant 3), a refused command changes nothing, a
+//! forward and never past its queue's end (invariant 3), a queue takes no more consumer groups
+//! than the bound its commit carries, a refused command changes nothing, a
 //! trim is accepted exactly at a held checkpoint above the trim point and leaves each queue
 //! holding exactly the messages of the entries after it, and nothing held ever points at a log
 //! entry at or below the trim point.
@@ -9,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use broker::queue::{EntryEffects, GroupCommand, GroupReply, GroupView, NewMessage, QueueGroupOptions, apply_command, record_checkpoint};
-use broker::store::{CHECKPOINTS_MAX, Checkpoint, GroupOffsets, IndexEntry, StoreError};
+use broker::store::{CHECKPOINTS_MAX, Checkpoint, GroupOffsets, IndexEntry, OffsetCounts, StoreError};
 use proptest::prelude::*;
 
 const QUEUES: u32 = 3;
@@ -54,6 +55,13 @@ impl GroupView for AppliedView {
             start: self.start.iter().map(|(q, s)| (*q, *s)).collect(),
             consumers: self.consumed.iter().map(|((cg, q), o)| (cg.clone(), *q, *o)).collect(),
         }))
+    }
+    fn offset_counts(&self, queue: u32, _: usize) -> Result<OffsetCounts, StoreError> {
+        Ok(OffsetCounts {
+            queues: self.next.len(),
+            consumer_offsets: self.consumed.len(),
+            consumer_groups_on_queue: self.consumed.keys().filter(|(_, q)| *q == queue).count(),
+        })
     }
 }
 
@@ -122,24 +130,30 @@ impl Model {
 #[derive(Debug, Clone)]
 enum Op {
     Send(Vec<u32>),
+    /// `consumer_groups_max`: the bound a leader stamped, or none (an entry from before it).
     Commit {
         consumer: usize,
         queue: u32,
         offset: u64,
+        consumer_groups_max: Option<u32>,
     },
     /// Trim at the `n % (held + 1)`th held checkpoint, or at an index that is none when `n`
     /// picks the extra slot.
     Trim(usize),
     Blank,
+    /// A checkpoint by time: recorded at its own index, whatever the interval.
+    Checkpoint,
 }
 
 /// An operation, with trims `trim_weight` in 12 of them.
 fn op(trim_weight: u32) -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => proptest::collection::vec(0..QUEUES, 1..6).prop_map(Op::Send),
-        3 => (0..CONSUMERS.len(), 0..QUEUES, 0..30u64).prop_map(|(consumer, queue, offset)| Op::Commit { consumer, queue, offset }),
+        3 => (0..CONSUMERS.len(), 0..QUEUES, 0..30u64, proptest::option::of(1..3u32))
+            .prop_map(|(consumer, queue, offset, consumer_groups_max)| Op::Commit { consumer, queue, offset, consumer_groups_max }),
         trim_weight => any::<usize>().prop_map(Op::Trim),
         1 => Just(Op::Blank),
+        1 => Just(Op::Checkpoint),
     ]
 }
 
@@ -189,21 +203,28 @@ fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                         .collect();
                     Some(GroupCommand::Send { store_time_ms: 5, messages })
                 }
-                Op::Commit { consumer, queue, offset } => {
+                Op::Commit { consumer, queue, offset, consumer_groups_max: None } => {
                     Some(GroupCommand::CommitOffset { consumer_group: CONSUMERS[*consumer].to_string(), queue: *queue, offset: *offset })
                 }
+                Op::Commit { consumer, queue, offset, consumer_groups_max: Some(max) } => Some(GroupCommand::CommitOffsetBounded {
+                    consumer_group: CONSUMERS[*consumer].to_string(),
+                    queue: *queue,
+                    offset: *offset,
+                    consumer_groups_max: *max,
+                }),
                 Op::Trim(n) => {
                     let held: Vec<u64> = model.checkpoints.keys().copied().collect();
                     let up_to_log_index = held.get(n % (held.len() + 1)).copied().unwrap_or(log_index / 2);
                     Some(GroupCommand::Trim { up_to_log_index })
                 }
                 Op::Blank => None,
+                Op::Checkpoint => Some(GroupCommand::Checkpoint),
             };
             let (mut effects, reply) = match &command {
                 Some(c) => apply_command(&view, log_index, c).unwrap(),
                 None => (EntryEffects::default(), GroupReply::NoCommand),
             };
-            if matches!(reply, GroupReply::Rejected { .. }) {
+            if matches!(reply, GroupReply::Rejected { .. } | GroupReply::LimitReached { .. }) {
                 prop_assert_eq!(effects.clone(), EntryEffects::default(), "a refused command changes nothing");
             }
             match (&command, &reply) {
@@ -217,10 +238,23 @@ fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                         queue.push((m.message_id.clone(), log_index));
                     }
                 }
-                (Some(GroupCommand::CommitOffset { consumer_group, queue, offset }), reply) => {
+                (
+                    Some(
+                        GroupCommand::CommitOffset { consumer_group, queue, offset }
+                        | GroupCommand::CommitOffsetBounded { consumer_group, queue, offset, .. },
+                    ),
+                    reply,
+                ) => {
                     let end = model.queues.get(queue).map_or(0, |q| q.len() as u64);
                     let current = model.consumed.get(&(consumer_group.clone(), *queue)).copied();
-                    if *offset <= end && current.is_none_or(|c| *offset >= c) {
+                    let max = match &command {
+                        Some(GroupCommand::CommitOffsetBounded { consumer_groups_max, .. }) => *consumer_groups_max as usize,
+                        _ => usize::MAX,
+                    };
+                    let on_queue = model.consumed.keys().filter(|(_, q)| q == queue).count();
+                    if *offset <= end && current.is_none() && on_queue >= max {
+                        prop_assert!(matches!(reply, GroupReply::LimitReached { .. }), "{:?}", reply);
+                    } else if *offset <= end && current.is_none_or(|c| *offset >= c) {
                         prop_assert_eq!(reply, &GroupReply::OffsetCommitted);
                         model.consumed.insert((consumer_group.clone(), *queue), *offset);
                     } else {
@@ -236,10 +270,11 @@ fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                     }
                 }
                 (None, reply) => prop_assert_eq!(reply, &GroupReply::NoCommand),
+                (Some(GroupCommand::Checkpoint), reply) => prop_assert_eq!(reply, &GroupReply::Checkpointed { log_index }),
                 (Some(GroupCommand::Send { .. }), reply) => prop_assert!(false, "send refused: {:?}", reply),
             }
-            if options.checkpoint_due(log_index) {
-                prop_assert!(record_checkpoint(&view, log_index, log_index.to_le_bytes().to_vec(), &mut effects).unwrap());
+            if options.records_checkpoint(log_index, command.as_ref()) {
+                record_checkpoint(&view, log_index, log_index.to_le_bytes().to_vec(), &mut effects).unwrap();
                 model.checkpoint(log_index);
             }
             // What the store would refuse to write, it refuses here too.

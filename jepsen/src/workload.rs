@@ -81,7 +81,7 @@ fn outcome(status: &Option<Status>) -> (EventKind, Option<String>) {
     let Some(s) = status else { return (EventKind::Info, Some("no status".into())) };
     match Code::try_from(s.code).unwrap_or(Code::Unspecified) {
         Code::Ok => (EventKind::Ok, None),
-        Code::NotLeader | Code::Busy | Code::Unavailable | Code::InvalidArgument | Code::NotFound => {
+        Code::NotLeader | Code::Busy | Code::Unavailable | Code::InvalidArgument | Code::NotFound | Code::ResourceExhausted => {
             (EventKind::Fail, Some(format!("{}: {}", s.code, s.message)))
         }
         _ => (EventKind::Info, Some(format!("{}: {}", s.code, s.message))),

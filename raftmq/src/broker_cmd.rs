@@ -50,6 +50,7 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
         .testing
         .store_flush_file
         .then(|| (c.data_dir.join(jepsen::cluster::STORE_FLUSH_FILE), c.data_dir.join(jepsen::cluster::STORE_FLUSHED_FILE)));
+    host.log.segment_bytes = c.log.segment_bytes;
     host.log.ack_before_sync = Some(Duration::from_millis(c.testing.ack_before_fsync_ms)).filter(|d| !d.is_zero());
     let mut o = BrokerOptions::new(host);
     o.client_listen = c.listen;
@@ -61,12 +62,14 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
     o.in_flight_send_bytes_max = c.limits.in_flight_send_bytes_max;
     o.streams_per_connection_max = u32::try_from(c.limits.in_flight_requests_per_connection).unwrap_or(u32::MAX);
     o.send = c.send.batch_limits();
+    o.consumer_groups_per_queue_max = c.limits.consumer_groups_per_queue_max;
     o.retention = RetentionOptions {
         policy: RetentionPolicy {
             max_age_ms: c.retention.max_age_ms,
             max_log_entries: if c.retention.max_log_entries == 0 { u64::MAX } else { c.retention.max_log_entries },
         },
         check_interval: Duration::from_millis(c.retention.check_interval_ms),
+        checkpoint_interval: Duration::from_millis(c.retention.checkpoint_interval_ms),
     };
     o.topic_defaults = TopicDefaults {
         queue_count: c.topic_defaults.queue_count,

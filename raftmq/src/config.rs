@@ -60,6 +60,7 @@ pub struct BrokerConfig {
     pub send: SendConfig,
     pub topic_defaults: TopicDefaults,
     pub retention: RetentionConfig,
+    pub log: LogConfig,
     pub store: StoreConfig,
     pub testing: TestingConfig,
 }
@@ -110,6 +111,10 @@ pub struct LimitsConfig {
     /// bodies, keys, properties, tags); more are answered BUSY.
     /// At least `send.entry_bytes_max`. Default 256 MiB.
     pub in_flight_send_bytes_max: usize,
+    /// Consumer groups one queue takes offset commits from; a commit under one more name is
+    /// RESOURCE_EXHAUSTED. 1..=16383 (with the queue's own offset, what one checkpoint holds).
+    /// Default 1024.
+    pub consumer_groups_per_queue_max: u32,
 }
 
 impl Default for LimitsConfig {
@@ -124,6 +129,7 @@ impl Default for LimitsConfig {
             fetch_wait_ms_max: 30_000,
             in_flight_requests_per_connection: 1024,
             in_flight_send_bytes_max: 256 << 20,
+            consumer_groups_per_queue_max: broker::server::CONSUMER_GROUPS_PER_QUEUE_DEFAULT,
         }
     }
 }
@@ -218,11 +224,30 @@ pub struct RetentionConfig {
     pub max_log_entries: u64,
     /// How often each group is checked. Default 60000.
     pub check_interval_ms: u64,
+    /// A group with entries since its newest checkpoint and no checkpoint by entries for this
+    /// long gets one by time, so a quiet group trims too. Above 0. Default 60000.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { max_age_ms: 72 * 60 * 60 * 1000, max_log_entries: 0, check_interval_ms: 60_000 }
+        Self { max_age_ms: 72 * 60 * 60 * 1000, max_log_entries: 0, check_interval_ms: 60_000, checkpoint_interval_ms: 60_000 }
+    }
+}
+
+/// The Raft log shared by every group (`DATA_DIR/log`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Size of each segment file, preallocated. Disk is reclaimed a whole segment at a time, so
+    /// this is also the granularity of reclaim. It must hold the largest record
+    /// (`send.entry_bytes_max` and 1 KiB of framing), and at least 1 MiB. Default 64 MiB.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { segment_bytes: raft_log::LogOptions::default().segment_bytes }
     }
 }
 
@@ -283,6 +308,7 @@ struct ConfigFile {
     send: SendConfig,
     topic_defaults: TopicDefaults,
     retention: RetentionConfig,
+    log: LogConfig,
     store: StoreConfig,
     testing: TestingConfig,
 }
@@ -303,6 +329,7 @@ impl Default for ConfigFile {
             send: SendConfig::default(),
             topic_defaults: TopicDefaults::default(),
             retention: RetentionConfig::default(),
+            log: LogConfig::default(),
             store: StoreConfig::default(),
             testing: TestingConfig::default(),
         }
@@ -367,6 +394,10 @@ in_flight_requests_per_connection = 1024
 # over all connections; more are
 # answered BUSY, so memory stays bounded however much clients offer. At least send.entry_bytes_max.
 in_flight_send_bytes_max = 268435456
+# Consumer groups one queue takes offset commits from; a commit under one more name is refused
+# (RESOURCE_EXHAUSTED). 1..=16383: with the queue's own offset, what one checkpoint holds, and
+# a queue group that could record no checkpoint could never trim.
+consumer_groups_per_queue_max = 1024
 
 # The leader batches concurrent sends to one queue group into one Raft entry.
 [send]
@@ -402,6 +433,15 @@ max_age_ms = 259200000
 max_log_entries = 0
 # How often each group is checked.
 check_interval_ms = 60000
+# A group that had entries since its newest checkpoint, and reached none by entries for this
+# long, gets a checkpoint by time: a quiet group trims too. Must be above 0.
+checkpoint_interval_ms = 60000
+
+# The Raft log shared by every group.
+[log]
+# Size of each segment file, preallocated; disk is reclaimed a whole segment at a time. Must hold
+# the largest record (send.entry_bytes_max plus 1 KiB of framing), and at least 1 MiB.
+segment_bytes = 67108864
 
 # The queue store (RocksDB).
 [store]
@@ -498,7 +538,10 @@ impl ConfigFile {
         let peer_advertise = advertised("peer_advertise", &self.peer_advertise, peer_listen, &mut problems);
         let controllers = controllers(&self.controllers, &mut problems);
         check_raft(&self.raft, &mut problems);
-        check_limits(&self.limits, &self.send, &mut problems);
+        if self.log.segment_bytes < LOG_SEGMENT_BYTES_MIN {
+            problems.push(invalid("log.segment_bytes", format!("{} is below {LOG_SEGMENT_BYTES_MIN} (1 MiB)", self.log.segment_bytes)));
+        }
+        check_limits(&self.limits, &self.send, &self.log, &mut problems);
         if self.topic_defaults.queue_count == 0 {
             problems.push(invalid("topic_defaults.queue_count", "must be at least 1"));
         }
@@ -514,6 +557,9 @@ impl ConfigFile {
         }
         if self.retention.check_interval_ms == 0 {
             problems.push(invalid("retention.check_interval_ms", "must be above 0"));
+        }
+        if self.retention.checkpoint_interval_ms == 0 {
+            problems.push(invalid("retention.checkpoint_interval_ms", "must be above 0 (every check would add an entry)"));
         }
         if self.store.flush_interval_ms == 0 {
             problems.push(invalid("store.flush_interval_ms", "must be above 0"));
@@ -535,6 +581,7 @@ impl ConfigFile {
                     send: self.send,
                     topic_defaults: self.topic_defaults,
                     retention: self.retention,
+                    log: self.log,
                     store: self.store,
                     testing: self.testing,
                 })
@@ -638,7 +685,10 @@ fn check_raft(raft: &RaftConfig, problems: &mut Vec<InvalidKey>) {
     }
 }
 
-fn check_limits(limits: &LimitsConfig, send: &SendConfig, problems: &mut Vec<InvalidKey>) {
+/// Smallest log segment: a segment per few entries would spend more on rolls than on writes.
+const LOG_SEGMENT_BYTES_MIN: u64 = 1 << 20;
+
+fn check_limits(limits: &LimitsConfig, send: &SendConfig, log: &LogConfig, problems: &mut Vec<InvalidKey>) {
     let problems_before = problems.len();
     let positive: [(&str, u64); 13] = [
         ("limits.body_bytes_max", limits.body_bytes_max as u64),
@@ -663,10 +713,21 @@ fn check_limits(limits: &LimitsConfig, send: &SendConfig, problems: &mut Vec<Inv
     // The chain edge → entry → log record → transport (broker::size_limits): whatever the edge
     // admits must be storable and replicable, or a group stops at the first such message.
     if problems.len() == problems_before {
-        let log = raft_log::LogOptions::default();
+        let log = raft_log::LogOptions { segment_bytes: log.segment_bytes, ..raft_log::LogOptions::default() };
         for p in broker::size_limits::check(&limits.edge_limits(), &send.batch_limits(), &log) {
             problems.push(invalid(p.key, p.reason));
         }
+    }
+    let consumer_groups_max = broker::queue::CONSUMER_GROUPS_PER_QUEUE_MAX;
+    if !(1..=consumer_groups_max).contains(&limits.consumer_groups_per_queue_max) {
+        problems.push(invalid(
+            "limits.consumer_groups_per_queue_max",
+            format!(
+                "{} is not within 1..={consumer_groups_max} (a checkpoint holds {} offsets: the queue's and its consumer groups')",
+                limits.consumer_groups_per_queue_max,
+                broker::store::CHECKPOINT_ITEMS_MAX
+            ),
+        ));
     }
     // A send of one full entry must be admissible, or it would be answered BUSY forever.
     if limits.in_flight_send_bytes_max < send.entry_bytes_max {

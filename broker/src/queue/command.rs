@@ -58,6 +58,17 @@ pub enum GroupCommand {
     /// checkpoint at exactly that index above its trim point (see [`super::apply`]). Each
     /// queue's start offset becomes the checkpoint's next offset of the queue.
     Trim { up_to_log_index: u64 },
+    /// Records a checkpoint at this entry's own log index, as an entry at a multiple of the
+    /// checkpoint interval does. The leader's retention proposes it for a group that had entries
+    /// since its newest checkpoint but none for a while, so a group too quiet to reach the next
+    /// multiple of its interval still gets a trim point (see [`crate::queue::time_checkpoint_due`]).
+    Checkpoint,
+    /// [`GroupCommand::CommitOffset`] with the bound on consumer groups that the proposing
+    /// leader was configured with, so every replica refuses the same commits whatever its own
+    /// configuration: a commit that would give `queue` more than `consumer_groups_max`
+    /// consumer groups is answered [`GroupReply::LimitReached`]. Leaders propose only this
+    /// form; `CommitOffset` stays for the entries already in logs.
+    CommitOffsetBounded { consumer_group: String, queue: u32, offset: u64, consumer_groups_max: u32 },
 }
 
 /// The state machine's answer to one applied Raft entry.
@@ -75,6 +86,11 @@ pub enum GroupReply {
     NoCommand,
     /// A `Trim` was applied: the group's trim point (and snapshot) is now `up_to_log_index`.
     Trimmed { up_to_log_index: u64 },
+    /// A `Checkpoint` was applied: the group holds a checkpoint at `log_index`, the entry's own.
+    Checkpointed { log_index: u64 },
+    /// The command would pass a bound on what the group stores (consumer groups per queue,
+    /// offsets per group); refused on every replica alike, nothing applied.
+    LimitReached { reason: String },
 }
 
 /// openraft logs commands; a body is never printed, only counted.
@@ -89,6 +105,10 @@ impl fmt::Display for GroupCommand {
                 write!(f, "commit offset {offset} of {consumer_group:?} on queue {queue}")
             }
             GroupCommand::Trim { up_to_log_index } => write!(f, "trim up to log index {up_to_log_index}"),
+            GroupCommand::Checkpoint => write!(f, "checkpoint"),
+            GroupCommand::CommitOffsetBounded { consumer_group, queue, offset, consumer_groups_max } => {
+                write!(f, "commit offset {offset} of {consumer_group:?} on queue {queue} (at most {consumer_groups_max} consumer groups)")
+            }
         }
     }
 }
@@ -114,6 +134,8 @@ mod tests {
             GroupCommand::Send { store_time_ms: 0, messages: vec![] },
             GroupCommand::CommitOffset { consumer_group: "cg".into(), queue: u32::MAX, offset: u64::MAX },
             GroupCommand::Trim { up_to_log_index: 4096 },
+            GroupCommand::Checkpoint,
+            GroupCommand::CommitOffsetBounded { consumer_group: "cg".into(), queue: 2, offset: 9, consumer_groups_max: 1024 },
         ];
         for c in commands {
             assert_eq!(bincode::deserialize::<GroupCommand>(&bincode::serialize(&c).unwrap()).unwrap(), c);
@@ -124,10 +146,23 @@ mod tests {
             GroupReply::Rejected { reason: "no".into() },
             GroupReply::NoCommand,
             GroupReply::Trimmed { up_to_log_index: 8192 },
+            GroupReply::Checkpointed { log_index: 9 },
+            GroupReply::LimitReached { reason: "full".into() },
         ];
         for r in replies {
             assert_eq!(bincode::deserialize::<GroupReply>(&bincode::serialize(&r).unwrap()).unwrap(), r);
         }
+    }
+
+    /// Entries already in logs must decode as they did: a command's bincode is its variant's
+    /// index (u32 LE) and its fields, so new variants only ever go at the end.
+    #[test]
+    fn released_commands_keep_their_encoding() {
+        let trim = bincode::serialize(&GroupCommand::Trim { up_to_log_index: 7 }).unwrap();
+        assert_eq!(trim, [&2u32.to_le_bytes()[..], &7u64.to_le_bytes()[..]].concat());
+        assert_eq!(bincode::serialize(&GroupCommand::Checkpoint).unwrap(), 3u32.to_le_bytes());
+        let commit = GroupCommand::CommitOffset { consumer_group: "g".into(), queue: 1, offset: 2 };
+        assert_eq!(bincode::serialize(&commit).unwrap()[..4], 1u32.to_le_bytes());
     }
 
     #[test]

@@ -1,9 +1,18 @@
-//! Retention: which checkpoint a queue group's leader should trim at, decided without IO.
+//! Retention: which checkpoint a queue group's leader should trim at, and when it should ask
+//! for a checkpoint by time, decided without IO.
 //!
 //! The leader periodically asks [`crate::host::GroupHost::trim_candidate`], proposes
 //! [`super::GroupCommand::Trim`] at the answer, and once a replica applied the trim it builds a
 //! snapshot and purges its log up to it. This module is the pure decision, [`trim_candidate`],
 //! over what the host reads from the store.
+//!
+//! Checkpoints come by entries (every `checkpoint_interval_entries`), which a quiet group may
+//! never reach; so the leader also proposes [`super::GroupCommand::Checkpoint`] when
+//! [`time_checkpoint_due`] says so.
+
+use std::time::Duration;
+
+use crate::store::CHECKPOINTS_MAX;
 
 /// How long a group keeps its messages, and how much log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +75,67 @@ pub fn trim_candidate(
     by_age.max(by_size)
 }
 
+/// What the checkpoint-by-time decision needs to know of a group, as its leader applied it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCheckpoints {
+    pub applied_index: u64,
+    /// The newest checkpoint held (the one at the trim point included), if any.
+    pub newest: Option<u64>,
+    /// Checkpoints held above the trim point.
+    pub above_trim_point: usize,
+}
+
+impl GroupCheckpoints {
+    /// Whether entries were applied after the newest checkpoint: only then is another one worth
+    /// an entry. A group whose last entry is a checkpoint is left alone (and may hibernate).
+    pub fn entries_since_newest(&self) -> bool {
+        self.newest.is_none_or(|n| self.applied_index > n)
+    }
+}
+
+/// Whether the leader should propose a checkpoint by time: entries were applied since the newest
+/// checkpoint, and the group has been in that state for `waited` (as this leader saw it) at
+/// least `interval`. A busy group reaches its next checkpoint by entries first and never waits
+/// that long, so only quiet groups get these.
+///
+/// A group holds at most [`CHECKPOINTS_MAX`] checkpoints above its trim point and drops the
+/// oldest for room, but the age rule of [`trim_candidate`] needs old ones: a group that takes a
+/// message now and then would, at one checkpoint a minute, hold only its last hour of
+/// checkpoints and never trim by a 72 hours' age. So once half of the room is used, a
+/// checkpoint by time also waits for `max_age_ms / (CHECKPOINTS_MAX / 2)`: the checkpoints held
+/// then reach back at least `max_age_ms`, and a trim by age comes at most that spacing late.
+pub fn time_checkpoint_due(group: &GroupCheckpoints, waited: Duration, interval: Duration, policy: &RetentionPolicy) -> bool {
+    if !group.entries_since_newest() || waited < interval {
+        return false;
+    }
+    let half = CHECKPOINTS_MAX / 2;
+    group.above_trim_point < half || waited >= Duration::from_millis(policy.max_age_ms / half as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_of_groups_gives_when_a_checkpoint_by_time_is_due() {
+        let minute = Duration::from_secs(60);
+        let age = RetentionPolicy::default();
+        let spacing = Duration::from_millis(age.max_age_ms / 32);
+        let g = |applied_index, newest, above_trim_point| GroupCheckpoints { applied_index, newest, above_trim_point };
+        // (name, group, waited, expected)
+        let cases = [
+            ("entries since, waited the interval", g(10, Some(4), 1), minute, true),
+            ("entries since, waited less", g(10, Some(4), 1), minute - Duration::from_millis(1), false),
+            ("nothing since the newest checkpoint", g(10, Some(10), 1), 10 * minute, false),
+            ("no checkpoint at all", g(3, None, 0), minute, true),
+            ("half the room used: waits for the spacing", g(100, Some(90), 32), 10 * minute, false),
+            ("half the room used: the spacing passed", g(100, Some(90), 32), spacing, true),
+            ("just under half the room", g(100, Some(90), 31), minute, true),
+        ];
+        for (name, group, waited, want) in cases {
+            assert_eq!(time_checkpoint_due(&group, waited, minute, &age), want, "{name}");
+        }
+    }
 
     const HOUR_MS: u64 = 60 * 60 * 1000;
 

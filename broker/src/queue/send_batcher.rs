@@ -279,7 +279,9 @@ async fn propose(raft: &QueueRaft, batch: Vec<PendingSend>, slot: OwnedSemaphore
                     match written {
                         Ok(resp) => match resp.response() {
                             GroupReply::Sent { offsets } if offsets.len() == counts.iter().sum::<usize>() => Ok(offsets.clone()),
-                            GroupReply::Rejected { reason } => Err(SendError::Rejected(reason.clone())),
+                            GroupReply::Rejected { reason } | GroupReply::LimitReached { reason } => {
+                                Err(SendError::Rejected(reason.clone()))
+                            }
                             other => Err(SendError::Unknown(format!("unexpected reply {other:?}"))),
                         },
                         Err(e) => Err(client_write_error(e)),

@@ -68,8 +68,8 @@ use super::apply::{EntryEffects, GroupView, QueueGroupOptions, apply_command, re
 use super::command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
 use crate::raft::service::SNAPSHOT_BYTES_MAX;
 use crate::store::{
-    Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, QueueStore, RAFT_STATE_BYTES_MAX, StoreError,
-    checkpoint_export,
+    Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, OffsetCounts, QueueStore, RAFT_STATE_BYTES_MAX,
+    StoreError, checkpoint_export,
 };
 
 type C = QueueGroupConfig;
@@ -200,6 +200,10 @@ impl GroupView for StoreView<'_> {
     fn group_offsets(&self, items_max: usize) -> Result<Option<GroupOffsets>, StoreError> {
         self.store.group_offsets(self.group, items_max)
     }
+
+    fn offset_counts(&self, queue: u32, items_max: usize) -> Result<OffsetCounts, StoreError> {
+        self.store.offset_counts(self.group, queue, items_max)
+    }
 }
 
 impl QueueStateMachine {
@@ -254,31 +258,31 @@ impl QueueStateMachine {
     /// membership before the entry, and after it on return.
     fn apply_entry(&self, entry: EntryOf<C>, membership: &mut Membership) -> Result<GroupReply, StateMachineError> {
         let log_id = entry.log_id;
-        let (effects, reply) = match entry.payload {
-            EntryPayload::Blank => (EntryEffects::default(), GroupReply::NoCommand),
+        let (effects, reply, checkpoint) = match entry.payload {
+            EntryPayload::Blank => (EntryEffects::default(), GroupReply::NoCommand, self.options.records_checkpoint(log_id.index, None)),
             EntryPayload::Normal(command) => {
                 let view = StoreView { store: &self.store, group: self.group };
-                apply_command(&view, log_id.index, &command)?
+                let (effects, reply) = apply_command(&view, log_id.index, &command)?;
+                (effects, reply, self.options.records_checkpoint(log_id.index, Some(&command)))
             }
             EntryPayload::Membership(m) => {
                 *membership = Membership::new(Some(log_id), m);
-                (EntryEffects::default(), GroupReply::NoCommand)
+                (EntryEffects::default(), GroupReply::NoCommand, self.options.records_checkpoint(log_id.index, None))
             }
         };
-        self.write(effects, &RaftState { applied: log_id, membership: membership.clone() })?;
+        self.write(effects, &RaftState { applied: log_id, membership: membership.clone() }, checkpoint)?;
         Ok(reply)
     }
 
-    /// Writes one entry's effects, the checkpoint it records (if its index is a checkpoint
-    /// index) and the raft state as of the entry, in one store write.
-    fn write(&self, mut effects: EntryEffects, state: &RaftState) -> Result<(), StateMachineError> {
+    /// Writes one entry's effects, the checkpoint it records (when `checkpoint`:
+    /// [`QueueGroupOptions::records_checkpoint`]) and the raft state as of the entry, in one
+    /// store write.
+    fn write(&self, mut effects: EntryEffects, state: &RaftState, checkpoint: bool) -> Result<(), StateMachineError> {
         let index = state.applied.index;
         let state_bytes = encode_bounded(state, self.group, "raft state")?;
-        if self.options.checkpoint_due(index) {
+        if checkpoint {
             let view = StoreView { store: &self.store, group: self.group };
-            if !record_checkpoint(&view, index, state_bytes.clone(), &mut effects)? {
-                tracing::warn!(group = self.group, index, "too many queue and consumer offsets for a checkpoint: none recorded");
-            }
+            record_checkpoint(&view, index, state_bytes.clone(), &mut effects)?;
         }
         let mut batch = effects.into_batch(index)?;
         batch.set_raft_state(state_bytes)?;

@@ -38,7 +38,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::edge::Limits;
 use crate::host::{GroupFatal, GroupHost, HostError, HostOptions, QueueRaft};
 use crate::meta::{MetaGroupConfig, MetaRaft};
-use crate::metrics::{BrokerMetrics, MetricsServer, MetricsSource, ReplicaState, SendPathMetrics};
+use crate::metrics::{BrokerMetrics, MetricsServer, MetricsSource, OffsetCommitMetrics, ReplicaState, SendPathMetrics};
 use crate::queue::{QueueGroupOptions, SendBatchLimits, SendBatcher};
 use crate::raft::{BrokerId, BrokerNode, GroupId};
 use crate::size_limits::TRANSPORT_MESSAGE_BYTES_MAX;
@@ -62,6 +62,9 @@ const SERVER_STOP_WAIT: Duration = Duration::from_secs(5);
 const META_CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// Most attempts of one metadata call (each a different leader guess, or a wait for one).
 const META_CALL_ATTEMPTS_MAX: usize = 20;
+
+/// [`BrokerOptions::consumer_groups_per_queue_max`]'s default.
+pub const CONSUMER_GROUPS_PER_QUEUE_DEFAULT: u32 = 1024;
 
 /// Topic settings a create request leaves at zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +111,13 @@ pub struct BrokerOptions {
     pub topic_defaults: TopicDefaults,
     /// What queue groups keep, and how often that is checked.
     pub retention: RetentionOptions,
+    /// The most consumer groups a queue takes commits from; a commit under one more name is
+    /// RESOURCE_EXHAUSTED. Stamped by the leader into each commit's entry, so every replica
+    /// decides alike; at most [`crate::queue::CONSUMER_GROUPS_PER_QUEUE_MAX`] (16,383, what
+    /// a checkpoint holds with the queue's own offset). Default 1,024: a checkpoint of a queue
+    /// at the bound is then at most about 270 KiB (names of 255 bytes), and a group holds at
+    /// most 65 of them.
+    pub consumer_groups_per_queue_max: u32,
     /// When quiet queue groups stop their heartbeats and election timers.
     pub hibernation: HibernationOptions,
     /// How often the queue store's memtables are flushed. The store's WAL is off, so what it
@@ -135,6 +145,7 @@ impl BrokerOptions {
             send: SendBatchLimits::default(),
             topic_defaults: TopicDefaults::default(),
             retention: RetentionOptions::default(),
+            consumer_groups_per_queue_max: CONSUMER_GROUPS_PER_QUEUE_DEFAULT,
             hibernation: HibernationOptions::default(),
             store_flush_interval: Duration::from_secs(30),
             metrics_listen: None,
@@ -180,6 +191,8 @@ pub(crate) struct Core {
     batchers: Mutex<HashMap<GroupId, SendBatcher>>,
     /// What every group's send path records into.
     send_metrics: Arc<SendPathMetrics>,
+    /// What offset commits record into.
+    pub(crate) commit_metrics: Arc<OffsetCommitMetrics>,
     client_addr: String,
     peer_addr: String,
     forward: ForwardClients,
@@ -385,6 +398,13 @@ impl BrokerServer {
         if id == 0 {
             return Err(BrokerError::Options("broker id 0 is reserved".into()));
         }
+        let consumer_groups_max = options.consumer_groups_per_queue_max;
+        if !(1..=crate::queue::CONSUMER_GROUPS_PER_QUEUE_MAX).contains(&consumer_groups_max) {
+            return Err(BrokerError::Options(format!(
+                "consumer groups per queue {consumer_groups_max} is not within 1..={}",
+                crate::queue::CONSUMER_GROUPS_PER_QUEUE_MAX
+            )));
+        }
         // The peer service answers from `Core`, which needs the host that serves it: it is
         // handed the core once built, and answers UNAVAILABLE until then.
         let core_cell: Arc<OnceLock<Arc<Core>>> = Arc::new(OnceLock::new());
@@ -426,6 +446,7 @@ impl BrokerServer {
             map,
             batchers: Mutex::new(HashMap::new()),
             send_metrics: metrics.send_path(),
+            commit_metrics: metrics.offset_commits(),
             stop: stop_rx,
         });
         let _ = core_cell.set(core.clone());

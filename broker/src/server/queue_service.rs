@@ -464,7 +464,13 @@ impl QueueSvc {
             AtLeader::Answered(reply) => return reply,
             AtLeader::Refused(s) => return refuse(s),
         };
-        let cmd = GroupCommand::CommitOffset { consumer_group: req.consumer_group.clone(), queue: group.queue, offset: req.offset };
+        let consumer_groups_max = core.options.consumer_groups_per_queue_max;
+        let cmd = GroupCommand::CommitOffsetBounded {
+            consumer_group: req.consumer_group.clone(),
+            queue: group.queue,
+            offset: req.offset,
+            consumer_groups_max,
+        };
         let written = match left(due) {
             Some(w) => tokio::time::timeout(w, raft.client_write(cmd)).await,
             None => Ok(raft.client_write(cmd).await),
@@ -472,17 +478,25 @@ impl QueueSvc {
         let Ok(written) = written else {
             return refuse(status::outcome_unknown("not committed within the request's deadline; the offset may still be committed"));
         };
-        match written {
+        let reply = match written {
             Ok(resp) => match resp.response() {
                 GroupReply::OffsetCommitted => CommitOffsetReply { status: Some(status::ok()), committed_offset: req.offset },
                 GroupReply::Rejected { reason } => refuse(status::invalid("offset", reason.clone())),
+                GroupReply::LimitReached { reason } => refuse(status::resource_exhausted(format!(
+                    "{reason} (limits.consumer_groups_per_queue_max is {consumer_groups_max} on broker {}, at most {}; \
+                     or commit under a consumer group name the queue has already)",
+                    core.id,
+                    crate::queue::CONSUMER_GROUPS_PER_QUEUE_MAX
+                ))),
                 other => refuse(status::internal(format!("unexpected reply {other:?}"))),
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 refuse(status::not_leader(f.leader_id.and_then(|l| core.endpoint_of(l)), f.to_string()))
             }
             Err(e) => refuse(status::outcome_unknown(format!("outcome unknown: {e}"))),
-        }
+        };
+        core.commit_metrics.record(reply.status.as_ref());
+        reply
     }
 
     async fn get_offset_inner(&self, request: Request<GetOffsetRequest>) -> GetOffsetReply {

@@ -42,6 +42,11 @@ pub(crate) fn failed_precondition(message: impl Into<String>) -> Status {
     with(Code::FailedPrecondition, message)
 }
 
+/// RESOURCE_EXHAUSTED: nothing was done; a bound on stored state is reached.
+pub(crate) fn resource_exhausted(message: impl Into<String>) -> Status {
+    with(Code::ResourceExhausted, message)
+}
+
 pub(crate) fn busy(message: impl Into<String>) -> Status {
     with(Code::Busy, message)
 }

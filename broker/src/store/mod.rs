@@ -161,6 +161,24 @@ pub struct GroupOffsets {
     pub consumers: Vec<(String, u32, u64)>,
 }
 
+/// How many offsets a group holds: what the bounds on queues and consumer groups count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffsetCounts {
+    /// Queues with a next offset.
+    pub queues: usize,
+    /// `(consumer group, queue)` pairs with a committed offset.
+    pub consumer_offsets: usize,
+    /// Consumer groups with a committed offset on the queue asked about.
+    pub consumer_groups_on_queue: usize,
+}
+
+impl OffsetCounts {
+    /// The offsets a checkpoint of the group copies: next and consumer offsets.
+    pub fn checkpoint_items(&self) -> usize {
+        self.queues + self.consumer_offsets
+    }
+}
+
 /// What the store knows of each group beyond RocksDB's contents.
 #[derive(Default)]
 struct Progress {
@@ -418,6 +436,25 @@ impl QueueStore {
             _ => Err(StoreError::Corrupt { key: keys::describe(key), reason: "more start offsets than queues".into() }),
         })?;
         Ok(Some(out))
+    }
+
+    /// The group's [`OffsetCounts`], `queue` the one whose consumer groups are counted. The scan
+    /// stops past `items_max` offsets (the counts are then at least that), so its cost is
+    /// bounded whatever the store holds.
+    pub fn offset_counts(&self, group: GroupId, queue: u32, items_max: usize) -> Result<OffsetCounts, StoreError> {
+        let mut out = OffsetCounts::default();
+        self.scan_kind(group, &Item::NextOffset { queue: 0 }, |_, _, _| {
+            out.queues += 1;
+            Ok(out.checkpoint_items() <= items_max)
+        })?;
+        self.scan_kind(group, &Item::ConsumerOffset { consumer_group: String::new(), queue: 0 }, |_, item, _| {
+            out.consumer_offsets += 1;
+            if matches!(item, Item::ConsumerOffset { queue: q, .. } if q == queue) {
+                out.consumer_groups_on_queue += 1;
+            }
+            Ok(out.checkpoint_items() <= items_max)
+        })?;
+        Ok(out)
     }
 
     /// Calls `each` with every key of `group` of `kind`'s kind, in key order, while it returns

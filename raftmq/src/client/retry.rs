@@ -120,6 +120,7 @@ mod tests {
             (1, CallError::Internal { message: m() }, Next::Fail),
             (1, CallError::AlreadyExists { message: m() }, Next::Fail),
             (1, CallError::FailedPrecondition { message: m() }, Next::Fail),
+            (1, CallError::ResourceExhausted { message: m() }, Next::Fail),
             (1, CallError::BadStatus { code: 0, message: m() }, Next::Fail),
             (1, CallError::BadEndpoint { endpoint: "x".into(), message: m() }, Next::Fail),
             // The attempts are bounded whatever the error.

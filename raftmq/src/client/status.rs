@@ -63,6 +63,10 @@ pub enum CallError {
     /// than the replication factor); the same request may succeed once it is.
     #[error("failed precondition: {message}")]
     FailedPrecondition { message: String },
+    /// Nothing was done: a bound on what the cluster stores is reached (e.g. consumer groups
+    /// per queue); the message names it and the setting that raises it.
+    #[error("resource exhausted: {message}")]
+    ResourceExhausted { message: String },
     /// A reply without a status, with CODE_UNSPECIFIED, or with a code this client does not
     /// know: never taken for success.
     #[error("reply with status code {code} ({message})")]
@@ -95,6 +99,7 @@ pub fn check(status: Option<&Status>) -> Result<(), CallError> {
         Ok(Code::Internal) => Err(CallError::Internal { message }),
         Ok(Code::AlreadyExists) => Err(CallError::AlreadyExists { message }),
         Ok(Code::FailedPrecondition) => Err(CallError::FailedPrecondition { message }),
+        Ok(Code::ResourceExhausted) => Err(CallError::ResourceExhausted { message }),
         Ok(Code::Unspecified) | Err(_) => Err(CallError::BadStatus { code: status.code, message }),
     }
 }
@@ -176,6 +181,7 @@ mod tests {
             (check(Some(&status(Code::Internal))).expect_err("e"), false),
             (check(Some(&status(Code::AlreadyExists))).expect_err("e"), false),
             (check(Some(&status(Code::FailedPrecondition))).expect_err("e"), false),
+            (check(Some(&status(Code::ResourceExhausted))).expect_err("e"), false),
             (CallError::from(tonic::Status::unavailable("reset")), true),
             (CallError::from(tonic::Status::deadline_exceeded("slow")), true),
             (CallError::from(tonic::Status::unimplemented("no such method")), false),

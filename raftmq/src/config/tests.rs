@@ -67,6 +67,7 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
             fetch_wait_ms_max: 30_000,
             in_flight_requests_per_connection: 1024,
             in_flight_send_bytes_max: 256 << 20,
+            consumer_groups_per_queue_max: 1024,
         },
         send: SendConfig {
             batch_wait_us: 1000,
@@ -76,7 +77,13 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
             entries_in_flight_per_group: 8,
         },
         topic_defaults: TopicDefaults { queue_count: 4, replication_factor: 3, checkpoint_interval_entries: 4096 },
-        retention: RetentionConfig { max_age_ms: 259_200_000, max_log_entries: 0, check_interval_ms: 60_000 },
+        retention: RetentionConfig {
+            max_age_ms: 259_200_000,
+            max_log_entries: 0,
+            check_interval_ms: 60_000,
+            checkpoint_interval_ms: 60_000,
+        },
+        log: LogConfig { segment_bytes: 64 << 20 },
         store: StoreConfig { flush_interval_ms: 30_000 },
         testing: TestingConfig {
             power_loss: false,
@@ -370,5 +377,35 @@ fn a_broker_may_be_outside_an_even_metadata_group() -> anyhow::Result<()> {
     let config = load_text("id = 5\ncontrollers = [\"1@b1:9081\", \"2@b2:9081\", \"3@b3:9081\", \"4@b4:9081\"]", &[])?;
     assert_eq!(config.controllers.len(), 4);
     assert!(config.controllers.iter().all(|(id, _)| *id != 5));
+    Ok(())
+}
+
+#[test]
+fn a_checkpoint_interval_by_time_of_zero_is_refused() {
+    let e = load_err("id = 1\n[retention]\ncheckpoint_interval_ms = 0\n", &[]);
+    assert!(e.contains("retention.checkpoint_interval_ms: must be above 0"), "{e}");
+    let config = load_text("id = 1\n[retention]\ncheckpoint_interval_ms = 1\n", &[]).expect("1 ms is allowed");
+    assert_eq!(config.retention.checkpoint_interval_ms, 1);
+}
+
+#[test]
+fn consumer_groups_per_queue_stay_within_what_a_checkpoint_holds() -> anyhow::Result<()> {
+    let at = load_text("id = 1\n[limits]\nconsumer_groups_per_queue_max = 16383\n", &[])?;
+    assert_eq!(at.limits.consumer_groups_per_queue_max, 16_383);
+    let e = load_err("id = 1\n[limits]\nconsumer_groups_per_queue_max = 16384\n", &[]);
+    assert!(e.contains("limits.consumer_groups_per_queue_max: 16384 is not within 1..=16383"), "{e}");
+    let e = load_err("id = 1", &[("RAFTMQ_LIMITS__CONSUMER_GROUPS_PER_QUEUE_MAX", "0")]);
+    assert!(e.contains("limits.consumer_groups_per_queue_max: 0 is not within") && e.contains("RAFTMQ_LIMITS__CONSUMER"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn a_log_segment_must_hold_the_largest_entry() -> anyhow::Result<()> {
+    let e = load_err("id = 1\n[log]\nsegment_bytes = 4194304\n", &[]);
+    assert!(e.contains("send.entry_bytes_max: 8388608 plus 1024 bytes of entry framing is above the log's largest record"), "{e}");
+    let e = load_err("id = 1\n[log]\nsegment_bytes = 1048575\n", &[]);
+    assert!(e.contains("log.segment_bytes: 1048575 is below 1048576"), "{e}");
+    let small = "id = 1\n[log]\nsegment_bytes = 4194304\n[send]\nentry_bytes_max = 2097152\n[limits]\nbody_bytes_max = 1048576\n";
+    assert_eq!(load_text(small, &[])?.log.segment_bytes, 4 << 20);
     Ok(())
 }
