@@ -1,12 +1,14 @@
 //! `raftmq bench log`: the log engine's append+flush rate and latency under a closed-loop load,
 //! beside the disk's raw `pwrite`+`fdatasync` rate measured in the same directory and run.
 //! `raftmq bench produce|consume|e2e`: load on a running cluster (see [`queue`]).
+//! `raftmq bench restart`: the log's open time after much was written, little or all retained.
 
 mod engine_load;
 mod latency;
 mod queue;
 mod raw_sync;
 mod report;
+mod restart;
 mod scratch;
 
 use std::path::PathBuf;
@@ -32,6 +34,9 @@ pub enum BenchCommand {
     Consume(queue::QueueBenchArgs),
     /// Send and read at once: latency from send to consume.
     E2e(queue::QueueBenchArgs),
+    /// Time the log's open (a restart's recovery) after much was written, with little and with
+    /// all of it retained.
+    Restart(restart::BenchRestartArgs),
 }
 
 #[derive(Args)]
@@ -105,6 +110,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Produce(args) => queue::run(queue::BenchKind::Produce, args),
         BenchCommand::Consume(args) => queue::run(queue::BenchKind::Consume, args),
         BenchCommand::E2e(args) => queue::run(queue::BenchKind::E2e, args),
+        BenchCommand::Restart(args) => {
+            restart::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

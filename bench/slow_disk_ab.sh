@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Same-run A/B of two raftmq binaries on a local 3-broker cluster (`raftmq dev`), for changes to
+# the IO path (issue #10 item 8: log and store IO off the async workers):
+#   - c=1 latency and c=64 throughput, 1 KiB messages, one queue (the shape of queue_vs_peers.sh);
+#   - a slow disk on one broker: broker 3's fdatasync delayed by DELAY_MS through the broker's
+#     slow-fsync test mode while a load of 16 KiB messages goes to a 4-queue topic (enough for
+#     broker 3 to roll segments, whose fsync is the one that used to block a worker); elections
+#     are counted as the rise of every group's Raft term on brokers 1 and 2, whose disks are fine.
+# The binaries alternate (A B A B ...) so that both see the same disk weather.
+#
+# Usage: bench/slow_disk_ab.sh A_BINARY B_BINARY [ROUNDS=2]
+# Env: N1 (3000), N64 (50000), SLOW_COUNT (8000), DELAY_MS (2000), OUT (/tmp/raftmq-ab).
+# Run on a quiet machine; record the output and ../shared/peers/disk_limits.sh beside it in
+# docs/benchmarks.md.
+set -euo pipefail
+A=$(realpath "$1")
+B=$(realpath "$2")
+ROUNDS=${3:-2}
+N1=${N1:-3000}
+N64=${N64:-50000}
+SLOW_COUNT=${SLOW_COUNT:-8000}
+DELAY_MS=${DELAY_MS:-2000}
+OUT=${OUT:-/tmp/raftmq-ab}
+BASE=${BASE:-39081}
+mkdir -p "$OUT"
+
+DEV=
+DIR=
+stop_cluster() {
+  if [ -n "$DEV" ]; then kill -INT "$DEV" 2>/dev/null || true; wait "$DEV" 2>/dev/null || true; DEV=; fi
+  if [ -n "$DIR" ]; then rm -rf "$DIR"; DIR=; fi
+}
+trap stop_cluster EXIT
+
+terms() { # sum of raftmq_raft_term over every group, as brokers 1 and 2 report them
+  local sum=0 port v
+  for i in 1 2; do
+    port=$((BASE + 200 + i - 1))
+    v=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^raftmq_raft_term\{/{s+=$2} END{print s+0}')
+    sum=$((sum + v))
+  done
+  echo "$sum"
+}
+
+one() { # label binary
+  local label=$1 bin=$2
+  DIR=$(mktemp -d /tmp/raftmq-ab.XXXXXX)
+  RAFTMQ_TESTING__FSYNC_DELAY_FILE=true "$bin" dev --brokers 3 --data-dir "$DIR" --base-port "$BASE" > "$OUT/$label.dev.txt" 2>&1 &
+  DEV=$!
+  for _ in $(seq 1 240); do
+    grep -q "^Try:" "$OUT/$label.dev.txt" 2>/dev/null && break
+    sleep 0.5
+  done
+  grep -q "^Try:" "$OUT/$label.dev.txt" || { echo "$label: cluster not ready"; cat "$OUT/$label.dev.txt"; exit 1; }
+  local broker="127.0.0.1:$BASE,127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2))"
+  "$bin" bench produce --broker "$broker" --topic c1 --queues 1 --count "$N1" --size 1024 --concurrency 1 --json > "$OUT/$label.c1.json"
+  "$bin" bench produce --broker "$broker" --topic c64 --queues 1 --count "$N64" --size 1024 --concurrency 64 --json > "$OUT/$label.c64.json"
+  # Broker 3's disk slows down (`raftmq dev` gives broker N the data directory DIR/broker-N).
+  local data3="$DIR/broker-3"
+  local before after
+  before=$(terms)
+  echo "$DELAY_MS" > "$data3/testing-fsync-delay-ms"
+  "$bin" bench produce --broker "$broker" --topic slow --queues 4 --count "$SLOW_COUNT" --size 16384 --concurrency 64 --json \
+    > "$OUT/$label.slow.json"
+  after=$(terms)
+  echo 0 > "$data3/testing-fsync-delay-ms"
+  echo "$label: terms on brokers 1 and 2 rose by $((after - before)) during the slow-disk load (broker 3 data: $data3)" \
+    | tee "$OUT/$label.elections"
+  for f in c1 c64 slow; do echo "$label $f $(cat "$OUT/$label.$f.json")"; done
+  stop_cluster
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+  one "A$r" "$A"
+  one "B$r" "$B"
+done
