@@ -3,7 +3,8 @@
 //! Two kinds, by where the number lives:
 //! - **Recorded as it happens**, in metrics this module owns: the send path
 //!   ([`SendPathMetrics`], broker-wide, no per-group label so the series count does not grow with
-//!   the groups) and the client gRPC requests ([`RequestMetricsLayer`], by method).
+//!   the groups), the client gRPC requests ([`RequestMetricsLayer`], by method) and the
+//!   budget of their bytes in flight ([`RequestBudgetMetrics`]).
 //! - **Read at scrape time** from the state that already holds it (a [`MetricsSource`]): the log
 //!   engine's [`EngineStats`] and each hosted replica's Raft metrics. Nothing is copied between
 //!   scrapes, so these can never drift from what the engine and openraft report.
@@ -61,6 +62,7 @@ pub struct BrokerMetrics {
     send: Arc<SendPathMetrics>,
     commits: Arc<OffsetCommitMetrics>,
     requests: RequestMetrics,
+    budget: Arc<RequestBudgetMetrics>,
 }
 
 impl Default for BrokerMetrics {
@@ -79,7 +81,14 @@ impl BrokerMetrics {
         commits.register(&mut registry);
         let requests = RequestMetrics::new();
         requests.register(&mut registry);
-        Self { registry, send, commits, requests }
+        let budget = Arc::new(RequestBudgetMetrics::new());
+        budget.register(&mut registry);
+        Self { registry, send, commits, requests, budget }
+    }
+
+    /// The handle the client server's budget of request bytes records into.
+    pub fn request_budget(&self) -> Arc<RequestBudgetMetrics> {
+        self.budget.clone()
     }
 
     /// The handle the offset commits record into.
@@ -302,6 +311,64 @@ impl RequestMetrics {
             Unit::Seconds,
             self.seconds.clone(),
         );
+    }
+}
+
+/// The client server's budget of request bytes in flight (`server::request_bytes`).
+#[derive(Debug)]
+pub struct RequestBudgetMetrics {
+    /// Bytes of client requests held against the budget: read, decoding or being served.
+    pub(crate) in_flight_bytes: Gauge,
+    /// The budget itself, so that a dashboard can show how full it is.
+    pub(crate) budget_bytes: Gauge,
+    /// How long each request that found the budget full waited for room.
+    wait_seconds: Histogram,
+    /// Requests refused because no room came before their deadline.
+    refused: Counter,
+}
+
+impl RequestBudgetMetrics {
+    fn new() -> Self {
+        Self {
+            in_flight_bytes: Gauge::default(),
+            budget_bytes: Gauge::default(),
+            wait_seconds: Histogram::new(LATENCY_BUCKETS_SECONDS),
+            refused: Counter::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register_with_unit(
+            "raftmq_grpc_request_in_flight",
+            "Bytes of client gRPC requests held against the broker's budget: being read, decoded or served",
+            Unit::Bytes,
+            self.in_flight_bytes.clone(),
+        );
+        r.register_with_unit(
+            "raftmq_grpc_request_budget",
+            "The broker's budget of client request bytes in flight (limits.in_flight_request_bytes_max)",
+            Unit::Bytes,
+            self.budget_bytes.clone(),
+        );
+        r.register_with_unit(
+            "raftmq_grpc_request_budget_wait_duration",
+            "Time a client request that found the budget of request bytes full waited for room",
+            Unit::Seconds,
+            self.wait_seconds.clone(),
+        );
+        r.register(
+            "raftmq_grpc_request_budget_refused",
+            "Client requests refused (RESOURCE_EXHAUSTED) because the budget had no room before their deadline",
+            self.refused.clone(),
+        );
+    }
+
+    /// A request waited `waited` for room in the budget; `admitted` when it got it.
+    pub(crate) fn record_wait(&self, waited: Duration, admitted: bool) {
+        self.wait_seconds.observe(waited.as_secs_f64());
+        if !admitted {
+            self.refused.inc();
+        }
     }
 }
 

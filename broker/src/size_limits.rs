@@ -15,6 +15,11 @@
 //!    up to [`PAYLOAD_BYTES_MAX`] of further entries, with framing; every internal gRPC channel
 //!    (Raft transport, peer service, forwarded client calls) accepts at least that.
 //!
+//! Client requests are bounded beside the chain: the client server decodes a request of at most
+//! [`client_request_bytes_max`] (one full entry's messages with their framing), and every
+//! request's bytes are held against one broker-wide budget before they are decoded
+//! (`server::request_bytes`), which must hold the largest request or it would wait for ever.
+//!
 //! [`check`] refuses options that break the chain, naming the key to change; the broker will
 //! not start with them.
 
@@ -36,6 +41,19 @@ pub const ENTRY_OVERHEAD_BYTES_MAX: usize = 1 << 10;
 pub const APPEND_ENTRIES_FRAMING_BYTES_MAX: usize = 64 << 10;
 /// Longest message id the broker assigns or accepts.
 pub const MESSAGE_ID_BYTES_MAX: usize = 128;
+
+/// Room in a send request for its protobuf framing and message fields beyond what its messages
+/// count in an entry.
+pub const REQUEST_OVERHEAD_BYTES: usize = 1 << 20;
+/// gRPC's framing of one message in a request body: a compression flag and a 4-byte length.
+pub const GRPC_MESSAGE_HEADER_BYTES: usize = 5;
+
+/// The largest client request body the broker takes, gRPC framing included: one full entry's
+/// messages with their framing. The client server decodes messages of at most this minus
+/// [`GRPC_MESSAGE_HEADER_BYTES`]; a longer body is refused before more of it is read.
+pub fn client_request_bytes_max(send: &SendBatchLimits) -> usize {
+    send.entry_bytes_max.saturating_add(REQUEST_OVERHEAD_BYTES)
+}
 
 /// bincode's length prefix of a string, a sequence or a map.
 const LEN_PREFIX: usize = 8;
@@ -63,10 +81,23 @@ pub struct SizeLimitProblem {
     pub reason: String,
 }
 
-/// Every way `limits`, `send` and `log` break the chain of the module documentation; empty
-/// when they fit.
-pub fn check(limits: &Limits, send: &SendBatchLimits, log: &LogOptions) -> Vec<SizeLimitProblem> {
+/// Every way `limits`, `send`, `log` and the budget of request bytes in flight
+/// (`in_flight_request_bytes_max`) break the chain of the module documentation; empty when
+/// they fit.
+pub fn check(limits: &Limits, send: &SendBatchLimits, log: &LogOptions, in_flight_request_bytes_max: usize) -> Vec<SizeLimitProblem> {
     let mut problems = Vec::new();
+    let request_max = client_request_bytes_max(send);
+    if in_flight_request_bytes_max < request_max {
+        problems.push(SizeLimitProblem {
+            key: "limits.in_flight_request_bytes_max",
+            reason: format!(
+                "{in_flight_request_bytes_max} is below the largest request the broker takes ({request_max} bytes: send.entry_bytes_max {} \
+                 plus {REQUEST_OVERHEAD_BYTES} of framing): such a request would wait for ever",
+                send.entry_bytes_max
+            ),
+        });
+    }
+
     let message_max = message_bytes_max(limits);
     if message_max > send.entry_bytes_max {
         problems.push(SizeLimitProblem {
@@ -115,29 +146,45 @@ mod tests {
     use crate::edge::{MessageParts, check_message};
     use crate::queue::{GroupCommand, NewMessage, QueueGroupConfig};
 
+    /// The default budget of request bytes in flight.
+    const BUDGET: usize = 256 << 20;
+
     #[test]
     fn the_defaults_fit() {
-        assert_eq!(check(&Limits::default(), &SendBatchLimits::default(), &LogOptions::default()), vec![]);
+        assert_eq!(check(&Limits::default(), &SendBatchLimits::default(), &LogOptions::default(), BUDGET), vec![]);
     }
 
     #[test]
     fn each_broken_link_names_its_key() {
         let limits = Limits::default();
         let small_entry = SendBatchLimits { entry_bytes_max: limits.body_bytes_max, ..SendBatchLimits::default() };
-        let problems = check(&limits, &small_entry, &LogOptions::default());
+        let problems = check(&limits, &small_entry, &LogOptions::default(), BUDGET);
         assert_eq!(problems.iter().map(|p| p.key).collect::<Vec<_>>(), ["send.entry_bytes_max"], "{problems:?}");
         assert!(problems[0].reason.contains("largest message"), "{}", problems[0]);
 
         // An entry the size of a whole record leaves no room for its framing.
         let log = LogOptions::default();
         let full = SendBatchLimits { entry_bytes_max: log.max_payload_bytes() as usize, ..SendBatchLimits::default() };
-        let problems = check(&limits, &full, &log);
+        let problems = check(&limits, &full, &log, BUDGET);
         assert_eq!(problems.iter().map(|p| p.key).collect::<Vec<_>>(), ["send.entry_bytes_max"], "{problems:?}");
         assert!(problems[0].reason.contains("Raft core"), "{}", problems[0]);
 
         let huge_records = LogOptions { max_record_bytes: 62 << 20, segment_bytes: 256 << 20, ..LogOptions::default() };
-        let problems = check(&limits, &SendBatchLimits::default(), &huge_records);
+        let problems = check(&limits, &SendBatchLimits::default(), &huge_records, BUDGET);
         assert_eq!(problems.iter().map(|p| p.key).collect::<Vec<_>>(), ["log.max_record_bytes"], "{problems:?}");
+    }
+
+    /// A budget of exactly the largest request fits; one byte less would leave that request
+    /// waiting for ever, and is refused naming the key.
+    #[test]
+    fn the_request_budget_holds_the_largest_request() {
+        let (limits, send, log) = (Limits::default(), SendBatchLimits::default(), LogOptions::default());
+        let largest = client_request_bytes_max(&send);
+        assert_eq!(largest, send.entry_bytes_max + REQUEST_OVERHEAD_BYTES);
+        assert_eq!(check(&limits, &send, &log, largest), vec![]);
+        let problems = check(&limits, &send, &log, largest - 1);
+        assert_eq!(problems.iter().map(|p| p.key).collect::<Vec<_>>(), ["limits.in_flight_request_bytes_max"], "{problems:?}");
+        assert!(problems[0].reason.contains(&format!("largest request the broker takes ({largest} bytes")), "{}", problems[0]);
     }
 
     #[test]

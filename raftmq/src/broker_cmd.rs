@@ -59,7 +59,7 @@ pub fn options(c: &BrokerConfig) -> BrokerOptions {
     o.controllers = c.controllers.clone();
     o.limits = c.limits.edge_limits();
     o.fetch_wait_max = Duration::from_millis(c.limits.fetch_wait_ms_max);
-    o.in_flight_send_bytes_max = c.limits.in_flight_send_bytes_max;
+    o.in_flight_request_bytes_max = c.limits.in_flight_request_bytes_max;
     o.streams_per_connection_max = u32::try_from(c.limits.in_flight_requests_per_connection).unwrap_or(u32::MAX);
     o.send = c.send.batch_limits();
     o.consumer_groups_per_queue_max = c.limits.consumer_groups_per_queue_max;

@@ -107,10 +107,15 @@ pub struct LimitsConfig {
     pub fetch_wait_ms_max: u64,
     /// Default 1024.
     pub in_flight_requests_per_connection: usize,
-    /// Bytes of send requests being served at once on this broker (each counted whole:
-    /// bodies, keys, properties, tags); more are answered BUSY.
-    /// At least `send.entry_bytes_max`. Default 256 MiB.
-    pub in_flight_send_bytes_max: usize,
+    /// Bytes of client requests (every RPC, each body counted whole as it arrives, before it is
+    /// decoded) read, decoded or served at once on this broker, over all connections. A request
+    /// that finds no room waits, unread (HTTP/2 flow control holds its client back), until there
+    /// is, or until just before its deadline: then RESOURCE_EXHAUSTED, nothing done. At least
+    /// the largest request (`send.entry_bytes_max` plus 1 MiB). Formerly
+    /// `in_flight_send_bytes_max` (sends only, counted once decoded, BUSY when full), still read
+    /// under that name. Default 256 MiB.
+    #[serde(alias = "in_flight_send_bytes_max")]
+    pub in_flight_request_bytes_max: usize,
     /// Consumer groups one queue takes offset commits from; a commit under one more name is
     /// RESOURCE_EXHAUSTED. 1..=16383 (with the queue's own offset, what one checkpoint holds).
     /// Default 1024.
@@ -128,7 +133,7 @@ impl Default for LimitsConfig {
             tag_bytes_max: 1 << 10,
             fetch_wait_ms_max: 30_000,
             in_flight_requests_per_connection: 1024,
-            in_flight_send_bytes_max: 256 << 20,
+            in_flight_request_bytes_max: broker::server::IN_FLIGHT_REQUEST_BYTES_DEFAULT,
             consumer_groups_per_queue_max: broker::server::CONSUMER_GROUPS_PER_QUEUE_DEFAULT,
         }
     }
@@ -390,10 +395,13 @@ tag_bytes_max = 1024
 # Longest a fetch may wait for messages to arrive.
 fetch_wait_ms_max = 30000
 in_flight_requests_per_connection = 1024
-# Bytes of send requests (bodies, keys, properties, tags) being served at once on this broker,
-# over all connections; more are
-# answered BUSY, so memory stays bounded however much clients offer. At least send.entry_bytes_max.
-in_flight_send_bytes_max = 268435456
+# Bytes of client requests (every RPC, each body counted as it arrives, before it is decoded)
+# read, decoded or served at once on this broker, over all connections. A request that finds no
+# room waits unread (flow control holds its client back) until there is, or until just before
+# its deadline: then RESOURCE_EXHAUSTED, nothing done. So memory stays bounded however much
+# clients offer. At least the largest request: send.entry_bytes_max plus 1 MiB of framing.
+# Formerly in_flight_send_bytes_max, still read under that name.
+in_flight_request_bytes_max = 268435456
 # Consumer groups one queue takes offset commits from; a commit under one more name is refused
 # (RESOURCE_EXHAUSTED). 1..=16383: with the queue's own offset, what one checkpoint holds, and
 # a queue group that could record no checkpoint could never trim.
@@ -699,7 +707,7 @@ fn check_limits(limits: &LimitsConfig, send: &SendConfig, log: &LogConfig, probl
         ("limits.tag_bytes_max", limits.tag_bytes_max as u64),
         ("limits.fetch_wait_ms_max", limits.fetch_wait_ms_max),
         ("limits.in_flight_requests_per_connection", limits.in_flight_requests_per_connection as u64),
-        ("limits.in_flight_send_bytes_max", limits.in_flight_send_bytes_max as u64),
+        ("limits.in_flight_request_bytes_max", limits.in_flight_request_bytes_max as u64),
         ("send.batch_messages_max", send.batch_messages_max as u64),
         ("send.entry_bytes_max", send.entry_bytes_max as u64),
         ("send.in_flight_messages_per_group", send.in_flight_messages_per_group as u64),
@@ -711,10 +719,11 @@ fn check_limits(limits: &LimitsConfig, send: &SendConfig, log: &LogConfig, probl
         }
     }
     // The chain edge → entry → log record → transport (broker::size_limits): whatever the edge
-    // admits must be storable and replicable, or a group stops at the first such message.
+    // admits must be storable and replicable, or a group stops at the first such message; and
+    // the budget of request bytes must hold the largest request, or it would wait for ever.
     if problems.len() == problems_before {
         let log = raft_log::LogOptions { segment_bytes: log.segment_bytes, ..raft_log::LogOptions::default() };
-        for p in broker::size_limits::check(&limits.edge_limits(), &send.batch_limits(), &log) {
+        for p in broker::size_limits::check(&limits.edge_limits(), &send.batch_limits(), &log, limits.in_flight_request_bytes_max) {
             problems.push(invalid(p.key, p.reason));
         }
     }
@@ -726,16 +735,6 @@ fn check_limits(limits: &LimitsConfig, send: &SendConfig, log: &LogConfig, probl
                 "{} is not within 1..={consumer_groups_max} (a checkpoint holds {} offsets: the queue's and its consumer groups')",
                 limits.consumer_groups_per_queue_max,
                 broker::store::CHECKPOINT_ITEMS_MAX
-            ),
-        ));
-    }
-    // A send of one full entry must be admissible, or it would be answered BUSY forever.
-    if limits.in_flight_send_bytes_max < send.entry_bytes_max {
-        problems.push(invalid(
-            "limits.in_flight_send_bytes_max",
-            format!(
-                "{} is below send.entry_bytes_max ({}): a full entry could never be admitted",
-                limits.in_flight_send_bytes_max, send.entry_bytes_max
             ),
         ));
     }

@@ -13,12 +13,18 @@ use tokio::time::Instant;
 /// The answer is due this much before the client's deadline, so that it arrives before the
 /// client gives up (a tenth of short deadlines).
 const ANSWER_MARGIN_MAX: Duration = Duration::from_millis(50);
+/// The header of a client's deadline.
+pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// gRPC's limit: at most 8 digits (PROTOCOL-HTTP2.md, "Timeout").
 const DIGITS_MAX: usize = 8;
 
 /// How long this broker has to answer `request`; `None` when the client set no deadline.
 pub(crate) fn answer_within<T>(request: &tonic::Request<T>) -> Option<Duration> {
-    let header = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    answer_within_timeout(request.metadata().get(GRPC_TIMEOUT)?.to_str().ok()?)
+}
+
+/// How long this broker has to answer a request whose `grpc-timeout` header is `header`.
+pub(crate) fn answer_within_timeout(header: &str) -> Option<Duration> {
     let timeout = parse_grpc_timeout(header)?;
     Some(timeout.saturating_sub((timeout / 10).min(ANSWER_MARGIN_MAX)))
 }

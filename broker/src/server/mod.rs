@@ -15,6 +15,7 @@ mod hibernation;
 mod peer_service;
 mod queue_service;
 mod reconcile;
+mod request_bytes;
 mod retention;
 mod status;
 
@@ -41,18 +42,11 @@ use crate::meta::{MetaGroupConfig, MetaRaft};
 use crate::metrics::{BrokerMetrics, MetricsServer, MetricsSource, OffsetCommitMetrics, ReplicaState, SendPathMetrics};
 use crate::queue::{QueueGroupOptions, SendBatchLimits, SendBatcher};
 use crate::raft::{BrokerId, BrokerNode, GroupId};
-use crate::size_limits::TRANSPORT_MESSAGE_BYTES_MAX;
+use crate::size_limits::{GRPC_MESSAGE_HEADER_BYTES, TRANSPORT_MESSAGE_BYTES_MAX, client_request_bytes_max};
 
 pub use forward::ForwardClients;
 pub use hibernation::HibernationOptions;
 pub use retention::RetentionOptions;
-
-/// Room for a send request's framing and message fields beyond its bodies.
-const REQUEST_OVERHEAD_BYTES: usize = 1 << 20;
-/// The largest client request decoded: one full entry's messages with their framing.
-fn client_request_bytes_max(send: &SendBatchLimits) -> usize {
-    send.entry_bytes_max.saturating_add(REQUEST_OVERHEAD_BYTES)
-}
 
 /// Largest reply (a fetch of up to 64 MiB of bodies, with framing).
 const REPLY_BYTES_MAX: usize = 80 << 20;
@@ -65,6 +59,8 @@ const META_CALL_ATTEMPTS_MAX: usize = 20;
 
 /// [`BrokerOptions::consumer_groups_per_queue_max`]'s default.
 pub const CONSUMER_GROUPS_PER_QUEUE_DEFAULT: u32 = 1024;
+/// [`BrokerOptions::in_flight_request_bytes_max`]'s default.
+pub const IN_FLIGHT_REQUEST_BYTES_DEFAULT: usize = 256 << 20;
 
 /// Topic settings a create request leaves at zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,11 +98,12 @@ pub struct BrokerOptions {
     pub fetch_wait_max: Duration,
     /// Concurrent requests (HTTP/2 streams) per client connection. Default 1,024.
     pub streams_per_connection_max: u32,
-    /// Bytes of send requests being served at once (each counted whole: bodies, keys,
-    /// properties, tags), over every connection and group;
-    /// beyond it a send is answered BUSY, so memory stays bounded however much clients offer.
-    /// Default 256 MiB.
-    pub in_flight_send_bytes_max: usize,
+    /// Bytes of client requests (every RPC, each body counted whole as it arrives) being read,
+    /// decoded or served at once, over every connection. A request that finds no room waits
+    /// (the broker stops reading it; HTTP/2 flow control holds the client back) until there is,
+    /// or until just before its deadline, when it is answered RESOURCE_EXHAUSTED with nothing
+    /// done. At least [`client_request_bytes_max`]. Default 256 MiB.
+    pub in_flight_request_bytes_max: usize,
     pub send: SendBatchLimits,
     pub topic_defaults: TopicDefaults,
     /// What queue groups keep, and how often that is checked.
@@ -141,7 +138,7 @@ impl BrokerOptions {
             limits: Limits::default(),
             fetch_wait_max: Duration::from_secs(30),
             streams_per_connection_max: 1024,
-            in_flight_send_bytes_max: 256 << 20,
+            in_flight_request_bytes_max: IN_FLIGHT_REQUEST_BYTES_DEFAULT,
             send: SendBatchLimits::default(),
             topic_defaults: TopicDefaults::default(),
             retention: RetentionOptions::default(),
@@ -408,7 +405,7 @@ impl BrokerServer {
         // The peer service answers from `Core`, which needs the host that serves it: it is
         // handed the core once built, and answers UNAVAILABLE until then.
         let core_cell: Arc<OnceLock<Arc<Core>>> = Arc::new(OnceLock::new());
-        let problems = crate::size_limits::check(&options.limits, &options.send, &options.host.log);
+        let problems = crate::size_limits::check(&options.limits, &options.send, &options.host.log, options.in_flight_request_bytes_max);
         if !problems.is_empty() {
             let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
             return Err(BrokerError::Options(format!("size limits do not fit together: {}", problems.join("; "))));
@@ -452,6 +449,9 @@ impl BrokerServer {
         let _ = core_cell.set(core.clone());
         metrics.collect_from(Arc::downgrade(&core));
         let request_layer = metrics.request_layer();
+        let request_bytes_max = client_request_bytes_max(&core.options.send);
+        let request_budget =
+            request_bytes::RequestBudget::new(core.options.in_flight_request_bytes_max, request_bytes_max, metrics.request_budget());
         let metrics_server = metrics_listener.map(|listener| MetricsServer::start(listener, metrics));
         // Before the metadata group has caught up: each group opens with the options recorded
         // with its replica.
@@ -469,11 +469,10 @@ impl BrokerServer {
             tokio::spawn(flush_store_periodically(core.clone())),
         ];
         let streams = core.options.streams_per_connection_max;
-        // A request larger than one Raft entry (plus framing) could never be stored whole; tonic
-        // refuses it while decoding, before buffering more.
-        let request_bytes_max = client_request_bytes_max(&core.options.send);
+        // A request larger than one Raft entry (plus framing) could never be stored whole; the
+        // request budget refuses its body at its header, before buffering more (and tonic would).
         let queue = QueueServiceServer::new(queue_service::QueueSvc::new(core.clone()))
-            .max_decoding_message_size(request_bytes_max)
+            .max_decoding_message_size(request_bytes_max - GRPC_MESSAGE_HEADER_BYTES)
             .max_encoding_message_size(REPLY_BYTES_MAX);
         let admin = AdminServiceServer::new(admin_service::AdminSvc::new(core.clone()));
         let mut stopped = core.stop.clone();
@@ -481,13 +480,15 @@ impl BrokerServer {
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            // At most `streams` requests of one connection are decoded and served at once; the
-            // rest wait unread, held back by HTTP/2 flow control, so a connection's memory is
-            // bounded by `streams` requests.
+            // At most `streams` requests of one connection are read and served at once; the
+            // rest wait unread, held back by HTTP/2 flow control. Over all connections, the
+            // bytes of requests being read, decoded and served are held against one budget
+            // before tonic decodes them (`request_bytes`).
             let served = Server::builder()
                 .max_concurrent_streams(streams)
                 .concurrency_limit_per_connection(streams as usize)
                 .layer(request_layer)
+                .layer(request_budget.layer())
                 .add_service(queue)
                 .add_service(admin)
                 .serve_with_incoming_shutdown(incoming, stop)

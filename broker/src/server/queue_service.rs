@@ -55,8 +55,6 @@ const LEADER_READY_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) struct QueueSvc {
     core: Arc<Core>,
-    /// Permits of 1 KiB of message bodies being served (see `in_flight_send_bytes_max`).
-    send_kib: Arc<tokio::sync::Semaphore>,
     /// Start of this process (ms since the epoch) and a counter: with the broker id, a message
     /// id unique in the cluster.
     started_ms: u64,
@@ -66,8 +64,7 @@ pub(crate) struct QueueSvc {
 impl QueueSvc {
     pub(crate) fn new(core: Arc<Core>) -> Self {
         let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let send_kib = Arc::new(tokio::sync::Semaphore::new((core.options.in_flight_send_bytes_max / 1024).max(1)));
-        Self { core, send_kib, started_ms, next_id: AtomicU64::new(0) }
+        Self { core, started_ms, next_id: AtomicU64::new(0) }
     }
 
     fn message_id(&self) -> String {
@@ -299,18 +296,9 @@ impl QueueSvc {
         let core = &self.core;
         let forwarded = is_forwarded(&request);
         let due = answer_by(&request);
+        // Its bytes are held against the broker's request budget until this reply
+        // (`super::request_bytes`): here, in the batcher, or while forwarded.
         let req = request.into_inner();
-        // The whole request (keys, properties and tags weigh like bodies), as decoded.
-        let bytes = prost::Message::encoded_len(&req);
-        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        // Held until the reply: the bodies stay in memory that long (here, in the batcher, or
-        // while forwarded).
-        let Ok(_in_flight) = self.send_kib.clone().try_acquire_many_owned(kib) else {
-            return refuse(status::busy(format!(
-                "{} bytes of sends already in flight on broker {}",
-                core.options.in_flight_send_bytes_max, core.id
-            )));
-        };
         let limits = &core.options.limits;
         if let Err(e) = edge::check_name("topic", &req.topic, limits).and_then(|_| edge::check_message_count(req.messages.len(), limits)) {
             return refuse(e.into());

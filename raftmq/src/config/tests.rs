@@ -66,7 +66,7 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
             tag_bytes_max: 1024,
             fetch_wait_ms_max: 30_000,
             in_flight_requests_per_connection: 1024,
-            in_flight_send_bytes_max: 256 << 20,
+            in_flight_request_bytes_max: 256 << 20,
             consumer_groups_per_queue_max: 1024,
         },
         send: SendConfig {
@@ -327,7 +327,8 @@ fn validation_errors_name_the_key() {
         ("id = 1\n[limits]\ntag_bytes_max = 0", "limits.tag_bytes_max"),
         ("id = 1\n[limits]\nfetch_wait_ms_max = 0", "limits.fetch_wait_ms_max"),
         ("id = 1\n[limits]\nin_flight_requests_per_connection = 0", "limits.in_flight_requests_per_connection"),
-        ("id = 1\n[limits]\nin_flight_send_bytes_max = 1048576", "limits.in_flight_send_bytes_max"),
+        ("id = 1\n[limits]\nin_flight_request_bytes_max = 0", "limits.in_flight_request_bytes_max"),
+        ("id = 1\n[limits]\nin_flight_request_bytes_max = 1048576", "limits.in_flight_request_bytes_max"),
         ("id = 1\n[send]\nbatch_messages_max = 0", "send.batch_messages_max"),
         ("id = 1\n[send]\nin_flight_messages_per_group = 0", "send.in_flight_messages_per_group"),
         ("id = 1\n[send]\nentry_bytes_max = 4194303", "send.entry_bytes_max"),
@@ -351,8 +352,34 @@ fn an_entry_must_hold_the_largest_admitted_message_and_fit_one_record() -> anyho
     let e = load_err(&format!("id = 1\n[send]\nentry_bytes_max = {}", largest - 1), &[]);
     assert!(e.contains("send.entry_bytes_max") && e.contains("largest message"), "{e}");
     let record = raft_log::LogOptions::default().max_payload_bytes();
-    let e = load_err(&format!("id = 1\n[send]\nentry_bytes_max = {record}\n[limits]\nin_flight_send_bytes_max = {record}"), &[]);
+    let e = load_err(&format!("id = 1\n[send]\nentry_bytes_max = {record}"), &[]);
     assert!(e.contains("send.entry_bytes_max") && e.contains("largest record"), "{e}");
+    Ok(())
+}
+
+/// The budget of request bytes in flight holds exactly the largest request the broker takes
+/// (`send.entry_bytes_max` plus 1 MiB), or the broker refuses to start, naming the key; the
+/// key's former name still sets it.
+#[test]
+fn the_request_budget_must_hold_the_largest_request() -> anyhow::Result<()> {
+    let entry = 8 << 20;
+    let largest =
+        broker::size_limits::client_request_bytes_max(&broker::queue::SendBatchLimits { entry_bytes_max: entry, ..Default::default() });
+    assert_eq!(largest, entry + (1 << 20));
+    let exact = load_text(&format!("id = 1\n[send]\nentry_bytes_max = {entry}\n[limits]\nin_flight_request_bytes_max = {largest}"), &[])?;
+    assert_eq!(exact.limits.in_flight_request_bytes_max, largest);
+    let e = load_err(&format!("id = 1\n[limits]\nin_flight_request_bytes_max = {}", largest - 1), &[]);
+    assert!(
+        e.contains("limits.in_flight_request_bytes_max") && e.contains(&format!("largest request the broker takes ({largest} bytes")),
+        "{e}"
+    );
+
+    let former = load_text(&format!("id = 1\n[limits]\nin_flight_send_bytes_max = {largest}"), &[])?;
+    assert_eq!(former.limits.in_flight_request_bytes_max, largest);
+    let from_env = load_text("id = 1", &[("RAFTMQ_LIMITS__IN_FLIGHT_SEND_BYTES_MAX", &(largest + 1).to_string())])?;
+    assert_eq!(from_env.limits.in_flight_request_bytes_max, largest + 1);
+    let e = load_err("id = 1", &[("RAFTMQ_LIMITS__IN_FLIGHT_REQUEST_BYTES_MAX", &(largest - 1).to_string())]);
+    assert!(e.contains("limits.in_flight_request_bytes_max") && e.contains("RAFTMQ_LIMITS__IN_FLIGHT_REQUEST_BYTES_MAX"), "{e}");
     Ok(())
 }
 
