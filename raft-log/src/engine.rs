@@ -463,9 +463,29 @@ impl GroupLog {
     /// replacing a suffix; `on_durable` is called once all of them are durable. When this
     /// returns they are readable.
     pub fn append<'a>(&self, entries: impl IntoIterator<Item = (u64, u64, &'a [u8])>, on_durable: OnDurable) -> Result<(), LogError> {
+        match self.append_with(entries, on_durable, Wait::Always)? {
+            None => Ok(()),
+            Some(_) => unreachable!("an append that may wait is always made"),
+        }
+    }
+
+    /// [`Self::append`] if it can be done now without waiting for anything but a write into the
+    /// page cache: the writer lock is free and the entries fit in the active segment (no roll,
+    /// whose fdatasync runs under the lock). Otherwise nothing is written and `on_durable` comes
+    /// back, for the caller to append from a thread that may block.
+    pub fn try_append_now(&self, entries: &[(u64, u64, &[u8])], on_durable: OnDurable) -> Result<Option<OnDurable>, LogError> {
+        self.append_with(entries.iter().copied(), on_durable, Wait::Never)
+    }
+
+    fn append_with<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (u64, u64, &'a [u8])>,
+        on_durable: OnDurable,
+        wait: Wait,
+    ) -> Result<Option<OnDurable>, LogError> {
         let shared = &self.engine.shared;
         let batch = {
-            let mut w = shared.writable()?;
+            let Some(mut w) = shared.writable_with(wait)? else { return Ok(Some(on_durable)) };
             let mut expected: Option<u64> = None;
             let mut buffered: Vec<(u64, u64, &[u8])> = Vec::new();
             let max = shared.max_payload();
@@ -483,8 +503,14 @@ impl GroupLog {
             }
             let (Some(&(_, first, _)), Some(&(_, last, _))) = (buffered.first(), buffered.last()) else {
                 drop(w);
-                return shared.enqueue_waiter(on_durable);
+                return shared.enqueue_waiter(on_durable).map(|_| None);
             };
+            if matches!(wait, Wait::Never) {
+                let needed: u64 = buffered.iter().map(|(_, _, p)| record::record_len(p.len())).sum();
+                if w.active.write_offset + w.scratch.len() as u64 + needed > w.active.capacity {
+                    return Ok(Some(on_durable));
+                }
+            }
             w.groups.entry(self.id).or_default().check_append(first).map_err(LogError::Invalid)?;
             let mut locations = Vec::with_capacity(buffered.len());
             for (term, index, payload) in buffered {
@@ -510,9 +536,10 @@ impl GroupLog {
         if shared.options.ack_before_sync.is_some() {
             // The broken test mode: acknowledged before it is durable (see `LogOptions`).
             on_durable(Ok(()));
-            return Ok(());
+            return Ok(None);
         }
-        shared.enqueue_waiter(on_durable).inspect_err(|e| self.durable.completed(batch, &Err(LogError::Failed(e.to_string()))))
+        shared.enqueue_waiter(on_durable).inspect_err(|e| self.durable.completed(batch, &Err(LogError::Failed(e.to_string()))))?;
+        Ok(None)
     }
 
     /// Resolves once the entry at `index` is durable in this log (or purged): a state machine
@@ -546,14 +573,29 @@ impl GroupLog {
     /// Saves the committed index (with the caller's encoding of its log id); durable with the
     /// next sync round.
     pub fn save_committed(&self, index: u64, log_id: &[u8]) -> Result<(), LogError> {
+        self.save_committed_with(index, log_id, Wait::Always).map(|_| ())
+    }
+
+    /// [`Self::save_committed`] if it can be done now (see [`Self::try_append_now`]); `false`:
+    /// nothing was written.
+    pub fn try_save_committed_now(&self, index: u64, log_id: &[u8]) -> Result<bool, LogError> {
+        self.save_committed_with(index, log_id, Wait::Never)
+    }
+
+    fn save_committed_with(&self, index: u64, log_id: &[u8], wait: Wait) -> Result<bool, LogError> {
         let shared = &self.engine.shared;
-        let mut w = shared.writable()?;
+        let Some(mut w) = shared.writable_with(wait)? else { return Ok(false) };
+        if matches!(wait, Wait::Never)
+            && w.active.write_offset + w.scratch.len() as u64 + record::record_len(log_id.len()) > w.active.capacity
+        {
+            return Ok(false);
+        }
         let loc = shared.write_record(&mut w, RecordKind::Committed, self.id, 0, index, log_id)?;
         shared.write_out(&mut w)?;
         let g = w.groups.entry(self.id).or_default();
         g.committed = Some((index, log_id.to_vec()));
         g.state_segments.committed = Some(loc.segment);
-        Ok(())
+        Ok(true)
     }
 
     /// Drops the entries from `index` on. Durable with the next sync round.
@@ -624,11 +666,31 @@ impl GroupLog {
     /// Reads the entries in `[from, to)` that are present, verifying each checksum. Present
     /// entries are consecutive, so the result is too.
     pub fn read(&self, from: u64, to: u64) -> Result<Vec<StoredEntry>, LogError> {
+        self.read_with(from, to, Wait::Always).map(|r| r.unwrap_or_default())
+    }
+
+    /// [`Self::read`] if it can be done now: the writer lock is free and every entry is in the
+    /// active segment, written moments ago and so in the page cache. `None`: nothing was read.
+    pub fn try_read_now(&self, from: u64, to: u64) -> Result<Option<Vec<StoredEntry>>, LogError> {
+        self.read_with(from, to, Wait::Never)
+    }
+
+    fn read_with(&self, from: u64, to: u64, wait: Wait) -> Result<Option<Vec<StoredEntry>>, LogError> {
         let shared = &self.engine.shared;
         let (locations, files) = {
-            let w = lock(&shared.writer);
-            let Some(g) = w.groups.get(&self.id) else { return Ok(Vec::new()) };
+            let w = match wait {
+                Wait::Always => lock(&shared.writer),
+                Wait::Never => match shared.writer.try_lock() {
+                    Ok(w) => w,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+                },
+            };
+            let Some(g) = w.groups.get(&self.id) else { return Ok(Some(Vec::new())) };
             let locations = g.locations(from, to);
+            if matches!(wait, Wait::Never) && locations.iter().any(|(_, l)| l.segment != w.active.seq) {
+                return Ok(None);
+            }
             let mut files: HashMap<u64, Arc<dyn LogFile>> = HashMap::new();
             for (_, l) in &locations {
                 if let std::collections::hash_map::Entry::Vacant(v) = files.entry(l.segment) {
@@ -662,8 +724,16 @@ impl GroupLog {
             }
             run_start = run_end;
         }
-        Ok(out)
+        Ok(Some(out))
     }
+}
+
+/// Whether a call may wait for the writer lock (and what its holder does under it: a segment
+/// roll's fdatasync), or must be done at once or not at all (on an async worker).
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    Always,
+    Never,
 }
 
 fn is_next_record(a: &EntryLocation, b: &EntryLocation) -> bool {
@@ -764,6 +834,19 @@ impl Shared {
     fn writable(&self) -> Result<MutexGuard<'_, WriterState>, LogError> {
         self.check_usable()?;
         Ok(lock(&self.writer))
+    }
+
+    /// [`Self::writable`], or `None` at once when `wait` is `Never` and the lock is held.
+    fn writable_with(&self, wait: Wait) -> Result<Option<MutexGuard<'_, WriterState>>, LogError> {
+        self.check_usable()?;
+        match wait {
+            Wait::Always => Ok(Some(lock(&self.writer))),
+            Wait::Never => match self.writer.try_lock() {
+                Ok(w) => Ok(Some(w)),
+                Err(std::sync::TryLockError::Poisoned(p)) => Ok(Some(p.into_inner())),
+                Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+            },
+        }
     }
 
     fn fail(&self, what: String) -> LogError {

@@ -47,9 +47,12 @@ impl<C> RaftLogStore<C> {
     }
 
     /// Runs `f` on the group's log on a blocking thread, never on an async worker: every call
-    /// that takes the engine's writer lock can wait for a `pwrite`, a `pread` of cold data or a
-    /// segment roll's `fdatasync` (under that lock), and a worker blocked there stops every
-    /// other task it runs: heartbeats of groups whose disk is not slow included.
+    /// that takes the engine's writer lock can wait for a segment roll's `fdatasync` (under that
+    /// lock) or a `pread` of cold data, and a worker blocked there stops every other task it
+    /// runs: heartbeats of groups whose disk is not slow included. The hot calls (append,
+    /// committed, reads of the active segment) first try `GroupLog`'s `try_*_now`, which do
+    /// their work only when that is a write into, or read from, the page cache with the lock
+    /// free: a hop to a blocking thread for every call cost a quarter of the throughput.
     async fn off_worker<T: Send + 'static>(&self, f: impl FnOnce(&GroupLog) -> io::Result<T> + Send + 'static) -> io::Result<T> {
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || f(&log)).await.map_err(|e| io::Error::other(format!("log task failed: {e}")))?
@@ -92,12 +95,32 @@ where
         range: RB,
     ) -> Result<Vec<C::Entry>, io::Error> {
         let (from, to) = index_range(&range);
+        if let Some(stored) = self.log.try_read_now(from, to)? {
+            return stored.iter().map(|e| decode(&e.payload)).collect();
+        }
         self.off_worker(move |log| log.read(from, to)?.iter().map(|e| decode(&e.payload)).collect()).await
     }
 
     /// The entries from `start`, up to `end` and [`PAYLOAD_BYTES_MAX`] of encoded entries
     /// (always at least one when the range is not empty).
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<C::Entry>, io::Error> {
+        // What a follower needs next was usually just written: read it here if it is in the
+        // active segment, whole (one chunk, the common case of a follower that keeps up).
+        let to = end.min(start.saturating_add(PAYLOAD_READ_CHUNK));
+        if to == end
+            && let Some(stored) = self.log.try_read_now(start, to)?
+        {
+            let mut out = Vec::with_capacity(stored.len());
+            let mut bytes = 0usize;
+            for e in &stored {
+                if !out.is_empty() && bytes + e.payload.len() > PAYLOAD_BYTES_MAX {
+                    break;
+                }
+                bytes += e.payload.len();
+                out.push(decode(&e.payload)?);
+            }
+            return Ok(out);
+        }
         self.off_worker(move |log| {
             let mut out = Vec::new();
             let mut bytes = 0usize;
@@ -178,7 +201,9 @@ where
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         if let Some(log_id) = committed {
             let bytes = encode(&log_id)?;
-            self.off_worker(move |log| Ok(log.save_committed(log_id.index, &bytes)?)).await?;
+            if !self.log.try_save_committed_now(log_id.index, &bytes)? {
+                self.off_worker(move |log| Ok(log.save_committed(log_id.index, &bytes)?)).await?;
+            }
         }
         Ok(())
     }
@@ -200,15 +225,18 @@ where
         let last = encoded.last().map_or(0, |(_, index, _)| *index);
         // `raftmq::hop` events time one entry's path through the broker (docs/benchmarks.md).
         tracing::trace!(target: "raftmq::hop", hop = "log_append", index = last);
+        let on_durable: crate::OnDurable = Box::new(move |r| {
+            tracing::trace!(target: "raftmq::hop", hop = "log_durable", index = last);
+            callback.io_completed(r.map_err(io::Error::from))
+        });
+        // Here when it is only a write into the page cache; from a blocking thread when it
+        // would wait for the writer lock or roll a segment.
+        let records: Vec<(u64, u64, &[u8])> = encoded.iter().map(|(term, index, payload)| (*term, *index, payload.as_slice())).collect();
+        let Some(on_durable) = self.log.try_append_now(&records, on_durable)? else { return Ok(()) };
+        drop(records);
         self.off_worker(move |log| {
             let records = encoded.iter().map(|(term, index, payload)| (*term, *index, payload.as_slice()));
-            log.append(
-                records,
-                Box::new(move |r| {
-                    tracing::trace!(target: "raftmq::hop", hop = "log_durable", index = last);
-                    callback.io_completed(r.map_err(io::Error::from))
-                }),
-            )?;
+            log.append(records, on_durable)?;
             Ok(())
         })
         .await

@@ -197,6 +197,8 @@ pub struct QueueStore {
     db: DB,
     /// WAL disabled: the Raft log is the store's log.
     write_options: WriteOptions,
+    /// `write_options`, failing a write at once where RocksDB would stall it.
+    write_options_no_stall: WriteOptions,
     /// Held across every write so that `flush` sees, for each group, an applied index whose
     /// write has completed (RocksDB writes are serialised internally anyway, and take
     /// microseconds with the WAL off).
@@ -230,7 +232,10 @@ impl QueueStore {
         let db = DB::open_cf(&opts, dir.as_ref(), [DEFAULT_COLUMN_FAMILY_NAME, GROUP_SETTINGS_CF]).map_err(StoreError::db("open"))?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
-        let store = Self { db, write_options, progress: Mutex::new(Progress::default()), flushing: Mutex::new(()) };
+        let mut write_options_no_stall = WriteOptions::default();
+        write_options_no_stall.disable_wal(true);
+        write_options_no_stall.set_no_slowdown(true);
+        let store = Self { db, write_options, write_options_no_stall, progress: Mutex::new(Progress::default()), flushing: Mutex::new(()) };
         let report = store.recover()?;
         Ok((store, report))
     }
@@ -287,6 +292,17 @@ impl QueueStore {
     /// Writes `batch`, the effects of `group`'s entries up to `batch.applied_index()`, in one
     /// write batch with the new applied index. Not durable until the next flush.
     pub fn apply(&self, group: GroupId, batch: &ApplyBatch) -> Result<(), StoreError> {
+        self.apply_with(group, batch, &self.write_options).map(|_| ())
+    }
+
+    /// [`Self::apply`], unless RocksDB would make the write wait (a write stall while flushes
+    /// or compactions catch up): then nothing is written and this returns `false`, at once, so
+    /// an async caller can do it on a blocking thread instead.
+    pub fn apply_unless_stalled(&self, group: GroupId, batch: &ApplyBatch) -> Result<bool, StoreError> {
+        self.apply_with(group, batch, &self.write_options_no_stall)
+    }
+
+    fn apply_with(&self, group: GroupId, batch: &ApplyBatch, options: &WriteOptions) -> Result<bool, StoreError> {
         let wb = batch.to_write_batch(group);
         let mut progress = lock(&self.progress);
         if progress.importing.contains(&group) {
@@ -297,9 +313,13 @@ impl QueueStore {
         {
             return Err(StoreError::NotAfterApplied { group, applied, index: batch.applied_index() });
         }
-        self.db.write_opt(wb, &self.write_options).map_err(StoreError::db("apply"))?;
+        match self.db.write_opt(wb, options) {
+            Ok(()) => {}
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => return Ok(false),
+            Err(e) => return Err(StoreError::db("apply")(e)),
+        }
         progress.applied.insert(group, batch.applied_index());
-        Ok(())
+        Ok(true)
     }
 
     /// Up to `max` (at most [`INDEX_RANGE_MAX`]) consecutive index entries of `queue`, from
