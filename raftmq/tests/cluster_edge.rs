@@ -259,3 +259,24 @@ async fn a_replication_factor_above_the_registered_brokers_is_refused_and_create
     let d = admin.describe_topic(DescribeTopicRequest { name: "pair".into() }).await.expect("describe").into_inner();
     assert_eq!(d.queues[0].replica_broker_ids.len(), 2, "{d:?}");
 }
+
+/// Invariant 11 with a dead broker: three registered brokers, one of them killed. A factor of 3
+/// would put a replica on the dead broker (the group starts one failure from unavailability),
+/// so it is refused naming the live and registered counts, and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replication_factor_above_the_live_brokers_is_refused_and_creates_nothing() {
+    let mut cluster = Cluster::start(3, FAST_RAFT).await;
+    cluster.brokers[2].kill9();
+    let mut admin = cluster.brokers[0].admin().await;
+    let topic = |name: &str, rf: u32| CreateTopicRequest {
+        topic: Some(Topic { name: name.into(), queue_count: 1, replication_factor: rf, message_type: 0, checkpoint_interval_entries: 0 }),
+    };
+    let r = admin.create_topic(topic("wide", 3)).await.expect("create").into_inner();
+    let status = r.status.clone().unwrap_or_default();
+    assert_eq!(code(&r.status), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(status.message, "replication factor 3 needs 3 live brokers; 2 of the 3 registered answer");
+    let listed = admin.list_topics(ListTopicsRequest::default()).await.expect("list").into_inner();
+    assert!(listed.topics.is_empty(), "a refused topic was created: {:?}", listed.topics);
+    let r = admin.create_topic(topic("pair", 2)).await.expect("create").into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "a factor the live brokers can hold: {:?}", r.status);
+}

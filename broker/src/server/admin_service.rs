@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use controller::{ClusterMap, GroupOptions, MessageType, MetaCommand, MetaReply, TopicRecord};
+use controller::{ClusterMap, GroupOptions, META_GROUP_ID, MessageType, MetaCommand, MetaReply, TopicRecord};
 use proto::raftmq::v1::admin_service_server::AdminService;
 use proto::raftmq::v1::{
     BrokerInfo, ClusterStatusReply, ClusterStatusRequest, CreateTopicReply, CreateTopicRequest, DescribeTopicReply, DescribeTopicRequest,
@@ -137,6 +137,17 @@ fn check_replication_factor(replication_factor: u32, registered: usize) -> Resul
     )))
 }
 
+/// FAILED_PRECONDITION when fewer of the `registered` brokers answer (`live`) than
+/// `replication_factor` needs.
+fn check_live_brokers(replication_factor: u32, live: usize, registered: usize) -> Result<(), Status> {
+    if usize::try_from(replication_factor).is_ok_and(|rf| rf <= live) {
+        return Ok(());
+    }
+    Err(status::failed_precondition(format!(
+        "replication factor {replication_factor} needs {replication_factor} live brokers; {live} of the {registered} registered answer"
+    )))
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminSvc {
     #[tracing::instrument(level = "info", skip_all)]
@@ -163,6 +174,16 @@ impl AdminService for AdminSvc {
         // a default of 1).
         let replication_factor = if topic.replication_factor == 0 { defaults.replication_factor } else { topic.replication_factor };
         if let Err(refusal) = check_replication_factor(replication_factor, map.brokers.len()) {
+            return refuse(refusal);
+        }
+        // Registered is not alive: a replica placed on a dead broker leaves the group one
+        // failure from unavailability from its first entry. Live here is "answers its peers
+        // now" (a status call, at most STATUS_TIMEOUT); leases that say so continuously, and
+        // placement that avoids a dead broker when enough others live, are the controller's
+        // (issue #14).
+        let all: BTreeSet<BrokerId> = map.brokers.keys().copied().collect();
+        let answering = core.gather_status(&map, &all, &[META_GROUP_ID]).await.len();
+        if let Err(refusal) = check_live_brokers(replication_factor, answering, map.brokers.len()) {
             return refuse(refusal);
         }
         let checkpoint_interval_entries =
