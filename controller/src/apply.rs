@@ -21,9 +21,13 @@ pub fn apply(map: &mut ClusterMap, log_index: u64, cmd: &MetaCommand) -> MetaRep
         }
         MetaCommand::CreateTopic { name, queue_count, replication_factor, message_type, group_options } => {
             let shape = TopicShape { queue_count: *queue_count, replication_factor: *replication_factor, message_type: *message_type };
-            create_topic(map, log_index, name, shape, *group_options)
+            create_topic(map, log_index, name, shape, *group_options, None)
         }
         MetaCommand::MarkGroupBootstrapped { group } => mark_group_bootstrapped(map, log_index, *group),
+        MetaCommand::CreateTopicOn { name, queue_count, replication_factor, message_type, group_options, brokers } => {
+            let shape = TopicShape { queue_count: *queue_count, replication_factor: *replication_factor, message_type: *message_type };
+            create_topic(map, log_index, name, shape, *group_options, Some(brokers))
+        }
     };
     debug_assert_eq!(map.check(), Ok(()), "after {cmd} at {log_index}");
     reply
@@ -48,7 +52,15 @@ struct TopicShape {
     message_type: MessageType,
 }
 
-fn create_topic(map: &mut ClusterMap, log_index: u64, name: &str, shape: TopicShape, options: GroupOptions) -> MetaReply {
+/// `on`: the brokers replicas may go to (all registered ones if `None`).
+fn create_topic(
+    map: &mut ClusterMap,
+    log_index: u64,
+    name: &str,
+    shape: TopicShape,
+    options: GroupOptions,
+    on: Option<&std::collections::BTreeSet<crate::BrokerId>>,
+) -> MetaReply {
     let TopicShape { queue_count, replication_factor, message_type } = shape;
     // First, so that a retried create that did commit is told it exists, not refused.
     if let Some(topic) = map.topics.get(name) {
@@ -60,7 +72,7 @@ fn create_topic(map: &mut ClusterMap, log_index: u64, name: &str, shape: TopicSh
     if let Err(e) = options.check() {
         return rejected(format!("topic {name:?}: {e}"));
     }
-    let plan = match PlacementPlan::for_topic(map, queue_count, replication_factor) {
+    let plan = match PlacementPlan::for_topic_on(map, queue_count, replication_factor, on) {
         Ok(plan) => plan,
         Err(e) => return rejected(format!("topic {name:?}: {e}")),
     };

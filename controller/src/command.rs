@@ -2,7 +2,7 @@
 //! Both travel in Raft entries and RPCs as bincode (serde), so a field once released is never
 //! reordered or retyped; new variants go at the end of each enum.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,17 @@ pub enum MetaCommand {
     CreateTopic { name: String, queue_count: u32, replication_factor: u32, message_type: MessageType, group_options: GroupOptions },
     /// Records that `group`'s Raft membership was initialized, so no broker initializes it again.
     MarkGroupBootstrapped { group: GroupId },
+    /// [`Self::CreateTopic`], placing replicas only on `brokers`: the registered brokers that
+    /// answered when the create was proposed, so no replica starts on a dead one. (After the
+    /// other variants: entries already in logs keep their encoding.)
+    CreateTopicOn {
+        name: String,
+        queue_count: u32,
+        replication_factor: u32,
+        message_type: MessageType,
+        group_options: GroupOptions,
+        brokers: BTreeSet<BrokerId>,
+    },
 }
 
 /// The state machine's answer to one applied entry.
@@ -62,6 +73,11 @@ impl fmt::Display for MetaCommand {
                 group_options.checkpoint_interval_entries
             ),
             MetaCommand::MarkGroupBootstrapped { group } => write!(f, "mark group {group} bootstrapped"),
+            MetaCommand::CreateTopicOn { name, queue_count, replication_factor, message_type, group_options, brokers } => write!(
+                f,
+                "create topic {name:?} ({queue_count} queues, replication factor {replication_factor}, {message_type:?}, checkpoint every {} entries) on brokers {brokers:?}",
+                group_options.checkpoint_interval_entries
+            ),
         }
     }
 }
@@ -87,6 +103,14 @@ mod tests {
                 group_options: GroupOptions::DEFAULT,
             },
             MetaCommand::MarkGroupBootstrapped { group: u64::MAX },
+            MetaCommand::CreateTopicOn {
+                name: "orders".into(),
+                queue_count: 8,
+                replication_factor: 3,
+                message_type: MessageType::Normal,
+                group_options: GroupOptions::DEFAULT,
+                brokers: BTreeSet::from([1, 2, 4]),
+            },
         ];
         for c in commands {
             assert_eq!(bincode::deserialize::<MetaCommand>(&bincode::serialize(&c).unwrap()).unwrap(), c);

@@ -79,12 +79,24 @@ impl PlacementPlan {
     /// Places `queue_count` groups of `replication_factor` replicas each on the brokers
     /// registered in `map`, following the rules of the module doc.
     pub fn for_topic(map: &ClusterMap, queue_count: u32, replication_factor: u32) -> Result<Self, PlacementError> {
+        Self::for_topic_on(map, queue_count, replication_factor, None)
+    }
+
+    /// [`Self::for_topic`] on the registered brokers in `on` only (all of them if `None`):
+    /// the ones known to be alive, so that no replica starts on a dead broker.
+    pub fn for_topic_on(
+        map: &ClusterMap,
+        queue_count: u32,
+        replication_factor: u32,
+        on: Option<&std::collections::BTreeSet<BrokerId>>,
+    ) -> Result<Self, PlacementError> {
         let rf = replication_factor as usize;
         if rf == 0 {
             return Err(PlacementError::NoReplicas);
         }
-        if rf > map.brokers.len() {
-            return Err(PlacementError::TooFewBrokers { replication_factor, registered: map.brokers.len() });
+        let eligible = map.brokers.keys().filter(|b| on.is_none_or(|on| on.contains(b))).count();
+        if rf > eligible {
+            return Err(PlacementError::TooFewBrokers { replication_factor, registered: eligible });
         }
         let replicas = map.replica_counts();
         let leaderships = map.preferred_leader_counts();
@@ -92,6 +104,7 @@ impl PlacementPlan {
         let mut candidates: Vec<Candidate<'_>> = map
             .brokers
             .values()
+            .filter(|b| on.is_none_or(|on| on.contains(&b.id)))
             .map(|b| Candidate {
                 id: b.id,
                 zone: b.labels.get(ZONE_LABEL).map_or(Zone::Unlabelled(b.id), |z| Zone::Labelled(z)),
@@ -276,6 +289,12 @@ mod tests {
     fn refuses_impossible_replication_factors() {
         let map = plain(1..=2);
         assert_eq!(PlacementPlan::for_topic(&map, 1, 0), Err(PlacementError::NoReplicas));
+        let on: std::collections::BTreeSet<BrokerId> = map.brokers.keys().copied().take(1).collect();
+        assert_eq!(
+            PlacementPlan::for_topic_on(&map, 1, 2, Some(&on)),
+            Err(PlacementError::TooFewBrokers { replication_factor: 2, registered: 1 }),
+            "only the brokers allowed count"
+        );
         assert_eq!(PlacementPlan::for_topic(&map, 1, 3), Err(PlacementError::TooFewBrokers { replication_factor: 3, registered: 2 }));
         assert_eq!(
             PlacementPlan::for_topic(&ClusterMap::default(), 1, 1),

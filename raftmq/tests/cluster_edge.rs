@@ -262,7 +262,8 @@ async fn a_replication_factor_above_the_registered_brokers_is_refused_and_create
 
 /// Invariant 11 with a dead broker: three registered brokers, one of them killed. A factor of 3
 /// would put a replica on the dead broker (the group starts one failure from unavailability),
-/// so it is refused naming the live and registered counts, and nothing is created.
+/// so it is refused naming the live and registered counts, and nothing is created; a factor of
+/// 2 is placed on the two live brokers only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replication_factor_above_the_live_brokers_is_refused_and_creates_nothing() {
     let mut cluster = Cluster::start(3, FAST_RAFT).await;
@@ -275,8 +276,26 @@ async fn a_replication_factor_above_the_live_brokers_is_refused_and_creates_noth
     let status = r.status.clone().unwrap_or_default();
     assert_eq!(code(&r.status), Code::FailedPrecondition, "{status:?}");
     assert_eq!(status.message, "replication factor 3 needs 3 live brokers; 2 of the 3 registered answer");
+    assert!(r.topic.is_none(), "{r:?}");
     let listed = admin.list_topics(ListTopicsRequest::default()).await.expect("list").into_inner();
     assert!(listed.topics.is_empty(), "a refused topic was created: {:?}", listed.topics);
-    let r = admin.create_topic(topic("pair", 2)).await.expect("create").into_inner();
+    let r = admin
+        .create_topic(CreateTopicRequest {
+            topic: Some(Topic {
+                name: "pairs".into(),
+                queue_count: 6,
+                replication_factor: 2,
+                message_type: 0,
+                checkpoint_interval_entries: 0,
+            }),
+        })
+        .await
+        .expect("create")
+        .into_inner();
     assert_eq!(code(&r.status), Code::Ok, "a factor the live brokers can hold: {:?}", r.status);
+    let d = admin.describe_topic(DescribeTopicRequest { name: "pairs".into() }).await.expect("describe").into_inner();
+    assert_eq!(d.queues.len(), 6, "{d:?}");
+    for q in &d.queues {
+        assert!(!q.replica_broker_ids.contains(&3), "queue {} has a replica on the dead broker 3: {:?}", q.queue_id, q.replica_broker_ids);
+    }
 }

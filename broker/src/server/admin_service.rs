@@ -178,12 +178,11 @@ impl AdminService for AdminSvc {
         }
         // Registered is not alive: a replica placed on a dead broker leaves the group one
         // failure from unavailability from its first entry. Live here is "answers its peers
-        // now" (a status call, at most STATUS_TIMEOUT); leases that say so continuously, and
-        // placement that avoids a dead broker when enough others live, are the controller's
-        // (issue #14).
+        // now" (a status call, at most STATUS_TIMEOUT), and replicas go only to those brokers;
+        // leases that say so continuously are the controller's (issue #14).
         let all: BTreeSet<BrokerId> = map.brokers.keys().copied().collect();
-        let answering = core.gather_status(&map, &all, &[META_GROUP_ID]).await.len();
-        if let Err(refusal) = check_live_brokers(replication_factor, answering, map.brokers.len()) {
+        let answering: BTreeSet<BrokerId> = core.gather_status(&map, &all, &[META_GROUP_ID]).await.into_keys().collect();
+        if let Err(refusal) = check_live_brokers(replication_factor, answering.len(), map.brokers.len()) {
             return refuse(refusal);
         }
         let checkpoint_interval_entries =
@@ -192,7 +191,14 @@ impl AdminService for AdminSvc {
         if let Err(e) = group_options.check() {
             return refuse(status::invalid("topic.checkpoint_interval_entries", e));
         }
-        let cmd = MetaCommand::CreateTopic { name: topic.name.clone(), queue_count, replication_factor, message_type, group_options };
+        let cmd = MetaCommand::CreateTopicOn {
+            name: topic.name.clone(),
+            queue_count,
+            replication_factor,
+            message_type,
+            group_options,
+            brokers: answering,
+        };
         let created = match core.propose_meta(cmd).await {
             Ok(MetaReply::TopicCreated(t)) => t,
             Ok(MetaReply::TopicExists(t)) => {
