@@ -3,20 +3,16 @@
 
 mod common;
 
-use std::time::Duration;
-
 use broker::server::{BrokerOptions, BrokerServer};
+use common::{code, connect, eventually};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{
     ClusterStatusRequest, CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest,
-    GroupChecksumRequest, Message, SendRequest, Status, Topic,
+    GroupChecksumRequest, Message, SendRequest, Topic,
 };
-use tonic::transport::Channel;
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 fn options(id: u64, dir: &std::path::Path, controllers: Vec<(u64, String)>) -> BrokerOptions {
     let mut o = BrokerOptions::new(common::host_options(id, dir, "127.0.0.1:0".parse().unwrap()));
@@ -24,32 +20,8 @@ fn options(id: u64, dir: &std::path::Path, controllers: Vec<(u64, String)>) -> B
     o
 }
 
-async fn connect(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
-}
-
-fn code(s: &Option<Status>) -> Code {
-    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
-}
-
 fn message(body: String) -> Message {
     Message { body: body.into_bytes().into(), ..Default::default() }
-}
-
-/// Polls `f` until it returns `Some`, failing the test at the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Starts three brokers in `dirs` (broker 1 the metadata group's only voter) and waits until

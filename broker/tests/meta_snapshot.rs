@@ -6,18 +6,17 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use broker::host::MetaSnapshotOptions;
 use broker::meta::MetaGroupConfig;
 use broker::server::{BrokerOptions, BrokerServer};
+use common::{code, eventually};
 use controller::{META_GROUP_ID, MetaStateMachine};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicRequest, Status, Topic};
+use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicRequest, Topic};
 use tonic::transport::Channel;
 
-const DEADLINE: Duration = Duration::from_secs(30);
 const EVERY: u64 = 16;
 const KEEP: u64 = 4;
 
@@ -32,26 +31,6 @@ fn options(id: u64, dir: &Path, controllers: Vec<(u64, String)>) -> BrokerOption
 
 async fn admin(b: &BrokerServer) -> AdminServiceClient<Channel> {
     AdminServiceClient::new(Channel::from_shared(format!("http://{}", b.client_addr())).unwrap().connect().await.unwrap())
-}
-
-fn code(s: &Option<Status>) -> Code {
-    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
-}
-
-/// Polls `f` until it returns `Some`, failing the test at the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The metadata group's purge point in the log under `data_dir`, read as `raftmq log verify`

@@ -2,61 +2,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use broker::server::{BrokerOptions, BrokerServer};
+use common::{code, eventually, sample, scrape};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicRequest, Message, SendRequest, Status, Topic};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicRequest, Message, SendRequest, Topic};
 use tonic::transport::Channel;
 
-const DEADLINE: Duration = Duration::from_secs(30);
 /// Most bytes one scrape may return in this test; a bound, not an expectation.
-const SCRAPE_BYTES_MAX: u64 = 4 << 20;
-
-fn code(s: &Option<Status>) -> Code {
-    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
-}
-
-/// Polls `f` until it returns `Some`, failing the test at the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `GET /metrics` over one HTTP/1.1 connection; returns the content type and the body.
-async fn scrape(addr: SocketAddr) -> (String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    tokio::time::timeout(DEADLINE, stream.take(SCRAPE_BYTES_MAX).read_to_string(&mut raw)).await.expect("scrape timed out").unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let content_type = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim().to_string()))
-        .unwrap_or_default();
-    (content_type, body.to_string())
-}
-
-/// The value of the sample named exactly `series` (name and labels as exposed).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' '))).map(|v| v.trim().parse().unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_broker_reports_sends_syncs_groups_and_requests() {

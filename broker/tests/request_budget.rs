@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,15 +13,14 @@ use broker::edge::Limits;
 use broker::queue::SendBatchLimits;
 use broker::server::{BrokerOptions, BrokerServer};
 use broker::size_limits::{GRPC_MESSAGE_HEADER_BYTES, client_request_bytes_max, message_bytes_max};
+use common::{DEADLINE, code, connect, eventually, sample, scrape};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, FetchRequest, Message, SendRequest, Status, Topic};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, FetchRequest, Message, SendRequest, Topic};
 use tonic::transport::Channel;
 
-const DEADLINE: Duration = Duration::from_secs(30);
 /// Concurrent sends, each on its own connection (HTTP/2 streams of one connection are bounded
 /// apart; connections are not).
 const SENDERS: usize = 24;
@@ -30,39 +28,6 @@ const SENDERS: usize = 24;
 const MESSAGES_PER_SEND: usize = 2;
 const BODY_BYTES: usize = 256 << 10;
 const TOPIC: &str = "budgeted";
-
-fn code(s: &Option<Status>) -> Code {
-    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
-}
-
-/// Polls `f` until it returns `Some`, failing the test at the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The body of `GET /metrics`.
-async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    tokio::time::timeout(DEADLINE, stream.take(4 << 20).read_to_string(&mut raw)).await.expect("scrape timed out").unwrap();
-    raw.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
-}
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' '))).map(|v| v.trim().parse().unwrap())
-}
 
 /// Limits that make the largest request small (a 256 KiB body, entries of one such message
 /// with its keys and properties), and a budget of exactly that request.
@@ -96,10 +61,6 @@ async fn start(dir: &std::path::Path) -> (BrokerServer, Channel, usize) {
     let created = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.unwrap().into_inner();
     assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
     (broker, channel, budget)
-}
-
-async fn connect(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
 
 fn send_request(sender: usize) -> SendRequest {
@@ -145,7 +106,7 @@ async fn many_large_sends_at_once_are_all_stored_within_the_budget() {
         async move {
             let mut samples = Vec::new();
             while running.load(Ordering::Relaxed) {
-                samples.push(sample(&scrape(metrics_addr).await, "raftmq_grpc_request_in_flight_bytes"));
+                samples.push(sample(&scrape(metrics_addr).await.1, "raftmq_grpc_request_in_flight_bytes"));
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             samples
@@ -178,13 +139,13 @@ async fn many_large_sends_at_once_are_all_stored_within_the_budget() {
     let held: Vec<f64> = samples.iter().map(|s| s.expect("the in-flight gauge is exported")).collect();
     let most = held.iter().copied().fold(0.0, f64::max);
     assert!(most <= budget as f64, "held {most} bytes, above the budget of {budget}");
-    let text = scrape(metrics_addr).await;
+    let (_, text) = scrape(metrics_addr).await;
     let waited = sample(&text, "raftmq_grpc_request_budget_wait_duration_seconds_count").unwrap_or(0.0);
     assert!(waited >= 1.0, "no request waited for the budget ({} samples, most {most})", held.len());
     assert_eq!(sample(&text, "raftmq_grpc_request_budget_refused_total"), Some(0.0));
     assert_eq!(sample(&text, "raftmq_grpc_request_budget_bytes"), Some(budget as f64));
     let idle = eventually("the budget to be given back", || async move {
-        (sample(&scrape(metrics_addr).await, "raftmq_grpc_request_in_flight_bytes") == Some(0.0)).then_some(())
+        (sample(&scrape(metrics_addr).await.1, "raftmq_grpc_request_in_flight_bytes") == Some(0.0)).then_some(())
     });
     idle.await;
 

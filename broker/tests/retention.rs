@@ -6,38 +6,13 @@ mod common;
 use std::time::Duration;
 
 use broker::server::{BrokerOptions, BrokerServer};
+use common::{code, connect, eventually};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, FetchRequest, Message, SendRequest, Status, Topic};
+use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, FetchRequest, Message, SendRequest, Topic};
 use tonic::transport::Channel;
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn code(s: &Option<Status>) -> Code {
-    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
-}
-
-async fn connect(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
-}
-
-/// Polls `f` until it returns `Some`, failing the test at the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// One broker, its own metadata group, retention checked every 100 ms, keeping messages 1 ms,
 /// a checkpoint by time after 200 ms.

@@ -1,10 +1,69 @@
 //! What the broker's multi-replica tests share.
 
+// Not every test binary that includes this module uses every piece of it.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use broker::host::HostOptions;
 use broker::raft::BrokerId;
 use openraft::{Config, SnapshotPolicy};
+use proto::raftmq::v1::Status;
+use proto::raftmq::v1::status::Code;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+/// The longest any wait of these tests lasts before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+/// The most of a `/metrics` response a test reads.
+const SCRAPE_BYTES_MAX: u64 = 4 << 20;
+
+/// The status code of a reply (`Unspecified` for one the client does not know).
+pub fn code(s: &Option<Status>) -> Code {
+    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
+}
+
+/// A channel to a broker's client or peer address.
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+/// Polls `f` until it returns `Some`, failing the test at [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `GET /metrics` over one HTTP/1.1 connection; returns the content type and the body.
+pub async fn scrape(addr: SocketAddr) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(DEADLINE, stream.take(SCRAPE_BYTES_MAX).read_to_string(&mut raw)).await.expect("scrape timed out").unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_default();
+    (content_type, body.to_string())
+}
+
+/// The value of the sample named exactly `series` (name and labels as exposed).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' '))).map(|v| v.trim().parse().unwrap())
+}
 
 /// Raft timing for tests on loopback: elections in well under a second. Snapshots (and the
 /// purges after them) only when a test asks for one.
@@ -20,7 +79,6 @@ pub fn fast_raft_config() -> Config {
 }
 
 /// A host on loopback (`listen`, port 0 for any) with [`fast_raft_config`].
-#[allow(dead_code)] // Not every test binary that includes this module uses hosts.
 pub fn host_options(id: BrokerId, dir: &std::path::Path, listen: SocketAddr) -> HostOptions {
     let mut o = HostOptions::new(id, dir);
     o.raft_listen = listen;
