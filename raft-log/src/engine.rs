@@ -244,6 +244,13 @@ struct WriterState {
     scratch: Vec<u8>,
 }
 
+impl WriterState {
+    /// Whether `bytes` more of records fit in the active segment after what is buffered.
+    fn fits(&self, bytes: u64) -> bool {
+        self.active.write_offset + self.scratch.len() as u64 + bytes <= self.active.capacity
+    }
+}
+
 #[derive(Default)]
 struct FlushQueue {
     waiters: Vec<OnDurable>,
@@ -507,7 +514,7 @@ impl GroupLog {
             };
             if matches!(wait, Wait::Never) {
                 let needed: u64 = buffered.iter().map(|(_, _, p)| record::record_len(p.len())).sum();
-                if w.active.write_offset + w.scratch.len() as u64 + needed > w.active.capacity {
+                if !w.fits(needed) {
                     return Ok(Some(on_durable));
                 }
             }
@@ -585,9 +592,7 @@ impl GroupLog {
     fn save_committed_with(&self, index: u64, log_id: &[u8], wait: Wait) -> Result<bool, LogError> {
         let shared = &self.engine.shared;
         let Some(mut w) = shared.writable_with(wait)? else { return Ok(false) };
-        if matches!(wait, Wait::Never)
-            && w.active.write_offset + w.scratch.len() as u64 + record::record_len(log_id.len()) > w.active.capacity
-        {
+        if matches!(wait, Wait::Never) && !w.fits(record::record_len(log_id.len())) {
             return Ok(false);
         }
         let loc = shared.write_record(&mut w, RecordKind::Committed, self.id, 0, index, log_id)?;
@@ -678,14 +683,7 @@ impl GroupLog {
     fn read_with(&self, from: u64, to: u64, wait: Wait) -> Result<Option<Vec<StoredEntry>>, LogError> {
         let shared = &self.engine.shared;
         let (locations, files) = {
-            let w = match wait {
-                Wait::Always => lock(&shared.writer),
-                Wait::Never => match shared.writer.try_lock() {
-                    Ok(w) => w,
-                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                    Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-                },
-            };
+            let Some(w) = shared.writer_with(wait) else { return Ok(None) };
             let Some(g) = w.groups.get(&self.id) else { return Ok(Some(Vec::new())) };
             let locations = g.locations(from, to);
             if matches!(wait, Wait::Never) && locations.iter().any(|(_, l)| l.segment != w.active.seq) {
@@ -839,12 +837,17 @@ impl Shared {
     /// [`Self::writable`], or `None` at once when `wait` is `Never` and the lock is held.
     fn writable_with(&self, wait: Wait) -> Result<Option<MutexGuard<'_, WriterState>>, LogError> {
         self.check_usable()?;
+        Ok(self.writer_with(wait))
+    }
+
+    /// The writer lock, or `None` at once when `wait` is `Never` and it is held.
+    fn writer_with(&self, wait: Wait) -> Option<MutexGuard<'_, WriterState>> {
         match wait {
-            Wait::Always => Ok(Some(lock(&self.writer))),
+            Wait::Always => Some(lock(&self.writer)),
             Wait::Never => match self.writer.try_lock() {
-                Ok(w) => Ok(Some(w)),
-                Err(std::sync::TryLockError::Poisoned(p)) => Ok(Some(p.into_inner())),
-                Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+                Ok(w) => Some(w),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
             },
         }
     }
@@ -882,7 +885,7 @@ impl Shared {
             w.scratch.clear();
             return Err(LogError::Invalid(format!("a {kind:?} record of {} payload bytes does not fit in a segment", payload.len())));
         }
-        if w.active.write_offset + w.scratch.len() as u64 + len > w.active.capacity {
+        if !w.fits(len) {
             self.write_out(w)?;
             self.roll(w)?;
         }

@@ -16,7 +16,7 @@ use openraft::{OptionalSend, RaftLogReader, RaftTypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{GroupLog, LogError};
+use crate::{GroupLog, LogError, StoredEntry};
 
 /// Bytes of entries one replication payload (`limited_get_log_entries`) carries at most, beyond
 /// its first entry. openraft bounds a payload only by count (`max_payload_entries`, 300 by
@@ -67,6 +67,19 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     bincode::deserialize(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Decodes `stored` onto `out` while the encoded entries stay within [`PAYLOAD_BYTES_MAX`]
+/// (`bytes` so far; the first entry is taken whatever its size). `false`: the payload is full.
+fn take_bounded<E: DeserializeOwned>(stored: &[StoredEntry], out: &mut Vec<E>, bytes: &mut usize) -> io::Result<bool> {
+    for e in stored {
+        if !out.is_empty() && *bytes + e.payload.len() > PAYLOAD_BYTES_MAX {
+            return Ok(false);
+        }
+        *bytes += e.payload.len();
+        out.push(decode(&e.payload)?);
+    }
+    Ok(*bytes < PAYLOAD_BYTES_MAX)
+}
+
 fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
     let from = match range.start_bound() {
         Bound::Included(i) => *i,
@@ -110,33 +123,18 @@ where
         if to == end
             && let Some(stored) = self.log.try_read_now(start, to)?
         {
-            let mut out = Vec::with_capacity(stored.len());
-            let mut bytes = 0usize;
-            for e in &stored {
-                if !out.is_empty() && bytes + e.payload.len() > PAYLOAD_BYTES_MAX {
-                    break;
-                }
-                bytes += e.payload.len();
-                out.push(decode(&e.payload)?);
-            }
+            let (mut out, mut bytes) = (Vec::with_capacity(stored.len()), 0);
+            take_bounded(&stored, &mut out, &mut bytes)?;
             return Ok(out);
         }
         self.off_worker(move |log| {
-            let mut out = Vec::new();
-            let mut bytes = 0usize;
+            let (mut out, mut bytes) = (Vec::new(), 0);
             let mut from = start;
-            while from < end && (out.is_empty() || bytes < PAYLOAD_BYTES_MAX) {
+            while from < end {
                 let to = end.min(from.saturating_add(PAYLOAD_READ_CHUNK));
                 let stored = log.read(from, to)?;
-                if stored.is_empty() {
+                if stored.is_empty() || !take_bounded(&stored, &mut out, &mut bytes)? {
                     break;
-                }
-                for e in &stored {
-                    if !out.is_empty() && bytes + e.payload.len() > PAYLOAD_BYTES_MAX {
-                        return Ok(out);
-                    }
-                    bytes += e.payload.len();
-                    out.push(decode(&e.payload)?);
                 }
                 from = from.saturating_add(stored.len() as u64);
             }
