@@ -149,7 +149,10 @@ where
         };
         match call(client, left(due)).await {
             Ok(r) => return AtLeader::Answered(r.into_inner()),
-            Err(e) if !retargeted && forward::never_sent(&e) => {
+            // A read changes nothing, so whatever became of the forward (a connection the dead
+            // leader closed mid-call included) it may go to the new leader; a write only when it
+            // was never sent. Answers come inside the reply: an `Err` is the transport's.
+            Err(e) if !retargeted && (matches!(effect, Effect::Read) || forward::never_sent(&e)) => {
                 retargeted = true;
                 match core.retarget(group, &endpoint, forwarded, left(due)).await {
                     Some(next) => serve = next,
