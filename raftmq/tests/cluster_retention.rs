@@ -142,23 +142,32 @@ fn log_files(cluster: &Cluster, broker: usize) -> (usize, u64, u64) {
     (segments, highest, bytes)
 }
 
+/// Everything `broker`'s replica of queue 0 of `topic` holds: its start and end offsets and the
+/// messages from the start on, as of one read that no trim overtook. Retention keeps trimming
+/// while the test reads (messages expire after `max_age_ms`), so a read during which the start
+/// offset moved is begun again; the queue's end bounds every read.
 async fn fetch_all(cluster: &Cluster, broker: usize, topic: &str) -> (u64, u64, Vec<(u64, Vec<u8>)>) {
     let mut queue = cluster.brokers[broker].queue().await;
-    let mut got = Vec::new();
-    let (mut start, mut from) = (0, 0);
-    // Each page moves past at least one message; ends at the queue's end.
-    loop {
-        let req = FetchRequest { topic: topic.into(), queue_id: 0, offset: from, max_messages: 64, local_only: true, ..Default::default() };
-        let r = queue.fetch(req).await.expect("fetch").into_inner();
-        assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
-        if got.is_empty() {
-            start = r.start_offset;
+    let deadline = Instant::now() + DEADLINE;
+    'read: loop {
+        assert!(Instant::now() < deadline, "broker {}: no read of {topic} outran its trims within {DEADLINE:?}", broker + 1);
+        let mut got = Vec::new();
+        let (mut start, mut from) = (None, 0);
+        // Each page moves past at least one message; ends at the queue's end.
+        loop {
+            let req =
+                FetchRequest { topic: topic.into(), queue_id: 0, offset: from, max_messages: 64, local_only: true, ..Default::default() };
+            let r = queue.fetch(req).await.expect("fetch").into_inner();
+            assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+            if *start.get_or_insert(r.start_offset) != r.start_offset {
+                continue 'read;
+            }
+            if r.messages.is_empty() {
+                return (r.start_offset, r.end_offset, got);
+            }
+            from = r.next_offset;
+            got.extend(r.messages.into_iter().map(|m| (m.offset, m.message.map(|m| m.body.to_vec()).unwrap_or_default())));
         }
-        if r.messages.is_empty() {
-            return (start, r.end_offset, got);
-        }
-        from = r.next_offset;
-        got.extend(r.messages.into_iter().map(|m| (m.offset, m.message.map(|m| m.body.to_vec()).unwrap_or_default())));
     }
 }
 
