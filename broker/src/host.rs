@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use openraft::{Config, Raft};
 use proto::raftmq::v1::raft_transport_server::RaftTransportServer;
-use raft_log::{GroupLog, LogEngine, LogError, LogOptions, RaftLogStore};
+use raft_log::{GroupLog, LogEngine, LogError, RaftLogStore};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -18,6 +18,7 @@ use openraft::alias::EntryOf;
 use controller::{META_GROUP_ID, MetaStateMachine};
 
 use crate::meta::{MetaGroupConfig, MetaRaft};
+use crate::options::{BrokerOptions, FSYNC_DELAY_FILE, STORE_FLUSH_FILE, STORE_FLUSHED_FILE};
 use crate::queue::{
     CheckpointAge, GroupCheckpoints, GroupCommand, NewMessage, QueueGroupConfig, QueueGroupOptions, QueueStateMachine, RetentionPolicy,
     trim_candidate,
@@ -27,82 +28,13 @@ use crate::raft::registry::GroupRegistry;
 use crate::raft::service::RaftTransportService;
 use crate::raft::{BrokerId, BrokerNode, GroupId};
 use crate::size_limits::TRANSPORT_MESSAGE_BYTES_MAX;
-use crate::store::{QueueStore, StoreError, StoreOptions};
+use crate::store::{QueueStore, StoreError};
 
 /// How long `shutdown` waits for the transport's in-flight requests.
 const SERVER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A queue group replica hosted here.
 pub type QueueRaft = Raft<QueueGroupConfig, QueueStateMachine>;
-
-/// What a host is made of; every field has a default but the id and the directory.
-#[derive(Debug, Clone)]
-pub struct HostOptions {
-    pub id: BrokerId,
-    /// `log/` (raft-log) and `store/` (RocksDB) go under it.
-    pub data_dir: PathBuf,
-    /// Where the Raft transport listens; port 0 picks a free one.
-    pub raft_listen: SocketAddr,
-    /// Raft options of every group. The metadata group takes its timing from it, but snapshots
-    /// by [`Self::meta_snapshot`]; queue groups snapshot only at retention's trim points.
-    pub raft: Config,
-    /// When the metadata group snapshots and purges its log.
-    pub meta_snapshot: MetaSnapshotOptions,
-    pub log: LogOptions,
-    pub store: StoreOptions,
-    /// **Test only.** The raft log keeps every write not yet fdatasynced in process memory
-    /// (`raft_log::fault::PowerLossFileSystem`), so a SIGKILL loses exactly what a power cut
-    /// would. jepsen's power-loss nemesis runs brokers this way. RocksDB needs nothing alike: its
-    /// WAL is off, so a killed broker loses its unflushed state anyway.
-    pub power_loss_test_mode: bool,
-    /// **Test only.** A file whose content (milliseconds, absent or empty: 0) every fdatasync
-    /// of the raft log first waits for, read every 100 ms: jepsen's slow-fsync nemesis writes it.
-    pub fsync_delay_file: Option<PathBuf>,
-    /// **Test only.** With `power_loss_test_mode`, a power cut also tears the last page written
-    /// of each log file (`PowerLossFileSystem::with_torn_pages`): jepsen's torn-write nemesis.
-    pub torn_pages_test_mode: bool,
-    /// **Test only.** `(request, done)`: whenever `request` holds a number not yet handled
-    /// (read every 100 ms), the queue store is flushed and the number then written to `done`.
-    /// jepsen's store-loss nemesis flushes a broker's store so at a moment of its choosing.
-    pub store_flush_files: Option<(PathBuf, PathBuf)>,
-}
-
-/// The metadata group's snapshot policy. Its state machine is the whole cluster map, written
-/// durably to its snapshot file before openraft may purge the log below it, so the group
-/// snapshots by log length (openraft's `LogsSinceLast`) and purges: otherwise its first entries
-/// would pin the log's first segment for ever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetaSnapshotOptions {
-    /// A snapshot once this many entries were committed since the last one. Default 1,024.
-    pub every_entries: u64,
-    /// Entries kept below the snapshot when purging, so a learner a little behind catches up
-    /// from the log rather than by a snapshot. Default 256.
-    pub keep_entries: u64,
-}
-
-impl Default for MetaSnapshotOptions {
-    fn default() -> Self {
-        Self { every_entries: 1024, keep_entries: 256 }
-    }
-}
-
-impl HostOptions {
-    pub fn new(id: BrokerId, data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            id,
-            data_dir: data_dir.into(),
-            raft_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            raft: Config::default(),
-            meta_snapshot: MetaSnapshotOptions::default(),
-            log: LogOptions::default(),
-            store: StoreOptions::default(),
-            power_loss_test_mode: false,
-            fsync_delay_file: None,
-            torn_pages_test_mode: false,
-            store_flush_files: None,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -213,54 +145,45 @@ pub struct GroupFatal {
 }
 
 impl GroupHost {
-    /// Opens the log and the store under `data_dir` (recovering both) and starts serving the
-    /// Raft transport. Groups are opened with [`Self::open_group`].
-    pub async fn start(options: HostOptions) -> Result<Self, HostError> {
+    /// Opens the log and the store under `options.data_dir` (recovering both) and starts serving
+    /// the Raft transport on `options.peer_listen`. Groups are opened with [`Self::open_group`].
+    pub async fn start(options: &BrokerOptions) -> Result<Self, HostError> {
         Self::start_with(options, None).await
     }
 
     /// [`Self::start`], also serving `peer_routes` (the broker's other peer-to-peer services)
     /// on the transport's port.
-    pub async fn start_with(options: HostOptions, peer_routes: Option<tonic::service::Routes>) -> Result<Self, HostError> {
-        let mut raft = options.raft;
-        // A restarted leader must win an election before it serves. openraft 0.10 otherwise
-        // restores leadership at once, which is unsafe when the state machine is not flushed on
-        // apply and the committed log id is not persisted at once (both true here: RocksDB's WAL
-        // is off, and raft-log saves `committed` with the next round): the restored leader's
-        // commit index can lag what was committed, so a read index answers from stale state.
-        // jepsen found it: after a coordinated power loss, a consumer offset read returned 7142
-        // after a commit of 7149 had been acknowledged.
-        raft.enable_leader_restore = Some(false);
-        let meta_raft = Config {
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.meta_snapshot.every_entries.max(1)),
-            max_in_snapshot_log_to_keep: options.meta_snapshot.keep_entries,
-            ..raft.clone()
-        };
-        let meta_raft_config = Arc::new(meta_raft.validate().map_err(|e| HostError::Config(format!("metadata group: {e}")))?);
-        let raft_config = Arc::new(raft.validate().map_err(|e| HostError::Config(e.to_string()))?);
+    pub async fn start_with(options: &BrokerOptions, peer_routes: Option<tonic::service::Routes>) -> Result<Self, HostError> {
+        let meta_raft_config =
+            Arc::new(options.raft.meta_group_config().validate().map_err(|e| HostError::Config(format!("metadata group: {e}")))?);
+        let raft_config = Arc::new(options.raft.queue_group_config().validate().map_err(|e| HostError::Config(e.to_string()))?);
         let log_dir = options.data_dir.join("log");
-        if options.log.ack_before_sync.is_some() {
+        let log_options = options.log_options();
+        if log_options.ack_before_sync.is_some() {
             tracing::warn!("TEST MODE: appends are acknowledged before fdatasync; acknowledged messages can be lost");
         }
         let mut fs: Arc<dyn raft_log::fs::FileSystem> = Arc::new(raft_log::fs::StdFileSystem);
-        if options.power_loss_test_mode && options.torn_pages_test_mode {
+        let testing = &options.testing;
+        if testing.power_loss && testing.torn_pages {
             tracing::warn!("TEST MODE: raft-log writes stay in memory until fdatasync, and the last page written is torn on disk");
             let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
             fs = Arc::new(raft_log::fault::PowerLossFileSystem::with_torn_pages(fs, seed ^ u64::from(std::process::id())));
-        } else if options.power_loss_test_mode {
+        } else if testing.power_loss {
             tracing::warn!("TEST MODE: raft-log writes stay in memory until fdatasync (power-loss simulation)");
             fs = Arc::new(raft_log::fault::PowerLossFileSystem::new(fs));
         }
-        if let Some(control) = &options.fsync_delay_file {
+        if testing.fsync_delay_file {
+            let control = options.testing_file(FSYNC_DELAY_FILE);
             tracing::warn!(file = %control.display(), "TEST MODE: every fdatasync waits for the delay this file names");
             let slow = raft_log::fault::SlowSyncFileSystem::new(fs);
-            follow_delay_file(control.clone(), Arc::downgrade(&slow.delay_ms()));
+            follow_delay_file(control, Arc::downgrade(&slow.delay_ms()));
             fs = Arc::new(slow);
         }
-        let (engine, recovery) = LogEngine::open_with(log_dir, options.log, fs)?;
+        let (engine, recovery) = LogEngine::open_with(log_dir, log_options, fs)?;
         let (store, opened) = QueueStore::open(options.data_dir.join("store"), &options.store)?;
         let store = Arc::new(store);
-        if let Some((request, done)) = options.store_flush_files.clone() {
+        if testing.store_flush_file {
+            let (request, done) = (options.testing_file(STORE_FLUSH_FILE), options.testing_file(STORE_FLUSHED_FILE));
             tracing::warn!(file = %request.display(), "TEST MODE: the queue store is flushed whenever this file names a new request");
             follow_store_flush_file(request, done, Arc::downgrade(&store));
         }
@@ -272,10 +195,10 @@ impl GroupHost {
             "opened log and store"
         );
         let registry = GroupRegistry::default();
-        let incoming = TcpIncoming::bind(options.raft_listen)
-            .map_err(|source| HostError::Listen { addr: options.raft_listen, source })?
+        let incoming = TcpIncoming::bind(options.peer_listen)
+            .map_err(|source| HostError::Listen { addr: options.peer_listen, source })?
             .with_nodelay(Some(true));
-        let raft_addr = incoming.local_addr().map_err(|source| HostError::Listen { addr: options.raft_listen, source })?;
+        let raft_addr = incoming.local_addr().map_err(|source| HostError::Listen { addr: options.peer_listen, source })?;
         let service = RaftTransportServer::new(RaftTransportService::new(options.id, registry.clone()))
             .max_decoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX);

@@ -3,6 +3,7 @@
 //!
 //! - [`edge`]: validation of client input (names, sizes, limits), each violation naming its
 //!   field.
+//! - [`options`]: every option of a broker, its default and its validation, in one place.
 //! - [`host`]: [`host::GroupHost`], one broker's many group replicas over one log engine,
 //!   one store and one transport.
 //! - [`raft`]: the node type, the Raft transport between brokers (client and server) and the
@@ -18,6 +19,7 @@ pub mod edge;
 pub mod host;
 pub mod meta;
 pub mod metrics;
+pub mod options;
 pub mod queue;
 pub mod raft;
 pub mod server;

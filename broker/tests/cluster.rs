@@ -3,7 +3,8 @@
 
 mod common;
 
-use broker::server::{BrokerOptions, BrokerServer};
+use broker::options::BrokerOptions;
+use broker::server::BrokerServer;
 use common::{code, connect, eventually};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
@@ -15,8 +16,8 @@ use proto::raftmq::v1::{
 };
 
 fn options(id: u64, dir: &std::path::Path, controllers: Vec<(u64, String)>) -> BrokerOptions {
-    let mut o = BrokerOptions::new(common::host_options(id, dir, "127.0.0.1:0".parse().unwrap()));
-    o.controllers = controllers;
+    let mut o = common::host_options(id, dir, "127.0.0.1:0".parse().unwrap());
+    o.controllers = common::voters(&controllers);
     o
 }
 

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use broker::host::{GroupHost, QueueRaft};
+use broker::options::{STORE_FLUSH_FILE, STORE_FLUSHED_FILE};
 use broker::queue::{GroupCommand, GroupReply, NewMessage, QueueGroupOptions};
 use broker::raft::{BrokerId, BrokerNode, GroupId};
 
@@ -89,9 +90,9 @@ use openraft::type_config::async_runtime::watch::WatchReceiver;
 async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_catches_up() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let h1 = GroupHost::start(common::host_options(1, dirs[0].path(), any)).await.unwrap();
-    let h2 = GroupHost::start(common::host_options(2, dirs[1].path(), any)).await.unwrap();
-    let h3 = GroupHost::start(common::host_options(3, dirs[2].path(), any)).await.unwrap();
+    let h1 = GroupHost::start(&common::host_options(1, dirs[0].path(), any)).await.unwrap();
+    let h2 = GroupHost::start(&common::host_options(2, dirs[1].path(), any)).await.unwrap();
+    let h3 = GroupHost::start(&common::host_options(3, dirs[2].path(), any)).await.unwrap();
     let members: BTreeMap<BrokerId, BrokerNode> = [&h1, &h2, &h3].iter().map(|h| (h.id(), h.node())).collect();
     for g in 1..=GROUPS {
         for h in [&h1, &h2, &h3] {
@@ -121,7 +122,7 @@ async fn three_hosts_share_engine_and_store_across_groups_and_a_restarted_host_c
         assert_eq!(offsets, vec![(0, 3), (1, 2), (0, 4)], "group {g}: offsets go on while broker 2 is down");
         expected.insert(g, BTreeMap::from([(0, 5), (1, 3)]));
     }
-    let h2 = GroupHost::start(common::host_options(2, dirs[1].path(), addr2)).await.unwrap();
+    let h2 = GroupHost::start(&common::host_options(2, dirs[1].path(), addr2)).await.unwrap();
     assert_eq!(h2.groups_on_disk(), (1..=GROUPS).collect::<Vec<_>>());
     for g in h2.groups_on_disk() {
         h2.open_group(g, None).await.unwrap();
@@ -168,7 +169,7 @@ async fn a_reopened_group_applies_with_the_options_it_was_created_with() {
     let every_3 = QueueGroupOptions { checkpoint_interval_entries: 3 };
     let dir = tempfile::tempdir().unwrap();
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let host = GroupHost::start(common::host_options(1, dir.path(), any)).await.unwrap();
+    let host = GroupHost::start(&common::host_options(1, dir.path(), any)).await.unwrap();
     host.open_group(GROUP, Some(every_3)).await.unwrap();
     host.group(GROUP).unwrap().initialize(BTreeMap::from([(host.id(), host.node())])).await.unwrap();
     for _ in 0..10 {
@@ -180,7 +181,7 @@ async fn a_reopened_group_applies_with_the_options_it_was_created_with() {
     host.shutdown().await.unwrap();
     drop(host);
 
-    let host = GroupHost::start(common::host_options(1, dir.path(), any)).await.unwrap();
+    let host = GroupHost::start(&common::host_options(1, dir.path(), any)).await.unwrap();
     host.open_group(GROUP, None).await.unwrap();
     for _ in 0..10 {
         write(&[&host], GROUP, send(1, "b")).await;
@@ -191,7 +192,7 @@ async fn a_reopened_group_applies_with_the_options_it_was_created_with() {
     host.shutdown().await.unwrap();
     drop(host);
 
-    let host = GroupHost::start(common::host_options(1, dir.path(), any)).await.unwrap();
+    let host = GroupHost::start(&common::host_options(1, dir.path(), any)).await.unwrap();
     let err = host.open_group(GROUP, Some(QueueGroupOptions { checkpoint_interval_entries: 5 })).await.unwrap_err();
     assert!(err.to_string().contains("checkpoint every 3 entries, but the group was created with 5"), "{err}");
     assert!(host.group(GROUP).is_none(), "a refused group is not opened");
@@ -205,9 +206,8 @@ async fn a_reopened_group_applies_with_the_options_it_was_created_with() {
 #[tokio::test]
 async fn every_group_runs_without_leader_restore() {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = common::host_options(1, dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
-    options.raft.enable_leader_restore = Some(true);
-    let host = GroupHost::start(options).await.unwrap();
+    let options = common::host_options(1, dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    let host = GroupHost::start(&options).await.unwrap();
     assert_eq!(host.raft_config().enable_leader_restore, Some(false));
     host.shutdown().await.unwrap();
 }
@@ -219,10 +219,10 @@ async fn every_group_runs_without_leader_restore() {
 async fn a_store_flush_request_flushes_the_store_then_confirms() {
     const GROUP: GroupId = 3;
     let dir = tempfile::tempdir().unwrap();
-    let (request, done) = (dir.path().join("flush"), dir.path().join("flushed"));
     let mut options = common::host_options(1, dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
-    options.store_flush_files = Some((request.clone(), done.clone()));
-    let host = GroupHost::start(options).await.unwrap();
+    options.testing.store_flush_file = true;
+    let (request, done) = (options.testing_file(STORE_FLUSH_FILE), options.testing_file(STORE_FLUSHED_FILE));
+    let host = GroupHost::start(&options).await.unwrap();
     host.open_group(GROUP, None).await.unwrap();
     host.group(GROUP).unwrap().initialize(BTreeMap::from([(host.id(), host.node())])).await.unwrap();
     for _ in 0..5 {

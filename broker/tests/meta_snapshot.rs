@@ -7,9 +7,9 @@ mod common;
 
 use std::path::Path;
 
-use broker::host::MetaSnapshotOptions;
 use broker::meta::MetaGroupConfig;
-use broker::server::{BrokerOptions, BrokerServer};
+use broker::options::BrokerOptions;
+use broker::server::BrokerServer;
 use common::{code, eventually};
 use controller::{META_GROUP_ID, MetaStateMachine};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
@@ -21,10 +21,9 @@ const EVERY: u64 = 16;
 const KEEP: u64 = 4;
 
 fn options(id: u64, dir: &Path, controllers: Vec<(u64, String)>) -> BrokerOptions {
-    let mut host = common::host_options(id, dir, "127.0.0.1:0".parse().unwrap());
-    host.meta_snapshot = MetaSnapshotOptions { every_entries: EVERY, keep_entries: KEEP };
-    let mut o = BrokerOptions::new(host);
-    o.controllers = controllers;
+    let mut o = common::host_options(id, dir, "127.0.0.1:0".parse().unwrap());
+    (o.raft.meta_snapshot_every_entries, o.raft.meta_snapshot_keep_entries) = (EVERY, KEEP);
+    o.controllers = common::voters(&controllers);
     o.topic_defaults.replication_factor = 1;
     o
 }

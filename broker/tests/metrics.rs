@@ -2,7 +2,7 @@
 
 mod common;
 
-use broker::server::{BrokerOptions, BrokerServer};
+use broker::server::BrokerServer;
 use common::{code, eventually, sample, scrape};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
@@ -16,9 +16,9 @@ use tonic::transport::Channel;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_broker_reports_sends_syncs_groups_and_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = BrokerOptions::new(common::host_options(1, dir.path(), "127.0.0.1:0".parse().unwrap()));
+    let mut options = common::host_options(1, dir.path(), "127.0.0.1:0".parse().unwrap());
     options.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    options.store_flush_interval = std::time::Duration::from_millis(200);
+    options.store.flush_interval_ms = 200;
     let broker = BrokerServer::start(options).await.unwrap();
     let metrics_addr = broker.metrics_addr().expect("a metrics server");
     let channel = Channel::from_shared(format!("http://{}", broker.client_addr())).unwrap().connect().await.unwrap();

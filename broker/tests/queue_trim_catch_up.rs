@@ -130,7 +130,7 @@ async fn a_follower_behind_a_trim_and_purge_catches_up_by_snapshot_then_log() {
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut hosts: Vec<Option<GroupHost>> = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        hosts.push(Some(GroupHost::start(common::host_options(i as BrokerId + 1, dir.path(), any)).await.unwrap()));
+        hosts.push(Some(GroupHost::start(&common::host_options(i as BrokerId + 1, dir.path(), any)).await.unwrap()));
     }
     let members: BTreeMap<BrokerId, BrokerNode> = hosts.iter().flatten().map(|h| (h.id(), h.node())).collect();
     for h in hosts.iter().flatten() {
@@ -232,7 +232,7 @@ async fn a_follower_behind_a_trim_and_purge_catches_up_by_snapshot_then_log() {
     }
 
     // The follower restarts on its directory and address.
-    hosts[stopped] = Some(GroupHost::start(common::host_options(stopped_id, dirs[stopped].path(), stopped_addr)).await.unwrap());
+    hosts[stopped] = Some(GroupHost::start(&common::host_options(stopped_id, dirs[stopped].path(), stopped_addr)).await.unwrap());
     let follower = hosts[stopped].as_ref().unwrap();
     // Reopened as a restarted broker does, before it has the map: with the options recorded here.
     follower.open_group(GROUP, None).await.unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use broker::edge::Limits;
 use broker::queue::SendBatchLimits;
-use broker::server::{BrokerOptions, BrokerServer};
+use broker::server::BrokerServer;
 use broker::size_limits::{GRPC_MESSAGE_HEADER_BYTES, client_request_bytes_max, message_bytes_max};
 use common::{DEADLINE, code, connect, eventually, sample, scrape};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
@@ -41,11 +41,10 @@ fn small_limits() -> (Limits, SendBatchLimits, usize) {
 
 async fn start(dir: &std::path::Path) -> (BrokerServer, Channel, usize) {
     let (limits, send, budget) = small_limits();
-    let mut options = BrokerOptions::new(common::host_options(1, dir, "127.0.0.1:0".parse().unwrap()));
+    let mut options = common::host_options(1, dir, "127.0.0.1:0".parse().unwrap());
     options.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    options.limits = limits;
+    options.limits = Limits { in_flight_request_bytes_max: budget, ..limits };
     options.send = send;
-    options.in_flight_request_bytes_max = budget;
     let broker = BrokerServer::start(options).await.unwrap();
     let channel = connect(broker.client_addr()).await;
     let mut admin = AdminServiceClient::new(channel.clone());

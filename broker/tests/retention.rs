@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use broker::server::{BrokerOptions, BrokerServer};
+use broker::options::BrokerOptions;
+use broker::server::BrokerServer;
 use common::{code, connect, eventually};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
@@ -17,10 +18,10 @@ use tonic::transport::Channel;
 /// One broker, its own metadata group, retention checked every 100 ms, keeping messages 1 ms,
 /// a checkpoint by time after 200 ms.
 fn quick_retention(dir: &std::path::Path) -> BrokerOptions {
-    let mut o = BrokerOptions::new(common::host_options(1, dir, "127.0.0.1:0".parse().unwrap()));
-    o.retention.check_interval = Duration::from_millis(100);
-    o.retention.policy.max_age_ms = 1;
-    o.retention.checkpoint_interval = Duration::from_millis(200);
+    let mut o = common::host_options(1, dir, "127.0.0.1:0".parse().unwrap());
+    o.retention.check_interval_ms = 100;
+    o.retention.max_age_ms = 1;
+    o.retention.checkpoint_interval_ms = 200;
     o
 }
 

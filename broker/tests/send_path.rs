@@ -25,7 +25,7 @@ async fn sends_share_entries_get_dense_offsets_and_are_bounded() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut hosts = Vec::new();
     for (i, d) in dirs.iter().enumerate() {
-        hosts.push(GroupHost::start(common::host_options(i as u64 + 1, d.path(), SocketAddr::from(([127, 0, 0, 1], 0)))).await.unwrap());
+        hosts.push(GroupHost::start(&common::host_options(i as u64 + 1, d.path(), SocketAddr::from(([127, 0, 0, 1], 0)))).await.unwrap());
     }
     let members: BTreeMap<BrokerId, BrokerNode> = hosts.iter().map(|h| (h.id(), h.node())).collect();
     for h in &hosts {

@@ -340,7 +340,7 @@ mod tests {
     use tonic::transport::server::TcpIncoming;
 
     use super::*;
-    use crate::client::connection::queue_client;
+    use crate::connection::queue_client;
 
     /// A QueueService whose sends answer the scripted replies in turn, then `last` for ever.
     struct FakeQueue {

@@ -125,6 +125,26 @@ impl CallError {
     }
 }
 
+impl CallError {
+    /// The broker's answer promises the request changed nothing, so a history checker may
+    /// count it as failed: NOT_LEADER, BUSY, UNAVAILABLE, INVALID_ARGUMENT, NOT_FOUND and
+    /// RESOURCE_EXHAUSTED are answered before anything is proposed. Stricter than
+    /// `!maybe_applied()`: an INTERNAL error or a status this client does not know promises
+    /// nothing either way, and a transport failure only when [`crate::transport::never_sent`]
+    /// says so.
+    pub fn promises_nothing_done(&self) -> bool {
+        matches!(
+            self,
+            CallError::NotLeader { .. }
+                | CallError::Busy { .. }
+                | CallError::Unavailable { .. }
+                | CallError::InvalidArgument { .. }
+                | CallError::NotFound { .. }
+                | CallError::ResourceExhausted { .. }
+        )
+    }
+}
+
 /// gRPC codes that a client sees when a request was lost in flight or its answer was (a
 /// connection reset surfaces as `Unknown` or `Cancelled` in tonic, a closed connection as
 /// `Unavailable`). Other codes come from a server that refused the call before handling it.
@@ -168,6 +188,18 @@ mod tests {
         assert_eq!(check(Some(&hint("b2:8081"))), Err(CallError::NotLeader { leader: Some("b2:8081".into()), message: "m".into() }));
         assert_eq!(check(Some(&hint(""))), Err(CallError::NotLeader { leader: None, message: "m".into() }));
         assert_eq!(check(Some(&status(Code::NotLeader))), Err(CallError::NotLeader { leader: None, message: "m".into() }));
+    }
+
+    #[test]
+    fn which_statuses_promise_nothing_was_done() {
+        let nothing_done = [Code::NotLeader, Code::Busy, Code::Unavailable, Code::InvalidArgument, Code::NotFound, Code::ResourceExhausted];
+        for code in nothing_done {
+            assert!(check(Some(&status(code))).expect_err("e").promises_nothing_done(), "{code:?}");
+        }
+        for code in [Code::OutcomeUnknown, Code::Internal, Code::AlreadyExists, Code::FailedPrecondition, Code::Unspecified] {
+            assert!(!check(Some(&status(code))).expect_err("e").promises_nothing_done(), "{code:?}");
+        }
+        assert!(!CallError::from(tonic::Status::unavailable("tcp connect error")).promises_nothing_done(), "transport: see never_sent");
     }
 
     #[test]

@@ -13,10 +13,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use client::RouteTable;
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{
-    CommitOffsetRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest, Message, QueueInfo, SendRequest, Status,
+    BrokerInfo, CommitOffsetRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest, Message, QueueInfo, SendRequest, Status,
 };
 use rand::{RngExt, SeedableRng};
 use rand_xorshift::XorShiftRng;
@@ -76,27 +77,21 @@ impl Recorder {
     }
 }
 
-/// How a reply's status maps to an outcome.
+/// How a reply's status maps to an outcome: `fail` only where the status promises nothing was
+/// done ([`CallError::promises_nothing_done`]), else `info`.
 fn outcome(status: &Option<Status>) -> (EventKind, Option<String>) {
     let Some(s) = status else { return (EventKind::Info, Some("no status".into())) };
-    match Code::try_from(s.code).unwrap_or(Code::Unspecified) {
-        Code::Ok => (EventKind::Ok, None),
-        Code::NotLeader | Code::Busy | Code::Unavailable | Code::InvalidArgument | Code::NotFound | Code::ResourceExhausted => {
-            (EventKind::Fail, Some(format!("{}: {}", s.code, s.message)))
-        }
-        _ => (EventKind::Info, Some(format!("{}: {}", s.code, s.message))),
+    match client::status::check(Some(s)) {
+        Ok(()) => (EventKind::Ok, None),
+        Err(e) if e.promises_nothing_done() => (EventKind::Fail, Some(format!("{}: {}", s.code, s.message))),
+        Err(_) => (EventKind::Info, Some(format!("{}: {}", s.code, s.message))),
     }
 }
 
-/// How a call that failed in transport maps to an outcome: a connection that could not be made
-/// carried no request, so nothing happened (`fail`); anything else may have reached the server
-/// (`info`).
+/// How a call that failed in transport maps to an outcome: a request that certainly never left
+/// this process did nothing (`fail`); anything else may have reached the server (`info`).
 fn transport_outcome(status: &tonic::Status) -> EventKind {
-    if status.code() == tonic::Code::Unavailable && status.message().starts_with("tcp connect error") {
-        EventKind::Fail
-    } else {
-        EventKind::Info
-    }
+    if client::transport::never_sent(status) { EventKind::Fail } else { EventKind::Info }
 }
 
 /// One client call within [`CALL_TIMEOUT`]: its reply, or, when the call itself failed, the
@@ -134,28 +129,30 @@ const ROUTE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Route lookups are shared: at most one per this gap, however many producers miss a route.
 const ROUTE_REFRESH_GAP: Duration = Duration::from_millis(100);
 
-/// The leader endpoint of each queue, for [`Routing::Leader`].
+/// The leader endpoint of each queue, for [`Routing::Leader`]: the client's [`RouteTable`],
+/// learned from DescribeTopic with the brokers this run started.
 pub struct LeaderRoutes {
-    leaders: Mutex<std::collections::HashMap<u32, SocketAddr>>,
+    table: Mutex<RouteTable>,
     /// When the last lookup ended; one lookup at a time.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl LeaderRoutes {
     pub fn new() -> Self {
-        Self { leaders: Mutex::new(std::collections::HashMap::new()), refreshed: tokio::sync::Mutex::new(None) }
+        Self { table: Mutex::new(RouteTable::default()), refreshed: tokio::sync::Mutex::new(None) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, SocketAddr>> {
-        self.leaders.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, RouteTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The queue's leader; every route names one of this run's brokers, so it parses.
     fn get(&self, queue: u32) -> Option<SocketAddr> {
-        self.lock().get(&queue).copied()
+        self.lock().leader(queue).and_then(|e| e.parse().ok())
     }
 
     fn forget(&self, queue: u32) {
-        self.lock().remove(&queue);
+        self.lock().forget(queue);
     }
 
     /// Asks a broker (from `ask`) for the topic's leaders, unless another lookup ended within
@@ -173,15 +170,20 @@ impl LeaderRoutes {
         *refreshed = Some(Instant::now());
     }
 
-    /// Takes each queue's leader from `queues`; a queue without a known leader loses its route.
+    /// Takes each queue's leader from `queues` (broker `i + 1` at `endpoints[i]`); a queue
+    /// without a known leader loses its route.
     fn learn(&self, queues: &[QueueInfo], endpoints: &[SocketAddr]) {
-        let mut leaders = self.lock();
+        let brokers: Vec<BrokerInfo> = (1..)
+            .zip(endpoints)
+            .map(|(broker_id, e)| BrokerInfo { broker_id, endpoint: e.to_string(), alive: true, ..Default::default() })
+            .collect();
+        let reported = RouteTable::build(queues, &brokers);
+        let mut table = self.lock();
         for q in queues {
-            let leader = usize::try_from(q.leader_broker_id).ok().and_then(|id| id.checked_sub(1)).and_then(|i| endpoints.get(i));
-            match leader {
-                Some(&endpoint) => leaders.insert(q.queue_id, endpoint),
-                None => leaders.remove(&q.queue_id),
-            };
+            match reported.leader(q.queue_id) {
+                Some(leader) => table.learn_leader(q.queue_id, leader),
+                None => table.forget(q.queue_id),
+            }
         }
     }
 }

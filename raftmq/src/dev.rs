@@ -165,7 +165,7 @@ fn prepare_configs(plan: &ClusterPlan) -> anyhow::Result<Vec<BrokerConfig>> {
 fn load_configs(plan: &ClusterPlan) -> anyhow::Result<Vec<BrokerConfig>> {
     let mut configs = Vec::with_capacity(plan.brokers.len());
     for b in &plan.brokers {
-        let config = BrokerConfig::load(Some(&b.config_path)).with_context(|| {
+        let config = crate::config::load(Some(&b.config_path)).with_context(|| {
             format!("broker {} of {} cannot start (remove {} to start afresh)", b.id, plan.dir.display(), plan.dir.display())
         })?;
         let mismatches = plan.config_mismatches(b, &config);

@@ -7,7 +7,7 @@
 
 mod bench;
 mod broker_cmd;
-mod client;
+mod cli;
 mod config;
 mod dev;
 mod jepsen_cmd;
@@ -40,11 +40,11 @@ enum Command {
     Dev(dev::DevArgs),
     /// Operator commands: topics, cluster status, replica checksums.
     #[command(subcommand)]
-    Admin(client::admin::AdminCommand),
+    Admin(cli::admin::AdminCommand),
     /// Send stdin's lines (or generated messages) to a topic; prints where each was stored.
-    Produce(client::produce::ProduceArgs),
+    Produce(cli::produce::ProduceArgs),
     /// Print a topic's messages, optionally as a consumer group that commits its progress.
-    Consume(client::consume::ConsumeArgs),
+    Consume(cli::consume::ConsumeArgs),
     /// Fault campaigns against a cluster and their checker.
     #[command(subcommand)]
     Jepsen(jepsen_cmd::JepsenCommand),
@@ -66,9 +66,9 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Dev(args) => dev::run(args),
         Command::Broker(args) => broker_cmd::run(args),
-        Command::Admin(cmd) => client::admin::run(cmd),
-        Command::Produce(args) => client::produce::run(args),
-        Command::Consume(args) => client::consume::run(args),
+        Command::Admin(cmd) => cli::admin::run(cmd),
+        Command::Produce(args) => cli::produce::run(args),
+        Command::Consume(args) => cli::consume::run(args),
         Command::Jepsen(cmd) => jepsen_cmd::run(cmd),
     };
     match result {

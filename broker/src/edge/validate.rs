@@ -4,8 +4,10 @@
 
 use std::fmt;
 
-/// The limits enforced at the edge; each has a documented default and can be configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The limits on client requests (the `[limits]` section of a broker's options), enforced at
+/// the edge before anything is proposed; each has a documented default. All above 0.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest message body in bytes. Default 4 MiB.
     pub body_bytes_max: usize,
@@ -19,6 +21,26 @@ pub struct Limits {
     pub keys_per_message_max: usize,
     /// Longest tag or key in bytes. Default 1 KiB.
     pub tag_bytes_max: usize,
+    /// Longest a fetch may wait for messages. Default 30000.
+    pub fetch_wait_ms_max: u64,
+    /// Concurrent requests (HTTP/2 streams) per client connection. Default 1,024.
+    pub in_flight_requests_per_connection: usize,
+    /// Bytes of client requests (every RPC, each body counted whole as it arrives, before it
+    /// is decoded) read, decoded or served at once on this broker, over all connections. A
+    /// request that finds no room waits, unread (HTTP/2 flow control holds its client back),
+    /// until there is, or until just before its deadline: then RESOURCE_EXHAUSTED, nothing
+    /// done. At least the largest request ([`crate::size_limits::client_request_bytes_max`]).
+    /// Formerly `in_flight_send_bytes_max` (sends only, counted once decoded, BUSY when full),
+    /// still read under that name. Default 256 MiB.
+    #[serde(alias = "in_flight_send_bytes_max")]
+    pub in_flight_request_bytes_max: usize,
+    /// The most consumer groups a queue takes commits from; a commit under one more name is
+    /// RESOURCE_EXHAUSTED. Stamped by the leader into each commit's entry, so every replica
+    /// decides alike; at most [`crate::queue::CONSUMER_GROUPS_PER_QUEUE_MAX`] (16,383, what a
+    /// checkpoint holds with the queue's own offset). Default 1,024: a checkpoint of a queue at
+    /// the bound is then at most about 270 KiB (names of 255 bytes), and a group holds at most
+    /// 65 of them.
+    pub consumer_groups_per_queue_max: u32,
 }
 
 impl Default for Limits {
@@ -30,7 +52,18 @@ impl Default for Limits {
             messages_per_send_max: 256,
             keys_per_message_max: 64,
             tag_bytes_max: 1 << 10,
+            fetch_wait_ms_max: 30_000,
+            in_flight_requests_per_connection: 1024,
+            in_flight_request_bytes_max: 256 << 20,
+            consumer_groups_per_queue_max: 1024,
         }
+    }
+}
+
+impl Limits {
+    /// The longest a `Fetch` long-polls.
+    pub fn fetch_wait_max(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.fetch_wait_ms_max)
     }
 }
 

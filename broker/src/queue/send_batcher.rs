@@ -28,22 +28,43 @@ use crate::host::QueueRaft;
 use crate::metrics::SendPathMetrics;
 use crate::raft::BrokerId;
 
-/// The bounds of one group's send path; every one has a default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The bounds of one group's send path (the `[send]` section of a broker's options); every one
+/// has a default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SendBatchLimits {
     /// Most messages in one entry. Default 256.
+    #[serde(rename = "batch_messages_max")]
     pub messages_max: usize,
     /// Most bytes of messages in one entry, each counted whole ([`NewMessage::encoded_bytes`]).
     /// Default 8 MiB; with its framing at most one log record (see [`crate::size_limits`]).
     pub entry_bytes_max: usize,
     /// Longest a send waits for others to join its entry, while other entries of the group are
-    /// in flight (a send that finds none goes out at once). Default 1 ms.
+    /// in flight (a send that finds none goes out at once); 0 sends at once. Default 1 ms.
+    #[serde(rename = "batch_wait_us", with = "micros")]
     pub wait_max: Duration,
     /// Most messages queued or being proposed; beyond it sends are refused `Busy`. Default 4,096.
+    #[serde(rename = "in_flight_messages_per_group")]
     pub in_flight_messages_max: usize,
     /// Most entries proposed and not yet applied: the depth of the pipeline. While it is full
     /// the next entry keeps gathering sends. Default 8.
+    #[serde(rename = "entries_in_flight_per_group")]
     pub entries_in_flight_max: usize,
+}
+
+/// A duration as whole microseconds, as the file writes `batch_wait_us`.
+mod micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_micros)
+    }
 }
 
 impl Default for SendBatchLimits {

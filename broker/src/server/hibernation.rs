@@ -1,7 +1,7 @@
 //! Hibernation: quiet queue groups park their Raft tickers, so that a broker hosting many idle
 //! groups does no work per group (no heartbeats, no election timers).
 //!
-//! A group is *quiet* when its leader has seen no new entry for [`HibernationOptions::after`],
+//! A group is *quiet* when its leader has seen no new entry for [`crate::options::RaftOptions::hibernate_after_ms`],
 //! has applied its last entry, and every replica has matched it. The leader then parks its own
 //! ticker (no more heartbeats) and asks each follower's broker to park the group's replica too
 //! ([`park_followers`]). A follower parks only if it follows that leader in that term and holds
@@ -39,19 +39,6 @@ use crate::raft::{BrokerId, GroupId};
 /// Most groups one `Hibernate` call names (the server refuses more).
 pub(crate) const QUIET_GROUPS_PER_CALL_MAX: usize = 10_000;
 
-/// When quiet groups park.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HibernationOptions {
-    /// A group led here parks after this long without a new entry; `None`: never. Default 10 s.
-    pub after: Option<Duration>,
-}
-
-impl Default for HibernationOptions {
-    fn default() -> Self {
-        Self { after: Some(Duration::from_secs(10)) }
-    }
-}
-
 /// Parks, among `groups` (quiet groups that `leader` leads and has parked), each replica here
 /// that follows `leader` in the group's term, holds exactly its last entry and has applied it
 /// (so readers of this replica see every committed message while it sleeps: a follower learns
@@ -86,7 +73,7 @@ struct Activity {
 /// The task: pings peer brokers every heartbeat interval, wakes parked groups whose leader's
 /// broker stopped answering or whose log grew, and parks quiet groups.
 pub(super) async fn run(core: Arc<Core>) {
-    let Some(after) = core.options.hibernation.after else { return };
+    let Some(after) = core.options.raft.hibernate_after() else { return };
     let raft = core.host.raft_config();
     let ping_every = Duration::from_millis(raft.heartbeat_interval.max(1));
     let dead_after = Duration::from_millis(raft.election_timeout_max);

@@ -19,13 +19,13 @@ mod request_bytes;
 mod retention;
 mod status;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use controller::{ClusterMap, GroupOptions, MetaCommand, MetaReply, MetaStateMachine};
+use controller::{ClusterMap, MetaCommand, MetaReply, MetaStateMachine};
 use openraft::ServerState;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::type_config::async_runtime::watch::WatchReceiver;
@@ -36,17 +36,15 @@ use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::edge::Limits;
-use crate::host::{GroupFatal, GroupHost, HostError, HostOptions, QueueRaft};
+use crate::host::{GroupFatal, GroupHost, HostError, QueueRaft};
 use crate::meta::{MetaGroupConfig, MetaRaft};
 use crate::metrics::{BrokerMetrics, MetricsServer, MetricsSource, OffsetCommitMetrics, ReplicaState, SendPathMetrics};
-use crate::queue::{QueueGroupOptions, SendBatchLimits, SendBatcher};
+use crate::options::BrokerOptions;
+use crate::queue::{QueueGroupOptions, SendBatcher};
 use crate::raft::{BrokerId, BrokerNode, GroupId};
 use crate::size_limits::{GRPC_MESSAGE_HEADER_BYTES, TRANSPORT_MESSAGE_BYTES_MAX, client_request_bytes_max};
 
 pub use forward::ForwardClients;
-pub use hibernation::HibernationOptions;
-pub use retention::RetentionOptions;
 
 /// Largest reply (a fetch of up to 64 MiB of bodies, with framing).
 const REPLY_BYTES_MAX: usize = 80 << 20;
@@ -56,99 +54,6 @@ const SERVER_STOP_WAIT: Duration = Duration::from_secs(5);
 const META_CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// Most attempts of one metadata call (each a different leader guess, or a wait for one).
 const META_CALL_ATTEMPTS_MAX: usize = 20;
-
-/// [`BrokerOptions::consumer_groups_per_queue_max`]'s default.
-pub const CONSUMER_GROUPS_PER_QUEUE_DEFAULT: u32 = 1024;
-/// [`BrokerOptions::in_flight_request_bytes_max`]'s default.
-pub const IN_FLIGHT_REQUEST_BYTES_DEFAULT: usize = 256 << 20;
-
-/// Topic settings a create request leaves at zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TopicDefaults {
-    /// Default 4.
-    pub queue_count: u32,
-    /// Default 3 (or fewer, when fewer brokers are registered).
-    pub replication_factor: u32,
-    /// Default [`GroupOptions::DEFAULT`]'s (4,096 entries).
-    pub checkpoint_interval_entries: u64,
-}
-
-impl Default for TopicDefaults {
-    fn default() -> Self {
-        Self { queue_count: 4, replication_factor: 3, checkpoint_interval_entries: GroupOptions::DEFAULT.checkpoint_interval_entries }
-    }
-}
-
-/// Everything a broker is configured with; `raftmq broker --config` fills it from TOML.
-#[derive(Debug, Clone)]
-pub struct BrokerOptions {
-    /// Id, data directory, peer (Raft transport) listener, Raft timing, log and store options.
-    pub host: HostOptions,
-    /// Where the client services listen; port 0 picks a free one.
-    pub client_listen: SocketAddr,
-    /// What clients and peers are told the client endpoint is; default: the bound address.
-    pub client_advertise: Option<String>,
-    /// What peers are told the peer endpoint is; default: the bound address.
-    pub peer_advertise: Option<String>,
-    /// The metadata group's voters, `(id, peer address)`; empty means this broker alone.
-    pub controllers: Vec<(BrokerId, String)>,
-    pub labels: BTreeMap<String, String>,
-    pub limits: Limits,
-    /// The longest a `Fetch` long-polls. Default 30 s.
-    pub fetch_wait_max: Duration,
-    /// Concurrent requests (HTTP/2 streams) per client connection. Default 1,024.
-    pub streams_per_connection_max: u32,
-    /// Bytes of client requests (every RPC, each body counted whole as it arrives) being read,
-    /// decoded or served at once, over every connection. A request that finds no room waits
-    /// (the broker stops reading it; HTTP/2 flow control holds the client back) until there is,
-    /// or until just before its deadline, when it is answered RESOURCE_EXHAUSTED with nothing
-    /// done. At least [`client_request_bytes_max`]. Default 256 MiB.
-    pub in_flight_request_bytes_max: usize,
-    pub send: SendBatchLimits,
-    pub topic_defaults: TopicDefaults,
-    /// What queue groups keep, and how often that is checked.
-    pub retention: RetentionOptions,
-    /// The most consumer groups a queue takes commits from; a commit under one more name is
-    /// RESOURCE_EXHAUSTED. Stamped by the leader into each commit's entry, so every replica
-    /// decides alike; at most [`crate::queue::CONSUMER_GROUPS_PER_QUEUE_MAX`] (16,383, what
-    /// a checkpoint holds with the queue's own offset). Default 1,024: a checkpoint of a queue
-    /// at the bound is then at most about 270 KiB (names of 255 bytes), and a group holds at
-    /// most 65 of them.
-    pub consumer_groups_per_queue_max: u32,
-    /// When quiet queue groups stop their heartbeats and election timers.
-    pub hibernation: HibernationOptions,
-    /// How often the queue store's memtables are flushed. The store's WAL is off, so what it
-    /// has not flushed is rebuilt from the Raft log after a crash: this bounds how much of each
-    /// group's log a restart re-applies. Default 30 s.
-    pub store_flush_interval: Duration,
-    /// Where `GET /metrics` (Prometheus, OpenMetrics text) is served; port 0 picks a free one.
-    /// Default none: no metrics server.
-    pub metrics_listen: Option<SocketAddr>,
-}
-
-impl BrokerOptions {
-    pub fn new(host: HostOptions) -> Self {
-        Self {
-            host,
-            client_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            client_advertise: None,
-            peer_advertise: None,
-            controllers: Vec::new(),
-            labels: BTreeMap::new(),
-            limits: Limits::default(),
-            fetch_wait_max: Duration::from_secs(30),
-            streams_per_connection_max: 1024,
-            in_flight_request_bytes_max: IN_FLIGHT_REQUEST_BYTES_DEFAULT,
-            send: SendBatchLimits::default(),
-            topic_defaults: TopicDefaults::default(),
-            retention: RetentionOptions::default(),
-            consumer_groups_per_queue_max: CONSUMER_GROUPS_PER_QUEUE_DEFAULT,
-            hibernation: HibernationOptions::default(),
-            store_flush_interval: Duration::from_secs(30),
-            metrics_listen: None,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -198,7 +103,7 @@ pub(crate) struct Core {
 
 impl Core {
     fn controllers(&self) -> Vec<(BrokerId, String)> {
-        if self.options.controllers.is_empty() { vec![(self.id, self.peer_addr.clone())] } else { self.options.controllers.clone() }
+        self.options.controller_voters(&self.peer_addr)
     }
 
     pub(crate) fn stopping(&self) -> bool {
@@ -343,13 +248,13 @@ enum LocalAttempt<T> {
     Failed(MetaCallError),
 }
 
-/// Flushes the queue store every [`BrokerOptions::store_flush_interval`] (see there).
+/// Flushes the queue store every [`crate::store::StoreOptions::flush_interval_ms`] (see there).
 async fn flush_store_periodically(core: Arc<Core>) {
     let mut stop = core.stop.clone();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(core.options.store_flush_interval) => {}
+            _ = tokio::time::sleep(core.options.store.flush_interval()) => {}
         }
         let store = core.host.store().clone();
         match tokio::task::spawn_blocking(move || store.flush()).await {
@@ -391,41 +296,30 @@ pub struct BrokerServer {
 
 impl BrokerServer {
     pub async fn start(options: BrokerOptions) -> Result<Self, BrokerError> {
-        let id = options.host.id;
-        if id == 0 {
-            return Err(BrokerError::Options("broker id 0 is reserved".into()));
-        }
-        let consumer_groups_max = options.consumer_groups_per_queue_max;
-        if !(1..=crate::queue::CONSUMER_GROUPS_PER_QUEUE_MAX).contains(&consumer_groups_max) {
-            return Err(BrokerError::Options(format!(
-                "consumer groups per queue {consumer_groups_max} is not within 1..={}",
-                crate::queue::CONSUMER_GROUPS_PER_QUEUE_MAX
-            )));
+        let id = options.id;
+        if let Err(problems) = options.validate() {
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(BrokerError::Options(problems.join("; ")));
         }
         // The peer service answers from `Core`, which needs the host that serves it: it is
         // handed the core once built, and answers UNAVAILABLE until then.
         let core_cell: Arc<OnceLock<Arc<Core>>> = Arc::new(OnceLock::new());
-        let problems = crate::size_limits::check(&options.limits, &options.send, &options.host.log, options.in_flight_request_bytes_max);
-        if !problems.is_empty() {
-            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            return Err(BrokerError::Options(format!("size limits do not fit together: {}", problems.join("; "))));
-        }
         let peer_routes = tonic::service::Routes::new(
             PeerServiceServer::new(peer_service::PeerSvc::new(core_cell.clone()))
                 .max_decoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX),
         );
-        let meta_dir = options.host.data_dir.join("meta");
-        let host = GroupHost::start_with(options.host.clone(), Some(peer_routes)).await?;
-        let peer_addr = options.peer_advertise.clone().unwrap_or_else(|| host.node().raft_addr);
+        let meta_dir = options.meta_dir();
+        let host = GroupHost::start_with(&options, Some(peer_routes)).await?;
+        let peer_addr = Some(options.peer_advertise.clone()).filter(|a| !a.is_empty()).unwrap_or_else(|| host.node().raft_addr);
         let meta_sm = MetaStateMachine::<MetaGroupConfig>::open(&meta_dir)?;
         let map = meta_sm.subscribe();
         let meta = host.open_meta_group(meta_sm).await?;
 
-        let incoming = TcpIncoming::bind(options.client_listen)
-            .map_err(|source| BrokerError::Listen { addr: options.client_listen, source })?
+        let incoming = TcpIncoming::bind(options.listen)
+            .map_err(|source| BrokerError::Listen { addr: options.listen, source })?
             .with_nodelay(Some(true));
-        let client_addr = incoming.local_addr().map_err(|source| BrokerError::Listen { addr: options.client_listen, source })?;
+        let client_addr = incoming.local_addr().map_err(|source| BrokerError::Listen { addr: options.listen, source })?;
         let metrics_listener = match options.metrics_listen {
             Some(addr) => Some(MetricsServer::bind(addr).await.map_err(|source| BrokerError::MetricsListen { addr, source })?),
             None => None,
@@ -434,7 +328,7 @@ impl BrokerServer {
         let (stop, stop_rx) = watch::channel(false);
         let core = Arc::new(Core {
             id,
-            client_addr: options.client_advertise.clone().unwrap_or_else(|| client_addr.to_string()),
+            client_addr: Some(options.advertise.clone()).filter(|a| !a.is_empty()).unwrap_or_else(|| client_addr.to_string()),
             peer_addr,
             forward: ForwardClients::new(host.peers().clone(), client_request_bytes_max(&options.send).max(REPLY_BYTES_MAX)),
             options,
@@ -451,7 +345,7 @@ impl BrokerServer {
         let request_layer = metrics.request_layer();
         let request_bytes_max = client_request_bytes_max(&core.options.send);
         let request_budget =
-            request_bytes::RequestBudget::new(core.options.in_flight_request_bytes_max, request_bytes_max, metrics.request_budget());
+            request_bytes::RequestBudget::new(core.options.limits.in_flight_request_bytes_max, request_bytes_max, metrics.request_budget());
         let metrics_server = metrics_listener.map(|listener| MetricsServer::start(listener, metrics));
         // Before the metadata group has caught up: each group opens with the options recorded
         // with its replica.
@@ -468,7 +362,8 @@ impl BrokerServer {
             tokio::spawn(hibernation::run(core.clone())),
             tokio::spawn(flush_store_periodically(core.clone())),
         ];
-        let streams = core.options.streams_per_connection_max;
+        // At most u32::MAX: `validate` refuses more.
+        let streams = u32::try_from(core.options.limits.in_flight_requests_per_connection).unwrap_or(u32::MAX);
         // A request larger than one Raft entry (plus framing) could never be stored whole; the
         // request budget refuses its body at its header, before buffering more (and tonic would).
         let queue = QueueServiceServer::new(queue_service::QueueSvc::new(core.clone()))

@@ -38,7 +38,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response};
 
 use super::deadline::{answer_by, at_most, left};
-use super::forward::{self, FORWARD_TIMEOUT, FORWARDED_HEADER};
+use super::forward::{FORWARD_TIMEOUT, FORWARDED_HEADER};
 use super::{Core, status};
 use crate::edge::{self, MessageParts};
 use crate::host::{QueueRaft, READ_MESSAGES_MAX};
@@ -152,7 +152,7 @@ where
             // A read changes nothing, so whatever became of the forward (a connection the dead
             // leader closed mid-call included) it may go to the new leader; a write only when it
             // was never sent. Answers come inside the reply: an `Err` is the transport's.
-            Err(e) if !retargeted && (matches!(effect, Effect::Read) || forward::never_sent(&e)) => {
+            Err(e) if !retargeted && (matches!(effect, Effect::Read) || client::transport::never_sent(&e)) => {
                 retargeted = true;
                 match core.retarget(group, &endpoint, forwarded, left(due)).await {
                     Some(next) => serve = next,
@@ -400,7 +400,7 @@ impl QueueSvc {
             0 => FETCH_BYTES_DEFAULT,
             n => n.min(FETCH_BYTES_MAX),
         };
-        let wait = Duration::from_millis(u64::from(req.wait_ms)).min(core.options.fetch_wait_max);
+        let wait = Duration::from_millis(u64::from(req.wait_ms)).min(core.options.limits.fetch_wait_max());
         let deadline = tokio::time::Instant::now() + wait;
         let mut metrics = raft.metrics();
         loop {
@@ -455,7 +455,7 @@ impl QueueSvc {
             AtLeader::Answered(reply) => return reply,
             AtLeader::Refused(s) => return refuse(s),
         };
-        let consumer_groups_max = core.options.consumer_groups_per_queue_max;
+        let consumer_groups_max = core.options.limits.consumer_groups_per_queue_max;
         let cmd = GroupCommand::CommitOffsetBounded {
             consumer_group: req.consumer_group.clone(),
             queue: group.queue,

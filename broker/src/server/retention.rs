@@ -1,6 +1,6 @@
 //! Retention: what makes a broker's disk usage bounded.
 //!
-//! Every [`RetentionOptions::check_interval`], on each queue group this broker leads, the newest
+//! Every [`crate::options::RetentionOptions::check_interval_ms`], on each queue group this broker leads, the newest
 //! checkpoint that the policy allows to drop everything below is proposed as a `Trim` (a Raft
 //! command, so every replica removes the same messages at the same log index). Then, on every
 //! replica, once a trim point is applied above the group's last snapshot, a snapshot is built at
@@ -12,7 +12,7 @@
 //! A group reaches checkpoints by entries only if it takes enough of them; a quiet one would
 //! never trim. So the leader also proposes a [`GroupCommand::Checkpoint`] when the group had
 //! entries since its newest checkpoint and has stayed so for
-//! [`RetentionOptions::checkpoint_interval`] (see [`crate::queue::time_checkpoint_due`]). A
+//! [`crate::options::RetentionOptions::checkpoint_interval_ms`] (see [`crate::queue::time_checkpoint_due`]). A
 //! group whose last entry is a checkpoint gets no more, so an idle group is woken from
 //! hibernation at most once per trim, not forever.
 
@@ -27,28 +27,8 @@ use openraft::type_config::async_runtime::watch::WatchReceiver;
 
 use super::Core;
 use crate::host::QueueRaft;
-use crate::queue::{GroupCommand, GroupReply, QueueGroupConfig, RetentionPolicy, time_checkpoint_due};
+use crate::queue::{GroupCommand, GroupReply, QueueGroupConfig, time_checkpoint_due};
 use crate::raft::GroupId;
-
-/// How much a broker keeps, and how often it checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetentionOptions {
-    pub policy: RetentionPolicy,
-    /// Default 60 s.
-    pub check_interval: Duration,
-    /// A group this broker leads, with entries since its newest checkpoint and none reached for
-    /// this long, gets a checkpoint by time. Default 60 s: a quiet group's messages become
-    /// trimmable within about two check intervals of their last entry, for at most one entry
-    /// per quiet group per minute (1,000 groups: under 17 entries a second, and only while
-    /// they take entries); a busy group reaches its checkpoints by entries long before.
-    pub checkpoint_interval: Duration,
-}
-
-impl Default for RetentionOptions {
-    fn default() -> Self {
-        Self { policy: RetentionPolicy::default(), check_interval: Duration::from_secs(60), checkpoint_interval: Duration::from_secs(60) }
-    }
-}
 
 /// Since when each group led here has had entries after the same newest checkpoint. One entry
 /// per group hosted at most: a group is forgotten when it is not led here or has nothing new.
@@ -74,7 +54,7 @@ impl CheckpointWaits {
 
 pub(super) async fn run(core: Arc<Core>) {
     let mut stop = core.stop.clone();
-    let interval = core.options.retention.check_interval;
+    let interval = core.options.retention.check_interval();
     let mut waits = CheckpointWaits::default();
     loop {
         tokio::select! {
@@ -111,7 +91,7 @@ async fn checkpoint_by_time(core: &Core, raft: &QueueRaft, group: GroupId, waits
         Err(e) => return tracing::warn!(group, error = %e, "reading the group's checkpoints failed"),
     };
     let waited = waits.waited(group, checkpoints.newest, tokio::time::Instant::now());
-    if !time_checkpoint_due(&checkpoints, waited, retention.checkpoint_interval, &retention.policy) {
+    if !time_checkpoint_due(&checkpoints, waited, retention.checkpoint_interval(), &retention.policy()) {
         return;
     }
     // A write: a hibernating group must heartbeat again before its followers wake to the entry.
@@ -132,7 +112,7 @@ async fn check_group(core: &Core, group: GroupId, now_ms: u64, waits: &mut Check
         (m.state == ServerState::Leader && m.current_leader == Some(core.id), m.snapshot.map(|s| s.index))
     };
     if leads {
-        match core.host.trim_candidate(group, now_ms, &core.options.retention.policy) {
+        match core.host.trim_candidate(group, now_ms, &core.options.retention.policy()) {
             Ok(Some(up_to_log_index)) => match trim(core, &raft, group, up_to_log_index).await {
                 Ok(resp) => match resp.response() {
                     GroupReply::Trimmed { up_to_log_index } => tracing::info!(group, up_to_log_index, "trimmed by retention"),

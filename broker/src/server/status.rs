@@ -65,7 +65,7 @@ pub(crate) fn outcome_unknown(message: impl Into<String>) -> Status {
 /// the request never left this broker (the connection could not be made), else
 /// OUTCOME_UNKNOWN (the leader may have stored it and lost the answer).
 pub(crate) fn forwarded_write_failed(endpoint: &str, e: &tonic::Status) -> Status {
-    if crate::server::forward::never_sent(e) {
+    if client::transport::never_sent(e) {
         unavailable(format!("the leader at {endpoint} could not be reached: {e}"))
     } else {
         outcome_unknown(format!("forwarded to {endpoint}; outcome unknown: {e}"))

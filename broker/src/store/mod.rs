@@ -116,17 +116,28 @@ use keys::Item;
 /// Identifies a Raft group; the same number as `raft_log::GroupId`.
 pub type GroupId = u64;
 
-/// Tunables of the store, each with its default.
-#[derive(Debug, Clone)]
+/// Tunables of the store (the `[store]` section of a broker's options), each with its default.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreOptions {
     /// Size of one RocksDB memtable. Default 64 MiB. RocksDB flushes on its own when one fills;
     /// at most a few are kept in memory.
     pub memtable_bytes: usize,
+    /// How often the store's memtables are flushed, above 0. Its WAL is off, so what it has not
+    /// flushed is rebuilt from the Raft log after a crash: this bounds how much of each group's
+    /// log a restart re-applies. Default 30000.
+    pub flush_interval_ms: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { memtable_bytes: 64 << 20 }
+        Self { memtable_bytes: 64 << 20, flush_interval_ms: 30_000 }
+    }
+}
+
+impl StoreOptions {
+    pub fn flush_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.flush_interval_ms)
     }
 }
 

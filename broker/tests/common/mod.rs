@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use broker::host::HostOptions;
+use broker::options::{BrokerOptions, RaftOptions};
 use broker::raft::BrokerId;
 use openraft::{Config, SnapshotPolicy};
 use proto::raftmq::v1::Status;
@@ -65,23 +65,32 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' '))).map(|v| v.trim().parse().unwrap())
 }
 
-/// Raft timing for tests on loopback: elections in well under a second. Snapshots (and the
-/// purges after them) only when a test asks for one.
+/// Raft timing for tests on loopback: elections in well under a second.
+pub fn fast_raft() -> RaftOptions {
+    RaftOptions { heartbeat_interval_ms: 100, election_timeout_min_ms: 400, election_timeout_max_ms: 800, ..RaftOptions::default() }
+}
+
+/// openraft's options with [`fast_raft`]'s timing, for groups a test runs by hand. Snapshots (and
+/// the purges after them) only when a test asks for one.
 pub fn fast_raft_config() -> Config {
+    let r = fast_raft();
     Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 0,
         ..Default::default()
     }
 }
 
-/// A host on loopback (`listen`, port 0 for any) with [`fast_raft_config`].
-pub fn host_options(id: BrokerId, dir: &std::path::Path, listen: SocketAddr) -> HostOptions {
-    let mut o = HostOptions::new(id, dir);
-    o.raft_listen = listen;
-    o.raft = fast_raft_config();
-    o
+/// A broker (or a bare host) on loopback: the Raft transport on `listen` (port 0 for any), the
+/// client port on any, with [`fast_raft`].
+pub fn host_options(id: BrokerId, dir: &std::path::Path, listen: SocketAddr) -> BrokerOptions {
+    BrokerOptions { peer_listen: listen, raft: fast_raft(), ..BrokerOptions::on_loopback(id, dir) }
+}
+
+/// Metadata voters as the options write them: `ID@HOST:PORT`.
+pub fn voters(controllers: &[(BrokerId, String)]) -> Vec<String> {
+    controllers.iter().map(|(id, addr)| format!("{id}@{addr}")).collect()
 }

@@ -64,8 +64,10 @@ pub type GroupId = u64;
 /// Called once appended records are durable, or with the error that stopped the engine.
 pub type OnDurable = Box<dyn FnOnce(Result<(), LogError>) + Send>;
 
-/// Tunables of the engine, each with its default.
-#[derive(Debug, Clone)]
+/// Tunables of the engine, each with its default. The keys a deployment sets are read from
+/// serde (the broker's `[log]` section); the test-only ones are not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogOptions {
     /// Size of each segment file, preallocated. Default 64 MiB.
     pub segment_bytes: u64,
@@ -75,16 +77,18 @@ pub struct LogOptions {
     /// written, and sync only every this often: a power loss then loses acknowledged entries.
     /// It exists so that jepsen's checker can be shown to catch exactly that. `None` (the
     /// default): an append is acknowledged once fdatasynced.
+    #[serde(skip)]
     pub ack_before_sync: Option<std::time::Duration>,
     /// Reclaim: once the log holds more than this many segments and at least half of their
     /// bytes are dead, the live entries of the oldest segment are rewritten into the active one
     /// so that segment can be deleted (see [`crate::engine`]). Default 4; at least 1.
     pub reclaim_after_segments: usize,
     /// Reclaim: the most entry bytes rewritten under one hold of the writer lock, which bounds
-    /// how long a rewrite stalls every group's appends. Default 1 MiB.
+    /// how long a rewrite stalls every group's appends. Default 1 MiB; at least 1.
     pub rewrite_chunk_bytes: u64,
     /// Reclaim runs on its own thread whenever the condition may hold (default). Off, it runs
     /// only when [`LogEngine::reclaim_oldest`] is called: tests that must decide when.
+    #[serde(skip)]
     pub reclaim_in_background: bool,
 }
 
@@ -107,6 +111,26 @@ impl LogOptions {
     pub fn max_payload_bytes(&self) -> u64 {
         let fits = self.segment_bytes.saturating_sub(SEGMENT_HEADER_LEN + HEADER_LEN as u64);
         self.max_record_bytes.min(fits) / record::ALIGN * record::ALIGN
+    }
+
+    /// What is wrong with these options, each as (field, reason); empty when the engine can
+    /// open with them. [`LogEngine::open`] refuses any.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        let smallest = SEGMENT_HEADER_LEN + HEADER_LEN as u64 + record::ALIGN;
+        if self.segment_bytes < smallest {
+            problems.push(("segment_bytes", format!("{} is too small: a segment holds at least {smallest} bytes", self.segment_bytes)));
+        }
+        if self.max_record_bytes == 0 {
+            problems.push(("max_record_bytes", "must be above 0".to_owned()));
+        }
+        if self.reclaim_after_segments == 0 {
+            problems.push(("reclaim_after_segments", "must be at least 1".to_owned()));
+        }
+        if self.rewrite_chunk_bytes == 0 {
+            problems.push(("rewrite_chunk_bytes", "must be above 0".to_owned()));
+        }
+        problems
     }
 }
 
@@ -209,11 +233,8 @@ impl LogEngine {
     /// [`crate::segment::scan`]): a torn tail is cut off, any other damage refuses to open.
     pub fn open_with(dir: impl AsRef<Path>, options: LogOptions, fs: Arc<dyn FileSystem>) -> Result<(Self, RecoveryReport), LogError> {
         let dir = dir.as_ref().to_path_buf();
-        if options.segment_bytes < SEGMENT_HEADER_LEN + HEADER_LEN as u64 + record::ALIGN {
-            return Err(LogError::Invalid(format!("segment_bytes {} is too small", options.segment_bytes)));
-        }
-        if options.reclaim_after_segments == 0 {
-            return Err(LogError::Invalid("reclaim_after_segments must be at least 1".into()));
+        if let Some((field, reason)) = options.problems().into_iter().next() {
+            return Err(LogError::Invalid(format!("{field}: {reason}")));
         }
         fs.create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let (writer, report) = recover(&dir, &options, &*fs)?;

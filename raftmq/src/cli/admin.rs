@@ -15,10 +15,12 @@ use proto::raftmq::v1::{
 use serde::Serialize;
 use serde_json::json;
 
-use super::connection::{admin_client, request};
-use super::status;
 use super::table::write_table;
-use super::{Cluster, CommonArgs, EXIT_CHECK_FAILED, Target};
+use client::connection::{admin_client, request};
+use client::status;
+use client::{Cluster, Target};
+
+use super::{CommonArgs, EXIT_CHECK_FAILED};
 
 #[derive(Subcommand)]
 pub enum AdminCommand {

@@ -23,7 +23,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{CommonArgs, Router, queue_client, request};
+use client::{Router, queue_client, request};
+
+use super::CommonArgs;
 
 /// How long one fetch waits at the broker for a message (the broker caps it).
 const FETCH_WAIT_MS: u32 = 5_000;

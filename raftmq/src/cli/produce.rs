@@ -20,7 +20,9 @@ use proto::raftmq::v1::{Message, SendReply, SendRequest, SendResult};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{CallFailure, CommonArgs, EXIT_OUTCOME_UNKNOWN, Router, Target, producer_id, queue_client, request};
+use client::{CallFailure, Router, Target, queue_client, request};
+
+use super::{CommonArgs, EXIT_OUTCOME_UNKNOWN, producer_id};
 
 /// The broker's default body limit; a longer stdin line is refused here rather than sent.
 pub const BODY_BYTES_MAX: u64 = 4 << 20;

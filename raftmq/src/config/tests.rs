@@ -1,10 +1,15 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Value};
 use figment::{Figment, Provider};
+
+use broker::edge::Limits;
+use broker::options::{DEFAULT_TOML, RaftOptions, RetentionOptions, TestingOptions, TopicDefaults};
+use broker::queue::SendBatchLimits;
+use broker::store::StoreOptions;
 
 use super::*;
 
@@ -17,7 +22,7 @@ fn load_text(text: &str, vars: &[(&str, &str)]) -> anyhow::Result<BrokerConfig> 
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("broker.toml");
     std::fs::write(&path, text)?;
-    BrokerConfig::load_from(Some(&path), env(vars))
+    load_from(Some(&path), env(vars))
 }
 
 fn load_err(text: &str, vars: &[(&str, &str)]) -> String {
@@ -27,13 +32,15 @@ fn load_err(text: &str, vars: &[(&str, &str)]) -> String {
     }
 }
 
-/// The problems `resolve` finds, by key.
+/// The keys of the problems loading `text` finds: a value that is not of its key's form, or
+/// what validation refuses.
 fn invalid_keys(text: &str) -> Vec<String> {
-    let file: ConfigFile = match Figment::from(Toml::string(text)).extract() {
-        Ok(file) => file,
-        Err(e) => panic!("{text:?} does not parse: {e}"),
+    let figment = Figment::from(Toml::string(text));
+    let options: BrokerOptions = match figment.extract() {
+        Ok(options) => options,
+        Err(e) => return e.into_iter().map(|e| e.path.join(".")).collect(),
     };
-    match file.resolve() {
+    match resolve(options, figment.find_value("id").is_ok()) {
         Ok(config) => panic!("{text:?} is valid: {config:?}"),
         Err(problems) => problems.into_iter().map(|p| p.key).collect(),
     }
@@ -50,14 +57,17 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
         peer_listen: "127.0.0.1:9081".parse()?,
         peer_advertise: "127.0.0.1:9081".to_owned(),
         metrics_listen: None,
-        controllers: vec![(7, "127.0.0.1:9081".to_owned())],
-        raft: RaftConfig {
+        controllers: vec!["7@127.0.0.1:9081".to_owned()],
+        labels: Default::default(),
+        raft: RaftOptions {
             heartbeat_interval_ms: 500,
             election_timeout_min_ms: 1500,
             election_timeout_max_ms: 3000,
             hibernate_after_ms: 10_000,
+            meta_snapshot_every_entries: 1024,
+            meta_snapshot_keep_entries: 256,
         },
-        limits: LimitsConfig {
+        limits: Limits {
             body_bytes_max: 4_194_304,
             properties_bytes_max: 16_384,
             name_chars_max: 127,
@@ -69,23 +79,29 @@ fn defaults_are_the_documented_values() -> anyhow::Result<()> {
             in_flight_request_bytes_max: 256 << 20,
             consumer_groups_per_queue_max: 1024,
         },
-        send: SendConfig {
-            batch_wait_us: 1000,
-            batch_messages_max: 256,
+        send: SendBatchLimits {
+            wait_max: std::time::Duration::from_micros(1000),
+            messages_max: 256,
             entry_bytes_max: 8_388_608,
-            in_flight_messages_per_group: 4096,
-            entries_in_flight_per_group: 8,
+            in_flight_messages_max: 4096,
+            entries_in_flight_max: 8,
         },
         topic_defaults: TopicDefaults { queue_count: 4, replication_factor: 3, checkpoint_interval_entries: 4096 },
-        retention: RetentionConfig {
+        retention: RetentionOptions {
             max_age_ms: 259_200_000,
             max_log_entries: 0,
             check_interval_ms: 60_000,
             checkpoint_interval_ms: 60_000,
         },
-        log: LogConfig { segment_bytes: 64 << 20 },
-        store: StoreConfig { flush_interval_ms: 30_000 },
-        testing: TestingConfig {
+        log: raft_log::LogOptions {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 16 << 20,
+            reclaim_after_segments: 4,
+            rewrite_chunk_bytes: 1 << 20,
+            ..Default::default()
+        },
+        store: StoreOptions { flush_interval_ms: 30_000, memtable_bytes: 64 << 20 },
+        testing: TestingOptions {
             power_loss: false,
             ack_before_fsync_ms: 0,
             fsync_delay_file: false,
@@ -110,16 +126,16 @@ fn key_paths(dict: &Dict, prefix: &str, out: &mut BTreeSet<String>) {
 
 #[test]
 fn default_file_is_the_defaults() -> anyhow::Result<()> {
-    let from_doc: ConfigFile = Figment::from(Toml::string(BrokerConfig::default_toml())).extract()?;
-    assert_eq!(from_doc, ConfigFile { id: Some(1), ..ConfigFile::default() });
+    let from_doc: BrokerOptions = Figment::from(Toml::string(DEFAULT_TOML)).extract()?;
+    assert_eq!(from_doc, BrokerOptions { id: 1, ..BrokerOptions::default() });
 
     // Equal values could hide a key missing from the document (it would take its default), so
     // the document must also name every key the code has, and no other.
     let mut documented = BTreeSet::new();
-    let doc_data = Toml::string(BrokerConfig::default_toml()).data()?;
+    let doc_data = Toml::string(DEFAULT_TOML).data()?;
     key_paths(&doc_data[&Profile::Default], "", &mut documented);
     let mut coded = BTreeSet::new();
-    let defaults = Value::serialize(ConfigFile { id: Some(1), ..ConfigFile::default() })?;
+    let defaults = Value::serialize(BrokerOptions { id: 1, ..BrokerOptions::default() })?;
     key_paths(defaults.as_dict().ok_or_else(|| anyhow::anyhow!("defaults are not a table"))?, "", &mut coded);
     assert_eq!(documented, coded);
     Ok(())
@@ -168,10 +184,16 @@ fn every_key_can_be_set_in_the_file() -> anyhow::Result<()> {
     assert_eq!(config.peer_listen, "[::]:7101".parse()?);
     assert_eq!(config.peer_advertise, "broker-1.example.com:7101");
     assert_eq!(config.metrics_listen, Some("127.0.0.1:7201".parse()?));
-    assert_eq!(config.controllers, vec![(1, "b1:7101".to_owned()), (2, "b2:7101".to_owned()), (3, "[::1]:7101".to_owned())]);
+    assert_eq!(config.controller_voters(""), vec![(1, "b1:7101".to_owned()), (2, "b2:7101".to_owned()), (3, "[::1]:7101".to_owned())]);
     assert_eq!(
         config.raft,
-        RaftConfig { heartbeat_interval_ms: 100, election_timeout_min_ms: 300, election_timeout_max_ms: 600, hibernate_after_ms: 10_000 }
+        RaftOptions {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            hibernate_after_ms: 10_000,
+            ..RaftOptions::default()
+        }
     );
     let l = &config.limits;
     assert_eq!(
@@ -181,12 +203,12 @@ fn every_key_can_be_set_in_the_file() -> anyhow::Result<()> {
     assert_eq!((l.fetch_wait_ms_max, l.in_flight_requests_per_connection), (1006, 1007));
     assert_eq!(
         config.send,
-        SendConfig {
-            batch_wait_us: 0,
-            batch_messages_max: 2001,
+        SendBatchLimits {
+            wait_max: std::time::Duration::ZERO,
+            messages_max: 2001,
             entry_bytes_max: 2002002,
-            in_flight_messages_per_group: 2003,
-            entries_in_flight_per_group: 8
+            in_flight_messages_max: 2003,
+            entries_in_flight_max: 8
         }
     );
     assert_eq!(config.topic_defaults, TopicDefaults { queue_count: 16, replication_factor: 5, checkpoint_interval_entries: 4096 });
@@ -196,8 +218,8 @@ fn every_key_can_be_set_in_the_file() -> anyhow::Result<()> {
 #[test]
 fn a_section_can_be_partly_set() -> anyhow::Result<()> {
     let config = load_text("id = 2\n[raft]\nheartbeat_interval_ms = 200\n", &[])?;
-    assert_eq!(config.raft, RaftConfig { heartbeat_interval_ms: 200, ..RaftConfig::default() });
-    assert_eq!(config.limits, LimitsConfig::default());
+    assert_eq!(config.raft, RaftOptions { heartbeat_interval_ms: 200, ..RaftOptions::default() });
+    assert_eq!(config.limits, Limits::default());
     Ok(())
 }
 
@@ -220,20 +242,20 @@ fn environment_overrides_the_file() -> anyhow::Result<()> {
     assert_eq!(config.data_dir, PathBuf::from("/from/env"));
     assert_eq!(config.listen, "127.0.0.1:7001".parse()?);
     assert_eq!(config.advertise, "b4.example.com:7001");
-    assert_eq!(config.controllers.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(config.controller_voters("").iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2, 3]);
     // The file's value in the same section stays.
     assert_eq!(
         config.raft,
-        RaftConfig { heartbeat_interval_ms: 200, election_timeout_min_ms: 900, election_timeout_max_ms: 3000, hibernate_after_ms: 10_000 }
+        RaftOptions { heartbeat_interval_ms: 200, election_timeout_min_ms: 900, election_timeout_max_ms: 3000, ..RaftOptions::default() }
     );
-    assert_eq!(config.send.batch_wait_us, 0);
+    assert_eq!(config.send.wait_max, std::time::Duration::ZERO);
     assert_eq!(config.topic_defaults.replication_factor, 1);
     Ok(())
 }
 
 #[test]
 fn environment_alone_is_enough() -> anyhow::Result<()> {
-    let config = BrokerConfig::load_from(None, env(&[("RAFTMQ_ID", "3"), ("RAFTMQ_METRICS_LISTEN", "127.0.0.1:9300")]))?;
+    let config = load_from(None, env(&[("RAFTMQ_ID", "3"), ("RAFTMQ_METRICS_LISTEN", "127.0.0.1:9300")]))?;
     assert_eq!((config.id, config.metrics_listen), (3, Some("127.0.0.1:9300".parse()?)));
     Ok(())
 }
@@ -283,7 +305,7 @@ fn wrong_types_are_named_with_their_source() {
 
 #[test]
 fn a_missing_file_is_an_error_naming_it() {
-    let e = match BrokerConfig::load_from(Some(Path::new("/nonexistent/broker.toml")), env(&[])) {
+    let e = match load_from(Some(Path::new("/nonexistent/broker.toml")), env(&[])) {
         Ok(c) => panic!("loaded {c:?}"),
         Err(e) => format!("{e:#}"),
     };
@@ -403,7 +425,7 @@ fn every_problem_is_reported_at_once_with_its_source() {
 fn a_broker_may_be_outside_an_even_metadata_group() -> anyhow::Result<()> {
     let config = load_text("id = 5\ncontrollers = [\"1@b1:9081\", \"2@b2:9081\", \"3@b3:9081\", \"4@b4:9081\"]", &[])?;
     assert_eq!(config.controllers.len(), 4);
-    assert!(config.controllers.iter().all(|(id, _)| *id != 5));
+    assert!(config.controller_voters("").iter().all(|(id, _)| *id != 5));
     Ok(())
 }
 
@@ -435,4 +457,44 @@ fn a_log_segment_must_hold_the_largest_entry() -> anyhow::Result<()> {
     let small = "id = 1\n[log]\nsegment_bytes = 4194304\n[send]\nentry_bytes_max = 2097152\n[limits]\nbody_bytes_max = 1048576\n";
     assert_eq!(load_text(small, &[])?.log.segment_bytes, 4 << 20);
     Ok(())
+}
+
+/// Keys the file could not set before the broker owned its options: labels (from the file and
+/// the environment, as strings whatever they look like), the store's memtable, the log's
+/// segments and reclaim, the metadata group's snapshots.
+#[test]
+fn labels_store_log_and_metadata_snapshot_keys_can_be_set() -> anyhow::Result<()> {
+    let config = load_text(
+        "id = 1\n[labels]\nzone = \"a\"\n[store]\nmemtable_bytes = 1048576\n[log]\nsegment_bytes = 33554432\nreclaim_after_segments = 8\n\
+         [raft]\nmeta_snapshot_every_entries = 64\nmeta_snapshot_keep_entries = 8\n",
+        &[("RAFTMQ_LABELS__RACK", "7")],
+    )?;
+    let labels: Vec<(&str, &str)> = config.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(labels, [("rack", "7"), ("zone", "a")]);
+    assert_eq!(config.store.memtable_bytes, 1 << 20);
+    assert_eq!((config.log.segment_bytes, config.log.reclaim_after_segments), (32 << 20, 8));
+    assert_eq!((config.raft.meta_snapshot_every_entries, config.raft.meta_snapshot_keep_entries), (64, 8));
+    let e = load_err("id = 1\n[store]\nmemtable_bytes = 0\n", &[]);
+    assert!(e.contains("store.memtable_bytes: must be above 0"), "{e}");
+    let e = load_err("id = 1\n[log]\nreclaim_after_segments = 0\n", &[]);
+    assert!(e.contains("log.reclaim_after_segments: must be at least 1"), "{e}");
+    Ok(())
+}
+
+/// The jepsen harness writes the broker's test-mode control files by name: the names must be
+/// the broker's.
+#[test]
+fn the_harness_names_the_brokers_test_mode_files() {
+    assert_eq!(jepsen::cluster::FSYNC_DELAY_FILE, broker::options::FSYNC_DELAY_FILE);
+    assert_eq!(jepsen::cluster::STORE_FLUSH_FILE, broker::options::STORE_FLUSH_FILE);
+    assert_eq!(jepsen::cluster::STORE_FLUSHED_FILE, broker::options::STORE_FLUSHED_FILE);
+}
+
+/// An address that is not `IP:PORT` is named with its key, its value and the form wanted.
+#[test]
+fn a_listening_address_that_does_not_parse_shows_the_form() {
+    let e = load_err("id = 1\nlisten = \"localhost:8081\"\n", &[]);
+    assert!(e.contains("listen: \"localhost:8081\" is not an IP address and port (127.0.0.1:8081, [::1]:8081)"), "{e}");
+    let e = load_err("id = 1", &[("RAFTMQ_METRICS_LISTEN", "nope")]);
+    assert!(e.contains("metrics_listen: \"nope\" is not an IP address and port") && e.contains("RAFTMQ_METRICS_LISTEN"), "{e}");
 }

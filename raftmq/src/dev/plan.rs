@@ -122,7 +122,7 @@ impl ClusterPlan {
             self.brokers.len(),
             self.dir.display()
         );
-        Ok(header + &set_values(BrokerConfig::default_toml(), &values)?)
+        Ok(header + &set_values(broker::options::DEFAULT_TOML, &values)?)
     }
 
     /// Checks that the `broker-N` directories found in the cluster directory are this plan's:
@@ -161,8 +161,7 @@ impl ClusterPlan {
         compare("listen", config.listen.to_string(), broker.client.to_string());
         compare("peer_listen", config.peer_listen.to_string(), broker.peer.to_string());
         compare("metrics_listen", config.metrics_listen.map(|a| a.to_string()).unwrap_or_default(), broker.metrics.to_string());
-        let controllers: Vec<String> = config.controllers.iter().map(|(id, addr)| format!("{id}@{addr}")).collect();
-        compare("controllers", controllers.join(","), self.controllers.join(","));
+        compare("controllers", config.controllers.join(","), self.controllers.join(","));
         out
     }
 }
@@ -292,11 +291,11 @@ mod tests {
             let dir = tempfile::tempdir()?;
             let path = dir.path().join("broker.toml");
             std::fs::write(&path, &text)?;
-            let config = BrokerConfig::load_from(Some(&path), Vec::new())?;
+            let config = crate::config::load_from(Some(&path), Vec::new())?;
             assert_eq!(p.config_mismatches(b, &config), Vec::<String>::new());
             assert_eq!(config.topic_defaults.replication_factor, 3);
             // Everything else keeps its default.
-            assert_eq!(config.raft, crate::config::RaftConfig::default());
+            assert_eq!(config.raft, broker::options::RaftOptions::default());
         }
         Ok(())
     }
@@ -343,7 +342,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("broker.toml");
         std::fs::write(&path, old.broker_toml(&old.brokers[1]).map_err(anyhow::Error::msg)?)?;
-        let config = BrokerConfig::load_from(Some(&path), Vec::new())?;
+        let config = crate::config::load_from(Some(&path), Vec::new())?;
         let mismatches = new.config_mismatches(&new.brokers[1], &config);
         assert_eq!(
             mismatches,

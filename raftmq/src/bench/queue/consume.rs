@@ -13,8 +13,8 @@ use super::produce::is_fatal;
 use super::stamp::Stamp;
 use super::state::{Counters, StopReason, StopSignal};
 use crate::bench::latency::LatencyRecorder;
-use crate::client::consume::next_offset;
-use crate::client::{Router, queue_client, request};
+use crate::cli::consume::next_offset;
+use client::{Router, queue_client, request};
 
 /// Pause after a fetch that failed for good before the worker tries again.
 const FETCH_FAILURE_PAUSE: Duration = Duration::from_millis(100);

@@ -31,8 +31,10 @@ use proto::raftmq::v1::{CreateTopicRequest, QueueInfo, Topic};
 use tokio::task::JoinSet;
 
 use super::latency::{Latency, LatencyRecorder};
-use crate::client::produce::{BATCH_MAX, BODY_BYTES_MAX, generated_body};
-use crate::client::{CallError, Cluster, CommonArgs, EXIT_CHECK_FAILED, Router, Target, admin_client, producer_id, random_u64, request};
+use crate::cli::produce::{BATCH_MAX, BODY_BYTES_MAX, generated_body};
+use client::{CallError, Cluster, Router, Target, admin_client, random_u64, request};
+
+use crate::cli::{CommonArgs, EXIT_CHECK_FAILED, producer_id};
 use consume::{ConsumeLatency, Consumer, QueueCursor, ReadMode, deal};
 use produce::{Producer, SendPlan};
 use report::{Measured, QueueBenchReport, RunShape};
@@ -80,7 +82,7 @@ pub struct QueueBenchArgs {
 }
 
 pub fn run(kind: BenchKind, args: QueueBenchArgs) -> anyhow::Result<ExitCode> {
-    crate::client::runtime()?.block_on(run_bench(kind, args))
+    crate::cli::runtime()?.block_on(run_bench(kind, args))
 }
 
 /// What every worker of one run shares.

@@ -12,8 +12,8 @@ use proto::raftmq::v1::{Message, SendRequest};
 
 use super::state::{Counters, StopReason, StopSignal};
 use crate::bench::latency::LatencyRecorder;
-use crate::client::produce::{results_of, send};
-use crate::client::{CallError, Router};
+use crate::cli::produce::{results_of, send};
+use client::{CallError, Router};
 
 /// The run's messages, numbered from 0, handed out `batch` at a time.
 #[derive(Debug)]
