@@ -8,21 +8,16 @@ use std::sync::Arc;
 
 use openraft::{Config, Raft};
 use proto::raftmq::v1::raft_transport_server::RaftTransportServer;
-use raft_log::{GroupLog, LogEngine, LogError, RaftLogStore};
+use raft_log::{LogEngine, LogError, RaftLogStore};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-
-use openraft::EntryPayload;
-use openraft::alias::EntryOf;
 
 use controller::{META_GROUP_ID, MetaStateMachine};
 
 use crate::meta::{MetaGroupConfig, MetaRaft};
 use crate::options::{BrokerOptions, FSYNC_DELAY_FILE, STORE_FLUSH_FILE, STORE_FLUSHED_FILE};
-use crate::queue::{
-    CheckpointAge, GroupCheckpoints, GroupCommand, NewMessage, QueueGroupConfig, QueueGroupOptions, QueueStateMachine, RetentionPolicy,
-    trim_candidate,
-};
+use crate::queue::send_metrics::SendPathMetrics;
+use crate::queue::{QueueGroup, QueueGroupConfig, QueueGroupOptions, QueueStateMachine, SendBatchLimits, SendBatcher};
 use crate::raft::network::{GroupNetworkFactory, PeerChannels};
 use crate::raft::registry::GroupRegistry;
 use crate::raft::service::RaftTransportService;
@@ -33,8 +28,8 @@ use crate::store::{QueueStore, StoreError};
 /// How long `shutdown` waits for the transport's in-flight requests.
 const SERVER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A queue group replica hosted here.
-pub type QueueRaft = Raft<QueueGroupConfig, QueueStateMachine>;
+pub use crate::queue::QueueRaft;
+pub use crate::read::{READ_MESSAGES_MAX, StoredMessage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -98,21 +93,6 @@ fn follow_store_flush_file(request: PathBuf, done: PathBuf, store: std::sync::We
     });
 }
 
-/// Bytes of messages one page of [`GroupHost::queue_digest`] holds (beyond its first message).
-const DIGEST_PAGE_BYTES_MAX: usize = 16 << 20;
-
-/// Most messages one [`GroupHost::read_queue`] returns.
-pub const READ_MESSAGES_MAX: usize = 1024;
-
-/// A stored message as a consumer reads it: its place in the queue and its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    pub offset: u64,
-    pub log_index: u64,
-    pub store_time_ms: u64,
-    pub message: NewMessage,
-}
-
 /// See the module documentation.
 pub struct GroupHost {
     id: BrokerId,
@@ -122,8 +102,11 @@ pub struct GroupHost {
     peers: Arc<PeerChannels>,
     /// What the transport routes to: every hosted group, of any kind.
     registry: GroupRegistry,
-    /// The queue groups open here, typed.
-    queue_groups: std::sync::RwLock<std::collections::HashMap<GroupId, QueueRaft>>,
+    /// The queue groups open here, each whole (its Raft and its send path): the one map of them.
+    queue_groups: std::sync::RwLock<std::collections::HashMap<GroupId, QueueGroup>>,
+    /// The bounds of every group's send path, and what they record into.
+    send_limits: SendBatchLimits,
+    send_metrics: Arc<SendPathMetrics>,
     raft_config: Arc<Config>,
     /// The metadata group's: [`Self::raft_config`] with its own snapshot policy.
     meta_raft_config: Arc<Config>,
@@ -148,12 +131,16 @@ impl GroupHost {
     /// Opens the log and the store under `options.data_dir` (recovering both) and starts serving
     /// the Raft transport on `options.peer_listen`. Groups are opened with [`Self::open_group`].
     pub async fn start(options: &BrokerOptions) -> Result<Self, HostError> {
-        Self::start_with(options, None).await
+        Self::start_with(options, None, Arc::new(SendPathMetrics::new())).await
     }
 
     /// [`Self::start`], also serving `peer_routes` (the broker's other peer-to-peer services)
-    /// on the transport's port.
-    pub async fn start_with(options: &BrokerOptions, peer_routes: Option<tonic::service::Routes>) -> Result<Self, HostError> {
+    /// on the transport's port, and recording every group's send path into `send_metrics`.
+    pub async fn start_with(
+        options: &BrokerOptions,
+        peer_routes: Option<tonic::service::Routes>,
+        send_metrics: Arc<SendPathMetrics>,
+    ) -> Result<Self, HostError> {
         let meta_raft_config =
             Arc::new(options.raft.meta_group_config().validate().map_err(|e| HostError::Config(format!("metadata group: {e}")))?);
         let raft_config = Arc::new(options.raft.queue_group_config().validate().map_err(|e| HostError::Config(e.to_string()))?);
@@ -228,6 +215,8 @@ impl GroupHost {
             peers: PeerChannels::from_address(Some(raft_addr.ip()).filter(|ip| !ip.is_unspecified())),
             registry,
             queue_groups: Default::default(),
+            send_limits: options.send,
+            send_metrics,
             raft_config,
             meta_raft_config,
             opening: tokio::sync::Mutex::new(()),
@@ -243,6 +232,11 @@ impl GroupHost {
     /// This broker as a Raft member: where its transport listens.
     pub fn node(&self) -> BrokerNode {
         BrokerNode { raft_addr: self.raft_addr.to_string() }
+    }
+
+    /// The log engine every group hosted here writes into.
+    pub(crate) fn engine(&self) -> &LogEngine {
+        &self.engine
     }
 
     pub fn store(&self) -> &Arc<QueueStore> {
@@ -286,8 +280,8 @@ impl GroupHost {
     /// has the map), or the defaults for a group from before options were recorded.
     pub async fn open_group(&self, group: GroupId, placed_with: Option<QueueGroupOptions>) -> Result<QueueRaft, HostError> {
         let _opening = self.opening.lock().await;
-        if let Some(raft) = self.group(group) {
-            return Ok(raft);
+        if let Some(open) = self.queue_group(group) {
+            return Ok(open.raft().clone());
         }
         if group == META_GROUP_ID {
             return Err(HostError::Group { group, reason: "is the metadata group, not a queue group".into() });
@@ -317,14 +311,21 @@ impl GroupHost {
         let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| HostError::Group { group, reason: e.to_string() })?;
-        self.queue_groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, raft.clone());
+        let batcher = SendBatcher::start_with_metrics(raft.clone(), self.send_limits, self.send_metrics.clone());
+        self.queue_groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, QueueGroup::new(raft.clone(), batcher));
         self.registry.insert(group, raft.clone());
         tokio::spawn(report_fatal::<QueueGroupConfig>(group, raft.metrics(), self.fatal.clone()));
         Ok(raft)
     }
 
-    pub fn group(&self, group: GroupId) -> Option<QueueRaft> {
+    /// The replica of queue group `group` open here, whole.
+    pub fn queue_group(&self, group: GroupId) -> Option<QueueGroup> {
         self.queue_groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+    }
+
+    /// The Raft of queue group `group`, when open here.
+    pub fn group(&self, group: GroupId) -> Option<QueueRaft> {
+        self.queue_group(group).map(|g| g.raft().clone())
     }
 
     /// Parks queue group `group`'s ticker (see [`GroupRegistry::park`]); returns whether it was
@@ -370,134 +371,13 @@ impl GroupHost {
         ids
     }
 
-    /// Reads up to `max` (at most [`READ_MESSAGES_MAX`]) messages of `queue` in `group` from
-    /// `from_offset` on, as applied here: the consume index gives each message's Raft entry and
-    /// ordinal, and the body comes from that entry in the log (bodies are stored once, there).
-    ///
-    /// Messages below the queue's start offset were trimmed (retention): a read from below it
-    /// starts at the start offset, so the first message returned has an offset above
-    /// `from_offset` and the caller learns where the queue now starts (when nothing is returned,
-    /// [`QueueStore::start_offset`] says it). A trim and log purge that overtake the read are
-    /// noticed (the entry is gone and the start offset moved past the message) and the read
-    /// starts again from the new start offset, at most a few times. An index that does not
-    /// match its entry is an error, never a wrong message.
-    ///
-    /// At most `max` messages (and [`READ_MESSAGES_MAX`]) and `max_bytes` bytes of messages,
-    /// each counted whole ([`NewMessage::encoded_bytes`]), are returned, except that the first
-    /// message is returned whatever its size; a message whose body alone (known from the index)
-    /// would pass `max_bytes` is not read at all, so one call holds at most `max_bytes` plus one
-    /// entry in memory.
-    pub async fn read_queue(
-        &self,
-        group: GroupId,
-        queue: u32,
-        from_offset: u64,
-        max: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<StoredMessage>, HostError> {
-        // RocksDB reads and `pread`s of cold entries block: never on an async worker.
-        let (store, engine) = (self.store.clone(), self.engine.clone());
-        tokio::task::spawn_blocking(move || read_queue_blocking(&store, &engine.group(group), queue, from_offset, max, max_bytes))
-            .await
-            .map_err(|e| HostError::Task(e.to_string()))?
-    }
-
-    /// SHA-256 over the queue's start offset and every message of `queue` in `group` from it,
-    /// stored by log entries up to `up_to_log_index`, in offset order: each message's offset and
-    /// its bincode encoding (id, tag, keys, properties, body). Offsets are assigned in log order,
-    /// so those messages are a contiguous run of the queue, and two replicas that applied at
-    /// least that far and the same trims (so have the same start offset) must give the same
-    /// digest (invariant 2). Returns the number of messages and the digest. A trim applied while
-    /// digesting is an error (the run would have a hole): ask again.
-    pub async fn queue_digest(&self, group: GroupId, queue: u32, up_to_log_index: u64) -> Result<(u64, [u8; 32]), HostError> {
-        use sha2::Digest as _;
-        let start = self.store.start_offset(group, queue)?;
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(start.to_be_bytes());
-        let mut next = start;
-        'pages: loop {
-            let page = self.read_queue(group, queue, next, READ_MESSAGES_MAX, DIGEST_PAGE_BYTES_MAX).await?;
-            if page.is_empty() {
-                break;
-            }
-            for m in page {
-                if m.offset != next {
-                    return Err(HostError::Group {
-                        group,
-                        reason: format!("queue {queue} trimmed while digesting: offset {} after {next}, started at {start}", m.offset),
-                    });
-                }
-                if m.log_index > up_to_log_index {
-                    break 'pages;
-                }
-                let bytes = bincode::serialize(&m.message).map_err(|e| HostError::LogRead {
-                    group,
-                    log_index: m.log_index,
-                    reason: e.to_string(),
-                })?;
-                hasher.update(m.offset.to_be_bytes());
-                hasher.update((bytes.len() as u64).to_be_bytes());
-                hasher.update(&bytes);
-                next += 1;
-            }
-        }
-        Ok((next - start, hasher.finalize().into()))
-    }
-
-    /// The checkpoint `group` should be trimmed at under `retention` at `now_ms` (see
-    /// [`crate::queue::trim_candidate`]), from what this replica applied: on the group's leader,
-    /// propose [`GroupCommand::Trim`] at it; each replica then builds its snapshot and purges its
-    /// log up to it once it applied the trim. `None`: nothing to trim (or the group has no
-    /// state here).
-    pub fn trim_candidate(&self, group: GroupId, now_ms: u64, retention: &RetentionPolicy) -> Result<Option<u64>, HostError> {
-        let Some(applied) = self.store.applied_index(group) else {
-            return Ok(None);
-        };
-        let trim_point = self.store.trim_point(group)?;
-        let mut ages = Vec::new();
-        // At most CHECKPOINTS_MAX + 1 checkpoints, each read and decoded once.
-        for log_index in self.store.checkpoint_indexes(group)? {
-            if trim_point.is_some_and(|t| log_index <= t) {
-                continue;
-            }
-            // Dropped since listed (a trim applied meanwhile): the next call sees the new state.
-            let Some(checkpoint) = self.store.checkpoint(group, log_index)? else {
-                continue;
-            };
-            let mut newest_message_ms = None;
-            for &(queue, next) in &checkpoint.next_offsets {
-                if next <= self.store.start_offset(group, queue)? {
-                    continue;
-                }
-                // The queue's last message up to the checkpoint; gone only if trimmed meanwhile.
-                if let Some(entry) = self.store.index_entry(group, queue, next - 1)? {
-                    newest_message_ms = newest_message_ms.max(Some(entry.store_time_ms));
-                }
-            }
-            ages.push(CheckpointAge { log_index, newest_message_ms });
-        }
-        Ok(trim_candidate(&ages, trim_point, applied, now_ms, retention))
-    }
-
-    /// What [`crate::queue::time_checkpoint_due`] needs of `group`, from what this replica
-    /// applied; `None` when the group has no state here.
-    pub fn group_checkpoints(&self, group: GroupId) -> Result<Option<GroupCheckpoints>, HostError> {
-        let Some(applied_index) = self.store.applied_index(group) else {
-            return Ok(None);
-        };
-        let trim_point = self.store.trim_point(group)?;
-        let indexes = self.store.checkpoint_indexes(group)?;
-        let above_trim_point = indexes.iter().filter(|&&i| trim_point.is_none_or(|t| i > t)).count();
-        Ok(Some(GroupCheckpoints { applied_index, newest: indexes.last().copied(), above_trim_point }))
-    }
-
     /// Stops every queue group and the transport, then flushes the store. Stop the metadata
     /// group, if one is open, first.
     pub async fn shutdown(&self) -> Result<(), HostError> {
         let groups: Vec<_> = self.queue_groups.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
-        for (group, raft) in groups {
+        for (group, open) in groups {
             self.registry.remove(group);
-            if let Err(e) = raft.shutdown().await {
+            if let Err(e) = open.raft().shutdown().await {
                 tracing::warn!(group, error = %e, "group did not shut down cleanly");
             }
         }
@@ -554,67 +434,4 @@ async fn report_fatal<C>(
             return;
         }
     }
-}
-
-/// [`GroupHost::read_queue`], on a blocking thread.
-fn read_queue_blocking(
-    store: &QueueStore,
-    log: &GroupLog,
-    queue: u32,
-    from_offset: u64,
-    max: usize,
-    max_bytes: usize,
-) -> Result<Vec<StoredMessage>, HostError> {
-    let group = log.id();
-    // Each retry follows a trim applied during the read; trims are rare (minutes apart),
-    // so a read overtaken this often means something is wrong.
-    const ATTEMPTS: usize = 4;
-    'attempts: for attempt in 1..=ATTEMPTS {
-        let from = from_offset.max(store.start_offset(group, queue)?);
-        let index = store.index_range(group, queue, from, max.min(READ_MESSAGES_MAX))?;
-        let mut out = Vec::with_capacity(index.len());
-        // Consecutive messages usually share an entry: read and decode each entry once.
-        let mut current: Option<(u64, Vec<NewMessage>)> = None;
-        let mut bytes = 0usize;
-        for (offset, at) in index {
-            if !out.is_empty() && bytes.saturating_add(at.size as usize) > max_bytes {
-                break;
-            }
-            if current.as_ref().is_none_or(|(i, _)| *i != at.log_index) {
-                let bad = |reason: String| HostError::LogRead { group, log_index: at.log_index, reason };
-                let mut stored = log.read(at.log_index, at.log_index + 1).map_err(|e| bad(e.to_string()))?;
-                let Some(stored) = stored.pop() else {
-                    if attempt < ATTEMPTS && store.start_offset(group, queue)? > offset {
-                        continue 'attempts;
-                    }
-                    return Err(bad(format!("not in the log, and offset {offset} of queue {queue} is not trimmed")));
-                };
-                let entry: EntryOf<QueueGroupConfig> = bincode::deserialize(&stored.payload).map_err(|e| bad(e.to_string()))?;
-                let messages = match entry.payload {
-                    EntryPayload::Normal(GroupCommand::Send { messages, .. }) => messages,
-                    other => return Err(bad(format!("indexed message in a non-send entry: {other}"))),
-                };
-                current = Some((at.log_index, messages));
-            }
-            let messages = current.as_ref().map(|(_, m)| m.as_slice()).unwrap_or_default();
-            let message =
-                messages.get(at.position as usize).filter(|m| m.queue == queue && m.body.len() == at.size as usize).ok_or_else(|| {
-                    HostError::LogRead {
-                        group,
-                        log_index: at.log_index,
-                        reason: format!(
-                            "index of queue {queue} offset {offset} names message {} of size {}, not in the entry",
-                            at.position, at.size
-                        ),
-                    }
-                })?;
-            bytes = bytes.saturating_add(message.encoded_bytes());
-            if !out.is_empty() && bytes > max_bytes {
-                break;
-            }
-            out.push(StoredMessage { offset, log_index: at.log_index, store_time_ms: at.store_time_ms, message: message.clone() });
-        }
-        return Ok(out);
-    }
-    Err(HostError::Group { group, reason: format!("queue {queue}: reads overtaken by trims {ATTEMPTS} times") })
 }

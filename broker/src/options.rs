@@ -18,8 +18,9 @@ use raft_log::LogOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::edge::Limits;
-use crate::queue::{RetentionPolicy, SendBatchLimits};
+use crate::queue::SendBatchLimits;
 use crate::raft::BrokerId;
+use crate::retention::RetentionPolicy;
 use crate::store::StoreOptions;
 
 /// Largest broker id: the documented range of ids is 1..=2^63.

@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use broker::host::{GroupHost, QueueRaft, StoredMessage};
-use broker::queue::{GroupCommand, GroupReply, NewMessage, QueueGroupOptions, RetentionPolicy};
+use broker::queue::{GroupCommand, GroupReply, NewMessage, QueueGroupOptions};
 use broker::raft::{BrokerId, BrokerNode, GroupId};
+use broker::retention::RetentionPolicy;
 use openraft::type_config::async_runtime::watch::WatchReceiver;
 
 const GROUP: GroupId = 21;

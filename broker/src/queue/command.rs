@@ -61,7 +61,7 @@ pub enum GroupCommand {
     /// Records a checkpoint at this entry's own log index, as an entry at a multiple of the
     /// checkpoint interval does. The leader's retention proposes it for a group that had entries
     /// since its newest checkpoint but none for a while, so a group too quiet to reach the next
-    /// multiple of its interval still gets a trim point (see [`crate::queue::time_checkpoint_due`]).
+    /// multiple of its interval still gets a trim point (see [`crate::retention::time_checkpoint_due`]).
     Checkpoint,
     /// [`GroupCommand::CommitOffset`] with the bound on consumer groups that the proposing
     /// leader was configured with, so every replica refuses the same commits whatever its own

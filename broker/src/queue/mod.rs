@@ -4,8 +4,7 @@
 //! - [`command`]: [`GroupCommand`], [`GroupReply`] and the group's openraft type config.
 //! - [`apply`]: [`apply_command`] and [`record_checkpoint`], an entry's effects on a view of the
 //!   group (offsets, trims, checkpoints), without IO.
-//! - [`retention`]: [`RetentionPolicy`], [`trim_candidate`] (which checkpoint to trim at) and
-//!   [`time_checkpoint_due`] (when a quiet group gets a checkpoint by time), without IO.
+//! - [`group`]: [`QueueGroup`], one replica whole: its Raft and its send path.
 //! - [`send_batcher`]: [`SendBatcher`], the leader's send path: concurrent sends batched into
 //!   one entry, bounded, `Busy` beyond the bound.
 //! - [`state_machine`]: [`QueueStateMachine`], openraft's `RaftStateMachine` over a
@@ -13,12 +12,13 @@
 
 pub mod apply;
 pub mod command;
-pub mod retention;
+pub mod group;
 pub mod send_batcher;
+pub mod send_metrics;
 pub mod state_machine;
 
 pub use apply::{CONSUMER_GROUPS_PER_QUEUE_MAX, EntryEffects, GroupView, QueueGroupOptions, apply_command, record_checkpoint, tag_hash};
 pub use command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
-pub use retention::{CheckpointAge, GroupCheckpoints, RetentionPolicy, time_checkpoint_due, trim_candidate};
+pub use group::{QueueGroup, QueueRaft};
 pub use send_batcher::{SendBatchLimits, SendBatcher, SendError};
 pub use state_machine::{QueueStateMachine, StateMachineError};

@@ -23,9 +23,9 @@ use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use super::QueueRaft;
 use super::command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
-use crate::host::QueueRaft;
-use crate::metrics::SendPathMetrics;
+use super::send_metrics::SendPathMetrics;
 use crate::raft::BrokerId;
 
 /// The bounds of one group's send path (the `[send]` section of a broker's options); every one

@@ -5,24 +5,15 @@
 //! Start-up, in order: the host recovers the log and the store and serves the peer port; the
 //! metadata group and every queue group found on disk are reopened; the lowest-id controller
 //! initializes the metadata group if it never was; the broker registers itself (through the
-//! metadata leader); then [`reconcile`] opens the groups the map places here and initializes
+//! metadata leader); then `reconcile` opens the groups the map places here and initializes
 //! those whose first replica this broker is.
 
-mod admin_service;
-mod deadline;
-mod forward;
-mod hibernation;
-mod peer_service;
-mod queue_service;
+pub(crate) mod hibernation;
 mod reconcile;
-mod request_bytes;
-mod retention;
-mod status;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use controller::{ClusterMap, MetaCommand, MetaReply, MetaStateMachine};
@@ -38,13 +29,16 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::host::{GroupFatal, GroupHost, HostError, QueueRaft};
 use crate::meta::{MetaGroupConfig, MetaRaft};
-use crate::metrics::{BrokerMetrics, MetricsServer, MetricsSource, OffsetCommitMetrics, ReplicaState, SendPathMetrics};
+use crate::metrics::{BrokerMetrics, MetricsServer, MetricsSource, OffsetCommitMetrics, ReplicaState};
 use crate::options::BrokerOptions;
-use crate::queue::{QueueGroupOptions, SendBatcher};
+use crate::queue::QueueGroup;
 use crate::raft::{BrokerId, BrokerNode, GroupId};
 use crate::size_limits::{GRPC_MESSAGE_HEADER_BYTES, TRANSPORT_MESSAGE_BYTES_MAX, client_request_bytes_max};
 
-pub use forward::ForwardClients;
+use crate::edge::request_bytes;
+use crate::routing::forward;
+pub use crate::routing::forward::ForwardClients;
+use crate::service::{admin_service, peer_service, queue_service};
 
 /// Largest reply (a fetch of up to 64 MiB of bodies, with framing).
 const REPLY_BYTES_MAX: usize = 80 << 20;
@@ -84,21 +78,17 @@ pub enum MetaCallError {
 
 /// The state every service of one broker shares.
 pub(crate) struct Core {
-    id: BrokerId,
-    options: BrokerOptions,
-    host: GroupHost,
-    meta: MetaRaft,
-    map: watch::Receiver<Arc<ClusterMap>>,
-    /// The send path of each queue group open here (the batcher refuses when not leader).
-    batchers: Mutex<HashMap<GroupId, SendBatcher>>,
-    /// What every group's send path records into.
-    send_metrics: Arc<SendPathMetrics>,
+    pub(crate) id: BrokerId,
+    pub(crate) options: BrokerOptions,
+    pub(crate) host: GroupHost,
+    pub(crate) meta: MetaRaft,
+    pub(crate) map: watch::Receiver<Arc<ClusterMap>>,
     /// What offset commits record into.
     pub(crate) commit_metrics: Arc<OffsetCommitMetrics>,
-    client_addr: String,
-    peer_addr: String,
-    forward: ForwardClients,
-    stop: watch::Receiver<bool>,
+    pub(crate) client_addr: String,
+    pub(crate) peer_addr: String,
+    pub(crate) forward: ForwardClients,
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
 impl Core {
@@ -119,19 +109,9 @@ impl Core {
         self.host.group(group)
     }
 
-    pub(crate) fn batcher(&self, group: GroupId) -> Option<SendBatcher> {
-        self.batchers.lock().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
-    }
-
-    /// Opens `group` here (if not yet) with its send path; `placed_with` as for
-    /// [`GroupHost::open_group`].
-    pub(crate) async fn open_group(&self, group: GroupId, placed_with: Option<QueueGroupOptions>) -> Result<QueueRaft, HostError> {
-        let raft = self.host.open_group(group, placed_with).await?;
-        let mut batchers = self.batchers.lock().unwrap_or_else(|p| p.into_inner());
-        batchers
-            .entry(group)
-            .or_insert_with(|| SendBatcher::start_with_metrics(raft.clone(), self.options.send, self.send_metrics.clone()));
-        Ok(raft)
+    /// The replica of queue group `group` open here, whole (its Raft and its send path).
+    pub(crate) fn queue_group(&self, group: GroupId) -> Option<QueueGroup> {
+        self.host.queue_group(group)
     }
 
     /// The client endpoint of `broker`, from the map.
@@ -140,7 +120,7 @@ impl Core {
     }
 
     /// Who leads the metadata group as this replica knows it, and its peer address.
-    fn meta_leader(&self) -> Option<(BrokerId, String)> {
+    pub(crate) fn meta_leader(&self) -> Option<(BrokerId, String)> {
         let m = self.meta.metrics().borrow_watched().clone();
         let leader = m.current_leader?;
         let node = m.membership_config.membership().get_node(&leader).cloned();
@@ -148,7 +128,7 @@ impl Core {
         Some((leader, addr))
     }
 
-    fn meta_is_leader(&self) -> bool {
+    pub(crate) fn meta_is_leader(&self) -> bool {
         let m = self.meta.metrics().borrow_watched().clone();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
@@ -310,7 +290,8 @@ impl BrokerServer {
                 .max_encoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX),
         );
         let meta_dir = options.meta_dir();
-        let host = GroupHost::start_with(&options, Some(peer_routes)).await?;
+        let mut metrics = BrokerMetrics::new();
+        let host = GroupHost::start_with(&options, Some(peer_routes), metrics.send_path()).await?;
         let peer_addr = Some(options.peer_advertise.clone()).filter(|a| !a.is_empty()).unwrap_or_else(|| host.node().raft_addr);
         let meta_sm = MetaStateMachine::<MetaGroupConfig>::open(&meta_dir)?;
         let map = meta_sm.subscribe();
@@ -324,7 +305,6 @@ impl BrokerServer {
             Some(addr) => Some(MetricsServer::bind(addr).await.map_err(|source| BrokerError::MetricsListen { addr, source })?),
             None => None,
         };
-        let mut metrics = BrokerMetrics::new();
         let (stop, stop_rx) = watch::channel(false);
         let core = Arc::new(Core {
             id,
@@ -335,8 +315,6 @@ impl BrokerServer {
             host,
             meta,
             map,
-            batchers: Mutex::new(HashMap::new()),
-            send_metrics: metrics.send_path(),
             commit_metrics: metrics.offset_commits(),
             stop: stop_rx,
         });
@@ -350,7 +328,7 @@ impl BrokerServer {
         // Before the metadata group has caught up: each group opens with the options recorded
         // with its replica.
         for group in core.host.groups_on_disk() {
-            core.open_group(group, None).await?;
+            core.host.open_group(group, None).await?;
         }
         tracing::info!(broker = id, client = %core.client_addr, peer = %core.peer_addr, "broker started");
 
@@ -358,7 +336,7 @@ impl BrokerServer {
             tokio::spawn(reconcile::bootstrap_and_register(core.clone())),
             tokio::spawn(reconcile::place_groups(core.clone())),
             tokio::spawn(reconcile::meta_learners(core.clone())),
-            tokio::spawn(retention::run(core.clone())),
+            tokio::spawn(crate::retention::task::run(core.clone())),
             tokio::spawn(hibernation::run(core.clone())),
             tokio::spawn(flush_store_periodically(core.clone())),
         ];

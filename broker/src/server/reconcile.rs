@@ -81,10 +81,10 @@ pub(super) async fn place_groups(core: Arc<Core>) {
             let first_replica = group.replicas.first() == Some(&core.id);
             // Most rounds find every group open and initialized: skip them without touching the
             // host, so an idle broker with many groups does no work per group per round.
-            if core.batcher(group.id).is_some() && (group.bootstrapped || !first_replica) {
+            if core.queue_group(group.id).is_some() && (group.bootstrapped || !first_replica) {
                 continue;
             }
-            if let Err(e) = core.open_group(group.id, Some(group.options.into())).await {
+            if let Err(e) = core.host.open_group(group.id, Some(group.options.into())).await {
                 tracing::error!(group = group.id, error = %e, "opening a placed group failed");
                 continue;
             }

@@ -2,12 +2,12 @@
 //! for a checkpoint by time, decided without IO.
 //!
 //! The leader periodically asks [`crate::host::GroupHost::trim_candidate`], proposes
-//! [`super::GroupCommand::Trim`] at the answer, and once a replica applied the trim it builds a
+//! [`crate::queue::GroupCommand::Trim`] at the answer, and once a replica applied the trim it builds a
 //! snapshot and purges its log up to it. This module is the pure decision, [`trim_candidate`],
 //! over what the host reads from the store.
 //!
 //! Checkpoints come by entries (every `checkpoint_interval_entries`), which a quiet group may
-//! never reach; so the leader also proposes [`super::GroupCommand::Checkpoint`] when
+//! never reach; so the leader also proposes [`crate::queue::GroupCommand::Checkpoint`] when
 //! [`time_checkpoint_due`] says so.
 
 use std::time::Duration;

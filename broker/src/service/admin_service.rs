@@ -17,9 +17,10 @@ use proto::raftmq::v1::{
 };
 use tonic::{Request, Response};
 
-use super::{Core, status};
+use super::status;
 use crate::edge;
 use crate::raft::BrokerId;
+use crate::server::Core;
 
 /// Deadline of one broker's status answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);

@@ -12,7 +12,7 @@
 //! A group reaches checkpoints by entries only if it takes enough of them; a quiet one would
 //! never trim. So the leader also proposes a [`GroupCommand::Checkpoint`] when the group had
 //! entries since its newest checkpoint and has stayed so for
-//! [`crate::options::RetentionOptions::checkpoint_interval_ms`] (see [`crate::queue::time_checkpoint_due`]). A
+//! [`crate::options::RetentionOptions::checkpoint_interval_ms`] (see [`super::time_checkpoint_due`]). A
 //! group whose last entry is a checkpoint gets no more, so an idle group is woken from
 //! hibernation at most once per trim, not forever.
 
@@ -25,10 +25,11 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResponse;
 use openraft::type_config::async_runtime::watch::WatchReceiver;
 
-use super::Core;
+use super::time_checkpoint_due;
 use crate::host::QueueRaft;
-use crate::queue::{GroupCommand, GroupReply, QueueGroupConfig, time_checkpoint_due};
+use crate::queue::{GroupCommand, GroupReply, QueueGroupConfig};
 use crate::raft::GroupId;
+use crate::server::Core;
 
 /// Since when each group led here has had entries after the same newest checkpoint. One entry
 /// per group hosted at most: a group is forgotten when it is not led here or has nothing new.
@@ -52,7 +53,7 @@ impl CheckpointWaits {
     }
 }
 
-pub(super) async fn run(core: Arc<Core>) {
+pub(crate) async fn run(core: Arc<Core>) {
     let mut stop = core.stop.clone();
     let interval = core.options.retention.check_interval();
     let mut waits = CheckpointWaits::default();

@@ -15,8 +15,9 @@ use proto::raftmq::v1::{
 };
 use tonic::{Request, Response};
 
-use super::{Core, status};
+use super::status;
 use crate::raft::{BrokerId, codec};
+use crate::server::Core;
 
 /// Longest a digest request waits for the replica to apply far enough.
 const DIGEST_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -183,12 +184,14 @@ impl PeerService for PeerSvc {
             Err(s) => return Ok(Response::new(HibernateReply { status: Some(s), parked: vec![] })),
         };
         let req = request.into_inner();
-        if req.groups.len() > super::hibernation::QUIET_GROUPS_PER_CALL_MAX {
-            let s =
-                status::invalid("groups", format!("{} groups, over {}", req.groups.len(), super::hibernation::QUIET_GROUPS_PER_CALL_MAX));
+        if req.groups.len() > crate::server::hibernation::QUIET_GROUPS_PER_CALL_MAX {
+            let s = status::invalid(
+                "groups",
+                format!("{} groups, over {}", req.groups.len(), crate::server::hibernation::QUIET_GROUPS_PER_CALL_MAX),
+            );
             return Ok(Response::new(HibernateReply { status: Some(s), parked: vec![] }));
         }
-        let parked = super::hibernation::park_followers(core, req.leader_broker_id, &req.groups);
+        let parked = crate::server::hibernation::park_followers(core, req.leader_broker_id, &req.groups);
         Ok(Response::new(HibernateReply { status: Some(status::ok()), parked }))
     }
 
