@@ -128,10 +128,30 @@ impl EntryEffects {
         self.checkpoints.len() + self.dropped_checkpoints.len()
     }
 
+    /// Invariant 2, where offsets are made: per queue, the messages of one entry take
+    /// consecutive offsets and the queue's next offset is just past the last of them. A gap or
+    /// an overlap would leave an offset naming no message, or two, for ever: a loud stop here,
+    /// never a store write.
+    fn assert_dense_offsets(&self) {
+        let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+        for &(queue, offset, _) in &self.index {
+            if let Some(&previous) = last.get(&queue) {
+                assert_eq!(Some(offset), previous.checked_add(1), "queue {queue}: offset {offset} follows {previous} in one entry");
+            }
+            last.insert(queue, offset);
+        }
+        for &(queue, next) in &self.next_offsets {
+            if let Some(&l) = last.get(&queue) {
+                assert_eq!(Some(next), l.checked_add(1), "queue {queue}: next offset {next} after indexing offset {l}");
+            }
+        }
+    }
+
     /// The store batch of Raft entry `log_index` holding these effects. Cannot fail for effects
     /// made by [`apply_command`] and [`record_checkpoint`], which refuse commands (and skip
     /// checkpoints) whose effects a batch cannot hold.
     pub fn into_batch(self, log_index: u64) -> Result<ApplyBatch, StoreError> {
+        self.assert_dense_offsets();
         let mut batch = ApplyBatch::new(log_index);
         for (queue, offset, entry) in self.index {
             batch.put_index(queue, offset, entry)?;
@@ -400,6 +420,24 @@ pub fn tag_hash(tag: Option<&str>) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    /// Invariant 2 holds where offsets are made: effects whose offsets skip or repeat never
+    /// reach the store.
+    #[test]
+    #[should_panic(expected = "queue 0: offset 2 follows 0 in one entry")]
+    fn an_entry_whose_offsets_skip_stops_loudly() {
+        let entry = IndexEntry { log_index: 1, position: 0, size: 1, tag_hash: 0, store_time_ms: 0 };
+        let effects = EntryEffects { index: vec![(0, 0, entry), (0, 2, entry)], next_offsets: vec![(0, 3)], ..Default::default() };
+        let _ = effects.into_batch(1);
+    }
+
+    #[test]
+    #[should_panic(expected = "queue 0: next offset 5 after indexing offset 1")]
+    fn a_next_offset_not_just_past_the_entry_stops_loudly() {
+        let entry = IndexEntry { log_index: 1, position: 0, size: 1, tag_hash: 0, store_time_ms: 0 };
+        let effects = EntryEffects { index: vec![(0, 0, entry), (0, 1, entry)], next_offsets: vec![(0, 5)], ..Default::default() };
+        let _ = effects.into_batch(1);
+    }
     use std::collections::BTreeMap;
 
     use super::*;

@@ -550,6 +550,12 @@ impl RaftStateMachine<C> for QueueStateMachine {
                     Some(Ok(None)) | None => break,
                 }
             }
+            // openraft hands entries over in log order, each once: a gap or a repeat would skip a
+            // command or apply it twice on this replica alone.
+            for pair in batch.windows(2) {
+                let (a, b) = (pair[0].0.log_id.index, pair[1].0.log_id.index);
+                assert_eq!(Some(b), a.checked_add(1), "group {}: entry {b} applied after {a}", self.group);
+            }
             let last = batch.last().map_or(0, |(e, _)| e.log_id.index);
             if let Some(log) = &self.log {
                 // Entries are contiguous and durability is a prefix: the last one covers all.

@@ -68,10 +68,7 @@ pub(super) fn sync_round(shared: &Shared) -> Result<Position, LogError> {
     shared.stats.sync_rounds.fetch_add(1, Ordering::Relaxed);
     shared.stats.sync_nanos_total.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
     shared.stats.fsync_latency.record(elapsed);
-    let mut w = lock(&shared.writer);
-    if target > w.durable {
-        w.durable = target;
-    }
+    lock(&shared.writer).advance_durable(target);
     Ok(target)
 }
 

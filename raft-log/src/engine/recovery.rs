@@ -197,8 +197,12 @@ pub(super) fn replay(
     }
     for l in removed {
         if let Some(n) = live.get_mut(&l.segment) {
-            n.entries -= 1;
-            n.bytes -= entry_bytes(&l);
+            // Replay removes only what it placed: a count below zero is a log that contradicts
+            // itself, refused as corrupt rather than wrapped around.
+            match (n.entries.checked_sub(1), n.bytes.checked_sub(entry_bytes(&l))) {
+                (Some(entries), Some(bytes)) => (n.entries, n.bytes) = (entries, bytes),
+                _ => return Err(format!("segment {}: an entry removed that was never live", l.segment)),
+            }
         }
     }
     Ok(())

@@ -40,6 +40,18 @@ pub(super) struct WriterState {
 }
 
 impl WriterState {
+    /// Everything before `to` is durable now. The durable position only grows and never passes
+    /// the end of what was written: either would let the log vouch for bytes a crash can take.
+    /// A position at or below the current one changes nothing (a round that a segment roll
+    /// overtook).
+    pub(super) fn advance_durable(&mut self, to: Position) {
+        let written = Position { segment: self.active.seq, offset: self.active.write_offset };
+        assert!(to <= written, "the durable position {to:?} would pass the end written {written:?}");
+        if to > self.durable {
+            self.durable = to;
+        }
+    }
+
     /// Whether `bytes` more of records fit in the active segment after what is buffered.
     pub(super) fn fits(&self, bytes: u64) -> bool {
         self.active.write_offset + self.scratch.len() as u64 + bytes <= self.active.capacity
@@ -65,9 +77,19 @@ impl Shared {
     pub(super) fn note_removed(&self, segments: &mut BTreeMap<u64, SegmentMeta>, removed: &[EntryLocation]) {
         for l in removed {
             if let Some(meta) = segments.get_mut(&l.segment) {
-                debug_assert!(meta.live_entries > 0, "live entry count of segment {} underflows", l.segment);
-                meta.live_entries = meta.live_entries.saturating_sub(1);
-                meta.live_bytes = meta.live_bytes.saturating_sub(entry_bytes(l));
+                // A count that would go below zero means the index and the segments disagree on
+                // what is live: reclaim would then delete a segment that still holds entries.
+                // A loud stop, never a silent clamp.
+                assert!(
+                    meta.live_entries > 0 && meta.live_bytes >= entry_bytes(l),
+                    "segment {}: removing an entry at offset {} below its live count ({} entries, {} bytes)",
+                    l.segment,
+                    l.offset,
+                    meta.live_entries,
+                    meta.live_bytes
+                );
+                meta.live_entries -= 1;
+                meta.live_bytes -= entry_bytes(l);
                 // Every change to the live counts happens under the writer lock.
                 self.stats.live_entry_bytes.fetch_sub(entry_bytes(l), Ordering::Relaxed);
             }
@@ -189,7 +211,7 @@ impl Shared {
         }
         self.stats.seal_syncs.fetch_add(1, Ordering::Relaxed);
         self.stats.fsync_latency.record(started.elapsed());
-        w.durable = Position { segment: w.active.seq, offset: w.active.write_offset };
+        w.advance_durable(Position { segment: w.active.seq, offset: w.active.write_offset });
         let next = w.active.seq + 1;
         // Never wait for the preallocator: without a spare ready, the next segment is a new,
         // growing file (slower to sync, but no stall for every group).
