@@ -29,3 +29,5 @@ pub mod server;
 pub(crate) mod service;
 pub mod size_limits;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -10,83 +10,14 @@
 use std::collections::BTreeMap;
 
 use broker::queue::{EntryEffects, GroupCommand, GroupReply, GroupView, NewMessage, QueueGroupOptions, apply_command, record_checkpoint};
-use broker::store::{CHECKPOINTS_MAX, Checkpoint, GroupOffsets, IndexEntry, OffsetCounts, StoreError};
+use broker::store::CHECKPOINTS_MAX;
 use proptest::prelude::*;
 
 const QUEUES: u32 = 3;
 const CONSUMERS: [&str; 2] = ["cg-a", "cg-b"];
 
-/// The group state the functions read, kept by applying their own effects (as the store does).
-#[derive(Default)]
-struct AppliedView {
-    next: BTreeMap<u32, u64>,
-    start: BTreeMap<u32, u64>,
-    consumed: BTreeMap<(String, u32), u64>,
-    index: BTreeMap<(u32, u64), IndexEntry>,
-    trim_point: Option<u64>,
-    checkpoints: BTreeMap<u64, Checkpoint>,
-}
-
-impl GroupView for AppliedView {
-    fn next_offset(&self, queue: u32) -> Result<u64, StoreError> {
-        Ok(self.next.get(&queue).copied().unwrap_or(0))
-    }
-    fn consumer_offset(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
-        Ok(self.consumed.get(&(consumer_group.to_string(), queue)).copied())
-    }
-    fn start_offset(&self, queue: u32) -> Result<u64, StoreError> {
-        Ok(self.start.get(&queue).copied().unwrap_or(0))
-    }
-    fn trim_point(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.trim_point)
-    }
-    fn checkpoint(&self, log_index: u64) -> Result<Option<Checkpoint>, StoreError> {
-        Ok(self.checkpoints.get(&log_index).cloned())
-    }
-    fn checkpoint_indexes(&self) -> Result<Vec<u64>, StoreError> {
-        Ok(self.checkpoints.keys().copied().collect())
-    }
-    fn group_offsets(&self, items_max: usize) -> Result<Option<GroupOffsets>, StoreError> {
-        if self.next.len() + self.consumed.len() > items_max {
-            return Ok(None);
-        }
-        Ok(Some(GroupOffsets {
-            next: self.next.iter().map(|(q, n)| (*q, *n)).collect(),
-            start: self.start.iter().map(|(q, s)| (*q, *s)).collect(),
-            consumers: self.consumed.iter().map(|((cg, q), o)| (cg.clone(), *q, *o)).collect(),
-        }))
-    }
-    fn offset_counts(&self, queue: u32, _: usize) -> Result<OffsetCounts, StoreError> {
-        Ok(OffsetCounts {
-            queues: self.next.len(),
-            consumer_offsets: self.consumed.len(),
-            consumer_groups_on_queue: self.consumed.keys().filter(|(_, q)| *q == queue).count(),
-        })
-    }
-}
-
-impl AppliedView {
-    fn apply(&mut self, effects: &EntryEffects) {
-        for (queue, below) in &effects.trimmed_index {
-            self.index.retain(|(q, o), _| q != queue || o >= below);
-        }
-        for i in &effects.dropped_checkpoints {
-            assert!(self.checkpoints.remove(i).is_some(), "dropped checkpoint {i} was not held");
-        }
-        for (queue, offset, entry) in &effects.index {
-            assert!(self.index.insert((*queue, *offset), *entry).is_none(), "offset {offset} of queue {queue} written twice");
-        }
-        self.next.extend(effects.next_offsets.iter().copied());
-        self.start.extend(effects.start_offsets.iter().copied());
-        for (cg, queue, offset) in &effects.consumer_offsets {
-            self.consumed.insert((cg.clone(), *queue), *offset);
-        }
-        self.trim_point = effects.trim_point.or(self.trim_point);
-        for c in &effects.checkpoints {
-            assert!(self.checkpoints.insert(c.log_index, c.clone()).is_none(), "checkpoint {} recorded twice", c.log_index);
-        }
-    }
-}
+/// The group state the functions read, kept by writing their own effects (as the store does).
+type AppliedView = broker::testing::MemoryGroup;
 
 /// What a user expects, kept without the functions under test: per queue, every message sent
 /// (id and log index) and the first one still held; per consumer, its offset; the checkpoints
@@ -279,7 +210,7 @@ fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             // What the store would refuse to write, it refuses here too.
             effects.clone().into_batch(log_index).unwrap();
-            view.apply(&effects);
+            view.write(&effects);
 
             for q in 0..QUEUES {
                 let sent_to = model.queues.get(&q).map(Vec::as_slice).unwrap_or_default();
@@ -292,7 +223,7 @@ fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                 let want: Vec<(u64, u64)> = sent_to.iter().enumerate().skip(start as usize).map(|(o, (_, li))| (o as u64, *li)).collect();
                 prop_assert_eq!(held, want, "queue {}", q);
             }
-            prop_assert_eq!(&view.consumed, &model.consumed);
+            prop_assert_eq!(&view.consumers, &model.consumed);
             prop_assert_eq!(view.trim_point, model.trim_point);
             prop_assert_eq!(view.checkpoints.keys().collect::<Vec<_>>(), model.checkpoints.keys().collect::<Vec<_>>());
             for (k, lengths) in &model.checkpoints {

@@ -71,19 +71,7 @@ async fn three_brokers_create_send_fetch_commit_and_agree() {
                     messages: bodies.iter().cloned().map(message).collect(),
                     producer_id: String::new(),
                 };
-                let reply = eventually("a send to be stored", || {
-                    let (mut queue, req) = (queue.clone(), req.clone());
-                    async move {
-                        let r = queue.send(req).await.ok()?.into_inner();
-                        match code(&r.status) {
-                            Code::Ok => Some(r),
-                            // A group may still be electing its first leader.
-                            Code::Unavailable | Code::OutcomeUnknown | Code::NotLeader => None,
-                            other => panic!("send failed: {other:?} {:?}", r.status),
-                        }
-                    }
-                })
-                .await;
+                let reply = common::send_stored(&queue, req).await;
                 let offsets: Vec<u64> = reply.results.iter().map(|r| r.offset).collect();
                 let first = sent[q as usize].len() as u64;
                 assert_eq!(offsets, (first..first + 5).collect::<Vec<_>>(), "dense offsets on queue {q}");
@@ -220,11 +208,7 @@ async fn a_local_only_fetch_reads_this_brokers_replica_or_is_refused() {
         messages: (0..3).map(|i| message(format!("m{i}"))).collect(),
         producer_id: String::new(),
     };
-    eventually("a send to be stored", || {
-        let (mut queue, req) = (queue.clone(), req.clone());
-        async move { (code(&queue.send(req).await.ok()?.into_inner().status) == Code::Ok).then_some(()) }
-    })
-    .await;
+    common::send_stored(&queue, req).await;
     let described = admin.describe_topic(DescribeTopicRequest { name: "pinned".into() }).await.unwrap().into_inner();
     let q = &described.queues[0];
     assert_eq!(q.replica_broker_ids.len(), 2);

@@ -8,7 +8,7 @@ use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicRequest, Message, SendRequest, Topic};
+use proto::raftmq::v1::{DescribeTopicRequest, Message, SendRequest};
 use tonic::transport::Channel;
 
 /// Most bytes one scrape may return in this test; a bound, not an expectation.
@@ -25,17 +25,7 @@ async fn one_broker_reports_sends_syncs_groups_and_requests() {
     let mut admin = AdminServiceClient::new(channel.clone());
     let queue = QueueServiceClient::new(channel);
 
-    eventually("the broker to register", || {
-        let mut admin = admin.clone();
-        async move {
-            let r = admin.cluster_status(ClusterStatusRequest {}).await.ok()?.into_inner();
-            (code(&r.status) == Code::Ok && r.brokers.len() == 1).then_some(())
-        }
-    })
-    .await;
-    let topic = Topic { name: "metered".into(), queue_count: 1, replication_factor: 1, message_type: 0, checkpoint_interval_entries: 0 };
-    let created = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.unwrap().into_inner();
-    assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
+    common::create_one_queue_topic(&mut admin, "metered").await;
     let described = admin.describe_topic(DescribeTopicRequest { name: "metered".into() }).await.unwrap().into_inner();
     assert_eq!(code(&described.status), Code::Ok, "{:?}", described.status);
     let group = described.queues[0].group_id;
@@ -49,18 +39,7 @@ async fn one_broker_reports_sends_syncs_groups_and_requests() {
             messages: (0..round + 1).map(|k| Message { body: format!("m{round}-{k}").into_bytes().into(), ..Default::default() }).collect(),
             producer_id: String::new(),
         };
-        let reply = eventually("a send to be stored", || {
-            let (mut queue, req) = (queue.clone(), req.clone());
-            async move {
-                let r = queue.send(req).await.ok()?.into_inner();
-                match code(&r.status) {
-                    Code::Ok => Some(r),
-                    Code::Unavailable | Code::OutcomeUnknown | Code::NotLeader => None,
-                    other => panic!("send failed: {other:?} {:?}", r.status),
-                }
-            }
-        })
-        .await;
+        let reply = common::send_stored(&queue, req).await;
         sent += reply.results.len();
     }
     assert_eq!(sent, 15);

@@ -18,7 +18,7 @@ use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, FetchRequest, Message, SendRequest, Topic};
+use proto::raftmq::v1::{FetchRequest, Message, SendRequest};
 use tonic::transport::Channel;
 
 /// Concurrent sends, each on its own connection (HTTP/2 streams of one connection are bounded
@@ -48,17 +48,7 @@ async fn start(dir: &std::path::Path) -> (BrokerServer, Channel, usize) {
     let broker = BrokerServer::start(options).await.unwrap();
     let channel = connect(broker.client_addr()).await;
     let mut admin = AdminServiceClient::new(channel.clone());
-    eventually("the broker to register", || {
-        let mut admin = admin.clone();
-        async move {
-            let r = admin.cluster_status(ClusterStatusRequest {}).await.ok()?.into_inner();
-            (code(&r.status) == Code::Ok && r.brokers.len() == 1).then_some(())
-        }
-    })
-    .await;
-    let topic = Topic { name: TOPIC.into(), queue_count: 1, replication_factor: 1, message_type: 0, checkpoint_interval_entries: 0 };
-    let created = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.unwrap().into_inner();
-    assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
+    common::create_one_queue_topic(&mut admin, TOPIC).await;
     (broker, channel, budget)
 }
 

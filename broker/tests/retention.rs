@@ -12,7 +12,7 @@ use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, FetchRequest, Message, SendRequest, Topic};
+use proto::raftmq::v1::{ClusterStatusRequest, FetchRequest, Message, SendRequest};
 use tonic::transport::Channel;
 
 /// One broker, its own metadata group, retention checked every 100 ms, keeping messages 1 ms,
@@ -27,17 +27,7 @@ fn quick_retention(dir: &std::path::Path) -> BrokerOptions {
 
 /// Creates `name` (one queue, one replica) once the broker is registered.
 async fn create(admin: &mut AdminServiceClient<Channel>, name: &str) {
-    eventually("the broker to register", || {
-        let mut admin = admin.clone();
-        async move {
-            let r = admin.cluster_status(ClusterStatusRequest {}).await.ok()?.into_inner();
-            (code(&r.status) == Code::Ok && r.brokers.iter().any(|b| b.alive)).then_some(())
-        }
-    })
-    .await;
-    let topic = Topic { name: name.into(), queue_count: 1, replication_factor: 1, message_type: 0, checkpoint_interval_entries: 0 };
-    let created = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.unwrap().into_inner();
-    assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
+    common::create_one_queue_topic(admin, name).await;
 }
 
 /// A group with three sends and the default checkpoint interval (4,096 entries) reaches no
@@ -57,11 +47,7 @@ async fn a_quiet_group_trims_at_a_checkpoint_taken_by_time() {
             messages: vec![Message { body: format!("m{i}").into_bytes().into(), ..Default::default() }],
             producer_id: String::new(),
         };
-        eventually("a send to be stored", || {
-            let (mut queue, req) = (queue.clone(), req.clone());
-            async move { (code(&queue.send(req).await.ok()?.into_inner().status) == Code::Ok).then_some(()) }
-        })
-        .await;
+        common::send_stored(&queue, req).await;
     }
     let fetched = eventually("the quiet group to trim its three messages", || {
         let mut queue = queue.clone();

@@ -9,8 +9,10 @@ use std::time::Duration;
 use broker::options::{BrokerOptions, RaftOptions};
 use broker::raft::BrokerId;
 use openraft::{Config, SnapshotPolicy};
-use proto::raftmq::v1::Status;
+use proto::raftmq::v1::admin_service_client::AdminServiceClient;
+use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::status::Code;
+use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, SendReply, SendRequest, Status, Topic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
@@ -93,4 +95,41 @@ pub fn host_options(id: BrokerId, dir: &std::path::Path, listen: SocketAddr) -> 
 /// Metadata voters as the options write them: `ID@HOST:PORT`.
 pub fn voters(controllers: &[(BrokerId, String)]) -> Vec<String> {
     controllers.iter().map(|(id, addr)| format!("{id}@{addr}")).collect()
+}
+
+/// Waits until the cluster that `admin` asks has at least `brokers` registered brokers alive.
+pub async fn registered(admin: &AdminServiceClient<Channel>, brokers: usize) {
+    eventually("the brokers to register", || {
+        let mut admin = admin.clone();
+        async move {
+            let r = admin.cluster_status(ClusterStatusRequest {}).await.ok()?.into_inner();
+            (code(&r.status) == Code::Ok && r.brokers.iter().filter(|b| b.alive).count() >= brokers).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Creates topic `name` of one queue with one replica, once a broker is registered.
+pub async fn create_one_queue_topic(admin: &mut AdminServiceClient<Channel>, name: &str) {
+    registered(admin, 1).await;
+    let topic = Topic { name: name.into(), queue_count: 1, replication_factor: 1, message_type: 0, checkpoint_interval_entries: 0 };
+    let created = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.unwrap().into_inner();
+    assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
+}
+
+/// Sends `req` until it is stored. A group may still be electing its first leader
+/// (UNAVAILABLE, OUTCOME_UNKNOWN, NOT_LEADER, BUSY); any other refusal fails the test.
+pub async fn send_stored(queue: &QueueServiceClient<Channel>, req: SendRequest) -> SendReply {
+    eventually("a send to be stored", || {
+        let (mut queue, req) = (queue.clone(), req.clone());
+        async move {
+            let r = queue.send(req).await.ok()?.into_inner();
+            match code(&r.status) {
+                Code::Ok => Some(r),
+                Code::Unavailable | Code::OutcomeUnknown | Code::NotLeader | Code::Busy => None,
+                other => panic!("send failed: {other:?} {:?}", r.status),
+            }
+        }
+    })
+    .await
 }

@@ -578,7 +578,6 @@ fn write_checksums(out: &mut impl Write, topic: &str, groups: &[GroupChecksumVie
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use proto::raftmq::v1::status::Code;
     use proto::raftmq::v1::{ReplicaStatus, Status};
     use std::collections::HashMap;
@@ -587,20 +586,13 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        admin: AdminCommand,
-    }
-
     fn parse(args: &[&str]) -> Result<AdminCommand, clap::Error> {
-        Cli::try_parse_from(std::iter::once("admin").chain(args.iter().copied())).map(|c| c.admin)
+        crate::cli::args_in_tests::parse_subcommand("admin", args)
     }
 
     #[test]
     fn the_command_tree_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        crate::cli::args_in_tests::check_subcommand::<AdminCommand>();
     }
 
     #[test]

@@ -301,23 +301,14 @@ fn write_messages(out: &mut impl Write, queue_id: u32, messages: &[StoredMessage
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use proto::raftmq::v1::Message;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: ConsumeArgs,
-    }
-
     fn parse(args: &[&str]) -> Result<ConsumeArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("consume").chain(args.iter().copied())).map(|c| c.args)
+        crate::cli::args_in_tests::parse("consume", args)
     }
 
     #[test]
     fn arguments() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
         let a = parse(&["--topic", "t"]).expect("minimal");
         assert_eq!((a.group, a.from_beginning, a.queue, a.max_messages, a.timeout_ms), (None, false, None, None, None));
         let a = parse(&["--topic", "t", "--group", "g", "--from-beginning", "--queue", "2", "--max-messages", "5", "--timeout-ms", "100"])

@@ -66,3 +66,39 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn producer_id() -> String {
     client::producer_id("raftmq-cli")
 }
+
+/// Parsing one command's arguments in tests, as the binary would: `name ARGS...`, after clap's
+/// own check of the definition.
+#[cfg(test)]
+pub(crate) mod args_in_tests {
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Flattened<T: clap::Args> {
+        #[command(flatten)]
+        args: T,
+    }
+
+    #[derive(Parser)]
+    struct Subcommands<T: clap::Subcommand> {
+        #[command(subcommand)]
+        command: T,
+    }
+
+    /// Arguments of type `T` (flattened into a command called `name`), from `args`.
+    pub(crate) fn parse<T: clap::Args>(name: &str, args: &[&str]) -> Result<T, clap::Error> {
+        Flattened::<T>::command().debug_assert();
+        Flattened::<T>::try_parse_from(std::iter::once(name).chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    /// clap's own check of a subcommand tree's definition (it panics on an inconsistency).
+    pub(crate) fn check_subcommand<T: clap::Subcommand>() {
+        Subcommands::<T>::command().debug_assert();
+    }
+
+    /// A subcommand tree `T` under a command called `name`, from `args`.
+    pub(crate) fn parse_subcommand<T: clap::Subcommand>(name: &str, args: &[&str]) -> Result<T, clap::Error> {
+        check_subcommand::<T>();
+        Subcommands::<T>::try_parse_from(std::iter::once(name).chain(args.iter().copied())).map(|c| c.command)
+    }
+}

@@ -309,22 +309,13 @@ fn write_unknown(out: &mut impl Write, sequences: std::ops::RangeInclusive<u64>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: ProduceArgs,
-    }
 
     fn parse(args: &[&str]) -> Result<ProduceArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("produce").chain(args.iter().copied())).map(|c| c.args)
+        crate::cli::args_in_tests::parse("produce", args)
     }
 
     #[test]
     fn arguments() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
         let a = parse(&["--topic", "t"]).expect("minimal");
         assert_eq!((a.queue, a.key, a.count, a.size, a.batch, a.common.json), (None, None, None, None, 1, false));
         if std::env::var_os("RAFTMQ_BROKER").is_none() {

@@ -338,22 +338,13 @@ async fn ensure_topic(cluster: &Cluster, topic: &str, queues: Option<u32>) -> an
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: QueueBenchArgs,
-    }
 
     fn parse(args: &[&str]) -> Result<QueueBenchArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.args)
+        crate::cli::args_in_tests::parse("bench", args)
     }
 
     #[test]
     fn arguments() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
         let a = parse(&["--topic", "t"]).expect("defaults");
         assert_eq!((a.count, a.size, a.concurrency, a.batch, a.queues, a.time_limit), (100_000, 1024, 64, 1, None, 300));
         let a = parse(&[

@@ -1,0 +1,495 @@
+/// Invariant 2 holds where offsets are made: effects whose offsets skip or repeat never
+/// reach the store.
+#[test]
+#[should_panic(expected = "queue 0: offset 2 follows 0 in one entry")]
+fn an_entry_whose_offsets_skip_stops_loudly() {
+    let entry = IndexEntry { log_index: 1, position: 0, size: 1, tag_hash: 0, store_time_ms: 0 };
+    let effects = EntryEffects { index: vec![(0, 0, entry), (0, 2, entry)], next_offsets: vec![(0, 3)], ..Default::default() };
+    let _ = effects.into_batch(1);
+}
+
+#[test]
+#[should_panic(expected = "queue 0: next offset 5 after indexing offset 1")]
+fn a_next_offset_not_just_past_the_entry_stops_loudly() {
+    let entry = IndexEntry { log_index: 1, position: 0, size: 1, tag_hash: 0, store_time_ms: 0 };
+    let effects = EntryEffects { index: vec![(0, 0, entry), (0, 1, entry)], next_offsets: vec![(0, 5)], ..Default::default() };
+    let _ = effects.into_batch(1);
+}
+use std::collections::BTreeMap;
+
+use super::*;
+
+use crate::testing::MemoryGroup as Model;
+
+impl Model {
+    /// Applies the entry at `log_index` (a command, or none for a blank entry) and the
+    /// checkpoint it records under `options`, as the state machine does.
+    fn apply(&mut self, options: QueueGroupOptions, log_index: u64, command: Option<&GroupCommand>) -> GroupReply {
+        let (mut effects, reply) = match command {
+            Some(c) => apply_command(self, log_index, c).unwrap(),
+            None => (EntryEffects::default(), GroupReply::NoCommand),
+        };
+        if rejected(&reply) {
+            assert_eq!(effects, EntryEffects::default(), "a refused command has no effects");
+        }
+        if options.records_checkpoint(log_index, command) {
+            record_checkpoint(self, log_index, format!("state {log_index}").into_bytes(), &mut effects).unwrap();
+        }
+        self.write(&effects);
+        effects.into_batch(log_index).unwrap();
+        reply
+    }
+}
+
+fn msg(queue: u32, tag: Option<&str>, body: &[u8]) -> NewMessage {
+    NewMessage {
+        queue,
+        message_id: format!("id-{queue}-{}", body.len()),
+        tag: tag.map(str::to_string),
+        keys: vec![],
+        properties: vec![],
+        body: body.to_vec(),
+    }
+}
+
+fn send_cmd(store_time_ms: u64, messages: Vec<NewMessage>) -> GroupCommand {
+    GroupCommand::Send { store_time_ms, messages }
+}
+
+fn commit(cg: &str, queue: u32, offset: u64) -> GroupCommand {
+    GroupCommand::CommitOffset { consumer_group: cg.into(), queue, offset }
+}
+
+fn rejected(reply: &GroupReply) -> bool {
+    matches!(reply, GroupReply::Rejected { .. })
+}
+
+/// Applies `log` (entries from index 1) to an empty model; returns it and the replies.
+fn run(log: &[GroupCommand]) -> (Model, Vec<GroupReply>) {
+    let mut model = Model::default();
+    // No checkpoints: indexes start at 1, and this interval is never reached.
+    let options = QueueGroupOptions { checkpoint_interval_entries: u64::MAX };
+    let replies = log.iter().enumerate().map(|(i, cmd)| model.apply(options, i as u64 + 1, Some(cmd))).collect();
+    (model, replies)
+}
+
+#[test]
+fn one_entry_to_several_queues_gets_dense_offsets_in_order() {
+    let cmd =
+        send_cmd(77, vec![msg(0, Some("a"), b"x"), msg(2, None, b"yy"), msg(0, Some("b"), b"zzz"), msg(2, None, b""), msg(0, None, b"w")]);
+    let mut view = Model::default();
+    view.next.insert(2, 40);
+    let (effects, reply) = apply_command(&view, 9, &cmd).unwrap();
+    assert_eq!(reply, GroupReply::Sent { offsets: vec![(0, 0), (2, 40), (0, 1), (2, 41), (0, 2)] });
+    let ie = |position, size, tag| IndexEntry { log_index: 9, position, size, tag_hash: tag_hash(tag), store_time_ms: 77 };
+    assert_eq!(
+        effects.index,
+        vec![
+            (0, 0, ie(0, 1, Some("a"))),
+            (2, 40, ie(1, 2, None)),
+            (0, 1, ie(2, 3, Some("b"))),
+            (2, 41, ie(3, 0, None)),
+            (0, 2, ie(4, 1, None))
+        ]
+    );
+    assert_eq!(effects.next_offsets, vec![(0, 3), (2, 42)]);
+    assert!(effects.consumer_offsets.is_empty());
+}
+
+#[test]
+fn a_table_of_logs_gives_the_expected_offsets_and_replies() {
+    struct Case {
+        name: &'static str,
+        log: Vec<GroupCommand>,
+        replies: Vec<GroupReply>,
+        next: Vec<(u32, u64)>,
+        consumers: Vec<(String, u32, u64)>,
+    }
+    let sent = |offsets: &[(u32, u64)]| GroupReply::Sent { offsets: offsets.to_vec() };
+    let c = |cg: &str, queue: u32, offset: u64| (cg.to_string(), queue, offset);
+    let cases = vec![
+        Case {
+            name: "several entries continue each queue's offsets",
+            log: vec![
+                send_cmd(1, vec![msg(0, None, b"a"), msg(1, None, b"b")]),
+                send_cmd(2, vec![msg(1, None, b"c"), msg(1, None, b"d")]),
+                send_cmd(3, vec![msg(0, None, b"e")]),
+            ],
+            replies: vec![sent(&[(0, 0), (1, 0)]), sent(&[(1, 1), (1, 2)]), sent(&[(0, 1)])],
+            next: vec![(0, 2), (1, 3)],
+            consumers: vec![],
+        },
+        Case {
+            name: "an empty send stores nothing and answers with no offsets",
+            log: vec![send_cmd(1, vec![])],
+            replies: vec![sent(&[])],
+            next: vec![],
+            consumers: vec![],
+        },
+        Case {
+            name: "commit forward, equal, backward",
+            log: vec![
+                send_cmd(1, vec![msg(3, None, b"a"); 5]),
+                commit("cg", 3, 2),
+                commit("cg", 3, 4),
+                commit("cg", 3, 4),
+                commit("cg", 3, 3),
+                commit("cg", 3, 5),
+            ],
+            replies: vec![
+                sent(&[(3, 0), (3, 1), (3, 2), (3, 3), (3, 4)]),
+                GroupReply::OffsetCommitted,
+                GroupReply::OffsetCommitted,
+                GroupReply::OffsetCommitted,
+                GroupReply::Rejected { reason: "offset 3 of \"cg\" on queue 3 is behind its committed offset 4".into() },
+                GroupReply::OffsetCommitted,
+            ],
+            next: vec![(3, 5)],
+            consumers: vec![c("cg", 3, 5)],
+        },
+        Case {
+            name: "consumer groups and queues are independent",
+            log: vec![
+                send_cmd(1, vec![msg(0, None, b"a"), msg(1, None, b"b")]),
+                commit("a", 0, 1),
+                commit("b", 0, 0),
+                commit("a", 1, 1),
+                commit("b", 0, 1),
+            ],
+            replies: vec![
+                sent(&[(0, 0), (1, 0)]),
+                GroupReply::OffsetCommitted,
+                GroupReply::OffsetCommitted,
+                GroupReply::OffsetCommitted,
+                GroupReply::OffsetCommitted,
+            ],
+            next: vec![(0, 1), (1, 1)],
+            consumers: vec![c("a", 0, 1), c("a", 1, 1), c("b", 0, 1)],
+        },
+        Case {
+            name: "a first commit of 0 on an empty queue is stored",
+            log: vec![commit("cg", 9, 0)],
+            replies: vec![GroupReply::OffsetCommitted],
+            next: vec![],
+            consumers: vec![c("cg", 9, 0)],
+        },
+        Case {
+            name: "commits past the queue's end and bad names are refused",
+            log: vec![
+                send_cmd(1, vec![msg(0, None, b"a")]),
+                commit("cg", 0, 2),
+                commit("", 0, 0),
+                commit(&"x".repeat(CONSUMER_GROUP_BYTES_MAX + 1), 0, 0),
+                commit(&"x".repeat(CONSUMER_GROUP_BYTES_MAX), 0, 1),
+            ],
+            replies: vec![
+                sent(&[(0, 0)]),
+                GroupReply::Rejected { reason: "offset 2 is past the end 1 of queue 0".into() },
+                GroupReply::Rejected { reason: "consumer group name of 0 bytes: must be 1 to 255".into() },
+                GroupReply::Rejected { reason: "consumer group name of 256 bytes: must be 1 to 255".into() },
+                GroupReply::OffsetCommitted,
+            ],
+            next: vec![(0, 1)],
+            consumers: vec![c(&"x".repeat(CONSUMER_GROUP_BYTES_MAX), 0, 1)],
+        },
+    ];
+    for case in cases {
+        let (model, replies) = run(&case.log);
+        assert_eq!(replies, case.replies, "{}", case.name);
+        assert_eq!(model.next.into_iter().collect::<Vec<_>>(), case.next, "{}", case.name);
+        assert_eq!(model.consumers.into_iter().map(|((cg, q), o)| (cg, q, o)).collect::<Vec<_>>(), case.consumers, "{}", case.name);
+        // Dense: each queue's index holds exactly offsets 0..next.
+        for (&(q, o), e) in &model.index {
+            assert!(
+                o < case.next.iter().find(|(nq, _)| *nq == q).map_or(0, |(_, n)| *n),
+                "{}: offset {o} of queue {q} past its end",
+                case.name
+            );
+            assert!(e.log_index >= 1, "{}", case.name);
+        }
+        let stored: u64 = case.next.iter().map(|(_, n)| n).sum();
+        assert_eq!(model.index.len() as u64, stored, "{}: offsets are dense", case.name);
+    }
+}
+
+#[test]
+fn a_send_larger_than_a_batch_can_hold_is_refused_whole() {
+    let half = ApplyBatch::OPS_MAX / 2;
+    let (effects, reply) = apply_command(&Model::default(), 1, &send_cmd(1, vec![msg(0, None, b""); half + 1])).unwrap();
+    assert!(rejected(&reply), "{reply:?}");
+    assert_eq!(effects, EntryEffects::default());
+    // The largest accepted send, to as many queues as a group may hold, fits one batch.
+    let messages = (0..half as u32).map(|i| msg(i % CHECKPOINT_ITEMS_MAX as u32, None, b"")).collect();
+    let (effects, reply) = apply_command(&Model::default(), 1, &send_cmd(1, messages)).unwrap();
+    assert!(!rejected(&reply), "{reply:?}");
+    assert_eq!(effects.into_batch(1).unwrap().len(), half + CHECKPOINT_ITEMS_MAX);
+}
+
+#[test]
+fn new_queues_and_consumer_groups_stop_at_what_a_checkpoint_holds() {
+    let full = |queues: u32, consumers: usize| {
+        let mut m = Model::default();
+        for q in 0..queues {
+            m.next.insert(q, 1);
+        }
+        for c in 0..consumers {
+            m.consumers.insert((format!("cg-{c}"), 0), 0);
+        }
+        m
+    };
+    let limit = |reply: &GroupReply| matches!(reply, GroupReply::LimitReached { .. });
+    // Exactly at the bound: one offset of room left, taken by a new queue or consumer group.
+    let almost = full(100, CHECKPOINT_ITEMS_MAX - 101);
+    assert_eq!(
+        apply_command(&almost, 1, &send_cmd(1, vec![msg(500, None, b"a")])).unwrap().1,
+        GroupReply::Sent { offsets: vec![(500, 0)] }
+    );
+    assert_eq!(apply_command(&almost, 1, &commit("new", 0, 0)).unwrap().1, GroupReply::OffsetCommitted);
+    let (effects, reply) = apply_command(&almost, 1, &send_cmd(1, vec![msg(500, None, b"a"), msg(501, None, b"b")])).unwrap();
+    assert!(limit(&reply) && effects == EntryEffects::default(), "{reply:?}");
+    // Full: no new queue, no new consumer group; existing ones go on.
+    let at = full(100, CHECKPOINT_ITEMS_MAX - 100);
+    let (effects, reply) = apply_command(&at, 1, &send_cmd(1, vec![msg(500, None, b"a")])).unwrap();
+    assert!(limit(&reply) && effects == EntryEffects::default(), "{reply:?}");
+    let GroupReply::LimitReached { reason } = apply_command(&at, 1, &commit("new", 0, 0)).unwrap().1 else { panic!("not refused") };
+    assert_eq!(reason, "the group holds 16384 queue and consumer offsets; 1 more would pass the 16384 a checkpoint holds");
+    assert_eq!(apply_command(&at, 1, &send_cmd(1, vec![msg(7, None, b"a")])).unwrap().1, GroupReply::Sent { offsets: vec![(7, 1)] });
+    assert_eq!(apply_command(&at, 1, &commit("cg-3", 0, 1)).unwrap().1, GroupReply::OffsetCommitted);
+}
+
+fn bounded(cg: &str, queue: u32, offset: u64, consumer_groups_max: u32) -> GroupCommand {
+    GroupCommand::CommitOffsetBounded { consumer_group: cg.into(), queue, offset, consumer_groups_max }
+}
+
+#[test]
+fn a_queue_takes_consumer_groups_up_to_the_stamped_bound() {
+    let options = QueueGroupOptions { checkpoint_interval_entries: 1 << 20 };
+    let mut m = Model::default();
+    m.apply(options, 1, Some(&send_cmd(1, vec![msg(0, None, b"a"), msg(1, None, b"b")])));
+    for (i, cg) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(m.apply(options, 2 + i as u64, Some(&bounded(cg, 0, 0, 3))), GroupReply::OffsetCommitted, "{cg}");
+    }
+    // One above: refused, naming the bound; nothing stored.
+    let reply = m.apply(options, 5, Some(&bounded("d", 0, 0, 3)));
+    assert_eq!(reply, GroupReply::LimitReached { reason: "queue 0 has 3 consumer groups, at most 3: \"d\" would be one more".into() });
+    assert_eq!(m.consumers.len(), 3);
+    // Those at the bound go on; another queue counts its own; a higher stamp admits more.
+    assert_eq!(m.apply(options, 6, Some(&bounded("c", 0, 1, 3))), GroupReply::OffsetCommitted);
+    assert_eq!(m.apply(options, 7, Some(&bounded("d", 1, 0, 3))), GroupReply::OffsetCommitted);
+    assert_eq!(m.apply(options, 8, Some(&bounded("d", 0, 0, 4))), GroupReply::OffsetCommitted);
+    // A stamp above what a checkpoint holds counts as the most a queue may have.
+    let mut huge = Model::default();
+    for c in 0..CONSUMER_GROUPS_PER_QUEUE_MAX {
+        huge.consumers.insert((format!("cg-{c}"), 0), 0);
+    }
+    assert!(matches!(apply_command(&huge, 1, &bounded("x", 0, 0, u32::MAX)).unwrap().1, GroupReply::LimitReached { .. }));
+}
+
+#[test]
+fn a_full_queue_refuses_more() {
+    let mut view = Model::default();
+    view.next.insert(0, u64::MAX);
+    let (effects, reply) = apply_command(&view, 1, &send_cmd(1, vec![msg(1, None, b"a"), msg(0, None, b"b")])).unwrap();
+    assert_eq!(reply, GroupReply::Rejected { reason: "queue 0 is full".into() });
+    assert_eq!(effects, EntryEffects::default(), "nothing of the command, not even its first message");
+}
+
+#[test]
+fn a_failed_read_is_an_error_not_a_reply() {
+    struct Broken;
+    fn bad<T>() -> Result<T, StoreError> {
+        Err(StoreError::Corrupt { key: "k".into(), reason: "bad".into() })
+    }
+    impl GroupView for Broken {
+        fn next_offset(&self, _: u32) -> Result<u64, StoreError> {
+            bad()
+        }
+        fn consumer_offset(&self, _: &str, _: u32) -> Result<Option<u64>, StoreError> {
+            bad()
+        }
+        fn start_offset(&self, _: u32) -> Result<u64, StoreError> {
+            bad()
+        }
+        fn trim_point(&self) -> Result<Option<u64>, StoreError> {
+            bad()
+        }
+        fn checkpoint(&self, _: u64) -> Result<Option<Checkpoint>, StoreError> {
+            bad()
+        }
+        fn checkpoint_indexes(&self) -> Result<Vec<u64>, StoreError> {
+            bad()
+        }
+        fn group_offsets(&self, _: usize) -> Result<Option<GroupOffsets>, StoreError> {
+            bad()
+        }
+        fn offset_counts(&self, _: u32, _: usize) -> Result<OffsetCounts, StoreError> {
+            bad()
+        }
+    }
+    assert!(apply_command(&Broken, 1, &send_cmd(1, vec![msg(0, None, b"a")])).is_err());
+    assert!(apply_command(&Broken, 1, &commit("cg", 0, 0)).is_err());
+    assert!(apply_command(&Broken, 1, &GroupCommand::Trim { up_to_log_index: 0 }).is_err());
+    assert!(record_checkpoint(&Broken, 1, vec![], &mut EntryEffects::default()).is_err());
+}
+
+fn trim_to(up_to_log_index: u64) -> GroupCommand {
+    GroupCommand::Trim { up_to_log_index }
+}
+
+#[test]
+fn checkpoints_record_the_state_as_of_their_entry() {
+    let options = QueueGroupOptions { checkpoint_interval_entries: 4 };
+    let mut m = Model::default();
+    m.apply(options, 1, Some(&send_cmd(1, vec![msg(0, None, b"a"), msg(1, None, b"b")])));
+    m.apply(options, 2, Some(&commit("cg", 0, 1)));
+    m.apply(options, 3, None);
+    // Entry 4 is a checkpoint index: the checkpoint includes entry 4's own effects.
+    m.apply(options, 4, Some(&send_cmd(2, vec![msg(1, None, b"c")])));
+    let c = &m.checkpoints[&4];
+    assert_eq!(c.log_index, 4);
+    assert_eq!(c.raft_state, b"state 4");
+    assert_eq!(c.next_offsets, vec![(0, 1), (1, 2)]);
+    assert_eq!(c.consumer_offsets, vec![("cg".into(), 0, 1)]);
+    assert_eq!(m.checkpoints.keys().copied().collect::<Vec<_>>(), vec![4]);
+    assert_eq!(m.trim_point, None, "messages are held: no automatic trim");
+}
+
+#[test]
+fn a_checkpoint_with_no_message_held_becomes_the_trim_point() {
+    let options = QueueGroupOptions { checkpoint_interval_entries: 2 };
+    let mut m = Model::default();
+    m.apply(options, 0, None);
+    assert_eq!((m.trim_point, m.checkpoints.keys().copied().collect::<Vec<_>>()), (Some(0), vec![0]));
+    m.apply(options, 1, Some(&commit("cg", 0, 0)));
+    m.apply(options, 2, None);
+    assert_eq!((m.trim_point, m.checkpoints.keys().copied().collect::<Vec<_>>()), (Some(2), vec![2]), "the older one is dropped");
+    assert_eq!(m.checkpoints[&2].consumer_offsets, vec![("cg".into(), 0, 0)]);
+    m.apply(options, 3, Some(&send_cmd(1, vec![msg(0, None, b"a")])));
+    m.apply(options, 4, None);
+    assert_eq!(m.trim_point, Some(2), "a message is held at 4");
+    m.apply(options, 5, Some(&trim_to(4)));
+    m.apply(options, 6, None);
+    assert_eq!((m.trim_point, m.checkpoints.keys().copied().collect::<Vec<_>>()), (Some(6), vec![6]), "all trimmed: nothing held at 6");
+    assert_eq!(m.start, BTreeMap::from([(0, 1)]));
+}
+
+#[test]
+fn a_trim_deletes_the_index_up_to_its_checkpoint_and_moves_the_start_offsets() {
+    let options = QueueGroupOptions { checkpoint_interval_entries: 3 };
+    let mut m = Model::default();
+    let mut replies = Vec::new();
+    let log: Vec<(u64, Option<GroupCommand>)> = vec![
+        (1, Some(send_cmd(10, vec![msg(0, None, b"a"), msg(1, None, b"b"), msg(0, None, b"c")]))),
+        (2, Some(commit("cg", 0, 2))),
+        (3, Some(send_cmd(11, vec![msg(0, None, b"d")]))),
+        (4, Some(send_cmd(12, vec![msg(2, None, b"e")]))),
+        (5, Some(trim_to(4))),
+        (6, Some(send_cmd(13, vec![msg(1, None, b"f")]))),
+        (7, Some(trim_to(3))),
+        (8, Some(trim_to(3))),
+        (9, Some(trim_to(6))),
+    ];
+    for (i, c) in &log {
+        replies.push(m.apply(options, *i, c.as_ref()));
+    }
+    assert_eq!(replies[4], GroupReply::Rejected { reason: "no checkpoint at log index 4".into() });
+    assert_eq!(replies[6], GroupReply::Trimmed { up_to_log_index: 3 });
+    assert_eq!(replies[7], GroupReply::Rejected { reason: "log index 3 is not above the trim point 3".into() });
+    assert_eq!(replies[8], GroupReply::Trimmed { up_to_log_index: 6 });
+    assert_eq!(m.start, BTreeMap::from([(0, 3), (1, 2), (2, 1)]));
+    assert_eq!(m.next, BTreeMap::from([(0, 3), (1, 2), (2, 1)]));
+    assert!(m.index.is_empty(), "every message was in an entry up to 6: {:?}", m.index);
+    // Entry 9 is itself a checkpoint index, recorded after its trim: nothing is held any
+    // more, so its checkpoint became the trim point at once.
+    assert_eq!(m.trim_point, Some(9));
+    assert_eq!(m.checkpoints.keys().copied().collect::<Vec<_>>(), vec![9]);
+    assert_eq!(m.consumers, BTreeMap::from([(("cg".into(), 0), 2)]), "consumer offsets are kept");
+    // After the trim at 3 and before the one at 6: the messages of entries 4 and 6 only.
+    let mut m = Model::default();
+    for (i, c) in &log[..7] {
+        m.apply(options, *i, c.as_ref());
+    }
+    assert_eq!(m.index.keys().copied().collect::<Vec<_>>(), vec![(1, 1), (2, 0)]);
+    assert_eq!(m.start, BTreeMap::from([(0, 3), (1, 1)]));
+}
+
+#[test]
+fn a_checkpoint_command_records_a_checkpoint_at_its_own_index_that_a_trim_accepts() {
+    // An interval that a quiet group never reaches.
+    let options = QueueGroupOptions { checkpoint_interval_entries: 4096 };
+    let mut m = Model::default();
+    m.apply(options, 1, Some(&send_cmd(1, vec![msg(0, None, b"a"), msg(0, None, b"b")])));
+    m.apply(options, 2, Some(&commit("cg", 0, 1)));
+    assert!(m.checkpoints.is_empty());
+    assert_eq!(m.apply(options, 3, Some(&trim_to(2))), GroupReply::Rejected { reason: "no checkpoint at log index 2".into() });
+    assert_eq!(m.apply(options, 4, Some(&GroupCommand::Checkpoint)), GroupReply::Checkpointed { log_index: 4 });
+    let c = &m.checkpoints[&4];
+    assert_eq!((c.next_offsets.clone(), c.consumer_offsets.clone()), (vec![(0, 2)], vec![("cg".into(), 0, 1)]));
+    assert_eq!(c.raft_state, b"state 4");
+    assert_eq!(m.trim_point, None, "messages are held at 4");
+    assert_eq!(m.apply(options, 5, Some(&trim_to(4))), GroupReply::Trimmed { up_to_log_index: 4 });
+    assert_eq!((m.start.clone(), m.index.len()), (BTreeMap::from([(0, 2)]), 0));
+    // Another one on the trimmed group holds nothing: it becomes the trim point at once.
+    m.apply(options, 6, Some(&GroupCommand::Checkpoint));
+    assert_eq!((m.trim_point, m.checkpoints.keys().copied().collect::<Vec<_>>()), (Some(6), vec![6]));
+    // At an interval index the command records the one checkpoint the index does.
+    let mut at_interval = Model::default();
+    at_interval.apply(QueueGroupOptions { checkpoint_interval_entries: 2 }, 2, Some(&GroupCommand::Checkpoint));
+    assert_eq!(at_interval.checkpoints.keys().copied().collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn at_most_checkpoints_max_are_kept_above_the_trim_point() {
+    let options = QueueGroupOptions { checkpoint_interval_entries: 1 };
+    let mut m = Model::default();
+    m.apply(options, 1, Some(&send_cmd(1, vec![msg(0, None, b"a")])));
+    assert_eq!(m.trim_point, None);
+    m.apply(options, 2, Some(&trim_to(1)));
+    assert_eq!(m.trim_point, Some(2), "entry 2 holds nothing any more: it became the trim point");
+    m.apply(options, 3, Some(&send_cmd(1, vec![msg(0, None, b"b")])));
+    for i in 4..=(3 + CHECKPOINTS_MAX as u64 + 10) {
+        m.apply(options, i, None);
+    }
+    let last = 3 + CHECKPOINTS_MAX as u64 + 10;
+    let held: Vec<u64> = m.checkpoints.keys().copied().collect();
+    let want: Vec<u64> = std::iter::once(2).chain(last + 1 - CHECKPOINTS_MAX as u64..=last).collect();
+    assert_eq!(held, want, "the trim point's checkpoint and the newest CHECKPOINTS_MAX");
+}
+
+/// Any client could commit offset 0 under new consumer-group names until the group held more
+/// offsets than a checkpoint can, and from then on it recorded no checkpoint and never
+/// trimmed again. Now the commit past that is refused, and the checkpoint still comes.
+#[test]
+fn commits_under_ever_new_consumer_groups_never_stop_checkpoints() {
+    let options = QueueGroupOptions { checkpoint_interval_entries: 1 << 20 };
+    let mut m = Model::default();
+    let last = CHECKPOINT_ITEMS_MAX as u64 + 1;
+    for i in 1..=last {
+        // Two queues, so that the bound on consumer groups per queue does not come first.
+        m.apply(options, i, Some(&commit(&format!("cg-{i}"), (i % 2) as u32, 0)));
+    }
+    assert_eq!(m.consumers.len(), CHECKPOINT_ITEMS_MAX, "the commit past what a checkpoint holds is refused");
+    m.apply(options, 1 << 20, None);
+    assert!(m.checkpoints.contains_key(&(1 << 20)), "the checkpoint is recorded");
+}
+
+#[test]
+#[should_panic(expected = "a group holds more than 16384 offsets at log index 8")]
+fn a_group_with_more_offsets_than_a_checkpoint_holds_is_a_broken_invariant() {
+    let mut m = Model::default();
+    for q in 0..=CHECKPOINT_ITEMS_MAX as u32 {
+        m.next.insert(q, 1);
+    }
+    let _ = record_checkpoint(&m, 8, vec![], &mut EntryEffects::default());
+}
+
+#[test]
+fn tag_hash_is_fnv1a_and_stable() {
+    // Published FNV-1a 64 test vectors: the hash must never change, stored index entries
+    // and consumers depend on it.
+    assert_eq!(tag_hash(Some("")), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(tag_hash(Some("a")), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(tag_hash(Some("foobar")), 0x8594_4171_f739_67e8);
+    assert_eq!(tag_hash(None), 0);
+    assert_ne!(tag_hash(Some("TagA")), tag_hash(Some("TagB")));
+}

@@ -1,0 +1,81 @@
+//! Test support, for this crate's tests and (with the `testing` feature) other crates' and the
+//! integration tests: a queue group's state held in memory.
+
+use std::collections::BTreeMap;
+
+use crate::queue::{EntryEffects, GroupView};
+use crate::store::{Checkpoint, GroupOffsets, IndexEntry, OffsetCounts, StoreError};
+
+/// A queue group's state in memory, kept by writing each entry's effects as the store does: the
+/// model the store must agree with.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MemoryGroup {
+    pub next: BTreeMap<u32, u64>,
+    pub consumers: BTreeMap<(String, u32), u64>,
+    pub index: BTreeMap<(u32, u64), IndexEntry>,
+    pub start: BTreeMap<u32, u64>,
+    pub trim_point: Option<u64>,
+    pub checkpoints: BTreeMap<u64, Checkpoint>,
+}
+
+impl GroupView for MemoryGroup {
+    fn next_offset(&self, queue: u32) -> Result<u64, StoreError> {
+        Ok(self.next.get(&queue).copied().unwrap_or(0))
+    }
+    fn consumer_offset(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
+        Ok(self.consumers.get(&(consumer_group.to_string(), queue)).copied())
+    }
+    fn start_offset(&self, queue: u32) -> Result<u64, StoreError> {
+        Ok(self.start.get(&queue).copied().unwrap_or(0))
+    }
+    fn trim_point(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.trim_point)
+    }
+    fn checkpoint(&self, log_index: u64) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.checkpoints.get(&log_index).cloned())
+    }
+    fn checkpoint_indexes(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.checkpoints.keys().copied().collect())
+    }
+    fn group_offsets(&self, items_max: usize) -> Result<Option<GroupOffsets>, StoreError> {
+        if self.next.len() + self.consumers.len() > items_max {
+            return Ok(None);
+        }
+        Ok(Some(GroupOffsets {
+            next: self.next.iter().map(|(q, n)| (*q, *n)).collect(),
+            start: self.start.iter().map(|(q, s)| (*q, *s)).collect(),
+            consumers: self.consumers.iter().map(|((cg, q), o)| (cg.clone(), *q, *o)).collect(),
+        }))
+    }
+    fn offset_counts(&self, queue: u32, _: usize) -> Result<OffsetCounts, StoreError> {
+        Ok(OffsetCounts {
+            queues: self.next.len(),
+            consumer_offsets: self.consumers.len(),
+            consumer_groups_on_queue: self.consumers.keys().filter(|(_, q)| *q == queue).count(),
+        })
+    }
+}
+
+impl MemoryGroup {
+    /// Writes one entry's effects, asserting none overwrites what it must not.
+    pub fn write(&mut self, effects: &EntryEffects) {
+        for (q, below) in &effects.trimmed_index {
+            self.index.retain(|(iq, io), _| iq != q || io >= below);
+        }
+        for i in &effects.dropped_checkpoints {
+            assert!(self.checkpoints.remove(i).is_some(), "dropped checkpoint {i} not held");
+        }
+        for (q, o, e) in &effects.index {
+            assert!(self.index.insert((*q, *o), *e).is_none(), "offset {o} of queue {q} written twice");
+        }
+        self.next.extend(effects.next_offsets.iter().copied());
+        for (cg, q, o) in &effects.consumer_offsets {
+            self.consumers.insert((cg.clone(), *q), *o);
+        }
+        self.start.extend(effects.start_offsets.iter().copied());
+        self.trim_point = effects.trim_point.or(self.trim_point);
+        for c in &effects.checkpoints {
+            assert!(self.checkpoints.insert(c.log_index, c.clone()).is_none(), "checkpoint {} recorded twice", c.log_index);
+        }
+    }
+}
