@@ -25,6 +25,7 @@ pub mod raft;
 pub mod read;
 pub mod retention;
 pub(crate) mod routing;
+pub(crate) mod serve;
 pub mod server;
 pub(crate) mod service;
 pub mod size_limits;

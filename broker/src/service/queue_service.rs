@@ -1,4 +1,6 @@
-//! `raftmq.v1.QueueService`: the native client API.
+//! `raftmq.v1.QueueService`, the native client API: an adapter. Each RPC checks its request at
+//! the edge, takes it to the right broker ([`crate::routing`]), calls what the queue group serves
+//! there ([`crate::serve`]) and maps the outcome to a reply.
 //!
 //! - **Send** goes to the queue group's leader. A broker that does not lead the group forwards
 //!   the request once to the leader it knows (its own replica's view, else the group's preferred
@@ -23,9 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use controller::GroupRecord;
-use openraft::errors::{ClientWriteError, RaftError};
-use openraft::raft::ReadPolicy;
-use openraft::type_config::async_runtime::watch::WatchReceiver;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::queue_service_server::QueueService;
 use proto::raftmq::v1::send_request::Target;
@@ -40,7 +39,7 @@ use super::status;
 use crate::edge::{self, MessageParts};
 use crate::edge::{answer_by, left};
 use crate::host::READ_MESSAGES_MAX;
-use crate::queue::{GroupCommand, GroupReply, NewMessage, SendError};
+use crate::queue::NewMessage;
 use crate::routing::forward::FORWARD_TIMEOUT;
 use crate::routing::{AtLeader, Effect, at_leader, forward_request, is_forwarded};
 use crate::server::Core;
@@ -76,16 +75,6 @@ fn new_message(m: &Message, message_id: String, queue: u32) -> NewMessage {
     // Sorted, so that every replica stores the same bytes whatever order the map arrived in.
     properties.sort();
     NewMessage { queue, message_id, tag: m.tag.clone(), keys: m.keys.clone(), properties, body: m.body.to_vec() }
-}
-
-fn send_error(e: SendError, core: &Core) -> Status {
-    match e {
-        SendError::Busy { .. } => status::busy(e.to_string()),
-        SendError::TooLarge { .. } => status::invalid("messages", e.to_string()),
-        SendError::NotLeader { leader } => status::not_leader(leader.and_then(|l| core.endpoint_of(l)), e.to_string()),
-        SendError::Unknown(_) => status::outcome_unknown(e.to_string()),
-        SendError::Rejected(_) => status::internal(e.to_string()),
-    }
 }
 
 impl QueueSvc {
@@ -127,20 +116,9 @@ impl QueueSvc {
             AtLeader::Answered(reply) => return reply,
             AtLeader::Refused(s) => return refuse(s),
         }
-        let Some(batcher) = core.queue_group(group.id).map(|g| g.batcher().clone()) else {
-            return refuse(status::unavailable(format!("group {} is not open on broker {}", group.id, core.id)));
-        };
         let messages: Vec<NewMessage> = req.messages.iter().map(|m| new_message(m, self.message_id(), group.queue)).collect();
         let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
-        let sent = match left(due) {
-            Some(w) => tokio::time::timeout(w, batcher.send(messages)).await,
-            None => Ok(batcher.send(messages).await),
-        };
-        // Past the client's deadline the entry may still commit: never "nothing done".
-        let Ok(sent) = sent else {
-            return refuse(status::outcome_unknown("not committed within the request's deadline; the messages may still be stored"));
-        };
-        match sent {
+        match core.send_here(&group, messages, due).await {
             Ok(offsets) => SendReply {
                 status: Some(status::ok()),
                 results: ids
@@ -149,7 +127,7 @@ impl QueueSvc {
                     .map(|(message_id, (queue_id, offset))| SendResult { message_id, queue_id, offset })
                     .collect(),
             },
-            Err(e) => refuse(send_error(e, core)),
+            Err(s) => refuse(s),
         }
     }
 
@@ -195,39 +173,18 @@ impl QueueSvc {
             0 => FETCH_BYTES_DEFAULT,
             n => n.min(FETCH_BYTES_MAX),
         };
-        let wait = Duration::from_millis(u64::from(req.wait_ms)).min(core.options.limits.fetch_wait_max());
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut metrics = raft.metrics();
-        loop {
-            let store = core.host.store();
-            let (start, end) =
-                match store.start_offset(group.id, group.queue).and_then(|s| Ok((s, store.next_offset(group.id, group.queue)?))) {
-                    Ok(e) => e,
-                    Err(e) => return refuse(status::internal(e.to_string())),
-                };
-            // Below the retained messages, the read begins at the first one.
-            let from = req.offset.max(start);
-            if from < end {
-                let read = match core.host.read_queue(group.id, group.queue, from, max_messages, max_bytes).await {
-                    Ok(r) => r,
-                    Err(e) => return refuse(status::internal(e.to_string())),
-                };
+        let wait = Duration::from_millis(u64::from(req.wait_ms));
+        match core.read_here(&group, &raft, req.offset, max_messages, max_bytes, wait).await {
+            Ok(read) => FetchReply {
+                status: Some(status::ok()),
                 // Bounded by max_bytes of whole messages in the read itself; the first message
                 // goes out even when larger, so a consumer always makes progress.
-                let messages: Vec<StoredMessage> = read.into_iter().map(stored_message).collect();
-                let next_offset = messages.last().map_or(from, |m: &StoredMessage| m.offset + 1);
-                return FetchReply { status: Some(status::ok()), messages, next_offset, end_offset: end, start_offset: start };
-            }
-            let changed = matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(())));
-            if !changed || core.stopping() {
-                return FetchReply {
-                    status: Some(status::ok()),
-                    messages: vec![],
-                    next_offset: from,
-                    end_offset: end,
-                    start_offset: start,
-                };
-            }
+                messages: read.messages.into_iter().map(stored_message).collect(),
+                next_offset: read.next_offset,
+                end_offset: read.end_offset,
+                start_offset: read.start_offset,
+            },
+            Err(s) => refuse(s),
         }
     }
 
@@ -250,39 +207,10 @@ impl QueueSvc {
             AtLeader::Answered(reply) => return reply,
             AtLeader::Refused(s) => return refuse(s),
         };
-        let consumer_groups_max = core.options.limits.consumer_groups_per_queue_max;
-        let cmd = GroupCommand::CommitOffsetBounded {
-            consumer_group: req.consumer_group.clone(),
-            queue: group.queue,
-            offset: req.offset,
-            consumer_groups_max,
-        };
-        let written = match left(due) {
-            Some(w) => tokio::time::timeout(w, raft.client_write(cmd)).await,
-            None => Ok(raft.client_write(cmd).await),
-        };
-        let Ok(written) = written else {
-            return refuse(status::outcome_unknown("not committed within the request's deadline; the offset may still be committed"));
-        };
-        let reply = match written {
-            Ok(resp) => match resp.response() {
-                GroupReply::OffsetCommitted => CommitOffsetReply { status: Some(status::ok()), committed_offset: req.offset },
-                GroupReply::Rejected { reason } => refuse(status::invalid("offset", reason.clone())),
-                GroupReply::LimitReached { reason } => refuse(status::resource_exhausted(format!(
-                    "{reason} (limits.consumer_groups_per_queue_max is {consumer_groups_max} on broker {}, at most {}; \
-                     or commit under a consumer group name the queue has already)",
-                    core.id,
-                    crate::queue::CONSUMER_GROUPS_PER_QUEUE_MAX
-                ))),
-                other => refuse(status::internal(format!("unexpected reply {other:?}"))),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                refuse(status::not_leader(f.leader_id.and_then(|l| core.endpoint_of(l)), f.to_string()))
-            }
-            Err(e) => refuse(status::outcome_unknown(format!("outcome unknown: {e}"))),
-        };
-        core.commit_metrics.record(reply.status.as_ref());
-        reply
+        match core.commit_offset_here(&raft, &group, &req.consumer_group, req.offset, due).await {
+            Ok(()) => CommitOffsetReply { status: Some(status::ok()), committed_offset: req.offset },
+            Err(s) => refuse(s),
+        }
     }
 
     async fn get_offset_inner(&self, request: Request<GetOffsetRequest>) -> GetOffsetReply {
@@ -304,25 +232,9 @@ impl QueueSvc {
             AtLeader::Answered(reply) => return reply,
             AtLeader::Refused(s) => return refuse(s),
         };
-        // Confirms this replica still leads and has applied everything committed before
-        // the read began, so the answer is never stale.
-        let confirmed = match left(due) {
-            Some(w) => tokio::time::timeout(w, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await,
-            None => Ok(raft.ensure_linearizable(ReadPolicy::ReadIndex).await),
-        };
-        match confirmed {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return refuse(status::not_leader(None, format!("linearizable read failed: {e}"))),
-            // A read changes nothing: not answering in time did nothing either.
-            Err(_) => return refuse(status::unavailable("leadership not confirmed within the request's deadline")),
-        }
-        // A RocksDB read can wait for the disk: not on an async worker.
-        let (store, group_id, queue) = (core.host.store().clone(), group.id, group.queue);
-        let read = tokio::task::spawn_blocking(move || store.consumer_offset(group_id, &req.consumer_group, queue)).await;
-        match read {
-            Ok(Ok(offset)) => GetOffsetReply { status: Some(status::ok()), offset },
-            Ok(Err(e)) => refuse(status::internal(e.to_string())),
-            Err(e) => refuse(status::internal(format!("offset read task failed: {e}"))),
+        match core.consumer_offset_here(&raft, &group, &req.consumer_group, due).await {
+            Ok(offset) => GetOffsetReply { status: Some(status::ok()), offset },
+            Err(s) => refuse(s),
         }
     }
 }
