@@ -135,39 +135,18 @@ async fn three_brokers_create_send_fetch_commit_and_agree() {
     assert_eq!(back.status.unwrap().field, "offset");
 
     // Bad input is refused at the edge, naming the field.
-    let bad = queue
-        .send(SendRequest {
-            topic: "no such!".into(),
-            target: Some(Target::QueueId(0)),
-            messages: vec![message("x".into())],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let one_message = |topic: &str, queue_id: u32| SendRequest {
+        topic: topic.into(),
+        target: Some(Target::QueueId(queue_id)),
+        messages: vec![message("x".into())],
+        ..Default::default()
+    };
+    let bad = queue.send(one_message("no such!", 0)).await.unwrap().into_inner();
     assert_eq!(code(&bad.status), Code::InvalidArgument);
     assert_eq!(bad.status.unwrap().field, "topic");
-    let missing = queue
-        .send(SendRequest {
-            topic: "nope".into(),
-            target: Some(Target::QueueId(0)),
-            messages: vec![message("x".into())],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let missing = queue.send(one_message("nope", 0)).await.unwrap().into_inner();
     assert_eq!(code(&missing.status), Code::NotFound);
-    let out_of_range = queue
-        .send(SendRequest {
-            topic: "orders".into(),
-            target: Some(Target::QueueId(2)),
-            messages: vec![message("x".into())],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out_of_range = queue.send(one_message("orders", 2)).await.unwrap().into_inner();
     assert_eq!(out_of_range.status.unwrap().field, "queue_id");
 
     // Every replica of every group holds the same messages.

@@ -1,10 +1,11 @@
 //! The client commands as a user runs them against `raftmq dev` (three brokers): admin, produce,
 //! consume and bench, each with `--json`, checked by what they print and how they exit.
 
-use std::io::{BufRead, BufReader, Write};
+mod support;
+
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -53,18 +54,10 @@ fn start_dev(dir: &std::path::Path, base: u16) -> Dev {
         .stderr(Stdio::null())
         .spawn()
         .expect("run raftmq dev");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
+    let ready = support::first_stdout_line(&mut child, READY_DEADLINE).is_some();
     let dev = Dev(child);
-    match rx.recv_timeout(READY_DEADLINE) {
-        Ok(line) if !line.trim().is_empty() => dev,
-        _ => panic!("raftmq dev was not ready within {READY_DEADLINE:?}"),
-    }
+    assert!(ready, "raftmq dev was not ready within {READY_DEADLINE:?}");
+    dev
 }
 
 fn raftmq(broker: &str, args: &[&str], stdin: Option<&str>) -> Output {

@@ -1,11 +1,12 @@
 //! `raftmq dev` as a user runs it: a one-broker cluster started, stopped with Ctrl-C, refused
 //! when asked for another shape on the same directory, and started again on its data.
 
-use std::io::{BufRead, BufReader, Read};
+mod support;
+
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Start-up of one broker took about 1 s on the project's 2-core machine; the rest is slack.
@@ -39,16 +40,9 @@ fn describe(out: &Output) -> String {
 /// Runs `raftmq dev` until its JSON line says the cluster is ready; returns it parsed.
 fn start(dir: &Path, base_port: u16) -> (Child, serde_json::Value) {
     let mut child = dev(dir, 1, base_port).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run raftmq dev");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    match rx.recv_timeout(READY_DEADLINE) {
-        Ok(line) if !line.is_empty() => (child, serde_json::from_str(&line).expect("one JSON object")),
-        _ => {
+    match support::first_stdout_line(&mut child, READY_DEADLINE) {
+        Some(line) => (child, serde_json::from_str(&line).expect("one JSON object")),
+        None => {
             let _ = child.kill();
             let mut stderr = String::new();
             let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));

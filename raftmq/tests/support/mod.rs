@@ -233,3 +233,17 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// The first line `child` writes on its piped stdout, or `None` when no line comes within
+/// `within`; the child is left running, for the caller to stop.
+pub fn first_stdout_line(child: &mut Child, within: Duration) -> Option<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(within).ok().filter(|line| !line.trim().is_empty())
+}
