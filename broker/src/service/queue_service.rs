@@ -39,7 +39,7 @@ use super::status;
 use crate::edge::{self, MessageParts};
 use crate::edge::{answer_by, left};
 use crate::host::READ_MESSAGES_MAX;
-use crate::queue::NewMessage;
+use crate::queue::{NewMessage, QueueRaft};
 use crate::routing::forward::FORWARD_TIMEOUT;
 use crate::routing::{AtLeader, Effect, at_leader, forward_request, is_forwarded};
 use crate::server::Core;
@@ -190,24 +190,12 @@ impl QueueSvc {
 
     async fn commit_offset_inner(&self, request: Request<CommitOffsetRequest>) -> CommitOffsetReply {
         let refuse = |status: Status| CommitOffsetReply { status: Some(status), committed_offset: 0 };
-        let core = &self.core;
-        let forwarded = is_forwarded(&request);
-        let due = answer_by(&request);
-        let req = request.into_inner();
-        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded, left(due)).await {
-            Ok(t) => t,
-            Err(s) => return refuse(s),
+        let forward = |mut client: QueueServiceClient<Channel>, r| async move { client.commit_offset(r).await };
+        let (req, group, raft, due) = match self.at_offset_leader(request, Effect::Write, refuse, forward).await {
+            Ok(here) => here,
+            Err(reply) => return reply,
         };
-        let call = |mut client: QueueServiceClient<Channel>, within| {
-            let forward = forward_request(core, req.clone(), within);
-            async move { client.commit_offset(forward).await }
-        };
-        let raft = match at_leader(core, &group, serve, forwarded, due, Effect::Write, call).await {
-            AtLeader::Here(raft) => raft,
-            AtLeader::Answered(reply) => return reply,
-            AtLeader::Refused(s) => return refuse(s),
-        };
-        match core.commit_offset_here(&raft, &group, &req.consumer_group, req.offset, due).await {
+        match self.core.commit_offset_here(&raft, &group, &req.consumer_group, req.offset, due).await {
             Ok(()) => CommitOffsetReply { status: Some(status::ok()), committed_offset: req.offset },
             Err(s) => refuse(s),
         }
@@ -215,27 +203,61 @@ impl QueueSvc {
 
     async fn get_offset_inner(&self, request: Request<GetOffsetRequest>) -> GetOffsetReply {
         let refuse = |status: Status| GetOffsetReply { status: Some(status), offset: None };
-        let core = &self.core;
-        let forwarded = is_forwarded(&request);
-        let due = answer_by(&request);
-        let req = request.into_inner();
-        let (group, serve) = match core.consumer_offset_target(&req.consumer_group, &req.topic, req.queue_id, forwarded, left(due)).await {
-            Ok(t) => t,
-            Err(s) => return refuse(s),
+        let forward = |mut client: QueueServiceClient<Channel>, r| async move { client.get_offset(r).await };
+        let (req, group, raft, due) = match self.at_offset_leader(request, Effect::Read, refuse, forward).await {
+            Ok(here) => here,
+            Err(reply) => return reply,
         };
-        let call = |mut client: QueueServiceClient<Channel>, within| {
-            let forward = forward_request(core, req.clone(), within);
-            async move { client.get_offset(forward).await }
-        };
-        let raft = match at_leader(core, &group, serve, forwarded, due, Effect::Read, call).await {
-            AtLeader::Here(raft) => raft,
-            AtLeader::Answered(reply) => return reply,
-            AtLeader::Refused(s) => return refuse(s),
-        };
-        match core.consumer_offset_here(&raft, &group, &req.consumer_group, due).await {
+        match self.core.consumer_offset_here(&raft, &group, &req.consumer_group, due).await {
             Ok(offset) => GetOffsetReply { status: Some(status::ok()), offset },
             Err(s) => refuse(s),
         }
+    }
+
+    /// Takes a consumer-offset request to its queue's leader: names checked, queue routed, then
+    /// served here (`Ok`: the request, its group, the group's Raft and when the answer is due)
+    /// or forwarded with `forward` (`Err`: the leader's reply, or `refuse`'s of why not).
+    async fn at_offset_leader<Req, R, F, Fut>(
+        &self,
+        request: Request<Req>,
+        effect: Effect,
+        refuse: impl Fn(Status) -> R,
+        mut forward: F,
+    ) -> Result<(Req, GroupRecord, QueueRaft, Option<tokio::time::Instant>), R>
+    where
+        Req: OffsetRequest,
+        F: FnMut(QueueServiceClient<Channel>, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<R>, tonic::Status>>,
+    {
+        let core = &self.core;
+        let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
+        let req = request.into_inner();
+        let (consumer_group, topic, queue) = req.names();
+        let (group, serve) = core.consumer_offset_target(consumer_group, topic, queue, forwarded, left(due)).await.map_err(&refuse)?;
+        let call = |client, within| forward(client, forward_request(core, req.clone(), within));
+        match at_leader(core, &group, serve, forwarded, due, effect, call).await {
+            AtLeader::Here(raft) => Ok((req, group, raft, due)),
+            AtLeader::Answered(reply) => Err(reply),
+            AtLeader::Refused(s) => Err(refuse(s)),
+        }
+    }
+}
+
+/// The consumer-offset requests: a consumer group's offset of one queue of a topic.
+trait OffsetRequest: Clone {
+    /// (consumer group, topic, queue id).
+    fn names(&self) -> (&str, &str, u32);
+}
+
+impl OffsetRequest for CommitOffsetRequest {
+    fn names(&self) -> (&str, &str, u32) {
+        (&self.consumer_group, &self.topic, self.queue_id)
+    }
+}
+
+impl OffsetRequest for GetOffsetRequest {
+    fn names(&self) -> (&str, &str, u32) {
+        (&self.consumer_group, &self.topic, self.queue_id)
     }
 }
 
