@@ -407,10 +407,10 @@ impl BrokerOptions {
         if self.log.segment_bytes < LOG_SEGMENT_BYTES_MIN {
             problems.push(invalid("log.segment_bytes", format!("{} is below {LOG_SEGMENT_BYTES_MIN} (1 MiB)", self.log.segment_bytes)));
         }
-        for (field, reason) in self.log.problems() {
-            if field != "segment_bytes" || problems.len() == problems_before {
-                problems.push(invalid(format!("log.{field}"), reason));
-            }
+        // The broker's smallest segment is far above raft-log's, so raft-log's own complaint
+        // about the segment size would only repeat the one above.
+        for (field, reason) in self.log.problems().into_iter().filter(|(field, _)| *field != "segment_bytes") {
+            problems.push(invalid(format!("log.{field}"), reason));
         }
         let positive: [(&str, u64); 13] = [
             ("limits.body_bytes_max", limits.body_bytes_max as u64),
@@ -440,7 +440,7 @@ impl BrokerOptions {
         // message; and the budget of request bytes must hold the largest request, or it would
         // wait for ever.
         if problems.len() == problems_before {
-            for p in crate::size_limits::check(limits, send, &self.log, limits.in_flight_request_bytes_max) {
+            for p in crate::size_limits::check(limits, send, &self.log) {
                 problems.push(invalid(p.key, p.reason));
             }
         }
@@ -459,7 +459,7 @@ impl BrokerOptions {
 }
 
 /// Accepts `IP:PORT`, `[IPv6]:PORT` and `NAME:PORT` with a port above 0.
-pub fn check_host_port(text: &str) -> Result<(), String> {
+fn check_host_port(text: &str) -> Result<(), String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return if addr.port() == 0 { Err(format!("{text:?}: port 0 is not allowed")) } else { Ok(()) };
     }

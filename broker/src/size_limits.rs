@@ -81,11 +81,11 @@ pub struct SizeLimitProblem {
     pub reason: String,
 }
 
-/// Every way `limits`, `send`, `log` and the budget of request bytes in flight
-/// (`in_flight_request_bytes_max`) break the chain of the module documentation; empty when
-/// they fit.
-pub fn check(limits: &Limits, send: &SendBatchLimits, log: &LogOptions, in_flight_request_bytes_max: usize) -> Vec<SizeLimitProblem> {
+/// Every way `limits` (the budget of request bytes in flight among them), `send` and `log` break
+/// the chain of the module documentation; empty when they fit.
+pub fn check(limits: &Limits, send: &SendBatchLimits, log: &LogOptions) -> Vec<SizeLimitProblem> {
     let mut problems = Vec::new();
+    let in_flight_request_bytes_max = limits.in_flight_request_bytes_max;
     let request_max = client_request_bytes_max(send);
     if in_flight_request_bytes_max < request_max {
         problems.push(SizeLimitProblem {
@@ -146,31 +146,28 @@ mod tests {
     use crate::edge::{MessageParts, check_message};
     use crate::queue::{GroupCommand, NewMessage, QueueGroupConfig};
 
-    /// The default budget of request bytes in flight.
-    const BUDGET: usize = 256 << 20;
-
     #[test]
     fn the_defaults_fit() {
-        assert_eq!(check(&Limits::default(), &SendBatchLimits::default(), &LogOptions::default(), BUDGET), vec![]);
+        assert_eq!(check(&Limits::default(), &SendBatchLimits::default(), &LogOptions::default()), vec![]);
     }
 
     #[test]
     fn each_broken_link_names_its_key() {
         let limits = Limits::default();
         let small_entry = SendBatchLimits { entry_bytes_max: limits.body_bytes_max, ..SendBatchLimits::default() };
-        let problems = check(&limits, &small_entry, &LogOptions::default(), BUDGET);
+        let problems = check(&limits, &small_entry, &LogOptions::default());
         assert_eq!(problems.iter().map(|p| p.key).collect::<Vec<_>>(), ["send.entry_bytes_max"], "{problems:?}");
         assert!(problems[0].reason.contains("largest message"), "{}", problems[0]);
 
         // An entry the size of a whole record leaves no room for its framing.
         let log = LogOptions::default();
         let full = SendBatchLimits { entry_bytes_max: log.max_payload_bytes() as usize, ..SendBatchLimits::default() };
-        let problems = check(&limits, &full, &log, BUDGET);
+        let problems = check(&limits, &full, &log);
         assert_eq!(problems.iter().map(|p| p.key).collect::<Vec<_>>(), ["send.entry_bytes_max"], "{problems:?}");
         assert!(problems[0].reason.contains("Raft core"), "{}", problems[0]);
 
         let huge_records = LogOptions { max_record_bytes: 62 << 20, segment_bytes: 256 << 20, ..LogOptions::default() };
-        let problems = check(&limits, &SendBatchLimits::default(), &huge_records, BUDGET);
+        let problems = check(&limits, &SendBatchLimits::default(), &huge_records);
         assert_eq!(problems.iter().map(|p| p.key).collect::<Vec<_>>(), ["log.max_record_bytes"], "{problems:?}");
     }
 
@@ -181,8 +178,9 @@ mod tests {
         let (limits, send, log) = (Limits::default(), SendBatchLimits::default(), LogOptions::default());
         let largest = client_request_bytes_max(&send);
         assert_eq!(largest, send.entry_bytes_max + REQUEST_OVERHEAD_BYTES);
-        assert_eq!(check(&limits, &send, &log, largest), vec![]);
-        let problems = check(&limits, &send, &log, largest - 1);
+        let budget = |bytes| Limits { in_flight_request_bytes_max: bytes, ..limits.clone() };
+        assert_eq!(check(&budget(largest), &send, &log), vec![]);
+        let problems = check(&budget(largest - 1), &send, &log);
         assert_eq!(problems.iter().map(|p| p.key).collect::<Vec<_>>(), ["limits.in_flight_request_bytes_max"], "{problems:?}");
         assert!(problems[0].reason.contains(&format!("largest request the broker takes ({largest} bytes")), "{}", problems[0]);
     }

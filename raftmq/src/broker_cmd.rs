@@ -9,7 +9,9 @@ use anyhow::Context;
 use broker::server::BrokerServer;
 use clap::Args;
 
-use crate::config::{self, BrokerConfig};
+use broker::options::BrokerOptions;
+
+use crate::config;
 
 #[derive(Args)]
 pub struct BrokerArgs {
@@ -36,7 +38,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+async fn serve(config: BrokerOptions) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let id = config.id;

@@ -29,9 +29,6 @@ use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
-/// What the binary loads: the broker's options.
-pub type BrokerConfig = BrokerOptions;
-
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "RAFTMQ_";
 

@@ -26,7 +26,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::config::BrokerConfig;
+use broker::options::BrokerOptions;
 use plan::{BROKERS_MAX, BrokerPlan, ClusterPlan};
 use process::{BrokerProcess, Stopped};
 use report::{BrokerReport, ClusterReport};
@@ -142,7 +142,7 @@ async fn supervise(args: DevArgs) -> anyhow::Result<ExitCode> {
 ///
 /// On a first run the ports are checked before anything is written, so that a busy port leaves
 /// no configs behind that a retry with another --base-port would refuse.
-fn prepare_configs(plan: &ClusterPlan) -> anyhow::Result<Vec<BrokerConfig>> {
+fn prepare_configs(plan: &ClusterPlan) -> anyhow::Result<Vec<BrokerOptions>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&plan.dir).with_context(|| format!("listing {}", plan.dir.display()))? {
         names.push(entry.with_context(|| format!("listing {}", plan.dir.display()))?.file_name());
@@ -162,7 +162,7 @@ fn prepare_configs(plan: &ClusterPlan) -> anyhow::Result<Vec<BrokerConfig>> {
 }
 
 /// Loads every broker's config and checks it against the plan.
-fn load_configs(plan: &ClusterPlan) -> anyhow::Result<Vec<BrokerConfig>> {
+fn load_configs(plan: &ClusterPlan) -> anyhow::Result<Vec<BrokerOptions>> {
     let mut configs = Vec::with_capacity(plan.brokers.len());
     for b in &plan.brokers {
         let config = crate::config::load(Some(&b.config_path)).with_context(|| {
@@ -320,7 +320,7 @@ fn log_tail_text(log: &Path) -> String {
     }
 }
 
-fn cluster_report(plan: &ClusterPlan, configs: &[BrokerConfig], brokers: &[BrokerProcess], exe: &Path) -> ClusterReport {
+fn cluster_report(plan: &ClusterPlan, configs: &[BrokerOptions], brokers: &[BrokerProcess], exe: &Path) -> ClusterReport {
     let brokers: Vec<BrokerReport> = plan
         .brokers
         .iter()

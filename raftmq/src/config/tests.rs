@@ -18,7 +18,7 @@ fn env(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
 }
 
 /// Loads `text` as a file, under `vars` as the environment.
-fn load_text(text: &str, vars: &[(&str, &str)]) -> anyhow::Result<BrokerConfig> {
+fn load_text(text: &str, vars: &[(&str, &str)]) -> anyhow::Result<BrokerOptions> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("broker.toml");
     std::fs::write(&path, text)?;
@@ -49,7 +49,7 @@ fn invalid_keys(text: &str) -> Vec<String> {
 #[test]
 fn defaults_are_the_documented_values() -> anyhow::Result<()> {
     let config = load_text("id = 7", &[])?;
-    let expected = BrokerConfig {
+    let expected = BrokerOptions {
         id: 7,
         data_dir: PathBuf::from("./raftmq-data"),
         listen: "127.0.0.1:8081".parse()?,

@@ -6,7 +6,9 @@ use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::config::{BrokerConfig, ENV_PREFIX};
+use broker::options::BrokerOptions;
+
+use crate::config::ENV_PREFIX;
 
 /// Broker `N`'s peer port is `base + PEER_PORT_OFFSET + N - 1`.
 pub const PEER_PORT_OFFSET: u16 = 100;
@@ -149,7 +151,7 @@ impl ClusterPlan {
     }
 
     /// The differences between `config` (loaded from `broker`'s file) and the plan, one line each.
-    pub fn config_mismatches(&self, broker: &BrokerPlan, config: &BrokerConfig) -> Vec<String> {
+    pub fn config_mismatches(&self, broker: &BrokerPlan, config: &BrokerOptions) -> Vec<String> {
         let mut out = Vec::new();
         let mut compare = |key: &str, found: String, planned: String| {
             if found != planned {
