@@ -23,10 +23,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use broker::options::BrokerOptions;
 use clap::Args;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use broker::options::BrokerOptions;
 use plan::{BROKERS_MAX, BrokerPlan, ClusterPlan};
 use process::{BrokerProcess, Stopped};
 use report::{BrokerReport, ClusterReport};
