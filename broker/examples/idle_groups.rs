@@ -22,13 +22,7 @@ use raft_log::{LogEngine, LogOptions, RaftLogStore};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-openraft::declare_raft_types!(
-    pub IdleGroup:
-        D = String,
-        R = String,
-        NodeId = BrokerId,
-        Node = BrokerNode,
-);
+broker::group_types!(pub IdleGroup: String => String);
 
 /// CPU time (user + system) of this whole process so far, in seconds: fields 14 and 15 of
 /// /proc/self/stat, in USER_HZ ticks, which Linux fixes at 100 for user space.

@@ -9,15 +9,9 @@
 use controller::{MetaCommand, MetaReply, MetaStateMachine};
 use openraft::Raft;
 
-use crate::raft::{BrokerId, BrokerNode};
-
-openraft::declare_raft_types!(
+crate::group_types!(
     /// The openraft types of the metadata group.
-    pub MetaGroupConfig:
-        D = MetaCommand,
-        R = MetaReply,
-        NodeId = BrokerId,
-        Node = BrokerNode,
+    pub MetaGroupConfig: MetaCommand => MetaReply
 );
 
 /// The metadata group's replica on this broker.

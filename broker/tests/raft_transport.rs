@@ -25,13 +25,7 @@ use raft_log::{LogEngine, LogOptions, RaftLogStore};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-openraft::declare_raft_types!(
-    pub TestGroup:
-        D = String,
-        R = String,
-        NodeId = BrokerId,
-        Node = BrokerNode,
-);
+broker::group_types!(pub TestGroup: String => String);
 
 type Sm = MapStateMachine<TestGroup>;
 const GROUP: u64 = 7;

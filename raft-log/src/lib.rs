@@ -28,4 +28,4 @@ pub mod verify;
 pub use durable_index::DurableAt;
 pub use engine::{GroupId, GroupLog, GroupState, LogEngine, LogOptions, OnDurable, Position, RecoveryReport, StoredEntry};
 pub use error::LogError;
-pub use raft::{PAYLOAD_BYTES_MAX, RaftLogStore};
+pub use raft::{PAYLOAD_BYTES_MAX, RaftLogStore, StoredTypes};

@@ -8,7 +8,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 
-use openraft::alias::{CommittedLeaderIdOf, LogIdOf, VoteOf};
+use openraft::alias::{LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::vote::RaftLeaderId;
@@ -24,6 +24,26 @@ use crate::{GroupLog, LogError, StoredEntry};
 pub const PAYLOAD_BYTES_MAX: usize = 4 << 20;
 /// Entries read from the log at a time while filling a bounded payload.
 const PAYLOAD_READ_CHUNK: u64 = 16;
+
+/// The openraft types a [`RaftLogStore`] keeps: entries, votes and log ids it encodes with serde,
+/// and a term it records beside each entry as a number. Every type config with them is one.
+pub trait StoredTypes:
+    RaftTypeConfig<
+        Entry: Serialize + DeserializeOwned,
+        Vote: Serialize + DeserializeOwned,
+        LeaderId: RaftLeaderId<Committed: RaftLeaderId<Term: Into<u64>> + Serialize + DeserializeOwned>,
+    >
+{
+}
+
+impl<C> StoredTypes for C where
+    C: RaftTypeConfig<
+            Entry: Serialize + DeserializeOwned,
+            Vote: Serialize + DeserializeOwned,
+            LeaderId: RaftLeaderId<Committed: RaftLeaderId<Term: Into<u64>> + Serialize + DeserializeOwned>,
+        >
+{
+}
 
 /// openraft's `RaftLogStorage` and `RaftLogReader` for one group; clones share the group.
 pub struct RaftLogStore<C> {
@@ -94,15 +114,7 @@ fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
     (from, to)
 }
 
-impl<C> RaftLogReader<C> for RaftLogStore<C>
-where
-    C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
-    VoteOf<C>: Serialize + DeserializeOwned,
-    LogIdOf<C>: Serialize + DeserializeOwned,
-    CommittedLeaderIdOf<C>: RaftLeaderId,
-    <CommittedLeaderIdOf<C> as RaftLeaderId>::Term: Into<u64>,
-{
+impl<C: StoredTypes> RaftLogReader<C> for RaftLogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -148,15 +160,7 @@ where
     }
 }
 
-impl<C> RaftLogStorage<C> for RaftLogStore<C>
-where
-    C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
-    VoteOf<C>: Serialize + DeserializeOwned,
-    LogIdOf<C>: Serialize + DeserializeOwned,
-    CommittedLeaderIdOf<C>: RaftLeaderId,
-    <CommittedLeaderIdOf<C> as RaftLeaderId>::Term: Into<u64>,
-{
+impl<C: StoredTypes> RaftLogStorage<C> for RaftLogStore<C> {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {

@@ -6,15 +6,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::{BrokerId, BrokerNode};
-
-openraft::declare_raft_types!(
+crate::group_types!(
     /// The openraft types of one queue group.
-    pub QueueGroupConfig:
-        D = GroupCommand,
-        R = GroupReply,
-        NodeId = BrokerId,
-        Node = BrokerNode,
+    pub QueueGroupConfig: GroupCommand => GroupReply
 );
 
 /// One message of a [`GroupCommand::Send`], as the edge validated it.

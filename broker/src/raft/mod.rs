@@ -24,6 +24,20 @@ pub struct BrokerNode {
     pub raft_addr: String,
 }
 
+/// Declares the openraft types of a group that brokers host: its command and reply over the
+/// node id and node every group shares, so one transport and one registry serve them all.
+///
+/// `broker::group_types!(pub QueueGroupConfig: GroupCommand => GroupReply);`
+#[macro_export]
+macro_rules! group_types {
+    ($(#[$attr:meta])* $vis:vis $name:ident: $command:ty => $reply:ty) => {
+        openraft::declare_raft_types!(
+            $(#[$attr])*
+            $vis $name: D = $command, R = $reply, NodeId = $crate::raft::BrokerId, Node = $crate::raft::BrokerNode,
+        );
+    };
+}
+
 impl fmt::Display for BrokerNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.raft_addr)

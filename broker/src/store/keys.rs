@@ -10,15 +10,42 @@ pub(crate) const GROUP_LEN: usize = 8;
 /// Longest consumer group name a key can hold: its length is one byte.
 pub const CONSUMER_GROUP_BYTES_MAX: usize = 255;
 
-const IMPORTING: u8 = 0x00;
-const APPLIED: u8 = 0x01;
-const NEXT_OFFSET: u8 = 0x02;
-const CONSUMER_OFFSET: u8 = 0x03;
-const INDEX: u8 = 0x04;
-const RAFT_STATE: u8 = 0x05;
-const START_OFFSET: u8 = 0x06;
-const TRIM_POINT: u8 = 0x07;
-const CHECKPOINT: u8 = 0x08;
+/// The byte after the group id: which kind of item a key names. Keys sort by it, so each kind is
+/// one contiguous range of a group. The byte is the variant's position (0x00 for `Importing`);
+/// released keys are on disk, so a new kind goes at the end and none moves
+/// (`kind_bytes_are_the_released_ones`).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Importing,
+    Applied,
+    NextOffset,
+    ConsumerOffset,
+    Index,
+    RaftState,
+    StartOffset,
+    TrimPoint,
+    Checkpoint,
+}
+
+impl Kind {
+    const ALL: [Kind; 9] = [
+        Kind::Importing,
+        Kind::Applied,
+        Kind::NextOffset,
+        Kind::ConsumerOffset,
+        Kind::Index,
+        Kind::RaftState,
+        Kind::StartOffset,
+        Kind::TrimPoint,
+        Kind::Checkpoint,
+    ];
+
+    fn from_byte(b: u8) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| *k as u8 == b)
+    }
+}
+
 /// Above every kind byte: `group ++ [GROUP_END]` sorts after every key of the group and before
 /// every key of the next one, so it bounds a group's range without computing `group + 1`
 /// (which would overflow for `u64::MAX`).
@@ -59,69 +86,53 @@ impl Item {
 
     /// Appends the part of the key after the group id.
     fn encode_suffix(&self, k: &mut Vec<u8>) {
+        k.push(self.kind() as u8);
         match self {
-            Item::Importing => k.push(IMPORTING),
-            Item::Applied => k.push(APPLIED),
-            Item::NextOffset { queue } => {
-                k.push(NEXT_OFFSET);
-                k.extend_from_slice(&queue.to_be_bytes());
-            }
+            Item::Importing | Item::Applied | Item::RaftState | Item::TrimPoint => {}
+            Item::NextOffset { queue } | Item::StartOffset { queue } => k.extend_from_slice(&queue.to_be_bytes()),
             Item::ConsumerOffset { consumer_group, queue } => {
                 // Callers check the length first (`check_consumer_group`); the assert keeps a
                 // longer name from being cut silently into another name's key.
                 assert!(consumer_group.len() <= CONSUMER_GROUP_BYTES_MAX, "consumer group name over {CONSUMER_GROUP_BYTES_MAX} bytes");
-                k.push(CONSUMER_OFFSET);
                 k.push(consumer_group.len() as u8);
                 k.extend_from_slice(consumer_group.as_bytes());
                 k.extend_from_slice(&queue.to_be_bytes());
             }
             Item::Index { queue, offset } => {
-                k.push(INDEX);
                 k.extend_from_slice(&queue.to_be_bytes());
                 k.extend_from_slice(&offset.to_be_bytes());
             }
-            Item::RaftState => k.push(RAFT_STATE),
-            Item::StartOffset { queue } => {
-                k.push(START_OFFSET);
-                k.extend_from_slice(&queue.to_be_bytes());
-            }
-            Item::TrimPoint => k.push(TRIM_POINT),
-            Item::Checkpoint { log_index } => {
-                k.push(CHECKPOINT);
-                k.extend_from_slice(&log_index.to_be_bytes());
-            }
+            Item::Checkpoint { log_index } => k.extend_from_slice(&log_index.to_be_bytes()),
         }
     }
 
     /// The kind byte of this item's keys.
-    fn kind(&self) -> u8 {
+    fn kind(&self) -> Kind {
         match self {
-            Item::Importing => IMPORTING,
-            Item::Applied => APPLIED,
-            Item::NextOffset { .. } => NEXT_OFFSET,
-            Item::ConsumerOffset { .. } => CONSUMER_OFFSET,
-            Item::Index { .. } => INDEX,
-            Item::RaftState => RAFT_STATE,
-            Item::StartOffset { .. } => START_OFFSET,
-            Item::TrimPoint => TRIM_POINT,
-            Item::Checkpoint { .. } => CHECKPOINT,
+            Item::Importing => Kind::Importing,
+            Item::Applied => Kind::Applied,
+            Item::NextOffset { .. } => Kind::NextOffset,
+            Item::ConsumerOffset { .. } => Kind::ConsumerOffset,
+            Item::Index { .. } => Kind::Index,
+            Item::RaftState => Kind::RaftState,
+            Item::StartOffset { .. } => Kind::StartOffset,
+            Item::TrimPoint => Kind::TrimPoint,
+            Item::Checkpoint { .. } => Kind::Checkpoint,
         }
     }
 
     /// Parses the part of a key after the group id.
     pub(crate) fn parse_suffix(s: &[u8]) -> Result<Self, String> {
-        let (&kind, rest) = s.split_first().ok_or("key ends after the group id")?;
+        let (&byte, rest) = s.split_first().ok_or("key ends after the group id")?;
+        let kind = Kind::from_byte(byte).ok_or_else(|| format!("unknown kind {byte:#04x}"))?;
         let exact = |n: usize| {
-            if rest.len() == n { Ok(()) } else { Err(format!("kind {kind:#04x} needs {n} bytes after it, found {}", rest.len())) }
+            if rest.len() == n { Ok(()) } else { Err(format!("kind {byte:#04x} needs {n} bytes after it, found {}", rest.len())) }
         };
         match kind {
-            IMPORTING => exact(0).map(|_| Item::Importing),
-            APPLIED => exact(0).map(|_| Item::Applied),
-            NEXT_OFFSET => {
-                exact(4)?;
-                Ok(Item::NextOffset { queue: be_u32(rest) })
-            }
-            CONSUMER_OFFSET => {
+            Kind::Importing => exact(0).map(|_| Item::Importing),
+            Kind::Applied => exact(0).map(|_| Item::Applied),
+            Kind::NextOffset => exact(4).map(|_| Item::NextOffset { queue: be_u32(rest) }),
+            Kind::ConsumerOffset => {
                 let (&len, rest) = rest.split_first().ok_or("consumer offset key has no name length")?;
                 let len = usize::from(len);
                 if len == 0 || rest.len() != len + 4 {
@@ -130,21 +141,11 @@ impl Item {
                 let name = std::str::from_utf8(&rest[..len]).map_err(|_| "consumer group name is not UTF-8".to_string())?;
                 Ok(Item::ConsumerOffset { consumer_group: name.to_string(), queue: be_u32(&rest[len..]) })
             }
-            INDEX => {
-                exact(12)?;
-                Ok(Item::Index { queue: be_u32(&rest[..4]), offset: be_u64(&rest[4..]) })
-            }
-            RAFT_STATE => exact(0).map(|_| Item::RaftState),
-            START_OFFSET => {
-                exact(4)?;
-                Ok(Item::StartOffset { queue: be_u32(rest) })
-            }
-            TRIM_POINT => exact(0).map(|_| Item::TrimPoint),
-            CHECKPOINT => {
-                exact(8)?;
-                Ok(Item::Checkpoint { log_index: be_u64(rest) })
-            }
-            other => Err(format!("unknown kind {other:#04x}")),
+            Kind::Index => exact(12).map(|_| Item::Index { queue: be_u32(&rest[..4]), offset: be_u64(&rest[4..]) }),
+            Kind::RaftState => exact(0).map(|_| Item::RaftState),
+            Kind::StartOffset => exact(4).map(|_| Item::StartOffset { queue: be_u32(rest) }),
+            Kind::TrimPoint => exact(0).map(|_| Item::TrimPoint),
+            Kind::Checkpoint => exact(8).map(|_| Item::Checkpoint { log_index: be_u64(rest) }),
         }
     }
 }
@@ -210,7 +211,7 @@ pub(crate) fn queue_index_end(group: GroupId, queue: u32) -> Vec<u8> {
 /// The first key of one kind's range in a group: every key of that kind starts with it.
 pub(crate) fn kind_start(group: GroupId, item: &Item) -> Vec<u8> {
     let mut k = Item::Importing.key(group);
-    k[GROUP_LEN] = item.kind();
+    k[GROUP_LEN] = item.kind() as u8;
     k
 }
 
@@ -231,15 +232,18 @@ pub(crate) fn check_consumer_group(name: &str) -> Result<(), super::StoreError> 
 }
 
 fn be_u32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[..4]);
-    u32::from_be_bytes(a)
+    u32::from_be_bytes(leading(b))
 }
 
 fn be_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_be_bytes(a)
+    u64::from_be_bytes(leading(b))
+}
+
+/// The first `N` bytes of `b`, which callers have checked holds at least that many.
+pub(crate) fn leading<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[..N]);
+    a
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -307,21 +311,27 @@ mod tests {
     }
 
     #[test]
+    fn kind_bytes_are_the_released_ones() {
+        assert_eq!(Kind::ALL.map(|k| k as u8), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(Kind::ALL.iter().all(|k| Kind::from_byte(*k as u8) == Some(*k)));
+    }
+
+    #[test]
     fn malformed_keys_are_refused() {
         let g = 5u64.to_be_bytes();
         let with = |rest: &[u8]| [g.as_slice(), rest].concat();
         assert!(parse(&g[..7]).is_err());
         assert!(parse(&g).is_err());
         assert!(parse(&with(&[0x09])).is_err());
-        assert!(parse(&with(&[APPLIED, 0])).is_err());
-        assert!(parse(&with(&[RAFT_STATE, 0])).is_err());
-        assert!(parse(&with(&[TRIM_POINT, 0])).is_err());
-        assert!(parse(&with(&[START_OFFSET, 0, 0, 1])).is_err());
-        assert!(parse(&with(&[CHECKPOINT, 0, 0, 0, 0, 0, 0, 1])).is_err());
-        assert!(parse(&with(&[INDEX, 0, 0, 0, 1])).is_err());
-        assert!(parse(&with(&[CONSUMER_OFFSET, 0, 0, 0, 0, 1])).is_err());
-        assert!(parse(&with(&[CONSUMER_OFFSET, 2, b'a', 0, 0, 0, 1])).is_err());
-        assert!(parse(&with(&[CONSUMER_OFFSET, 1, 0xFF, 0, 0, 0, 1])).is_err());
+        assert!(parse(&with(&[Kind::Applied as u8, 0])).is_err());
+        assert!(parse(&with(&[Kind::RaftState as u8, 0])).is_err());
+        assert!(parse(&with(&[Kind::TrimPoint as u8, 0])).is_err());
+        assert!(parse(&with(&[Kind::StartOffset as u8, 0, 0, 1])).is_err());
+        assert!(parse(&with(&[Kind::Checkpoint as u8, 0, 0, 0, 0, 0, 0, 1])).is_err());
+        assert!(parse(&with(&[Kind::Index as u8, 0, 0, 0, 1])).is_err());
+        assert!(parse(&with(&[Kind::ConsumerOffset as u8, 0, 0, 0, 0, 1])).is_err());
+        assert!(parse(&with(&[Kind::ConsumerOffset as u8, 2, b'a', 0, 0, 0, 1])).is_err());
+        assert!(parse(&with(&[Kind::ConsumerOffset as u8, 1, 0xFF, 0, 0, 0, 1])).is_err());
         assert!(describe(&with(&[0x09])).starts_with("key 0000000000000005"));
     }
 

@@ -2,6 +2,8 @@
 //! or for the raft state a bounded opaque blob) and a CRC32C of both, so that a damaged or
 //! truncated value is refused instead of decoded.
 
+use super::keys::leading;
+
 /// The only value format so far.
 const FORMAT_V1: u8 = 1;
 const CRC_LEN: usize = 4;
@@ -253,15 +255,11 @@ fn unseal(value: &[u8], payload_len: usize) -> Result<&[u8], String> {
 }
 
 fn le_u32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[..4]);
-    u32::from_le_bytes(a)
+    u32::from_le_bytes(leading(b))
 }
 
 fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
+    u64::from_le_bytes(leading(b))
 }
 
 #[cfg(test)]
@@ -324,11 +322,7 @@ mod tests {
     #[test]
     fn a_damaged_or_malformed_checkpoint_is_refused() {
         let good = checkpoint().encode();
-        for bit in 0..good.len() * 8 {
-            let mut bad = good.clone();
-            bad[bit / 8] ^= 1 << (bit % 8);
-            assert!(Checkpoint::decode(&bad).is_err(), "bit {bit} flipped went unnoticed");
-        }
+        assert_every_bit_flip_refused(&good, |b| Checkpoint::decode(b).is_err());
         for len in 0..good.len() {
             assert!(Checkpoint::decode(&good[..len]).is_err(), "truncated to {len}");
         }
@@ -351,11 +345,15 @@ mod tests {
 
     #[test]
     fn every_single_bit_flip_is_detected() {
-        let good = entry().encode();
+        assert_every_bit_flip_refused(&entry().encode(), |b| IndexEntry::decode(b).is_err());
+    }
+
+    /// Flips each bit of `good` in turn; `refused` must say no to every damaged copy.
+    fn assert_every_bit_flip_refused(good: &[u8], refused: impl Fn(&[u8]) -> bool) {
         for bit in 0..good.len() * 8 {
-            let mut bad = good.clone();
+            let mut bad = good.to_vec();
             bad[bit / 8] ^= 1 << (bit % 8);
-            assert!(IndexEntry::decode(&bad).is_err(), "bit {bit} flipped went unnoticed");
+            assert!(refused(&bad), "bit {bit} flipped went unnoticed");
         }
     }
 
