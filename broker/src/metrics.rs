@@ -312,13 +312,27 @@ pub struct ReplicaState {
     pub last_log_index: u64,
     pub committed_index: u64,
     pub applied_index: u64,
-    /// On the leader, each other replica and how many entries it is behind the leader's last.
-    pub follower_lag: Vec<(BrokerId, u64)>,
+    /// This broker: the replica these metrics are of.
+    pub broker: BrokerId,
+    pub leader: Option<BrokerId>,
+    pub snapshot_index: u64,
+    pub purged_index: u64,
+    /// On the leader, every replica (itself included), the last index it holds and whether it
+    /// votes; empty elsewhere.
+    pub replication: Vec<ReplicaProgress>,
     /// Parked: the group is quiet (no heartbeats, no election timer).
     pub hibernating: bool,
     /// For a queue group: the applied index its store holds durably (flushed); a restart
     /// re-applies the log after it.
     pub durable_applied_index: Option<u64>,
+}
+
+/// One replica of a group as its leader tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaProgress {
+    pub broker: BrokerId,
+    pub matched_index: u64,
+    pub voter: bool,
 }
 
 impl ReplicaState {
@@ -327,28 +341,34 @@ impl ReplicaState {
         C: RaftTypeConfig<NodeId = BrokerId>,
         C::Term: Into<u64> + Copy,
     {
-        let last_log_index = m.last_log_index.unwrap_or(0);
-        let follower_lag = m
+        let index = |l: &Option<openraft::alias::LogIdOf<C>>| l.as_ref().map_or(0, |l| l.index());
+        let voters: Vec<BrokerId> = m.membership_config.membership().voter_ids().collect();
+        let replication = m
             .replication
-            .as_ref()
-            .map(|r| {
-                r.iter()
-                    .filter(|(id, _)| **id != m.id)
-                    .map(|(id, matched)| (*id, last_log_index.saturating_sub(matched.as_ref().map_or(0, |l| l.index()))))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .iter()
+            .flatten()
+            .map(|(id, matched)| ReplicaProgress { broker: *id, matched_index: index(matched), voter: voters.contains(id) })
+            .collect();
         Self {
             group,
             role: m.state,
             term: m.current_term.into(),
-            last_log_index,
-            committed_index: m.local_committed.as_ref().map_or(0, |l| l.index()),
-            applied_index: m.last_applied.as_ref().map_or(0, |l| l.index()),
-            follower_lag,
+            broker: m.id,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: index(&m.local_committed),
+            applied_index: index(&m.last_applied),
+            snapshot_index: index(&m.snapshot),
+            purged_index: index(&m.purged),
+            replication,
             hibernating: false,
             durable_applied_index: None,
         }
+    }
+
+    /// On the leader, each other replica and how many entries it is behind the leader's last.
+    pub fn follower_lag(&self) -> impl Iterator<Item = (BrokerId, u64)> + '_ {
+        self.replication.iter().filter(|p| p.broker != self.broker).map(|p| (p.broker, self.last_log_index.saturating_sub(p.matched_index)))
     }
 }
 
@@ -493,8 +513,8 @@ fn encode_replicas(encoder: &mut DescriptorEncoder, replicas: &[ReplicaState]) -
         MetricType::Gauge,
     )?;
     for r in replicas {
-        for (peer, behind) in &r.follower_lag {
-            lag.encode_family(&[("group", r.group), ("peer", *peer)])?.encode_gauge(behind)?;
+        for (peer, behind) in r.follower_lag() {
+            lag.encode_family(&[("group", r.group), ("peer", peer)])?.encode_gauge(&behind)?;
         }
     }
     Ok(())

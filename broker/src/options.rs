@@ -16,6 +16,7 @@ use std::time::Duration;
 use controller::GroupOptions;
 use raft_log::LogOptions;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 use crate::edge::Limits;
 use crate::queue::SendBatchLimits;
@@ -107,39 +108,30 @@ impl Default for BrokerOptions {
 }
 
 /// Timing of every Raft group the broker hosts, and the metadata group's snapshots.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, SmartDefault)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftOptions {
-    /// Default 500.
+    #[default(500)]
     pub heartbeat_interval_ms: u64,
-    /// Greater than `heartbeat_interval_ms`. Default 1500.
+    /// Greater than `heartbeat_interval_ms`.
+    #[default(1500)]
     pub election_timeout_min_ms: u64,
-    /// Greater than `election_timeout_min_ms`. Default 3000.
+    /// Greater than `election_timeout_min_ms`.
+    #[default(3000)]
     pub election_timeout_max_ms: u64,
     /// A queue group with no new entry for this long hibernates: no heartbeats, no election
     /// timer, until it is written again or its leader's broker stops answering. 0: never.
-    /// Default 10000.
+    #[default(10_000)]
     pub hibernate_after_ms: u64,
     /// The metadata group snapshots once this many entries were committed since its last
     /// snapshot, and purges its log below it: its state is the whole cluster map, so without
-    /// it its first entries would pin the log's first segment for ever. Default 1024.
+    /// it its first entries would pin the log's first segment for ever.
+    #[default(1024)]
     pub meta_snapshot_every_entries: u64,
     /// Entries kept below the metadata group's snapshot when purging, so a learner a little
-    /// behind catches up from the log rather than by a snapshot. Default 256.
+    /// behind catches up from the log rather than by a snapshot.
+    #[default(256)]
     pub meta_snapshot_keep_entries: u64,
-}
-
-impl Default for RaftOptions {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval_ms: 500,
-            election_timeout_min_ms: 1500,
-            election_timeout_max_ms: 3000,
-            hibernate_after_ms: 10_000,
-            meta_snapshot_every_entries: 1024,
-            meta_snapshot_keep_entries: 256,
-        }
-    }
 }
 
 impl RaftOptions {
@@ -412,28 +404,11 @@ impl BrokerOptions {
         for (field, reason) in self.log.problems().into_iter().filter(|(field, _)| *field != "segment_bytes") {
             problems.push(invalid(format!("log.{field}"), reason));
         }
-        let positive: [(&str, u64); 13] = [
-            ("limits.body_bytes_max", limits.body_bytes_max as u64),
-            ("limits.properties_bytes_max", limits.properties_bytes_max as u64),
-            ("limits.name_chars_max", limits.name_chars_max as u64),
-            ("limits.messages_per_send_max", limits.messages_per_send_max as u64),
-            ("limits.keys_per_message_max", limits.keys_per_message_max as u64),
-            ("limits.tag_bytes_max", limits.tag_bytes_max as u64),
-            ("limits.fetch_wait_ms_max", limits.fetch_wait_ms_max),
-            ("limits.in_flight_requests_per_connection", limits.in_flight_requests_per_connection as u64),
-            ("limits.in_flight_request_bytes_max", limits.in_flight_request_bytes_max as u64),
-            ("send.batch_messages_max", send.messages_max as u64),
-            ("send.entry_bytes_max", send.entry_bytes_max as u64),
-            ("send.in_flight_messages_per_group", send.in_flight_messages_max as u64),
-            ("send.entries_in_flight_per_group", send.entries_in_flight_max as u64),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                problems.push(invalid(key, "must be above 0"));
-            }
+        for (field, reason) in limits.problems() {
+            problems.push(invalid(format!("limits.{field}"), reason));
         }
-        if limits.in_flight_requests_per_connection > u32::MAX as usize {
-            problems.push(invalid("limits.in_flight_requests_per_connection", format!("must be at most {}", u32::MAX)));
+        for (field, reason) in send.problems() {
+            problems.push(invalid(format!("send.{field}"), reason));
         }
         // The chain edge → entry → log record → transport (crate::size_limits): whatever the
         // edge admits must be storable and replicable, or a group stops at the first such

@@ -61,6 +61,29 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// What is wrong with these limits, as (key, reason): each must be above 0, and a
+    /// connection's in-flight requests fit HTTP/2's stream count (a u32).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let counts = [
+            ("body_bytes_max", self.body_bytes_max),
+            ("properties_bytes_max", self.properties_bytes_max),
+            ("name_chars_max", self.name_chars_max),
+            ("messages_per_send_max", self.messages_per_send_max),
+            ("keys_per_message_max", self.keys_per_message_max),
+            ("tag_bytes_max", self.tag_bytes_max),
+            ("in_flight_requests_per_connection", self.in_flight_requests_per_connection),
+            ("in_flight_request_bytes_max", self.in_flight_request_bytes_max),
+        ];
+        let mut problems: Vec<_> = counts.into_iter().filter(|(_, v)| *v == 0).map(|(k, _)| (k, "must be above 0".to_owned())).collect();
+        if self.fetch_wait_ms_max == 0 {
+            problems.push(("fetch_wait_ms_max", "must be above 0".to_owned()));
+        }
+        if self.in_flight_requests_per_connection > u32::MAX as usize {
+            problems.push(("in_flight_requests_per_connection", format!("must be at most {}", u32::MAX)));
+        }
+        problems
+    }
+
     /// The longest a `Fetch` long-polls.
     pub fn fetch_wait_max(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.fetch_wait_ms_max)

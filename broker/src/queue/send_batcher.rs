@@ -79,6 +79,22 @@ impl Default for SendBatchLimits {
     }
 }
 
+impl SendBatchLimits {
+    /// What is wrong with these limits, as (key, reason): every count must be above 0.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        [
+            ("batch_messages_max", self.messages_max),
+            ("entry_bytes_max", self.entry_bytes_max),
+            ("in_flight_messages_per_group", self.in_flight_messages_max),
+            ("entries_in_flight_per_group", self.entries_in_flight_max),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v == 0)
+        .map(|(k, _)| (k, "must be above 0".to_owned()))
+        .collect()
+    }
+}
+
 /// Why a send was not stored, and what the client may do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use controller::{META_GROUP_ID, MetaCommand};
+use controller::MetaCommand;
 use openraft::ServerState;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::ReadPolicy;
@@ -16,7 +16,8 @@ use proto::raftmq::v1::{
 use tonic::{Request, Response};
 
 use super::status;
-use crate::raft::{BrokerId, codec};
+use crate::metrics::{MetricsSource, ReplicaState};
+use crate::raft::codec;
 use crate::server::Core;
 
 /// Longest a digest request waits for the replica to apply far enough.
@@ -51,53 +52,43 @@ fn role(state: ServerState) -> ReplicaRole {
     }
 }
 
-/// The status of one hosted group from its Raft metrics.
-fn group_status<C>(group: u64, m: &openraft::RaftMetrics<C>) -> LocalGroupStatus
-where
-    C: openraft::RaftTypeConfig<NodeId = BrokerId>,
-    C::Term: Into<u64> + Copy,
-{
-    let last = m.last_log_index.unwrap_or(0);
-    let replicas = m
+/// The status of one hosted group as its Raft metrics describe it.
+fn group_status(r: &ReplicaState) -> LocalGroupStatus {
+    let replicas = r
         .replication
-        .as_ref()
-        .map(|r| {
-            r.iter()
-                .map(|(id, matched)| {
-                    let matched_index = matched.as_ref().map_or(0, |l| l.index());
-                    let voter = m.membership_config.membership().voter_ids().any(|v| v == *id);
-                    let role = if *id == m.id {
-                        ReplicaRole::Leader
-                    } else if voter {
-                        ReplicaRole::Follower
-                    } else {
-                        ReplicaRole::Learner
-                    };
-                    ReplicaStatus {
-                        broker_id: *id,
-                        role: role as i32,
-                        matched_index,
-                        applied_index: 0,
-                        lag: last.saturating_sub(matched_index),
-                        ..Default::default()
-                    }
-                })
-                .collect()
+        .iter()
+        .map(|p| {
+            let role = if p.broker == r.broker {
+                ReplicaRole::Leader
+            } else if p.voter {
+                ReplicaRole::Follower
+            } else {
+                ReplicaRole::Learner
+            };
+            let lag = r.last_log_index.saturating_sub(p.matched_index);
+            ReplicaStatus {
+                broker_id: p.broker,
+                role: role as i32,
+                matched_index: p.matched_index,
+                applied_index: 0,
+                lag,
+                ..Default::default()
+            }
         })
-        .unwrap_or_default();
+        .collect();
     LocalGroupStatus {
-        group_id: group,
-        role: role(m.state) as i32,
-        term: m.current_term.into(),
-        leader_broker_id: m.current_leader.unwrap_or(0),
-        last_log_index: last,
-        commit_index: m.local_committed.as_ref().map_or(0, |l| l.index()),
-        applied_index: m.last_applied.as_ref().map_or(0, |l| l.index()),
+        group_id: r.group,
+        role: role(r.role) as i32,
+        term: r.term,
+        leader_broker_id: r.leader.unwrap_or(0),
+        last_log_index: r.last_log_index,
+        commit_index: r.committed_index,
+        applied_index: r.applied_index,
         replicas,
         queue_end_offsets: Default::default(),
-        snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index()),
-        purged_index: m.purged.as_ref().map_or(0, |l| l.index()),
-        hibernating: false,
+        snapshot_index: r.snapshot_index,
+        purged_index: r.purged_index,
+        hibernating: r.hibernating,
     }
 }
 
@@ -154,22 +145,14 @@ impl PeerService for PeerSvc {
         let wanted = request.into_inner().group_ids;
         let map = core.local_map();
         let mut groups = Vec::new();
-        if wanted.is_empty() || wanted.contains(&META_GROUP_ID) {
-            groups.push(group_status(META_GROUP_ID, &core.meta.metrics().borrow_watched()));
-        }
-        for id in core.host.groups() {
-            if !wanted.is_empty() && !wanted.contains(&id) {
-                continue;
-            }
-            let Some(raft) = core.group(id) else { continue };
-            let mut s = group_status(id, &raft.metrics().borrow_watched());
-            s.hibernating = core.host.is_parked(id);
-            if let Some(record) = map.groups.get(&id) {
-                match core.host.store().next_offset(id, record.queue) {
+        for replica in core.replicas().iter().filter(|r| wanted.is_empty() || wanted.contains(&r.group)) {
+            let mut s = group_status(replica);
+            if let Some(record) = map.groups.get(&replica.group) {
+                match core.host.store().next_offset(replica.group, record.queue) {
                     Ok(end) => {
                         s.queue_end_offsets.insert(record.queue, end);
                     }
-                    Err(e) => tracing::warn!(group = id, error = %e, "reading a queue's end offset failed"),
+                    Err(e) => tracing::warn!(group = replica.group, error = %e, "reading a queue's end offset failed"),
                 }
             }
             groups.push(s);

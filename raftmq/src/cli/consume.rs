@@ -301,24 +301,33 @@ fn write_messages(out: &mut impl Write, queue_id: u32, messages: &[StoredMessage
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::args_in_tests::FromTestArgs;
     use proto::raftmq::v1::Message;
-
-    fn parse(args: &[&str]) -> Result<ConsumeArgs, clap::Error> {
-        crate::cli::args_in_tests::parse("consume", args)
-    }
 
     #[test]
     fn arguments() {
-        let a = parse(&["--topic", "t"]).expect("minimal");
+        let a = ConsumeArgs::from_test_args(&["--topic", "t"]).expect("minimal");
         assert_eq!((a.group, a.from_beginning, a.queue, a.max_messages, a.timeout_ms), (None, false, None, None, None));
-        let a = parse(&["--topic", "t", "--group", "g", "--from-beginning", "--queue", "2", "--max-messages", "5", "--timeout-ms", "100"])
-            .expect("all");
+        let a = ConsumeArgs::from_test_args(&[
+            "--topic",
+            "t",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--queue",
+            "2",
+            "--max-messages",
+            "5",
+            "--timeout-ms",
+            "100",
+        ])
+        .expect("all");
         assert_eq!(
             (a.group.as_deref(), a.from_beginning, a.queue, a.max_messages, a.timeout_ms),
             (Some("g"), true, Some(2), Some(5), Some(100))
         );
-        assert!(parse(&["--topic", "t", "--max-messages", "0"]).is_err());
-        assert!(parse(&["--topic", "t", "--timeout-ms", "0"]).is_err());
+        assert!(ConsumeArgs::from_test_args(&["--topic", "t", "--max-messages", "0"]).is_err());
+        assert!(ConsumeArgs::from_test_args(&["--topic", "t", "--timeout-ms", "0"]).is_err());
     }
 
     #[test]

@@ -91,6 +91,15 @@ pub(crate) mod args_in_tests {
         Flattened::<T>::try_parse_from(std::iter::once(name).chain(args.iter().copied())).map(|c| c.args)
     }
 
+    /// `T::from_test_args(&["--topic", "t"])`: [`parse`] under the binary's name.
+    pub(crate) trait FromTestArgs: clap::Args + Sized {
+        fn from_test_args(args: &[&str]) -> Result<Self, clap::Error> {
+            parse("raftmq", args)
+        }
+    }
+
+    impl<T: clap::Args> FromTestArgs for T {}
+
     /// clap's own check of a subcommand tree's definition (it panics on an inconsistency).
     pub(crate) fn check_subcommand<T: clap::Subcommand>() {
         Subcommands::<T>::command().debug_assert();

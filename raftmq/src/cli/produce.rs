@@ -309,14 +309,11 @@ fn write_unknown(out: &mut impl Write, sequences: std::ops::RangeInclusive<u64>,
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(args: &[&str]) -> Result<ProduceArgs, clap::Error> {
-        crate::cli::args_in_tests::parse("produce", args)
-    }
+    use crate::cli::args_in_tests::FromTestArgs;
 
     #[test]
     fn arguments() {
-        let a = parse(&["--topic", "t"]).expect("minimal");
+        let a = ProduceArgs::from_test_args(&["--topic", "t"]).expect("minimal");
         assert_eq!((a.queue, a.key, a.count, a.size, a.batch, a.common.json), (None, None, None, None, 1, false));
         if std::env::var_os("RAFTMQ_BROKER").is_none() {
             assert_eq!(a.common.connect.broker, ["127.0.0.1:8081"]);
@@ -324,18 +321,20 @@ mod tests {
         if std::env::var_os("RAFTMQ_TIMEOUT").is_none() {
             assert_eq!(a.common.connect.timeout, std::time::Duration::from_secs(10));
         }
-        let a = parse(&["--topic", "t", "--broker", "b1:1,b2:2", "--broker", "b3:3", "--timeout", "1500ms"]).expect("a list");
+        let a = ProduceArgs::from_test_args(&["--topic", "t", "--broker", "b1:1,b2:2", "--broker", "b3:3", "--timeout", "1500ms"])
+            .expect("a list");
         assert_eq!(a.common.connect.broker, ["b1:1", "b2:2", "b3:3"]);
         assert_eq!(a.common.connect.timeout, std::time::Duration::from_millis(1500));
-        assert!(parse(&["--topic", "t", "--timeout", "0s"]).is_err());
-        let a = parse(&["--topic", "t", "--queue", "3", "--count", "10", "--size", "0", "--batch", "16", "--json"]).expect("generated");
+        assert!(ProduceArgs::from_test_args(&["--topic", "t", "--timeout", "0s"]).is_err());
+        let a = ProduceArgs::from_test_args(&["--topic", "t", "--queue", "3", "--count", "10", "--size", "0", "--batch", "16", "--json"])
+            .expect("generated");
         assert_eq!((a.queue, a.count, a.size, a.batch, a.common.json), (Some(3), Some(10), Some(0), 16, true));
-        assert!(parse(&["--topic", "t", "--queue", "1", "--key", "k"]).is_err(), "queue and key together");
-        assert!(parse(&["--topic", "t", "--count", "10"]).is_err(), "count without size");
-        assert!(parse(&["--topic", "t", "--size", "10"]).is_err(), "size without count");
-        assert!(parse(&["--topic", "t", "--batch", "0"]).is_err());
-        assert!(parse(&["--topic", "t", "--count", "1", "--size", "4194305"]).is_err(), "over the body limit");
-        assert!(parse(&[]).is_err(), "no topic");
+        assert!(ProduceArgs::from_test_args(&["--topic", "t", "--queue", "1", "--key", "k"]).is_err(), "queue and key together");
+        assert!(ProduceArgs::from_test_args(&["--topic", "t", "--count", "10"]).is_err(), "count without size");
+        assert!(ProduceArgs::from_test_args(&["--topic", "t", "--size", "10"]).is_err(), "size without count");
+        assert!(ProduceArgs::from_test_args(&["--topic", "t", "--batch", "0"]).is_err());
+        assert!(ProduceArgs::from_test_args(&["--topic", "t", "--count", "1", "--size", "4194305"]).is_err(), "over the body limit");
+        assert!(ProduceArgs::from_test_args(&[]).is_err(), "no topic");
     }
 
     #[test]

@@ -338,16 +338,13 @@ async fn ensure_topic(cluster: &Cluster, topic: &str, queues: Option<u32>) -> an
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(args: &[&str]) -> Result<QueueBenchArgs, clap::Error> {
-        crate::cli::args_in_tests::parse("bench", args)
-    }
+    use crate::cli::args_in_tests::FromTestArgs;
 
     #[test]
     fn arguments() {
-        let a = parse(&["--topic", "t"]).expect("defaults");
+        let a = QueueBenchArgs::from_test_args(&["--topic", "t"]).expect("defaults");
         assert_eq!((a.count, a.size, a.concurrency, a.batch, a.queues, a.time_limit), (100_000, 1024, 64, 1, None, 300));
-        let a = parse(&[
+        let a = QueueBenchArgs::from_test_args(&[
             "--topic",
             "t",
             "--count",
@@ -372,7 +369,7 @@ mod tests {
         for bad in
             [["--count", "0"], ["--concurrency", "0"], ["--batch", "0"], ["--queues", "0"], ["--time-limit", "0"], ["--size", "4194305"]]
         {
-            assert!(parse(&["--topic", "t", bad[0], bad[1]]).is_err(), "{bad:?}");
+            assert!(QueueBenchArgs::from_test_args(&["--topic", "t", bad[0], bad[1]]).is_err(), "{bad:?}");
         }
     }
 }

@@ -9,15 +9,9 @@ use crate::bench::latency::Latency;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueBenchReport {
-    pub bench: BenchKind,
-    pub topic: String,
-    pub queues: usize,
-    /// What was asked: messages, body bytes, sends in flight (consume: queues read at once),
-    /// messages per send.
-    pub count: u64,
-    pub size: u64,
-    pub concurrency: u64,
-    pub batch: u64,
+    /// What was asked.
+    #[serde(flatten)]
+    pub shape: RunShape,
     pub seconds: f64,
     pub acked: u64,
     pub failed: u64,
@@ -40,11 +34,13 @@ pub struct QueueBenchReport {
 }
 
 /// The run's settings, for the report.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RunShape {
+    #[serde(rename = "bench")]
     pub kind: BenchKind,
     pub topic: String,
     pub queues: usize,
+    /// Messages, body bytes, sends in flight (consume: queues read at once), messages per send.
     pub count: u64,
     pub size: u64,
     pub concurrency: u64,
@@ -75,13 +71,7 @@ impl QueueBenchReport {
             Some(StopReason::Interrupted) => "interrupted",
         };
         Self {
-            bench: shape.kind,
-            topic: shape.topic,
-            queues: shape.queues,
-            count: shape.count,
-            size: shape.size,
-            concurrency: shape.concurrency,
-            batch: shape.batch,
+            shape,
             seconds: m.seconds,
             acked: t.acked,
             failed: t.failed,
@@ -101,9 +91,9 @@ impl QueueBenchReport {
     /// The run did all it was asked: every message acknowledged (produce), read (consume), or
     /// both (e2e), without a failure.
     pub fn complete(&self) -> bool {
-        let sent = self.acked == self.count && self.failed == 0 && self.unknown == 0;
-        let read = self.consumed >= self.count;
-        match self.bench {
+        let sent = self.acked == self.shape.count && self.failed == 0 && self.unknown == 0;
+        let read = self.consumed >= self.shape.count;
+        match self.shape.kind {
             BenchKind::Produce => sent,
             BenchKind::Consume => read,
             BenchKind::E2e => sent && read,
@@ -118,21 +108,21 @@ impl QueueBenchReport {
         writeln!(
             out,
             "bench {}: topic {}, {} queues, {} x {} B, concurrency {}, batch {}",
-            self.bench.name(),
-            self.topic,
-            self.queues,
-            self.count,
-            self.size,
-            self.concurrency,
-            self.batch
+            self.shape.kind.name(),
+            self.shape.topic,
+            self.shape.queues,
+            self.shape.count,
+            self.shape.size,
+            self.shape.concurrency,
+            self.shape.batch
         )?;
-        let what = if self.bench == BenchKind::Produce { "acked" } else { "consumed" };
+        let what = if self.shape.kind == BenchKind::Produce { "acked" } else { "consumed" };
         writeln!(out, "  {:.2} s, {what} {:.0} msg/s, {:.2} MiB/s", self.seconds, self.msgs_per_sec, self.mib_per_sec)?;
-        if self.bench != BenchKind::Consume {
+        if self.shape.kind != BenchKind::Consume {
             writeln!(out, "  sent: {} acked, {} failed, {} unknown outcome", self.acked, self.failed, self.unknown)?;
         }
-        if self.bench != BenchKind::Produce {
-            writeln!(out, "  read: {} of {}, {} failed fetches", self.consumed, self.count, self.fetch_failures)?;
+        if self.shape.kind != BenchKind::Produce {
+            writeln!(out, "  read: {} of {}, {} failed fetches", self.consumed, self.shape.count, self.fetch_failures)?;
         }
         let latencies = [
             ("send to ack (per send)", &self.send_latency),
@@ -187,6 +177,15 @@ mod tests {
             stop,
             first_error: None,
         }
+    }
+
+    #[test]
+    fn json_names_the_run_at_its_top_level() {
+        let r = QueueBenchReport::new(shape(BenchKind::Produce), measured(Snapshot::default(), None));
+        let mut out = Vec::new();
+        r.write(&mut out, true).expect("write");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("one JSON object");
+        assert_eq!((v["bench"].as_str(), v["topic"].as_str(), v["count"].as_u64()), (Some("produce"), Some("t"), Some(1000)), "{v}");
     }
 
     #[test]
