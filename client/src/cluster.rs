@@ -492,20 +492,23 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_outcome_stays_unknown_even_when_a_later_attempt_is_refused() {
-        let broker = fake(vec![reply(Code::OutcomeUnknown)], reply(Code::NotLeader));
-        let cluster = one(serve(broker));
-        let f = send(&cluster, Target::Bootstrap).await.expect_err("fails");
+        let f = refused_after(Code::OutcomeUnknown).await;
         assert!(matches!(f.error, CallError::NotLeader { leader: None, .. }));
         assert!(f.maybe_applied);
     }
 
     #[tokio::test]
     async fn unavailable_then_refused_is_a_certain_failure() {
-        let broker = fake(vec![reply(Code::Unavailable)], reply(Code::NotLeader));
-        let cluster = one(serve(broker));
-        let f = send(&cluster, Target::Bootstrap).await.expect_err("fails");
+        let f = refused_after(Code::Unavailable).await;
         assert!(matches!(f.error, CallError::NotLeader { leader: None, .. }));
         assert!(!f.maybe_applied);
+    }
+
+    /// A send to a broker that answers `first`, then refuses every retry as not the leader.
+    async fn refused_after(first: Code) -> CallFailure {
+        let broker = fake(vec![reply(first)], reply(Code::NotLeader));
+        let cluster = one(serve(broker));
+        send(&cluster, Target::Bootstrap).await.expect_err("fails")
     }
 
     #[tokio::test]

@@ -61,30 +61,38 @@ pub fn fault_kind(w: &WindowStats) -> String {
         return k.name().to_string();
     }
     let n = w.name.as_str();
-    let kind = if n.starts_with("power loss") {
-        "power-loss"
-    } else if let Some(ids) = n.strip_prefix("kill -9 broker ") {
-        if ids.contains(',') { "kill-majority" } else { "kill or kill-leader" }
-    } else if n.starts_with("pause broker") {
-        "pause"
-    } else if n.starts_with("isolate broker") {
-        "partition-leader"
-    } else if n.contains("bridged by") {
-        "partition-bridge"
-    } else if n.contains("hears nothing") {
-        "partition-one-way"
-    } else if n.starts_with("partition {") {
-        "partition-halves"
-    } else if n.starts_with("fsync of broker") {
-        "slow-fsync"
-    } else if n.starts_with("packets of broker") {
-        "link-delay"
-    } else if n.contains("packets lost") {
-        "link-loss"
-    } else {
-        n
-    };
+    if let Some(ids) = n.strip_prefix("kill -9 broker ") {
+        return if ids.contains(',') { "kill-majority" } else { "kill or kill-leader" }.to_string();
+    }
+    let kind = DESCRIBED_KINDS.iter().find(|(described, _)| described.matches(n)).map_or(n, |(_, kind)| kind);
     kind.to_string()
+}
+
+/// How a nemesis described each kind of fault before its kind was recorded.
+const DESCRIBED_KINDS: [(Described, &str); 9] = [
+    (Described::StartsWith("power loss"), "power-loss"),
+    (Described::StartsWith("pause broker"), "pause"),
+    (Described::StartsWith("isolate broker"), "partition-leader"),
+    (Described::Contains("bridged by"), "partition-bridge"),
+    (Described::Contains("hears nothing"), "partition-one-way"),
+    (Described::StartsWith("partition {"), "partition-halves"),
+    (Described::StartsWith("fsync of broker"), "slow-fsync"),
+    (Described::StartsWith("packets of broker"), "link-delay"),
+    (Described::Contains("packets lost"), "link-loss"),
+];
+
+enum Described {
+    StartsWith(&'static str),
+    Contains(&'static str),
+}
+
+impl Described {
+    fn matches(&self, description: &str) -> bool {
+        match self {
+            Described::StartsWith(p) => description.starts_with(p),
+            Described::Contains(p) => description.contains(p),
+        }
+    }
 }
 
 fn seconds(ns: u64) -> f64 {

@@ -191,8 +191,7 @@ fn kind_name(kind: RecordKind) -> &'static str {
 /// One record per line: `key: value` pairs in the style of Kafka's `kafka-dump-log`, or JSON.
 fn write_dump_line(out: &mut impl Write, line: &DumpLine, json: bool) -> io::Result<()> {
     if json {
-        serde_json::to_writer(&mut *out, line)?;
-        return writeln!(out);
+        return crate::cli::write_json_line(out, line);
     }
     writeln!(
         out,

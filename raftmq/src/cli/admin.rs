@@ -190,7 +190,7 @@ fn print_topics(topics: &[TopicView], json: bool) -> anyhow::Result<ExitCode> {
     } else {
         let rows: Vec<Vec<String>> = topics
             .iter()
-            .map(|t| vec![t.name.clone(), t.queue_count.to_string(), t.replication_factor.to_string(), t.message_type.into()])
+            .map(|t| vec![t.name.clone(), t.queue_count.to_string(), t.replication_factor.to_string(), t.message_type.clone()])
             .collect();
         write_table(&mut out, &["NAME", "QUEUES", "REPLICAS", "TYPE"], &rows)?;
     }
@@ -266,24 +266,21 @@ fn group_ids(queues: &[QueueInfo]) -> Vec<u64> {
     ids
 }
 
-fn message_type_name(t: i32) -> &'static str {
-    match MessageType::try_from(t) {
-        Ok(MessageType::Normal) => "normal",
-        Ok(MessageType::Fifo) => "fifo",
-        Ok(MessageType::Delay) => "delay",
-        Ok(MessageType::Transaction) => "transaction",
-        Ok(MessageType::Unspecified) | Err(_) => "unspecified",
+fn message_type_name(t: i32) -> String {
+    MessageType::try_from(t).map_or_else(|_| "unspecified".to_owned(), |t| short_name(t.as_str_name(), "MESSAGE_TYPE_"))
+}
+
+fn role_name(r: i32) -> String {
+    match ReplicaRole::try_from(r) {
+        Ok(ReplicaRole::Unspecified) | Err(_) => "unknown".to_owned(),
+        Ok(role) => short_name(role.as_str_name(), "REPLICA_ROLE_"),
     }
 }
 
-fn role_name(r: i32) -> &'static str {
-    match ReplicaRole::try_from(r) {
-        Ok(ReplicaRole::Leader) => "leader",
-        Ok(ReplicaRole::Follower) => "follower",
-        Ok(ReplicaRole::Candidate) => "candidate",
-        Ok(ReplicaRole::Learner) => "learner",
-        Ok(ReplicaRole::Unspecified) | Err(_) => "unknown",
-    }
+/// A protobuf enum value's name without its type's prefix, in lower case: "fifo" for
+/// `MESSAGE_TYPE_FIFO`.
+fn short_name(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase()
 }
 
 /// A broker id where 0 means "none".
@@ -304,7 +301,7 @@ struct TopicView {
     name: String,
     queue_count: u32,
     replication_factor: u32,
-    message_type: &'static str,
+    message_type: String,
     checkpoint_interval_entries: u64,
 }
 
@@ -381,7 +378,7 @@ impl From<&BrokerInfo> for BrokerView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 struct ReplicaView {
     broker_id: u64,
-    role: &'static str,
+    role: String,
     matched_index: u64,
     applied_index: u64,
     lag: u64,
@@ -456,7 +453,7 @@ fn write_cluster_status(out: &mut impl Write, brokers: &[BrokerView], groups: &[
             let mut row = if i == 0 { group.clone() } else { vec![String::new(); group.len()] };
             row.extend([
                 r.broker_id.to_string(),
-                r.role.into(),
+                r.role.clone(),
                 r.matched_index.to_string(),
                 r.applied_index.to_string(),
                 r.lag.to_string(),
@@ -588,6 +585,15 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<AdminCommand, clap::Error> {
         crate::cli::args_in_tests::parse_subcommand("admin", args)
+    }
+
+    #[test]
+    fn enum_values_are_shown_by_their_short_names() {
+        assert_eq!(message_type_name(MessageType::Fifo as i32), "fifo");
+        assert_eq!(message_type_name(MessageType::Transaction as i32), "transaction");
+        assert_eq!((message_type_name(0), message_type_name(99)), ("unspecified".to_owned(), "unspecified".to_owned()));
+        assert_eq!(role_name(ReplicaRole::Learner as i32), "learner");
+        assert_eq!((role_name(0), role_name(99)), ("unknown".to_owned(), "unknown".to_owned()));
     }
 
     #[test]

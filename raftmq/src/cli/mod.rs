@@ -63,6 +63,12 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// A producer id unique to this process, for the broker's deduplication of retried sends.
+/// One JSON object on a line of its own: the `--json` output of every command.
+pub fn write_json_line(out: &mut impl std::io::Write, value: &impl serde::Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)
+}
+
 pub fn producer_id() -> String {
     client::producer_id("raftmq-cli")
 }

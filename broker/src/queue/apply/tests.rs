@@ -1,25 +1,30 @@
-/// Invariant 2 holds where offsets are made: effects whose offsets skip or repeat never
-/// reach the store.
-#[test]
-#[should_panic(expected = "queue 0: offset 2 follows 0 in one entry")]
-fn an_entry_whose_offsets_skip_stops_loudly() {
-    let entry = IndexEntry { log_index: 1, position: 0, size: 1, tag_hash: 0, store_time_ms: 0 };
-    let effects = EntryEffects { index: vec![(0, 0, entry), (0, 2, entry)], next_offsets: vec![(0, 3)], ..Default::default() };
-    let _ = effects.into_batch(1);
-}
-
-#[test]
-#[should_panic(expected = "queue 0: next offset 5 after indexing offset 1")]
-fn a_next_offset_not_just_past_the_entry_stops_loudly() {
-    let entry = IndexEntry { log_index: 1, position: 0, size: 1, tag_hash: 0, store_time_ms: 0 };
-    let effects = EntryEffects { index: vec![(0, 0, entry), (0, 1, entry)], next_offsets: vec![(0, 5)], ..Default::default() };
-    let _ = effects.into_batch(1);
-}
 use std::collections::BTreeMap;
 
 use super::*;
 
 use crate::testing::MemoryGroup as Model;
+
+/// Invariant 2 holds where offsets are made: effects whose offsets skip or repeat never
+/// reach the store.
+#[test]
+#[should_panic(expected = "queue 0: offset 2 follows 0 in one entry")]
+fn an_entry_whose_offsets_skip_stops_loudly() {
+    into_batch(&[0, 2], 3);
+}
+
+#[test]
+#[should_panic(expected = "queue 0: next offset 5 after indexing offset 1")]
+fn a_next_offset_not_just_past_the_entry_stops_loudly() {
+    into_batch(&[0, 1], 5);
+}
+
+/// The store batch of one entry that indexes `offsets` of queue 0 and sets its next offset.
+fn into_batch(offsets: &[u64], next_offset: u64) {
+    let entry = IndexEntry { log_index: 1, position: 0, size: 1, tag_hash: 0, store_time_ms: 0 };
+    let index = offsets.iter().map(|offset| (0, *offset, entry)).collect();
+    let effects = EntryEffects { index, next_offsets: vec![(0, next_offset)], ..Default::default() };
+    let _ = effects.into_batch(1);
+}
 
 impl Model {
     /// Applies the entry at `log_index` (a command, or none for a blank entry) and the

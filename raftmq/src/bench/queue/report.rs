@@ -102,8 +102,7 @@ impl QueueBenchReport {
 
     pub fn write(&self, out: &mut impl Write, json: bool) -> io::Result<()> {
         if json {
-            serde_json::to_writer(&mut *out, self)?;
-            return writeln!(out);
+            return crate::cli::write_json_line(out, self);
         }
         writeln!(
             out,
