@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,14 +65,8 @@ fn members(brokers: &[&TestBroker]) -> BTreeMap<BrokerId, BrokerNode> {
 }
 
 async fn leader_among<'a>(brokers: &[&'a TestBroker]) -> &'a TestBroker {
-    let ids: BTreeSet<BrokerId> = brokers.iter().map(|b| b.id).collect();
-    let m = brokers[0]
-        .raft
-        .wait(Some(WAIT))
-        .metrics(|m| m.current_leader.is_some_and(|l| ids.contains(&l)), "a leader")
-        .await
-        .expect("leader elected");
-    let id = m.current_leader.expect("leader");
+    let ids: Vec<BrokerId> = brokers.iter().map(|b| b.id).collect();
+    let id = common::leader_known_to(&brokers[0].raft, &ids, WAIT).await;
     let leader = brokers.iter().find(|b| b.id == id).expect("leader is one of them");
     // openraft 0.10 refuses writes on a new leader until a quorum acknowledged it.
     leader.raft.wait(Some(WAIT)).metrics(|m| m.last_quorum_acked.is_some(), "leader lease held").await.expect("lease");

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,14 +75,8 @@ fn members(brokers: &[&TestBroker]) -> BTreeMap<BrokerId, BrokerNode> {
 }
 
 async fn leader_among(brokers: &[&TestBroker]) -> BrokerId {
-    let ids: BTreeSet<BrokerId> = brokers.iter().map(|b| b.id).collect();
-    let m = brokers[0]
-        .raft
-        .wait(Some(WAIT))
-        .metrics(|m| m.current_leader.is_some_and(|l| ids.contains(&l)), "a leader among the live brokers")
-        .await
-        .expect("leader elected");
-    m.current_leader.expect("leader")
+    let ids: Vec<BrokerId> = brokers.iter().map(|b| b.id).collect();
+    common::leader_known_to(&brokers[0].raft, &ids, WAIT).await
 }
 
 /// Writes through `leader` once it holds a leader lease (a quorum acknowledged it): before

@@ -39,6 +39,14 @@ fn records(dir: &Path) -> Vec<DumpLine> {
     lines
 }
 
+/// A log of entries 1..=`count`: the dump line of its last entry, and the file that holds it.
+fn log_ending_at(dir: &Path, count: u64) -> (DumpLine, std::path::PathBuf) {
+    write_log(dir, count);
+    let last = entry(dir, count);
+    let path = dir.join(&last.file);
+    (last, path)
+}
+
 fn entry(dir: &Path, index: u64) -> DumpLine {
     records(dir).into_iter().find(|l| l.index == Some(index) && l.kind.is_some()).expect("entry record")
 }
@@ -97,9 +105,7 @@ fn flipped_byte_in_the_last_record_of_a_sealed_segment_refuses_to_open() {
 #[test]
 fn torn_last_record_is_cut_and_nothing_before_it_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), 30);
-    let last = entry(dir.path(), 30);
-    let path = dir.path().join(&last.file);
+    let (last, path) = log_ending_at(dir.path(), 30);
     // The record's second half never reached the disk: its bytes read as zeros.
     poke(&path, last.offset + 48 + last.size / 2, &vec![0u8; (last.size / 2 + 8) as usize]);
 
@@ -137,9 +143,7 @@ fn torn_last_record_is_cut_and_nothing_before_it_is_lost() {
 #[test]
 fn file_cut_inside_the_last_record_is_recovered() {
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), 10);
-    let last = entry(dir.path(), 10);
-    let path = dir.path().join(&last.file);
+    let (last, path) = log_ending_at(dir.path(), 10);
     OpenOptions::new().write(true).open(&path).unwrap().set_len(last.offset + 30).unwrap();
 
     let report = verify_dir(dir.path()).expect("recoverable");

@@ -18,13 +18,19 @@ fn append(engine: &LogEngine, indexes: std::ops::RangeInclusive<u64>, term: u64)
     engine.group(1).append(indexes.map(|i| (term, i, payload)), Box::new(|_| {})).expect("append");
 }
 
+/// A log on a disk whose syncs can be held, with entries 0..=`last` (term 1) durable.
+async fn durable_up_to(dir: &std::path::Path, last: u64) -> (LogEngine, SlowSyncFileSystem) {
+    let disk = SlowSyncFileSystem::new(Arc::new(StdFileSystem));
+    let (engine, _) = LogEngine::open_with(dir, options(), Arc::new(disk.clone())).expect("open");
+    append(&engine, 0..=last, 1);
+    engine.group(1).durable(last).wait().await.expect("durable");
+    (engine, disk)
+}
+
 #[tokio::test]
 async fn an_entry_is_durable_only_after_its_sync_round() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let disk = SlowSyncFileSystem::new(Arc::new(StdFileSystem));
-    let (engine, _) = LogEngine::open_with(dir.path(), options(), Arc::new(disk.clone())).expect("open");
-    append(&engine, 0..=2, 1);
-    engine.group(1).durable(2).wait().await.expect("durable");
+    let (engine, disk) = durable_up_to(dir.path(), 2).await;
 
     // A slow disk: the next entries are written (readable) but not durable.
     disk.delay_ms().store(HOLD_SYNCS, Ordering::SeqCst);
@@ -42,10 +48,7 @@ async fn an_entry_is_durable_only_after_its_sync_round() {
 #[tokio::test]
 async fn a_truncated_entry_is_durable_again_only_once_its_replacement_is() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let disk = SlowSyncFileSystem::new(Arc::new(StdFileSystem));
-    let (engine, _) = LogEngine::open_with(dir.path(), options(), Arc::new(disk.clone())).expect("open");
-    append(&engine, 0..=5, 1);
-    engine.group(1).durable(5).wait().await.expect("durable");
+    let (engine, disk) = durable_up_to(dir.path(), 5).await;
 
     disk.delay_ms().store(HOLD_SYNCS, Ordering::SeqCst);
     // A new leader's entries replace 3..: by an explicit truncation, and by an overlapping append.

@@ -42,6 +42,28 @@ fn segment_files(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// A log whose segment 1 only the keeper pins: its entries 1..=3 (`first`) sit there, its
+/// entries 4..=6 (`later`) in a later segment, and the filler's entries around them are purged.
+struct Pinned {
+    engine: LogEngine,
+    keeper: GroupLog,
+    filler: GroupLog,
+    first: Vec<StoredEntry>,
+    later: Vec<StoredEntry>,
+}
+
+fn keeper_pins_segment_one(dir: &std::path::Path) -> Pinned {
+    let (engine, _) = LogEngine::open(dir, manual_options()).unwrap();
+    let keeper = engine.group(KEEPER);
+    let filler = engine.group(FILLER);
+    let first = append(&keeper, 1, 3, 16);
+    // Fill segment 1 and roll: a 1 KiB segment holds about a dozen of these.
+    append(&filler, 1, 16, 24);
+    let later = append(&keeper, 4, 6, 16);
+    filler.purge(16, b"p16").unwrap();
+    Pinned { engine, keeper, filler, first, later }
+}
+
 /// The keeper's entries 1..=3 sit in segment 1, its entries 4..=6 in a later segment; the
 /// filler's entries around them are purged. Reclaim copies 1..=3 forward, after 4..=6, and
 /// deletes segment 1. Replay then meets 4..=6 first and the copies of 1..=3 after them: were the
@@ -50,14 +72,8 @@ fn segment_files(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn a_rewritten_entry_never_truncates_the_entries_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, _) = LogEngine::open(dir.path(), manual_options()).unwrap();
-    let keeper = engine.group(KEEPER);
-    let filler = engine.group(FILLER);
-    let mut kept = append(&keeper, 1, 3, 16);
-    // Fill segment 1 and roll: a 1 KiB segment holds about a dozen of these.
-    append(&filler, 1, 16, 24);
-    kept.extend(append(&keeper, 4, 6, 16));
-    filler.purge(16, b"p16").unwrap();
+    let Pinned { engine, keeper, filler, first, later } = keeper_pins_segment_one(dir.path());
+    let kept = [first, later].concat();
     engine.sync().unwrap();
     assert!(segment_files(dir.path()).contains(&"00000000000000000001.seg".to_string()), "the keeper pins segment 1");
     assert!(engine.reclaim_oldest().unwrap(), "segment 1 is reclaimed");
@@ -96,13 +112,7 @@ fn a_rewritten_entry_never_truncates_the_entries_after_it() {
 #[test]
 fn a_truncate_or_purge_after_a_rewrite_is_never_undone() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, _) = LogEngine::open(dir.path(), manual_options()).unwrap();
-    let keeper = engine.group(KEEPER);
-    let filler = engine.group(FILLER);
-    let kept = append(&keeper, 1, 3, 16);
-    append(&filler, 1, 16, 24);
-    let later = append(&keeper, 4, 6, 16);
-    filler.purge(16, b"p16").unwrap();
+    let Pinned { engine, keeper, filler, first: kept, later } = keeper_pins_segment_one(dir.path());
     assert!(engine.reclaim_oldest().unwrap());
     keeper.purge(1, b"p1").unwrap();
     keeper.truncate_from(3).unwrap();

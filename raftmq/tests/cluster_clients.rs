@@ -9,16 +9,15 @@ use std::time::{Duration, Instant};
 
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, GetOffsetRequest, Message, SendRequest, Topic};
+use proto::raftmq::v1::{CommitOffsetRequest, DescribeTopicRequest, GetOffsetRequest, Message, SendRequest, Topic};
 use support::{Cluster, code};
 
 const FAST_RAFT: &str = "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n";
 
 async fn create_topic(cluster: &Cluster, name: &str) {
-    let mut admin = cluster.brokers[0].admin().await;
-    let topic = Topic { name: name.into(), queue_count: 1, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 };
-    let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
-    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+    cluster
+        .create_topic(Topic { name: name.into(), queue_count: 1, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 })
+        .await;
 }
 
 /// The leader of queue 0 of `topic` as broker `via` reports it (polling until one is known).
@@ -178,10 +177,15 @@ async fn calls_to_a_group_without_a_majority_end_within_their_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_closed_stdout_ends_every_command_quietly() {
     let cluster = Cluster::start(1, FAST_RAFT).await;
-    let mut admin = cluster.brokers[0].admin().await;
-    let topic = Topic { name: "piped".into(), queue_count: 2, replication_factor: 1, message_type: 0, checkpoint_interval_entries: 0 };
-    let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
-    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+    cluster
+        .create_topic(Topic {
+            name: "piped".into(),
+            queue_count: 2,
+            replication_factor: 1,
+            message_type: 0,
+            checkpoint_interval_entries: 0,
+        })
+        .await;
     let broker = cluster.brokers[0].client_addr().to_string();
     let commands: [&[&str]; 8] = [
         &["produce", "--topic", "piped", "--count", "20", "--size", "8"],

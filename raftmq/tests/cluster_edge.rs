@@ -19,10 +19,15 @@ use support::{Cluster, code};
 const FAST_RAFT: &str = "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n";
 
 async fn create_topic(cluster: &Cluster, name: &str, queues: u32) {
-    let mut admin = cluster.brokers[0].admin().await;
-    let topic = Topic { name: name.into(), queue_count: queues, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 };
-    let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
-    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+    cluster
+        .create_topic(Topic {
+            name: name.into(),
+            queue_count: queues,
+            replication_factor: 3,
+            message_type: 0,
+            checkpoint_interval_entries: 0,
+        })
+        .await;
 }
 
 fn send(topic: &str, queue: u32, bodies: &[&[u8]]) -> SendRequest {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{CreateTopicRequest, DescribeTopicRequest, FetchRequest, GroupChecksumRequest, Message, SendRequest, Topic};
+use proto::raftmq::v1::{DescribeTopicRequest, FetchRequest, GroupChecksumRequest, Message, SendRequest, Topic};
 use support::{Cluster, code};
 
 /// While an entry is in flight, the batcher lingers up to `batch_wait_us` for more sends to join
@@ -55,10 +55,10 @@ fn send_request(topic: &str, messages: Vec<Message>) -> tonic::Request<SendReque
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn messages_at_every_size_limit_are_acknowledged_and_replicated() {
     let cluster = Cluster::start(3, CONFIG).await;
+    cluster
+        .create_topic(Topic { name: "big".into(), queue_count: 1, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 })
+        .await;
     let mut admin = cluster.brokers[0].admin().await;
-    let topic = Topic { name: "big".into(), queue_count: 1, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 };
-    let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
-    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
     let described = admin.describe_topic(DescribeTopicRequest { name: "big".into() }).await.expect("describe").into_inner();
     let group_id = described.queues[0].group_id;
 

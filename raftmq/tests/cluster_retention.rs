@@ -10,17 +10,16 @@ use std::time::{Duration, Instant};
 
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{CommitOffsetRequest, CreateTopicRequest, FetchRequest, GetOffsetRequest, Message, SendRequest, Topic};
+use proto::raftmq::v1::{CommitOffsetRequest, FetchRequest, GetOffsetRequest, Message, SendRequest, Topic};
 use support::{Cluster, code};
 
 const FAST_RAFT: &str = "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n";
 const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn create_topic(cluster: &Cluster, name: &str, checkpoint_interval_entries: u64) {
-    let mut admin = cluster.brokers[0].admin().await;
-    let topic = Topic { name: name.into(), queue_count: 1, replication_factor: 3, message_type: 0, checkpoint_interval_entries };
-    let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
-    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+    cluster
+        .create_topic(Topic { name: name.into(), queue_count: 1, replication_factor: 3, message_type: 0, checkpoint_interval_entries })
+        .await;
 }
 
 fn commit(topic: &str, consumer_group: &str, offset: u64) -> tonic::Request<CommitOffsetRequest> {

@@ -133,3 +133,17 @@ pub async fn send_stored(queue: &QueueServiceClient<Channel>, req: SendRequest) 
     })
     .await
 }
+
+/// Waits up to `within` until `raft` knows a leader that is one of `ids`, and returns it.
+pub async fn leader_known_to<C, SM>(raft: &openraft::Raft<C, SM>, ids: &[BrokerId], within: Duration) -> BrokerId
+where
+    C: openraft::RaftTypeConfig<NodeId = BrokerId>,
+    SM: openraft::storage::RaftStateMachine<C>,
+{
+    let m = raft
+        .wait(Some(within))
+        .metrics(|m| m.current_leader.is_some_and(|l| ids.contains(&l)), "a leader among the given brokers")
+        .await
+        .expect("leader elected");
+    m.current_leader.expect("leader")
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, DescribeTopicRequest, Status};
+use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicRequest, Status, Topic};
 use tonic::transport::Channel;
 
 pub use jepsen::cluster::{CLIENT_PORT, PEER_PORT};
@@ -195,6 +195,13 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+
+    /// Creates `topic` through the first broker; anything but OK fails the test.
+    pub async fn create_topic(&self, topic: Topic) {
+        let mut admin = self.brokers[0].admin().await;
+        let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
+        assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
     }
 
     /// The leader of queue 0 of `topic` (polling until one is known).
