@@ -137,7 +137,7 @@ fn read_queue_blocking(
                 };
                 let entry: EntryOf<QueueGroupConfig> = bincode::deserialize(&stored.payload).map_err(|e| bad(e.to_string()))?;
                 let messages = match entry.payload {
-                    EntryPayload::Normal(GroupCommand::Send { messages, .. }) => messages,
+                    EntryPayload::Normal(GroupCommand::Send { messages, .. } | GroupCommand::SendV1 { messages, .. }) => messages,
                     other => return Err(bad(format!("indexed message in a non-send entry: {other}"))),
                 };
                 current = Some((at.log_index, messages));

@@ -41,6 +41,11 @@ pub const ENTRY_OVERHEAD_BYTES_MAX: usize = 1 << 10;
 pub const APPEND_ENTRIES_FRAMING_BYTES_MAX: usize = 64 << 10;
 /// Longest message id the broker assigns or accepts.
 pub const MESSAGE_ID_BYTES_MAX: usize = 128;
+/// Longest message group, producer host and trace context a message carries (RocketMQ's
+/// message-group bound; the other two hold a host name and a W3C trace context).
+pub const MESSAGE_GROUP_BYTES_MAX: usize = 64;
+pub const BORN_HOST_BYTES_MAX: usize = 255;
+pub const TRACE_CONTEXT_BYTES_MAX: usize = 1024;
 
 /// Room in a send request for its protobuf framing and message fields beyond what its messages
 /// count in an entry.
@@ -69,7 +74,14 @@ pub fn message_bytes_max(limits: &Limits) -> usize {
     // each with two length prefixes.
     let properties = LEN_PREFIX + limits.properties_bytes_max * (1 + 2 * LEN_PREFIX);
     let body = LEN_PREFIX + limits.body_bytes_max;
-    queue + message_id + tag + keys + properties + body
+    // message_group, born_host, born_timestamp_ms, deliver_at_ms, trace_context, body_gzip.
+    let rocketmq_fields = (1 + LEN_PREFIX + MESSAGE_GROUP_BYTES_MAX)
+        + (LEN_PREFIX + BORN_HOST_BYTES_MAX)
+        + 8
+        + (1 + 8)
+        + (1 + LEN_PREFIX + TRACE_CONTEXT_BYTES_MAX)
+        + 1;
+    queue + message_id + tag + keys + properties + body + rocketmq_fields
 }
 
 /// One option that does not fit with the others.
@@ -195,6 +207,7 @@ mod tests {
                 keys: vec!["k".into()],
                 properties: vec![("p".into(), "v".into())],
                 body: vec![1; 10],
+                ..NewMessage::default()
             })
             .collect();
         let message_bytes: usize = messages.iter().map(NewMessage::encoded_bytes).sum();
@@ -220,6 +233,7 @@ mod tests {
             keys,
             properties,
             body,
+            ..NewMessage::default()
         })
     }
 
@@ -246,6 +260,12 @@ mod tests {
             keys: vec!["k".repeat(limits.tag_bytes_max); limits.keys_per_message_max],
             properties: (0..limits.properties_bytes_max).map(|i| (char::from(b'a' + (i % 26) as u8).to_string(), String::new())).collect(),
             body: vec![0; limits.body_bytes_max],
+            message_group: Some("g".repeat(MESSAGE_GROUP_BYTES_MAX)),
+            born_host: "h".repeat(BORN_HOST_BYTES_MAX),
+            born_timestamp_ms: u64::MAX,
+            deliver_at_ms: Some(u64::MAX),
+            trace_context: Some("t".repeat(TRACE_CONTEXT_BYTES_MAX)),
+            body_gzip: true,
         };
         let parts = MessageParts { body: &widest.body, properties: &widest.properties, tag: widest.tag.as_deref(), keys: &widest.keys };
         assert_eq!(check_message("m", &parts, &limits), Ok(()));

@@ -34,8 +34,15 @@ fn entry(index: u64, payload: EntryPayloadOf<C>) -> LogEntry {
 }
 
 fn send(index: u64) -> LogEntry {
-    let message =
-        NewMessage { queue: 0, message_id: format!("m{index}"), tag: None, keys: vec![], properties: vec![], body: vec![index as u8; 100] };
+    let message = NewMessage {
+        queue: 0,
+        message_id: format!("m{index}"),
+        tag: None,
+        keys: vec![],
+        properties: vec![],
+        body: vec![index as u8; 100],
+        ..NewMessage::default()
+    };
     entry(index, EntryPayload::Normal(GroupCommand::Send { store_time_ms: 1, messages: vec![message] }))
 }
 

@@ -129,6 +129,7 @@ fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                                 keys: vec![],
                                 properties: vec![],
                                 body: vec![0; sent % 7],
+                                ..NewMessage::default()
                             }
                         })
                         .collect();
@@ -203,6 +204,7 @@ fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                 (None, reply) => prop_assert_eq!(reply, &GroupReply::NoCommand),
                 (Some(GroupCommand::Checkpoint), reply) => prop_assert_eq!(reply, &GroupReply::Checkpointed { log_index }),
                 (Some(GroupCommand::Send { .. }), reply) => prop_assert!(false, "send refused: {:?}", reply),
+                (Some(GroupCommand::SendV1 { .. }), _) => prop_assert!(false, "the model proposes no released-layout sends"),
             }
             if options.records_checkpoint(log_index, command.as_ref()) {
                 record_checkpoint(&view, log_index, log_index.to_le_bytes().to_vec(), &mut effects).unwrap();

@@ -224,3 +224,25 @@ async fn a_local_only_fetch_reads_this_brokers_replica_or_is_refused() {
         b.shutdown().await.unwrap();
     }
 }
+
+/// A topic that exists is answered ALREADY_EXISTS whoever is alive: with a broker down, a
+/// retried create of a three-replica topic used to be refused as if the cluster could not
+/// place it (FAILED_PRECONDITION), which says nothing of the topic the client asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creating_an_existing_topic_with_a_broker_down_answers_already_exists() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (b1, b2, b3) = start_three(&dirs).await;
+    let mut admin = AdminServiceClient::new(connect(b1.client_addr()).await);
+    let topic = Topic { name: "placed".into(), queue_count: 1, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 };
+    let created = admin.create_topic(CreateTopicRequest { topic: Some(topic.clone()) }).await.unwrap().into_inner();
+    assert_eq!(code(&created.status), Code::Ok, "{:?}", created.status);
+    b3.shutdown().await.unwrap();
+    let again = admin.create_topic(CreateTopicRequest { topic: Some(topic.clone()) }).await.unwrap().into_inner();
+    assert_eq!(code(&again.status), Code::AlreadyExists, "{:?}", again.status);
+    let other = Topic { name: "unplaceable".into(), ..topic };
+    let refused = admin.create_topic(CreateTopicRequest { topic: Some(other) }).await.unwrap().into_inner();
+    assert_eq!(code(&refused.status), Code::FailedPrecondition, "a new topic still needs its live brokers: {:?}", refused.status);
+    for b in [b1, b2] {
+        b.shutdown().await.unwrap();
+    }
+}

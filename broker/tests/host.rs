@@ -27,6 +27,7 @@ fn send(n: usize, tag: &str) -> GroupCommand {
             keys: vec![],
             properties: vec![],
             body: format!("{tag} body {i}").into_bytes(),
+            ..NewMessage::default()
         })
         .collect();
     GroupCommand::Send { store_time_ms: 1, messages }

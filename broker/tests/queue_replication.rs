@@ -89,6 +89,7 @@ fn send(first: usize, n: usize) -> GroupCommand {
             keys: vec![format!("key-{i}")],
             properties: vec![("n".into(), i.to_string())],
             body: vec![i as u8; i % 50],
+            ..NewMessage::default()
         })
         .collect();
     GroupCommand::Send { store_time_ms: 1_764_000_000_000 + first as u64, messages }

@@ -38,6 +38,7 @@ fn message(i: u64, part: u64) -> NewMessage {
         keys: vec![format!("k-{i}")],
         properties: vec![("part".into(), part.to_string())],
         body: format!("body of entry {i} part {part}").repeat((i % 4 + 1) as usize).into_bytes(),
+        ..NewMessage::default()
     }
 }
 

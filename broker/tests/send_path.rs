@@ -17,7 +17,15 @@ const GROUP: u64 = 3;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn message(id: &str) -> NewMessage {
-    NewMessage { queue: 0, message_id: id.to_string(), tag: None, keys: vec![], properties: vec![], body: id.as_bytes().to_vec() }
+    NewMessage {
+        queue: 0,
+        message_id: id.to_string(),
+        tag: None,
+        keys: vec![],
+        properties: vec![],
+        body: id.as_bytes().to_vec(),
+        ..NewMessage::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

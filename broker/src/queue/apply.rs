@@ -200,7 +200,9 @@ impl From<StoreError> for Outcome {
 /// failed read is an error (the caller must stop applying: going on would diverge).
 pub fn apply_command(view: &impl GroupView, log_index: u64, command: &GroupCommand) -> Result<(EntryEffects, GroupReply), StoreError> {
     let result = match command {
-        GroupCommand::Send { store_time_ms, messages } => send(view, log_index, *store_time_ms, messages),
+        GroupCommand::Send { store_time_ms, messages } | GroupCommand::SendV1 { store_time_ms, messages } => {
+            send(view, log_index, *store_time_ms, messages)
+        }
         // Entries from before the bound: only what a checkpoint holds limits them.
         GroupCommand::CommitOffset { consumer_group, queue, offset } => {
             commit_offset(view, consumer_group, *queue, *offset, CONSUMER_GROUPS_PER_QUEUE_MAX)

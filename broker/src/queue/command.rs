@@ -12,7 +12,7 @@ crate::group_types!(
 );
 
 /// One message of a [`GroupCommand::Send`], as the edge validated it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewMessage {
     /// The queue of the group the message goes to.
     pub queue: u32,
@@ -24,6 +24,19 @@ pub struct NewMessage {
     /// copied at once instead of one element at a time (a 64 KiB body was 64 Ki calls).
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+    /// FIFO topics: the messages of one group are delivered in send order.
+    pub message_group: Option<String>,
+    /// Where and when the producer made the message, as it said (RocketMQ's born host and
+    /// timestamp); empty and 0 when it did not say.
+    pub born_host: String,
+    pub born_timestamp_ms: u64,
+    /// Delay topics: not delivered before this time (ms since the epoch).
+    pub deliver_at_ms: Option<u64>,
+    /// The producer's trace context, passed through to consumers.
+    pub trace_context: Option<String>,
+    /// The producer compressed the body with gzip (RocketMQ's body encoding): stored and
+    /// delivered as it came.
+    pub body_gzip: bool,
 }
 
 impl NewMessage {
@@ -40,10 +53,13 @@ impl NewMessage {
 /// every replica in log order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupCommand {
-    /// Appends `messages` to their queues, in order. `store_time_ms` is stamped by the leader
-    /// before proposing, so every replica applies the same value (a replica's own clock would
-    /// make replicas differ).
-    Send { store_time_ms: u64, messages: Vec<NewMessage> },
+    /// Released entries of [`GroupCommand::Send`], written before messages had RocketMQ's fields:
+    /// decoded with those fields empty; never proposed any more.
+    SendV1 {
+        store_time_ms: u64,
+        #[serde(with = "send_v1")]
+        messages: Vec<NewMessage>,
+    },
     /// Moves `consumer_group`'s committed offset on `queue` to `offset` (the next offset it
     /// will consume). Refused if it would move backwards (invariant 3).
     CommitOffset { consumer_group: String, queue: u32, offset: u64 },
@@ -63,6 +79,90 @@ pub enum GroupCommand {
     /// consumer groups is answered [`GroupReply::LimitReached`]. Leaders propose only this
     /// form; `CommitOffset` stays for the entries already in logs.
     CommitOffsetBounded { consumer_group: String, queue: u32, offset: u64, consumer_groups_max: u32 },
+    /// Appends `messages` to their queues, in order. `store_time_ms` is stamped by the leader
+    /// before proposing, so every replica applies the same value (a replica's own clock would
+    /// make replicas differ).
+    Send { store_time_ms: u64, messages: Vec<NewMessage> },
+}
+
+/// The layout of [`GroupCommand::SendV1`]'s messages: [`NewMessage`] without the fields after
+/// `body`. A message with any of them set cannot be written so (they would be lost): an error.
+mod send_v1 {
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::NewMessage;
+
+    #[derive(Serialize)]
+    struct Written<'a> {
+        queue: u32,
+        message_id: &'a str,
+        tag: &'a Option<String>,
+        keys: &'a [String],
+        properties: &'a [(String, String)],
+        #[serde(with = "serde_bytes")]
+        body: &'a [u8],
+    }
+
+    #[derive(Deserialize)]
+    struct Read {
+        queue: u32,
+        message_id: String,
+        tag: Option<String>,
+        keys: Vec<String>,
+        properties: Vec<(String, String)>,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    }
+
+    pub fn serialize<S: Serializer>(messages: &[NewMessage], s: S) -> Result<S::Ok, S::Error> {
+        let mut written = Vec::with_capacity(messages.len());
+        for m in messages {
+            let without_later_fields = NewMessage {
+                message_group: None,
+                born_host: String::new(),
+                born_timestamp_ms: 0,
+                deliver_at_ms: None,
+                trace_context: None,
+                body_gzip: false,
+                ..m.clone()
+            };
+            if &without_later_fields != m {
+                return Err(S::Error::custom("a message with RocketMQ fields cannot be written as a SendV1 entry"));
+            }
+            let (keys, properties, body) = (&m.keys, &m.properties, &m.body);
+            written.push(Written { queue: m.queue, message_id: &m.message_id, tag: &m.tag, keys, properties, body });
+        }
+        written.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NewMessage>, D::Error> {
+        let read = Vec::<Read>::deserialize(d)?;
+        Ok(read
+            .into_iter()
+            .map(|m| NewMessage {
+                queue: m.queue,
+                message_id: m.message_id,
+                tag: m.tag,
+                keys: m.keys,
+                properties: m.properties,
+                body: m.body,
+                ..NewMessage::default()
+            })
+            .collect())
+    }
+}
+
+impl GroupCommand {
+    /// The leader's store time and the messages, for a command that appends messages.
+    pub fn appended(&self) -> Option<(u64, &[NewMessage])> {
+        match self {
+            GroupCommand::Send { store_time_ms, messages } | GroupCommand::SendV1 { store_time_ms, messages } => {
+                Some((*store_time_ms, messages))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The state machine's answer to one applied Raft entry.
@@ -91,7 +191,7 @@ pub enum GroupReply {
 impl fmt::Display for GroupCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GroupCommand::Send { store_time_ms, messages } => {
+            GroupCommand::Send { store_time_ms, messages } | GroupCommand::SendV1 { store_time_ms, messages } => {
                 let bytes: usize = messages.iter().map(|m| m.body.len()).sum();
                 write!(f, "send {} messages ({bytes} body bytes) at {store_time_ms} ms", messages.len())
             }
@@ -123,6 +223,7 @@ mod tests {
                     keys: vec!["k1".into(), "k2".into()],
                     properties: vec![("a".into(), "b".into())],
                     body: vec![0, 1, 2, 255],
+                    ..NewMessage::default()
                 }],
             },
             GroupCommand::Send { store_time_ms: 0, messages: vec![] },
@@ -159,6 +260,57 @@ mod tests {
         assert_eq!(bincode::serialize(&commit).unwrap()[..4], 1u32.to_le_bytes());
     }
 
+    /// A `Send` entry written before messages had RocketMQ's fields (variant 0, the fields up to
+    /// `body`) decodes as [`GroupCommand::SendV1`] with those fields empty; the new `Send` keeps them.
+    #[test]
+    fn send_entries_of_both_layouts_decode() {
+        #[derive(Serialize)]
+        struct ReleasedMessage {
+            queue: u32,
+            message_id: String,
+            tag: Option<String>,
+            keys: Vec<String>,
+            properties: Vec<(String, String)>,
+            #[serde(with = "serde_bytes")]
+            body: Vec<u8>,
+        }
+        let released = ReleasedMessage {
+            queue: 1,
+            message_id: "m".into(),
+            tag: Some("t".into()),
+            keys: vec!["k".into()],
+            properties: vec![("p".into(), "v".into())],
+            body: b"body".to_vec(),
+        };
+        let bytes = [&0u32.to_le_bytes()[..], &bincode::serialize(&(7u64, vec![released])).unwrap()].concat();
+        let expected = NewMessage {
+            queue: 1,
+            message_id: "m".into(),
+            tag: Some("t".into()),
+            keys: vec!["k".into()],
+            properties: vec![("p".into(), "v".into())],
+            body: b"body".to_vec(),
+            ..NewMessage::default()
+        };
+        let decoded: GroupCommand = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(decoded, GroupCommand::SendV1 { store_time_ms: 7, messages: vec![expected.clone()] });
+        assert_eq!(bincode::serialize(&decoded).unwrap(), bytes, "written back as it was");
+
+        let full = NewMessage {
+            message_group: Some("order-1".into()),
+            born_host: "10.0.0.1".into(),
+            born_timestamp_ms: 5,
+            deliver_at_ms: Some(9),
+            trace_context: Some("00-ab".into()),
+            body_gzip: true,
+            ..expected
+        };
+        let send = GroupCommand::Send { store_time_ms: 7, messages: vec![full.clone()] };
+        assert_eq!(bincode::deserialize::<GroupCommand>(&bincode::serialize(&send).unwrap()).unwrap(), send);
+        let lossy = GroupCommand::SendV1 { store_time_ms: 7, messages: vec![full] };
+        assert!(bincode::serialize(&lossy).is_err(), "RocketMQ fields are never dropped silently");
+    }
+
     #[test]
     fn display_counts_bodies_without_printing_them() {
         let c = GroupCommand::Send {
@@ -170,6 +322,7 @@ mod tests {
                 keys: vec![],
                 properties: vec![],
                 body: b"secret".to_vec(),
+                ..NewMessage::default()
             }],
         };
         let shown = c.to_string();

@@ -65,7 +65,7 @@ use raft_log::GroupLog;
 use serde::{Deserialize, Serialize};
 
 use super::apply::{EntryEffects, GroupView, QueueGroupOptions, apply_command, record_checkpoint};
-use super::command::{GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
+use super::command::{GroupReply, NewMessage, QueueGroupConfig};
 use crate::raft::service::SNAPSHOT_BYTES_MAX;
 use crate::store::{
     Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, OffsetCounts, QueueStore, RAFT_STATE_BYTES_MAX,
@@ -96,7 +96,7 @@ enum Write {
 /// The bytes of an entry's messages, each counted whole; 0 for anything else.
 fn command_bytes(entry: &EntryOf<C>) -> usize {
     match &entry.payload {
-        EntryPayload::Normal(GroupCommand::Send { messages, .. }) => messages.iter().map(NewMessage::encoded_bytes).sum(),
+        EntryPayload::Normal(command) => command.appended().map_or(0, |(_, messages)| messages.iter().map(NewMessage::encoded_bytes).sum()),
         _ => 0,
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use controller::{ClusterMap, MetaCommand, MetaReply};
+use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use proto::raftmq::v1::peer_service_client::PeerServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::status::Code;
@@ -44,6 +45,24 @@ pub(crate) enum PeerCallError {
 }
 
 /// See the module documentation.
+/// A client protocol whose requests a broker forwards to a group's leader.
+pub(crate) trait ForwardClient {
+    /// A client over `channel` that sends and accepts messages of up to `message_bytes_max`.
+    fn new(channel: Channel, message_bytes_max: usize) -> Self;
+}
+
+impl ForwardClient for QueueServiceClient<Channel> {
+    fn new(channel: Channel, message_bytes_max: usize) -> Self {
+        QueueServiceClient::new(channel).max_decoding_message_size(message_bytes_max).max_encoding_message_size(message_bytes_max)
+    }
+}
+
+impl ForwardClient for MessagingServiceClient<Channel> {
+    fn new(channel: Channel, message_bytes_max: usize) -> Self {
+        MessagingServiceClient::new(channel).max_decoding_message_size(message_bytes_max).max_encoding_message_size(message_bytes_max)
+    }
+}
+
 pub struct ForwardClients {
     peers: Arc<PeerChannels>,
     clients: Mutex<HashMap<String, Channel>>,
@@ -66,17 +85,11 @@ impl ForwardClients {
             .max_encoding_message_size(TRANSPORT_MESSAGE_BYTES_MAX))
     }
 
-    fn queue_client(&self, channel: Channel) -> QueueServiceClient<Channel> {
-        QueueServiceClient::new(channel)
-            .max_decoding_message_size(self.client_message_bytes_max)
-            .max_encoding_message_size(self.client_message_bytes_max)
-    }
-
-    /// A `QueueService` client for another broker's client endpoint.
-    pub(crate) fn queue(&self, endpoint: &str) -> Result<QueueServiceClient<Channel>, String> {
+    /// A channel to another broker's client endpoint, shared by every forward there.
+    fn client_channel(&self, endpoint: &str) -> Result<Channel, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(endpoint) {
-            return Ok(self.queue_client(c.clone()));
+            return Ok(c.clone());
         }
         if clients.len() >= CLIENT_CHANNELS_MAX {
             clients.clear();
@@ -88,7 +101,12 @@ impl ForwardClients {
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy();
         clients.insert(endpoint.to_string(), channel.clone());
-        Ok(self.queue_client(channel))
+        Ok(channel)
+    }
+
+    /// A client of `C`'s protocol for another broker's client endpoint.
+    pub(crate) fn client<C: ForwardClient>(&self, endpoint: &str) -> Result<C, String> {
+        Ok(C::new(self.client_channel(endpoint)?, self.client_message_bytes_max))
     }
 
     pub(crate) async fn propose_meta(&self, addr: &str, cmd: &MetaCommand) -> Result<MetaReply, PeerCallError> {

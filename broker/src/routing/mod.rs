@@ -16,12 +16,10 @@ pub mod forward;
 use std::sync::Arc;
 use std::time::Duration;
 
-use controller::{ClusterMap, GroupRecord};
+use controller::{ClusterMap, GroupRecord, TopicRecord};
 use openraft::ServerState;
 use openraft::type_config::async_runtime::watch::WatchReceiver;
 use proto::raftmq::v1::Status;
-use proto::raftmq::v1::queue_service_client::QueueServiceClient;
-use tonic::transport::Channel;
 use tonic::{Request, Response};
 
 use crate::edge::{self, at_most, left};
@@ -80,7 +78,7 @@ pub(crate) enum AtLeader<R> {
 /// (through `call`). A forward that could not even connect (nothing was sent) goes
 /// once more to the leader the group names next; any other failure is answered as `effect`
 /// says. The one place where every RPC's resolve / forward / serve decision is made.
-pub(crate) async fn at_leader<R, F, Fut>(
+pub(crate) async fn at_leader<C, R, F, Fut>(
     core: &Core,
     group: &GroupRecord,
     mut serve: Serve,
@@ -90,7 +88,8 @@ pub(crate) async fn at_leader<R, F, Fut>(
     mut call: F,
 ) -> AtLeader<R>
 where
-    F: FnMut(QueueServiceClient<Channel>, Option<Duration>) -> Fut,
+    C: forward::ForwardClient,
+    F: FnMut(C, Option<Duration>) -> Fut,
     Fut: std::future::Future<Output = Result<Response<R>, tonic::Status>>,
 {
     let failed = |endpoint: &str, e: &tonic::Status| match effect {
@@ -104,7 +103,7 @@ where
             Serve::Leader(raft) => return AtLeader::Here(raft),
             Serve::Forward(endpoint) => endpoint,
         };
-        let client = match core.forward.queue(&endpoint) {
+        let client = match core.forward.client::<C>(&endpoint) {
             Ok(c) => c,
             Err(e) => return AtLeader::Refused(status::unavailable(e)),
         };
@@ -129,13 +128,7 @@ impl Core {
     /// The group of `queue` in `topic`: from the local map, or after a linearizable read of the
     /// metadata when the local copy does not have the topic yet (it was just created).
     pub(crate) async fn route(&self, topic: &str, queue: Option<u32>, routing_key: Option<&str>) -> Result<GroupRecord, Status> {
-        let mut map: Arc<ClusterMap> = self.local_map();
-        if !map.topics.contains_key(topic) {
-            map = self.read_meta().await.map_err(|e| status::unavailable(e.to_string()))?;
-        }
-        let Some(t) = map.topics.get(topic) else {
-            return Err(status::not_found(format!("topic {topic:?} does not exist")));
-        };
+        let (map, t) = self.map_with_topic(topic).await?;
         let queue = match (queue, routing_key) {
             (Some(q), _) if q < t.queue_count => q,
             (Some(q), _) => {
@@ -146,6 +139,27 @@ impl Core {
             (None, None) => return Err(status::invalid("target", "set queue_id or routing_key")),
         };
         map.route(topic, queue).cloned().ok_or_else(|| status::internal(format!("topic {topic:?} queue {queue} has no group in the map")))
+    }
+
+    /// `topic` and a cluster map that holds it: the local copy, or after a linearizable read of
+    /// the metadata when the local copy does not have it yet (it was just created). NOT_FOUND
+    /// when the topic does not exist.
+    pub(crate) async fn map_with_topic(&self, topic: &str) -> Result<(Arc<ClusterMap>, TopicRecord), Status> {
+        let mut map: Arc<ClusterMap> = self.local_map();
+        if !map.topics.contains_key(topic) {
+            map = self.read_meta().await.map_err(|e| status::unavailable(e.to_string()))?;
+        }
+        let Some(record) = map.topics.get(topic).cloned() else {
+            return Err(status::not_found(format!("topic {topic:?} does not exist")));
+        };
+        Ok((map, record))
+    }
+
+    /// The broker that leads `group` as far as this broker knows: its own replica's view, else
+    /// the group's preferred leader.
+    pub(crate) fn known_leader(&self, group: &GroupRecord) -> Option<BrokerId> {
+        let seen = self.group(group.id).and_then(|raft| raft.metrics().borrow_watched().current_leader);
+        seen.or_else(|| group.replicas.first().copied())
     }
 
     /// Where a consumer-offset request (`CommitOffset`, `GetOffset`) is served, after checking

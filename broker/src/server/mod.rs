@@ -20,6 +20,7 @@ use controller::{ClusterMap, MetaCommand, MetaReply, MetaStateMachine};
 use openraft::ServerState;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::type_config::async_runtime::watch::WatchReceiver;
+use proto::apache::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use proto::raftmq::v1::admin_service_server::AdminServiceServer;
 use proto::raftmq::v1::peer_service_server::PeerServiceServer;
 use proto::raftmq::v1::queue_service_server::QueueServiceServer;
@@ -251,16 +252,27 @@ impl MetricsSource for Core {
     }
 
     fn replicas(&self) -> Vec<ReplicaState> {
-        let mut replicas = vec![ReplicaState::from_raft(controller::META_GROUP_ID, &self.meta.metrics().borrow_watched())];
-        for id in self.host.groups() {
-            if let Some(raft) = self.host.group(id) {
-                let mut state = ReplicaState::from_raft(id, &raft.metrics().borrow_watched());
-                state.hibernating = self.host.is_parked(id);
-                state.durable_applied_index = self.host.store().durable_applied_index(id);
-                replicas.push(state);
-            }
+        self.hosted_groups().filter_map(|id| self.replica_state(id)).collect()
+    }
+}
+
+impl Core {
+    /// Every group with a replica here: the metadata group first, then the queue groups.
+    pub(crate) fn hosted_groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        std::iter::once(controller::META_GROUP_ID).chain(self.host.groups())
+    }
+
+    /// This broker's replica of `group` (the metadata group included) as its Raft metrics and,
+    /// for a queue group, the host and store describe it; `None` when it has none.
+    pub(crate) fn replica_state(&self, group: GroupId) -> Option<ReplicaState> {
+        if group == controller::META_GROUP_ID {
+            return Some(ReplicaState::from_raft(group, &self.meta.metrics().borrow_watched()));
         }
-        replicas
+        let raft = self.host.group(group)?;
+        let mut state = ReplicaState::from_raft(group, &raft.metrics().borrow_watched());
+        state.hibernating = self.host.is_parked(group);
+        state.durable_applied_index = self.host.store().durable_applied_index(group);
+        Some(state)
     }
 }
 
@@ -348,6 +360,9 @@ impl BrokerServer {
             .max_decoding_message_size(request_bytes_max - GRPC_MESSAGE_HEADER_BYTES)
             .max_encoding_message_size(REPLY_BYTES_MAX);
         let admin = AdminServiceServer::new(admin_service::AdminSvc::new(core.clone()));
+        let rocketmq = MessagingServiceServer::new(crate::service::rocketmq::MessagingSvc::new(core.clone()))
+            .max_decoding_message_size(request_bytes_max - GRPC_MESSAGE_HEADER_BYTES)
+            .max_encoding_message_size(REPLY_BYTES_MAX);
         let mut stopped = core.stop.clone();
         let client_server = tokio::spawn(async move {
             let stop = async move {
@@ -364,6 +379,7 @@ impl BrokerServer {
                 .layer(request_budget.layer())
                 .add_service(queue)
                 .add_service(admin)
+                .add_service(rocketmq)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await;
             if let Err(e) = served {

@@ -182,10 +182,17 @@ impl AdminService for AdminSvc {
         // now" (a status call, at most STATUS_TIMEOUT), and replicas go only to those brokers;
         // leases that say so continuously are the controller's (issue #14).
         let all: BTreeSet<BrokerId> = map.brokers.keys().copied().collect();
-        let answering: BTreeSet<BrokerId> = core.gather_status(&map, &all, &[META_GROUP_ID]).await.into_keys().collect();
-        if let Err(refusal) = check_live_brokers(replication_factor, answering.len(), map.brokers.len()) {
-            return refuse(refusal);
-        }
+        // A topic that exists is answered ALREADY_EXISTS by the command, whoever answers now: a
+        // retried create must not depend on liveness (the command still goes through Raft).
+        let answering = if map.topics.contains_key(&topic.name) {
+            all
+        } else {
+            let answering: BTreeSet<BrokerId> = core.gather_status(&map, &all, &[META_GROUP_ID]).await.into_keys().collect();
+            if let Err(refusal) = check_live_brokers(replication_factor, answering.len(), map.brokers.len()) {
+                return refuse(refusal);
+            }
+            answering
+        };
         let checkpoint_interval_entries =
             if topic.checkpoint_interval_entries == 0 { defaults.checkpoint_interval_entries } else { topic.checkpoint_interval_entries };
         let group_options = GroupOptions { checkpoint_interval_entries };

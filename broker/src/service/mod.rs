@@ -5,10 +5,12 @@
 //!
 //! - [`queue_service`]: `raftmq.v1.QueueService`, the native client API.
 //! - [`admin_service`]: `raftmq.v1.AdminService`: topics, cluster status, replica checksums.
+//! - [`rocketmq`]: `apache.rocketmq.v2.MessagingService`, RocketMQ 5's client protocol.
 //! - [`peer_service`]: `raftmq.v1.PeerService`, broker to broker: metadata calls, status,
 //!   digests, hibernation.
 
 pub(crate) mod admin_service;
 pub(crate) mod peer_service;
 pub(crate) mod queue_service;
+pub(crate) mod rocketmq;
 pub(crate) mod status;

@@ -16,7 +16,7 @@ use proto::raftmq::v1::{
 use tonic::{Request, Response};
 
 use super::status;
-use crate::metrics::{MetricsSource, ReplicaState};
+use crate::metrics::ReplicaState;
 use crate::raft::codec;
 use crate::server::Core;
 
@@ -145,8 +145,9 @@ impl PeerService for PeerSvc {
         let wanted = request.into_inner().group_ids;
         let map = core.local_map();
         let mut groups = Vec::new();
-        for replica in core.replicas().iter().filter(|r| wanted.is_empty() || wanted.contains(&r.group)) {
-            let mut s = group_status(replica);
+        let asked = core.hosted_groups().filter(|id| wanted.is_empty() || wanted.contains(id));
+        for replica in asked.filter_map(|id| core.replica_state(id)) {
+            let mut s = group_status(&replica);
             if let Some(record) = map.groups.get(&replica.group) {
                 match core.host.store().next_offset(replica.group, record.queue) {
                     Ok(end) => {

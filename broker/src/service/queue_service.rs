@@ -74,7 +74,7 @@ fn new_message(m: &Message, message_id: String, queue: u32) -> NewMessage {
     let mut properties: Vec<(String, String)> = m.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     // Sorted, so that every replica stores the same bytes whatever order the map arrived in.
     properties.sort();
-    NewMessage { queue, message_id, tag: m.tag.clone(), keys: m.keys.clone(), properties, body: m.body.to_vec() }
+    NewMessage { queue, message_id, tag: m.tag.clone(), keys: m.keys.clone(), properties, body: m.body.to_vec(), ..NewMessage::default() }
 }
 
 impl QueueSvc {
@@ -150,7 +150,7 @@ impl QueueSvc {
             let preferred = group.replicas.first().and_then(|&b| core.endpoint_of(b));
             return match preferred {
                 Some((_, endpoint)) if !forwarded => {
-                    let mut client = match core.forward.queue(&endpoint) {
+                    let mut client: QueueServiceClient<Channel> = match core.forward.client(&endpoint) {
                         Ok(c) => c,
                         Err(e) => return refuse(status::unavailable(e)),
                     };
@@ -278,7 +278,7 @@ fn stored_message(m: crate::host::StoredMessage) -> StoredMessage {
             properties: n.properties.into_iter().collect(),
             tag: n.tag,
             keys: n.keys,
-            message_group: None,
+            message_group: n.message_group,
             sequence: 0,
         }),
     }

@@ -54,6 +54,7 @@ fn msg(queue: u32, tag: Option<&str>, body: &[u8]) -> NewMessage {
         keys: vec![],
         properties: vec![],
         body: body.to_vec(),
+        ..NewMessage::default()
     }
 }
 

@@ -37,6 +37,7 @@ fn send(queues: &[u32]) -> GroupCommand {
             keys: vec![],
             properties: vec![],
             body: vec![queue as u8; 10],
+            ..NewMessage::default()
         })
         .collect();
     GroupCommand::Send { store_time_ms: 1_000, messages }

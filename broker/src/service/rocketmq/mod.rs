@@ -1,0 +1,192 @@
+//! `apache.rocketmq.v2.MessagingService`, RocketMQ 5's client protocol, served on every broker's
+//! client port beside the native API so that the official clients work unchanged: an adapter.
+//! Each RPC checks its request at the edge ([`crate::edge`]), takes it to the queue's leader
+//! ([`crate::routing`]), calls what the queue group serves there ([`crate::serve`]) and answers
+//! with the protocol's own [`Code`] ([`codes`]).
+//!
+//! - [`route`]: `QueryRoute`: every queue of a topic, on the broker that leads it.
+//! - [`telemetry`]: the settings handshake clients wait for before they send or receive.
+//! - [`send`]: `SendMessage`: normal and FIFO messages; the broker, never the client, picks a
+//!   FIFO message's queue from its message group.
+//! - `Heartbeat` and `NotifyClientTermination` are answered OK: a client's liveness decides
+//!   nothing yet. Every other RPC is answered `NOT_IMPLEMENTED` (a clear refusal, never an
+//!   empty success) until consumption lands.
+//!
+//! Resources: a topic named `name` in namespace `ns` is raftmq's topic `ns%name` (RocketMQ's
+//! own spelling); an empty `resource_namespace` takes the `x-mq-namespace` header's.
+
+mod codes;
+mod route;
+mod send;
+mod telemetry;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use proto::apache::rocketmq::v2::messaging_service_server::MessagingService;
+use proto::apache::rocketmq::v2::{
+    AckMessageRequest, AckMessageResponse, ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code, EndTransactionRequest,
+    EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse, GetOffsetRequest,
+    GetOffsetResponse, HeartbeatRequest, HeartbeatResponse, NotifyClientTerminationRequest, NotifyClientTerminationResponse,
+    PullMessageRequest, PullMessageResponse, QueryAssignmentRequest, QueryAssignmentResponse, QueryOffsetRequest, QueryOffsetResponse,
+    QueryRouteRequest, QueryRouteResponse, RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, ReceiveMessageResponse,
+    Resource, SendMessageRequest, SendMessageResponse, Status, SyncLiteSubscriptionRequest, SyncLiteSubscriptionResponse, TelemetryCommand,
+    UpdateOffsetRequest, UpdateOffsetResponse, pull_message_response, receive_message_response,
+};
+use tonic::{Request, Response, Streaming};
+
+use crate::server::Core;
+
+/// The header a client names its namespace in when a resource leaves it empty.
+const NAMESPACE_HEADER: &str = "x-mq-namespace";
+
+pub(crate) struct MessagingSvc {
+    core: Arc<Core>,
+    send: send::SendState,
+}
+
+impl MessagingSvc {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Self { core, send: send::SendState::default() }
+    }
+}
+
+/// A status with `code` and `message`.
+fn status(code: Code, message: impl Into<String>) -> Status {
+    Status { code: code as i32, message: message.into() }
+}
+
+fn ok() -> Status {
+    status(Code::Ok, "OK")
+}
+
+fn not_implemented(rpc: &str) -> Status {
+    status(Code::NotImplemented, format!("{rpc} is not served by this raftmq release"))
+}
+
+/// A RocketMQ resource with its namespace resolved (the request header's when the resource
+/// has none), and raftmq's name of it: `namespace%name`, or `name` without a namespace.
+fn resolve<T>(resource: Option<&Resource>, request: &Request<T>) -> (Resource, String) {
+    let Some(r) = resource else { return (Resource::default(), String::new()) };
+    let namespace = if r.resource_namespace.is_empty() {
+        request.metadata().get(NAMESPACE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    } else {
+        r.resource_namespace.as_str()
+    };
+    let name = if namespace.is_empty() { r.name.clone() } else { format!("{namespace}%{}", r.name) };
+    (Resource { resource_namespace: namespace.to_owned(), name: r.name.clone() }, name)
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
+
+/// A server stream of one item.
+fn one<T: Send + 'static>(item: T) -> ResponseStream<T> {
+    Box::pin(futures::stream::iter([Ok(item)]))
+}
+
+#[tonic::async_trait]
+impl MessagingService for MessagingSvc {
+    #[tracing::instrument(level = "debug", skip_all, fields(topic))]
+    async fn query_route(&self, request: Request<QueryRouteRequest>) -> Result<Response<QueryRouteResponse>, tonic::Status> {
+        let (resource, topic) = resolve(request.get_ref().topic.as_ref(), &request);
+        tracing::Span::current().record("topic", topic.as_str());
+        Ok(Response::new(route::query_route(&self.core, &resource, &topic).await))
+    }
+
+    async fn heartbeat(&self, _request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, tonic::Status> {
+        Ok(Response::new(HeartbeatResponse { status: Some(ok()) }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(messages = request.get_ref().messages.len()))]
+    async fn send_message(&self, request: Request<SendMessageRequest>) -> Result<Response<SendMessageResponse>, tonic::Status> {
+        Ok(Response::new(send::send_message(&self.core, &self.send, request).await))
+    }
+
+    async fn query_assignment(
+        &self,
+        _request: Request<QueryAssignmentRequest>,
+    ) -> Result<Response<QueryAssignmentResponse>, tonic::Status> {
+        Ok(Response::new(QueryAssignmentResponse { status: Some(not_implemented("QueryAssignment")), assignments: vec![] }))
+    }
+
+    type ReceiveMessageStream = ResponseStream<ReceiveMessageResponse>;
+
+    async fn receive_message(
+        &self,
+        _request: Request<ReceiveMessageRequest>,
+    ) -> Result<Response<Self::ReceiveMessageStream>, tonic::Status> {
+        let refused = receive_message_response::Content::Status(not_implemented("ReceiveMessage"));
+        Ok(Response::new(one(ReceiveMessageResponse { content: Some(refused) })))
+    }
+
+    async fn ack_message(&self, _request: Request<AckMessageRequest>) -> Result<Response<AckMessageResponse>, tonic::Status> {
+        Ok(Response::new(AckMessageResponse { status: Some(not_implemented("AckMessage")), entries: vec![] }))
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        _request: Request<ForwardMessageToDeadLetterQueueRequest>,
+    ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, tonic::Status> {
+        let status = Some(not_implemented("ForwardMessageToDeadLetterQueue"));
+        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse { status }))
+    }
+
+    type PullMessageStream = ResponseStream<PullMessageResponse>;
+
+    async fn pull_message(&self, _request: Request<PullMessageRequest>) -> Result<Response<Self::PullMessageStream>, tonic::Status> {
+        let refused = pull_message_response::Content::Status(not_implemented("PullMessage"));
+        Ok(Response::new(one(PullMessageResponse { content: Some(refused) })))
+    }
+
+    async fn update_offset(&self, _request: Request<UpdateOffsetRequest>) -> Result<Response<UpdateOffsetResponse>, tonic::Status> {
+        Ok(Response::new(UpdateOffsetResponse { status: Some(not_implemented("UpdateOffset")) }))
+    }
+
+    async fn get_offset(&self, _request: Request<GetOffsetRequest>) -> Result<Response<GetOffsetResponse>, tonic::Status> {
+        Ok(Response::new(GetOffsetResponse { status: Some(not_implemented("GetOffset")), offset: 0 }))
+    }
+
+    async fn query_offset(&self, _request: Request<QueryOffsetRequest>) -> Result<Response<QueryOffsetResponse>, tonic::Status> {
+        Ok(Response::new(QueryOffsetResponse { status: Some(not_implemented("QueryOffset")), offset: 0 }))
+    }
+
+    async fn end_transaction(&self, _request: Request<EndTransactionRequest>) -> Result<Response<EndTransactionResponse>, tonic::Status> {
+        Ok(Response::new(EndTransactionResponse { status: Some(not_implemented("EndTransaction")) }))
+    }
+
+    type TelemetryStream = ResponseStream<TelemetryCommand>;
+
+    async fn telemetry(&self, request: Request<Streaming<TelemetryCommand>>) -> Result<Response<Self::TelemetryStream>, tonic::Status> {
+        Ok(Response::new(telemetry::serve(&self.core, request.into_inner())))
+    }
+
+    async fn notify_client_termination(
+        &self,
+        _request: Request<NotifyClientTerminationRequest>,
+    ) -> Result<Response<NotifyClientTerminationResponse>, tonic::Status> {
+        Ok(Response::new(NotifyClientTerminationResponse { status: Some(ok()) }))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        _request: Request<ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<ChangeInvisibleDurationResponse>, tonic::Status> {
+        let status = Some(not_implemented("ChangeInvisibleDuration"));
+        Ok(Response::new(ChangeInvisibleDurationResponse { status, receipt_handle: String::new() }))
+    }
+
+    async fn recall_message(&self, _request: Request<RecallMessageRequest>) -> Result<Response<RecallMessageResponse>, tonic::Status> {
+        Ok(Response::new(RecallMessageResponse { status: Some(not_implemented("RecallMessage")), message_id: String::new() }))
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        _request: Request<SyncLiteSubscriptionRequest>,
+    ) -> Result<Response<SyncLiteSubscriptionResponse>, tonic::Status> {
+        Ok(Response::new(SyncLiteSubscriptionResponse { status: Some(not_implemented("SyncLiteSubscription")) }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,73 @@
+//! `QueryRoute`: each queue of a topic, on the broker that leads its group as far as this broker
+//! knows (a broker that turns out not to lead forwards once, so a stale route costs a hop, not a
+//! failure). What the official clients need of a route (`../shared/rocketmq-clients.md`): every
+//! queue's broker has id 0 (Python keeps only RocketMQ's master id) and a name of its own, queue
+//! 0 exists and is writable (Node uses no other), endpoints carry their address scheme, and each
+//! queue lists the message type its topic accepts.
+
+use controller::MessageType as TopicType;
+use proto::apache::rocketmq::v2::{
+    Address, AddressScheme, Broker, Code, Endpoints, MessageQueue, MessageType, Permission, QueryRouteResponse, Resource,
+};
+
+use super::{codes, ok, status};
+use crate::edge;
+use crate::server::Core;
+
+/// RocketMQ's id of a master broker: the only one clients send to.
+const MASTER_BROKER_ID: i32 = 0;
+
+/// The route of `topic`, raftmq's name of `resource`.
+pub(super) async fn query_route(core: &Core, resource: &Resource, topic: &str) -> QueryRouteResponse {
+    let refuse = |status| QueryRouteResponse { status: Some(status), message_queues: vec![] };
+    if let Err(e) = edge::check_name("topic", topic, &core.options.limits) {
+        return refuse(codes::invalid(&e));
+    }
+    let (map, record) = match core.map_with_topic(topic).await {
+        Ok(found) => found,
+        Err(s) => return refuse(codes::from_native(&s)),
+    };
+    let mut message_queues = Vec::with_capacity(record.groups.len());
+    for (queue, group_id) in record.groups.iter().enumerate() {
+        let Some(group) = map.groups.get(group_id) else {
+            return refuse(status(Code::InternalServerError, format!("topic {topic:?} queue {queue} has no group in the map")));
+        };
+        let leader = core.known_leader(group);
+        let candidates = leader.into_iter().chain(group.replicas.iter().copied());
+        let Some((broker, endpoint)) = candidates.filter_map(|b| core.endpoint_of(b)).next() else {
+            let reason = format!("no broker of topic {topic:?} queue {queue} is registered with an address yet");
+            return refuse(status(Code::HaNotAvailable, reason));
+        };
+        message_queues.push(MessageQueue {
+            topic: Some(resource.clone()),
+            id: queue as i32,
+            permission: Permission::ReadWrite as i32,
+            broker: Some(Broker { name: format!("broker-{broker}"), id: MASTER_BROKER_ID, endpoints: Some(endpoints(&endpoint)) }),
+            accept_message_types: vec![message_type(record.message_type) as i32],
+        });
+    }
+    QueryRouteResponse { status: Some(ok()), message_queues }
+}
+
+pub(super) fn message_type(t: TopicType) -> MessageType {
+    match t {
+        TopicType::Normal => MessageType::Normal,
+        TopicType::Fifo => MessageType::Fifo,
+        TopicType::Delay => MessageType::Delay,
+        TopicType::Transaction => MessageType::Transaction,
+    }
+}
+
+/// A broker's advertised `host:port` as RocketMQ endpoints, with the scheme clients build their
+/// target from (Python's is empty without one).
+pub(super) fn endpoints(host_port: &str) -> Endpoints {
+    let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, "0"));
+    let port = port.parse::<i32>().unwrap_or(0);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let scheme = match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => AddressScheme::IPv4,
+        Ok(std::net::IpAddr::V6(_)) => AddressScheme::IPv6,
+        Err(_) => AddressScheme::DomainName,
+    };
+    Endpoints { scheme: scheme as i32, addresses: vec![Address { host: bare.to_owned(), port }] }
+}

@@ -1,0 +1,268 @@
+//! The official RocketMQ 5 Rust client (crates.io `rocketmq`) against a cluster of real brokers,
+//! unchanged but for its endpoint; and the bad input it would catch itself, sent as raw
+//! `MessagingService` requests so that the broker's own checks answer.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use proto::apache::rocketmq::v2::{
+    self as v2, AddressScheme, Code as MqCode, Encoding, MessageType, Permission, QueryRouteRequest, Resource, SendMessageRequest,
+    SystemProperties,
+};
+use proto::raftmq::v1::status::Code;
+use proto::raftmq::v1::{FetchRequest, StoredMessage, Topic};
+use rocketmq::Producer;
+use rocketmq::conf::{ClientOption, ProducerOption};
+use rocketmq::model::message::MessageBuilder;
+use support::{Cluster, code, queue_client};
+use tonic::transport::Channel;
+
+const FAST_RAFT: &str = "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n";
+/// raftmq.v1's topic types: what `raftmq admin topic create --type` stores.
+const NORMAL: i32 = 1;
+const FIFO: i32 = 2;
+const DELAY: i32 = 3;
+
+fn topic(name: &str, queue_count: u32, message_type: i32) -> Topic {
+    Topic { name: name.into(), queue_count, replication_factor: 3, message_type, checkpoint_interval_entries: 0 }
+}
+
+async fn producer(cluster: &Cluster, topics: &[&str]) -> Producer {
+    let mut producer_option = ProducerOption::default();
+    producer_option.set_topics(topics.to_vec());
+    let mut client_option = ClientOption::default();
+    client_option.set_access_url(cluster.brokers[0].client_addr().to_string());
+    client_option.set_enable_tls(false);
+    client_option.set_timeout(Duration::from_secs(10));
+    let mut producer = Producer::new(producer_option, client_option).expect("producer");
+    producer.start().await.expect("the producer starts: routes and settings answered");
+    producer
+}
+
+/// Every message of every queue of `topic`, read through the native API from one replica:
+/// queue -> messages.
+async fn read_all(cluster: &Cluster, topic: &str, queues: u32) -> BTreeMap<u32, Vec<StoredMessage>> {
+    let mut queue = queue_client(cluster.brokers[1].client_addr());
+    let mut all = BTreeMap::new();
+    for q in 0..queues {
+        let req = FetchRequest { topic: topic.into(), queue_id: q, offset: 0, max_messages: 1000, ..Default::default() };
+        let r = queue.fetch(req).await.expect("fetch").into_inner();
+        assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+        all.insert(q, r.messages);
+    }
+    all
+}
+
+/// [`read_all`] once it holds `count` messages: a replica that is a follower applies what was
+/// acknowledged a moment later. Panics after a deadline with what it holds.
+async fn read_count(cluster: &Cluster, topic: &str, queues: u32, count: usize) -> BTreeMap<u32, Vec<StoredMessage>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = read_all(cluster, topic, queues).await;
+        let held = all.values().map(Vec::len).sum::<usize>();
+        if held >= count || Instant::now() > deadline {
+            assert_eq!(held, count, "messages of {topic} read back");
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rust_producer_sends_normal_and_batch_messages_that_read_back_whole() {
+    let cluster = Cluster::start(3, FAST_RAFT).await;
+    cluster.create_topic(topic("orders", 4, NORMAL)).await;
+    let producer = producer(&cluster, &["orders"]).await;
+
+    let mut sent = HashMap::new();
+    for i in 0..20 {
+        let message = MessageBuilder::builder()
+            .set_topic("orders")
+            .set_tag(format!("Tag{}", i % 3))
+            .set_keys(vec![format!("order-{i}")])
+            .set_properties(HashMap::from([("amount", format!("{}", i * 100))]))
+            .set_body(format!("order {i}").into_bytes())
+            .build()
+            .expect("message");
+        let receipt = producer.send(message).await.expect("sent");
+        sent.insert(receipt.message_id().to_owned(), i);
+    }
+    let batch: Vec<_> = (20..24)
+        .map(|i| MessageBuilder::builder().set_topic("orders").set_body(format!("order {i}").into_bytes()).build().expect("message"))
+        .collect();
+    for (receipt, i) in producer.batch_send(batch).await.expect("batch sent").iter().zip(20..) {
+        sent.insert(receipt.message_id().to_owned(), i);
+    }
+    assert_eq!(sent.len(), 24, "every receipt has its own message id");
+
+    let stored = read_count(&cluster, "orders", 4, 24).await;
+    let mut seen = 0;
+    for m in stored.values().flatten() {
+        let i = *sent.get(&m.message_id).unwrap_or_else(|| panic!("stored message {} was never sent", m.message_id));
+        let body = &m.message.as_ref().expect("message").body;
+        assert_eq!(body.as_ref(), format!("order {i}").as_bytes(), "the body of message {i}");
+        if i < 20 {
+            let message = m.message.as_ref().expect("message");
+            assert_eq!(message.tag.as_deref(), Some(format!("Tag{}", i % 3).as_str()));
+            assert_eq!(message.keys, vec![format!("order-{i}")]);
+            assert_eq!(message.properties.get("amount").map(String::as_str), Some(format!("{}", i * 100).as_str()));
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 24, "every acknowledged message is stored once");
+    producer.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifo_messages_of_one_group_land_in_one_queue_in_send_order() {
+    let cluster = Cluster::start(3, FAST_RAFT).await;
+    cluster.create_topic(topic("ledger", 4, FIFO)).await;
+    let producer = producer(&cluster, &["ledger"]).await;
+    let groups = ["account-1", "account-2", "account-3", "account-4", "account-5"];
+    for seq in 0..10 {
+        for g in groups {
+            let message = MessageBuilder::fifo_message_builder("ledger", format!("{g}:{seq}").into_bytes(), g).build().expect("message");
+            producer.send(message).await.expect("sent");
+        }
+    }
+    let stored = read_count(&cluster, "ledger", 4, 50).await;
+    for g in groups {
+        let queues: Vec<u32> = stored
+            .iter()
+            .filter(|(_, ms)| ms.iter().any(|m| m.message.as_ref().and_then(|m| m.message_group.as_deref()) == Some(g)))
+            .map(|(q, _)| *q)
+            .collect();
+        assert_eq!(queues.len(), 1, "group {g} is in queues {queues:?}");
+        let bodies: Vec<String> = stored[&queues[0]]
+            .iter()
+            .filter_map(|m| m.message.as_ref())
+            .filter(|m| m.message_group.as_deref() == Some(g))
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect();
+        let expected: Vec<String> = (0..10).map(|seq| format!("{g}:{seq}")).collect();
+        assert_eq!(bodies, expected, "group {g} in send order");
+    }
+    producer.shutdown().await.expect("shutdown");
+}
+
+async fn raw_client(cluster: &Cluster, broker: usize) -> MessagingServiceClient<Channel> {
+    let channel =
+        Channel::from_shared(format!("http://{}", cluster.brokers[broker].client_addr())).expect("uri").connect().await.expect("connect");
+    MessagingServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+}
+
+fn resource(name: &str) -> Option<Resource> {
+    Some(Resource { resource_namespace: String::new(), name: name.into() })
+}
+
+fn raw_message(topic: &str, id: &str, body: Vec<u8>) -> v2::Message {
+    v2::Message {
+        topic: resource(topic),
+        user_properties: HashMap::new(),
+        system_properties: Some(SystemProperties {
+            message_id: id.into(),
+            body_encoding: Encoding::Identity as i32,
+            message_type: MessageType::Normal as i32,
+            ..Default::default()
+        }),
+        body: body.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routes_name_every_queue_on_a_reachable_master_broker() {
+    let cluster = Cluster::start(3, FAST_RAFT).await;
+    cluster.create_topic(topic("routed", 4, FIFO)).await;
+    let mut client = raw_client(&cluster, 2).await;
+    let r = client.query_route(QueryRouteRequest { topic: resource("routed"), endpoints: None }).await.expect("route").into_inner();
+    assert_eq!(r.status.as_ref().map(|s| s.code), Some(MqCode::Ok as i32), "{:?}", r.status);
+    let ids: Vec<i32> = r.message_queues.iter().map(|q| q.id).collect();
+    assert_eq!(ids, [0, 1, 2, 3]);
+    let addresses: Vec<String> = cluster.brokers.iter().map(|b| b.client_addr().ip().to_string()).collect();
+    for q in &r.message_queues {
+        let broker = q.broker.as_ref().expect("broker");
+        assert_eq!((broker.id, q.permission), (0, Permission::ReadWrite as i32), "{q:?}");
+        assert_eq!(q.accept_message_types, [MessageType::Fifo as i32]);
+        let endpoints = broker.endpoints.as_ref().expect("endpoints");
+        assert_eq!(endpoints.scheme, AddressScheme::IPv4 as i32);
+        assert!(addresses.contains(&endpoints.addresses[0].host), "{endpoints:?} is not a broker's address");
+    }
+    let missing = client.query_route(QueryRouteRequest { topic: resource("absent"), endpoints: None }).await.expect("route").into_inner();
+    assert_eq!(missing.status.map(|s| s.code), Some(MqCode::TopicNotFound as i32));
+    let illegal =
+        client.query_route(QueryRouteRequest { topic: resource("bad topic"), endpoints: None }).await.expect("route").into_inner();
+    assert_eq!(illegal.status.map(|s| s.code), Some(MqCode::IllegalTopic as i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_sends_are_refused_with_their_codes_and_store_nothing() {
+    let cluster = Cluster::start(3, FAST_RAFT).await;
+    cluster.create_topic(topic("plain", 1, NORMAL)).await;
+    cluster.create_topic(topic("later", 1, DELAY)).await;
+    let mut client = raw_client(&cluster, 1).await;
+    let limit = 4 << 20;
+    let with = |f: &dyn Fn(&mut v2::Message)| {
+        let mut m = raw_message("plain", "id-bad", b"x".to_vec());
+        f(&mut m);
+        m
+    };
+    let cases: Vec<(&str, v2::Message, MqCode)> = vec![
+        ("body over the limit", raw_message("plain", "id-big", vec![0; limit + 1]), MqCode::MessageBodyTooLarge),
+        ("unknown topic", raw_message("absent", "id-absent", b"x".to_vec()), MqCode::TopicNotFound),
+        ("illegal topic", raw_message("no/slash", "id-slash", b"x".to_vec()), MqCode::IllegalTopic),
+        ("no message id", with(&|m| m.system_properties.as_mut().unwrap().message_id.clear()), MqCode::IllegalMessageId),
+        (
+            "tag with a filter's syntax",
+            with(&|m| m.system_properties.as_mut().unwrap().tag = Some("a||b".into())),
+            MqCode::IllegalMessageTag,
+        ),
+        (
+            "properties over the limit",
+            with(&|m| {
+                m.user_properties.insert("big".into(), "v".repeat(16 << 10));
+            }),
+            MqCode::MessagePropertiesTooLarge,
+        ),
+        (
+            "FIFO message on a normal topic",
+            with(&|m| {
+                let p = m.system_properties.as_mut().unwrap();
+                p.message_type = MessageType::Fifo as i32;
+                p.message_group = Some("g".into());
+            }),
+            MqCode::MessagePropertyConflictWithType,
+        ),
+        (
+            "delay message on a delay topic",
+            {
+                let mut m = raw_message("later", "id-later", b"x".to_vec());
+                let p = m.system_properties.as_mut().unwrap();
+                p.message_type = MessageType::Delay as i32;
+                p.delivery_timestamp = Some(prost_types::Timestamp { seconds: 4_000_000_000, nanos: 0 });
+                m
+            },
+            MqCode::NotImplemented,
+        ),
+    ];
+    for (what, message, expected) in cases {
+        let r = client.send_message(SendMessageRequest { messages: vec![message] }).await.expect("answered").into_inner();
+        assert_eq!(r.status.as_ref().map(|s| s.code), Some(expected as i32), "{what}: {:?}", r.status);
+        assert_eq!(r.entries.len(), 1, "{what}: one entry per message");
+        assert_eq!(r.entries[0].status.as_ref().map(|s| s.code), Some(expected as i32), "{what}: the entry says it too");
+    }
+    assert!(read_all(&cluster, "plain", 1).await[&0].is_empty(), "nothing refused was stored");
+
+    // At the limit: stored.
+    let r = client
+        .send_message(SendMessageRequest { messages: vec![raw_message("plain", "id-at-limit", vec![7; limit])] })
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(r.status.as_ref().map(|s| s.code), Some(MqCode::Ok as i32), "{:?}", r.status);
+    assert_eq!((r.entries[0].message_id.as_str(), r.entries[0].offset), ("id-at-limit", 0));
+    let stored = read_count(&cluster, "plain", 1, 1).await;
+    assert_eq!(stored[&0][0].message.as_ref().map(|m| m.body.len()), Some(limit));
+}
