@@ -147,12 +147,13 @@ async fn calls_to_a_group_without_a_majority_end_within_their_deadline() {
     let slack = Duration::from_secs(2);
     let started = Instant::now();
     // While its lease lasts the leader takes the write and cannot commit it: OUTCOME_UNKNOWN;
-    // once the lease ran out it refuses (NOT_LEADER: nothing was done).
+    // once the lease ran out the broker waits for a renewed lease that never comes, and says
+    // nothing was done (UNAVAILABLE; NOT_LEADER if the Raft core noticed first).
     let r = c.send(timed(send(b"late"))).await.expect("a reply, not a transport error").into_inner();
-    assert!(matches!(code(&r.status), Code::OutcomeUnknown | Code::NotLeader), "{:?}", r.status);
+    assert!(matches!(code(&r.status), Code::OutcomeUnknown | Code::NotLeader | Code::Unavailable), "{:?}", r.status);
     let commit = CommitOffsetRequest { consumer_group: "g".into(), topic: "stuck".into(), queue_id: 0, offset: 1 };
     let r = c.commit_offset(timed(commit)).await.expect("a reply, not a transport error").into_inner();
-    assert!(matches!(code(&r.status), Code::OutcomeUnknown | Code::NotLeader), "{:?}", r.status);
+    assert!(matches!(code(&r.status), Code::OutcomeUnknown | Code::NotLeader | Code::Unavailable), "{:?}", r.status);
     let read = GetOffsetRequest { consumer_group: "g".into(), topic: "stuck".into(), queue_id: 0 };
     let r = c.get_offset(timed(read)).await.expect("a reply, not a transport error").into_inner();
     assert!(matches!(code(&r.status), Code::Unavailable | Code::NotLeader), "{:?}", r.status);

@@ -474,6 +474,27 @@ async fn quiet_groups_hibernate_and_a_send_wakes_them_without_an_election() {
     check(&cluster, &all).await;
 }
 
+/// The first send to a group that hibernated longer than its leader's lease is stored at the
+/// first try: the broker waits for the woken leader to hold a lease again (a heartbeat round)
+/// instead of answering NOT_LEADER with no leader, which a client that does not retry (Node's
+/// RocketMQ producer) reports as a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_send_to_a_long_hibernating_leader_is_stored_without_a_retry() {
+    let cluster = Cluster::start(3, &format!("{FAST_RAFT}{QUICK_HIBERNATION}")).await;
+    create_topic(&cluster, 0).await;
+    load(&endpoints(&cluster), 100, 4, Arc::new(AtomicU64::new(0))).await;
+    let groups = topic_groups(&cluster).await;
+    let asleep = wait_hibernating(&cluster, 0, &groups).await;
+    // Held past the lease (election_timeout_max_ms = 1000): the parked leader heard no quorum.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let leader = usize::try_from(asleep[&groups[0]].leader_broker_id).expect("broker id") - 1;
+    let mut queue = cluster.brokers[leader].queue().await;
+    let message = Message { body: b"after a long sleep".to_vec().into(), ..Default::default() };
+    let req = SendRequest { topic: TOPIC.into(), target: Some(Target::QueueId(0)), messages: vec![message], producer_id: String::new() };
+    let r = queue.send(req).await.expect("answered").into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+}
+
 /// When the broker leading hibernating groups dies, the surviving replicas notice (their
 /// brokers stop getting answers to pings), wake, and elect a new leader; sends go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

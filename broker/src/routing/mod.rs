@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use controller::{ClusterMap, GroupRecord, TopicRecord};
+use openraft::Instant as _;
 use openraft::ServerState;
 use openraft::type_config::async_runtime::watch::WatchReceiver;
 use proto::raftmq::v1::Status;
@@ -195,18 +196,28 @@ impl Core {
         };
         let ready_wait = at_most(LEADER_READY_WAIT, within);
         let deadline = tokio::time::Instant::now() + ready_wait;
+        // openraft refuses writes once the leader's lease (a quorum's ack within the election
+        // timeout) has run out, as it has after the group hibernated: such a leader is woken
+        // and served only once a heartbeat round renewed it. One heartbeat of margin, so the
+        // lease still holds when the write reaches the Raft core.
+        let config = self.host.raft_config();
+        let heartbeat = Duration::from_millis(config.heartbeat_interval);
+        let lease = Duration::from_millis(config.election_timeout_max).saturating_sub(heartbeat);
         let mut metrics = raft.metrics();
         loop {
-            let (leader, ready) = {
+            let (leader, leading, lease_held) = {
                 let m = metrics.borrow_watched();
-                (m.current_leader, m.state == ServerState::Leader && m.last_quorum_acked.is_some())
+                let lease_held = m.last_quorum_acked.as_ref().is_some_and(|acked| acked.elapsed() < lease);
+                (m.current_leader, m.state == ServerState::Leader, lease_held)
             };
             match leader {
-                Some(l) if l == self.id && ready => {
+                Some(l) if l == self.id && leading => {
                     // Every request served here as leader writes or reads through the group:
                     // it heartbeats again (see `hibernation`).
                     self.host.wake(group.id);
-                    return Serve::Leader(raft);
+                    if lease_held {
+                        return Serve::Leader(raft);
+                    }
                 }
                 Some(l) if l != self.id => {
                     let hint = self.endpoint_of(l);
@@ -218,8 +229,13 @@ impl Core {
                 // No leader yet, or this replica was just elected and awaits its quorum's ack.
                 _ => {}
             }
-            if !matches!(tokio::time::timeout_at(deadline, metrics.changed()).await, Ok(Ok(()))) {
+            if tokio::time::Instant::now() >= deadline {
                 return Serve::Refuse(status::unavailable(format!("group {} has no leader ready within {ready_wait:?}", group.id)));
+            }
+            // A renewed lease may not change the metrics: look again after a heartbeat at most.
+            let next_look = deadline.min(tokio::time::Instant::now() + heartbeat);
+            if let Ok(Err(_)) = tokio::time::timeout_at(next_look, metrics.changed()).await {
+                return Serve::Refuse(status::unavailable(format!("group {} stopped on broker {}", group.id, self.id)));
             }
         }
     }
