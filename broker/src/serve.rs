@@ -146,6 +146,41 @@ impl Core {
         result
     }
 
+    /// The first offset `group`'s queue still holds and the offset its next message will get,
+    /// read on `raft` (led here) after confirming leadership with a read index (invariant 6).
+    pub(crate) async fn queue_offsets_here(
+        &self,
+        raft: &QueueRaft,
+        group: &GroupRecord,
+        due: Option<Instant>,
+    ) -> Result<(u64, u64), Status> {
+        self.confirm_leadership(raft, due).await?;
+        let (store, group_id, queue) = (self.host.store().clone(), group.id, group.queue);
+        let read = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::store::StoreError>((store.start_offset(group_id, queue)?, store.next_offset(group_id, queue)?))
+        });
+        match read.await {
+            Ok(Ok(offsets)) => Ok(offsets),
+            Ok(Err(e)) => Err(status::internal(e.to_string())),
+            Err(e) => Err(status::internal(format!("offset read task failed: {e}"))),
+        }
+    }
+
+    /// Confirms `raft` still leads and has applied everything committed before this call, by
+    /// `due`: a read after it is never stale.
+    async fn confirm_leadership(&self, raft: &QueueRaft, due: Option<Instant>) -> Result<(), Status> {
+        let confirmed = match left(due) {
+            Some(w) => tokio::time::timeout(w, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await,
+            None => Ok(raft.ensure_linearizable(ReadPolicy::ReadIndex).await),
+        };
+        match confirmed {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(status::not_leader(None, format!("linearizable read failed: {e}"))),
+            // A read changes nothing: not answering in time did nothing either.
+            Err(_) => Err(status::unavailable("leadership not confirmed within the request's deadline")),
+        }
+    }
+
     /// `consumer_group`'s committed offset of `group`'s queue, read on `raft` (led here) after
     /// confirming leadership with a read index, so the answer is never stale (invariant 6).
     pub(crate) async fn consumer_offset_here(
@@ -155,18 +190,7 @@ impl Core {
         consumer_group: &str,
         due: Option<Instant>,
     ) -> Result<Option<u64>, Status> {
-        // Confirms this replica still leads and has applied everything committed before the
-        // read began.
-        let confirmed = match left(due) {
-            Some(w) => tokio::time::timeout(w, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await,
-            None => Ok(raft.ensure_linearizable(ReadPolicy::ReadIndex).await),
-        };
-        match confirmed {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(status::not_leader(None, format!("linearizable read failed: {e}"))),
-            // A read changes nothing: not answering in time did nothing either.
-            Err(_) => return Err(status::unavailable("leadership not confirmed within the request's deadline")),
-        }
+        self.confirm_leadership(raft, due).await?;
         // A RocksDB read can wait for the disk: not on an async worker.
         let (store, group_id, queue, consumer_group) = (self.host.store().clone(), group.id, group.queue, consumer_group.to_owned());
         match tokio::task::spawn_blocking(move || store.consumer_offset(group_id, &consumer_group, queue)).await {

@@ -68,7 +68,7 @@ async fn followers_forward_once_and_hint_the_leader() {
         let mut c = b.queue().await;
         let f = c.fetch(FetchRequest { topic: "orders".into(), queue_id: 0, offset: 0, wait_ms: 5_000, ..Default::default() }).await;
         let f = f.expect("fetch").into_inner();
-        assert_eq!(code(&f.status), Code::Ok);
+        assert_eq!(code(&f.status), Code::Ok, "fetch through broker {}: {:?}", b.id, f.status);
         assert_eq!(f.messages[0].message.as_ref().map(|m| m.body.to_vec()), Some(b"via a follower".to_vec()), "through broker {}", b.id);
         let commit = CommitOffsetRequest { consumer_group: "cg".into(), topic: "orders".into(), queue_id: 0, offset: b.id };
         assert_eq!(code(&c.commit_offset(commit).await.expect("commit").into_inner().status), Code::Ok);

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use proto::apache::rocketmq::v2::{
-    self as v2, AddressScheme, Code as MqCode, Encoding, MessageType, Permission, QueryRouteRequest, Resource, SendMessageRequest,
-    SystemProperties,
+    self as v2, AddressScheme, Code as MqCode, Encoding, FilterExpression, FilterType, GetOffsetRequest, MessageQueue, MessageType,
+    Permission, PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryRouteRequest, Resource, SendMessageRequest,
+    SystemProperties, UpdateOffsetRequest, pull_message_response,
 };
 use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{FetchRequest, StoredMessage, Topic};
@@ -265,4 +266,97 @@ async fn bad_sends_are_refused_with_their_codes_and_store_nothing() {
     assert_eq!((r.entries[0].message_id.as_str(), r.entries[0].offset), ("id-at-limit", 0));
     let stored = read_count(&cluster, "plain", 1, 1).await;
     assert_eq!(stored[&0][0].message.as_ref().map(|m| m.body.len()), Some(limit));
+}
+
+fn message_queue(topic: &str, id: i32) -> Option<MessageQueue> {
+    Some(MessageQueue { topic: resource(topic), id, ..Default::default() })
+}
+
+/// A pull's stream: its status code, the messages, and where the next pull starts.
+async fn pull(client: &mut MessagingServiceClient<Channel>, req: PullMessageRequest) -> (i32, Vec<v2::Message>, Option<i64>) {
+    let mut stream = client.pull_message(req).await.expect("pull").into_inner();
+    let (mut code, mut messages, mut next) = (0, vec![], None);
+    while let Some(item) = stream.message().await.expect("stream") {
+        match item.content.expect("content") {
+            pull_message_response::Content::Status(s) => code = s.code,
+            pull_message_response::Content::Message(m) => messages.push(m),
+            pull_message_response::Content::NextOffset(o) => next = Some(o),
+        }
+    }
+    (code, messages, next)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_consumer_reads_filters_and_keeps_its_offset() {
+    let cluster = Cluster::start(3, FAST_RAFT).await;
+    cluster.create_topic(topic("pulled", 1, NORMAL)).await;
+    let mut client = raw_client(&cluster, 2).await;
+    let mut messages = Vec::new();
+    for (i, tag) in ["A", "B", "A", "C", "A"].iter().enumerate() {
+        let mut m = raw_message("pulled", &format!("id-{i}"), if i == 0 { b"hello".to_vec() } else { format!("m{i}").into_bytes() });
+        m.system_properties.as_mut().unwrap().tag = Some((*tag).into());
+        messages.push(m);
+    }
+    let sent = client.send_message(SendMessageRequest { messages }).await.expect("send").into_inner();
+    assert_eq!(sent.status.map(|s| s.code), Some(MqCode::Ok as i32));
+
+    let query = |policy: QueryOffsetPolicy| QueryOffsetRequest {
+        message_queue: message_queue("pulled", 0),
+        query_offset_policy: policy as i32,
+        timestamp: None,
+    };
+    let begin = client.query_offset(query(QueryOffsetPolicy::Beginning)).await.expect("query").into_inner();
+    let end = client.query_offset(query(QueryOffsetPolicy::End)).await.expect("query").into_inner();
+    assert_eq!((begin.offset, end.offset), (0, 5), "{:?} {:?}", begin.status, end.status);
+
+    let group = resource("pullers");
+    let tags_a = Some(FilterExpression { r#type: FilterType::Tag as i32, expression: "A".into() });
+    let req = |offset: i64, filter: Option<FilterExpression>, wait_ms: u64| PullMessageRequest {
+        group: group.clone(),
+        message_queue: message_queue("pulled", 0),
+        offset,
+        batch_size: 10,
+        filter_expression: filter,
+        long_polling_timeout: Some(prost_types::Duration { seconds: 0, nanos: (wait_ms * 1_000_000) as i32 }),
+    };
+    // Any replica serves a pull: every broker gives the same answer.
+    for broker in 0..3 {
+        let mut c = raw_client(&cluster, broker).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (code, pulled, next) = loop {
+            let got = pull(&mut c, req(0, tags_a.clone(), 0)).await;
+            if got.1.len() == 3 || Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!((code, next), (MqCode::Ok as i32, Some(5)), "broker {broker}");
+        let ids: Vec<&str> = pulled.iter().map(|m| m.system_properties.as_ref().unwrap().message_id.as_str()).collect();
+        assert_eq!(ids, ["id-0", "id-2", "id-4"], "only tag A, in order, from broker {broker}");
+        let first = pulled[0].system_properties.as_ref().unwrap();
+        assert_eq!(first.body_digest.as_ref().map(|d| d.checksum.as_str()), Some("5D41402ABC4B2A76B9719D911017C592"), "MD5 of hello");
+        assert_eq!((first.queue_offset, first.delivery_attempt, first.body_encoding), (Some(0), Some(1), Encoding::Identity as i32));
+        assert_eq!(pulled[0].topic, resource("pulled"));
+    }
+    // At the end, a pull waits its long-polling time and answers with no message.
+    let started = Instant::now();
+    let (code, pulled, next) = pull(&mut client, req(5, None, 300)).await;
+    assert_eq!((code, pulled.len(), next), (MqCode::Ok as i32, 0, Some(5)));
+    assert!(started.elapsed() >= Duration::from_millis(250), "answered after {:?}", started.elapsed());
+    let sql = Some(FilterExpression { r#type: FilterType::Sql as i32, expression: "a > 1".into() });
+    assert_eq!(pull(&mut client, req(0, sql, 0)).await.0, MqCode::NotImplemented as i32);
+
+    let get = || GetOffsetRequest { group: group.clone(), message_queue: message_queue("pulled", 0) };
+    let none = client.get_offset(get()).await.expect("get").into_inner();
+    assert_eq!(none.status.map(|s| s.code), Some(MqCode::OffsetNotFound as i32));
+    let update = |offset| UpdateOffsetRequest { group: group.clone(), message_queue: message_queue("pulled", 0), offset };
+    let r = client.update_offset(update(3)).await.expect("update").into_inner();
+    assert_eq!(r.status.as_ref().map(|s| s.code), Some(MqCode::Ok as i32), "{:?}", r.status);
+    let got = client.get_offset(get()).await.expect("get").into_inner();
+    assert_eq!((got.status.map(|s| s.code), got.offset), (Some(MqCode::Ok as i32), 3));
+    let back = client.update_offset(update(2)).await.expect("update").into_inner();
+    assert_eq!(back.status.map(|s| s.code), Some(MqCode::IllegalOffset as i32), "offsets never move back");
+    let bad_queue = UpdateOffsetRequest { group: group.clone(), message_queue: message_queue("pulled", 7), offset: 1 };
+    let r = client.update_offset(bad_queue).await.expect("update").into_inner();
+    assert_eq!(r.status.map(|s| s.code), Some(MqCode::BadRequest as i32));
 }

@@ -22,6 +22,7 @@ pub(super) fn invalid(e: &InvalidArgument) -> Status {
         "keys" => Code::IllegalMessageKey,
         "message_group" => Code::IllegalMessageGroup,
         "message_id" => Code::IllegalMessageId,
+        "offset" => Code::IllegalOffset,
         _ => Code::BadRequest,
     };
     status(code, e.to_string())

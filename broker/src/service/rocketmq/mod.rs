@@ -8,6 +8,8 @@
 //! - [`telemetry`]: the settings handshake clients wait for before they send or receive.
 //! - [`send`]: `SendMessage`: normal and FIFO messages; the broker, never the client, picks a
 //!   FIFO message's queue from its message group.
+//! - [`pull`]: `PullMessage`, `UpdateOffset`, `GetOffset`, `QueryOffset`: pull consumers, over
+//!   the native API's reads and consumer offsets; delivered messages in [`message`].
 //! - `Heartbeat` and `NotifyClientTermination` are answered OK: a client's liveness decides
 //!   nothing yet. Every other RPC is answered `NOT_IMPLEMENTED` (a clear refusal, never an
 //!   empty success) until consumption lands.
@@ -16,6 +18,8 @@
 //! own spelling); an empty `resource_namespace` takes the `x-mq-namespace` header's.
 
 mod codes;
+mod message;
+mod pull;
 mod route;
 mod send;
 mod telemetry;
@@ -32,7 +36,7 @@ use proto::apache::rocketmq::v2::{
     PullMessageRequest, PullMessageResponse, QueryAssignmentRequest, QueryAssignmentResponse, QueryOffsetRequest, QueryOffsetResponse,
     QueryRouteRequest, QueryRouteResponse, RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, ReceiveMessageResponse,
     Resource, SendMessageRequest, SendMessageResponse, Status, SyncLiteSubscriptionRequest, SyncLiteSubscriptionResponse, TelemetryCommand,
-    UpdateOffsetRequest, UpdateOffsetResponse, pull_message_response, receive_message_response,
+    UpdateOffsetRequest, UpdateOffsetResponse, receive_message_response,
 };
 use tonic::{Request, Response, Streaming};
 
@@ -134,21 +138,25 @@ impl MessagingService for MessagingSvc {
 
     type PullMessageStream = ResponseStream<PullMessageResponse>;
 
-    async fn pull_message(&self, _request: Request<PullMessageRequest>) -> Result<Response<Self::PullMessageStream>, tonic::Status> {
-        let refused = pull_message_response::Content::Status(not_implemented("PullMessage"));
-        Ok(Response::new(one(PullMessageResponse { content: Some(refused) })))
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn pull_message(&self, request: Request<PullMessageRequest>) -> Result<Response<Self::PullMessageStream>, tonic::Status> {
+        let items = pull::pull(&self.core, request).await;
+        Ok(Response::new(Box::pin(futures::stream::iter(items.into_iter().map(Ok)))))
     }
 
-    async fn update_offset(&self, _request: Request<UpdateOffsetRequest>) -> Result<Response<UpdateOffsetResponse>, tonic::Status> {
-        Ok(Response::new(UpdateOffsetResponse { status: Some(not_implemented("UpdateOffset")) }))
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn update_offset(&self, request: Request<UpdateOffsetRequest>) -> Result<Response<UpdateOffsetResponse>, tonic::Status> {
+        Ok(Response::new(pull::update_offset(&self.core, request).await))
     }
 
-    async fn get_offset(&self, _request: Request<GetOffsetRequest>) -> Result<Response<GetOffsetResponse>, tonic::Status> {
-        Ok(Response::new(GetOffsetResponse { status: Some(not_implemented("GetOffset")), offset: 0 }))
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn get_offset(&self, request: Request<GetOffsetRequest>) -> Result<Response<GetOffsetResponse>, tonic::Status> {
+        Ok(Response::new(pull::get_offset(&self.core, request).await))
     }
 
-    async fn query_offset(&self, _request: Request<QueryOffsetRequest>) -> Result<Response<QueryOffsetResponse>, tonic::Status> {
-        Ok(Response::new(QueryOffsetResponse { status: Some(not_implemented("QueryOffset")), offset: 0 }))
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn query_offset(&self, request: Request<QueryOffsetRequest>) -> Result<Response<QueryOffsetResponse>, tonic::Status> {
+        Ok(Response::new(pull::query_offset(&self.core, request).await))
     }
 
     async fn end_transaction(&self, _request: Request<EndTransactionRequest>) -> Result<Response<EndTransactionResponse>, tonic::Status> {

@@ -1,0 +1,272 @@
+//! What a pull consumer uses: `PullMessage` (a queue's messages from an offset, long-polling when
+//! there are none), and its consumer group's offsets (`UpdateOffset`, `GetOffset`) and the
+//! queue's own (`QueryOffset`). The same steps as the native `Fetch`, `CommitOffset` and
+//! `GetOffset` ([`crate::serve`]): a pull is served by any replica of the queue (each applies only
+//! committed entries), offsets at the leader, and `GetOffset` and `QueryOffset` only after the
+//! leader confirmed it still leads (invariant 6).
+//!
+//! A pull's stream is its status, then the messages, then the offset the next pull starts at.
+
+use std::time::Duration;
+
+use controller::{GroupRecord, TopicRecord};
+use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use proto::apache::rocketmq::v2::{
+    Code, FilterExpression, FilterType, GetOffsetRequest, GetOffsetResponse, MessageQueue, PullMessageRequest, PullMessageResponse,
+    QueryOffsetPolicy, QueryOffsetRequest, QueryOffsetResponse, Resource, Status, UpdateOffsetRequest, UpdateOffsetResponse,
+    pull_message_response::Content,
+};
+use tonic::transport::Channel;
+use tonic::{Request, Response};
+
+use super::message::{Delivery, delivered};
+use super::{codes, ok, resolve, status};
+use crate::edge::{self, answer_by, left};
+use crate::host::{QueueRaft, READ_MESSAGES_MAX};
+use crate::routing::{AtLeader, Effect, Serve, at_leader, forward_request, is_forwarded};
+use crate::server::Core;
+
+/// Messages per pull when the request leaves it at 0, and bytes per pull.
+const PULL_MESSAGES_DEFAULT: usize = 32;
+const PULL_BYTES_MAX: usize = 16 << 20;
+
+/// A pull's queue, named as raftmq names it.
+struct QueueNames {
+    resource: Resource,
+    topic: String,
+    queue: u32,
+}
+
+fn queue_names<T>(message_queue: Option<&MessageQueue>, request: &Request<T>) -> Result<QueueNames, Status> {
+    let Some(mq) = message_queue else { return Err(status(Code::BadRequest, "message_queue is missing")) };
+    let (resource, topic) = resolve(mq.topic.as_ref(), request);
+    let queue = u32::try_from(mq.id).map_err(|_| status(Code::BadRequest, format!("queue id {} is negative", mq.id)))?;
+    Ok(QueueNames { resource, topic, queue })
+}
+
+/// The topic of `names` and the group of its queue, its names checked.
+async fn queue_group(core: &Core, names: &QueueNames) -> Result<(TopicRecord, GroupRecord), Status> {
+    edge::check_name("topic", &names.topic, &core.options.limits).map_err(|e| codes::invalid(&e))?;
+    let (map, record) = core.map_with_topic(&names.topic).await.map_err(|s| codes::from_native(&s))?;
+    let group = map.route(&names.topic, names.queue).cloned().ok_or_else(|| {
+        status(Code::BadRequest, format!("queue {} is out of range; topic {:?} has {}", names.queue, names.topic, record.queue_count))
+    })?;
+    Ok((record, group))
+}
+
+pub(super) async fn pull(core: &Core, request: Request<PullMessageRequest>) -> Vec<PullMessageResponse> {
+    let refuse = |s: Status| vec![PullMessageResponse { content: Some(Content::Status(s)) }];
+    let forwarded = is_forwarded(&request);
+    let due = answer_by(&request);
+    let names = match queue_names(request.get_ref().message_queue.as_ref(), &request) {
+        Ok(n) => n,
+        Err(s) => return refuse(s),
+    };
+    let (consumer_group, _) = resolve(request.get_ref().group.as_ref(), &request);
+    let req = request.into_inner();
+    let (record, group) = match queue_group(core, &names).await {
+        Ok(found) => found,
+        Err(s) => return refuse(s),
+    };
+    if let Err(e) = edge::check_name("group", &consumer_group.name, &core.options.limits) {
+        return refuse(codes::invalid(&e));
+    }
+    let filter = match TagFilter::parse(req.filter_expression.as_ref()) {
+        Ok(f) => f,
+        Err(s) => return refuse(s),
+    };
+    let Ok(offset) = u64::try_from(req.offset) else {
+        return refuse(status(Code::IllegalOffset, format!("offset {} is negative", req.offset)));
+    };
+    // Any replica serves a pull; a broker without one takes it to the group's leader.
+    let raft = match core.group(group.id) {
+        Some(raft) => raft,
+        None => {
+            let serve = core.leader_target(&group, forwarded, left(due)).await;
+            let call = |mut client: MessagingServiceClient<Channel>, within| {
+                let forward = forward_request(core, req.clone(), within);
+                async move { client.pull_message(forward).await }
+            };
+            return match at_leader(core, &group, serve, forwarded, due, Effect::Read, call).await {
+                AtLeader::Here(raft) => return serve_pull(core, &names, &record, &group, &raft, &req, offset, &filter).await,
+                AtLeader::Answered(mut stream) => {
+                    let mut items = Vec::new();
+                    // A pull answers at most READ_MESSAGES_MAX messages, a status and an offset.
+                    while items.len() < READ_MESSAGES_MAX + 2 {
+                        match stream.message().await {
+                            Ok(Some(item)) => items.push(item),
+                            Ok(None) => break,
+                            Err(e) => return refuse(status(Code::HaNotAvailable, format!("forwarded pull: {e}"))),
+                        }
+                    }
+                    items
+                }
+                AtLeader::Refused(s) => refuse(codes::from_native(&s)),
+            };
+        }
+    };
+    serve_pull(core, &names, &record, &group, &raft, &req, offset, &filter).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_pull(
+    core: &Core,
+    names: &QueueNames,
+    record: &TopicRecord,
+    group: &GroupRecord,
+    raft: &QueueRaft,
+    req: &PullMessageRequest,
+    offset: u64,
+    filter: &TagFilter,
+) -> Vec<PullMessageResponse> {
+    let batch = match usize::try_from(req.batch_size) {
+        Ok(0) | Err(_) => PULL_MESSAGES_DEFAULT,
+        Ok(n) => n.min(READ_MESSAGES_MAX),
+    };
+    let wait = req.long_polling_timeout.as_ref().map_or(Duration::ZERO, |d| {
+        Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0)) + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
+    });
+    let read = match core.read_here(group, raft, offset, batch, PULL_BYTES_MAX, wait).await {
+        Ok(r) => r,
+        Err(s) => return vec![PullMessageResponse { content: Some(Content::Status(codes::from_native(&s))) }],
+    };
+    let store_host = core.client_endpoint(core.id).unwrap_or_default();
+    let mut out = vec![PullMessageResponse { content: Some(Content::Status(ok())) }];
+    for m in read.messages.into_iter().filter(|m| filter.matches(m.message.tag.as_deref())) {
+        let delivery = Delivery { attempt: 1, receipt_handle: None, invisible: None };
+        let message = delivered(&names.resource, record.message_type, &store_host, m, delivery);
+        out.push(PullMessageResponse { content: Some(Content::Message(message)) });
+    }
+    let next = i64::try_from(read.next_offset).unwrap_or(i64::MAX);
+    out.push(PullMessageResponse { content: Some(Content::NextOffset(next)) });
+    out
+}
+
+/// A tag filter: `*` (or empty) takes every message, `TagA||TagB` those with one of the tags.
+pub(super) struct TagFilter {
+    tags: Option<Vec<String>>,
+}
+
+impl TagFilter {
+    pub(super) fn parse(expression: Option<&FilterExpression>) -> Result<Self, Status> {
+        let Some(e) = expression else { return Ok(Self { tags: None }) };
+        match FilterType::try_from(e.r#type) {
+            Ok(FilterType::Tag | FilterType::Unspecified) => {}
+            Ok(FilterType::Sql) => return Err(status(Code::NotImplemented, "SQL92 filters are not served by this raftmq release")),
+            Err(_) => return Err(status(Code::IllegalFilterExpression, format!("unknown filter type {}", e.r#type))),
+        }
+        let text = e.expression.trim();
+        if text.is_empty() || text == "*" {
+            return Ok(Self { tags: None });
+        }
+        let tags: Vec<String> = text.split("||").map(|t| t.trim().to_owned()).collect();
+        if tags.iter().any(|t| t.is_empty() || t == "*") {
+            return Err(status(Code::IllegalFilterExpression, format!("{text:?} is not a tag expression (TagA||TagB, or *)")));
+        }
+        Ok(Self { tags: Some(tags) })
+    }
+
+    pub(super) fn matches(&self, tag: Option<&str>) -> bool {
+        match (&self.tags, tag) {
+            (None, _) => true,
+            (Some(tags), Some(tag)) => tags.iter().any(|t| t == tag),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// Where an offset request is served: the queue's group and this broker's replica of it when it
+/// leads, else the forwarded answer (`Err`).
+async fn at_queue_leader<Req, R, F, Fut>(
+    core: &Core,
+    request: Request<Req>,
+    message_queue: impl Fn(&Req) -> Option<&MessageQueue>,
+    effect: Effect,
+    refuse: impl Fn(Status) -> R,
+    forward: F,
+) -> Result<(Req, GroupRecord, QueueRaft, Option<tokio::time::Instant>, Resource), R>
+where
+    Req: Clone,
+    F: Fn(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<R>, tonic::Status>>,
+{
+    let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
+    let names = queue_names(message_queue(request.get_ref()), &request).map_err(&refuse)?;
+    let req = request.into_inner();
+    let (_, group) = queue_group(core, &names).await.map_err(&refuse)?;
+    let serve: Serve = core.leader_target(&group, forwarded, left(due)).await;
+    let call = |client, within| forward(client, forward_request(core, req.clone(), within));
+    match at_leader(core, &group, serve, forwarded, due, effect, call).await {
+        AtLeader::Here(raft) => Ok((req, group, raft, due, names.resource)),
+        AtLeader::Answered(reply) => Err(reply),
+        AtLeader::Refused(s) => Err(refuse(codes::from_native(&s))),
+    }
+}
+
+fn consumer_group_of<T>(group: Option<&Resource>, request: &Request<T>, core: &Core) -> Result<String, Status> {
+    let (_, name) = resolve(group, request);
+    edge::check_name("group", &name, &core.options.limits).map_err(|e| codes::invalid(&e))?;
+    Ok(name)
+}
+
+pub(super) async fn update_offset(core: &Core, request: Request<UpdateOffsetRequest>) -> UpdateOffsetResponse {
+    let refuse = |s: Status| UpdateOffsetResponse { status: Some(s) };
+    let consumer_group = match consumer_group_of(request.get_ref().group.as_ref(), &request, core) {
+        Ok(g) => g,
+        Err(s) => return refuse(s),
+    };
+    let forward = |mut client: MessagingServiceClient<Channel>, req| async move { client.update_offset(req).await };
+    let (req, group, raft, due, _) =
+        match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Write, refuse, forward).await {
+            Ok(here) => here,
+            Err(answer) => return answer,
+        };
+    let Ok(offset) = u64::try_from(req.offset) else {
+        return refuse(status(Code::IllegalOffset, format!("offset {} is negative", req.offset)));
+    };
+    match core.commit_offset_here(&raft, &group, &consumer_group, offset, due).await {
+        Ok(()) => UpdateOffsetResponse { status: Some(ok()) },
+        Err(s) => refuse(codes::from_native(&s)),
+    }
+}
+
+pub(super) async fn get_offset(core: &Core, request: Request<GetOffsetRequest>) -> GetOffsetResponse {
+    let refuse = |s: Status| GetOffsetResponse { status: Some(s), offset: 0 };
+    let consumer_group = match consumer_group_of(request.get_ref().group.as_ref(), &request, core) {
+        Ok(g) => g,
+        Err(s) => return refuse(s),
+    };
+    let forward = |mut client: MessagingServiceClient<Channel>, req| async move { client.get_offset(req).await };
+    let (_, group, raft, due, _) = match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Read, refuse, forward).await {
+        Ok(here) => here,
+        Err(answer) => return answer,
+    };
+    match core.consumer_offset_here(&raft, &group, &consumer_group, due).await {
+        Ok(Some(offset)) => GetOffsetResponse { status: Some(ok()), offset: i64::try_from(offset).unwrap_or(i64::MAX) },
+        Ok(None) => refuse(status(Code::OffsetNotFound, format!("consumer group {consumer_group:?} has no offset on this queue"))),
+        Err(s) => refuse(codes::from_native(&s)),
+    }
+}
+
+pub(super) async fn query_offset(core: &Core, request: Request<QueryOffsetRequest>) -> QueryOffsetResponse {
+    let refuse = |s: Status| QueryOffsetResponse { status: Some(s), offset: 0 };
+    let forward = |mut client: MessagingServiceClient<Channel>, req| async move { client.query_offset(req).await };
+    let (req, group, raft, due, _) = match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Read, refuse, forward).await
+    {
+        Ok(here) => here,
+        Err(answer) => return answer,
+    };
+    let (start, end) = match core.queue_offsets_here(&raft, &group, due).await {
+        Ok(offsets) => offsets,
+        Err(s) => return refuse(codes::from_native(&s)),
+    };
+    let offset = match QueryOffsetPolicy::try_from(req.query_offset_policy) {
+        Ok(QueryOffsetPolicy::Beginning) => start,
+        Ok(QueryOffsetPolicy::End) => end,
+        Ok(QueryOffsetPolicy::Timestamp) => {
+            return refuse(status(Code::NotImplemented, "offsets by timestamp are not served by this raftmq release"));
+        }
+        Err(_) => return refuse(status(Code::BadRequest, format!("unknown offset policy {}", req.query_offset_policy))),
+    };
+    QueryOffsetResponse { status: Some(ok()), offset: i64::try_from(offset).unwrap_or(i64::MAX) }
+}
