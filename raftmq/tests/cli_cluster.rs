@@ -137,6 +137,13 @@ fn admin_produce_consume_and_bench_work_against_a_dev_cluster() {
     assert_eq!(read.last().and_then(|r| r["consumed"].as_u64()), Some(300), "{read:?}");
     let e2e = ok(b, &["bench", "e2e", "--topic", "bench", "--count", "100", "--concurrency", "4", "--size", "64"], None);
     assert!(e2e.last().is_some_and(|r| r["end_to_end_latency"].is_object()), "{e2e:?}");
+    // The same sends through RocketMQ's protocol, stored after the native ones (300 + e2e's 100).
+    let args = ["bench", "produce", "--topic", "bench", "--count", "200", "--concurrency", "8", "--size", "64", "--protocol", "rocketmq"];
+    let over_rocketmq = ok(b, &args, None);
+    let last = over_rocketmq.last().expect("a report");
+    assert_eq!((last["acked"].as_u64(), last["protocol"].as_str()), (Some(200), Some("rocketmq")), "{over_rocketmq:?}");
+    let read = ok(b, &["bench", "consume", "--topic", "bench", "--count", "600"], None);
+    assert_eq!(read.last().and_then(|r| r["consumed"].as_u64()), Some(600), "{read:?}");
 
     let listed = ok(b, &["admin", "topic", "list"], None);
     let names: Vec<&str> = listed[0]["topics"].as_array().expect("topics").iter().filter_map(|t| t["name"].as_str()).collect();

@@ -17,6 +17,7 @@
 mod consume;
 mod produce;
 mod report;
+mod rocketmq;
 mod stamp;
 mod state;
 
@@ -36,7 +37,7 @@ use client::{CallError, Cluster, Router, Target, admin_client, random_u64, reque
 
 use crate::cli::{CommonArgs, EXIT_CHECK_FAILED, producer_id};
 use consume::{ConsumeLatency, Consumer, QueueCursor, ReadMode, deal};
-use produce::{Producer, SendPlan};
+use produce::{Producer, SendPlan, SendVia};
 use report::{Measured, QueueBenchReport, RunShape};
 use stamp::{STAMP_LEN, Stamp};
 pub use state::BenchKind;
@@ -77,8 +78,29 @@ pub struct QueueBenchArgs {
     /// Seconds after which the run stops, done or not (`--timeout` is each call's deadline).
     #[arg(long, default_value_t = 300, value_parser = value_parser!(u64).range(1..=86_400))]
     time_limit: u64,
+    /// The client protocol of the sends (produce): raftmq's own `QueueService`, or RocketMQ 5's
+    /// `MessagingService` as an official client uses it.
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    protocol: Protocol,
     #[command(flatten)]
     common: CommonArgs,
+}
+
+/// A client protocol of the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Native,
+    Rocketmq,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Native => "native",
+            Protocol::Rocketmq => "rocketmq",
+        }
+    }
 }
 
 pub fn run(kind: BenchKind, args: QueueBenchArgs) -> anyhow::Result<ExitCode> {
@@ -90,6 +112,7 @@ struct Run {
     kind: BenchKind,
     args: QueueBenchArgs,
     router: Arc<Router>,
+    send_via: SendVia,
     queues: Vec<QueueInfo>,
     counters: Arc<Counters>,
     stop: Arc<StopSignal>,
@@ -102,16 +125,28 @@ async fn run_bench(kind: BenchKind, args: QueueBenchArgs) -> anyhow::Result<Exit
     if kind == BenchKind::E2e && size < STAMP_LEN {
         bail!("bench e2e needs --size {STAMP_LEN} or more: each body carries its send time");
     }
+    if args.protocol == Protocol::Rocketmq && kind != BenchKind::Produce {
+        bail!("bench {} --protocol rocketmq: RocketMQ consumption is not served yet; only `bench produce` runs over it", kind.name());
+    }
     let cluster = args.common.connect.cluster();
     ensure_topic(&cluster, &args.topic, args.queues).await?;
     let (router, described) = Router::open(cluster, &args.topic).await.with_context(|| format!("describing topic {}", args.topic))?;
     if described.queues.is_empty() {
         bail!("topic {} has no queues", args.topic);
     }
+    let send_via = match args.protocol {
+        Protocol::Native => SendVia::Native,
+        Protocol::Rocketmq => {
+            let connect = &args.common.connect;
+            let route = rocketmq::RocketmqRoute::query(&connect.broker, &args.topic, connect.timeout).await?;
+            SendVia::Rocketmq(Arc::new(route))
+        }
+    };
     let started = Instant::now();
     let run = Arc::new(Run {
         kind,
         router: Arc::new(router),
+        send_via,
         queues: described.queues,
         counters: Arc::new(Counters::default()),
         stop: Arc::new(StopSignal::default()),
@@ -144,6 +179,7 @@ impl Run {
             size: a.size,
             concurrency: a.concurrency,
             batch: a.batch,
+            protocol: a.protocol,
         }
     }
 
@@ -165,6 +201,7 @@ impl Run {
 
     fn producers(&self, body: produce::BodyMaker) -> JoinSet<anyhow::Result<LatencyRecorder>> {
         let producer = Arc::new(Producer {
+            via: self.send_via.clone(),
             router: self.router.clone(),
             topic: self.args.topic.clone(),
             queues: self.queues.iter().map(|q| q.queue_id).collect(),
@@ -371,5 +408,13 @@ mod tests {
         {
             assert!(QueueBenchArgs::from_test_args(&["--topic", "t", bad[0], bad[1]]).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_protocol_is_native_unless_asked() {
+        assert_eq!(QueueBenchArgs::from_test_args(&["--topic", "t"]).expect("defaults").protocol, Protocol::Native);
+        let a = QueueBenchArgs::from_test_args(&["--topic", "t", "--protocol", "rocketmq"]).expect("rocketmq");
+        assert_eq!(a.protocol, Protocol::Rocketmq);
+        assert!(QueueBenchArgs::from_test_args(&["--topic", "t", "--protocol", "amqp"]).is_err());
     }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use proto::raftmq::v1::send_request::Target as SendTarget;
 use proto::raftmq::v1::{Message, SendRequest};
 
+use super::rocketmq::{Outcome, RocketmqRoute};
 use super::state::{Counters, StopReason, StopSignal};
 use crate::bench::latency::LatencyRecorder;
 use crate::cli::produce::{results_of, send};
@@ -45,7 +46,17 @@ impl SendPlan {
 /// Makes the body of message `index` (from 0).
 pub type BodyMaker = Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>;
 
+/// Which protocol the sends go through.
+#[derive(Clone)]
+pub enum SendVia {
+    /// `QueueService`, through the client crate's router.
+    Native,
+    /// RocketMQ 5's `MessagingService`, to the brokers the topic's route names.
+    Rocketmq(Arc<RocketmqRoute>),
+}
+
 pub struct Producer {
+    pub via: SendVia,
     pub router: Arc<Router>,
     pub topic: String,
     pub queues: Vec<u32>,
@@ -76,6 +87,10 @@ impl Producer {
             let Some(range) = self.plan.claim() else { break };
             let n = range.end - range.start;
             let queue = self.plan.queue_of(range.start, &self.queues);
+            if let SendVia::Rocketmq(route) = &self.via {
+                self.send_rocketmq(route, queue, range, &mut latency).await;
+                continue;
+            }
             // Sequences from 1: 0 would turn deduplication off.
             let messages = range.map(|i| Message { body: (self.body)(i).into(), sequence: i + 1, ..Default::default() }).collect();
             let req = SendRequest {
@@ -107,6 +122,35 @@ impl Producer {
             }
         }
         Ok(latency)
+    }
+
+    /// One send of `range` to `queue` over RocketMQ's protocol, counted as the native ones are.
+    async fn send_rocketmq(&self, route: &RocketmqRoute, queue: u32, range: Range<u64>, latency: &mut LatencyRecorder) {
+        let n = range.end - range.start;
+        let ids = range.clone().map(|i| format!("{}-{i}", self.producer_id)).collect();
+        let bodies: Vec<Vec<u8>> = range.map(|i| (self.body)(i)).collect();
+        let bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+        let sent_at = Instant::now();
+        let c = &self.counters;
+        match tokio::time::timeout_at(self.deadline.into(), route.send(queue, ids, bodies)).await {
+            Ok(Outcome::Acked) => {
+                latency.record(sent_at.elapsed());
+                Counters::add(&c.acked, n);
+                Counters::add(&c.acked_bytes, bytes);
+            }
+            Ok(Outcome::Failed(e)) => {
+                c.note_error(format_args!("send to queue {queue}: {e}"));
+                Counters::add(&c.failed, n);
+            }
+            Ok(Outcome::Unknown(e)) => {
+                c.note_error(format_args!("send to queue {queue}: {e}"));
+                Counters::add(&c.unknown, n);
+            }
+            Err(_elapsed) => {
+                self.stop.stop(StopReason::Timeout);
+                Counters::add(&c.unknown, n);
+            }
+        }
     }
 }
 

@@ -45,6 +45,8 @@ pub struct RunShape {
     pub size: u64,
     pub concurrency: u64,
     pub batch: u64,
+    /// The client protocol of the sends.
+    pub protocol: super::Protocol,
 }
 
 pub struct Measured {
@@ -106,8 +108,9 @@ impl QueueBenchReport {
         }
         writeln!(
             out,
-            "bench {}: topic {}, {} queues, {} x {} B, concurrency {}, batch {}",
+            "bench {} ({}): topic {}, {} queues, {} x {} B, concurrency {}, batch {}",
             self.shape.kind.name(),
+            self.shape.protocol.name(),
             self.shape.topic,
             self.shape.queues,
             self.shape.count,
@@ -159,7 +162,16 @@ mod tests {
     use super::*;
 
     fn shape(kind: BenchKind) -> RunShape {
-        RunShape { kind, topic: "t".into(), queues: 4, count: 1000, size: 1024, concurrency: 8, batch: 1 }
+        RunShape {
+            kind,
+            topic: "t".into(),
+            queues: 4,
+            count: 1000,
+            size: 1024,
+            concurrency: 8,
+            batch: 1,
+            protocol: super::super::Protocol::Native,
+        }
     }
 
     fn latency() -> Latency {
@@ -221,7 +233,7 @@ mod tests {
         r.write(&mut text, false).expect("write");
         assert_eq!(
             String::from_utf8(text).expect("utf-8"),
-            "bench produce: topic t, 4 queues, 1000 x 1024 B, concurrency 8, batch 1\n\
+            "bench produce (native): topic t, 4 queues, 1000 x 1024 B, concurrency 8, batch 1\n\
              \x20 2.00 s, acked 450 msg/s, 0.44 MiB/s\n\
              \x20 sent: 900 acked, 60 failed, 40 unknown outcome\n\
              \x20 send to ack (per send): p50 1.500 ms  p99 4.000 ms  p999 9.000 ms  max 12.000 ms\n\
