@@ -11,11 +11,13 @@
 //! - [`store`]: the queue store, one RocksDB per broker holding every group's derived state
 //!   (consume-queue index, queue offsets, consumer offsets, applied index), written with the WAL
 //!   off and flushed at known points.
+//! - [`filter`]: tag and SQL92 filters a consumer reads through, parsed once, evaluated here.
 //! - [`queue`]: the queue state machine: commands, their pure application, openraft's state machine.
 //! - [`size_limits`]: how the size bounds of the edge, an entry, a log record and the transport
 //!   fit together, and the check that refuses options where they do not.
 
 pub mod edge;
+pub mod filter;
 pub mod host;
 pub mod meta;
 pub mod metrics;

@@ -295,6 +295,7 @@ async fn a_pull_consumer_reads_filters_and_keeps_its_offset() {
     for (i, tag) in ["A", "B", "A", "C", "A"].iter().enumerate() {
         let mut m = raw_message("pulled", &format!("id-{i}"), if i == 0 { b"hello".to_vec() } else { format!("m{i}").into_bytes() });
         m.system_properties.as_mut().unwrap().tag = Some((*tag).into());
+        m.user_properties.insert("n".into(), i.to_string());
         messages.push(m);
     }
     let sent = client.send_message(SendMessageRequest { messages }).await.expect("send").into_inner();
@@ -343,8 +344,13 @@ async fn a_pull_consumer_reads_filters_and_keeps_its_offset() {
     let (code, pulled, next) = pull(&mut client, req(5, None, 300)).await;
     assert_eq!((code, pulled.len(), next), (MqCode::Ok as i32, 0, Some(5)));
     assert!(started.elapsed() >= Duration::from_millis(250), "answered after {:?}", started.elapsed());
-    let sql = Some(FilterExpression { r#type: FilterType::Sql as i32, expression: "a > 1".into() });
-    assert_eq!(pull(&mut client, req(0, sql, 0)).await.0, MqCode::NotImplemented as i32);
+    // SQL92 over user properties and the tag, evaluated on the broker.
+    let sql = Some(FilterExpression { r#type: FilterType::Sql as i32, expression: "n >= 2 AND TAGS IN ('A', 'C')".into() });
+    let (code, pulled, next) = pull(&mut client, req(0, sql, 0)).await;
+    let ids: Vec<&str> = pulled.iter().map(|m| m.system_properties.as_ref().unwrap().message_id.as_str()).collect();
+    assert_eq!((code, ids, next), (MqCode::Ok as i32, vec!["id-2", "id-3", "id-4"], Some(5)));
+    let bad = Some(FilterExpression { r#type: FilterType::Sql as i32, expression: "n >= ".into() });
+    assert_eq!(pull(&mut client, req(0, bad, 0)).await.0, MqCode::IllegalFilterExpression as i32);
 
     let get = || GetOffsetRequest { group: group.clone(), message_queue: message_queue("pulled", 0) };
     let none = client.get_offset(get()).await.expect("get").into_inner();

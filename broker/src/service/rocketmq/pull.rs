@@ -2,7 +2,7 @@
 //! there are none), and its consumer group's offsets (`UpdateOffset`, `GetOffset`) and the
 //! queue's own (`QueryOffset`). The same steps as the native `Fetch`, `CommitOffset` and
 //! `GetOffset` ([`crate::serve`]): a pull is served by any replica of the queue (each applies only
-//! committed entries), offsets at the leader, and `GetOffset` and `QueryOffset` only after the
+//! committed entries) and filtered there ([`crate::filter`]), offsets at the leader, and `GetOffset` and `QueryOffset` only after the
 //! leader confirmed it still leads (invariant 6).
 //!
 //! A pull's stream is its status, then the messages, then the offset the next pull starts at.
@@ -22,6 +22,7 @@ use tonic::{Request, Response};
 use super::message::{Delivery, delivered};
 use super::{codes, ok, resolve, status};
 use crate::edge::{self, answer_by, left};
+use crate::filter::Filter;
 use crate::host::{QueueRaft, READ_MESSAGES_MAX};
 use crate::routing::{AtLeader, Effect, Serve, at_leader, forward_request, is_forwarded};
 use crate::server::Core;
@@ -71,7 +72,7 @@ pub(super) async fn pull(core: &Core, request: Request<PullMessageRequest>) -> V
     if let Err(e) = edge::check_name("group", &consumer_group.name, &core.options.limits) {
         return refuse(codes::invalid(&e));
     }
-    let filter = match TagFilter::parse(req.filter_expression.as_ref()) {
+    let filter = match filter_of(req.filter_expression.as_ref()) {
         Ok(f) => f,
         Err(s) => return refuse(s),
     };
@@ -117,7 +118,7 @@ async fn serve_pull(
     raft: &QueueRaft,
     req: &PullMessageRequest,
     offset: u64,
-    filter: &TagFilter,
+    filter: &Filter,
 ) -> Vec<PullMessageResponse> {
     let batch = match usize::try_from(req.batch_size) {
         Ok(0) | Err(_) => PULL_MESSAGES_DEFAULT,
@@ -132,7 +133,7 @@ async fn serve_pull(
     };
     let store_host = core.client_endpoint(core.id).unwrap_or_default();
     let mut out = vec![PullMessageResponse { content: Some(Content::Status(ok())) }];
-    for m in read.messages.into_iter().filter(|m| filter.matches(m.message.tag.as_deref())) {
+    for m in read.messages.into_iter().filter(|m| filter.matches(m.message.tag.as_deref(), &m.message.properties)) {
         let delivery = Delivery { attempt: 1, receipt_handle: None, invisible: None };
         let message = delivered(&names.resource, record.message_type, &store_host, m, delivery);
         out.push(PullMessageResponse { content: Some(Content::Message(message)) });
@@ -142,37 +143,16 @@ async fn serve_pull(
     out
 }
 
-/// A tag filter: `*` (or empty) takes every message, `TagA||TagB` those with one of the tags.
-pub(super) struct TagFilter {
-    tags: Option<Vec<String>>,
-}
-
-impl TagFilter {
-    pub(super) fn parse(expression: Option<&FilterExpression>) -> Result<Self, Status> {
-        let Some(e) = expression else { return Ok(Self { tags: None }) };
-        match FilterType::try_from(e.r#type) {
-            Ok(FilterType::Tag | FilterType::Unspecified) => {}
-            Ok(FilterType::Sql) => return Err(status(Code::NotImplemented, "SQL92 filters are not served by this raftmq release")),
-            Err(_) => return Err(status(Code::IllegalFilterExpression, format!("unknown filter type {}", e.r#type))),
-        }
-        let text = e.expression.trim();
-        if text.is_empty() || text == "*" {
-            return Ok(Self { tags: None });
-        }
-        let tags: Vec<String> = text.split("||").map(|t| t.trim().to_owned()).collect();
-        if tags.iter().any(|t| t.is_empty() || t == "*") {
-            return Err(status(Code::IllegalFilterExpression, format!("{text:?} is not a tag expression (TagA||TagB, or *)")));
-        }
-        Ok(Self { tags: Some(tags) })
-    }
-
-    pub(super) fn matches(&self, tag: Option<&str>) -> bool {
-        match (&self.tags, tag) {
-            (None, _) => true,
-            (Some(tags), Some(tag)) => tags.iter().any(|t| t == tag),
-            (Some(_), None) => false,
-        }
-    }
+/// The filter of a receive or pull: a tag expression or SQL92 ([`crate::filter`]), refused
+/// with `ILLEGAL_FILTER_EXPRESSION` when it does not parse.
+pub(super) fn filter_of(expression: Option<&FilterExpression>) -> Result<Filter, Status> {
+    let Some(e) = expression else { return Ok(Filter::All) };
+    let parsed = match FilterType::try_from(e.r#type) {
+        Ok(FilterType::Tag | FilterType::Unspecified) => Filter::tags(&e.expression),
+        Ok(FilterType::Sql) => Filter::sql(&e.expression),
+        Err(_) => return Err(status(Code::IllegalFilterExpression, format!("unknown filter type {}", e.r#type))),
+    };
+    parsed.map_err(|e| status(Code::IllegalFilterExpression, e.to_string()))
 }
 
 /// Where an offset request is served: the queue's group and this broker's replica of it when it
