@@ -264,24 +264,9 @@ mod tests {
     /// `body`) decodes as [`GroupCommand::SendV1`] with those fields empty; the new `Send` keeps them.
     #[test]
     fn send_entries_of_both_layouts_decode() {
-        #[derive(Serialize)]
-        struct ReleasedMessage {
-            queue: u32,
-            message_id: String,
-            tag: Option<String>,
-            keys: Vec<String>,
-            properties: Vec<(String, String)>,
-            #[serde(with = "serde_bytes")]
-            body: Vec<u8>,
-        }
-        let released = ReleasedMessage {
-            queue: 1,
-            message_id: "m".into(),
-            tag: Some("t".into()),
-            keys: vec!["k".into()],
-            properties: vec![("p".into(), "v".into())],
-            body: b"body".to_vec(),
-        };
+        // The released layout, spelled out as a tuple (bincode writes a struct as its fields in
+        // order): queue, message id, tag, keys, properties, body.
+        let released = (1u32, "m", Some("t"), vec!["k"], vec![("p", "v")], serde_bytes::Bytes::new(b"body"));
         let bytes = [&0u32.to_le_bytes()[..], &bincode::serialize(&(7u64, vec![released])).unwrap()].concat();
         let expected = NewMessage {
             queue: 1,
