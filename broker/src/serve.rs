@@ -166,6 +166,40 @@ impl Core {
         }
     }
 
+    /// The offset of the first message of `group`'s queue stored at or after `at_ms` (ms since
+    /// the epoch), or the queue's end when none is: a binary search over the index's store
+    /// times, read on `raft` (led here) after a read index. Store times come from the leaders'
+    /// clocks, so across a leader change they are ordered only as well as those clocks agree.
+    pub(crate) async fn queue_offset_at_time_here(
+        &self,
+        raft: &QueueRaft,
+        group: &GroupRecord,
+        at_ms: u64,
+        due: Option<Instant>,
+    ) -> Result<u64, Status> {
+        self.confirm_leadership(raft, due).await?;
+        let (store, group_id, queue) = (self.host.store().clone(), group.id, group.queue);
+        let search = tokio::task::spawn_blocking(move || -> Result<u64, crate::store::StoreError> {
+            let (mut low, mut high) = (store.start_offset(group_id, queue)?, store.next_offset(group_id, queue)?);
+            while low < high {
+                let mid = low + (high - low) / 2;
+                // A message trimmed meanwhile reads as stored before `at_ms`: the search moves on.
+                let stored_before = store.index_range(group_id, queue, mid, 1)?.first().is_none_or(|(_, e)| e.store_time_ms < at_ms);
+                if stored_before {
+                    low = mid + 1;
+                } else {
+                    high = mid;
+                }
+            }
+            Ok(low)
+        });
+        match search.await {
+            Ok(Ok(offset)) => Ok(offset),
+            Ok(Err(e)) => Err(status::internal(e.to_string())),
+            Err(e) => Err(status::internal(format!("offset search task failed: {e}"))),
+        }
+    }
+
     /// Confirms `raft` still leads and has applied everything committed before this call, by
     /// `due`: a read after it is never stale.
     async fn confirm_leadership(&self, raft: &QueueRaft, due: Option<Instant>) -> Result<(), Status> {

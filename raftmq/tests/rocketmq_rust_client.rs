@@ -365,4 +365,26 @@ async fn a_pull_consumer_reads_filters_and_keeps_its_offset() {
     let bad_queue = UpdateOffsetRequest { group: group.clone(), message_queue: message_queue("pulled", 7), offset: 1 };
     let r = client.update_offset(bad_queue).await.expect("update").into_inner();
     assert_eq!(r.status.map(|s| s.code), Some(MqCode::BadRequest as i32));
+
+    // By time: the first offset stored at or after a moment. The leader stamps store times in
+    // ms, so the second wave is sent once the clock has passed the moment asked about.
+    let since_epoch = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    let between = since_epoch(std::time::SystemTime::now()) + Duration::from_millis(1);
+    while since_epoch(std::time::SystemTime::now()) <= between {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let later = vec![raw_message("pulled", "id-5", b"later".to_vec()), raw_message("pulled", "id-6", b"later".to_vec())];
+    let sent = client.send_message(SendMessageRequest { messages: later }).await.expect("send").into_inner();
+    assert_eq!(sent.status.map(|s| s.code), Some(MqCode::Ok as i32));
+    let at = |d: Duration| QueryOffsetRequest {
+        message_queue: message_queue("pulled", 0),
+        query_offset_policy: QueryOffsetPolicy::Timestamp as i32,
+        timestamp: Some(prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }),
+    };
+    let offset_at = |r: v2::QueryOffsetResponse| (r.status.map(|s| s.code), r.offset);
+    let ok = Some(MqCode::Ok as i32);
+    assert_eq!(offset_at(client.query_offset(at(Duration::ZERO)).await.expect("query").into_inner()), (ok, 0));
+    assert_eq!(offset_at(client.query_offset(at(between)).await.expect("query").into_inner()), (ok, 5));
+    let future = between + Duration::from_secs(3600);
+    assert_eq!(offset_at(client.query_offset(at(future)).await.expect("query").into_inner()), (ok, 7), "past the end: the end");
 }

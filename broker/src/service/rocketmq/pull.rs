@@ -236,17 +236,20 @@ pub(super) async fn query_offset(core: &Core, request: Request<QueryOffsetReques
         Ok(here) => here,
         Err(answer) => return answer,
     };
-    let (start, end) = match core.queue_offsets_here(&raft, &group, due).await {
-        Ok(offsets) => offsets,
-        Err(s) => return refuse(codes::from_native(&s)),
-    };
-    let offset = match QueryOffsetPolicy::try_from(req.query_offset_policy) {
-        Ok(QueryOffsetPolicy::Beginning) => start,
-        Ok(QueryOffsetPolicy::End) => end,
+    let found = match QueryOffsetPolicy::try_from(req.query_offset_policy) {
+        Ok(QueryOffsetPolicy::Beginning) => core.queue_offsets_here(&raft, &group, due).await.map(|(start, _)| start),
+        Ok(QueryOffsetPolicy::End) => core.queue_offsets_here(&raft, &group, due).await.map(|(_, end)| end),
         Ok(QueryOffsetPolicy::Timestamp) => {
-            return refuse(status(Code::NotImplemented, "offsets by timestamp are not served by this raftmq release"));
+            let Some(at) = req.timestamp.as_ref() else {
+                return refuse(status(Code::BadRequest, "a TIMESTAMP query needs its timestamp"));
+            };
+            let at_ms = at.seconds.saturating_mul(1000).saturating_add(i64::from(at.nanos / 1_000_000));
+            core.queue_offset_at_time_here(&raft, &group, u64::try_from(at_ms).unwrap_or(0), due).await
         }
         Err(_) => return refuse(status(Code::BadRequest, format!("unknown offset policy {}", req.query_offset_policy))),
     };
-    QueryOffsetResponse { status: Some(ok()), offset: i64::try_from(offset).unwrap_or(i64::MAX) }
+    match found {
+        Ok(offset) => QueryOffsetResponse { status: Some(ok()), offset: i64::try_from(offset).unwrap_or(i64::MAX) },
+        Err(s) => refuse(codes::from_native(&s)),
+    }
 }
