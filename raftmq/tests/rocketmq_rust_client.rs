@@ -191,6 +191,16 @@ async fn routes_name_every_queue_on_a_reachable_master_broker() {
         assert_eq!(endpoints.scheme, AddressScheme::IPv4 as i32);
         assert!(addresses.contains(&endpoints.addresses[0].host), "{endpoints:?} is not a broker's address");
     }
+    // A push consumer is assigned every queue, each where its route says.
+    let assign = |group: &str| v2::QueryAssignmentRequest { topic: resource("routed"), group: resource(group), endpoints: None };
+    let assigned = client.query_assignment(assign("pushers")).await.expect("assignment").into_inner();
+    assert_eq!(assigned.status.as_ref().map(|s| s.code), Some(MqCode::Ok as i32), "{:?}", assigned.status);
+    let queues: Vec<_> = assigned.assignments.into_iter().filter_map(|a| a.message_queue).collect();
+    // The same queues as the route (their leaders may have moved in between: not compared).
+    let ids: Vec<(i32, i32)> = queues.iter().map(|q| (q.id, q.permission)).collect();
+    assert_eq!(ids, r.message_queues.iter().map(|q| (q.id, q.permission)).collect::<Vec<_>>(), "the assignment is the route's queues");
+    let bad = client.query_assignment(assign("no spaces")).await.expect("assignment").into_inner();
+    assert_eq!(bad.status.map(|s| s.code), Some(MqCode::IllegalConsumerGroup as i32));
     let missing = client.query_route(QueryRouteRequest { topic: resource("absent"), endpoints: None }).await.expect("route").into_inner();
     assert_eq!(missing.status.map(|s| s.code), Some(MqCode::TopicNotFound as i32));
     let illegal =
@@ -256,6 +266,13 @@ async fn bad_sends_are_refused_with_their_codes_and_store_nothing() {
     }
     assert!(read_all(&cluster, "plain", 1).await[&0].is_empty(), "nothing refused was stored");
 
+    // A full batch: 256 messages (limits.messages_per_send_max) stored, one more refused whole.
+    let batch = |n: usize| (0..n).map(|i| raw_message("plain", &format!("id-batch-{n}-{i}"), b"b".to_vec())).collect::<Vec<_>>();
+    let over = client.send_message(SendMessageRequest { messages: batch(257) }).await.expect("answered").into_inner();
+    assert_eq!(over.status.as_ref().map(|s| s.code), Some(MqCode::BadRequest as i32), "{:?}", over.status);
+    assert_eq!(over.entries.len(), 257, "one entry per message");
+    assert!(read_all(&cluster, "plain", 1).await[&0].is_empty(), "nothing of the refused batch was stored");
+
     // At the limit: stored.
     let r = client
         .send_message(SendMessageRequest { messages: vec![raw_message("plain", "id-at-limit", vec![7; limit])] })
@@ -264,7 +281,11 @@ async fn bad_sends_are_refused_with_their_codes_and_store_nothing() {
         .into_inner();
     assert_eq!(r.status.as_ref().map(|s| s.code), Some(MqCode::Ok as i32), "{:?}", r.status);
     assert_eq!((r.entries[0].message_id.as_str(), r.entries[0].offset), ("id-at-limit", 0));
-    let stored = read_count(&cluster, "plain", 1, 1).await;
+    let full = client.send_message(SendMessageRequest { messages: batch(256) }).await.expect("answered").into_inner();
+    assert_eq!(full.status.as_ref().map(|s| s.code), Some(MqCode::Ok as i32), "{:?}", full.status);
+    let offsets: Vec<i64> = full.entries.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, (1..=256).collect::<Vec<i64>>(), "a full batch, in order, after the body at the limit");
+    let stored = read_count(&cluster, "plain", 1, 257).await;
     assert_eq!(stored[&0][0].message.as_ref().map(|m| m.body.len()), Some(limit));
 }
 

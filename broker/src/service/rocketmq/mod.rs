@@ -4,7 +4,8 @@
 //! ([`crate::routing`]), calls what the queue group serves there ([`crate::serve`]) and answers
 //! with the protocol's own [`Code`] ([`codes`]).
 //!
-//! - [`route`]: `QueryRoute`: every queue of a topic, on the broker that leads it.
+//! - [`route`]: `QueryRoute`: every queue of a topic, on the broker that leads it; and
+//!   `QueryAssignment`, the same queues for a push consumer.
 //! - [`telemetry`]: the settings handshake clients wait for before they send or receive.
 //! - [`send`]: `SendMessage`: normal and FIFO messages; the broker, never the client, picks a
 //!   FIFO message's queue from its message group.
@@ -107,11 +108,11 @@ impl MessagingService for MessagingSvc {
         Ok(Response::new(send::send_message(&self.core, &self.send, request).await))
     }
 
-    async fn query_assignment(
-        &self,
-        _request: Request<QueryAssignmentRequest>,
-    ) -> Result<Response<QueryAssignmentResponse>, tonic::Status> {
-        Ok(Response::new(QueryAssignmentResponse { status: Some(not_implemented("QueryAssignment")), assignments: vec![] }))
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn query_assignment(&self, request: Request<QueryAssignmentRequest>) -> Result<Response<QueryAssignmentResponse>, tonic::Status> {
+        let (resource, topic) = resolve(request.get_ref().topic.as_ref(), &request);
+        let (_, group) = resolve(request.get_ref().group.as_ref(), &request);
+        Ok(Response::new(route::query_assignment(&self.core, &resource, &topic, &group).await))
     }
 
     type ReceiveMessageStream = ResponseStream<ReceiveMessageResponse>;

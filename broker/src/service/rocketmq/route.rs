@@ -7,7 +7,8 @@
 
 use controller::MessageType as TopicType;
 use proto::apache::rocketmq::v2::{
-    Address, AddressScheme, Broker, Code, Endpoints, MessageQueue, MessageType, Permission, QueryRouteResponse, Resource,
+    Address, AddressScheme, Assignment, Broker, Code, Endpoints, MessageQueue, MessageType, Permission, QueryAssignmentResponse,
+    QueryRouteResponse, Resource, Status,
 };
 
 use super::{codes, ok, status};
@@ -19,24 +20,42 @@ const MASTER_BROKER_ID: i32 = 0;
 
 /// The route of `topic`, raftmq's name of `resource`.
 pub(super) async fn query_route(core: &Core, resource: &Resource, topic: &str) -> QueryRouteResponse {
-    let refuse = |status| QueryRouteResponse { status: Some(status), message_queues: vec![] };
-    if let Err(e) = edge::check_name("topic", topic, &core.options.limits) {
-        return refuse(codes::invalid(&e));
+    match message_queues(core, resource, topic).await {
+        Ok(message_queues) => QueryRouteResponse { status: Some(ok()), message_queues },
+        Err(s) => QueryRouteResponse { status: Some(s), message_queues: vec![] },
     }
-    let (map, record) = match core.map_with_topic(topic).await {
-        Ok(found) => found,
-        Err(s) => return refuse(codes::from_native(&s)),
-    };
+}
+
+/// `QueryAssignment`: every queue of the topic, each on the broker that leads it, for a push
+/// consumer of `group` to receive from. Receives are served by the queue's leader whichever
+/// consumer asks, so every consumer is assigned every queue.
+pub(super) async fn query_assignment(core: &Core, resource: &Resource, topic: &str, group: &str) -> QueryAssignmentResponse {
+    if let Err(e) = edge::check_name("group", group, &core.options.limits) {
+        return QueryAssignmentResponse { status: Some(codes::invalid(&e)), assignments: vec![] };
+    }
+    match message_queues(core, resource, topic).await {
+        Ok(queues) => QueryAssignmentResponse {
+            status: Some(ok()),
+            assignments: queues.into_iter().map(|q| Assignment { message_queue: Some(q) }).collect(),
+        },
+        Err(s) => QueryAssignmentResponse { status: Some(s), assignments: vec![] },
+    }
+}
+
+/// Each queue of `topic` on the broker that leads it as far as this broker knows.
+async fn message_queues(core: &Core, resource: &Resource, topic: &str) -> Result<Vec<MessageQueue>, Status> {
+    edge::check_name("topic", topic, &core.options.limits).map_err(|e| codes::invalid(&e))?;
+    let (map, record) = core.map_with_topic(topic).await.map_err(|s| codes::from_native(&s))?;
     let mut message_queues = Vec::with_capacity(record.groups.len());
     for (queue, group_id) in record.groups.iter().enumerate() {
         let Some(group) = map.groups.get(group_id) else {
-            return refuse(status(Code::InternalServerError, format!("topic {topic:?} queue {queue} has no group in the map")));
+            return Err(status(Code::InternalServerError, format!("topic {topic:?} queue {queue} has no group in the map")));
         };
         let leader = core.known_leader(group);
         let candidates = leader.into_iter().chain(group.replicas.iter().copied());
         let Some((broker, endpoint)) = candidates.filter_map(|b| core.endpoint_of(b)).next() else {
             let reason = format!("no broker of topic {topic:?} queue {queue} is registered with an address yet");
-            return refuse(status(Code::HaNotAvailable, reason));
+            return Err(status(Code::HaNotAvailable, reason));
         };
         message_queues.push(MessageQueue {
             topic: Some(resource.clone()),
@@ -46,7 +65,7 @@ pub(super) async fn query_route(core: &Core, resource: &Resource, topic: &str) -
             accept_message_types: vec![message_type(record.message_type) as i32],
         });
     }
-    QueryRouteResponse { status: Some(ok()), message_queues }
+    Ok(message_queues)
 }
 
 pub(super) fn message_type(t: TopicType) -> MessageType {
