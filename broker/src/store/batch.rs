@@ -1,5 +1,5 @@
 use super::keys::{self, Item};
-use super::value::{self, Checkpoint, IndexEntry, RAFT_STATE_BYTES_MAX};
+use super::value::{self, Checkpoint, InFlight, IndexEntry, RAFT_STATE_BYTES_MAX};
 use super::{GroupId, StoreError};
 
 /// Everything one applied Raft entry (or a run of consecutive entries) changes in one group,
@@ -18,6 +18,10 @@ pub struct ApplyBatch {
     trim_point: Option<u64>,
     checkpoints: Vec<Checkpoint>,
     dropped_checkpoints: Vec<u64>,
+    pop_cursors: Vec<(String, u32, u64)>,
+    /// In-flight records set (`Some`) and settled (`None`), in the order the entries did it: a
+    /// run of entries may deliver a message and settle it, and the last change must win.
+    in_flight: Vec<(String, u32, u64, Option<InFlight>)>,
 }
 
 impl ApplyBatch {
@@ -44,6 +48,8 @@ impl ApplyBatch {
             trim_point: None,
             checkpoints: Vec::new(),
             dropped_checkpoints: Vec::new(),
+            pop_cursors: Vec::new(),
+            in_flight: Vec::new(),
         }
     }
 
@@ -55,7 +61,13 @@ impl ApplyBatch {
     /// Operations in the batch, not counting the applied index, the raft state, the trim point
     /// and checkpoint operations; at most [`Self::OPS_MAX`].
     pub fn len(&self) -> usize {
-        self.index.len() + self.next_offsets.len() + self.consumer_offsets.len() + self.trimmed_index.len() + self.start_offsets.len()
+        self.index.len()
+            + self.next_offsets.len()
+            + self.consumer_offsets.len()
+            + self.trimmed_index.len()
+            + self.start_offsets.len()
+            + self.pop_cursors.len()
+            + self.in_flight.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -81,6 +93,31 @@ impl ApplyBatch {
         keys::check_consumer_group(consumer_group)?;
         self.check_room()?;
         self.consumer_offsets.push((consumer_group.to_string(), queue, offset));
+        Ok(())
+    }
+
+    /// Sets the next offset of `queue` never yet delivered to `consumer_group` by a receive.
+    pub fn set_pop_cursor(&mut self, consumer_group: &str, queue: u32, offset: u64) -> Result<(), StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        self.check_room()?;
+        self.pop_cursors.push((consumer_group.to_string(), queue, offset));
+        Ok(())
+    }
+
+    /// Records `offset` of `queue` as delivered to `consumer_group` and not yet acknowledged.
+    pub fn put_in_flight(&mut self, consumer_group: &str, queue: u32, offset: u64, record: InFlight) -> Result<(), StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        self.check_room()?;
+        self.in_flight.push((consumer_group.to_string(), queue, offset, Some(record)));
+        Ok(())
+    }
+
+    /// Deletes the in-flight record of `offset` of `queue` for `consumer_group`: acknowledged,
+    /// or no longer deliverable.
+    pub fn settle(&mut self, consumer_group: &str, queue: u32, offset: u64) -> Result<(), StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        self.check_room()?;
+        self.in_flight.push((consumer_group.to_string(), queue, offset, None));
         Ok(())
     }
 
@@ -153,6 +190,17 @@ impl ApplyBatch {
         }
         for log_index in &self.dropped_checkpoints {
             wb.delete(Item::Checkpoint { log_index: *log_index }.key(group));
+        }
+        // In order: RocksDB applies a write batch's operations in sequence, the last one wins.
+        for (consumer_group, queue, offset, record) in &self.in_flight {
+            let key = Item::InFlight { consumer_group: consumer_group.clone(), queue: *queue, offset: *offset }.key(group);
+            match record {
+                Some(r) => wb.put(key, r.encode()),
+                None => wb.delete(key),
+            }
+        }
+        for (consumer_group, queue, offset) in &self.pop_cursors {
+            wb.put(Item::PopCursor { consumer_group: consumer_group.clone(), queue: *queue }.key(group), value::encode_u64(*offset));
         }
         for (queue, offset, entry) in &self.index {
             wb.put(Item::Index { queue: *queue, offset: *offset }.key(group), entry.encode());

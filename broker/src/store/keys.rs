@@ -26,10 +26,12 @@ enum Kind {
     StartOffset,
     TrimPoint,
     Checkpoint,
+    PopCursor,
+    InFlight,
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 11] = [
         Kind::Importing,
         Kind::Applied,
         Kind::NextOffset,
@@ -39,6 +41,8 @@ impl Kind {
         Kind::StartOffset,
         Kind::TrimPoint,
         Kind::Checkpoint,
+        Kind::PopCursor,
+        Kind::InFlight,
     ];
 
     fn from_byte(b: u8) -> Option<Kind> {
@@ -73,6 +77,10 @@ pub(crate) enum Item {
     TrimPoint,
     /// The group's state as of one Raft log index: see [`super::Checkpoint`].
     Checkpoint { log_index: u64 },
+    /// The next offset of `queue` never yet delivered to `consumer_group` by a receive.
+    PopCursor { consumer_group: String, queue: u32 },
+    /// A message received by `consumer_group` and not yet acknowledged: see [`super::InFlight`].
+    InFlight { consumer_group: String, queue: u32, offset: u64 },
 }
 
 impl Item {
@@ -90,13 +98,14 @@ impl Item {
         match self {
             Item::Importing | Item::Applied | Item::RaftState | Item::TrimPoint => {}
             Item::NextOffset { queue } | Item::StartOffset { queue } => k.extend_from_slice(&queue.to_be_bytes()),
-            Item::ConsumerOffset { consumer_group, queue } => {
-                // Callers check the length first (`check_consumer_group`); the assert keeps a
-                // longer name from being cut silently into another name's key.
-                assert!(consumer_group.len() <= CONSUMER_GROUP_BYTES_MAX, "consumer group name over {CONSUMER_GROUP_BYTES_MAX} bytes");
-                k.push(consumer_group.len() as u8);
-                k.extend_from_slice(consumer_group.as_bytes());
+            Item::ConsumerOffset { consumer_group, queue } | Item::PopCursor { consumer_group, queue } => {
+                push_consumer_group(k, consumer_group);
                 k.extend_from_slice(&queue.to_be_bytes());
+            }
+            Item::InFlight { consumer_group, queue, offset } => {
+                push_consumer_group(k, consumer_group);
+                k.extend_from_slice(&queue.to_be_bytes());
+                k.extend_from_slice(&offset.to_be_bytes());
             }
             Item::Index { queue, offset } => {
                 k.extend_from_slice(&queue.to_be_bytes());
@@ -118,6 +127,8 @@ impl Item {
             Item::StartOffset { .. } => Kind::StartOffset,
             Item::TrimPoint => Kind::TrimPoint,
             Item::Checkpoint { .. } => Kind::Checkpoint,
+            Item::PopCursor { .. } => Kind::PopCursor,
+            Item::InFlight { .. } => Kind::InFlight,
         }
     }
 
@@ -133,19 +144,22 @@ impl Item {
             Kind::Applied => exact(0).map(|_| Item::Applied),
             Kind::NextOffset => exact(4).map(|_| Item::NextOffset { queue: be_u32(rest) }),
             Kind::ConsumerOffset => {
-                let (&len, rest) = rest.split_first().ok_or("consumer offset key has no name length")?;
-                let len = usize::from(len);
-                if len == 0 || rest.len() != len + 4 {
-                    return Err(format!("consumer offset key: name length {len} with {} bytes after it", rest.len()));
-                }
-                let name = std::str::from_utf8(&rest[..len]).map_err(|_| "consumer group name is not UTF-8".to_string())?;
-                Ok(Item::ConsumerOffset { consumer_group: name.to_string(), queue: be_u32(&rest[len..]) })
+                let (consumer_group, rest) = split_consumer_group(rest, 4)?;
+                Ok(Item::ConsumerOffset { consumer_group, queue: be_u32(rest) })
             }
             Kind::Index => exact(12).map(|_| Item::Index { queue: be_u32(&rest[..4]), offset: be_u64(&rest[4..]) }),
             Kind::RaftState => exact(0).map(|_| Item::RaftState),
             Kind::StartOffset => exact(4).map(|_| Item::StartOffset { queue: be_u32(rest) }),
             Kind::TrimPoint => exact(0).map(|_| Item::TrimPoint),
             Kind::Checkpoint => exact(8).map(|_| Item::Checkpoint { log_index: be_u64(rest) }),
+            Kind::PopCursor => {
+                let (consumer_group, rest) = split_consumer_group(rest, 4)?;
+                Ok(Item::PopCursor { consumer_group, queue: be_u32(rest) })
+            }
+            Kind::InFlight => {
+                let (consumer_group, rest) = split_consumer_group(rest, 12)?;
+                Ok(Item::InFlight { consumer_group, queue: be_u32(&rest[..4]), offset: be_u64(&rest[4..]) })
+            }
         }
     }
 }
@@ -162,8 +176,32 @@ impl fmt::Display for Item {
             Item::StartOffset { queue } => write!(f, "start offset of queue {queue}"),
             Item::TrimPoint => write!(f, "trim point"),
             Item::Checkpoint { log_index } => write!(f, "checkpoint at log index {log_index}"),
+            Item::PopCursor { consumer_group, queue } => write!(f, "receive cursor of consumer group {consumer_group:?} on queue {queue}"),
+            Item::InFlight { consumer_group, queue, offset } => {
+                write!(f, "in-flight record of consumer group {consumer_group:?} on queue {queue} offset {offset}")
+            }
         }
     }
+}
+
+/// Appends a consumer group name as keys hold it: its length in one byte, then its bytes.
+fn push_consumer_group(k: &mut Vec<u8>, consumer_group: &str) {
+    // Callers check the length first (`check_consumer_group`); the assert keeps a longer name
+    // from being cut silently into another name's key.
+    assert!(consumer_group.len() <= CONSUMER_GROUP_BYTES_MAX, "consumer group name over {CONSUMER_GROUP_BYTES_MAX} bytes");
+    k.push(consumer_group.len() as u8);
+    k.extend_from_slice(consumer_group.as_bytes());
+}
+
+/// A key's consumer group name and the `after` bytes that must follow it.
+fn split_consumer_group(rest: &[u8], after: usize) -> Result<(String, &[u8]), String> {
+    let (&len, rest) = rest.split_first().ok_or("consumer group key has no name length")?;
+    let len = usize::from(len);
+    if len == 0 || rest.len() != len + after {
+        return Err(format!("consumer group key: name length {len} with {} bytes after it", rest.len()));
+    }
+    let name = std::str::from_utf8(&rest[..len]).map_err(|_| "consumer group name is not UTF-8".to_string())?;
+    Ok((name.to_string(), &rest[len..]))
 }
 
 /// Names a stored key for an error message: what it is when it parses, its bytes otherwise.
@@ -265,6 +303,8 @@ mod tests {
             Item::StartOffset { queue: 7 },
             Item::TrimPoint,
             Item::Checkpoint { log_index: 1 << 40 },
+            Item::PopCursor { consumer_group: "cg-1".into(), queue: 3 },
+            Item::InFlight { consumer_group: "cg-1".into(), queue: 3, offset: 1 << 40 },
         ]
     }
 
@@ -312,7 +352,7 @@ mod tests {
 
     #[test]
     fn kind_bytes_are_the_released_ones() {
-        assert_eq!(Kind::ALL.map(|k| k as u8), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(Kind::ALL.map(|k| k as u8), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
         assert!(Kind::ALL.iter().all(|k| Kind::from_byte(*k as u8) == Some(*k)));
     }
 
@@ -322,7 +362,9 @@ mod tests {
         let with = |rest: &[u8]| [g.as_slice(), rest].concat();
         assert!(parse(&g[..7]).is_err());
         assert!(parse(&g).is_err());
-        assert!(parse(&with(&[0x09])).is_err());
+        assert!(parse(&with(&[0x0B])).is_err());
+        assert!(parse(&with(&[Kind::PopCursor as u8, 1, b'g', 0, 0, 0])).is_err());
+        assert!(parse(&with(&[Kind::InFlight as u8, 1, b'g', 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[Kind::Applied as u8, 0])).is_err());
         assert!(parse(&with(&[Kind::RaftState as u8, 0])).is_err());
         assert!(parse(&with(&[Kind::TrimPoint as u8, 0])).is_err());
@@ -332,7 +374,7 @@ mod tests {
         assert!(parse(&with(&[Kind::ConsumerOffset as u8, 0, 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[Kind::ConsumerOffset as u8, 2, b'a', 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[Kind::ConsumerOffset as u8, 1, 0xFF, 0, 0, 0, 1])).is_err());
-        assert!(describe(&with(&[0x09])).starts_with("key 0000000000000005"));
+        assert!(describe(&with(&[0x0B])).starts_with("key 0000000000000005"));
     }
 
     #[test]

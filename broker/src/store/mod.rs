@@ -109,7 +109,7 @@ pub use batch::ApplyBatch;
 pub use error::StoreError;
 pub use group_snapshot::{EXPORT_PAGE_BYTES_MAX, ExportPage, GroupExport, GroupImport, GroupRecord, checkpoint_export};
 pub use keys::CONSUMER_GROUP_BYTES_MAX;
-pub use value::{CHECKPOINT_ITEMS_MAX, Checkpoint, IndexEntry, RAFT_STATE_BYTES_MAX};
+pub use value::{CHECKPOINT_ITEMS_MAX, Checkpoint, InFlight, IndexEntry, RAFT_STATE_BYTES_MAX};
 
 use keys::Item;
 
@@ -520,6 +520,67 @@ impl QueueStore {
     pub fn consumer_offset(&self, group: GroupId, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
         keys::check_consumer_group(consumer_group)?;
         self.get_u64(&Item::ConsumerOffset { consumer_group: consumer_group.to_string(), queue }.key(group))
+    }
+
+    /// The next offset of `queue` never yet delivered to `consumer_group` by a receive, if a
+    /// receive of the group ever delivered one.
+    pub fn pop_cursor(&self, group: GroupId, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        self.get_u64(&Item::PopCursor { consumer_group: consumer_group.to_string(), queue }.key(group))
+    }
+
+    /// Up to `max` (at most [`INDEX_RANGE_MAX`]) in-flight records of `consumer_group` on
+    /// `queue`, from `from_offset` on, by offset.
+    pub fn in_flight(
+        &self,
+        group: GroupId,
+        consumer_group: &str,
+        queue: u32,
+        from_offset: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, InFlight)>, StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        let max = max.min(INDEX_RANGE_MAX);
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        let item = |offset| Item::InFlight { consumer_group: consumer_group.to_string(), queue, offset };
+        let mut end = item(u64::MAX).key(group);
+        // In-flight keys of one (group, queue) all have the same length: one more byte is past them.
+        end.push(0);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end);
+        let mut it = self.db.raw_iterator_opt(ro);
+        it.seek(item(from_offset).key(group));
+        while out.len() < max {
+            let Some((k, v)) = it.item() else { break };
+            let offset = match keys::parse(k) {
+                Ok((g, Item::InFlight { consumer_group: cg, queue: q, offset })) if g == group && q == queue && cg == consumer_group => {
+                    offset
+                }
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        key: keys::describe(k),
+                        reason: format!("found among the in-flight records of {consumer_group:?} on group {group} queue {queue}"),
+                    });
+                }
+            };
+            out.push((offset, decode_at(k, v, InFlight::decode)?));
+            it.next();
+        }
+        it.status().map_err(StoreError::db("read in-flight records"))?;
+        Ok(out)
+    }
+
+    /// The in-flight record of `consumer_group` for `offset` of `queue`, if the message is in flight.
+    pub fn in_flight_record(&self, group: GroupId, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        let key = Item::InFlight { consumer_group: consumer_group.to_string(), queue, offset }.key(group);
+        match self.db.get_pinned(&key).map_err(StoreError::db("get"))? {
+            None => Ok(None),
+            Some(v) => decode_at(&key, &v, InFlight::decode).map(Some),
+        }
     }
 
     /// The raft state last set for `group` with [`ApplyBatch::set_raft_state`] (or imported),

@@ -551,3 +551,36 @@ fn recorded_checkpoint_intervals_survive_a_crash_and_the_groups_data_going() {
     let (reopened, _) = open(dir.path());
     assert_eq!(reopened.checkpoint_interval(4).unwrap(), Some(8));
 }
+
+/// Receive state: a cursor per (consumer group, queue) and in-flight records read back by
+/// offset; a run of entries that delivers a message and settles it leaves it settled, and one
+/// that settles and delivers it again leaves it in flight (the last change wins).
+#[test]
+fn receive_state_is_stored_in_entry_order() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    let record = |version| InFlight { invisible_until_ms: 1_000 + u64::from(version), attempt: version, version };
+    let mut b = ApplyBatch::new(1);
+    b.set_pop_cursor("cg", 0, 5).unwrap();
+    for offset in 0..5 {
+        b.put_in_flight("cg", 0, offset, record(1)).unwrap();
+    }
+    b.put_in_flight("other", 0, 2, record(1)).unwrap();
+    // Acknowledged in a later entry of the same run.
+    b.settle("cg", 0, 1).unwrap();
+    // Settled, then delivered again.
+    b.settle("cg", 0, 3).unwrap();
+    b.put_in_flight("cg", 0, 3, record(2)).unwrap();
+    store.apply(7, &b).unwrap();
+
+    assert_eq!(store.pop_cursor(7, "cg", 0).unwrap(), Some(5));
+    assert_eq!(store.pop_cursor(7, "cg", 1).unwrap(), None);
+    let held: Vec<(u64, u32)> = store.in_flight(7, "cg", 0, 0, 100).unwrap().into_iter().map(|(o, r)| (o, r.version)).collect();
+    assert_eq!(held, [(0, 1), (2, 1), (3, 2), (4, 1)]);
+    assert_eq!(store.in_flight(7, "cg", 0, 3, 1).unwrap().len(), 1, "from an offset, bounded");
+    assert_eq!(store.in_flight(7, "other", 0, 0, 100).unwrap().len(), 1, "each consumer group its own");
+    assert_eq!(store.in_flight_record(7, "cg", 0, 1).unwrap(), None);
+    assert_eq!(store.in_flight_record(7, "cg", 0, 3).unwrap(), Some(record(2)));
+    assert!(store.in_flight(7, "cg", 1, 0, 100).unwrap().is_empty(), "another queue holds none");
+    assert!(matches!(store.pop_cursor(7, "", 0), Err(StoreError::InvalidName { .. })));
+}

@@ -48,6 +48,35 @@ impl IndexEntry {
     }
 }
 
+/// One delivered, unacknowledged message of a consumer group (a receive's in-flight record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InFlight {
+    /// The message is invisible to the consumer group until then (ms since the Unix epoch, the
+    /// leader's time stamped in the commands): then it is delivered again.
+    pub invisible_until_ms: u64,
+    /// Deliveries so far: 1 after the first.
+    pub attempt: u32,
+    /// Which delivery the current receipt handle names: a handle of an older one is stale.
+    pub version: u32,
+}
+
+const IN_FLIGHT_PAYLOAD_LEN: usize = 8 + 4 + 4;
+
+impl InFlight {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(IN_FLIGHT_PAYLOAD_LEN);
+        p.extend_from_slice(&self.invisible_until_ms.to_le_bytes());
+        p.extend_from_slice(&self.attempt.to_le_bytes());
+        p.extend_from_slice(&self.version.to_le_bytes());
+        seal(&p)
+    }
+
+    pub(crate) fn decode(value: &[u8]) -> Result<Self, String> {
+        let p = unseal(value, IN_FLIGHT_PAYLOAD_LEN)?;
+        Ok(Self { invisible_until_ms: le_u64(&p[0..8]), attempt: le_u32(&p[8..12]), version: le_u32(&p[12..16]) })
+    }
+}
+
 /// A single number: an applied index, a next offset or a consumer offset.
 pub(crate) fn encode_u64(v: u64) -> Vec<u8> {
     seal(&v.to_le_bytes())
@@ -355,6 +384,14 @@ mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(refused(&bad), "bit {bit} flipped went unnoticed");
         }
+    }
+
+    #[test]
+    fn in_flight_records_round_trip_and_damage_is_detected() {
+        let record = InFlight { invisible_until_ms: 1_764_000_000_123, attempt: 3, version: u32::MAX };
+        assert_eq!(InFlight::decode(&record.encode()), Ok(record));
+        assert_every_bit_flip_refused(&record.encode(), |b| InFlight::decode(b).is_err());
+        assert!(InFlight::decode(&encode_u64(5)).is_err(), "a number where a record belongs is a length mismatch");
     }
 
     #[test]
