@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::queue::{EntryEffects, GroupView};
-use crate::store::{Checkpoint, GroupOffsets, IndexEntry, OffsetCounts, StoreError};
+use crate::store::{Checkpoint, GroupOffsets, InFlight, IndexEntry, OffsetCounts, StoreError};
 
 /// A queue group's state in memory, kept by writing each entry's effects as the store does: the
 /// model the store must agree with.
@@ -16,6 +16,10 @@ pub struct MemoryGroup {
     pub start: BTreeMap<u32, u64>,
     pub trim_point: Option<u64>,
     pub checkpoints: BTreeMap<u64, Checkpoint>,
+    /// Receive cursors by (consumer group, queue).
+    pub pop_cursors: BTreeMap<(String, u32), u64>,
+    /// In-flight records by (consumer group, queue, offset).
+    pub in_flight: BTreeMap<(String, u32, u64), InFlight>,
 }
 
 impl GroupView for MemoryGroup {
@@ -54,6 +58,17 @@ impl GroupView for MemoryGroup {
             consumer_groups_on_queue: self.consumers.keys().filter(|(_, q)| *q == queue).count(),
         })
     }
+    fn pop_cursor(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
+        Ok(self.pop_cursors.get(&(consumer_group.to_string(), queue)).copied())
+    }
+    fn in_flight(&self, consumer_group: &str, queue: u32, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+        let from = (consumer_group.to_string(), queue, 0);
+        let to = (consumer_group.to_string(), queue, u64::MAX);
+        Ok(self.in_flight.range(from..=to).take(max).map(|((_, _, o), r)| (*o, *r)).collect())
+    }
+    fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError> {
+        Ok(self.in_flight.get(&(consumer_group.to_string(), queue, offset)).copied())
+    }
 }
 
 impl MemoryGroup {
@@ -76,6 +91,15 @@ impl MemoryGroup {
         self.trim_point = effects.trim_point.or(self.trim_point);
         for c in &effects.checkpoints {
             assert!(self.checkpoints.insert(c.log_index, c.clone()).is_none(), "checkpoint {} recorded twice", c.log_index);
+        }
+        for (cg, q, cursor) in &effects.pop_cursors {
+            self.pop_cursors.insert((cg.clone(), *q), *cursor);
+        }
+        for (cg, q, o, record) in &effects.in_flight {
+            match record {
+                Some(r) => self.in_flight.insert((cg.clone(), *q, *o), *r),
+                None => self.in_flight.remove(&(cg.clone(), *q, *o)),
+            };
         }
     }
 }

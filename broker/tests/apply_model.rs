@@ -205,6 +205,9 @@ fn check(interval: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                 (Some(GroupCommand::Checkpoint), reply) => prop_assert_eq!(reply, &GroupReply::Checkpointed { log_index }),
                 (Some(GroupCommand::Send { .. }), reply) => prop_assert!(false, "send refused: {:?}", reply),
                 (Some(GroupCommand::SendV1 { .. }), _) => prop_assert!(false, "the model proposes no released-layout sends"),
+                (Some(GroupCommand::Receive { .. } | GroupCommand::Ack { .. } | GroupCommand::ChangeInvisibility { .. }), _) => {
+                    prop_assert!(false, "the model proposes no consumer commands yet")
+                }
             }
             if options.records_checkpoint(log_index, command.as_ref()) {
                 record_checkpoint(&view, log_index, log_index.to_le_bytes().to_vec(), &mut effects).unwrap();

@@ -26,11 +26,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::command::{GroupCommand, GroupReply, NewMessage};
+use super::command::{Delivery, GroupCommand, GroupReply, NewMessage};
 use crate::store::{
-    ApplyBatch, CHECKPOINT_ITEMS_MAX, CHECKPOINTS_MAX, CONSUMER_GROUP_BYTES_MAX, Checkpoint, GroupOffsets, IndexEntry, OffsetCounts,
-    StoreError,
+    ApplyBatch, CHECKPOINT_ITEMS_MAX, CHECKPOINTS_MAX, CONSUMER_GROUP_BYTES_MAX, Checkpoint, GroupOffsets, InFlight, IndexEntry,
+    OffsetCounts, StoreError,
 };
+
+/// The most messages in flight for one consumer group on one queue, whatever a leader stamps:
+/// a receive reads every in-flight record of the group to find those due again.
+pub const IN_FLIGHT_PER_CONSUMER_GROUP_MAX: u32 = 4096;
 
 /// The most consumer groups a queue may have, whatever a leader stamps: with the queue's own
 /// next offset, a group of one queue (as every topic's is) then holds at most
@@ -94,6 +98,12 @@ pub trait GroupView {
     /// How many offsets the group holds (consumer groups counted on `queue`); the counting may
     /// stop past `items_max` offsets.
     fn offset_counts(&self, queue: u32, items_max: usize) -> Result<OffsetCounts, StoreError>;
+    /// The next offset of `queue` never yet delivered to `consumer_group` by a receive.
+    fn pop_cursor(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError>;
+    /// Up to `max` in-flight records of `consumer_group` on `queue`, by offset.
+    fn in_flight(&self, consumer_group: &str, queue: u32, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError>;
+    /// The in-flight record of `offset`, if the message is in flight for `consumer_group`.
+    fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError>;
 }
 
 /// Everything one entry changes in its group, in a deterministic order.
@@ -115,13 +125,24 @@ pub struct EntryEffects {
     pub checkpoints: Vec<Checkpoint>,
     /// Log indexes of the checkpoints this entry drops, ascending.
     pub dropped_checkpoints: Vec<u64>,
+    /// `(consumer group, queue, cursor)` of each receive cursor that moved.
+    pub pop_cursors: Vec<(String, u32, u64)>,
+    /// `(consumer group, queue, offset, record)`: in-flight records set (`Some`) or settled
+    /// (`None`), in order.
+    pub in_flight: Vec<(String, u32, u64, Option<InFlight>)>,
 }
 
 impl EntryEffects {
     /// Operations counted against [`ApplyBatch::OPS_MAX`] (checkpoint operations have their
     /// own bound, [`ApplyBatch::CHECKPOINT_OPS_MAX`]).
     fn ops(&self) -> usize {
-        self.index.len() + self.next_offsets.len() + self.consumer_offsets.len() + self.trimmed_index.len() + self.start_offsets.len()
+        self.index.len()
+            + self.next_offsets.len()
+            + self.consumer_offsets.len()
+            + self.trimmed_index.len()
+            + self.start_offsets.len()
+            + self.pop_cursors.len()
+            + self.in_flight.len()
     }
 
     fn checkpoint_ops(&self) -> usize {
@@ -177,6 +198,15 @@ impl EntryEffects {
         for log_index in self.dropped_checkpoints {
             batch.drop_checkpoint(log_index)?;
         }
+        for (consumer_group, queue, cursor) in self.pop_cursors {
+            batch.set_pop_cursor(&consumer_group, queue, cursor)?;
+        }
+        for (consumer_group, queue, offset, record) in self.in_flight {
+            match record {
+                Some(r) => batch.put_in_flight(&consumer_group, queue, offset, r)?,
+                None => batch.settle(&consumer_group, queue, offset)?,
+            }
+        }
         Ok(batch)
     }
 }
@@ -211,6 +241,15 @@ pub fn apply_command(view: &impl GroupView, log_index: u64, command: &GroupComma
             commit_offset(view, consumer_group, *queue, *offset, (*consumer_groups_max).min(CONSUMER_GROUPS_PER_QUEUE_MAX))
         }
         GroupCommand::Trim { up_to_log_index } => trim(view, *up_to_log_index),
+        GroupCommand::Receive { consumer_group, queue, now_ms, invisible_ms, max_messages, in_flight_max } => {
+            let bounds =
+                ReceiveBounds { max_messages: *max_messages, in_flight_max: (*in_flight_max).min(IN_FLIGHT_PER_CONSUMER_GROUP_MAX) };
+            receive(view, consumer_group, *queue, *now_ms, *invisible_ms, bounds)
+        }
+        GroupCommand::Ack { consumer_group, queue, deliveries } => ack(view, consumer_group, *queue, deliveries),
+        GroupCommand::ChangeInvisibility { consumer_group, queue, offset, version, now_ms, invisible_ms } => {
+            change_invisibility(view, consumer_group, *queue, (*offset, *version), now_ms.saturating_add(*invisible_ms))
+        }
         // The checkpoint itself is recorded with the entry (`records_checkpoint`), as at an
         // interval index: nothing else changes.
         GroupCommand::Checkpoint => Ok((EntryEffects::default(), GroupReply::Checkpointed { log_index })),
@@ -317,6 +356,110 @@ fn commit_offset(
         }
     }
     Ok((effects, GroupReply::OffsetCommitted))
+}
+
+/// How much one receive may deliver.
+struct ReceiveBounds {
+    max_messages: u32,
+    in_flight_max: u32,
+}
+
+fn check_consumer_group(consumer_group: &str) -> Result<(), Outcome> {
+    if consumer_group.is_empty() || consumer_group.len() > CONSUMER_GROUP_BYTES_MAX {
+        return Err(Outcome::Refused(format!(
+            "consumer group name of {} bytes: must be 1 to {CONSUMER_GROUP_BYTES_MAX}",
+            consumer_group.len()
+        )));
+    }
+    Ok(())
+}
+
+/// See [`GroupCommand::Receive`]. A message trimmed while in flight is settled: it can never be
+/// delivered again. A new consumer group starts at the queue's first message still held.
+fn receive(
+    view: &impl GroupView,
+    consumer_group: &str,
+    queue: u32,
+    now_ms: u64,
+    invisible_ms: u64,
+    bounds: ReceiveBounds,
+) -> Result<(EntryEffects, GroupReply), Outcome> {
+    check_consumer_group(consumer_group)?;
+    let (start, end) = (view.start_offset(queue)?, view.next_offset(queue)?);
+    let invisible_until_ms = now_ms.saturating_add(invisible_ms);
+    let max = bounds.max_messages as usize;
+    let mut effects = EntryEffects::default();
+    let mut deliveries = Vec::new();
+    let held = view.in_flight(consumer_group, queue, bounds.in_flight_max as usize)?;
+    let mut in_flight = held.len();
+    for (offset, record) in held {
+        if offset < start {
+            effects.in_flight.push((consumer_group.to_owned(), queue, offset, None));
+            in_flight -= 1;
+            continue;
+        }
+        if deliveries.len() < max && record.invisible_until_ms <= now_ms {
+            let again = InFlight { invisible_until_ms, attempt: record.attempt.saturating_add(1), version: record.version.wrapping_add(1) };
+            effects.in_flight.push((consumer_group.to_owned(), queue, offset, Some(again)));
+            deliveries.push(Delivery { offset, attempt: again.attempt, version: again.version, invisible_until_ms });
+        }
+    }
+    let stored_cursor = view.pop_cursor(consumer_group, queue)?;
+    let mut cursor = stored_cursor.unwrap_or(start).max(start);
+    while deliveries.len() < max && in_flight < bounds.in_flight_max as usize && cursor < end {
+        let first = InFlight { invisible_until_ms, attempt: 1, version: 1 };
+        effects.in_flight.push((consumer_group.to_owned(), queue, cursor, Some(first)));
+        deliveries.push(Delivery { offset: cursor, attempt: 1, version: 1, invisible_until_ms });
+        in_flight += 1;
+        cursor += 1;
+    }
+    if stored_cursor != Some(cursor) && (stored_cursor.is_some() || cursor > start) {
+        effects.pop_cursors.push((consumer_group.to_owned(), queue, cursor));
+    }
+    debug_assert!(effects.ops() <= ApplyBatch::OPS_MAX);
+    Ok((effects, GroupReply::Received { deliveries }))
+}
+
+/// See [`GroupCommand::Ack`]: a delivery is settled only while its version is the message's
+/// current one, so an ack of a delivery that was since redelivered changes nothing.
+fn ack(view: &impl GroupView, consumer_group: &str, queue: u32, deliveries: &[(u64, u32)]) -> Result<(EntryEffects, GroupReply), Outcome> {
+    check_consumer_group(consumer_group)?;
+    if deliveries.len() > ApplyBatch::OPS_MAX {
+        return Err(Outcome::Refused(format!("{} deliveries in one ack, at most {}", deliveries.len(), ApplyBatch::OPS_MAX)));
+    }
+    let mut effects = EntryEffects::default();
+    let mut settled = Vec::with_capacity(deliveries.len());
+    let mut done = BTreeSet::new();
+    for &(offset, version) in deliveries {
+        let current = view.in_flight_record(consumer_group, queue, offset)?;
+        let ok = current.is_some_and(|r| r.version == version) && done.insert(offset);
+        if ok {
+            effects.in_flight.push((consumer_group.to_owned(), queue, offset, None));
+        }
+        settled.push(ok);
+    }
+    Ok((effects, GroupReply::Acked { settled }))
+}
+
+/// See [`GroupCommand::ChangeInvisibility`].
+fn change_invisibility(
+    view: &impl GroupView,
+    consumer_group: &str,
+    queue: u32,
+    (offset, version): (u64, u32),
+    invisible_until_ms: u64,
+) -> Result<(EntryEffects, GroupReply), Outcome> {
+    check_consumer_group(consumer_group)?;
+    let mut effects = EntryEffects::default();
+    let changed = match view.in_flight_record(consumer_group, queue, offset)? {
+        Some(r) if r.version == version => {
+            let next = InFlight { invisible_until_ms, attempt: r.attempt, version: r.version.wrapping_add(1) };
+            effects.in_flight.push((consumer_group.to_owned(), queue, offset, Some(next)));
+            Some(next.version)
+        }
+        _ => None,
+    };
+    Ok((effects, GroupReply::InvisibilityChanged { version: changed }))
 }
 
 /// Trims the group at its checkpoint `up_to`: refused unless a checkpoint is there and it is

@@ -83,6 +83,32 @@ pub enum GroupCommand {
     /// before proposing, so every replica applies the same value (a replica's own clock would
     /// make replicas differ).
     Send { store_time_ms: u64, messages: Vec<NewMessage> },
+    // The receive state below is applied and stored, but checkpoints (so snapshots) do not
+    // carry it yet, so no RPC proposes these commands until they do (docs/ARCHITECTURE.md,
+    // "Consumer state"): a replica that installed a snapshot would miss it.
+    /// Delivers messages of `queue` to `consumer_group` (RocketMQ's receive): first those in
+    /// flight whose invisibility ended by `now_ms` (attempt and version + 1), oldest first, then
+    /// new ones from the group's receive cursor; at most `max_messages`, and never more than
+    /// `in_flight_max` in flight for the group on the queue. Each stays invisible for
+    /// `invisible_ms`. `now_ms` is the leader's clock, stamped when proposing.
+    Receive { consumer_group: String, queue: u32, now_ms: u64, invisible_ms: u64, max_messages: u32, in_flight_max: u32 },
+    /// Settles deliveries of `consumer_group` on `queue`, each `(offset, version)`; one whose
+    /// version is not the message's current one (it was delivered again since) changes nothing.
+    Ack { consumer_group: String, queue: u32, deliveries: Vec<(u64, u32)> },
+    /// Makes the delivery `(offset, version)` invisible until `now_ms + invisible_ms`, as a new
+    /// version (a new receipt handle); a stale version changes nothing.
+    ChangeInvisibility { consumer_group: String, queue: u32, offset: u64, version: u32, now_ms: u64, invisible_ms: u64 },
+}
+
+/// One message a `Receive` delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub offset: u64,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+    /// What the receipt handle of this delivery names.
+    pub version: u32,
+    pub invisible_until_ms: u64,
 }
 
 /// The layout of [`GroupCommand::SendV1`]'s messages: [`NewMessage`] without the fields after
@@ -185,6 +211,12 @@ pub enum GroupReply {
     /// The command would pass a bound on what the group stores (consumer groups per queue,
     /// offsets per group); refused on every replica alike, nothing applied.
     LimitReached { reason: String },
+    /// What a `Receive` delivered, by offset: redeliveries first, then new messages.
+    Received { deliveries: Vec<Delivery> },
+    /// For each delivery of an `Ack`: whether it was settled (false: stale or unknown).
+    Acked { settled: Vec<bool> },
+    /// The new version of a `ChangeInvisibility`'s delivery; `None` when its version was stale.
+    InvisibilityChanged { version: Option<u32> },
 }
 
 /// openraft logs commands; a body is never printed, only counted.
@@ -200,6 +232,18 @@ impl fmt::Display for GroupCommand {
             }
             GroupCommand::Trim { up_to_log_index } => write!(f, "trim up to log index {up_to_log_index}"),
             GroupCommand::Checkpoint => write!(f, "checkpoint"),
+            GroupCommand::Receive { consumer_group, queue, now_ms, invisible_ms, max_messages, in_flight_max } => write!(
+                f,
+                "receive up to {max_messages} of queue {queue} for {consumer_group:?} at {now_ms} ms, invisible {invisible_ms} ms \
+                 (at most {in_flight_max} in flight)"
+            ),
+            GroupCommand::Ack { consumer_group, queue, deliveries } => {
+                write!(f, "ack {} deliveries of queue {queue} for {consumer_group:?}", deliveries.len())
+            }
+            GroupCommand::ChangeInvisibility { consumer_group, queue, offset, version, now_ms, invisible_ms } => write!(
+                f,
+                "make offset {offset} (version {version}) of queue {queue} invisible to {consumer_group:?} for {invisible_ms} ms from {now_ms} ms"
+            ),
             GroupCommand::CommitOffsetBounded { consumer_group, queue, offset, consumer_groups_max } => {
                 write!(f, "commit offset {offset} of {consumer_group:?} on queue {queue} (at most {consumer_groups_max} consumer groups)")
             }

@@ -68,8 +68,8 @@ use super::apply::{EntryEffects, GroupView, QueueGroupOptions, apply_command, re
 use super::command::{GroupReply, NewMessage, QueueGroupConfig};
 use crate::raft::service::SNAPSHOT_BYTES_MAX;
 use crate::store::{
-    Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, OffsetCounts, QueueStore, RAFT_STATE_BYTES_MAX,
-    StoreError, checkpoint_export,
+    Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, InFlight, OffsetCounts, QueueStore,
+    RAFT_STATE_BYTES_MAX, StoreError, checkpoint_export,
 };
 
 type C = QueueGroupConfig;
@@ -188,6 +188,18 @@ impl GroupView for StoreView<'_> {
 
     fn consumer_offset(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
         self.store.consumer_offset(self.group, consumer_group, queue)
+    }
+
+    fn pop_cursor(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
+        self.store.pop_cursor(self.group, consumer_group, queue)
+    }
+
+    fn in_flight(&self, consumer_group: &str, queue: u32, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+        self.store.in_flight(self.group, consumer_group, queue, 0, max)
+    }
+
+    fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError> {
+        self.store.in_flight_record(self.group, consumer_group, queue, offset)
     }
 
     fn start_offset(&self, queue: u32) -> Result<u64, StoreError> {

@@ -331,7 +331,18 @@ fn a_failed_read_is_an_error_not_a_reply() {
         fn offset_counts(&self, _: u32, _: usize) -> Result<OffsetCounts, StoreError> {
             bad()
         }
+        fn pop_cursor(&self, _: &str, _: u32) -> Result<Option<u64>, StoreError> {
+            bad()
+        }
+        fn in_flight(&self, _: &str, _: u32, _: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+            bad()
+        }
+        fn in_flight_record(&self, _: &str, _: u32, _: u64) -> Result<Option<InFlight>, StoreError> {
+            bad()
+        }
     }
+    assert!(apply_command(&Broken, 1, &receive("cg", 0, 1, 5)).is_err());
+    assert!(apply_command(&Broken, 1, &GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 1)] }).is_err());
     assert!(apply_command(&Broken, 1, &send_cmd(1, vec![msg(0, None, b"a")])).is_err());
     assert!(apply_command(&Broken, 1, &commit("cg", 0, 0)).is_err());
     assert!(apply_command(&Broken, 1, &GroupCommand::Trim { up_to_log_index: 0 }).is_err());
@@ -498,4 +509,77 @@ fn tag_hash_is_fnv1a_and_stable() {
     assert_eq!(tag_hash(Some("foobar")), 0x8594_4171_f739_67e8);
     assert_eq!(tag_hash(None), 0);
     assert_ne!(tag_hash(Some("TagA")), tag_hash(Some("TagB")));
+}
+
+fn receive(consumer_group: &str, queue: u32, now_ms: u64, max_messages: u32) -> GroupCommand {
+    GroupCommand::Receive { consumer_group: consumer_group.into(), queue, now_ms, invisible_ms: 1_000, max_messages, in_flight_max: 4 }
+}
+
+fn delivered(reply: &GroupReply) -> Vec<(u64, u32, u32)> {
+    match reply {
+        GroupReply::Received { deliveries } => deliveries.iter().map(|d| (d.offset, d.attempt, d.version)).collect(),
+        other => panic!("not a receive's reply: {other:?}"),
+    }
+}
+
+/// A model group with `count` messages on queue 0.
+fn group_with(count: usize) -> Model {
+    let mut m = Model::default();
+    let options = QueueGroupOptions { checkpoint_interval_entries: 4096 };
+    m.apply(options, 1, Some(&send_cmd(1, (0..count).map(|i| msg(0, None, format!("m{i}").as_bytes())).collect())));
+    m
+}
+
+fn apply_to(m: &mut Model, log_index: u64, command: &GroupCommand) -> GroupReply {
+    m.apply(QueueGroupOptions { checkpoint_interval_entries: 4096 }, log_index, Some(command))
+}
+
+#[test]
+fn receives_deliver_new_messages_then_what_became_visible_again() {
+    let mut m = group_with(6);
+    // Bounded by the request, then by what is in flight (4).
+    assert_eq!(delivered(&apply_to(&mut m, 2, &receive("cg", 0, 100, 3))), [(0, 1, 1), (1, 1, 1), (2, 1, 1)]);
+    assert_eq!(delivered(&apply_to(&mut m, 3, &receive("cg", 0, 100, 3))), [(3, 1, 1)]);
+    assert_eq!(delivered(&apply_to(&mut m, 4, &receive("cg", 0, 500, 3))), [], "all four still invisible, the bound reached");
+    // Each consumer group has its own cursor.
+    assert_eq!(delivered(&apply_to(&mut m, 5, &receive("other", 0, 100, 10))).len(), 4);
+    // At 1100 the first delivery's invisibility ended: redelivered, attempt 2, a new version.
+    let ack = GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(1, 1), (2, 1)] };
+    assert_eq!(apply_to(&mut m, 6, &ack), GroupReply::Acked { settled: vec![true, true] });
+    assert_eq!(delivered(&apply_to(&mut m, 7, &receive("cg", 0, 1_100, 10))), [(0, 2, 2), (3, 2, 2), (4, 1, 1), (5, 1, 1)]);
+    assert_eq!(m.pop_cursors.get(&("cg".to_string(), 0)), Some(&6));
+}
+
+#[test]
+fn a_stale_receipt_changes_nothing() {
+    let mut m = group_with(2);
+    assert_eq!(delivered(&apply_to(&mut m, 2, &receive("cg", 0, 100, 1))), [(0, 1, 1)]);
+    assert_eq!(delivered(&apply_to(&mut m, 3, &receive("cg", 0, 1_100, 1))), [(0, 2, 2)], "redelivered: version 2");
+    // The first delivery's handle is stale: its ack and its invisibility change do nothing.
+    let stale_ack = GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 1), (9, 1)] };
+    assert_eq!(apply_to(&mut m, 4, &stale_ack), GroupReply::Acked { settled: vec![false, false] });
+    let change = |version| GroupCommand::ChangeInvisibility {
+        consumer_group: "cg".into(),
+        queue: 0,
+        offset: 0,
+        version,
+        now_ms: 1_200,
+        invisible_ms: 60_000,
+    };
+    assert_eq!(apply_to(&mut m, 5, &change(1)), GroupReply::InvisibilityChanged { version: None });
+    // The current handle renews it (a new version), so the message stays invisible.
+    assert_eq!(apply_to(&mut m, 6, &change(2)), GroupReply::InvisibilityChanged { version: Some(3) });
+    assert_eq!(delivered(&apply_to(&mut m, 7, &receive("cg", 0, 30_000, 1))), [(1, 1, 1)], "offset 0 is invisible until 61,200");
+    let ack = GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 3), (0, 3)] };
+    assert_eq!(apply_to(&mut m, 8, &ack), GroupReply::Acked { settled: vec![true, false] }, "settled once");
+    assert!(!m.in_flight.contains_key(&("cg".to_string(), 0, 0)));
+}
+
+#[test]
+fn a_receive_refuses_a_name_keys_cannot_hold() {
+    let mut m = group_with(1);
+    let long = "x".repeat(CONSUMER_GROUP_BYTES_MAX + 1);
+    assert!(matches!(apply_to(&mut m, 2, &receive(&long, 0, 1, 1)), GroupReply::Rejected { .. }));
+    assert!(matches!(apply_to(&mut m, 3, &receive("", 0, 1, 1)), GroupReply::Rejected { .. }));
+    assert!(m.in_flight.is_empty() && m.pop_cursors.is_empty());
 }
