@@ -136,13 +136,16 @@ impl EntryEffects {
     /// Operations counted against [`ApplyBatch::OPS_MAX`] (checkpoint operations have their
     /// own bound, [`ApplyBatch::CHECKPOINT_OPS_MAX`]).
     fn ops(&self) -> usize {
-        self.index.len()
-            + self.next_offsets.len()
-            + self.consumer_offsets.len()
-            + self.trimmed_index.len()
-            + self.start_offsets.len()
-            + self.pop_cursors.len()
-            + self.in_flight.len()
+        let counts = [
+            self.index.len(),
+            self.next_offsets.len(),
+            self.consumer_offsets.len(),
+            self.trimmed_index.len(),
+            self.start_offsets.len(),
+            self.pop_cursors.len(),
+            self.in_flight.len(),
+        ];
+        counts.iter().sum()
     }
 
     fn checkpoint_ops(&self) -> usize {

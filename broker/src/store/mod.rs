@@ -336,30 +336,45 @@ impl QueueStore {
     /// Up to `max` (at most [`INDEX_RANGE_MAX`]) consecutive index entries of `queue`, from
     /// `from_offset` on, with their offsets.
     pub fn index_range(&self, group: GroupId, queue: u32, from_offset: u64, max: usize) -> Result<Vec<(u64, IndexEntry)>, StoreError> {
+        let range = (Item::Index { queue, offset: from_offset }.key(group), keys::queue_index_end(group, queue));
+        self.read_run(group, range, max, IndexEntry::decode, |item| match item {
+            Item::Index { queue: q, offset } if q == queue => Some(offset),
+            _ => None,
+        })
+        .map_err(|e| e.or_found_in(format!("the index range of group {group} queue {queue}")))
+    }
+
+    /// Up to `max` (at most [`INDEX_RANGE_MAX`]) values of the keys of `group` in `range`
+    /// (first key, exclusive end), with the offset `offset_of` reads off each key; a key it
+    /// names no offset of is corruption.
+    fn read_run<T>(
+        &self,
+        group: GroupId,
+        (from, until): (Vec<u8>, Vec<u8>),
+        max: usize,
+        decode: impl Fn(&[u8]) -> Result<T, String>,
+        offset_of: impl Fn(Item) -> Option<u64>,
+    ) -> Result<Vec<(u64, T)>, RunError> {
         let max = max.min(INDEX_RANGE_MAX);
         let mut out = Vec::with_capacity(max.min(256));
         if max == 0 {
             return Ok(out);
         }
         let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::queue_index_end(group, queue));
+        ro.set_iterate_upper_bound(until);
         let mut it = self.db.raw_iterator_opt(ro);
-        it.seek(Item::Index { queue, offset: from_offset }.key(group));
+        it.seek(from);
         while out.len() < max {
             let Some((k, v)) = it.item() else { break };
             let offset = match keys::parse(k) {
-                Ok((g, Item::Index { queue: q, offset })) if g == group && q == queue => offset,
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        key: keys::describe(k),
-                        reason: format!("found inside the index range of group {group} queue {queue}"),
-                    });
-                }
+                Ok((g, item)) if g == group => offset_of(item),
+                _ => None,
             };
-            out.push((offset, decode_at(k, v, IndexEntry::decode)?));
+            let Some(offset) = offset else { return Err(RunError::Misplaced(keys::describe(k))) };
+            out.push((offset, decode_at(k, v, &decode)?));
             it.next();
         }
-        it.status().map_err(StoreError::db("read index"))?;
+        it.status().map_err(StoreError::db("read a run of keys"))?;
         Ok(out)
     }
 
@@ -540,37 +555,15 @@ impl QueueStore {
         max: usize,
     ) -> Result<Vec<(u64, InFlight)>, StoreError> {
         keys::check_consumer_group(consumer_group)?;
-        let max = max.min(INDEX_RANGE_MAX);
-        let mut out = Vec::new();
-        if max == 0 {
-            return Ok(out);
-        }
         let item = |offset| Item::InFlight { consumer_group: consumer_group.to_string(), queue, offset };
         let mut end = item(u64::MAX).key(group);
         // In-flight keys of one (group, queue) all have the same length: one more byte is past them.
         end.push(0);
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(end);
-        let mut it = self.db.raw_iterator_opt(ro);
-        it.seek(item(from_offset).key(group));
-        while out.len() < max {
-            let Some((k, v)) = it.item() else { break };
-            let offset = match keys::parse(k) {
-                Ok((g, Item::InFlight { consumer_group: cg, queue: q, offset })) if g == group && q == queue && cg == consumer_group => {
-                    offset
-                }
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        key: keys::describe(k),
-                        reason: format!("found among the in-flight records of {consumer_group:?} on group {group} queue {queue}"),
-                    });
-                }
-            };
-            out.push((offset, decode_at(k, v, InFlight::decode)?));
-            it.next();
-        }
-        it.status().map_err(StoreError::db("read in-flight records"))?;
-        Ok(out)
+        self.read_run(group, (item(from_offset).key(group), end), max, InFlight::decode, |found| match found {
+            Item::InFlight { consumer_group: cg, queue: q, offset } if q == queue && cg == consumer_group => Some(offset),
+            _ => None,
+        })
+        .map_err(|e| e.or_found_in(format!("the in-flight records of {consumer_group:?} on group {group} queue {queue}")))
     }
 
     /// The in-flight record of `consumer_group` for `offset` of `queue`, if the message is in flight.
@@ -672,6 +665,28 @@ impl QueueStore {
         match self.db.get_pinned(key).map_err(StoreError::db("get"))? {
             None => Ok(None),
             Some(v) => decode_at(key, &v, value::decode_u64).map(Some),
+        }
+    }
+}
+
+/// Why [`QueueStore::read_run`] failed: the store's error, or a key inside the run that is not
+/// one of its kind (the caller names the run).
+enum RunError {
+    Store(StoreError),
+    Misplaced(String),
+}
+
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> Self {
+        RunError::Store(e)
+    }
+}
+
+impl RunError {
+    fn or_found_in(self, run: String) -> StoreError {
+        match self {
+            RunError::Store(e) => e,
+            RunError::Misplaced(key) => StoreError::Corrupt { key, reason: format!("found inside {run}") },
         }
     }
 }

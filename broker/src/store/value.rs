@@ -64,11 +64,7 @@ const IN_FLIGHT_PAYLOAD_LEN: usize = 8 + 4 + 4;
 
 impl InFlight {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(IN_FLIGHT_PAYLOAD_LEN);
-        p.extend_from_slice(&self.invisible_until_ms.to_le_bytes());
-        p.extend_from_slice(&self.attempt.to_le_bytes());
-        p.extend_from_slice(&self.version.to_le_bytes());
-        seal(&p)
+        seal(&[&self.invisible_until_ms.to_le_bytes()[..], &self.attempt.to_le_bytes(), &self.version.to_le_bytes()].concat())
     }
 
     pub(crate) fn decode(value: &[u8]) -> Result<Self, String> {
