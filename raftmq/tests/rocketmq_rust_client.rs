@@ -114,6 +114,14 @@ async fn the_rust_producer_sends_normal_and_batch_messages_that_read_back_whole(
         seen += 1;
     }
     assert_eq!(seen, 24, "every acknowledged message is stored once");
+    // The batch went to one queue, at consecutive offsets: one entry.
+    let batch_places: Vec<(u32, u64)> = stored
+        .iter()
+        .flat_map(|(q, ms)| ms.iter().filter(|m| sent.get(&m.message_id).is_some_and(|i| *i >= 20)).map(move |m| (*q, m.offset)))
+        .collect();
+    assert_eq!(batch_places.len(), 4);
+    assert!(batch_places.iter().all(|(q, _)| *q == batch_places[0].0), "one queue: {batch_places:?}");
+    assert!(batch_places.windows(2).all(|w| w[1].1 == w[0].1 + 1), "consecutive offsets: {batch_places:?}");
     producer.shutdown().await.expect("shutdown");
 }
 
@@ -408,4 +416,39 @@ async fn a_pull_consumer_reads_filters_and_keeps_its_offset() {
     assert_eq!(offset_at(client.query_offset(at(between)).await.expect("query").into_inner()), (ok, 5));
     let future = between + Duration::from_secs(3600);
     assert_eq!(offset_at(client.query_offset(at(future)).await.expect("query").into_inner()), (ok, 7), "past the end: the end");
+}
+
+/// A batch of normal messages goes to one queue in one entry, even at a broker that leads none
+/// of the topic's queues and whatever queue the client named (Node and Python name queue 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_normal_messages_goes_to_one_queue_at_any_broker() {
+    let cluster = Cluster::start(3, FAST_RAFT).await;
+    cluster.create_topic(topic("spread", 2, NORMAL)).await;
+    let mut leaders = Vec::new();
+    for queue in 0..2 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let leader = loop {
+            let mut admin = cluster.brokers[0].admin().await;
+            let r = admin.describe_topic(proto::raftmq::v1::DescribeTopicRequest { name: "spread".into() }).await.expect("describe");
+            let l = r.into_inner().queues.get(queue).map_or(0, |q| q.leader_broker_id);
+            if l != 0 || Instant::now() > deadline {
+                break l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        leaders.push(leader);
+    }
+    // Every broker takes the batch: one leading a queue, and (when there is one) one leading none.
+    for broker in 0..3usize {
+        let mut client = raw_client(&cluster, broker).await;
+        let batch = (0..4).map(|i| raw_message("spread", &format!("b{broker}-{i}"), b"x".to_vec())).collect();
+        let r = client.send_message(SendMessageRequest { messages: batch }).await.expect("send").into_inner();
+        assert_eq!(r.status.as_ref().map(|s| s.code), Some(MqCode::Ok as i32), "{:?}", r.status);
+        let offsets: Vec<i64> = r.entries.iter().map(|e| e.offset).collect();
+        assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "broker {} (leaders {leaders:?}): offsets {offsets:?}", broker + 1);
+        let stored = read_count(&cluster, "spread", 2, 4 * (broker + 1)).await;
+        let queues: Vec<u32> =
+            stored.iter().filter(|(_, ms)| ms.iter().any(|m| m.message_id.starts_with(&format!("b{broker}-")))).map(|(q, _)| *q).collect();
+        assert_eq!(queues.len(), 1, "broker {}'s batch landed in queues {queues:?}", broker + 1);
+    }
 }

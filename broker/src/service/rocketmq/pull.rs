@@ -24,6 +24,7 @@ use super::{codes, ok, resolve, status};
 use crate::edge::{self, answer_by, left};
 use crate::filter::Filter;
 use crate::host::{QueueRaft, READ_MESSAGES_MAX};
+use crate::routing::forward::FORWARD_TIMEOUT;
 use crate::routing::{AtLeader, Effect, Serve, at_leader, forward_request, is_forwarded};
 use crate::server::Core;
 
@@ -84,8 +85,11 @@ pub(super) async fn pull(core: &Core, request: Request<PullMessageRequest>) -> V
         Some(raft) => raft,
         None => {
             let serve = core.leader_target(&group, forwarded, left(due)).await;
-            let call = |mut client: MessagingServiceClient<Channel>, within| {
-                let forward = forward_request(core, req.clone(), within);
+            let wait = long_polling_timeout(&req);
+            let call = |mut client: MessagingServiceClient<Channel>, _within| {
+                let mut forward = forward_request(core, req.clone(), None);
+                // A pull that waits for messages takes as long as it waits, as the native fetch.
+                forward.set_timeout(FORWARD_TIMEOUT + wait);
                 async move { client.pull_message(forward).await }
             };
             return match at_leader(core, &group, serve, forwarded, due, Effect::Read, call).await {
@@ -124,9 +128,7 @@ async fn serve_pull(
         Ok(0) | Err(_) => PULL_MESSAGES_DEFAULT,
         Ok(n) => n.min(READ_MESSAGES_MAX),
     };
-    let wait = req.long_polling_timeout.as_ref().map_or(Duration::ZERO, |d| {
-        Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0)) + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
-    });
+    let wait = long_polling_timeout(req);
     let read = match core.read_here(group, raft, offset, batch, PULL_BYTES_MAX, wait).await {
         Ok(r) => r,
         Err(s) => return vec![PullMessageResponse { content: Some(Content::Status(codes::from_native(&s))) }],
@@ -141,6 +143,13 @@ async fn serve_pull(
     let next = i64::try_from(read.next_offset).unwrap_or(i64::MAX);
     out.push(PullMessageResponse { content: Some(Content::NextOffset(next)) });
     out
+}
+
+/// How long a pull waits at the end of its queue (0 when the request does not say).
+fn long_polling_timeout(req: &PullMessageRequest) -> Duration {
+    req.long_polling_timeout.as_ref().map_or(Duration::ZERO, |d| {
+        Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0)) + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
+    })
 }
 
 /// The filter of a receive or pull: a tag expression or SQL92 ([`crate::filter`]), refused

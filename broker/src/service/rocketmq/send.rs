@@ -4,8 +4,8 @@
 //! - **The broker picks the queue.** A FIFO message's queue is a fixed hash of its message group
 //!   (clients hash differently, and Python never says which queue it chose); a normal message
 //!   goes to a queue this broker leads when there is one (its route sent the client here), the
-//!   one the client named when this broker leads it. A forwarded request keeps the queue its
-//!   forwarder chose.
+//!   one the client named when this broker leads it; the normal messages of one request all go
+//!   to one queue, in one entry. A forwarded request keeps the queue its forwarder chose.
 //! - **Types**: a message's type must be its topic's (`MESSAGE_PROPERTY_CONFLICT_WITH_TYPE`);
 //!   a FIFO message needs a message group. Delay and transaction messages are refused with
 //!   `NOT_IMPLEMENTED` until they land.
@@ -69,12 +69,19 @@ pub(super) async fn send_message(core: &Core, state: &SendState, request: Reques
         Err(s) => return refuse(codes::from_native(&s)),
     };
     let mut by_queue: BTreeMap<u32, Vec<(usize, NewMessage)>> = BTreeMap::new();
+    let mut normal_queue = None;
     for (i, m) in messages.iter().enumerate() {
         let new = match new_message(i, m, &record, limits) {
             Ok(new) => new,
             Err(s) => return refuse(s),
         };
-        let queue = pick_queue(core, state, &map, &record, &new, forwarded);
+        let queue = match &new.message_group {
+            // The native API's routing key hashes the same way: one group, one queue, whichever
+            // protocol sent it.
+            Some(group) => crc32c::crc32c(group.as_bytes()) % record.queue_count.max(1),
+            // A batch of normal messages goes to one queue, as RocketMQ's does.
+            None => *normal_queue.get_or_insert_with(|| pick_normal_queue(core, state, &map, &record, new.queue, forwarded)),
+        };
         by_queue.entry(queue).or_default().push((i, NewMessage { queue, ..new }));
     }
     let (map, topic) = (&map, &topic);
@@ -234,15 +241,10 @@ fn name(t: MessageType) -> String {
     t.as_str_name().to_ascii_lowercase()
 }
 
-/// The queue of `message`: see the module documentation.
-fn pick_queue(core: &Core, state: &SendState, map: &ClusterMap, topic: &TopicRecord, message: &NewMessage, forwarded: bool) -> u32 {
+/// The queue of a request's normal messages, `asked` the one the client named: see the module
+/// documentation.
+fn pick_normal_queue(core: &Core, state: &SendState, map: &ClusterMap, topic: &TopicRecord, asked: u32, forwarded: bool) -> u32 {
     let count = topic.queue_count.max(1);
-    if let Some(group) = &message.message_group {
-        // The native API's routing key hashes the same way: one group, one queue, whichever
-        // protocol sent it.
-        return crc32c::crc32c(group.as_bytes()) % count;
-    }
-    let asked = message.queue;
     if forwarded && asked < count {
         return asked;
     }
