@@ -40,7 +40,7 @@ const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 /// The client gRPC methods counted by name; any other path is counted as `other`, so a client
 /// cannot grow the label set.
-const KNOWN_METHODS: [&str; 9] = [
+const KNOWN_METHODS: [&str; 26] = [
     "/raftmq.v1.QueueService/Send",
     "/raftmq.v1.QueueService/Fetch",
     "/raftmq.v1.QueueService/CommitOffset",
@@ -50,6 +50,24 @@ const KNOWN_METHODS: [&str; 9] = [
     "/raftmq.v1.AdminService/DescribeTopic",
     "/raftmq.v1.AdminService/ClusterStatus",
     "/raftmq.v1.AdminService/GroupChecksum",
+    "/apache.rocketmq.v2.MessagingService/QueryRoute",
+    "/apache.rocketmq.v2.MessagingService/Heartbeat",
+    "/apache.rocketmq.v2.MessagingService/SendMessage",
+    "/apache.rocketmq.v2.MessagingService/QueryAssignment",
+    "/apache.rocketmq.v2.MessagingService/ReceiveMessage",
+    "/apache.rocketmq.v2.MessagingService/AckMessage",
+    "/apache.rocketmq.v2.MessagingService/ForwardMessageToDeadLetterQueue",
+    "/apache.rocketmq.v2.MessagingService/PullMessage",
+    "/apache.rocketmq.v2.MessagingService/UpdateOffset",
+    "/apache.rocketmq.v2.MessagingService/GetOffset",
+    "/apache.rocketmq.v2.MessagingService/QueryOffset",
+    "/apache.rocketmq.v2.MessagingService/EndTransaction",
+    // A stream: its time is the client's session, not a request's latency.
+    "/apache.rocketmq.v2.MessagingService/Telemetry",
+    "/apache.rocketmq.v2.MessagingService/NotifyClientTermination",
+    "/apache.rocketmq.v2.MessagingService/ChangeInvisibleDuration",
+    "/apache.rocketmq.v2.MessagingService/RecallMessage",
+    "/apache.rocketmq.v2.MessagingService/SyncLiteSubscription",
 ];
 
 /// Every metric of one broker, in one registry.
@@ -593,20 +611,24 @@ mod tests {
     use super::*;
     use crate::queue::SendError;
 
-    /// The rpc names of `service` in a .proto file.
-    fn rpcs(proto: &str, service: &str) -> Vec<String> {
-        let body = proto.split(&format!("service {service} {{")).nth(1).and_then(|rest| rest.split('}').next()).unwrap_or_default();
+    /// The method paths of `service` (in `package`) in a .proto file: its `rpc` lines up to the
+    /// line that closes the service.
+    fn rpcs(proto: &str, package: &str, service: &str) -> Vec<String> {
+        let body = proto.split(&format!("service {service} {{")).nth(1).unwrap_or_default();
         body.lines()
+            .take_while(|l| l.trim() != "}")
             .filter_map(|l| l.trim().strip_prefix("rpc "))
             .filter_map(|l| l.split('(').next())
-            .map(|name| format!("/raftmq.v1.{service}/{}", name.trim()))
+            .map(|name| format!("/{package}.{service}/{}", name.trim()))
             .collect()
     }
 
     #[test]
     fn known_methods_are_exactly_the_client_services_rpcs() {
-        let mut expected = rpcs(include_str!("../../proto/proto/raftmq/v1/queue.proto"), "QueueService");
-        expected.extend(rpcs(include_str!("../../proto/proto/raftmq/v1/admin.proto"), "AdminService"));
+        let mut expected = rpcs(include_str!("../../proto/proto/raftmq/v1/queue.proto"), "raftmq.v1", "QueueService");
+        expected.extend(rpcs(include_str!("../../proto/proto/raftmq/v1/admin.proto"), "raftmq.v1", "AdminService"));
+        let rocketmq = include_str!("../../proto/proto/apache/rocketmq/v2/service.proto");
+        expected.extend(rpcs(rocketmq, "apache.rocketmq.v2", "MessagingService"));
         assert_eq!(KNOWN_METHODS.to_vec(), expected);
     }
 
