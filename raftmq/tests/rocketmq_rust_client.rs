@@ -452,3 +452,29 @@ async fn a_batch_of_normal_messages_goes_to_one_queue_at_any_broker() {
         assert_eq!(queues.len(), 1, "broker {}'s batch landed in queues {queues:?}", broker + 1);
     }
 }
+
+/// A pull through a broker without a replica of the queue is forwarded, and may wait its whole
+/// long-polling time there (longer than a forward's own 10 s deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forwarded_pull_waits_its_whole_long_poll() {
+    let cluster = Cluster::start(3, FAST_RAFT).await;
+    cluster.create_topic(Topic { replication_factor: 2, ..topic("pair", 1, NORMAL) }).await;
+    let mut admin = cluster.brokers[0].admin().await;
+    let described = admin.describe_topic(proto::raftmq::v1::DescribeTopicRequest { name: "pair".into() }).await.expect("describe");
+    let replicas = described.into_inner().queues[0].replica_broker_ids.clone();
+    let outsider = (1..=3u64).find(|b| !replicas.contains(b)).expect("a broker without a replica");
+    let mut client = raw_client(&cluster, usize::try_from(outsider).expect("id") - 1).await;
+    let wait = Duration::from_secs(11);
+    let req = PullMessageRequest {
+        group: resource("waiters"),
+        message_queue: message_queue("pair", 0),
+        offset: 0,
+        batch_size: 10,
+        filter_expression: None,
+        long_polling_timeout: Some(prost_types::Duration { seconds: wait.as_secs() as i64, nanos: 0 }),
+    };
+    let started = Instant::now();
+    let (code, pulled, next) = pull(&mut client, req).await;
+    assert_eq!((code, pulled.len(), next), (MqCode::Ok as i32, 0, Some(0)), "after {:?}", started.elapsed());
+    assert!(started.elapsed() >= wait - Duration::from_secs(1), "answered after {:?}", started.elapsed());
+}
