@@ -526,6 +526,10 @@ pub fn record_checkpoint(view: &impl GroupView, log_index: u64, raft_state: Vec<
         raft_state,
         next_offsets: next.into_iter().collect(),
         consumer_offsets: consumers.into_iter().map(|((cg, q), o)| (cg, q, o)).collect(),
+        // Not read yet: the receive commands are not proposed until checkpoints carry their
+        // state (see GroupCommand::Receive).
+        pop_cursors: Vec::new(),
+        in_flight: Vec::new(),
     };
 
     let dropped: BTreeSet<u64> = effects.dropped_checkpoints.iter().copied().collect();

@@ -237,8 +237,9 @@ fn check_value(item: &Item, value: &[u8]) -> Result<(), String> {
 
 /// The records of a group whose whole state is `checkpoint`, trimmed at it: applied index and
 /// raft state as of the checkpoint, its next and consumer offsets, every queue's start offset at
-/// its next offset (nothing below the checkpoint is held), the trim point and the checkpoint
-/// itself (so the importer can serve the same snapshot). No index entry: a trim at the
+/// its next offset (nothing below the checkpoint is held), the trim point, the checkpoint
+/// itself (so the importer can serve the same snapshot), and its receive cursors and in-flight
+/// records. No index entry: a trim at the
 /// checkpoint removed them all. In key order, one page (a checkpoint is bounded well below
 /// [`EXPORT_PAGE_BYTES_MAX`]). The caller has checked the checkpoint
 /// ([`Checkpoint::check`]; stored checkpoints are).
@@ -257,6 +258,17 @@ pub fn checkpoint_export(checkpoint: &Checkpoint) -> ExportPage {
     records.extend(checkpoint.next_offsets.iter().map(|&(queue, next)| record(Item::StartOffset { queue }, value::encode_u64(next))));
     records.push(record(Item::TrimPoint, value::encode_u64(k)));
     records.push(record(Item::Checkpoint { log_index: k }, checkpoint.encode()));
+    records.extend(
+        checkpoint
+            .pop_cursors
+            .iter()
+            .map(|(cg, queue, cursor)| record(Item::PopCursor { consumer_group: cg.clone(), queue: *queue }, value::encode_u64(*cursor))),
+    );
+    records.extend(
+        checkpoint.in_flight.iter().map(|(cg, queue, offset, r)| {
+            record(Item::InFlight { consumer_group: cg.clone(), queue: *queue, offset: *offset }, r.encode())
+        }),
+    );
     ExportPage { records }
 }
 

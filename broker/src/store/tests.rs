@@ -400,6 +400,7 @@ fn checkpoint(log_index: u64) -> Checkpoint {
         raft_state: format!("raft state at {log_index}").into_bytes(),
         next_offsets: vec![(0, 3), (1, 10)],
         consumer_offsets: vec![("cg-a".into(), 1, 4), ("cg-b".into(), 0, 3)],
+        ..Checkpoint::default()
     }
 }
 
@@ -472,6 +473,28 @@ fn a_checkpoint_export_imports_as_a_group_trimmed_at_it() {
     for q in [0, 1, 5] {
         assert_eq!(store.index_range(2, q, 0, 100).unwrap(), vec![], "no index entry, the older ones included");
     }
+}
+
+/// A snapshot carries the receive state: the importer reads the cursors and in-flight
+/// records the checkpoint holds, and nothing of what it held before.
+#[test]
+fn a_checkpoint_export_carries_the_receive_state() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    let mut before = ApplyBatch::new(1);
+    before.put_in_flight("cg-old", 0, 1, InFlight::default()).unwrap();
+    store.apply(2, &before).unwrap();
+    let record = |version| InFlight { invisible_until_ms: 5_000, attempt: version, version };
+    let with_state = Checkpoint {
+        pop_cursors: vec![("cg-a".into(), 0, 3), ("cg-b".into(), 1, 10)],
+        in_flight: vec![("cg-a".into(), 0, 1, record(2)), ("cg-a".into(), 0, 2, record(1))],
+        ..checkpoint(40)
+    };
+    store.import_group(2, [checkpoint_export(&with_state)]).unwrap();
+    assert_eq!(store.trim_checkpoint(2).unwrap(), Some(with_state.clone()));
+    assert_eq!((store.pop_cursor(2, "cg-a", 0).unwrap(), store.pop_cursor(2, "cg-b", 1).unwrap()), (Some(3), Some(10)));
+    assert_eq!(store.in_flight(2, "cg-a", 0, 0, 10).unwrap(), vec![(1, record(2)), (2, record(1))]);
+    assert!(store.in_flight(2, "cg-old", 0, 0, 10).unwrap().is_empty(), "the import replaced the group's state");
 }
 
 #[test]

@@ -113,10 +113,21 @@ pub(crate) fn decode_blob(value: &[u8]) -> Result<Vec<u8>, String> {
 /// Most queue and consumer offsets (together) one [`Checkpoint`] holds.
 pub const CHECKPOINT_ITEMS_MAX: usize = 16_384;
 
+/// Most receive cursors and in-flight records (together) one [`Checkpoint`] holds: a group's
+/// consumers never have more in flight (the receive that would pass it is refused).
+pub const CHECKPOINT_RECEIVE_ITEMS_MAX: usize = 8_192;
+
 /// Largest checkpoint payload: its fixed fields, a raft state and the most items, each consumer
-/// offset with the longest name.
-const CHECKPOINT_PAYLOAD_BYTES_MAX: usize =
-    8 + 4 + RAFT_STATE_BYTES_MAX + 4 + 4 + CHECKPOINT_ITEMS_MAX * (1 + super::CONSUMER_GROUP_BYTES_MAX + 4 + 8);
+/// offset, cursor and in-flight record with the longest name.
+const CHECKPOINT_PAYLOAD_BYTES_MAX: usize = 8
+    + 4
+    + RAFT_STATE_BYTES_MAX
+    + 4
+    + 4
+    + CHECKPOINT_ITEMS_MAX * (1 + super::CONSUMER_GROUP_BYTES_MAX + 4 + 8)
+    + 4
+    + 4
+    + CHECKPOINT_RECEIVE_ITEMS_MAX * (1 + super::CONSUMER_GROUP_BYTES_MAX + 4 + 8 + IN_FLIGHT_PAYLOAD_LEN);
 
 /// A group's state as of one applied Raft log index, small enough to copy every few thousand
 /// entries: what a snapshot at that index needs besides the messages (which a trim at the index
@@ -125,6 +136,10 @@ const CHECKPOINT_PAYLOAD_BYTES_MAX: usize =
 /// Encoded (all integers little-endian): log index u64; raft state length u32 and bytes; number
 /// of next offsets u32, each queue u32 and offset u64 by ascending queue; number of consumer
 /// offsets u32, each name length u8, name, queue u32 and offset u64 by ascending (name, queue).
+/// Then, only when the group has receive state (so a checkpoint without it keeps the bytes it
+/// always had): number of receive cursors u32, each name, queue u32 and cursor u64 by ascending
+/// (name, queue); number of in-flight records u32, each name, queue u32, offset u64 and the
+/// record (invisible-until u64, attempt u32, version u32) by ascending (name, queue, offset).
 /// The ascending order makes the encoding canonical: one state, one byte string.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {
@@ -138,6 +153,12 @@ pub struct Checkpoint {
     /// `(consumer group, queue, committed offset)` of every committed offset, by ascending
     /// consumer group and queue.
     pub consumer_offsets: Vec<(String, u32, u64)>,
+    /// `(consumer group, queue, cursor)` of every receive cursor, by ascending consumer group
+    /// and queue.
+    pub pop_cursors: Vec<(String, u32, u64)>,
+    /// `(consumer group, queue, offset, record)` of every message in flight, by ascending
+    /// consumer group, queue and offset.
+    pub in_flight: Vec<(String, u32, u64, InFlight)>,
 }
 
 impl Checkpoint {
@@ -161,6 +182,20 @@ impl Checkpoint {
         if !self.consumer_offsets.windows(2).all(|w| (&w[0].0, w[0].1) < (&w[1].0, w[1].1)) {
             return Err("consumer offsets not by strictly ascending consumer group and queue".into());
         }
+        let receive_items = self.pop_cursors.len() + self.in_flight.len();
+        if receive_items > CHECKPOINT_RECEIVE_ITEMS_MAX {
+            return Err(format!("{receive_items} receive cursors and in-flight records, at most {CHECKPOINT_RECEIVE_ITEMS_MAX}"));
+        }
+        let names = self.pop_cursors.iter().map(|c| &c.0).chain(self.in_flight.iter().map(|r| &r.0));
+        if let Some(name) = names.into_iter().find(|n| n.is_empty() || n.len() > super::CONSUMER_GROUP_BYTES_MAX) {
+            return Err(format!("consumer group name of {} bytes", name.len()));
+        }
+        if !self.pop_cursors.windows(2).all(|w| (&w[0].0, w[0].1) < (&w[1].0, w[1].1)) {
+            return Err("receive cursors not by strictly ascending consumer group and queue".into());
+        }
+        if !self.in_flight.windows(2).all(|w| (&w[0].0, w[0].1, w[0].2) < (&w[1].0, w[1].1, w[1].2)) {
+            return Err("in-flight records not by strictly ascending consumer group, queue and offset".into());
+        }
         Ok(())
     }
 
@@ -179,10 +214,20 @@ impl Checkpoint {
         }
         p.extend_from_slice(&(self.consumer_offsets.len() as u32).to_le_bytes());
         for (name, queue, offset) in &self.consumer_offsets {
-            p.push(name.len() as u8);
-            p.extend_from_slice(name.as_bytes());
-            p.extend_from_slice(&queue.to_le_bytes());
-            p.extend_from_slice(&offset.to_le_bytes());
+            push_named(&mut p, name, *queue, *offset);
+        }
+        if !self.pop_cursors.is_empty() || !self.in_flight.is_empty() {
+            p.extend_from_slice(&(self.pop_cursors.len() as u32).to_le_bytes());
+            for (name, queue, cursor) in &self.pop_cursors {
+                push_named(&mut p, name, *queue, *cursor);
+            }
+            p.extend_from_slice(&(self.in_flight.len() as u32).to_le_bytes());
+            for (name, queue, offset, record) in &self.in_flight {
+                push_named(&mut p, name, *queue, *offset);
+                p.extend_from_slice(&record.invisible_until_ms.to_le_bytes());
+                p.extend_from_slice(&record.attempt.to_le_bytes());
+                p.extend_from_slice(&record.version.to_le_bytes());
+            }
         }
         seal(&p)
     }
@@ -211,17 +256,43 @@ impl Checkpoint {
         let n = r.count()?;
         let mut consumer_offsets = Vec::with_capacity(n);
         for _ in 0..n {
-            let len = usize::from(r.take(1)?[0]);
-            let name = std::str::from_utf8(r.take(len)?).map_err(|_| "consumer group name is not UTF-8".to_string())?;
-            consumer_offsets.push((name.to_string(), r.u32()?, r.u64()?));
+            consumer_offsets.push(r.named()?);
+        }
+        let (mut pop_cursors, mut in_flight) = (Vec::new(), Vec::new());
+        // The receive section is there only when the group had receive state.
+        if !r.0.is_empty() {
+            let mut section = || -> Result<(), String> {
+                for _ in 0..r.count()? {
+                    pop_cursors.push(r.named()?);
+                }
+                for _ in 0..r.count()? {
+                    let (name, queue, offset) = r.named()?;
+                    let record = InFlight { invisible_until_ms: r.u64()?, attempt: r.u32()?, version: r.u32()? };
+                    in_flight.push((name, queue, offset, record));
+                }
+                Ok(())
+            };
+            section().map_err(|e| format!("receive section after the last consumer offset: {e}"))?;
+            if pop_cursors.is_empty() && in_flight.is_empty() {
+                return Err("an empty receive section (a checkpoint without receive state has none)".into());
+            }
         }
         if !r.0.is_empty() {
             return Err(format!("{} bytes after the last consumer offset", r.0.len()));
         }
-        let checkpoint = Self { log_index, raft_state, next_offsets, consumer_offsets };
+        let checkpoint = Self { log_index, raft_state, next_offsets, consumer_offsets, pop_cursors, in_flight };
         checkpoint.check()?;
         Ok(checkpoint)
     }
+}
+
+/// Appends a consumer group's name (length u8 and bytes), a queue and a number.
+fn push_named(p: &mut Vec<u8>, name: &str, queue: u32, number: u64) {
+    // Fits: `check` bounds the name to CONSUMER_GROUP_BYTES_MAX (255).
+    p.push(name.len() as u8);
+    p.extend_from_slice(name.as_bytes());
+    p.extend_from_slice(&queue.to_le_bytes());
+    p.extend_from_slice(&number.to_le_bytes());
 }
 
 /// Reads a checkpoint payload front to back; every read checks the bytes are there.
@@ -240,6 +311,13 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self) -> Result<u64, String> {
         self.take(8).map(le_u64)
+    }
+
+    /// What [`push_named`] wrote.
+    fn named(&mut self) -> Result<(String, u32, u64), String> {
+        let len = usize::from(self.take(1)?[0]);
+        let name = std::str::from_utf8(self.take(len)?).map_err(|_| "consumer group name is not UTF-8".to_string())?;
+        Ok((name.to_string(), self.u32()?, self.u64()?))
     }
 
     /// A count of items, bounded before anything is allocated for them.
@@ -327,7 +405,46 @@ mod tests {
             raft_state: b"applied 4096".to_vec(),
             next_offsets: vec![(0, 17), (3, 1 << 40)],
             consumer_offsets: vec![("cg-a".into(), 0, 5), ("cg-a".into(), 3, 0), ("cg-b".into(), 0, 17)],
+            ..Checkpoint::default()
         }
+    }
+
+    fn with_receive_state() -> Checkpoint {
+        let record = |version| InFlight { invisible_until_ms: 1_764_000_000_000, attempt: version, version };
+        Checkpoint {
+            pop_cursors: vec![("cg-a".into(), 0, 9), ("cg-b".into(), 0, 4)],
+            in_flight: vec![("cg-a".into(), 0, 7, record(1)), ("cg-a".into(), 0, 8, record(3)), ("cg-b".into(), 0, 2, record(1))],
+            ..checkpoint()
+        }
+    }
+
+    /// A checkpoint without receive state keeps the bytes checkpoints always had (no receive
+    /// section), so those already stored decode as before; one with it round-trips whole.
+    #[test]
+    fn receive_state_is_an_optional_last_section() {
+        let plain = checkpoint();
+        let full = with_receive_state();
+        assert!(full.encode().len() > plain.encode().len());
+        assert_eq!(Checkpoint::decode(&full.encode()).unwrap(), full);
+        let only_cursors = Checkpoint { in_flight: vec![], ..with_receive_state() };
+        assert_eq!(Checkpoint::decode(&only_cursors.encode()).unwrap(), only_cursors);
+        // An empty section is not the canonical encoding of "no receive state": refused.
+        let sealed = |payload: &[u8]| seal(payload);
+        let empty_section = [&plain.encode()[1..plain.encode().len() - CRC_LEN], &0u32.to_le_bytes(), &0u32.to_le_bytes()].concat();
+        assert!(Checkpoint::decode(&sealed(&empty_section)).unwrap_err().contains("empty receive section"));
+        assert_every_bit_flip_refused(&full.encode(), |b| Checkpoint::decode(b).is_err());
+        let mut unordered = with_receive_state();
+        unordered.in_flight.swap(0, 1);
+        assert!(unordered.check().unwrap_err().contains("in-flight"));
+        let mut unnamed = with_receive_state();
+        unnamed.pop_cursors[0].0.clear();
+        assert!(unnamed.check().is_err());
+        let record = InFlight::default();
+        let too_many = Checkpoint {
+            in_flight: (0..=CHECKPOINT_RECEIVE_ITEMS_MAX as u64).map(|o| ("cg".to_string(), 0, o, record)).collect(),
+            ..Checkpoint::default()
+        };
+        assert!(too_many.check().unwrap_err().contains("at most"));
     }
 
     #[test]
@@ -340,6 +457,12 @@ mod tests {
             raft_state: vec![7; RAFT_STATE_BYTES_MAX],
             next_offsets: vec![],
             consumer_offsets: (0..CHECKPOINT_ITEMS_MAX).map(|i| (format!("{i:0>255}"), 0, i as u64)).collect(),
+            pop_cursors: vec![],
+            in_flight: (0..CHECKPOINT_RECEIVE_ITEMS_MAX)
+                .map(|i| {
+                    (format!("{i:0>255}"), u32::MAX, u64::MAX, InFlight { invisible_until_ms: u64::MAX, attempt: u32::MAX, version: 1 })
+                })
+                .collect(),
         };
         assert_eq!(Checkpoint::decode(&largest.encode()).unwrap(), largest);
     }
