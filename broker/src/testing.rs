@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::queue::{EntryEffects, GroupView};
-use crate::store::{Checkpoint, GroupOffsets, InFlight, IndexEntry, OffsetCounts, StoreError};
+use crate::store::{Checkpoint, GroupOffsets, InFlight, IndexEntry, OffsetCounts, ReceiveState, StoreError};
 
 /// A queue group's state in memory, kept by writing each entry's effects as the store does: the
 /// model the store must agree with.
@@ -68,6 +68,15 @@ impl GroupView for MemoryGroup {
     }
     fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError> {
         Ok(self.in_flight.get(&(consumer_group.to_string(), queue, offset)).copied())
+    }
+    fn receive_state(&self, items_max: usize) -> Result<Option<ReceiveState>, StoreError> {
+        if self.pop_cursors.len() + self.in_flight.len() > items_max {
+            return Ok(None);
+        }
+        Ok(Some(ReceiveState {
+            cursors: self.pop_cursors.iter().map(|((cg, q), c)| (cg.clone(), *q, *c)).collect(),
+            in_flight: self.in_flight.iter().map(|((cg, q, o), r)| (cg.clone(), *q, *o, *r)).collect(),
+        }))
     }
 }
 

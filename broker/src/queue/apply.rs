@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::command::{Delivery, GroupCommand, GroupReply, NewMessage};
 use crate::store::{
-    ApplyBatch, CHECKPOINT_ITEMS_MAX, CHECKPOINTS_MAX, CONSUMER_GROUP_BYTES_MAX, Checkpoint, GroupOffsets, InFlight, IndexEntry,
-    OffsetCounts, StoreError,
+    ApplyBatch, CHECKPOINT_ITEMS_MAX, CHECKPOINT_RECEIVE_ITEMS_MAX, CHECKPOINTS_MAX, CONSUMER_GROUP_BYTES_MAX, Checkpoint, GroupOffsets,
+    InFlight, IndexEntry, OffsetCounts, ReceiveState, StoreError,
 };
 
 /// The most messages in flight for one consumer group on one queue, whatever a leader stamps:
@@ -104,6 +104,8 @@ pub trait GroupView {
     fn in_flight(&self, consumer_group: &str, queue: u32, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError>;
     /// The in-flight record of `offset`, if the message is in flight for `consumer_group`.
     fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError>;
+    /// Every receive cursor and in-flight record, or `None` past `items_max` of them.
+    fn receive_state(&self, items_max: usize) -> Result<Option<ReceiveState>, StoreError>;
 }
 
 /// Everything one entry changes in its group, in a deterministic order.
@@ -409,7 +411,22 @@ fn receive(
     }
     let stored_cursor = view.pop_cursor(consumer_group, queue)?;
     let mut cursor = stored_cursor.unwrap_or(start).max(start);
-    while deliveries.len() < max && in_flight < bounds.in_flight_max as usize && cursor < end {
+    // The group's whole receive state must fit a checkpoint: new deliveries (and a new cursor)
+    // only within what is left of CHECKPOINT_RECEIVE_ITEMS_MAX.
+    let held_in_group = match view.receive_state(CHECKPOINT_RECEIVE_ITEMS_MAX)? {
+        Some(state) => state.cursors.len() + state.in_flight.len(),
+        None => CHECKPOINT_RECEIVE_ITEMS_MAX + 1,
+    };
+    let room = CHECKPOINT_RECEIVE_ITEMS_MAX.saturating_sub(held_in_group + usize::from(stored_cursor.is_none()));
+    let mut added = 0usize;
+    if room == 0 && deliveries.is_empty() && cursor < end {
+        return Err(Outcome::Full(format!(
+            "the group holds {held_in_group} receive cursors and in-flight records, at most {CHECKPOINT_RECEIVE_ITEMS_MAX}: \
+             acknowledge messages before receiving more"
+        )));
+    }
+    while deliveries.len() < max && in_flight < bounds.in_flight_max as usize && cursor < end && added < room {
+        added += 1;
         let first = InFlight { invisible_until_ms, attempt: 1, version: 1 };
         effects.in_flight.push((consumer_group.to_owned(), queue, cursor, Some(first)));
         deliveries.push(Delivery { offset: cursor, attempt: 1, version: 1, invisible_until_ms });
@@ -521,15 +538,32 @@ pub fn record_checkpoint(view: &impl GroupView, log_index: u64, raft_state: Vec<
         next.len() + consumers.len()
     );
     let holds_nothing = next.iter().all(|(q, n)| start.get(q).copied().unwrap_or(0) == *n);
+    // The receive state as of the entry, likewise; receives refuse to pass its bound.
+    let receive = view.receive_state(CHECKPOINT_RECEIVE_ITEMS_MAX)?;
+    let receive =
+        receive.unwrap_or_else(|| panic!("a group holds more than {CHECKPOINT_RECEIVE_ITEMS_MAX} receive items at log index {log_index}"));
+    let mut cursors: BTreeMap<(String, u32), u64> = receive.cursors.into_iter().map(|(cg, q, c)| ((cg, q), c)).collect();
+    cursors.extend(effects.pop_cursors.iter().map(|(cg, q, c)| ((cg.clone(), *q), *c)));
+    let mut in_flight: BTreeMap<(String, u32, u64), InFlight> =
+        receive.in_flight.into_iter().map(|(cg, q, o, r)| ((cg, q, o), r)).collect();
+    for (cg, q, o, record) in &effects.in_flight {
+        match record {
+            Some(r) => in_flight.insert((cg.clone(), *q, *o), *r),
+            None => in_flight.remove(&(cg.clone(), *q, *o)),
+        };
+    }
+    assert!(
+        cursors.len() + in_flight.len() <= CHECKPOINT_RECEIVE_ITEMS_MAX,
+        "entry {log_index} leaves its group with {} receive items, over the {CHECKPOINT_RECEIVE_ITEMS_MAX} a checkpoint holds",
+        cursors.len() + in_flight.len()
+    );
     let checkpoint = Checkpoint {
         log_index,
         raft_state,
         next_offsets: next.into_iter().collect(),
         consumer_offsets: consumers.into_iter().map(|((cg, q), o)| (cg, q, o)).collect(),
-        // Not read yet: the receive commands are not proposed until checkpoints carry their
-        // state (see GroupCommand::Receive).
-        pop_cursors: Vec::new(),
-        in_flight: Vec::new(),
+        pop_cursors: cursors.into_iter().map(|((cg, q), c)| (cg, q, c)).collect(),
+        in_flight: in_flight.into_iter().map(|((cg, q, o), r)| (cg, q, o, r)).collect(),
     };
 
     let dropped: BTreeSet<u64> = effects.dropped_checkpoints.iter().copied().collect();

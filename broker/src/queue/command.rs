@@ -83,9 +83,8 @@ pub enum GroupCommand {
     /// before proposing, so every replica applies the same value (a replica's own clock would
     /// make replicas differ).
     Send { store_time_ms: u64, messages: Vec<NewMessage> },
-    // The receive state below is applied and stored, but checkpoints (so snapshots) do not
-    // carry it yet, so no RPC proposes these commands until they do (docs/ARCHITECTURE.md,
-    // "Consumer state"): a replica that installed a snapshot would miss it.
+    // The receive state below is applied, stored and carried by checkpoints (so snapshots);
+    // the RPCs that propose these commands come next (docs/ARCHITECTURE.md, "Consumer state").
     /// Delivers messages of `queue` to `consumer_group` (RocketMQ's receive): first those in
     /// flight whose invisibility ended by `now_ms` (attempt and version + 1), oldest first, then
     /// new ones from the group's receive cursor; at most `max_messages`, and never more than

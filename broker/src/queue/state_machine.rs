@@ -69,7 +69,7 @@ use super::command::{GroupReply, NewMessage, QueueGroupConfig};
 use crate::raft::service::SNAPSHOT_BYTES_MAX;
 use crate::store::{
     Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, InFlight, OffsetCounts, QueueStore,
-    RAFT_STATE_BYTES_MAX, StoreError, checkpoint_export,
+    RAFT_STATE_BYTES_MAX, ReceiveState, StoreError, checkpoint_export,
 };
 
 type C = QueueGroupConfig;
@@ -200,6 +200,10 @@ impl GroupView for StoreView<'_> {
 
     fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError> {
         self.store.in_flight_record(self.group, consumer_group, queue, offset)
+    }
+
+    fn receive_state(&self, items_max: usize) -> Result<Option<ReceiveState>, StoreError> {
+        self.store.receive_state(self.group, items_max)
     }
 
     fn start_offset(&self, queue: u32) -> Result<u64, StoreError> {

@@ -109,7 +109,7 @@ pub use batch::ApplyBatch;
 pub use error::StoreError;
 pub use group_snapshot::{EXPORT_PAGE_BYTES_MAX, ExportPage, GroupExport, GroupImport, GroupRecord, checkpoint_export};
 pub use keys::CONSUMER_GROUP_BYTES_MAX;
-pub use value::{CHECKPOINT_ITEMS_MAX, Checkpoint, InFlight, IndexEntry, RAFT_STATE_BYTES_MAX};
+pub use value::{CHECKPOINT_ITEMS_MAX, CHECKPOINT_RECEIVE_ITEMS_MAX, Checkpoint, InFlight, IndexEntry, RAFT_STATE_BYTES_MAX};
 
 use keys::Item;
 
@@ -170,6 +170,16 @@ pub struct GroupOffsets {
     pub start: Vec<(u32, u64)>,
     /// `(consumer group, queue, committed offset)` in key order (by name length, name, queue).
     pub consumers: Vec<(String, u32, u64)>,
+}
+
+/// Every receive cursor and in-flight record of a group: what a checkpoint copies of its
+/// consumers' receives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiveState {
+    /// `(consumer group, queue, cursor)` in key order.
+    pub cursors: Vec<(String, u32, u64)>,
+    /// `(consumer group, queue, offset, record)` in key order.
+    pub in_flight: Vec<(String, u32, u64, InFlight)>,
 }
 
 /// How many offsets a group holds: what the bounds on queues and consumer groups count.
@@ -529,6 +539,31 @@ impl QueueStore {
         }
         it.status().map_err(StoreError::db("scan"))?;
         Ok(true)
+    }
+
+    /// Every receive cursor and in-flight record of `group`, or `None` if it holds more than
+    /// `items_max` of them together (the scan stops there).
+    pub fn receive_state(&self, group: GroupId, items_max: usize) -> Result<Option<ReceiveState>, StoreError> {
+        let mut out = ReceiveState::default();
+        let room = |out: &ReceiveState| out.cursors.len() + out.in_flight.len() <= items_max;
+        let complete = self.scan_kind(group, &Item::PopCursor { consumer_group: String::new(), queue: 0 }, |key, item, v| match item {
+            Item::PopCursor { consumer_group, queue } => {
+                out.cursors.push((consumer_group, queue, decode_at(key, v, value::decode_u64)?));
+                Ok(room(&out))
+            }
+            _ => Err(StoreError::Corrupt { key: keys::describe(key), reason: "found among receive cursors".into() }),
+        })? && self.scan_kind(
+            group,
+            &Item::InFlight { consumer_group: String::new(), queue: 0, offset: 0 },
+            |key, item, v| match item {
+                Item::InFlight { consumer_group, queue, offset } => {
+                    out.in_flight.push((consumer_group, queue, offset, decode_at(key, v, InFlight::decode)?));
+                    Ok(room(&out))
+                }
+                _ => Err(StoreError::Corrupt { key: keys::describe(key), reason: "found among in-flight records".into() }),
+            },
+        )?;
+        Ok(complete.then_some(out))
     }
 
     /// `consumer_group`'s committed offset on `queue`, if it ever committed one.

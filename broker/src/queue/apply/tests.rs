@@ -340,6 +340,9 @@ fn a_failed_read_is_an_error_not_a_reply() {
         fn in_flight_record(&self, _: &str, _: u32, _: u64) -> Result<Option<InFlight>, StoreError> {
             bad()
         }
+        fn receive_state(&self, _: usize) -> Result<Option<ReceiveState>, StoreError> {
+            bad()
+        }
     }
     assert!(apply_command(&Broken, 1, &receive("cg", 0, 1, 5)).is_err());
     assert!(apply_command(&Broken, 1, &GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 1)] }).is_err());
@@ -582,4 +585,37 @@ fn a_receive_refuses_a_name_keys_cannot_hold() {
     assert!(matches!(apply_to(&mut m, 2, &receive(&long, 0, 1, 1)), GroupReply::Rejected { .. }));
     assert!(matches!(apply_to(&mut m, 3, &receive("", 0, 1, 1)), GroupReply::Rejected { .. }));
     assert!(m.in_flight.is_empty() && m.pop_cursors.is_empty());
+}
+
+/// A checkpoint holds the receive state as of its entry (the entry's own effects included), so
+/// a replica that installs it resumes where the others are.
+#[test]
+fn checkpoints_hold_the_receive_state() {
+    let mut m = group_with(3);
+    assert_eq!(delivered(&apply_to(&mut m, 2, &receive("cg", 0, 100, 2))).len(), 2);
+    let ack = GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 1)] };
+    apply_to(&mut m, 3, &ack);
+    // The checkpoint entry itself receives nothing; one recorded at a receive would include it.
+    assert_eq!(apply_to(&mut m, 4, &GroupCommand::Checkpoint), GroupReply::Checkpointed { log_index: 4 });
+    let checkpoint = m.checkpoints.get(&4).expect("recorded").clone();
+    assert_eq!(checkpoint.pop_cursors, vec![("cg".to_string(), 0, 2)]);
+    let held: Vec<(u64, u32)> = checkpoint.in_flight.iter().map(|(_, _, o, r)| (*o, r.version)).collect();
+    assert_eq!(held, [(1, 1)]);
+    let options = QueueGroupOptions { checkpoint_interval_entries: 5 };
+    m.apply(options, 5, Some(&receive("cg", 0, 100, 1)));
+    let at_receive = m.checkpoints.get(&5).expect("recorded at the interval");
+    assert_eq!((at_receive.pop_cursors.clone(), at_receive.in_flight.len()), (vec![("cg".to_string(), 0, 3)], 2));
+}
+
+#[test]
+fn a_receive_beyond_what_a_checkpoint_holds_is_refused() {
+    let mut m = group_with(2);
+    for offset in 0..CHECKPOINT_RECEIVE_ITEMS_MAX as u64 {
+        m.in_flight.insert((format!("g{}", offset % 1000), 1, offset), InFlight { invisible_until_ms: u64::MAX, attempt: 1, version: 1 });
+    }
+    assert!(matches!(apply_to(&mut m, 2, &receive("cg", 0, 100, 1)), GroupReply::LimitReached { .. }));
+    m.in_flight.pop_first();
+    m.in_flight.pop_first();
+    // Room for the new cursor and one message: one delivered, not two.
+    assert_eq!(delivered(&apply_to(&mut m, 3, &receive("cg", 0, 100, 2))), [(0, 1, 1)]);
 }
