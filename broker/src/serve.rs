@@ -17,6 +17,7 @@ use crate::host::{QueueRaft, StoredMessage};
 use crate::queue::{CONSUMER_GROUPS_PER_QUEUE_MAX, GroupCommand, GroupReply, NewMessage, SendError};
 use crate::server::Core;
 use crate::service::status;
+use crate::store::{QueueStore, StoreError};
 
 /// What one read of a queue found: its messages from the offset asked (or from its start, when
 /// that is above), where the next read begins, and the queue's offsets when it was read.
@@ -155,15 +156,8 @@ impl Core {
         due: Option<Instant>,
     ) -> Result<(u64, u64), Status> {
         self.confirm_leadership(raft, due).await?;
-        let (store, group_id, queue) = (self.host.store().clone(), group.id, group.queue);
-        let read = tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::store::StoreError>((store.start_offset(group_id, queue)?, store.next_offset(group_id, queue)?))
-        });
-        match read.await {
-            Ok(Ok(offsets)) => Ok(offsets),
-            Ok(Err(e)) => Err(status::internal(e.to_string())),
-            Err(e) => Err(status::internal(format!("offset read task failed: {e}"))),
-        }
+        let (group_id, queue) = (group.id, group.queue);
+        self.read_store(move |store| Ok((store.start_offset(group_id, queue)?, store.next_offset(group_id, queue)?))).await
     }
 
     /// The offset of the first message of `group`'s queue stored at or after `at_ms` (ms since
@@ -178,13 +172,13 @@ impl Core {
         due: Option<Instant>,
     ) -> Result<u64, Status> {
         self.confirm_leadership(raft, due).await?;
-        let (store, group_id, queue) = (self.host.store().clone(), group.id, group.queue);
-        let search = tokio::task::spawn_blocking(move || -> Result<u64, crate::store::StoreError> {
+        let (group_id, queue) = (group.id, group.queue);
+        self.read_store(move |store| {
             let (mut low, mut high) = (store.start_offset(group_id, queue)?, store.next_offset(group_id, queue)?);
             while low < high {
                 let mid = low + (high - low) / 2;
                 // A message trimmed meanwhile reads as stored before `at_ms`: the search moves on.
-                let stored_before = store.index_range(group_id, queue, mid, 1)?.first().is_none_or(|(_, e)| e.store_time_ms < at_ms);
+                let stored_before = store.index_entry(group_id, queue, mid)?.is_none_or(|e| e.store_time_ms < at_ms);
                 if stored_before {
                     low = mid + 1;
                 } else {
@@ -192,12 +186,8 @@ impl Core {
                 }
             }
             Ok(low)
-        });
-        match search.await {
-            Ok(Ok(offset)) => Ok(offset),
-            Ok(Err(e)) => Err(status::internal(e.to_string())),
-            Err(e) => Err(status::internal(format!("offset search task failed: {e}"))),
-        }
+        })
+        .await
     }
 
     /// Confirms `raft` still leads and has applied everything committed before this call, by
@@ -225,12 +215,21 @@ impl Core {
         due: Option<Instant>,
     ) -> Result<Option<u64>, Status> {
         self.confirm_leadership(raft, due).await?;
-        // A RocksDB read can wait for the disk: not on an async worker.
-        let (store, group_id, queue, consumer_group) = (self.host.store().clone(), group.id, group.queue, consumer_group.to_owned());
-        match tokio::task::spawn_blocking(move || store.consumer_offset(group_id, &consumer_group, queue)).await {
-            Ok(Ok(offset)) => Ok(offset),
+        let (group_id, queue, consumer_group) = (group.id, group.queue, consumer_group.to_owned());
+        self.read_store(move |store| store.consumer_offset(group_id, &consumer_group, queue)).await
+    }
+
+    /// `read` of the store on a blocking thread, its failure INTERNAL: a RocksDB read can wait
+    /// for the disk, so never on an async worker.
+    async fn read_store<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&QueueStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.host.store().clone();
+        match tokio::task::spawn_blocking(move || read(&store)).await {
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(status::internal(e.to_string())),
-            Err(e) => Err(status::internal(format!("offset read task failed: {e}"))),
+            Err(e) => Err(status::internal(format!("store read task failed: {e}"))),
         }
     }
 }

@@ -28,6 +28,7 @@ mod telemetry;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use controller::{ClusterMap, TopicRecord};
 use futures::Stream;
 use proto::apache::rocketmq::v2::messaging_service_server::MessagingService;
 use proto::apache::rocketmq::v2::{
@@ -41,6 +42,7 @@ use proto::apache::rocketmq::v2::{
 };
 use tonic::{Request, Response, Streaming};
 
+use crate::edge;
 use crate::server::Core;
 
 /// The header a client names its namespace in when a resource leaves it empty.
@@ -81,6 +83,18 @@ fn resolve<T>(resource: Option<&Resource>, request: &Request<T>) -> (Resource, S
     };
     let name = if namespace.is_empty() { r.name.clone() } else { format!("{namespace}%{}", r.name) };
     (Resource { resource_namespace: namespace.to_owned(), name: r.name.clone() }, name)
+}
+
+/// `topic` (raftmq's name) and a cluster map that holds it, its name checked:
+/// `ILLEGAL_TOPIC`, `TOPIC_NOT_FOUND`.
+async fn topic_record(core: &Core, topic: &str) -> Result<(Arc<ClusterMap>, TopicRecord), Status> {
+    edge::check_name("topic", topic, &core.options.limits).map_err(|e| codes::invalid(&e))?;
+    core.map_with_topic(topic).await.map_err(|s| codes::from_native(&s))
+}
+
+/// A consumer group's name checked: `ILLEGAL_CONSUMER_GROUP`.
+fn check_group(core: &Core, name: &str) -> Result<(), Status> {
+    edge::check_name("group", name, &core.options.limits).map_err(|e| codes::invalid(&e))
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;

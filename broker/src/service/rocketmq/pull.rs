@@ -20,8 +20,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response};
 
 use super::message::{Delivery, delivered};
-use super::{codes, ok, resolve, status};
-use crate::edge::{self, answer_by, left};
+use super::{check_group, codes, ok, resolve, status, topic_record};
+use crate::edge::{answer_by, left};
 use crate::filter::Filter;
 use crate::host::{QueueRaft, READ_MESSAGES_MAX};
 use crate::routing::forward::FORWARD_TIMEOUT;
@@ -48,8 +48,7 @@ fn queue_names<T>(message_queue: Option<&MessageQueue>, request: &Request<T>) ->
 
 /// The topic of `names` and the group of its queue, its names checked.
 async fn queue_group(core: &Core, names: &QueueNames) -> Result<(TopicRecord, GroupRecord), Status> {
-    edge::check_name("topic", &names.topic, &core.options.limits).map_err(|e| codes::invalid(&e))?;
-    let (map, record) = core.map_with_topic(&names.topic).await.map_err(|s| codes::from_native(&s))?;
+    let (map, record) = topic_record(core, &names.topic).await?;
     let group = map.route(&names.topic, names.queue).cloned().ok_or_else(|| {
         status(Code::BadRequest, format!("queue {} is out of range; topic {:?} has {}", names.queue, names.topic, record.queue_count))
     })?;
@@ -64,36 +63,29 @@ pub(super) async fn pull(core: &Core, request: Request<PullMessageRequest>) -> V
         Ok(n) => n,
         Err(s) => return refuse(s),
     };
-    let (consumer_group, _) = resolve(request.get_ref().group.as_ref(), &request);
+    let (_, consumer_group) = resolve(request.get_ref().group.as_ref(), &request);
     let req = request.into_inner();
     let (record, group) = match queue_group(core, &names).await {
         Ok(found) => found,
         Err(s) => return refuse(s),
     };
-    if let Err(e) = edge::check_name("group", &consumer_group.name, &core.options.limits) {
-        return refuse(codes::invalid(&e));
-    }
-    let filter = match filter_of(req.filter_expression.as_ref()) {
-        Ok(f) => f,
+    let ask = match check_group(core, &consumer_group).and_then(|()| PullAsk::of(&req)) {
+        Ok(ask) => ask,
         Err(s) => return refuse(s),
-    };
-    let Ok(offset) = u64::try_from(req.offset) else {
-        return refuse(status(Code::IllegalOffset, format!("offset {} is negative", req.offset)));
     };
     // Any replica serves a pull; a broker without one takes it to the group's leader.
     let raft = match core.group(group.id) {
         Some(raft) => raft,
         None => {
             let serve = core.leader_target(&group, forwarded, left(due)).await;
-            let wait = long_polling_timeout(&req);
             let call = |mut client: MessagingServiceClient<Channel>, _within| {
                 let mut forward = forward_request(core, req.clone(), None);
                 // A pull that waits for messages takes as long as it waits, as the native fetch.
-                forward.set_timeout(FORWARD_TIMEOUT + wait);
+                forward.set_timeout(FORWARD_TIMEOUT + ask.wait);
                 async move { client.pull_message(forward).await }
             };
             return match at_leader(core, &group, serve, forwarded, due, Effect::Read, call).await {
-                AtLeader::Here(raft) => return serve_pull(core, &names, &record, &group, &raft, &req, offset, &filter).await,
+                AtLeader::Here(raft) => serve_pull(core, &names, &record, &group, &raft, &ask).await,
                 AtLeader::Answered(mut stream) => {
                     let mut items = Vec::new();
                     // A pull answers at most READ_MESSAGES_MAX messages, a status and an offset.
@@ -110,32 +102,48 @@ pub(super) async fn pull(core: &Core, request: Request<PullMessageRequest>) -> V
             };
         }
     };
-    serve_pull(core, &names, &record, &group, &raft, &req, offset, &filter).await
+    serve_pull(core, &names, &record, &group, &raft, &ask).await
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a pull asks for, read off its request once.
+struct PullAsk {
+    offset: u64,
+    batch: usize,
+    /// How long it waits at the end of its queue (0 when the request does not say).
+    wait: Duration,
+    filter: Filter,
+}
+
+impl PullAsk {
+    fn of(req: &PullMessageRequest) -> Result<Self, Status> {
+        let filter = filter_of(req.filter_expression.as_ref())?;
+        let offset = u64::try_from(req.offset).map_err(|_| status(Code::IllegalOffset, format!("offset {} is negative", req.offset)))?;
+        let batch = match usize::try_from(req.batch_size) {
+            Ok(0) | Err(_) => PULL_MESSAGES_DEFAULT,
+            Ok(n) => n.min(READ_MESSAGES_MAX),
+        };
+        let wait = req.long_polling_timeout.as_ref().map_or(Duration::ZERO, |d| {
+            Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0)) + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
+        });
+        Ok(Self { offset, batch, wait, filter })
+    }
+}
+
 async fn serve_pull(
     core: &Core,
     names: &QueueNames,
     record: &TopicRecord,
     group: &GroupRecord,
     raft: &QueueRaft,
-    req: &PullMessageRequest,
-    offset: u64,
-    filter: &Filter,
+    ask: &PullAsk,
 ) -> Vec<PullMessageResponse> {
-    let batch = match usize::try_from(req.batch_size) {
-        Ok(0) | Err(_) => PULL_MESSAGES_DEFAULT,
-        Ok(n) => n.min(READ_MESSAGES_MAX),
-    };
-    let wait = long_polling_timeout(req);
-    let read = match core.read_here(group, raft, offset, batch, PULL_BYTES_MAX, wait).await {
+    let read = match core.read_here(group, raft, ask.offset, ask.batch, PULL_BYTES_MAX, ask.wait).await {
         Ok(r) => r,
         Err(s) => return vec![PullMessageResponse { content: Some(Content::Status(codes::from_native(&s))) }],
     };
     let store_host = core.client_endpoint(core.id).unwrap_or_default();
     let mut out = vec![PullMessageResponse { content: Some(Content::Status(ok())) }];
-    for m in read.messages.into_iter().filter(|m| filter.matches(m.message.tag.as_deref(), &m.message.properties)) {
+    for m in read.messages.into_iter().filter(|m| ask.filter.matches(m.message.tag.as_deref(), &m.message.properties)) {
         let delivery = Delivery { attempt: 1, receipt_handle: None, invisible: None };
         let message = delivered(&names.resource, record.message_type, &store_host, m, delivery);
         out.push(PullMessageResponse { content: Some(Content::Message(message)) });
@@ -143,13 +151,6 @@ async fn serve_pull(
     let next = i64::try_from(read.next_offset).unwrap_or(i64::MAX);
     out.push(PullMessageResponse { content: Some(Content::NextOffset(next)) });
     out
-}
-
-/// How long a pull waits at the end of its queue (0 when the request does not say).
-fn long_polling_timeout(req: &PullMessageRequest) -> Duration {
-    req.long_polling_timeout.as_ref().map_or(Duration::ZERO, |d| {
-        Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0)) + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
-    })
 }
 
 /// The filter of a receive or pull: a tag expression or SQL92 ([`crate::filter`]), refused
@@ -173,7 +174,7 @@ async fn at_queue_leader<Req, R, F, Fut>(
     effect: Effect,
     refuse: impl Fn(Status) -> R,
     forward: F,
-) -> Result<(Req, GroupRecord, QueueRaft, Option<tokio::time::Instant>, Resource), R>
+) -> Result<(Req, GroupRecord, QueueRaft, Option<tokio::time::Instant>), R>
 where
     Req: Clone,
     F: Fn(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
@@ -186,7 +187,7 @@ where
     let serve: Serve = core.leader_target(&group, forwarded, left(due)).await;
     let call = |client, within| forward(client, forward_request(core, req.clone(), within));
     match at_leader(core, &group, serve, forwarded, due, effect, call).await {
-        AtLeader::Here(raft) => Ok((req, group, raft, due, names.resource)),
+        AtLeader::Here(raft) => Ok((req, group, raft, due)),
         AtLeader::Answered(reply) => Err(reply),
         AtLeader::Refused(s) => Err(refuse(codes::from_native(&s))),
     }
@@ -194,7 +195,7 @@ where
 
 fn consumer_group_of<T>(group: Option<&Resource>, request: &Request<T>, core: &Core) -> Result<String, Status> {
     let (_, name) = resolve(group, request);
-    edge::check_name("group", &name, &core.options.limits).map_err(|e| codes::invalid(&e))?;
+    check_group(core, &name)?;
     Ok(name)
 }
 
@@ -205,11 +206,10 @@ pub(super) async fn update_offset(core: &Core, request: Request<UpdateOffsetRequ
         Err(s) => return refuse(s),
     };
     let forward = |mut client: MessagingServiceClient<Channel>, req| async move { client.update_offset(req).await };
-    let (req, group, raft, due, _) =
-        match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Write, refuse, forward).await {
-            Ok(here) => here,
-            Err(answer) => return answer,
-        };
+    let (req, group, raft, due) = match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Write, refuse, forward).await {
+        Ok(here) => here,
+        Err(answer) => return answer,
+    };
     let Ok(offset) = u64::try_from(req.offset) else {
         return refuse(status(Code::IllegalOffset, format!("offset {} is negative", req.offset)));
     };
@@ -226,7 +226,7 @@ pub(super) async fn get_offset(core: &Core, request: Request<GetOffsetRequest>) 
         Err(s) => return refuse(s),
     };
     let forward = |mut client: MessagingServiceClient<Channel>, req| async move { client.get_offset(req).await };
-    let (_, group, raft, due, _) = match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Read, refuse, forward).await {
+    let (_, group, raft, due) = match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Read, refuse, forward).await {
         Ok(here) => here,
         Err(answer) => return answer,
     };
@@ -240,8 +240,7 @@ pub(super) async fn get_offset(core: &Core, request: Request<GetOffsetRequest>) 
 pub(super) async fn query_offset(core: &Core, request: Request<QueryOffsetRequest>) -> QueryOffsetResponse {
     let refuse = |s: Status| QueryOffsetResponse { status: Some(s), offset: 0 };
     let forward = |mut client: MessagingServiceClient<Channel>, req| async move { client.query_offset(req).await };
-    let (req, group, raft, due, _) = match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Read, refuse, forward).await
-    {
+    let (req, group, raft, due) = match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Read, refuse, forward).await {
         Ok(here) => here,
         Err(answer) => return answer,
     };

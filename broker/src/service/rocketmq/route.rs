@@ -11,8 +11,7 @@ use proto::apache::rocketmq::v2::{
     QueryRouteResponse, Resource, Status,
 };
 
-use super::{codes, ok, status};
-use crate::edge;
+use super::{check_group, ok, status, topic_record};
 use crate::server::Core;
 
 /// RocketMQ's id of a master broker: the only one clients send to.
@@ -30,8 +29,8 @@ pub(super) async fn query_route(core: &Core, resource: &Resource, topic: &str) -
 /// consumer of `group` to receive from. Receives are served by the queue's leader whichever
 /// consumer asks, so every consumer is assigned every queue.
 pub(super) async fn query_assignment(core: &Core, resource: &Resource, topic: &str, group: &str) -> QueryAssignmentResponse {
-    if let Err(e) = edge::check_name("group", group, &core.options.limits) {
-        return QueryAssignmentResponse { status: Some(codes::invalid(&e)), assignments: vec![] };
+    if let Err(s) = check_group(core, group) {
+        return QueryAssignmentResponse { status: Some(s), assignments: vec![] };
     }
     match message_queues(core, resource, topic).await {
         Ok(queues) => QueryAssignmentResponse {
@@ -44,8 +43,7 @@ pub(super) async fn query_assignment(core: &Core, resource: &Resource, topic: &s
 
 /// Each queue of `topic` on the broker that leads it as far as this broker knows.
 async fn message_queues(core: &Core, resource: &Resource, topic: &str) -> Result<Vec<MessageQueue>, Status> {
-    edge::check_name("topic", topic, &core.options.limits).map_err(|e| codes::invalid(&e))?;
-    let (map, record) = core.map_with_topic(topic).await.map_err(|s| codes::from_native(&s))?;
+    let (map, record) = topic_record(core, topic).await?;
     let mut message_queues = Vec::with_capacity(record.groups.len());
     for (queue, group_id) in record.groups.iter().enumerate() {
         let Some(group) = map.groups.get(group_id) else {

@@ -16,13 +16,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use controller::{ClusterMap, MessageType as TopicType, TopicRecord};
+use controller::{ClusterMap, GroupRecord, MessageType as TopicType, TopicRecord};
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use proto::apache::rocketmq::v2::{Code, Encoding, Message, MessageType, SendMessageRequest, SendMessageResponse, SendResultEntry, Status};
 use tonic::Request;
 use tonic::transport::Channel;
 
-use super::{codes, ok, resolve, status};
+use super::{codes, ok, resolve, status, topic_record};
 use crate::edge::{self, InvalidArgument, MessageParts, answer_by, left};
 use crate::queue::NewMessage;
 use crate::routing::{AtLeader, Effect, at_leader, forward_request, is_forwarded};
@@ -61,12 +61,9 @@ pub(super) async fn send_message(core: &Core, state: &SendState, request: Reques
     if resolved.iter().any(|(_, t)| *t != topic) {
         return refuse(status(Code::BadRequest, "the messages of one send must share a topic"));
     }
-    if let Err(e) = edge::check_name("topic", &topic, limits) {
-        return refuse(codes::invalid(&e));
-    }
-    let (map, record) = match core.map_with_topic(&topic).await {
+    let (map, record) = match topic_record(core, &topic).await {
         Ok(found) => found,
-        Err(s) => return refuse(codes::from_native(&s)),
+        Err(s) => return refuse(s),
     };
     let mut by_queue: BTreeMap<u32, Vec<(usize, NewMessage)>> = BTreeMap::new();
     let mut normal_queue = None;
@@ -84,13 +81,20 @@ pub(super) async fn send_message(core: &Core, state: &SendState, request: Reques
         };
         by_queue.entry(queue).or_default().push((i, NewMessage { queue, ..new }));
     }
-    let (map, topic) = (&map, &topic);
+    let topic = &topic;
     let sends = by_queue.into_iter().map(|(queue, batch)| {
         let resource = resolved[0].0.clone();
         let originals: Vec<Message> = batch.iter().map(|(i, _)| messages[*i].clone()).collect();
+        let group = map.route(topic, queue).cloned();
         async move {
             let (places, batch): (Vec<usize>, Vec<NewMessage>) = batch.into_iter().unzip();
-            let answers = send_to_queue(core, map, topic, queue, batch, originals, resource, forwarded, due).await;
+            let answers = match group {
+                Some(group) => send_to_queue(core, &group, batch, originals, resource, forwarded, due).await,
+                None => {
+                    let lost = status(Code::InternalServerError, format!("topic {topic:?} queue {queue} has no group in the map"));
+                    batch.iter().map(|m| entry(lost.clone(), m.message_id.clone(), 0)).collect()
+                }
+            };
             places.into_iter().zip(answers).collect::<Vec<_>>()
         }
     });
@@ -112,13 +116,10 @@ fn entry(status: Status, message_id: String, offset: u64) -> SendResultEntry {
     SendResultEntry { status: Some(status), message_id, transaction_id: String::new(), offset, recall_handle: String::new() }
 }
 
-/// Stores `batch` (all of `queue`) at the queue group's leader: one entry per message, in order.
-#[allow(clippy::too_many_arguments)]
+/// Stores `batch` (all of `group`'s queue) at the group's leader: one entry per message, in order.
 async fn send_to_queue(
     core: &Core,
-    map: &ClusterMap,
-    topic: &str,
-    queue: u32,
+    group: &GroupRecord,
     batch: Vec<NewMessage>,
     mut originals: Vec<Message>,
     resource: proto::apache::rocketmq::v2::Resource,
@@ -127,10 +128,8 @@ async fn send_to_queue(
 ) -> Vec<SendResultEntry> {
     let ids: Vec<String> = batch.iter().map(|m| m.message_id.clone()).collect();
     let all = |s: Status| ids.iter().map(|id| entry(s.clone(), id.clone(), 0)).collect::<Vec<_>>();
-    let Some(group) = map.route(topic, queue).cloned() else {
-        return all(status(Code::InternalServerError, format!("topic {topic:?} queue {queue} has no group in the map")));
-    };
-    let serve = core.leader_target(&group, forwarded, left(due)).await;
+    let queue = group.queue;
+    let serve = core.leader_target(group, forwarded, left(due)).await;
     // The leader keeps this broker's choice of queue and needs no namespace header.
     for m in &mut originals {
         m.topic = Some(resource.clone());
@@ -142,7 +141,7 @@ async fn send_to_queue(
         let forward = forward_request(core, SendMessageRequest { messages: originals.clone() }, within);
         async move { client.send_message(forward).await }
     };
-    match at_leader(core, &group, serve, forwarded, due, Effect::Write, call).await {
+    match at_leader(core, group, serve, forwarded, due, Effect::Write, call).await {
         AtLeader::Here(_) => {}
         AtLeader::Answered(reply) if reply.entries.len() == ids.len() => return reply.entries,
         AtLeader::Answered(reply) => {
@@ -151,7 +150,7 @@ async fn send_to_queue(
         }
         AtLeader::Refused(s) => return all(codes::from_native(&s)),
     }
-    match core.send_here(&group, batch, due).await {
+    match core.send_here(group, batch, due).await {
         Ok(offsets) => ids.into_iter().zip(offsets).map(|(id, (_, offset))| entry(ok(), id, offset)).collect(),
         Err(s) => all(codes::from_native(&s)),
     }
