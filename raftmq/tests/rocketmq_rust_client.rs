@@ -478,3 +478,54 @@ async fn a_forwarded_pull_waits_its_whole_long_poll() {
     assert_eq!((code, pulled.len(), next), (MqCode::Ok as i32, 0, Some(0)), "after {:?}", started.elapsed());
     assert!(started.elapsed() >= wait - Duration::from_secs(1), "answered after {:?}", started.elapsed());
 }
+
+/// Each bound on what a message carries beside its body: at the limit stored, one byte over
+/// refused with its code and nothing stored. Message id 128 bytes, message group 64, born host
+/// 255, trace context 1,024; and a filter expression of 4 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn message_fields_at_their_limits_are_stored_and_one_byte_over_refused() {
+    let cluster = Cluster::start(3, FAST_RAFT).await;
+    cluster.create_topic(topic("bounded", 1, NORMAL)).await;
+    cluster.create_topic(topic("bounded-fifo", 1, FIFO)).await;
+    let mut client = raw_client(&cluster, 0).await;
+    let send = |topic: &str, n: usize, set: &dyn Fn(&mut SystemProperties, usize)| {
+        let mut m = raw_message(topic, &format!("id-{topic}-{n}"), b"x".to_vec());
+        set(m.system_properties.as_mut().unwrap(), n);
+        SendMessageRequest { messages: vec![m] }
+    };
+    type Setter = fn(&mut SystemProperties, usize);
+    let cases: [(&str, usize, MqCode, Setter); 4] = [
+        ("bounded", 128, MqCode::IllegalMessageId, |p, n| p.message_id = "i".repeat(n)),
+        ("bounded-fifo", 64, MqCode::IllegalMessageGroup, |p, n| {
+            p.message_type = MessageType::Fifo as i32;
+            p.message_group = Some("g".repeat(n));
+        }),
+        ("bounded", 255, MqCode::BadRequest, |p, n| p.born_host = "h".repeat(n)),
+        ("bounded", 1024, MqCode::BadRequest, |p, n| p.trace_context = Some("t".repeat(n))),
+    ];
+    let mut stored = BTreeMap::<&str, usize>::new();
+    for (topic, limit, code, set) in cases {
+        let at = client.send_message(send(topic, limit, &set)).await.expect("answered").into_inner();
+        assert_eq!(at.status.as_ref().map(|s| s.code), Some(MqCode::Ok as i32), "{topic} at {limit}: {:?}", at.status);
+        *stored.entry(topic).or_default() += 1;
+        let over = client.send_message(send(topic, limit + 1, &set)).await.expect("answered").into_inner();
+        assert_eq!(over.status.as_ref().map(|s| s.code), Some(code as i32), "{topic} at {}: {:?}", limit + 1, over.status);
+    }
+    assert_eq!(read_count(&cluster, "bounded", 1, stored["bounded"]).await[&0].len(), 3, "only the messages at the limits");
+    assert_eq!(read_count(&cluster, "bounded-fifo", 1, 1).await[&0].len(), 1);
+
+    let expression = |len: usize| {
+        let text = format!("a = '{}'", "x".repeat(len - 6));
+        Some(FilterExpression { r#type: FilterType::Sql as i32, expression: text })
+    };
+    let pull_with = |filter| PullMessageRequest {
+        group: resource("limits"),
+        message_queue: message_queue("bounded", 0),
+        offset: 0,
+        batch_size: 10,
+        filter_expression: filter,
+        long_polling_timeout: None,
+    };
+    assert_eq!(pull(&mut client, pull_with(expression(4096))).await.0, MqCode::Ok as i32, "a 4 KiB expression");
+    assert_eq!(pull(&mut client, pull_with(expression(4097))).await.0, MqCode::IllegalFilterExpression as i32);
+}
