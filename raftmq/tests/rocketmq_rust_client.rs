@@ -31,6 +31,15 @@ fn topic(name: &str, queue_count: u32, message_type: i32) -> Topic {
     Topic { name: name.into(), queue_count, replication_factor: 3, message_type, checkpoint_interval_entries: 0 }
 }
 
+/// Three brokers with `topics` created.
+async fn cluster_with(topics: &[Topic]) -> Cluster {
+    let cluster = Cluster::start(3, FAST_RAFT).await;
+    for t in topics {
+        cluster.create_topic(t.clone()).await;
+    }
+    cluster
+}
+
 async fn producer(cluster: &Cluster, topics: &[&str]) -> Producer {
     let mut producer_option = ProducerOption::default();
     producer_option.set_topics(topics.to_vec());
@@ -218,9 +227,7 @@ async fn routes_name_every_queue_on_a_reachable_master_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_sends_are_refused_with_their_codes_and_store_nothing() {
-    let cluster = Cluster::start(3, FAST_RAFT).await;
-    cluster.create_topic(topic("plain", 1, NORMAL)).await;
-    cluster.create_topic(topic("later", 1, DELAY)).await;
+    let cluster = cluster_with(&[topic("plain", 1, NORMAL), topic("later", 1, DELAY)]).await;
     let mut client = raw_client(&cluster, 1).await;
     let limit = 4 << 20;
     let with = |f: &dyn Fn(&mut v2::Message)| {
@@ -484,9 +491,7 @@ async fn a_forwarded_pull_waits_its_whole_long_poll() {
 /// 255, trace context 1,024; and a filter expression of 4 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn message_fields_at_their_limits_are_stored_and_one_byte_over_refused() {
-    let cluster = Cluster::start(3, FAST_RAFT).await;
-    cluster.create_topic(topic("bounded", 1, NORMAL)).await;
-    cluster.create_topic(topic("bounded-fifo", 1, FIFO)).await;
+    let cluster = cluster_with(&[topic("bounded", 1, NORMAL), topic("bounded-fifo", 1, FIFO)]).await;
     let mut client = raw_client(&cluster, 0).await;
     let send = |topic: &str, n: usize, set: &dyn Fn(&mut SystemProperties, usize)| {
         let mut m = raw_message(topic, &format!("id-{topic}-{n}"), b"x".to_vec());

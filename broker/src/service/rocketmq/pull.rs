@@ -193,20 +193,54 @@ where
     }
 }
 
-fn consumer_group_of<T>(group: Option<&Resource>, request: &Request<T>, core: &Core) -> Result<String, Status> {
-    let (_, name) = resolve(group, request);
-    check_group(core, &name)?;
-    Ok(name)
+/// An offset request of one consumer group on one queue.
+trait ConsumerOffsetRequest: Clone {
+    fn group(&self) -> Option<&Resource>;
+    fn message_queue(&self) -> Option<&MessageQueue>;
+}
+
+impl ConsumerOffsetRequest for UpdateOffsetRequest {
+    fn group(&self) -> Option<&Resource> {
+        self.group.as_ref()
+    }
+    fn message_queue(&self) -> Option<&MessageQueue> {
+        self.message_queue.as_ref()
+    }
+}
+
+impl ConsumerOffsetRequest for GetOffsetRequest {
+    fn group(&self) -> Option<&Resource> {
+        self.group.as_ref()
+    }
+    fn message_queue(&self) -> Option<&MessageQueue> {
+        self.message_queue.as_ref()
+    }
+}
+
+/// [`at_queue_leader`] for a consumer group's offset request, its group's name checked first
+/// and returned (raftmq's name, with its namespace).
+async fn at_consumer_offset_leader<Req, R, F, Fut>(
+    core: &Core,
+    request: Request<Req>,
+    effect: Effect,
+    refuse: impl Fn(Status) -> R,
+    forward: F,
+) -> Result<(String, Req, GroupRecord, QueueRaft, Option<tokio::time::Instant>), R>
+where
+    Req: ConsumerOffsetRequest,
+    F: Fn(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<R>, tonic::Status>>,
+{
+    let (_, consumer_group) = resolve(request.get_ref().group(), &request);
+    check_group(core, &consumer_group).map_err(&refuse)?;
+    let (req, group, raft, due) = at_queue_leader(core, request, Req::message_queue, effect, refuse, forward).await?;
+    Ok((consumer_group, req, group, raft, due))
 }
 
 pub(super) async fn update_offset(core: &Core, request: Request<UpdateOffsetRequest>) -> UpdateOffsetResponse {
     let refuse = |s: Status| UpdateOffsetResponse { status: Some(s) };
-    let consumer_group = match consumer_group_of(request.get_ref().group.as_ref(), &request, core) {
-        Ok(g) => g,
-        Err(s) => return refuse(s),
-    };
     let forward = |mut client: MessagingServiceClient<Channel>, req| async move { client.update_offset(req).await };
-    let (req, group, raft, due) = match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Write, refuse, forward).await {
+    let (consumer_group, req, group, raft, due) = match at_consumer_offset_leader(core, request, Effect::Write, refuse, forward).await {
         Ok(here) => here,
         Err(answer) => return answer,
     };
@@ -221,12 +255,8 @@ pub(super) async fn update_offset(core: &Core, request: Request<UpdateOffsetRequ
 
 pub(super) async fn get_offset(core: &Core, request: Request<GetOffsetRequest>) -> GetOffsetResponse {
     let refuse = |s: Status| GetOffsetResponse { status: Some(s), offset: 0 };
-    let consumer_group = match consumer_group_of(request.get_ref().group.as_ref(), &request, core) {
-        Ok(g) => g,
-        Err(s) => return refuse(s),
-    };
     let forward = |mut client: MessagingServiceClient<Channel>, req| async move { client.get_offset(req).await };
-    let (_, group, raft, due) = match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Read, refuse, forward).await {
+    let (consumer_group, _, group, raft, due) = match at_consumer_offset_leader(core, request, Effect::Read, refuse, forward).await {
         Ok(here) => here,
         Err(answer) => return answer,
     };
