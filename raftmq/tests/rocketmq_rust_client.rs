@@ -470,6 +470,8 @@ async fn a_forwarded_pull_waits_its_whole_long_poll() {
     let described = admin.describe_topic(proto::raftmq::v1::DescribeTopicRequest { name: "pair".into() }).await.expect("describe");
     let replicas = described.into_inner().queues[0].replica_broker_ids.clone();
     let outsider = (1..=3u64).find(|b| !replicas.contains(b)).expect("a broker without a replica");
+    // The queue must have a leader first: a pull before it is answered HA_NOT_AVAILABLE.
+    cluster.leader_of_first_queue("pair").await;
     let mut client = raw_client(&cluster, usize::try_from(outsider).expect("id") - 1).await;
     let wait = Duration::from_secs(11);
     let req = PullMessageRequest {
