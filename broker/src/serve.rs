@@ -19,6 +19,10 @@ use crate::server::Core;
 use crate::service::status;
 use crate::store::{QueueStore, StoreError};
 
+mod receive;
+
+pub(crate) use receive::{ReceiveAsk, Received};
+
 /// What one read of a queue found: its messages from the offset asked (or from its start, when
 /// that is above), where the next read begins, and the queue's offsets when it was read.
 #[derive(Debug)]
@@ -119,32 +123,44 @@ impl Core {
             offset,
             consumer_groups_max,
         };
-        let written = match left(due) {
-            Some(w) => tokio::time::timeout(w, raft.client_write(cmd)).await,
-            None => Ok(raft.client_write(cmd).await),
-        };
-        let Ok(written) = written else {
-            return Err(status::outcome_unknown("not committed within the request's deadline; the offset may still be committed"));
-        };
-        let result = match written {
-            Ok(resp) => match resp.response() {
-                GroupReply::OffsetCommitted => Ok(()),
-                GroupReply::Rejected { reason } => Err(status::invalid("offset", reason.clone())),
-                GroupReply::LimitReached { reason } => Err(status::resource_exhausted(format!(
-                    "{reason} (limits.consumer_groups_per_queue_max is {consumer_groups_max} on broker {}, at most \
-                     {CONSUMER_GROUPS_PER_QUEUE_MAX}; or commit under a consumer group name the queue has already)",
-                    self.id
-                ))),
-                other => Err(status::internal(format!("unexpected reply {other:?}"))),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(status::not_leader(f.leader_id.and_then(|l| self.endpoint_of(l)), f.to_string()))
-            }
-            Err(e) => Err(status::outcome_unknown(format!("outcome unknown: {e}"))),
+        let result = match self.write_command(raft, cmd, due, "the offset may still be committed").await {
+            Ok(GroupReply::OffsetCommitted) => Ok(()),
+            Ok(GroupReply::Rejected { reason }) => Err(status::invalid("offset", reason)),
+            Ok(GroupReply::LimitReached { reason }) => Err(status::resource_exhausted(format!(
+                "{reason} (limits.consumer_groups_per_queue_max is {consumer_groups_max} on broker {}, at most \
+                 {CONSUMER_GROUPS_PER_QUEUE_MAX}; or commit under a consumer group name the queue has already)",
+                self.id
+            ))),
+            Ok(other) => Err(status::internal(format!("unexpected reply {other:?}"))),
+            Err(s) => Err(s),
         };
         let answered = result.as_ref().err().cloned().unwrap_or_else(status::ok);
         self.commit_metrics.record(Some(&answered));
         result
+    }
+
+    /// Proposes `cmd` through `raft` (led here) and waits for its reply, by `due`. Without a
+    /// reply: NOT_LEADER when this broker no longer leads (nothing done), else OUTCOME_UNKNOWN,
+    /// whose message ends with `may_be_done` (the entry may still commit).
+    pub(crate) async fn write_command(
+        &self,
+        raft: &QueueRaft,
+        cmd: GroupCommand,
+        due: Option<Instant>,
+        may_be_done: &str,
+    ) -> Result<GroupReply, Status> {
+        let written = match left(due) {
+            Some(w) => tokio::time::timeout(w, raft.client_write(cmd)).await,
+            None => Ok(raft.client_write(cmd).await),
+        };
+        match written {
+            Ok(Ok(resp)) => Ok(resp.response().clone()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(status::not_leader(f.leader_id.and_then(|l| self.endpoint_of(l)), f.to_string()))
+            }
+            Ok(Err(e)) => Err(status::outcome_unknown(format!("outcome unknown: {e}; {may_be_done}"))),
+            Err(_) => Err(status::outcome_unknown(format!("not committed within the request's deadline; {may_be_done}"))),
+        }
     }
 
     /// The first offset `group`'s queue still holds and the offset its next message will get,
@@ -221,7 +237,7 @@ impl Core {
 
     /// `read` of the store on a blocking thread, its failure INTERNAL: a RocksDB read can wait
     /// for the disk, so never on an async worker.
-    async fn read_store<T: Send + 'static>(
+    pub(crate) async fn read_store<T: Send + 'static>(
         &self,
         read: impl FnOnce(&QueueStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, Status> {

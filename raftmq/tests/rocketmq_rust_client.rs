@@ -10,15 +10,17 @@ use std::time::{Duration, Instant};
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use proto::apache::rocketmq::v2::{
     self as v2, AddressScheme, Code as MqCode, Encoding, FilterExpression, FilterType, GetOffsetRequest, MessageQueue, MessageType,
-    Permission, PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryRouteRequest, Resource, SendMessageRequest,
-    SystemProperties, UpdateOffsetRequest, pull_message_response,
+    Permission, PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryRouteRequest, ReceiveMessageRequest, Resource,
+    SendMessageRequest, SystemProperties, UpdateOffsetRequest, pull_message_response, receive_message_response,
 };
 use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{FetchRequest, StoredMessage, Topic};
-use rocketmq::Producer;
-use rocketmq::conf::{ClientOption, ProducerOption};
-use rocketmq::model::message::MessageBuilder;
+use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
+use rocketmq::model::common::{FilterExpression as ClientFilter, FilterType as ClientFilterType};
+use rocketmq::model::message::{MessageBuilder, MessageView};
+use rocketmq::{Producer, SimpleConsumer};
 use support::{Cluster, code, queue_client};
+use tonic::Request;
 use tonic::transport::Channel;
 
 const FAST_RAFT: &str = "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n";
@@ -535,4 +537,256 @@ async fn message_fields_at_their_limits_are_stored_and_one_byte_over_refused() {
     };
     assert_eq!(pull(&mut client, pull_with(expression(4096))).await.0, MqCode::Ok as i32, "a 4 KiB expression");
     assert_eq!(pull(&mut client, pull_with(expression(4097))).await.0, MqCode::IllegalFilterExpression as i32);
+}
+
+async fn simple_consumer(cluster: &Cluster, group: &str, topics: &[&str], long_poll: Duration) -> SimpleConsumer {
+    let mut option = SimpleConsumerOption::default();
+    option.set_consumer_group(group);
+    option.set_topics(topics.to_vec());
+    let mut client_option = ClientOption::default();
+    client_option.set_access_url(cluster.brokers[0].client_addr().to_string());
+    client_option.set_enable_tls(false);
+    client_option.set_timeout(Duration::from_secs(10));
+    client_option.set_long_polling_timeout(long_poll);
+    let mut consumer = SimpleConsumer::new(option, client_option).expect("simple consumer");
+    consumer.start().await.expect("the consumer starts: routes and settings answered");
+    consumer
+}
+
+/// The official SimpleConsumer: every message is received once per consumer group, an
+/// acknowledged one never again, and one not acknowledged comes again once its invisible
+/// duration is over, its delivery attempt counted; an ack with the handle of an earlier
+/// delivery is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_simple_consumer_acks_and_gets_again_what_it_did_not_ack() {
+    let cluster = cluster_with(&[topic("simple", 2, NORMAL)]).await;
+    let producer = producer(&cluster, &["simple"]).await;
+    for i in 0..10 {
+        let m = MessageBuilder::builder().set_topic("simple").set_body(format!("m{i}").into_bytes()).build().expect("message");
+        producer.send(m).await.expect("sent");
+    }
+    let all = ClientFilter::new(ClientFilterType::Tag, "*");
+    let invisible = Duration::from_secs(3);
+    let consumer = simple_consumer(&cluster, "workers", &["simple"], Duration::from_secs(2)).await;
+    let mut first: HashMap<String, MessageView> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut kept_at = Instant::now();
+    while first.len() < 10 && Instant::now() < deadline {
+        for m in consumer.receive_with("simple", &all, 32, invisible).await.expect("receive") {
+            assert_eq!(m.delivery_attempt(), 1, "a first delivery: {:?}", m.body());
+            let body = String::from_utf8_lossy(m.body()).into_owned();
+            assert!(first.insert(body.clone(), m).is_none(), "{body} delivered twice to one group while invisible");
+        }
+        kept_at = Instant::now();
+    }
+    let mut bodies: Vec<&String> = first.keys().collect();
+    bodies.sort();
+    assert_eq!(bodies.len(), 10, "every message received: {bodies:?}");
+    for (body, m) in &first {
+        if body != "m0" && body != "m1" {
+            consumer.ack(m).await.expect("acknowledged");
+        }
+    }
+    // m0 and m1 were not acknowledged: they come again, and only they, after their invisibility.
+    let mut again: HashMap<String, MessageView> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while again.len() < 2 && Instant::now() < deadline {
+        for m in consumer.receive_with("simple", &all, 32, Duration::from_secs(30)).await.expect("receive") {
+            assert!(kept_at.elapsed() >= invisible - Duration::from_millis(500), "redelivered after {:?}", kept_at.elapsed());
+            assert_eq!(m.delivery_attempt(), 2);
+            again.insert(String::from_utf8_lossy(m.body()).into_owned(), m);
+        }
+    }
+    let mut redelivered: Vec<&String> = again.keys().collect();
+    redelivered.sort();
+    assert_eq!(redelivered, ["m0", "m1"], "only what was not acknowledged");
+    assert!(consumer.ack(&first["m0"]).await.is_err(), "the first delivery's handle is stale");
+    for m in again.values() {
+        consumer.ack(m).await.expect("the second delivery's handle acknowledges");
+    }
+    assert!(consumer.receive_with("simple", &all, 32, invisible).await.expect("receive").is_empty(), "nothing left");
+    // Another consumer group receives every message, whatever the first one did.
+    let others = simple_consumer(&cluster, "auditors", &["simple"], Duration::from_secs(2)).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 10 && Instant::now() < deadline {
+        for m in others.receive_with("simple", &all, 32, Duration::from_secs(60)).await.expect("receive") {
+            seen.insert(String::from_utf8_lossy(m.body()).into_owned());
+        }
+    }
+    assert_eq!(seen.len(), 10);
+    producer.shutdown().await.expect("shutdown");
+}
+
+/// A receive's stream, by raw gRPC: its last status code and the messages.
+async fn receive(client: &mut MessagingServiceClient<Channel>, req: ReceiveMessageRequest) -> (i32, Vec<v2::Message>) {
+    let mut stream = client.receive_message(req).await.expect("receive").into_inner();
+    let (mut code, mut messages) = (0, vec![]);
+    while let Some(item) = stream.message().await.expect("stream") {
+        match item.content.expect("content") {
+            receive_message_response::Content::Status(s) => code = s.code,
+            receive_message_response::Content::Message(m) => messages.push(m),
+            receive_message_response::Content::DeliveryTimestamp(_) => {}
+        }
+    }
+    (code, messages)
+}
+
+fn receive_request(topic: &str, group: &str, invisible: Option<Duration>, long_poll: Duration) -> ReceiveMessageRequest {
+    let d = |d: Duration| prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 };
+    ReceiveMessageRequest {
+        group: resource(group),
+        message_queue: message_queue(topic, 0),
+        filter_expression: None,
+        batch_size: 16,
+        invisible_duration: invisible.map(d),
+        auto_renew: false,
+        long_polling_timeout: Some(d(long_poll)),
+        attempt_id: None,
+    }
+}
+
+fn handle(m: &v2::Message) -> String {
+    m.system_properties.as_ref().and_then(|p| p.receipt_handle.clone()).expect("a receipt handle")
+}
+
+async fn ack_code(client: &mut MessagingServiceClient<Channel>, topic: &str, group: &str, receipt_handle: &str) -> i32 {
+    let entries = vec![v2::AckMessageEntry { message_id: "id".into(), receipt_handle: receipt_handle.into(), lite_topic: None }];
+    let r = client.ack_message(v2::AckMessageRequest { group: resource(group), topic: resource(topic), entries }).await;
+    let r = r.expect("ack").into_inner();
+    assert_eq!(r.entries.len(), 1);
+    assert_eq!(r.entries[0].status.as_ref().map(|s| s.code), r.status.as_ref().map(|s| s.code), "entry and whole agree");
+    r.status.map_or(0, |s| s.code)
+}
+
+/// Receipt handles by raw gRPC, each call at another broker (two of them forward to the
+/// queue's leader): a change of invisibility answers a new handle and keeps the message
+/// invisible past its first duration; the older handle, a handle of another consumer group and
+/// a made-up one are INVALID_RECEIPT_HANDLE; so is a second ack. Bad receives get their codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receipt_handles_change_invisibility_and_refuse_stale_or_foreign_use() {
+    let cluster = cluster_with(&[topic("handles", 1, NORMAL)]).await;
+    cluster.leader_of_first_queue("handles").await;
+    let mut clients = [raw_client(&cluster, 0).await, raw_client(&cluster, 1).await, raw_client(&cluster, 2).await];
+    let sent = clients[0].send_message(SendMessageRequest { messages: vec![raw_message("handles", "h-1", b"x".to_vec())] }).await;
+    assert_eq!(sent.expect("send").into_inner().status.map(|s| s.code), Some(MqCode::Ok as i32));
+
+    let (code, got) = receive(&mut clients[0], receive_request("handles", "g", Some(Duration::from_secs(1)), Duration::from_secs(5))).await;
+    assert_eq!((code, got.len()), (MqCode::Ok as i32, 1));
+    let props = got[0].system_properties.as_ref().expect("properties");
+    assert_eq!((props.message_id.as_str(), props.delivery_attempt, props.queue_offset), ("h-1", Some(1), Some(0)));
+    let first = handle(&got[0]);
+
+    let change = |receipt_handle: &str, d: Duration| v2::ChangeInvisibleDurationRequest {
+        group: resource("g"),
+        topic: resource("handles"),
+        receipt_handle: receipt_handle.into(),
+        invisible_duration: Some(prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }),
+        message_id: "h-1".into(),
+        lite_topic: None,
+        suspend: None,
+    };
+    let changed = clients[1].change_invisible_duration(change(&first, Duration::from_secs(30))).await.expect("change").into_inner();
+    assert_eq!(changed.status.as_ref().map(|s| s.code), Some(MqCode::Ok as i32), "{:?}", changed.status);
+    let second = changed.receipt_handle;
+    assert!(!second.is_empty() && second != first, "a new handle");
+    // Past the first second of invisibility, the message stays invisible: a 2 s long poll finds nothing.
+    let started = Instant::now();
+    let (code, got) = receive(&mut clients[2], receive_request("handles", "g", Some(Duration::from_secs(1)), Duration::from_secs(2))).await;
+    assert_eq!((code, got.len()), (MqCode::MessageNotFound as i32, 0));
+    assert!(started.elapsed() >= Duration::from_millis(1500), "long-polled {:?}", started.elapsed());
+
+    let invalid = MqCode::InvalidReceiptHandle as i32;
+    assert_eq!(ack_code(&mut clients[2], "handles", "g", &first).await, invalid, "the handle before the change is stale");
+    let again = clients[0].change_invisible_duration(change(&first, Duration::from_secs(1))).await.expect("change").into_inner();
+    assert_eq!(again.status.map(|s| s.code), Some(invalid));
+    assert_eq!(ack_code(&mut clients[0], "handles", "other", &second).await, invalid, "another group's handle");
+    assert_eq!(ack_code(&mut clients[0], "handles", "g", "made-up").await, invalid);
+    assert_eq!(ack_code(&mut clients[1], "handles", "g", &second).await, MqCode::Ok as i32);
+    assert_eq!(ack_code(&mut clients[2], "handles", "g", &second).await, invalid, "acknowledged already");
+    // A tiny duration is taken as it is (Node's push consumer asks 10 ms for 10 s).
+    let tiny = clients[0].change_invisible_duration(change(&second, Duration::from_millis(10))).await.expect("change").into_inner();
+    assert_eq!(tiny.status.map(|s| s.code), Some(invalid), "acknowledged: nothing left to change");
+
+    // Bad receives, each with its code.
+    let code_of = async |c: &mut MessagingServiceClient<Channel>, req| receive(c, req).await.0;
+    let limit = Duration::from_secs(12 * 3600);
+    let short = Duration::from_millis(100);
+    let at_limit = receive_request("handles", "g", Some(limit), short);
+    assert_eq!(code_of(&mut clients[0], at_limit).await, MqCode::MessageNotFound as i32, "12 h is the longest invisibility");
+    let over = receive_request("handles", "g", Some(limit + Duration::from_secs(1)), short);
+    assert_eq!(code_of(&mut clients[0], over).await, MqCode::IllegalInvisibleTime as i32);
+    let missing = receive_request("handles", "g", None, short);
+    assert_eq!(code_of(&mut clients[0], missing).await, MqCode::IllegalInvisibleTime as i32);
+    let renewing = ReceiveMessageRequest { auto_renew: true, ..receive_request("handles", "g", None, short) };
+    assert_eq!(code_of(&mut clients[0], renewing).await, MqCode::MessageNotFound as i32, "a push consumer names no duration");
+    let bad_sql = ReceiveMessageRequest {
+        filter_expression: Some(FilterExpression { r#type: FilterType::Sql as i32, expression: "a >".into() }),
+        ..receive_request("handles", "g", Some(short), short)
+    };
+    assert_eq!(code_of(&mut clients[0], bad_sql).await, MqCode::IllegalFilterExpression as i32);
+    let nowhere = receive_request("nowhere", "g", Some(short), short);
+    assert_eq!(code_of(&mut clients[0], nowhere).await, MqCode::TopicNotFound as i32);
+    let bad_group = receive_request("handles", "bad group!", Some(short), short);
+    assert_eq!(code_of(&mut clients[0], bad_group).await, MqCode::IllegalConsumerGroup as i32);
+}
+
+/// Filters decide what a consumer group receives: what does not pass is never delivered to it
+/// (tags, and SQL92 over properties), and a receive long-polls until a message comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receives_filter_on_the_broker_and_long_poll_for_new_messages() {
+    let cluster = cluster_with(&[topic("sorted", 1, NORMAL)]).await;
+    cluster.leader_of_first_queue("sorted").await;
+    let mut client = raw_client(&cluster, 1).await;
+    let mut messages = Vec::new();
+    for (i, tag) in ["A", "B", "A", "C", "A"].iter().enumerate() {
+        let mut m = raw_message("sorted", &format!("id-{i}"), format!("m{i}").into_bytes());
+        m.system_properties.as_mut().unwrap().tag = Some((*tag).into());
+        m.user_properties.insert("n".into(), i.to_string());
+        messages.push(m);
+    }
+    let sent = client.send_message(SendMessageRequest { messages }).await.expect("send").into_inner();
+    assert_eq!(sent.status.map(|s| s.code), Some(MqCode::Ok as i32));
+    let ids =
+        |got: &[v2::Message]| -> Vec<String> { got.iter().map(|m| m.system_properties.as_ref().unwrap().message_id.clone()).collect() };
+    let filtered = |group: &str, kind: FilterType, expression: &str| ReceiveMessageRequest {
+        filter_expression: Some(FilterExpression { r#type: kind as i32, expression: expression.into() }),
+        ..receive_request("sorted", group, Some(Duration::from_secs(60)), Duration::from_secs(1))
+    };
+    let (code, got) = receive(&mut client, filtered("tag-a", FilterType::Tag, "A")).await;
+    assert_eq!((code, ids(&got)), (MqCode::Ok as i32, vec!["id-0".to_string(), "id-2".into(), "id-4".into()]));
+    let (code, got) = receive(&mut client, filtered("tag-a", FilterType::Tag, "A")).await;
+    assert_eq!((code, got.len()), (MqCode::MessageNotFound as i32, 0), "B and C are never delivered to this group");
+    let (code, got) = receive(&mut client, filtered("by-sql", FilterType::Sql, "n >= 2 AND TAGS IN ('A', 'C')")).await;
+    assert_eq!((code, ids(&got)), (MqCode::Ok as i32, vec!["id-2".to_string(), "id-3".into(), "id-4".into()]));
+
+    // Nothing to receive: answered MESSAGE_NOT_FOUND after the long poll, within the deadline.
+    let long_poll = Duration::from_secs(1);
+    let mut req = Request::new(filtered("tag-a", FilterType::Tag, "A"));
+    req.set_timeout(long_poll);
+    let started = Instant::now();
+    let mut stream = client.receive_message(req).await.expect("answered within the client's deadline").into_inner();
+    let mut last = None;
+    while let Some(item) = stream.message().await.expect("the stream ends before the deadline") {
+        last = item.content;
+    }
+    assert!(matches!(last, Some(receive_message_response::Content::Status(s)) if s.code == MqCode::MessageNotFound as i32));
+    assert!(started.elapsed() >= Duration::from_millis(500), "long-polled {:?}", started.elapsed());
+    // A message sent during a long poll is delivered by it.
+    let mut waiting = raw_client(&cluster, 2).await;
+    let poll = tokio::spawn(async move {
+        let req = ReceiveMessageRequest {
+            long_polling_timeout: Some(prost_types::Duration { seconds: 20, nanos: 0 }),
+            ..receive_request("sorted", "tag-a", Some(Duration::from_secs(60)), Duration::ZERO)
+        };
+        let started = Instant::now();
+        (receive(&mut waiting, req).await, started.elapsed())
+    });
+    let mut late = raw_message("sorted", "id-late", b"late".to_vec());
+    late.system_properties.as_mut().unwrap().tag = Some("A".into());
+    let sent = client.send_message(SendMessageRequest { messages: vec![late] }).await.expect("send").into_inner();
+    assert_eq!(sent.status.map(|s| s.code), Some(MqCode::Ok as i32));
+    let ((code, got), took) = poll.await.expect("poll");
+    assert_eq!((code, ids(&got)), (MqCode::Ok as i32, vec!["id-late".to_string()]), "after {took:?}");
+    assert!(took < Duration::from_secs(20), "answered when the message came, after {took:?}");
 }

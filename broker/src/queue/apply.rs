@@ -440,6 +440,41 @@ fn receive(
     Ok((effects, GroupReply::Received { deliveries }))
 }
 
+/// What a [`GroupCommand::Receive`] proposed now would find on a group in state `view`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiveOutlook {
+    /// At least one message would be delivered.
+    Deliverable,
+    /// Nothing now; a message in flight becomes visible again at this time (`None`: none will
+    /// without a new message or an acknowledgement).
+    NothingUntil(Option<u64>),
+    /// The receive would be refused ([`GroupReply::LimitReached`] or `Rejected`), for this reason.
+    Refused(String),
+}
+
+/// What a receive of `consumer_group` on `queue` at `now_ms` would deliver, judged on `view`
+/// without proposing anything: a leader long-polling for messages proposes a `Receive` only
+/// when it delivers something, so an idle consumer costs no Raft entries. The same decision as
+/// [`apply_command`]'s (it runs it), so the two never disagree on the same state.
+pub fn receive_outlook(
+    view: &impl GroupView,
+    consumer_group: &str,
+    queue: u32,
+    now_ms: u64,
+    in_flight_max: u32,
+) -> Result<ReceiveOutlook, StoreError> {
+    let in_flight_max = in_flight_max.min(IN_FLIGHT_PER_CONSUMER_GROUP_MAX);
+    match receive(view, consumer_group, queue, now_ms, 0, ReceiveBounds { max_messages: 1, in_flight_max }) {
+        Ok((_, GroupReply::Received { deliveries })) if !deliveries.is_empty() => Ok(ReceiveOutlook::Deliverable),
+        Ok(_) => {
+            let held = view.in_flight(consumer_group, queue, in_flight_max as usize)?;
+            Ok(ReceiveOutlook::NothingUntil(held.iter().map(|(_, r)| r.invisible_until_ms).filter(|&t| t > now_ms).min()))
+        }
+        Err(Outcome::Refused(reason) | Outcome::Full(reason)) => Ok(ReceiveOutlook::Refused(reason)),
+        Err(Outcome::Read(e)) => Err(e),
+    }
+}
+
 /// See [`GroupCommand::Ack`]: a delivery is settled only while its version is the message's
 /// current one, so an ack of a delivery that was since redelivered changes nothing.
 fn ack(view: &impl GroupView, consumer_group: &str, queue: u32, deliveries: &[(u64, u32)]) -> Result<(EntryEffects, GroupReply), Outcome> {

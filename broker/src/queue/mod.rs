@@ -17,8 +17,11 @@ pub mod send_batcher;
 pub mod send_metrics;
 pub mod state_machine;
 
-pub use apply::{CONSUMER_GROUPS_PER_QUEUE_MAX, EntryEffects, GroupView, QueueGroupOptions, apply_command, record_checkpoint, tag_hash};
+pub use apply::{
+    CONSUMER_GROUPS_PER_QUEUE_MAX, EntryEffects, GroupView, IN_FLIGHT_PER_CONSUMER_GROUP_MAX, QueueGroupOptions, ReceiveOutlook,
+    apply_command, receive_outlook, record_checkpoint, tag_hash,
+};
 pub use command::{Delivery, GroupCommand, GroupReply, NewMessage, QueueGroupConfig};
 pub use group::{QueueGroup, QueueRaft};
 pub use send_batcher::{SendBatchLimits, SendBatcher, SendError};
-pub use state_machine::{QueueStateMachine, StateMachineError};
+pub use state_machine::{QueueStateMachine, StateMachineError, StoreView};

@@ -176,9 +176,16 @@ type Record<'a> = (&'a [u8], &'a [u8]);
 
 /// Reads of the group's state for [`apply_command`], straight from the store: every entry is
 /// written before the next one is decided, so the store is the state as of the previous entry.
-struct StoreView<'a> {
+/// Also what a leader reads to judge a receive before proposing it ([`super::receive_outlook`]).
+pub struct StoreView<'a> {
     store: &'a QueueStore,
     group: GroupId,
+}
+
+impl<'a> StoreView<'a> {
+    pub fn new(store: &'a QueueStore, group: GroupId) -> Self {
+        Self { store, group }
+    }
 }
 
 impl GroupView for StoreView<'_> {

@@ -619,3 +619,23 @@ fn a_receive_beyond_what_a_checkpoint_holds_is_refused() {
     // Room for the new cursor and one message: one delivered, not two.
     assert_eq!(delivered(&apply_to(&mut m, 3, &receive("cg", 0, 100, 2))), [(0, 1, 1)]);
 }
+
+/// A leader judges a receive before proposing it: deliverable exactly when the receive would
+/// deliver, else when the next message in flight becomes visible, or the refusal's reason.
+#[test]
+fn a_receive_outlook_agrees_with_the_receive() {
+    let mut m = group_with(2);
+    assert_eq!(receive_outlook(&m, "cg", 0, 100, 4).unwrap(), ReceiveOutlook::Deliverable);
+    assert_eq!(delivered(&apply_to(&mut m, 2, &receive("cg", 0, 100, 1))), [(0, 1, 1)]);
+    assert_eq!(receive_outlook(&m, "cg", 0, 200, 4).unwrap(), ReceiveOutlook::Deliverable, "offset 1 is new");
+    assert_eq!(delivered(&apply_to(&mut m, 3, &receive("cg", 0, 300, 1))), [(1, 1, 1)]);
+    // Both in flight: visible again at 1,100 (offset 0) and 1,300.
+    assert_eq!(receive_outlook(&m, "cg", 0, 500, 4).unwrap(), ReceiveOutlook::NothingUntil(Some(1_100)));
+    assert_eq!(receive_outlook(&m, "cg", 0, 1_100, 4).unwrap(), ReceiveOutlook::Deliverable);
+    // Bounded in flight per queue: none new beyond it, whatever is stored.
+    assert_eq!(receive_outlook(&m, "cg", 0, 500, 2).unwrap(), ReceiveOutlook::NothingUntil(Some(1_100)));
+    let ack = GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 1), (1, 1)] };
+    assert_eq!(apply_to(&mut m, 4, &ack), GroupReply::Acked { settled: vec![true, true] });
+    assert_eq!(receive_outlook(&m, "cg", 0, 500, 4).unwrap(), ReceiveOutlook::NothingUntil(None), "all acknowledged");
+    assert!(matches!(receive_outlook(&m, "", 0, 500, 4).unwrap(), ReceiveOutlook::Refused(_)));
+}

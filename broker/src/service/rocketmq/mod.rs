@@ -11,9 +11,12 @@
 //!   FIFO message's queue from its message group.
 //! - [`pull`]: `PullMessage`, `UpdateOffset`, `GetOffset`, `QueryOffset`: pull consumers, over
 //!   the native API's reads and consumer offsets; delivered messages in [`message`].
+//! - [`receive`]: `ReceiveMessage`, `AckMessage`, `ChangeInvisibleDuration`: simple and push
+//!   consumers, over the queue group's receive state ([`crate::serve`]), by the receipt handles
+//!   of [`receipt`].
 //! - `Heartbeat` and `NotifyClientTermination` are answered OK: a client's liveness decides
 //!   nothing yet. Every other RPC is answered `NOT_IMPLEMENTED` (a clear refusal, never an
-//!   empty success) until consumption lands.
+//!   empty success) until it lands.
 //!
 //! Resources: a topic named `name` in namespace `ns` is raftmq's topic `ns%name` (RocketMQ's
 //! own spelling); an empty `resource_namespace` takes the `x-mq-namespace` header's.
@@ -21,12 +24,15 @@
 mod codes;
 mod message;
 mod pull;
+mod receipt;
+mod receive;
 mod route;
 mod send;
 mod telemetry;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use controller::{ClusterMap, TopicRecord};
 use futures::Stream;
@@ -38,8 +44,9 @@ use proto::apache::rocketmq::v2::{
     PullMessageRequest, PullMessageResponse, QueryAssignmentRequest, QueryAssignmentResponse, QueryOffsetRequest, QueryOffsetResponse,
     QueryRouteRequest, QueryRouteResponse, RecallMessageRequest, RecallMessageResponse, ReceiveMessageRequest, ReceiveMessageResponse,
     Resource, SendMessageRequest, SendMessageResponse, Status, SyncLiteSubscriptionRequest, SyncLiteSubscriptionResponse, TelemetryCommand,
-    UpdateOffsetRequest, UpdateOffsetResponse, receive_message_response,
+    UpdateOffsetRequest, UpdateOffsetResponse,
 };
+use tokio::time::Instant;
 use tonic::{Request, Response, Streaming};
 
 use crate::edge;
@@ -97,11 +104,26 @@ fn check_group(core: &Core, name: &str) -> Result<(), Status> {
     edge::check_name("group", name, &core.options.limits).map_err(|e| codes::invalid(&e))
 }
 
+/// A long poll ends this long before the client's deadline, so its answer arrives in time.
+const LONG_POLL_MARGIN_MAX: Duration = Duration::from_millis(500);
+
+/// When a long poll of `wait` ends: at most the broker's fetch wait, and early enough before
+/// `due` to answer in time.
+fn long_poll_end(core: &Core, wait: Duration, due: Option<Instant>) -> Instant {
+    let now = Instant::now();
+    let mut until = now + wait.min(core.options.limits.fetch_wait_max());
+    if let Some(due) = due {
+        let left = due.saturating_duration_since(now);
+        until = until.min(now + left.saturating_sub((left / 10).min(LONG_POLL_MARGIN_MAX)));
+    }
+    until
+}
+
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
 
-/// A server stream of one item.
-fn one<T: Send + 'static>(item: T) -> ResponseStream<T> {
-    Box::pin(futures::stream::iter([Ok(item)]))
+/// A server stream of `items`, answered whole.
+fn stream_of<T: Send + 'static>(items: Vec<T>) -> ResponseStream<T> {
+    Box::pin(futures::stream::iter(items.into_iter().map(Ok)))
 }
 
 #[tonic::async_trait]
@@ -131,16 +153,17 @@ impl MessagingService for MessagingSvc {
 
     type ReceiveMessageStream = ResponseStream<ReceiveMessageResponse>;
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn receive_message(
         &self,
-        _request: Request<ReceiveMessageRequest>,
+        request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, tonic::Status> {
-        let refused = receive_message_response::Content::Status(not_implemented("ReceiveMessage"));
-        Ok(Response::new(one(ReceiveMessageResponse { content: Some(refused) })))
+        Ok(Response::new(stream_of(receive::receive(&self.core, request).await)))
     }
 
-    async fn ack_message(&self, _request: Request<AckMessageRequest>) -> Result<Response<AckMessageResponse>, tonic::Status> {
-        Ok(Response::new(AckMessageResponse { status: Some(not_implemented("AckMessage")), entries: vec![] }))
+    #[tracing::instrument(level = "debug", skip_all, fields(entries = request.get_ref().entries.len()))]
+    async fn ack_message(&self, request: Request<AckMessageRequest>) -> Result<Response<AckMessageResponse>, tonic::Status> {
+        Ok(Response::new(receive::ack(&self.core, request).await))
     }
 
     async fn forward_message_to_dead_letter_queue(
@@ -155,8 +178,7 @@ impl MessagingService for MessagingSvc {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn pull_message(&self, request: Request<PullMessageRequest>) -> Result<Response<Self::PullMessageStream>, tonic::Status> {
-        let items = pull::pull(&self.core, request).await;
-        Ok(Response::new(Box::pin(futures::stream::iter(items.into_iter().map(Ok)))))
+        Ok(Response::new(stream_of(pull::pull(&self.core, request).await)))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -191,12 +213,12 @@ impl MessagingService for MessagingSvc {
         Ok(Response::new(NotifyClientTerminationResponse { status: Some(ok()) }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn change_invisible_duration(
         &self,
-        _request: Request<ChangeInvisibleDurationRequest>,
+        request: Request<ChangeInvisibleDurationRequest>,
     ) -> Result<Response<ChangeInvisibleDurationResponse>, tonic::Status> {
-        let status = Some(not_implemented("ChangeInvisibleDuration"));
-        Ok(Response::new(ChangeInvisibleDurationResponse { status, receipt_handle: String::new() }))
+        Ok(Response::new(receive::change_invisible_duration(&self.core, request).await))
     }
 
     async fn recall_message(&self, _request: Request<RecallMessageRequest>) -> Result<Response<RecallMessageResponse>, tonic::Status> {

@@ -20,7 +20,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response};
 
 use super::message::{Delivery, delivered};
-use super::{check_group, codes, ok, resolve, status, topic_record};
+use super::telemetry::duration;
+use super::{check_group, codes, long_poll_end, ok, resolve, status, topic_record};
 use crate::edge::{answer_by, left};
 use crate::filter::Filter;
 use crate::host::{QueueRaft, READ_MESSAGES_MAX};
@@ -33,13 +34,13 @@ const PULL_MESSAGES_DEFAULT: usize = 32;
 const PULL_BYTES_MAX: usize = 16 << 20;
 
 /// A pull's queue, named as raftmq names it.
-struct QueueNames {
-    resource: Resource,
-    topic: String,
-    queue: u32,
+pub(super) struct QueueNames {
+    pub resource: Resource,
+    pub topic: String,
+    pub queue: u32,
 }
 
-fn queue_names<T>(message_queue: Option<&MessageQueue>, request: &Request<T>) -> Result<QueueNames, Status> {
+pub(super) fn queue_names<T>(message_queue: Option<&MessageQueue>, request: &Request<T>) -> Result<QueueNames, Status> {
     let Some(mq) = message_queue else { return Err(status(Code::BadRequest, "message_queue is missing")) };
     let (resource, topic) = resolve(mq.topic.as_ref(), request);
     let queue = u32::try_from(mq.id).map_err(|_| status(Code::BadRequest, format!("queue id {} is negative", mq.id)))?;
@@ -47,7 +48,7 @@ fn queue_names<T>(message_queue: Option<&MessageQueue>, request: &Request<T>) ->
 }
 
 /// The topic of `names` and the group of its queue, its names checked.
-async fn queue_group(core: &Core, names: &QueueNames) -> Result<(TopicRecord, GroupRecord), Status> {
+pub(super) async fn queue_group(core: &Core, names: &QueueNames) -> Result<(TopicRecord, GroupRecord), Status> {
     let (map, record) = topic_record(core, &names.topic).await?;
     let group = map.route(&names.topic, names.queue).cloned().ok_or_else(|| {
         status(Code::BadRequest, format!("queue {} is out of range; topic {:?} has {}", names.queue, names.topic, record.queue_count))
@@ -63,25 +64,33 @@ pub(super) async fn pull(core: &Core, request: Request<PullMessageRequest>) -> V
         Ok(n) => n,
         Err(s) => return refuse(s),
     };
-    let (_, consumer_group) = resolve(request.get_ref().group.as_ref(), &request);
-    let req = request.into_inner();
+    let (group_resource, consumer_group) = resolve(request.get_ref().group.as_ref(), &request);
+    let mut req = request.into_inner();
+    // Forwarded with the namespaces resolved here: the leader does not see this request's headers.
+    req.group = Some(group_resource);
+    if let Some(mq) = req.message_queue.as_mut() {
+        mq.topic = Some(names.resource.clone());
+    }
     let (record, group) = match queue_group(core, &names).await {
         Ok(found) => found,
         Err(s) => return refuse(s),
     };
-    let ask = match check_group(core, &consumer_group).and_then(|()| PullAsk::of(&req)) {
+    let mut ask = match check_group(core, &consumer_group).and_then(|()| PullAsk::of(&req)) {
         Ok(ask) => ask,
         Err(s) => return refuse(s),
     };
+    // The long poll ends in time to answer before the client's deadline.
+    ask.wait = long_poll_end(core, ask.wait, due).saturating_duration_since(tokio::time::Instant::now());
     // Any replica serves a pull; a broker without one takes it to the group's leader.
     let raft = match core.group(group.id) {
         Some(raft) => raft,
         None => {
             let serve = core.leader_target(&group, forwarded, left(due)).await;
-            let call = |mut client: MessagingServiceClient<Channel>, _within| {
-                let mut forward = forward_request(core, req.clone(), None);
+            let call = |mut client: MessagingServiceClient<Channel>, within: Option<Duration>| {
+                let polling = PullMessageRequest { long_polling_timeout: Some(duration(ask.wait)), ..req.clone() };
+                let mut forward = forward_request(core, polling, None);
                 // A pull that waits for messages takes as long as it waits, as the native fetch.
-                forward.set_timeout(FORWARD_TIMEOUT + ask.wait);
+                forward.set_timeout(within.unwrap_or(FORWARD_TIMEOUT + ask.wait));
                 async move { client.pull_message(forward).await }
             };
             return match at_leader(core, &group, serve, forwarded, due, Effect::Read, call).await {
