@@ -21,7 +21,7 @@ use crate::store::{QueueStore, StoreError};
 
 mod receive;
 
-pub(crate) use receive::{ReceiveAsk, Received};
+pub(crate) use receive::{Found, ReceiveAsk, Received};
 
 /// What one read of a queue found: its messages from the offset asked (or from its start, when
 /// that is above), where the next read begins, and the queue's offsets when it was read.

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use proto::apache::rocketmq::v2::{
-    self as v2, AddressScheme, Code as MqCode, Encoding, FilterExpression, FilterType, GetOffsetRequest, MessageQueue, MessageType,
-    Permission, PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryRouteRequest, ReceiveMessageRequest, Resource,
-    SendMessageRequest, SystemProperties, UpdateOffsetRequest, pull_message_response, receive_message_response,
+    self as v2, AddressScheme, Code as MqCode, Encoding, FilterExpression, FilterType, GetOffsetRequest, MessageType, Permission,
+    PullMessageRequest, QueryOffsetPolicy, QueryOffsetRequest, QueryRouteRequest, ReceiveMessageRequest, SendMessageRequest,
+    SystemProperties, UpdateOffsetRequest, pull_message_response, receive_message_response,
 };
 use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{FetchRequest, StoredMessage, Topic};
@@ -19,28 +19,10 @@ use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
 use rocketmq::model::common::{FilterExpression as ClientFilter, FilterType as ClientFilterType};
 use rocketmq::model::message::{MessageBuilder, MessageView};
 use rocketmq::{Producer, SimpleConsumer};
+use support::rocketmq::*;
 use support::{Cluster, code, queue_client};
 use tonic::Request;
 use tonic::transport::Channel;
-
-const FAST_RAFT: &str = "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n";
-/// raftmq.v1's topic types: what `raftmq admin topic create --type` stores.
-const NORMAL: i32 = 1;
-const FIFO: i32 = 2;
-const DELAY: i32 = 3;
-
-fn topic(name: &str, queue_count: u32, message_type: i32) -> Topic {
-    Topic { name: name.into(), queue_count, replication_factor: 3, message_type, checkpoint_interval_entries: 0 }
-}
-
-/// Three brokers with `topics` created.
-async fn cluster_with(topics: &[Topic]) -> Cluster {
-    let cluster = Cluster::start(3, FAST_RAFT).await;
-    for t in topics {
-        cluster.create_topic(t.clone()).await;
-    }
-    cluster
-}
 
 async fn producer(cluster: &Cluster, topics: &[&str]) -> Producer {
     let mut producer_option = ProducerOption::default();
@@ -168,30 +150,6 @@ async fn fifo_messages_of_one_group_land_in_one_queue_in_send_order() {
     producer.shutdown().await.expect("shutdown");
 }
 
-async fn raw_client(cluster: &Cluster, broker: usize) -> MessagingServiceClient<Channel> {
-    let channel =
-        Channel::from_shared(format!("http://{}", cluster.brokers[broker].client_addr())).expect("uri").connect().await.expect("connect");
-    MessagingServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
-}
-
-fn resource(name: &str) -> Option<Resource> {
-    Some(Resource { resource_namespace: String::new(), name: name.into() })
-}
-
-fn raw_message(topic: &str, id: &str, body: Vec<u8>) -> v2::Message {
-    v2::Message {
-        topic: resource(topic),
-        user_properties: HashMap::new(),
-        system_properties: Some(SystemProperties {
-            message_id: id.into(),
-            body_encoding: Encoding::Identity as i32,
-            message_type: MessageType::Normal as i32,
-            ..Default::default()
-        }),
-        body: body.into(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn routes_name_every_queue_on_a_reachable_master_broker() {
     let cluster = Cluster::start(3, FAST_RAFT).await;
@@ -304,10 +262,6 @@ async fn bad_sends_are_refused_with_their_codes_and_store_nothing() {
     assert_eq!(offsets, (1..=256).collect::<Vec<i64>>(), "a full batch, in order, after the body at the limit");
     let stored = read_count(&cluster, "plain", 1, 257).await;
     assert_eq!(stored[&0][0].message.as_ref().map(|m| m.body.len()), Some(limit));
-}
-
-fn message_queue(topic: &str, id: i32) -> Option<MessageQueue> {
-    Some(MessageQueue { topic: resource(topic), id, ..Default::default() })
 }
 
 /// A pull's stream: its status code, the messages, and where the next pull starts.
@@ -618,47 +572,6 @@ async fn a_simple_consumer_acks_and_gets_again_what_it_did_not_ack() {
     producer.shutdown().await.expect("shutdown");
 }
 
-/// A receive's stream, by raw gRPC: its last status code and the messages.
-async fn receive(client: &mut MessagingServiceClient<Channel>, req: ReceiveMessageRequest) -> (i32, Vec<v2::Message>) {
-    let mut stream = client.receive_message(req).await.expect("receive").into_inner();
-    let (mut code, mut messages) = (0, vec![]);
-    while let Some(item) = stream.message().await.expect("stream") {
-        match item.content.expect("content") {
-            receive_message_response::Content::Status(s) => code = s.code,
-            receive_message_response::Content::Message(m) => messages.push(m),
-            receive_message_response::Content::DeliveryTimestamp(_) => {}
-        }
-    }
-    (code, messages)
-}
-
-fn receive_request(topic: &str, group: &str, invisible: Option<Duration>, long_poll: Duration) -> ReceiveMessageRequest {
-    let d = |d: Duration| prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 };
-    ReceiveMessageRequest {
-        group: resource(group),
-        message_queue: message_queue(topic, 0),
-        filter_expression: None,
-        batch_size: 16,
-        invisible_duration: invisible.map(d),
-        auto_renew: false,
-        long_polling_timeout: Some(d(long_poll)),
-        attempt_id: None,
-    }
-}
-
-fn handle(m: &v2::Message) -> String {
-    m.system_properties.as_ref().and_then(|p| p.receipt_handle.clone()).expect("a receipt handle")
-}
-
-async fn ack_code(client: &mut MessagingServiceClient<Channel>, topic: &str, group: &str, receipt_handle: &str) -> i32 {
-    let entries = vec![v2::AckMessageEntry { message_id: "id".into(), receipt_handle: receipt_handle.into(), lite_topic: None }];
-    let r = client.ack_message(v2::AckMessageRequest { group: resource(group), topic: resource(topic), entries }).await;
-    let r = r.expect("ack").into_inner();
-    assert_eq!(r.entries.len(), 1);
-    assert_eq!(r.entries[0].status.as_ref().map(|s| s.code), r.status.as_ref().map(|s| s.code), "entry and whole agree");
-    r.status.map_or(0, |s| s.code)
-}
-
 /// Receipt handles by raw gRPC, each call at another broker (two of them forward to the
 /// queue's leader): a change of invisibility answers a new handle and keeps the message
 /// invisible past its first duration; the older handle, a handle of another consumer group and
@@ -789,4 +702,91 @@ async fn receives_filter_on_the_broker_and_long_poll_for_new_messages() {
     let ((code, got), took) = poll.await.expect("poll");
     assert_eq!((code, ids(&got)), (MqCode::Ok as i32, vec!["id-late".to_string()]), "after {took:?}");
     assert!(took < Duration::from_secs(20), "answered when the message came, after {took:?}");
+}
+
+/// A message not acknowledged is delivered at most 17 times (RocketMQ's default: the first and
+/// 16 retries); then it goes to its consumer group's dead-letter queue, `%DLQ%<group>`, a topic
+/// any consumer reads, and is not delivered to the group again. A consumer may also hand a
+/// message over itself (ForwardMessageToDeadLetterQueue), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_out_of_attempts_goes_to_the_dead_letter_queue() {
+    let cluster = cluster_with(&[topic("doomed", 1, NORMAL)]).await;
+    cluster.leader_of_first_queue("doomed").await;
+    let mut client = raw_client(&cluster, 0).await;
+    let sent = client.send_message(SendMessageRequest { messages: vec![raw_message("doomed", "d-1", b"poison".to_vec())] }).await;
+    assert_eq!(sent.expect("send").into_inner().status.map(|s| s.code), Some(MqCode::Ok as i32));
+    let quick = Duration::from_millis(50);
+    let attempt_of = |m: &v2::Message| m.system_properties.as_ref().and_then(|p| p.delivery_attempt);
+    for attempt in 1..=17 {
+        let (code, got) = receive(&mut client, receive_request("doomed", "g", Some(quick), Duration::from_secs(5))).await;
+        assert_eq!((code, got.len()), (MqCode::Ok as i32, 1), "attempt {attempt}");
+        assert_eq!(attempt_of(&got[0]), Some(attempt));
+    }
+    let (code, got) = receive(&mut client, receive_request("doomed", "g", Some(quick), Duration::from_secs(1))).await;
+    assert_eq!((code, got.len()), (MqCode::MessageNotFound as i32, 0), "no 18th delivery");
+    let (code, got) =
+        receive(&mut client, receive_request("%DLQ%g", "readers", Some(Duration::from_secs(60)), Duration::from_secs(5))).await;
+    assert_eq!((code, got.len()), (MqCode::Ok as i32, 1), "in the dead-letter queue");
+    let props = got[0].system_properties.as_ref().expect("properties");
+    assert_eq!((props.message_id.as_str(), &got[0].body[..], props.delivery_attempt), ("d-1", &b"poison"[..], Some(1)));
+    assert_eq!(got[0].topic, resource("%DLQ%g"));
+    // Another group still gets the message: its attempts are its own.
+    let (code, got) = receive(&mut client, receive_request("doomed", "others", Some(quick), Duration::from_secs(5))).await;
+    assert_eq!((code, got.iter().map(attempt_of).collect::<Vec<_>>()), (MqCode::Ok as i32, vec![Some(1)]));
+
+    // A consumer's own hand-off, by receipt handle.
+    let forward = |receipt_handle: String| v2::ForwardMessageToDeadLetterQueueRequest {
+        group: resource("others"),
+        topic: resource("doomed"),
+        receipt_handle,
+        message_id: "d-1".into(),
+        delivery_attempt: 1,
+        max_delivery_attempts: 17,
+        lite_topic: None,
+    };
+    let handed = client.forward_message_to_dead_letter_queue(forward(handle(&got[0]))).await.expect("forward").into_inner();
+    assert_eq!(handed.status.as_ref().map(|s| s.code), Some(MqCode::Ok as i32), "{:?}", handed.status);
+    let again = client.forward_message_to_dead_letter_queue(forward(handle(&got[0]))).await.expect("forward").into_inner();
+    assert_eq!(again.status.map(|s| s.code), Some(MqCode::InvalidReceiptHandle as i32), "handed over already");
+    let (code, got) =
+        receive(&mut client, receive_request("%DLQ%others", "readers", Some(Duration::from_secs(60)), Duration::from_secs(5))).await;
+    assert_eq!((code, got.len()), (MqCode::Ok as i32, 1));
+    let (code, _) = receive(&mut client, receive_request("doomed", "others", Some(quick), Duration::from_millis(500))).await;
+    assert_eq!(code, MqCode::MessageNotFound as i32, "settled in its queue");
+}
+
+/// FIFO topics: a consumer group gets a queue's messages in order, and nothing after a message
+/// still in flight: the next batch only once the one before is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fifo_consumer_gets_the_next_message_only_after_acknowledging_the_one_before() {
+    let cluster = cluster_with(&[topic("ordered", 1, FIFO)]).await;
+    cluster.leader_of_first_queue("ordered").await;
+    let mut client = raw_client(&cluster, 1).await;
+    let messages: Vec<v2::Message> = (0..5)
+        .map(|i| {
+            let mut m = raw_message("ordered", &format!("o-{i}"), format!("step {i}").into_bytes());
+            let p = m.system_properties.as_mut().unwrap();
+            p.message_type = MessageType::Fifo as i32;
+            p.message_group = Some("order-1".into());
+            m
+        })
+        .collect();
+    let sent = client.send_message(SendMessageRequest { messages }).await.expect("send").into_inner();
+    assert_eq!(sent.status.map(|s| s.code), Some(MqCode::Ok as i32));
+    let batch_of = |n: i32, wait_ms: u64| ReceiveMessageRequest {
+        batch_size: n,
+        ..receive_request("ordered", "fifo-readers", Some(Duration::from_secs(60)), Duration::from_millis(wait_ms))
+    };
+    let ids =
+        |got: &[v2::Message]| -> Vec<String> { got.iter().map(|m| m.system_properties.as_ref().unwrap().message_id.clone()).collect() };
+    let (code, first) = receive(&mut client, batch_of(2, 2_000)).await;
+    assert_eq!((code, ids(&first)), (MqCode::Ok as i32, vec!["o-0".to_string(), "o-1".into()]));
+    let (code, _) = receive(&mut client, batch_of(2, 300)).await;
+    assert_eq!(code, MqCode::MessageNotFound as i32, "o-2 waits behind o-0 and o-1");
+    assert_eq!(ack_code(&mut client, "ordered", "fifo-readers", &handle(&first[0])).await, MqCode::Ok as i32);
+    let (code, _) = receive(&mut client, batch_of(2, 300)).await;
+    assert_eq!(code, MqCode::MessageNotFound as i32, "o-1 is still in flight");
+    assert_eq!(ack_code(&mut client, "ordered", "fifo-readers", &handle(&first[1])).await, MqCode::Ok as i32);
+    let (code, next) = receive(&mut client, batch_of(5, 2_000)).await;
+    assert_eq!((code, ids(&next)), (MqCode::Ok as i32, vec!["o-2".to_string(), "o-3".into(), "o-4".into()]));
 }

@@ -246,9 +246,9 @@ pub fn apply_command(view: &impl GroupView, log_index: u64, command: &GroupComma
             commit_offset(view, consumer_group, *queue, *offset, (*consumer_groups_max).min(CONSUMER_GROUPS_PER_QUEUE_MAX))
         }
         GroupCommand::Trim { up_to_log_index } => trim(view, *up_to_log_index),
-        GroupCommand::Receive { consumer_group, queue, now_ms, invisible_ms, max_messages, in_flight_max } => {
-            let bounds =
-                ReceiveBounds { max_messages: *max_messages, in_flight_max: (*in_flight_max).min(IN_FLIGHT_PER_CONSUMER_GROUP_MAX) };
+        GroupCommand::Receive { consumer_group, queue, now_ms, invisible_ms, max_messages, in_flight_max, max_attempts, fifo } => {
+            let in_flight_max = (*in_flight_max).min(IN_FLIGHT_PER_CONSUMER_GROUP_MAX);
+            let bounds = ReceiveBounds { max_messages: *max_messages, in_flight_max, max_attempts: *max_attempts, fifo: *fifo };
             receive(view, consumer_group, *queue, *now_ms, *invisible_ms, bounds)
         }
         GroupCommand::Ack { consumer_group, queue, deliveries } => ack(view, consumer_group, *queue, deliveries),
@@ -367,6 +367,16 @@ fn commit_offset(
 struct ReceiveBounds {
     max_messages: u32,
     in_flight_max: u32,
+    /// 0: no bound.
+    max_attempts: u32,
+    fifo: bool,
+}
+
+impl ReceiveBounds {
+    /// Whether a message delivered `attempt` times may be delivered again.
+    fn may_deliver_again(&self, attempt: u32) -> bool {
+        self.max_attempts == 0 || attempt < self.max_attempts
+    }
 }
 
 fn check_consumer_group(consumer_group: &str) -> Result<(), Outcome> {
@@ -397,17 +407,28 @@ fn receive(
     let mut deliveries = Vec::new();
     let held = view.in_flight(consumer_group, queue, bounds.in_flight_max as usize)?;
     let mut in_flight = held.len();
+    // FIFO: a message waits behind every earlier one still in flight.
+    let mut blocked = false;
     for (offset, record) in held {
         if offset < start {
             effects.in_flight.push((consumer_group.to_owned(), queue, offset, None));
             in_flight -= 1;
             continue;
         }
-        if deliveries.len() < max && record.invisible_until_ms <= now_ms {
+        let due = record.invisible_until_ms <= now_ms && bounds.may_deliver_again(record.attempt);
+        if due && !blocked && deliveries.len() < max {
             let again = InFlight { invisible_until_ms, attempt: record.attempt.saturating_add(1), version: record.version.wrapping_add(1) };
             effects.in_flight.push((consumer_group.to_owned(), queue, offset, Some(again)));
             deliveries.push(Delivery { offset, attempt: again.attempt, version: again.version, invisible_until_ms });
+        } else {
+            blocked = bounds.fifo;
         }
+    }
+    // FIFO: nothing new while anything is in flight (a queue holds whole message groups, so
+    // this keeps each group's order, as RocketMQ's orderly pop does per queue).
+    if bounds.fifo && in_flight > 0 {
+        debug_assert!(effects.ops() <= ApplyBatch::OPS_MAX);
+        return Ok((effects, GroupReply::Received { deliveries }));
     }
     let stored_cursor = view.pop_cursor(consumer_group, queue)?;
     let mut cursor = stored_cursor.unwrap_or(start).max(start);
@@ -443,6 +464,10 @@ fn receive(
 /// What a [`GroupCommand::Receive`] proposed now would find on a group in state `view`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiveOutlook {
+    /// Messages visible again that were delivered `max_attempts` times (at most
+    /// [`EXHAUSTED_LISTED_MAX`]): no receive delivers them again; they are due for the consumer
+    /// group's dead-letter queue.
+    Exhausted(Vec<Delivery>),
     /// At least one message would be delivered.
     Deliverable,
     /// Nothing now; a message in flight becomes visible again at this time (`None`: none will
@@ -452,24 +477,41 @@ pub enum ReceiveOutlook {
     Refused(String),
 }
 
-/// What a receive of `consumer_group` on `queue` at `now_ms` would deliver, judged on `view`
+/// The most exhausted deliveries one [`receive_outlook`] lists.
+pub const EXHAUSTED_LISTED_MAX: usize = 32;
+
+/// What a receive of `consumer_group` on `queue` at `now_ms` would find, judged on `view`
 /// without proposing anything: a leader long-polling for messages proposes a `Receive` only
-/// when it delivers something, so an idle consumer costs no Raft entries. The same decision as
-/// [`apply_command`]'s (it runs it), so the two never disagree on the same state.
+/// when it delivers something, so an idle consumer costs no Raft entries, and hands exhausted
+/// messages to the dead-letter queue first. The same decision as [`apply_command`]'s (it runs
+/// it), so the two never disagree on the same state.
 pub fn receive_outlook(
     view: &impl GroupView,
     consumer_group: &str,
     queue: u32,
     now_ms: u64,
-    in_flight_max: u32,
+    (in_flight_max, max_attempts, fifo): (u32, u32, bool),
 ) -> Result<ReceiveOutlook, StoreError> {
     let in_flight_max = in_flight_max.min(IN_FLIGHT_PER_CONSUMER_GROUP_MAX);
-    match receive(view, consumer_group, queue, now_ms, 0, ReceiveBounds { max_messages: 1, in_flight_max }) {
+    let bounds = ReceiveBounds { max_messages: 1, in_flight_max, max_attempts, fifo };
+    let held = match check_consumer_group(consumer_group) {
+        Ok(()) => view.in_flight(consumer_group, queue, in_flight_max as usize)?,
+        Err(_) => vec![],
+    };
+    // A message trimmed meanwhile is no one's to dead-letter: the next receive settles it.
+    let start = view.start_offset(queue)?;
+    let exhausted: Vec<Delivery> = held
+        .iter()
+        .filter(|(offset, r)| *offset >= start && r.invisible_until_ms <= now_ms && !bounds.may_deliver_again(r.attempt))
+        .take(EXHAUSTED_LISTED_MAX)
+        .map(|&(offset, r)| Delivery { offset, attempt: r.attempt, version: r.version, invisible_until_ms: r.invisible_until_ms })
+        .collect();
+    if !exhausted.is_empty() {
+        return Ok(ReceiveOutlook::Exhausted(exhausted));
+    }
+    match receive(view, consumer_group, queue, now_ms, 0, bounds) {
         Ok((_, GroupReply::Received { deliveries })) if !deliveries.is_empty() => Ok(ReceiveOutlook::Deliverable),
-        Ok(_) => {
-            let held = view.in_flight(consumer_group, queue, in_flight_max as usize)?;
-            Ok(ReceiveOutlook::NothingUntil(held.iter().map(|(_, r)| r.invisible_until_ms).filter(|&t| t > now_ms).min()))
-        }
+        Ok(_) => Ok(ReceiveOutlook::NothingUntil(held.iter().map(|(_, r)| r.invisible_until_ms).filter(|&t| t > now_ms).min())),
         Err(Outcome::Refused(reason) | Outcome::Full(reason)) => Ok(ReceiveOutlook::Refused(reason)),
         Err(Outcome::Read(e)) => Err(e),
     }

@@ -83,14 +83,27 @@ pub enum GroupCommand {
     /// before proposing, so every replica applies the same value (a replica's own clock would
     /// make replicas differ).
     Send { store_time_ms: u64, messages: Vec<NewMessage> },
-    // The receive state below is applied, stored and carried by checkpoints (so snapshots);
-    // the RPCs that propose these commands come next (docs/ARCHITECTURE.md, "Consumer state").
+    // The receive state below is applied, stored and carried by checkpoints (so snapshots),
+    // proposed at the queue's leader by `serve/receive.rs` (docs/ARCHITECTURE.md, "Consumer state").
     /// Delivers messages of `queue` to `consumer_group` (RocketMQ's receive): first those in
     /// flight whose invisibility ended by `now_ms` (attempt and version + 1), oldest first, then
     /// new ones from the group's receive cursor; at most `max_messages`, and never more than
     /// `in_flight_max` in flight for the group on the queue. Each stays invisible for
-    /// `invisible_ms`. `now_ms` is the leader's clock, stamped when proposing.
-    Receive { consumer_group: String, queue: u32, now_ms: u64, invisible_ms: u64, max_messages: u32, in_flight_max: u32 },
+    /// `invisible_ms`. `now_ms` is the leader's clock, stamped when proposing. A message
+    /// delivered `max_attempts` times already is not delivered again (0: no bound): it waits,
+    /// in flight, for the leader to hand it to the group's dead-letter queue and settle it.
+    /// `fifo` (FIFO topics): a message is delivered only once every earlier one of the queue
+    /// was acknowledged or dead-lettered; a redelivery waits behind every earlier one in flight.
+    Receive {
+        consumer_group: String,
+        queue: u32,
+        now_ms: u64,
+        invisible_ms: u64,
+        max_messages: u32,
+        in_flight_max: u32,
+        max_attempts: u32,
+        fifo: bool,
+    },
     /// Settles deliveries of `consumer_group` on `queue`, each `(offset, version)`; one whose
     /// version is not the message's current one (it was delivered again since) changes nothing.
     Ack { consumer_group: String, queue: u32, deliveries: Vec<(u64, u32)> },
@@ -231,11 +244,14 @@ impl fmt::Display for GroupCommand {
             }
             GroupCommand::Trim { up_to_log_index } => write!(f, "trim up to log index {up_to_log_index}"),
             GroupCommand::Checkpoint => write!(f, "checkpoint"),
-            GroupCommand::Receive { consumer_group, queue, now_ms, invisible_ms, max_messages, in_flight_max } => write!(
-                f,
-                "receive up to {max_messages} of queue {queue} for {consumer_group:?} at {now_ms} ms, invisible {invisible_ms} ms \
-                 (at most {in_flight_max} in flight)"
-            ),
+            GroupCommand::Receive { consumer_group, queue, now_ms, invisible_ms, max_messages, in_flight_max, max_attempts, fifo } => {
+                write!(
+                    f,
+                    "receive up to {max_messages} of queue {queue} for {consumer_group:?} at {now_ms} ms, invisible {invisible_ms} ms \
+                     (at most {in_flight_max} in flight, {max_attempts} attempts{})",
+                    if *fifo { ", in order" } else { "" }
+                )
+            }
             GroupCommand::Ack { consumer_group, queue, deliveries } => {
                 write!(f, "ack {} deliveries of queue {queue} for {consumer_group:?}", deliveries.len())
             }
@@ -274,6 +290,18 @@ mod tests {
             GroupCommand::Trim { up_to_log_index: 4096 },
             GroupCommand::Checkpoint,
             GroupCommand::CommitOffsetBounded { consumer_group: "cg".into(), queue: 2, offset: 9, consumer_groups_max: 1024 },
+            GroupCommand::Receive {
+                consumer_group: "cg".into(),
+                queue: 1,
+                now_ms: 5,
+                invisible_ms: 30_000,
+                max_messages: 32,
+                in_flight_max: 4096,
+                max_attempts: 17,
+                fifo: true,
+            },
+            GroupCommand::Ack { consumer_group: "cg".into(), queue: 1, deliveries: vec![(7, 2), (8, 1)] },
+            GroupCommand::ChangeInvisibility { consumer_group: "cg".into(), queue: 1, offset: 7, version: 2, now_ms: 9, invisible_ms: 10 },
         ];
         for c in commands {
             assert_eq!(bincode::deserialize::<GroupCommand>(&bincode::serialize(&c).unwrap()).unwrap(), c);
@@ -286,6 +314,9 @@ mod tests {
             GroupReply::Trimmed { up_to_log_index: 8192 },
             GroupReply::Checkpointed { log_index: 9 },
             GroupReply::LimitReached { reason: "full".into() },
+            GroupReply::Received { deliveries: vec![Delivery { offset: 7, attempt: 2, version: 3, invisible_until_ms: 40 }] },
+            GroupReply::Acked { settled: vec![true, false] },
+            GroupReply::InvisibilityChanged { version: Some(4) },
         ];
         for r in replies {
             assert_eq!(bincode::deserialize::<GroupReply>(&bincode::serialize(&r).unwrap()).unwrap(), r);
@@ -301,6 +332,8 @@ mod tests {
         assert_eq!(bincode::serialize(&GroupCommand::Checkpoint).unwrap(), 3u32.to_le_bytes());
         let commit = GroupCommand::CommitOffset { consumer_group: "g".into(), queue: 1, offset: 2 };
         assert_eq!(bincode::serialize(&commit).unwrap()[..4], 1u32.to_le_bytes());
+        let ack = GroupCommand::Ack { consumer_group: "g".into(), queue: 1, deliveries: vec![] };
+        assert_eq!(bincode::serialize(&ack).unwrap()[..4], 7u32.to_le_bytes(), "the consumer state commands follow Send");
     }
 
     /// A `Send` entry written before messages had RocketMQ's fields (variant 0, the fields up to

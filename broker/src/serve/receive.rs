@@ -29,6 +29,19 @@ pub(crate) struct ReceiveAsk {
     /// Messages that do not pass are acknowledged for the group without being delivered: a
     /// consumer group's subscription decides what it consumes (RocketMQ's semantics).
     pub filter: Filter,
+    /// Deliveries of one message at most (0: no bound); then it is exhausted.
+    pub max_attempts: u32,
+    /// A FIFO topic's queue: delivered in order ([`GroupCommand::Receive`]).
+    pub fifo: bool,
+}
+
+/// What a receive found: messages delivered now, or messages delivered their maximum attempts
+/// that are due for the consumer group's dead-letter queue (still in flight: the caller hands
+/// them over and acknowledges them).
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    pub received: Vec<Received>,
+    pub exhausted: Vec<Received>,
 }
 
 /// A delivered message and the delivery that names it.
@@ -50,7 +63,8 @@ fn millis(d: Duration) -> u64 {
 impl Core {
     /// Messages of `group`'s queue for `ask.consumer_group`, through `raft` (led here): those
     /// deliverable now, else the first that become so (a new message applied, one in flight
-    /// becoming visible again) before `until`; none when none did. A `Receive` is proposed only
+    /// becoming visible again) before `until`; none when none did. Exhausted messages (see
+    /// [`Found`]) are found first, without proposing anything. A `Receive` is proposed only
     /// when the leader's applied state says it delivers something, so a long poll on an idle
     /// queue writes nothing. Answers by `due`: past it a proposed receive may still commit
     /// (OUTCOME_UNKNOWN; its messages are then delivered again once visible).
@@ -61,21 +75,24 @@ impl Core {
         ask: &ReceiveAsk,
         until: Instant,
         due: Option<Instant>,
-    ) -> Result<Vec<Received>, Status> {
+    ) -> Result<Found, Status> {
         let mut metrics = raft.metrics();
         loop {
             let now = now_ms();
             let (group_id, queue, consumer_group) = (group.id, group.queue, ask.consumer_group.clone());
+            let bounds = (IN_FLIGHT_PER_CONSUMER_GROUP_MAX, ask.max_attempts, ask.fifo);
             let outlook = self
-                .read_store(move |store| {
-                    receive_outlook(&StoreView::new(store, group_id), &consumer_group, queue, now, IN_FLIGHT_PER_CONSUMER_GROUP_MAX)
-                })
+                .read_store(move |store| receive_outlook(&StoreView::new(store, group_id), &consumer_group, queue, now, bounds))
                 .await?;
             match outlook {
+                ReceiveOutlook::Exhausted(deliveries) => {
+                    let exhausted = self.read_deliveries(group, &deliveries).await?;
+                    return Ok(Found { received: vec![], exhausted });
+                }
                 ReceiveOutlook::Deliverable => {
-                    let delivered = self.receive_once(raft, group, ask, now, due).await?;
-                    if !delivered.is_empty() {
-                        return Ok(delivered);
+                    let received = self.receive_once(raft, group, ask, now, due).await?;
+                    if !received.is_empty() {
+                        return Ok(Found { received, exhausted: vec![] });
                     }
                 }
                 ReceiveOutlook::Refused(reason) => {
@@ -98,7 +115,7 @@ impl Core {
                 }
             }
             if Instant::now() >= until || self.stopping() {
-                return Ok(vec![]);
+                return Ok(Found::default());
             }
         }
     }
@@ -120,6 +137,8 @@ impl Core {
             invisible_ms: millis(ask.invisible),
             max_messages: ask.max_messages.max(1),
             in_flight_max: IN_FLIGHT_PER_CONSUMER_GROUP_MAX,
+            max_attempts: ask.max_attempts,
+            fifo: ask.fifo,
         };
         let may_be_done = "messages may have been received: they are delivered again once visible";
         let deliveries = match self.write_command(raft, cmd, due, may_be_done).await? {
@@ -132,24 +151,11 @@ impl Core {
         };
         let mut received = Vec::with_capacity(deliveries.len());
         let mut filtered_out = Vec::new();
-        for run in consecutive_runs(&deliveries) {
-            let from = run[0].offset;
-            let read = self
-                .host
-                .read_queue(group.id, group.queue, from, run.len(), usize::MAX)
-                .await
-                .map_err(|e| status::internal(e.to_string()))?;
-            // A message trimmed since (retention) is missing from the read: the next receive
-            // settles it.
-            let mut read = read.into_iter().peekable();
-            for delivery in run {
-                while read.next_if(|m| m.offset < delivery.offset).is_some() {}
-                let Some(message) = read.next_if(|m| m.offset == delivery.offset) else { continue };
-                if ask.filter.matches(message.message.tag.as_deref(), &message.message.properties) {
-                    received.push(Received { message, delivery: *delivery });
-                } else {
-                    filtered_out.push((delivery.offset, delivery.version));
-                }
+        for r in self.read_deliveries(group, &deliveries).await? {
+            if ask.filter.matches(r.message.message.tag.as_deref(), &r.message.message.properties) {
+                received.push(r);
+            } else {
+                filtered_out.push((r.delivery.offset, r.delivery.version));
             }
         }
         if !filtered_out.is_empty() {
@@ -159,6 +165,35 @@ impl Core {
             }
         }
         Ok(received)
+    }
+
+    /// The messages `deliveries` name, read in runs of consecutive offsets. A message trimmed
+    /// since (retention) is left out: the next receive settles it.
+    pub(crate) async fn read_deliveries(&self, group: &GroupRecord, deliveries: &[Delivery]) -> Result<Vec<Received>, Status> {
+        let mut found = Vec::with_capacity(deliveries.len());
+        for run in consecutive_runs(deliveries) {
+            let read = self
+                .host
+                .read_queue(group.id, group.queue, run[0].offset, run.len(), usize::MAX)
+                .await
+                .map_err(|e| status::internal(e.to_string()))?;
+            let mut read = read.into_iter().peekable();
+            for delivery in run {
+                while read.next_if(|m| m.offset < delivery.offset).is_some() {}
+                if let Some(message) = read.next_if(|m| m.offset == delivery.offset) {
+                    found.push(Received { message, delivery: *delivery });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The current delivery of `offset` of `group`'s queue to `consumer_group`, if it is in
+    /// flight, as this replica applied it.
+    pub(crate) async fn delivery_here(&self, group: &GroupRecord, consumer_group: &str, offset: u64) -> Result<Option<Delivery>, Status> {
+        let (group_id, queue, consumer_group) = (group.id, group.queue, consumer_group.to_owned());
+        let record = self.read_store(move |store| store.in_flight_record(group_id, &consumer_group, queue, offset)).await?;
+        Ok(record.map(|r| Delivery { offset, attempt: r.attempt, version: r.version, invisible_until_ms: r.invisible_until_ms }))
     }
 
     /// Acknowledges `deliveries` (`(offset, version)` of `group`'s queue) for `consumer_group`

@@ -153,86 +153,18 @@ fn check_live_brokers(replication_factor: u32, live: usize, registered: usize) -
 impl AdminService for AdminSvc {
     #[tracing::instrument(level = "info", skip_all)]
     async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<CreateTopicReply>, tonic::Status> {
-        let refuse = |status: Status| Ok(Response::new(CreateTopicReply { status: Some(status), topic: None }));
-        let core = &self.core;
         let Some(topic) = request.into_inner().topic else {
-            return refuse(status::invalid("topic", "missing"));
+            return Ok(Response::new(CreateTopicReply { status: Some(status::invalid("topic", "missing")), topic: None }));
         };
-        if let Err(e) = edge::check_name("topic.name", &topic.name, &core.options.limits) {
-            return refuse(e.into());
-        }
-        let Some(message_type) = message_type_from_wire(topic.message_type) else {
-            return refuse(status::invalid("topic.message_type", format!("unknown message type {}", topic.message_type)));
+        let reply = match create_topic(&self.core, topic).await {
+            Ok(Created::New(t)) => CreateTopicReply { status: Some(status::ok()), topic: Some(topic_to_wire(&t)) },
+            Ok(Created::Exists(t)) => CreateTopicReply {
+                status: Some(status::already_exists(format!("topic {:?} exists", t.name))),
+                topic: Some(topic_to_wire(&t)),
+            },
+            Err(s) => CreateTopicReply { status: Some(s), topic: None },
         };
-        let map = match core.read_meta().await {
-            Ok(m) => m,
-            Err(e) => return refuse(status::unavailable(e.to_string())),
-        };
-        let defaults = core.options.topic_defaults;
-        let queue_count = if topic.queue_count == 0 { defaults.queue_count } else { topic.queue_count };
-        // Invariant 11: never fewer copies than asked for, the default factor included. A
-        // cluster smaller than the default asks explicitly (`raftmq dev --brokers 1` configures
-        // a default of 1).
-        let replication_factor = if topic.replication_factor == 0 { defaults.replication_factor } else { topic.replication_factor };
-        if let Err(refusal) = check_replication_factor(replication_factor, map.brokers.len()) {
-            return refuse(refusal);
-        }
-        // Registered is not alive: a replica placed on a dead broker leaves the group one
-        // failure from unavailability from its first entry. Live here is "answers its peers
-        // now" (a status call, at most STATUS_TIMEOUT), and replicas go only to those brokers;
-        // leases that say so continuously are the controller's (issue #14).
-        let all: BTreeSet<BrokerId> = map.brokers.keys().copied().collect();
-        // A topic that exists is answered ALREADY_EXISTS by the command, whoever answers now: a
-        // retried create must not depend on liveness (the command still goes through Raft).
-        let answering = if map.topics.contains_key(&topic.name) {
-            all
-        } else {
-            let answering: BTreeSet<BrokerId> = core.gather_status(&map, &all, &[META_GROUP_ID]).await.into_keys().collect();
-            if let Err(refusal) = check_live_brokers(replication_factor, answering.len(), map.brokers.len()) {
-                return refuse(refusal);
-            }
-            answering
-        };
-        let checkpoint_interval_entries =
-            if topic.checkpoint_interval_entries == 0 { defaults.checkpoint_interval_entries } else { topic.checkpoint_interval_entries };
-        let group_options = GroupOptions { checkpoint_interval_entries };
-        if let Err(e) = group_options.check() {
-            return refuse(status::invalid("topic.checkpoint_interval_entries", e));
-        }
-        let cmd = MetaCommand::CreateTopicOn {
-            name: topic.name.clone(),
-            queue_count,
-            replication_factor,
-            message_type,
-            group_options,
-            brokers: answering,
-        };
-        let created = match core.propose_meta(cmd).await {
-            Ok(MetaReply::TopicCreated(t)) => t,
-            Ok(MetaReply::TopicExists(t)) => {
-                return Ok(Response::new(CreateTopicReply {
-                    status: Some(status::already_exists(format!("topic {:?} exists", t.name))),
-                    topic: Some(topic_to_wire(&t)),
-                }));
-            }
-            Ok(MetaReply::Rejected { reason }) => return refuse(status::invalid("topic", reason)),
-            Ok(other) => return refuse(status::internal(format!("unexpected reply {other:?}"))),
-            // An attempt forwarded to the metadata leader may have been applied without an
-            // answer; a retried create finds the topic (ALREADY_EXISTS).
-            Err(e) => return refuse(status::outcome_unknown(e.to_string())),
-        };
-        // Answer once every group of the topic is initialized, so the first send finds a group
-        // electing its leader rather than one that does not exist yet.
-        let mut watch = core.map.clone();
-        let ready = tokio::time::timeout(
-            CREATE_READY_WAIT,
-            watch.wait_for(|m| created.groups.iter().all(|g| m.groups.get(g).is_some_and(|g| g.bootstrapped))),
-        )
-        .await;
-        if !matches!(ready, Ok(Ok(_))) {
-            tracing::warn!(topic = %created.name, "topic created; its groups were not all initialized within {CREATE_READY_WAIT:?}");
-        }
-        Ok(Response::new(CreateTopicReply { status: Some(status::ok()), topic: Some(topic_to_wire(&created)) }))
+        Ok(Response::new(reply))
     }
 
     async fn list_topics(&self, request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsReply>, tonic::Status> {
@@ -378,4 +310,89 @@ impl AdminService for AdminSvc {
         let replicas = futures::future::join_all(calls).await;
         Ok(Response::new(GroupChecksumReply { status: Some(status::ok()), applied_index: index, replicas }))
     }
+}
+
+/// What [`create_topic`] ended in.
+pub(crate) enum Created {
+    New(TopicRecord),
+    /// A topic of that name exists (this one): nothing was created.
+    Exists(TopicRecord),
+}
+
+/// Creates `topic` through the metadata group, its unset fields taking the broker's topic
+/// defaults, and waits (a while) for every group of it to be initialized. What the admin API's
+/// `CreateTopic` does, and what a broker does to create a topic it needs itself (a consumer
+/// group's dead-letter queue).
+pub(crate) async fn create_topic(core: &Core, topic: Topic) -> Result<Created, Status> {
+    let refuse = Err;
+    if let Err(e) = edge::check_name("topic.name", &topic.name, &core.options.limits) {
+        return refuse(e.into());
+    }
+    let Some(message_type) = message_type_from_wire(topic.message_type) else {
+        return refuse(status::invalid("topic.message_type", format!("unknown message type {}", topic.message_type)));
+    };
+    let map = match core.read_meta().await {
+        Ok(m) => m,
+        Err(e) => return refuse(status::unavailable(e.to_string())),
+    };
+    let defaults = core.options.topic_defaults;
+    let queue_count = if topic.queue_count == 0 { defaults.queue_count } else { topic.queue_count };
+    // Invariant 11: never fewer copies than asked for, the default factor included. A
+    // cluster smaller than the default asks explicitly (`raftmq dev --brokers 1` configures
+    // a default of 1).
+    let replication_factor = if topic.replication_factor == 0 { defaults.replication_factor } else { topic.replication_factor };
+    if let Err(refusal) = check_replication_factor(replication_factor, map.brokers.len()) {
+        return refuse(refusal);
+    }
+    // Registered is not alive: a replica placed on a dead broker leaves the group one
+    // failure from unavailability from its first entry. Live here is "answers its peers
+    // now" (a status call, at most STATUS_TIMEOUT), and replicas go only to those brokers;
+    // leases that say so continuously are the controller's (issue #14).
+    let all: BTreeSet<BrokerId> = map.brokers.keys().copied().collect();
+    // A topic that exists is answered ALREADY_EXISTS by the command, whoever answers now: a
+    // retried create must not depend on liveness (the command still goes through Raft).
+    let answering = if map.topics.contains_key(&topic.name) {
+        all
+    } else {
+        let answering: BTreeSet<BrokerId> = core.gather_status(&map, &all, &[META_GROUP_ID]).await.into_keys().collect();
+        if let Err(refusal) = check_live_brokers(replication_factor, answering.len(), map.brokers.len()) {
+            return refuse(refusal);
+        }
+        answering
+    };
+    let checkpoint_interval_entries =
+        if topic.checkpoint_interval_entries == 0 { defaults.checkpoint_interval_entries } else { topic.checkpoint_interval_entries };
+    let group_options = GroupOptions { checkpoint_interval_entries };
+    if let Err(e) = group_options.check() {
+        return refuse(status::invalid("topic.checkpoint_interval_entries", e));
+    }
+    let cmd = MetaCommand::CreateTopicOn {
+        name: topic.name.clone(),
+        queue_count,
+        replication_factor,
+        message_type,
+        group_options,
+        brokers: answering,
+    };
+    let created = match core.propose_meta(cmd).await {
+        Ok(MetaReply::TopicCreated(t)) => t,
+        Ok(MetaReply::TopicExists(t)) => return Ok(Created::Exists(t)),
+        Ok(MetaReply::Rejected { reason }) => return refuse(status::invalid("topic", reason)),
+        Ok(other) => return refuse(status::internal(format!("unexpected reply {other:?}"))),
+        // An attempt forwarded to the metadata leader may have been applied without an
+        // answer; a retried create finds the topic (ALREADY_EXISTS).
+        Err(e) => return refuse(status::outcome_unknown(e.to_string())),
+    };
+    // Answer once every group of the topic is initialized, so the first send finds a group
+    // electing its leader rather than one that does not exist yet.
+    let mut watch = core.map.clone();
+    let ready = tokio::time::timeout(
+        CREATE_READY_WAIT,
+        watch.wait_for(|m| created.groups.iter().all(|g| m.groups.get(g).is_some_and(|g| g.bootstrapped))),
+    )
+    .await;
+    if !matches!(ready, Ok(Ok(_))) {
+        tracing::warn!(topic = %created.name, "topic created; its groups were not all initialized within {CREATE_READY_WAIT:?}");
+    }
+    Ok(Created::New(created))
 }

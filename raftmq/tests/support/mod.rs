@@ -18,6 +18,8 @@ use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicR
 use tonic::transport::Channel;
 
 pub use jepsen::cluster::{CLIENT_PORT, PEER_PORT};
+
+pub mod rocketmq;
 /// How long a cluster may take to come up, or a broker to come back.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 

@@ -515,7 +515,16 @@ fn tag_hash_is_fnv1a_and_stable() {
 }
 
 fn receive(consumer_group: &str, queue: u32, now_ms: u64, max_messages: u32) -> GroupCommand {
-    GroupCommand::Receive { consumer_group: consumer_group.into(), queue, now_ms, invisible_ms: 1_000, max_messages, in_flight_max: 4 }
+    GroupCommand::Receive {
+        consumer_group: consumer_group.into(),
+        queue,
+        now_ms,
+        invisible_ms: 1_000,
+        max_messages,
+        in_flight_max: 4,
+        max_attempts: 3,
+        fifo: false,
+    }
 }
 
 fn delivered(reply: &GroupReply) -> Vec<(u64, u32, u32)> {
@@ -625,17 +634,66 @@ fn a_receive_beyond_what_a_checkpoint_holds_is_refused() {
 #[test]
 fn a_receive_outlook_agrees_with_the_receive() {
     let mut m = group_with(2);
-    assert_eq!(receive_outlook(&m, "cg", 0, 100, 4).unwrap(), ReceiveOutlook::Deliverable);
+    assert_eq!(receive_outlook(&m, "cg", 0, 100, (4, 3, false)).unwrap(), ReceiveOutlook::Deliverable);
     assert_eq!(delivered(&apply_to(&mut m, 2, &receive("cg", 0, 100, 1))), [(0, 1, 1)]);
-    assert_eq!(receive_outlook(&m, "cg", 0, 200, 4).unwrap(), ReceiveOutlook::Deliverable, "offset 1 is new");
+    assert_eq!(receive_outlook(&m, "cg", 0, 200, (4, 3, false)).unwrap(), ReceiveOutlook::Deliverable, "offset 1 is new");
     assert_eq!(delivered(&apply_to(&mut m, 3, &receive("cg", 0, 300, 1))), [(1, 1, 1)]);
     // Both in flight: visible again at 1,100 (offset 0) and 1,300.
-    assert_eq!(receive_outlook(&m, "cg", 0, 500, 4).unwrap(), ReceiveOutlook::NothingUntil(Some(1_100)));
-    assert_eq!(receive_outlook(&m, "cg", 0, 1_100, 4).unwrap(), ReceiveOutlook::Deliverable);
+    assert_eq!(receive_outlook(&m, "cg", 0, 500, (4, 3, false)).unwrap(), ReceiveOutlook::NothingUntil(Some(1_100)));
+    assert_eq!(receive_outlook(&m, "cg", 0, 1_100, (4, 3, false)).unwrap(), ReceiveOutlook::Deliverable);
     // Bounded in flight per queue: none new beyond it, whatever is stored.
-    assert_eq!(receive_outlook(&m, "cg", 0, 500, 2).unwrap(), ReceiveOutlook::NothingUntil(Some(1_100)));
+    assert_eq!(receive_outlook(&m, "cg", 0, 500, (2, 3, false)).unwrap(), ReceiveOutlook::NothingUntil(Some(1_100)));
     let ack = GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 1), (1, 1)] };
     assert_eq!(apply_to(&mut m, 4, &ack), GroupReply::Acked { settled: vec![true, true] });
-    assert_eq!(receive_outlook(&m, "cg", 0, 500, 4).unwrap(), ReceiveOutlook::NothingUntil(None), "all acknowledged");
-    assert!(matches!(receive_outlook(&m, "", 0, 500, 4).unwrap(), ReceiveOutlook::Refused(_)));
+    assert_eq!(receive_outlook(&m, "cg", 0, 500, (4, 3, false)).unwrap(), ReceiveOutlook::NothingUntil(None), "all acknowledged");
+    assert!(matches!(receive_outlook(&m, "", 0, 500, (4, 3, false)).unwrap(), ReceiveOutlook::Refused(_)));
+}
+
+/// A message delivered its maximum attempts is not delivered again: it waits in flight, listed
+/// as exhausted, until the leader dead-letters it (an ack settles it).
+#[test]
+fn a_message_is_delivered_at_most_its_maximum_attempts() {
+    let mut m = group_with(1);
+    for (log_index, now) in [(2, 100), (3, 1_100), (4, 2_100)] {
+        assert_eq!(delivered(&apply_to(&mut m, log_index, &receive("cg", 0, now, 1))).len(), 1);
+    }
+    assert_eq!(m.in_flight.get(&("cg".to_string(), 0, 0)).map(|r| r.attempt), Some(3));
+    assert_eq!(delivered(&apply_to(&mut m, 5, &receive("cg", 0, 3_100, 1))), [], "three attempts: no fourth");
+    let exhausted = Delivery { offset: 0, attempt: 3, version: 3, invisible_until_ms: 3_100 };
+    assert_eq!(receive_outlook(&m, "cg", 0, 3_100, (4, 3, false)).unwrap(), ReceiveOutlook::Exhausted(vec![exhausted]));
+    assert_eq!(receive_outlook(&m, "cg", 0, 3_000, (4, 3, false)).unwrap(), ReceiveOutlook::NothingUntil(Some(3_100)), "not visible yet");
+    assert_eq!(receive_outlook(&m, "cg", 0, 3_100, (4, 0, false)).unwrap(), ReceiveOutlook::Deliverable, "0: no bound");
+    let ack = GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 3)] };
+    assert_eq!(apply_to(&mut m, 6, &ack), GroupReply::Acked { settled: vec![true] });
+    assert_eq!(receive_outlook(&m, "cg", 0, 3_100, (4, 3, false)).unwrap(), ReceiveOutlook::NothingUntil(None));
+}
+
+/// FIFO: nothing new is delivered while a message of the queue is in flight, and a redelivery
+/// waits behind every earlier message in flight; an ack (or a dead letter) unblocks the queue.
+#[test]
+fn a_fifo_receive_keeps_the_queue_in_order() {
+    let fifo = |now_ms: u64, max_messages: u32| match receive("cg", 0, now_ms, max_messages) {
+        GroupCommand::Receive { consumer_group, queue, now_ms, invisible_ms, max_messages, in_flight_max, max_attempts, .. } => {
+            GroupCommand::Receive { consumer_group, queue, now_ms, invisible_ms, max_messages, in_flight_max, max_attempts, fifo: true }
+        }
+        _ => unreachable!(),
+    };
+    let mut m = group_with(4);
+    assert_eq!(delivered(&apply_to(&mut m, 2, &fifo(100, 2))), [(0, 1, 1), (1, 1, 1)]);
+    assert_eq!(delivered(&apply_to(&mut m, 3, &fifo(200, 2))), [], "2 and 3 wait behind 0 and 1");
+    assert_eq!(receive_outlook(&m, "cg", 0, 200, (4, 3, true)).unwrap(), ReceiveOutlook::NothingUntil(Some(1_100)));
+    // Offset 0 is acknowledged; 1 made invisible longer: nothing passes it, not even at 1,100.
+    let ack = GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 1)] };
+    assert_eq!(apply_to(&mut m, 4, &ack), GroupReply::Acked { settled: vec![true] });
+    let longer =
+        GroupCommand::ChangeInvisibility { consumer_group: "cg".into(), queue: 0, offset: 1, version: 1, now_ms: 300, invisible_ms: 5_000 };
+    assert_eq!(apply_to(&mut m, 5, &longer), GroupReply::InvisibilityChanged { version: Some(2) });
+    assert_eq!(delivered(&apply_to(&mut m, 6, &fifo(1_100, 2))), []);
+    // Once visible, offset 1 comes again (retried in place), still ahead of 2 and 3.
+    assert_eq!(delivered(&apply_to(&mut m, 7, &fifo(5_300, 2))), [(1, 2, 3)]);
+    let ack = GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(1, 3)] };
+    assert_eq!(apply_to(&mut m, 8, &ack), GroupReply::Acked { settled: vec![true] });
+    assert_eq!(delivered(&apply_to(&mut m, 9, &fifo(5_400, 4))), [(2, 1, 1), (3, 1, 1)]);
+    // A normal receive of another group is not held back by this group.
+    assert_eq!(delivered(&apply_to(&mut m, 10, &receive("other", 0, 100, 4))).len(), 4);
 }

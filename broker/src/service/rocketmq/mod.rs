@@ -11,17 +11,20 @@
 //!   FIFO message's queue from its message group.
 //! - [`pull`]: `PullMessage`, `UpdateOffset`, `GetOffset`, `QueryOffset`: pull consumers, over
 //!   the native API's reads and consumer offsets; delivered messages in [`message`].
-//! - [`receive`]: `ReceiveMessage`, `AckMessage`, `ChangeInvisibleDuration`: simple and push
-//!   consumers, over the queue group's receive state ([`crate::serve`]), by the receipt handles
-//!   of [`receipt`].
+//! - [`receive`]: `ReceiveMessage`, `AckMessage`, `ChangeInvisibleDuration`,
+//!   `ForwardMessageToDeadLetterQueue`: simple and push consumers, over the queue group's receive
+//!   state ([`crate::serve`]), by the receipt handles of [`receipt`]; messages out of attempts go
+//!   to their consumer group's dead-letter queue ([`dead_letter`]).
 //! - `Heartbeat` and `NotifyClientTermination` are answered OK: a client's liveness decides
 //!   nothing yet. Every other RPC is answered `NOT_IMPLEMENTED` (a clear refusal, never an
 //!   empty success) until it lands.
 //!
 //! Resources: a topic named `name` in namespace `ns` is raftmq's topic `ns%name` (RocketMQ's
-//! own spelling); an empty `resource_namespace` takes the `x-mq-namespace` header's.
+//! own spelling, and `%DLQ%ns%group` for a group's dead-letter topic); an empty
+//! `resource_namespace` takes the `x-mq-namespace` header's.
 
 mod codes;
+mod dead_letter;
 mod message;
 mod pull;
 mod receipt;
@@ -51,6 +54,9 @@ use tonic::{Request, Response, Streaming};
 
 use crate::edge;
 use crate::server::Core;
+
+/// Topics named after a consumer group: its dead-letter and retry topics.
+const SYSTEM_PREFIXES: [&str; 2] = [dead_letter::DEAD_LETTER_PREFIX, "%RETRY%"];
 
 /// The header a client names its namespace in when a resource leaves it empty.
 const NAMESPACE_HEADER: &str = "x-mq-namespace";
@@ -88,7 +94,12 @@ fn resolve<T>(resource: Option<&Resource>, request: &Request<T>) -> (Resource, S
     } else {
         r.resource_namespace.as_str()
     };
-    let name = if namespace.is_empty() { r.name.clone() } else { format!("{namespace}%{}", r.name) };
+    let name = match SYSTEM_PREFIXES.iter().find_map(|p| Some((*p, r.name.strip_prefix(p)?))) {
+        _ if namespace.is_empty() => r.name.clone(),
+        // RocketMQ's spelling: the namespace goes after a dead-letter or retry prefix.
+        Some((prefix, group)) => format!("{prefix}{namespace}%{group}"),
+        None => format!("{namespace}%{}", r.name),
+    };
     (Resource { resource_namespace: namespace.to_owned(), name: r.name.clone() }, name)
 }
 
@@ -158,7 +169,7 @@ impl MessagingService for MessagingSvc {
         &self,
         request: Request<ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, tonic::Status> {
-        Ok(Response::new(stream_of(receive::receive(&self.core, request).await)))
+        Ok(Response::new(stream_of(receive::receive(&self.core, &self.send, request).await)))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(entries = request.get_ref().entries.len()))]
@@ -166,12 +177,12 @@ impl MessagingService for MessagingSvc {
         Ok(Response::new(receive::ack(&self.core, request).await))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _request: Request<ForwardMessageToDeadLetterQueueRequest>,
+        request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<ForwardMessageToDeadLetterQueueResponse>, tonic::Status> {
-        let status = Some(not_implemented("ForwardMessageToDeadLetterQueue"));
-        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse { status }))
+        Ok(Response::new(receive::forward_to_dead_letter_queue(&self.core, &self.send, request).await))
     }
 
     type PullMessageStream = ResponseStream<PullMessageResponse>;

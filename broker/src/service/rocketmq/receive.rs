@@ -13,22 +13,25 @@ use std::time::Duration;
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code,
-    ReceiveMessageRequest, ReceiveMessageResponse, Resource, Status, receive_message_response::Content,
+    ForwardMessageToDeadLetterQueueRequest, ForwardMessageToDeadLetterQueueResponse, ReceiveMessageRequest, ReceiveMessageResponse,
+    Resource, Status, receive_message_response::Content,
 };
 use tokio::time::Instant;
 use tonic::Request;
 use tonic::transport::Channel;
 
+use super::dead_letter;
 use super::message::{Delivery, delivered};
 use super::pull::{QueueNames, filter_of, queue_group, queue_names};
 use super::receipt::Receipt;
-use super::telemetry::{RECEIVE_BATCH_SIZE, duration};
+use super::send::SendState;
+use super::telemetry::{MAX_DELIVERY_ATTEMPTS, RECEIVE_BATCH_SIZE, duration};
 use super::{check_group, codes, long_poll_end, ok, resolve, status, topic_record};
 use crate::edge::{answer_by, left};
 use crate::host::{QueueRaft, READ_MESSAGES_MAX};
 use crate::routing::forward::FORWARD_TIMEOUT;
 use crate::routing::{AtLeader, Effect, at_leader, forward_request, is_forwarded};
-use crate::serve::{ReceiveAsk, Received};
+use crate::serve::{Found, ReceiveAsk, Received};
 use crate::server::Core;
 
 /// The most messages one receive delivers; a larger batch size gets at most this many. Each
@@ -73,14 +76,15 @@ fn receive_ask(core: &Core, consumer_group: String, req: &ReceiveMessageRequest)
     }
     .min(RECEIVE_BATCH_MAX);
     let wait = req.long_polling_timeout.as_ref().and_then(duration_of).unwrap_or(Duration::ZERO);
-    Ok((ReceiveAsk { consumer_group, max_messages, invisible, filter }, wait))
+    let max_attempts = MAX_DELIVERY_ATTEMPTS.unsigned_abs();
+    Ok((ReceiveAsk { consumer_group, max_messages, invisible, filter, max_attempts, fifo: false }, wait))
 }
 
 fn refused_receive(s: Status) -> Vec<ReceiveMessageResponse> {
     vec![ReceiveMessageResponse { content: Some(Content::Status(s)) }]
 }
 
-pub(super) async fn receive(core: &Core, request: Request<ReceiveMessageRequest>) -> Vec<ReceiveMessageResponse> {
+pub(super) async fn receive(core: &Core, send: &SendState, request: Request<ReceiveMessageRequest>) -> Vec<ReceiveMessageResponse> {
     let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
     let names = match queue_names(request.get_ref().message_queue.as_ref(), &request) {
         Ok(n) => n,
@@ -96,6 +100,7 @@ pub(super) async fn receive(core: &Core, request: Request<ReceiveMessageRequest>
         Ok(found) => found,
         Err(s) => return refused_receive(s),
     };
+    let ask = ReceiveAsk { fifo: record.message_type == controller::MessageType::Fifo, ..ask };
     // Forwarded with the namespaces resolved here: the leader does not see this request's headers.
     req.group = Some(group_resource);
     if let Some(mq) = req.message_queue.as_mut() {
@@ -130,7 +135,21 @@ pub(super) async fn receive(core: &Core, request: Request<ReceiveMessageRequest>
         }
         AtLeader::Refused(s) => return refused_receive(codes::from_native(&s)),
     };
-    match core.receive_here(&raft, &group, &ask, until, due).await {
+    // Exhausted messages are handed to the dead-letter queue first; then the receive goes on.
+    let found = loop {
+        match core.receive_here(&raft, &group, &ask, until, due).await {
+            Ok(Found { exhausted, .. }) if !exhausted.is_empty() => {
+                if let Err(s) = dead_letter::hand_over(core, send, &ask.consumer_group, (&group, &raft), exhausted, due).await {
+                    return refused_receive(s);
+                }
+                if Instant::now() >= until {
+                    break Ok(Found::default());
+                }
+            }
+            other => break other,
+        }
+    };
+    match found.map(|f| f.received) {
         Ok(received) if received.is_empty() => refused_receive(status(Code::MessageNotFound, "no message to receive")),
         Ok(received) => {
             let store_host = core.client_endpoint(core.id).unwrap_or_default();
@@ -308,5 +327,54 @@ pub(super) async fn change_invisible_duration(
         }
         Ok(None) => refuse(status(Code::InvalidReceiptHandle, "stale receipt handle: the message was delivered again, or acknowledged")),
         Err(s) => refuse(codes::from_native(&s)),
+    }
+}
+
+/// A consumer's own hand-off of a message to its group's dead-letter queue (a push consumer's,
+/// after its local retries): by receipt handle, at the queue's leader, the same two steps as a
+/// message that ran out of attempts ([`dead_letter`]). A stale handle changes nothing.
+pub(super) async fn forward_to_dead_letter_queue(
+    core: &Core,
+    send: &SendState,
+    request: Request<ForwardMessageToDeadLetterQueueRequest>,
+) -> ForwardMessageToDeadLetterQueueResponse {
+    let answer = |s: Status| ForwardMessageToDeadLetterQueueResponse { status: Some(s) };
+    let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
+    let (topic_resource, topic) = resolve(request.get_ref().topic.as_ref(), &request);
+    let (group_resource, consumer_group) = resolve(request.get_ref().group.as_ref(), &request);
+    let mut req = request.into_inner();
+    if let Err(s) = check_group(core, &consumer_group) {
+        return answer(s);
+    }
+    if let Err(s) = topic_record(core, &topic).await {
+        return answer(s);
+    }
+    let receipt = match Receipt::decode(&req.receipt_handle, &topic, &consumer_group) {
+        Ok(r) => r,
+        Err(s) => return answer(s),
+    };
+    req.group = Some(group_resource);
+    req.topic = Some(topic_resource.clone());
+    let forward = |mut client: MessagingServiceClient<Channel>, r| async move { client.forward_message_to_dead_letter_queue(r).await };
+    let (group, raft) = match at_receipt_leader(core, (&topic_resource, &topic), &receipt, (forwarded, due), req, forward).await {
+        Ok(here) => here,
+        Err(Ok(answered)) => return answered,
+        Err(Err(s)) => return answer(s),
+    };
+    let delivery = match core.delivery_here(&group, &consumer_group, receipt.offset).await {
+        Ok(Some(d)) if d.version == receipt.version => d,
+        Ok(_) => {
+            return answer(status(Code::InvalidReceiptHandle, "stale receipt handle: the message was delivered again, or acknowledged"));
+        }
+        Err(s) => return answer(codes::from_native(&s)),
+    };
+    let exhausted = match core.read_deliveries(&group, &[delivery]).await {
+        Ok(found) if !found.is_empty() => found,
+        Ok(_) => return answer(status(Code::MessageNotFound, "the message was deleted by retention")),
+        Err(s) => return answer(codes::from_native(&s)),
+    };
+    match dead_letter::hand_over(core, send, &consumer_group, (&group, &raft), exhausted, due).await {
+        Ok(()) => answer(ok()),
+        Err(s) => answer(s),
     }
 }

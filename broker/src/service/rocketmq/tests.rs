@@ -15,6 +15,13 @@ fn a_resource_takes_its_namespace_or_the_headers() {
     let own = Resource { resource_namespace: "bank".into(), name: "ledger".into() };
     assert_eq!(resolve(Some(&own), &request).1, "bank%ledger", "the resource's own namespace wins");
     assert_eq!(resolve(None, &request).1, "");
+    // A consumer group `shop%billing`'s dead-letter topic, named by a client of namespace shop.
+    let dead = Resource { resource_namespace: "shop".into(), name: "%DLQ%billing".into() };
+    assert_eq!(resolve(Some(&dead), &request).1, "%DLQ%shop%billing");
+    let group = Resource { name: "billing".into(), ..dead.clone() };
+    assert_eq!(dead_letter::dead_letter_topic(&resolve(Some(&group), &request).1), "%DLQ%shop%billing", "where its messages go");
+    let plain_dead = Resource { resource_namespace: String::new(), name: "%DLQ%billing".into() };
+    assert_eq!(resolve(Some(&plain_dead), &Request::new(())).1, "%DLQ%billing");
 }
 
 #[test]
