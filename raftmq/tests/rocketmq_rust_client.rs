@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
@@ -789,4 +789,49 @@ async fn a_fifo_consumer_gets_the_next_message_only_after_acknowledging_the_one_
     assert_eq!(ack_code(&mut client, "ordered", "fifo-readers", &handle(&first[1])).await, MqCode::Ok as i32);
     let (code, next) = receive(&mut client, batch_of(5, 2_000)).await;
     assert_eq!((code, ids(&next)), (MqCode::Ok as i32, vec!["o-2".to_string(), "o-3".into(), "o-4".into()]));
+}
+
+/// A receive's queue is advisory: a broker serves every queue of the topic it leads, whichever
+/// one the receive names (Node names only queue 0), and none it does not lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receive_serves_every_queue_of_the_topic_its_broker_leads() {
+    use proto::raftmq::v1::send_request::Target;
+    let cluster = cluster_with(&[topic("advisory", 6, NORMAL)]).await;
+    let mut admin = cluster.brokers[0].admin().await;
+    // Every queue with a leader, then the queues of each leader.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leaders: Vec<u64> = loop {
+        let d = admin.describe_topic(proto::raftmq::v1::DescribeTopicRequest { name: "advisory".into() }).await.expect("describe");
+        let leaders: Vec<u64> = d.into_inner().queues.iter().map(|q| q.leader_broker_id).collect();
+        if leaders.iter().all(|l| *l != 0) {
+            break leaders;
+        }
+        assert!(Instant::now() < deadline, "queues without a leader: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut queue = cluster.brokers[0].queue().await;
+    for q in 0..6u32 {
+        let req = proto::raftmq::v1::SendRequest {
+            topic: "advisory".into(),
+            target: Some(Target::QueueId(q)),
+            messages: vec![proto::raftmq::v1::Message { body: format!("q{q}").into_bytes().into(), ..Default::default() }],
+            producer_id: String::new(),
+        };
+        assert_eq!(code(&queue.send(req).await.expect("send").into_inner().status), Code::Ok);
+    }
+    let broker = leaders[0];
+    let mine: BTreeSet<String> = (0..6).filter(|q| leaders[*q] == broker).map(|q| format!("q{q}")).collect();
+    assert!(mine.contains("q0"));
+    let mut client = raw_client(&cluster, (broker - 1) as usize).await;
+    let mut got = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < mine.len() && Instant::now() < deadline {
+        let (_, messages) =
+            receive(&mut client, receive_request("advisory", "node-like", Some(Duration::from_secs(60)), Duration::from_secs(1))).await;
+        got.extend(messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
+    }
+    assert_eq!(got, mine, "every queue broker {broker} leads (of {leaders:?}), naming queue 0 only");
+    let (code, none) =
+        receive(&mut client, receive_request("advisory", "node-like", Some(Duration::from_secs(60)), Duration::from_millis(300))).await;
+    assert_eq!((code, none.len()), (MqCode::MessageNotFound as i32, 0), "nothing of the queues other brokers lead");
 }

@@ -40,6 +40,8 @@ pub(crate) struct ReceiveAsk {
 /// them over and acknowledges them).
 #[derive(Debug, Default)]
 pub(crate) struct Found {
+    /// Which of the targets the messages are of.
+    pub target: usize,
     pub received: Vec<Received>,
     pub exhausted: Vec<Received>,
 }
@@ -61,61 +63,71 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Core {
-    /// Messages of `group`'s queue for `ask.consumer_group`, through `raft` (led here): those
-    /// deliverable now, else the first that become so (a new message applied, one in flight
-    /// becoming visible again) before `until`; none when none did. Exhausted messages (see
-    /// [`Found`]) are found first, without proposing anything. A `Receive` is proposed only
-    /// when the leader's applied state says it delivers something, so a long poll on an idle
-    /// queue writes nothing. Answers by `due`: past it a proposed receive may still commit
-    /// (OUTCOME_UNKNOWN; its messages are then delivered again once visible).
+    /// Messages of the queues of `targets` (each a group and its Raft, led here) for
+    /// `ask.consumer_group`: those deliverable now, from the first target that has any, else
+    /// the first that become so (a new message applied, one in flight becoming visible again)
+    /// before `until`; none when none did. Exhausted messages (see [`Found`]) are found first,
+    /// without proposing anything. A `Receive` is proposed only when the leader's applied
+    /// state says it delivers something, so a long poll on idle queues writes nothing. Answers
+    /// by `due`: past it a proposed receive may still commit (OUTCOME_UNKNOWN; its messages are
+    /// then delivered again once visible).
     pub(crate) async fn receive_here(
         &self,
-        raft: &QueueRaft,
-        group: &GroupRecord,
+        targets: &[(GroupRecord, QueueRaft)],
         ask: &ReceiveAsk,
         until: Instant,
         due: Option<Instant>,
     ) -> Result<Found, Status> {
-        let mut metrics = raft.metrics();
+        let applied = |m: &openraft::RaftMetrics<_>| m.last_applied.as_ref().map_or(0, |l| l.index());
+        let mut watches: Vec<_> = targets.iter().map(|(_, raft)| raft.metrics()).collect();
         loop {
             let now = now_ms();
-            let (group_id, queue, consumer_group) = (group.id, group.queue, ask.consumer_group.clone());
-            let bounds = (IN_FLIGHT_PER_CONSUMER_GROUP_MAX, ask.max_attempts, ask.fifo);
-            let outlook = self
-                .read_store(move |store| receive_outlook(&StoreView::new(store, group_id), &consumer_group, queue, now, bounds))
-                .await?;
-            match outlook {
-                ReceiveOutlook::Exhausted(deliveries) => {
-                    let exhausted = self.read_deliveries(group, &deliveries).await?;
-                    return Ok(Found { received: vec![], exhausted });
-                }
-                ReceiveOutlook::Deliverable => {
-                    let received = self.receive_once(raft, group, ask, now, due).await?;
-                    if !received.is_empty() {
-                        return Ok(Found { received, exhausted: vec![] });
+            let mut visible_at: Option<u64> = None;
+            let seen: Vec<u64> = watches.iter().map(|w| applied(&w.borrow_watched())).collect();
+            for (target, (group, raft)) in targets.iter().enumerate() {
+                let (group_id, queue, consumer_group) = (group.id, group.queue, ask.consumer_group.clone());
+                let bounds = (IN_FLIGHT_PER_CONSUMER_GROUP_MAX, ask.max_attempts, ask.fifo);
+                let outlook = self
+                    .read_store(move |store| receive_outlook(&StoreView::new(store, group_id), &consumer_group, queue, now, bounds))
+                    .await?;
+                match outlook {
+                    ReceiveOutlook::Exhausted(deliveries) => {
+                        let exhausted = self.read_deliveries(group, &deliveries).await?;
+                        return Ok(Found { target, received: vec![], exhausted });
                     }
-                }
-                ReceiveOutlook::Refused(reason) => {
-                    return Err(status::resource_exhausted(format!("consumer group {:?}: {reason}", ask.consumer_group)));
-                }
-                ReceiveOutlook::NothingUntil(visible_at) => {
-                    let wake = visible_at.map_or(until, |t| (Instant::now() + Duration::from_millis(t - now)).min(until));
-                    let applied = |m: &openraft::RaftMetrics<_>| m.last_applied.as_ref().map_or(0, |l| l.index());
-                    let seen = applied(&metrics.borrow_watched());
-                    // Raft metrics change on every heartbeat: judge again only when an entry
-                    // was applied (a new message, an ack) or a message became visible.
-                    loop {
-                        match tokio::time::timeout_at(wake, metrics.changed()).await {
-                            Ok(Ok(())) if applied(&metrics.borrow_watched()) == seen => continue,
-                            Ok(Ok(())) => break,
-                            Ok(Err(_)) => return Err(status::unavailable("the group's Raft stopped")),
-                            Err(_) => break,
+                    ReceiveOutlook::Deliverable => {
+                        let received = self.receive_once(raft, group, ask, now, due).await?;
+                        if !received.is_empty() {
+                            return Ok(Found { target, received, exhausted: vec![] });
+                        }
+                    }
+                    ReceiveOutlook::Refused(reason) => {
+                        return Err(status::resource_exhausted(format!("consumer group {:?}: {reason}", ask.consumer_group)));
+                    }
+                    ReceiveOutlook::NothingUntil(at) => {
+                        visible_at = match (visible_at, at) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
                         }
                     }
                 }
             }
             if Instant::now() >= until || self.stopping() {
                 return Ok(Found::default());
+            }
+            let wake = visible_at.map_or(until, |t| (Instant::now() + Duration::from_millis(t.saturating_sub(now))).min(until));
+            // Raft metrics change on every heartbeat: judge again only when an entry was
+            // applied to one of the groups (a new message, an ack) or a message became visible.
+            loop {
+                let changed = {
+                    let changes = watches.iter_mut().map(|w| Box::pin(w.changed()));
+                    tokio::time::timeout_at(wake, futures::future::select_all(changes)).await.map(|(r, i, _)| (r, i))
+                };
+                match changed {
+                    Ok((Ok(()), i)) if applied(&watches[i].borrow_watched()) == seen[i] => continue,
+                    Ok((Ok(()), _)) | Err(_) => break,
+                    Ok((Err(_), _)) => return Err(status::unavailable("a group's Raft stopped")),
+                }
             }
         }
     }

@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use controller::GroupRecord;
+use openraft::type_config::async_runtime::watch::WatchReceiver;
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use proto::apache::rocketmq::v2::{
     AckMessageRequest, AckMessageResponse, AckMessageResultEntry, ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code,
@@ -80,6 +82,28 @@ fn receive_ask(core: &Core, consumer_group: String, req: &ReceiveMessageRequest)
     Ok((ReceiveAsk { consumer_group, max_messages, invisible, filter, max_attempts, fifo: false }, wait))
 }
 
+/// The queues a receive at this broker serves: the one it names (led here) first, then every
+/// other queue of `topic` this broker leads. A receive's queue is advisory: the Node client
+/// names only queue 0 and Python a random one, so a receive serves the topic's queues on the
+/// broker it reached, as the Apache proxy does (`../shared/rocketmq-clients.md`, 14).
+fn receive_targets(core: &Core, topic: &str, named: (GroupRecord, QueueRaft)) -> Vec<(GroupRecord, QueueRaft)> {
+    let map = core.local_map();
+    let mut targets = vec![named];
+    let queues = map.topics.get(topic).map_or(0, |t| t.queue_count);
+    for queue in 0..queues {
+        let Some(group) = map.route(topic, queue) else { continue };
+        if targets.iter().any(|(g, _)| g.id == group.id) {
+            continue;
+        }
+        let Some(raft) = core.group(group.id) else { continue };
+        let m = raft.metrics().borrow_watched().clone();
+        if m.state == openraft::ServerState::Leader && m.current_leader == Some(core.id) {
+            targets.push((group.clone(), raft));
+        }
+    }
+    targets
+}
+
 fn refused_receive(s: Status) -> Vec<ReceiveMessageResponse> {
     vec![ReceiveMessageResponse { content: Some(Content::Status(s)) }]
 }
@@ -135,11 +159,13 @@ pub(super) async fn receive(core: &Core, send: &SendState, request: Request<Rece
         }
         AtLeader::Refused(s) => return refused_receive(codes::from_native(&s)),
     };
+    let targets = receive_targets(core, &names.topic, (group, raft));
     // Exhausted messages are handed to the dead-letter queue first; then the receive goes on.
     let found = loop {
-        match core.receive_here(&raft, &group, &ask, until, due).await {
-            Ok(Found { exhausted, .. }) if !exhausted.is_empty() => {
-                if let Err(s) = dead_letter::hand_over(core, send, &ask.consumer_group, (&group, &raft), exhausted, due).await {
+        match core.receive_here(&targets, &ask, until, due).await {
+            Ok(Found { target, exhausted, .. }) if !exhausted.is_empty() => {
+                let (group, raft) = &targets[target];
+                if let Err(s) = dead_letter::hand_over(core, send, &ask.consumer_group, (group, raft), exhausted, due).await {
                     return refused_receive(s);
                 }
                 if Instant::now() >= until {
@@ -157,7 +183,7 @@ pub(super) async fn receive(core: &Core, send: &SendState, request: Request<Rece
             let mut out = vec![ReceiveMessageResponse { content: Some(Content::DeliveryTimestamp(now.into())) }];
             for Received { message, delivery } in received {
                 let receipt = Receipt {
-                    queue: group.queue,
+                    queue: message.message.queue,
                     offset: delivery.offset,
                     version: delivery.version,
                     invisible_until_ms: delivery.invisible_until_ms,
