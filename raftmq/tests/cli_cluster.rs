@@ -144,6 +144,11 @@ fn admin_produce_consume_and_bench_work_against_a_dev_cluster() {
     assert_eq!((last["acked"].as_u64(), last["protocol"].as_str()), (Some(200), Some("rocketmq")), "{over_rocketmq:?}");
     let read = ok(b, &["bench", "consume", "--topic", "bench", "--count", "600"], None);
     assert_eq!(read.last().and_then(|r| r["consumed"].as_u64()), Some(600), "{read:?}");
+    // And all 600 again as a RocketMQ consumer group: received and acknowledged.
+    let args = ["bench", "consume", "--topic", "bench", "--count", "600", "--concurrency", "4", "--protocol", "rocketmq"];
+    let received = ok(b, &args, None);
+    let last = received.last().expect("a report");
+    assert_eq!((last["consumed"].as_u64(), last["protocol"].as_str()), (Some(600), Some("rocketmq")), "{received:?}");
 
     let listed = ok(b, &["admin", "topic", "list"], None);
     let names: Vec<&str> = listed[0]["topics"].as_array().expect("topics").iter().filter_map(|t| t["name"].as_str()).collect();

@@ -203,14 +203,14 @@ pub(super) async fn receive(core: &Core, send: &SendState, request: Request<Rece
 
 /// The leader of the queue `receipt` names, with its group, when it is here; else the
 /// forwarded answer (`Err(Ok)`), or a refusal (`Err(Err)`).
-async fn at_receipt_leader<Req, R, F, Fut>(
+async fn at_queue_of_receipt<Req, R, F, Fut>(
     core: &Core,
     (topic_resource, topic): (&Resource, &str),
     receipt: &Receipt,
     (forwarded, due): (bool, Option<Instant>),
     req: Req,
     forward: F,
-) -> Result<(controller::GroupRecord, QueueRaft), Result<R, Status>>
+) -> Result<(GroupRecord, QueueRaft), Result<R, Status>>
 where
     Req: Clone,
     F: Fn(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
@@ -225,6 +225,63 @@ where
         AtLeader::Answered(r) => Err(Ok(r)),
         AtLeader::Refused(s) => Err(Err(codes::from_native(&s))),
     }
+}
+
+/// A request about one delivery, named by its receipt handle.
+trait ReceiptRequest: Clone {
+    fn resources(&mut self) -> (&mut Option<Resource>, &mut Option<Resource>);
+    fn receipt_handle(&self) -> &str;
+}
+
+impl ReceiptRequest for ChangeInvisibleDurationRequest {
+    fn resources(&mut self) -> (&mut Option<Resource>, &mut Option<Resource>) {
+        (&mut self.group, &mut self.topic)
+    }
+    fn receipt_handle(&self) -> &str {
+        &self.receipt_handle
+    }
+}
+
+impl ReceiptRequest for ForwardMessageToDeadLetterQueueRequest {
+    fn resources(&mut self) -> (&mut Option<Resource>, &mut Option<Resource>) {
+        (&mut self.group, &mut self.topic)
+    }
+    fn receipt_handle(&self) -> &str {
+        &self.receipt_handle
+    }
+}
+
+/// A receipt request at the leader of its queue.
+struct AtReceipt {
+    /// raftmq's names, namespace included.
+    consumer_group: String,
+    topic: String,
+    receipt: Receipt,
+    group: GroupRecord,
+    raft: QueueRaft,
+    due: Option<Instant>,
+}
+
+/// A receipt request's names and handle checked (`ILLEGAL_CONSUMER_GROUP`, `TOPIC_NOT_FOUND`,
+/// `INVALID_RECEIPT_HANDLE`), then taken to its queue's leader: served here, or forwarded once
+/// with its namespaces resolved (the forwarded answer is `Err(Ok)`).
+async fn at_receipt_leader<Req, R, F, Fut>(core: &Core, request: Request<Req>, forward: F) -> Result<AtReceipt, Result<R, Status>>
+where
+    Req: ReceiptRequest,
+    F: Fn(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+{
+    let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
+    let mut req = request.get_ref().clone();
+    let (group_resource, consumer_group) = resolve(req.resources().0.as_ref(), &request);
+    let (topic_resource, topic) = resolve(req.resources().1.as_ref(), &request);
+    check_group(core, &consumer_group).map_err(Err)?;
+    topic_record(core, &topic).await.map_err(Err)?;
+    let receipt = Receipt::decode(req.receipt_handle(), &topic, &consumer_group).map_err(Err)?;
+    *req.resources().0 = Some(group_resource);
+    *req.resources().1 = Some(topic_resource.clone());
+    let (group, raft) = at_queue_of_receipt(core, (&topic_resource, &topic), &receipt, (forwarded, due), req, forward).await?;
+    Ok(AtReceipt { consumer_group, topic, receipt, group, raft, due })
 }
 
 pub(super) async fn ack(core: &Core, request: Request<AckMessageRequest>) -> AckMessageResponse {
@@ -260,7 +317,7 @@ pub(super) async fn ack(core: &Core, request: Request<AckMessageRequest>) -> Ack
             entries: entries.iter().map(|&(i, _)| req.entries[i].clone()).collect(),
         };
         let forward = |mut client: MessagingServiceClient<Channel>, r| async move { client.ack_message(r).await };
-        let settled = match at_receipt_leader(core, (&topic_resource, &topic), &receipt, (forwarded, due), sub, forward).await {
+        let settled = match at_queue_of_receipt(core, (&topic_resource, &topic), &receipt, (forwarded, due), sub, forward).await {
             Ok((group, raft)) => {
                 let deliveries = entries.iter().map(|(_, r)| (r.offset, r.version)).collect();
                 core.ack_here(&raft, &group, &consumer_group, deliveries, due).await.map_err(|s| codes::from_native(&s))
@@ -319,29 +376,13 @@ pub(super) async fn change_invisible_duration(
     request: Request<ChangeInvisibleDurationRequest>,
 ) -> ChangeInvisibleDurationResponse {
     let refuse = |s: Status| ChangeInvisibleDurationResponse { status: Some(s), receipt_handle: String::new() };
-    let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
-    let (topic_resource, topic) = resolve(request.get_ref().topic.as_ref(), &request);
-    let (group_resource, consumer_group) = resolve(request.get_ref().group.as_ref(), &request);
-    let mut req = request.into_inner();
-    if let Err(s) = check_group(core, &consumer_group) {
-        return refuse(s);
-    }
-    let invisible = match req.invisible_duration.as_ref().map(invisible_of) {
+    let invisible = match request.get_ref().invisible_duration.as_ref().map(invisible_of) {
         Some(Ok(d)) => d,
         Some(Err(s)) => return refuse(s),
         None => return refuse(status(Code::IllegalInvisibleTime, "invisible_duration is missing")),
     };
-    if let Err(s) = topic_record(core, &topic).await {
-        return refuse(s);
-    }
-    let receipt = match Receipt::decode(&req.receipt_handle, &topic, &consumer_group) {
-        Ok(r) => r,
-        Err(s) => return refuse(s),
-    };
-    req.group = Some(group_resource);
-    req.topic = Some(topic_resource.clone());
     let forward = |mut client: MessagingServiceClient<Channel>, r| async move { client.change_invisible_duration(r).await };
-    let (group, raft) = match at_receipt_leader(core, (&topic_resource, &topic), &receipt, (forwarded, due), req, forward).await {
+    let AtReceipt { consumer_group, topic, receipt, group, raft, due } = match at_receipt_leader(core, request, forward).await {
         Ok(here) => here,
         Err(Ok(answered)) => return answered,
         Err(Err(s)) => return refuse(s),
@@ -365,24 +406,8 @@ pub(super) async fn forward_to_dead_letter_queue(
     request: Request<ForwardMessageToDeadLetterQueueRequest>,
 ) -> ForwardMessageToDeadLetterQueueResponse {
     let answer = |s: Status| ForwardMessageToDeadLetterQueueResponse { status: Some(s) };
-    let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
-    let (topic_resource, topic) = resolve(request.get_ref().topic.as_ref(), &request);
-    let (group_resource, consumer_group) = resolve(request.get_ref().group.as_ref(), &request);
-    let mut req = request.into_inner();
-    if let Err(s) = check_group(core, &consumer_group) {
-        return answer(s);
-    }
-    if let Err(s) = topic_record(core, &topic).await {
-        return answer(s);
-    }
-    let receipt = match Receipt::decode(&req.receipt_handle, &topic, &consumer_group) {
-        Ok(r) => r,
-        Err(s) => return answer(s),
-    };
-    req.group = Some(group_resource);
-    req.topic = Some(topic_resource.clone());
     let forward = |mut client: MessagingServiceClient<Channel>, r| async move { client.forward_message_to_dead_letter_queue(r).await };
-    let (group, raft) = match at_receipt_leader(core, (&topic_resource, &topic), &receipt, (forwarded, due), req, forward).await {
+    let AtReceipt { consumer_group, receipt, group, raft, due, .. } = match at_receipt_leader(core, request, forward).await {
         Ok(here) => here,
         Err(Ok(answered)) => return answered,
         Err(Err(s)) => return answer(s),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use proto::raftmq::v1::FetchRequest;
 
 use super::produce::is_fatal;
+use super::rocketmq::{Received, RocketmqRoute};
 use super::stamp::Stamp;
 use super::state::{Counters, StopReason, StopSignal};
 use crate::bench::latency::LatencyRecorder;
@@ -58,7 +59,15 @@ pub enum ReadMode {
     Stamped { run_id: u64, started: Instant },
 }
 
+/// How a consumer reads: the native fetch, or RocketMQ's receive and ack.
+#[derive(Clone)]
+pub enum ConsumeVia {
+    Native,
+    Rocketmq(Arc<RocketmqRoute>),
+}
+
 pub struct Consumer {
+    pub via: ConsumeVia,
     pub router: Arc<Router>,
     pub topic: String,
     pub count: u64,
@@ -81,6 +90,9 @@ pub struct ConsumeLatency {
 impl Consumer {
     /// One worker over `cursors` (one or more queues).
     pub async fn work(self: Arc<Self>, mut cursors: Vec<QueueCursor>) -> anyhow::Result<ConsumeLatency> {
+        if let ConsumeVia::Rocketmq(route) = &self.via {
+            return self.clone().receive_and_ack(route.clone(), cursors).await;
+        }
         let mut latency = ConsumeLatency { fetch: LatencyRecorder::new()?, end_to_end: LatencyRecorder::new()? };
         let mut turn = 0;
         while !cursors.is_empty() && self.counters.consumed.load(Ordering::Relaxed) < self.count && !self.stop.should_stop(self.deadline) {
@@ -143,6 +155,40 @@ impl Consumer {
         Ok(latency)
     }
 }
+
+impl Consumer {
+    /// One RocketMQ worker over `cursors`' queues: receive a batch (32), ack it, count it; a
+    /// queue that had nothing is asked again after the others.
+    async fn receive_and_ack(self: Arc<Self>, route: Arc<RocketmqRoute>, mut cursors: Vec<QueueCursor>) -> anyhow::Result<ConsumeLatency> {
+        let mut latency = ConsumeLatency { fetch: LatencyRecorder::new()?, end_to_end: LatencyRecorder::new()? };
+        let mut turn = 0;
+        while !cursors.is_empty() && self.counters.consumed.load(Ordering::Relaxed) < self.count && !self.stop.should_stop(self.deadline) {
+            let i = pick(&cursors, turn);
+            turn = turn.wrapping_add(1);
+            let wait = if cursors.iter().all(|c| c.drained) { Duration::from_millis(u64::from(self.wait_ms)) } else { Duration::ZERO };
+            let started = Instant::now();
+            match route.receive_and_ack(cursors[i].queue_id, BENCH_CONSUMER_GROUP, 32, wait).await {
+                Received::Acked(sizes) => {
+                    latency.fetch.record(started.elapsed());
+                    cursors[i].drained = false;
+                    Counters::add(&self.counters.consumed, sizes.len() as u64);
+                    Counters::add(&self.counters.consumed_bytes, sizes.iter().sum::<usize>() as u64);
+                }
+                Received::Nothing => cursors[i].drained = true,
+                Received::Failed(e) => {
+                    self.counters.note_error(format_args!("{e}"));
+                    Counters::add(&self.counters.fetch_failures, 1);
+                    tokio::time::sleep(FETCH_FAILURE_PAUSE).await;
+                }
+            }
+        }
+        Ok(latency)
+    }
+}
+
+/// The consumer group `bench consume --protocol rocketmq` receives as: a new group starts at each
+/// queue's first message, so a run on a fresh topic reads what the produce run stored.
+pub const BENCH_CONSUMER_GROUP: &str = "raftmq-bench";
 
 #[cfg(test)]
 mod tests {

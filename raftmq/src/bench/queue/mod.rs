@@ -36,7 +36,7 @@ use crate::cli::produce::{BATCH_MAX, BODY_BYTES_MAX, generated_body};
 use client::{CallError, Cluster, Router, Target, admin_client, random_u64, request};
 
 use crate::cli::{CommonArgs, EXIT_CHECK_FAILED, producer_id};
-use consume::{ConsumeLatency, Consumer, QueueCursor, ReadMode, deal};
+use consume::{ConsumeLatency, ConsumeVia, Consumer, QueueCursor, ReadMode, deal};
 use produce::{Producer, SendPlan, SendVia};
 use report::{Measured, QueueBenchReport, RunShape};
 use stamp::{STAMP_LEN, Stamp};
@@ -78,8 +78,9 @@ pub struct QueueBenchArgs {
     /// Seconds after which the run stops, done or not (`--timeout` is each call's deadline).
     #[arg(long, default_value_t = 300, value_parser = value_parser!(u64).range(1..=86_400))]
     time_limit: u64,
-    /// The client protocol of the sends (produce): raftmq's own `QueueService`, or RocketMQ 5's
-    /// `MessagingService` as an official client uses it.
+    /// The client protocol: raftmq's own `QueueService`, or RocketMQ 5's `MessagingService` as an
+    /// official client uses it (produce: SendMessage; consume: ReceiveMessage and AckMessage of
+    /// each batch, as consumer group `raftmq-bench`; e2e: native only).
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
     protocol: Protocol,
     #[command(flatten)]
@@ -125,8 +126,8 @@ async fn run_bench(kind: BenchKind, args: QueueBenchArgs) -> anyhow::Result<Exit
     if kind == BenchKind::E2e && size < STAMP_LEN {
         bail!("bench e2e needs --size {STAMP_LEN} or more: each body carries its send time");
     }
-    if args.protocol == Protocol::Rocketmq && kind != BenchKind::Produce {
-        bail!("bench {} --protocol rocketmq: RocketMQ consumption is not served yet; only `bench produce` runs over it", kind.name());
+    if args.protocol == Protocol::Rocketmq && kind == BenchKind::E2e {
+        bail!("bench e2e --protocol rocketmq: not built yet; `bench produce` and `bench consume` run over it");
     }
     let cluster = args.common.connect.cluster();
     ensure_topic(&cluster, &args.topic, args.queues).await?;
@@ -220,7 +221,12 @@ impl Run {
     }
 
     fn consumers(&self, cursors: Vec<QueueCursor>, workers: usize, mode: ReadMode) -> JoinSet<anyhow::Result<ConsumeLatency>> {
+        let via = match &self.send_via {
+            SendVia::Native => ConsumeVia::Native,
+            SendVia::Rocketmq(route) => ConsumeVia::Rocketmq(route.clone()),
+        };
         let consumer = Arc::new(Consumer {
+            via,
             router: self.router.clone(),
             topic: self.args.topic.clone(),
             count: self.args.count,
