@@ -147,7 +147,7 @@ pub(super) async fn receive(core: &Core, send: &SendState, request: Request<Rece
         AtLeader::Answered(mut stream) => {
             let mut items = Vec::new();
             // A receive answers at most RECEIVE_BATCH_MAX messages, a time and a status.
-            while items.len() < READ_MESSAGES_MAX {
+            while items.len() < RECEIVE_BATCH_MAX as usize + 2 {
                 match stream.message().await {
                     Ok(Some(item)) => items.push(item),
                     Ok(None) => break,
