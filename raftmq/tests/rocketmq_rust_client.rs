@@ -835,3 +835,26 @@ async fn a_receive_serves_every_queue_of_the_topic_its_broker_leads() {
         receive(&mut client, receive_request("advisory", "node-like", Some(Duration::from_secs(60)), Duration::from_millis(300))).await;
     assert_eq!((code, none.len()), (MqCode::MessageNotFound as i32, 0), "nothing of the queues other brokers lead");
 }
+
+/// An ack holds at most 1,024 entries: at the limit each entry is answered (here each a made-up
+/// handle, INVALID_RECEIPT_HANDLE), one more is refused whole with BAD_REQUEST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ack_takes_up_to_1024_entries() {
+    let cluster = cluster_with(&[topic("acks", 1, NORMAL)]).await;
+    let mut client = raw_client(&cluster, 0).await;
+    let ack = |n: usize| v2::AckMessageRequest {
+        group: resource("g"),
+        topic: resource("acks"),
+        entries: (0..n)
+            .map(|i| v2::AckMessageEntry { message_id: format!("m{i}"), receipt_handle: format!("h{i}"), lite_topic: None })
+            .collect(),
+    };
+    let at_limit = client.ack_message(ack(1024)).await.expect("ack").into_inner();
+    assert_eq!(at_limit.entries.len(), 1024);
+    assert!(at_limit.entries.iter().all(|e| e.status.as_ref().map(|s| s.code) == Some(MqCode::InvalidReceiptHandle as i32)));
+    assert_eq!(at_limit.status.map(|s| s.code), Some(MqCode::InvalidReceiptHandle as i32));
+    let over = client.ack_message(ack(1025)).await.expect("ack").into_inner();
+    assert_eq!((over.status.map(|s| s.code), over.entries.len()), (Some(MqCode::BadRequest as i32), 0));
+    let none = client.ack_message(ack(0)).await.expect("ack").into_inner();
+    assert_eq!(none.status.map(|s| s.code), Some(MqCode::BadRequest as i32));
+}
