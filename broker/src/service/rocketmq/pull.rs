@@ -131,9 +131,7 @@ impl PullAsk {
             Ok(0) | Err(_) => PULL_MESSAGES_DEFAULT,
             Ok(n) => n.min(READ_MESSAGES_MAX),
         };
-        let wait = req.long_polling_timeout.as_ref().map_or(Duration::ZERO, |d| {
-            Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0)) + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
-        });
+        let wait = req.long_polling_timeout.as_ref().and_then(duration_of).unwrap_or(Duration::ZERO);
         Ok(Self { offset, batch, wait, filter })
     }
 }
@@ -162,6 +160,11 @@ async fn serve_pull(
     out
 }
 
+/// A protobuf duration as std's; `None` when a part is negative.
+pub(super) fn duration_of(d: &prost_types::Duration) -> Option<Duration> {
+    Some(Duration::from_secs(u64::try_from(d.seconds).ok()?) + Duration::from_nanos(u64::try_from(d.nanos).ok()?))
+}
+
 /// The filter of a receive or pull: a tag expression or SQL92 ([`crate::filter`]), refused
 /// with `ILLEGAL_FILTER_EXPRESSION` when it does not parse.
 pub(super) fn filter_of(expression: Option<&FilterExpression>) -> Result<Filter, Status> {
@@ -172,6 +175,31 @@ pub(super) fn filter_of(expression: Option<&FilterExpression>) -> Result<Filter,
         Err(_) => return Err(status(Code::IllegalFilterExpression, format!("unknown filter type {}", e.r#type))),
     };
     parsed.map_err(|e| status(Code::IllegalFilterExpression, e.to_string()))
+}
+
+/// The leader of the queue `names` names, with its group, when it is here; else the forwarded
+/// answer (`Err(Ok)`) of `req` sent there by `forward`, or a refusal (`Err(Err)`).
+pub(super) async fn at_named_queue_leader<Req, R, F, Fut>(
+    core: &Core,
+    names: &QueueNames,
+    (forwarded, due): (bool, Option<tokio::time::Instant>),
+    effect: Effect,
+    req: Req,
+    forward: F,
+) -> Result<(GroupRecord, QueueRaft), Result<R, Status>>
+where
+    Req: Clone,
+    F: Fn(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<R>, tonic::Status>>,
+{
+    let (_, group) = queue_group(core, names).await.map_err(Err)?;
+    let serve: Serve = core.leader_target(&group, forwarded, left(due)).await;
+    let call = |client, within| forward(client, forward_request(core, req.clone(), within));
+    match at_leader(core, &group, serve, forwarded, due, effect, call).await {
+        AtLeader::Here(raft) => Ok((group, raft)),
+        AtLeader::Answered(reply) => Err(Ok(reply)),
+        AtLeader::Refused(s) => Err(Err(codes::from_native(&s))),
+    }
 }
 
 /// Where an offset request is served: the queue's group and this broker's replica of it when it
@@ -192,13 +220,10 @@ where
     let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
     let names = queue_names(message_queue(request.get_ref()), &request).map_err(&refuse)?;
     let req = request.into_inner();
-    let (_, group) = queue_group(core, &names).await.map_err(&refuse)?;
-    let serve: Serve = core.leader_target(&group, forwarded, left(due)).await;
-    let call = |client, within| forward(client, forward_request(core, req.clone(), within));
-    match at_leader(core, &group, serve, forwarded, due, effect, call).await {
-        AtLeader::Here(raft) => Ok((req, group, raft, due)),
-        AtLeader::Answered(reply) => Err(reply),
-        AtLeader::Refused(s) => Err(refuse(codes::from_native(&s))),
+    match at_named_queue_leader(core, &names, (forwarded, due), effect, req.clone(), forward).await {
+        Ok((group, raft)) => Ok((req, group, raft, due)),
+        Err(Ok(answered)) => Err(answered),
+        Err(Err(s)) => Err(refuse(s)),
     }
 }
 

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 
 use super::dead_letter;
 use super::message::{Delivery, delivered};
-use super::pull::{QueueNames, filter_of, queue_group, queue_names};
+use super::pull::{QueueNames, at_named_queue_leader, duration_of, filter_of, queue_group, queue_names};
 use super::receipt::Receipt;
 use super::send::SendState;
 use super::telemetry::{MAX_DELIVERY_ATTEMPTS, RECEIVE_BATCH_SIZE, duration};
@@ -44,10 +44,6 @@ const INVISIBLE_MAX: Duration = Duration::from_secs(12 * 3600);
 /// How long a message stays invisible to a push consumer, which asks for renewal
 /// (`auto_renew`) instead of naming a duration (`../shared/rocketmq-clients.md`, 29).
 const AUTO_RENEW_INVISIBLE: Duration = Duration::from_secs(60);
-
-fn duration_of(d: &prost_types::Duration) -> Option<Duration> {
-    Some(Duration::from_secs(u64::try_from(d.seconds).ok()?) + Duration::from_nanos(u64::try_from(d.nanos).ok()?))
-}
 
 /// An invisible duration as asked: `ILLEGAL_INVISIBLE_TIME` when negative or over
 /// [`INVISIBLE_MAX`]. Tiny durations are taken as they are (Node's push consumer asks ms for s,
@@ -201,32 +197,6 @@ pub(super) async fn receive(core: &Core, send: &SendState, request: Request<Rece
     }
 }
 
-/// The leader of the queue `receipt` names, with its group, when it is here; else the
-/// forwarded answer (`Err(Ok)`), or a refusal (`Err(Err)`).
-async fn at_queue_of_receipt<Req, R, F, Fut>(
-    core: &Core,
-    (topic_resource, topic): (&Resource, &str),
-    receipt: &Receipt,
-    (forwarded, due): (bool, Option<Instant>),
-    req: Req,
-    forward: F,
-) -> Result<(GroupRecord, QueueRaft), Result<R, Status>>
-where
-    Req: Clone,
-    F: Fn(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
-{
-    let names = QueueNames { resource: topic_resource.clone(), topic: topic.to_owned(), queue: receipt.queue };
-    let (_, group) = queue_group(core, &names).await.map_err(Err)?;
-    let serve = core.leader_target(&group, forwarded, left(due)).await;
-    let call = |client, within| forward(client, forward_request(core, req.clone(), within));
-    match at_leader(core, &group, serve, forwarded, due, Effect::Write, call).await {
-        AtLeader::Here(raft) => Ok((group, raft)),
-        AtLeader::Answered(r) => Err(Ok(r)),
-        AtLeader::Refused(s) => Err(Err(codes::from_native(&s))),
-    }
-}
-
 /// A request about one delivery, named by its receipt handle.
 trait ReceiptRequest: Clone {
     fn resources(&mut self) -> (&mut Option<Resource>, &mut Option<Resource>);
@@ -280,7 +250,8 @@ where
     let receipt = Receipt::decode(req.receipt_handle(), &topic, &consumer_group).map_err(Err)?;
     *req.resources().0 = Some(group_resource);
     *req.resources().1 = Some(topic_resource.clone());
-    let (group, raft) = at_queue_of_receipt(core, (&topic_resource, &topic), &receipt, (forwarded, due), req, forward).await?;
+    let names = QueueNames { resource: topic_resource, topic: topic.clone(), queue: receipt.queue };
+    let (group, raft) = at_named_queue_leader(core, &names, (forwarded, due), Effect::Write, req, forward).await?;
     Ok(AtReceipt { consumer_group, topic, receipt, group, raft, due })
 }
 
@@ -317,7 +288,8 @@ pub(super) async fn ack(core: &Core, request: Request<AckMessageRequest>) -> Ack
             entries: entries.iter().map(|&(i, _)| req.entries[i].clone()).collect(),
         };
         let forward = |mut client: MessagingServiceClient<Channel>, r| async move { client.ack_message(r).await };
-        let settled = match at_queue_of_receipt(core, (&topic_resource, &topic), &receipt, (forwarded, due), sub, forward).await {
+        let names = QueueNames { resource: topic_resource.clone(), topic: topic.clone(), queue: receipt.queue };
+        let settled = match at_named_queue_leader(core, &names, (forwarded, due), Effect::Write, sub, forward).await {
             Ok((group, raft)) => {
                 let deliveries = entries.iter().map(|(_, r)| (r.offset, r.version)).collect();
                 core.ack_here(&raft, &group, &consumer_group, deliveries, due).await.map_err(|s| codes::from_native(&s))
