@@ -216,8 +216,11 @@ async fn retention_run(check_disk: bool) {
             let (segments, highest, bytes) = log_files(&cluster, b);
             // At least 12 segments were written; at most 4 segments' bytes remain.
             let deleted = !check_disk || (highest >= 12 && bytes <= LOG_BYTES_BOUND);
-            done &= quiet_start == 3 && busy_start > 0 && deleted;
-            if Instant::now() >= deadline {
+            let broker_done = quiet_start == 3 && busy_start > 0 && deleted;
+            done &= broker_done;
+            // Only a broker still short of the goal at the deadline fails the test: one that
+            // reached it just then (the slow CI run of c8fb47b) is not a failure.
+            if !broker_done && Instant::now() >= deadline {
                 panic!(
                     "broker {}: quiet start {quiet_start}, busy start {busy_start}, {segments} segment files (highest {highest}), \
                      {bytes} bytes of log (bound {LOG_BYTES_BOUND})",
