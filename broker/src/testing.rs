@@ -20,6 +20,10 @@ pub struct MemoryGroup {
     pub pop_cursors: BTreeMap<(String, u32), u64>,
     /// In-flight records by (consumer group, queue, offset).
     pub in_flight: BTreeMap<(String, u32, u64), InFlight>,
+    /// Receive floors by (consumer group, queue).
+    pub receive_floors: BTreeMap<(String, u32), u64>,
+    /// The count of receive items the applies keep, once one changed it.
+    pub receive_items: Option<u64>,
 }
 
 impl GroupView for MemoryGroup {
@@ -61,13 +65,19 @@ impl GroupView for MemoryGroup {
     fn pop_cursor(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
         Ok(self.pop_cursors.get(&(consumer_group.to_string(), queue)).copied())
     }
-    fn in_flight(&self, consumer_group: &str, queue: u32, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
-        let from = (consumer_group.to_string(), queue, 0);
+    fn in_flight(&self, consumer_group: &str, queue: u32, from_offset: u64, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+        let from = (consumer_group.to_string(), queue, from_offset);
         let to = (consumer_group.to_string(), queue, u64::MAX);
         Ok(self.in_flight.range(from..=to).take(max).map(|((_, _, o), r)| (*o, *r)).collect())
     }
     fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError> {
         Ok(self.in_flight.get(&(consumer_group.to_string(), queue, offset)).copied())
+    }
+    fn receive_floor(&self, consumer_group: &str, queue: u32) -> Result<u64, StoreError> {
+        Ok(self.receive_floors.get(&(consumer_group.to_string(), queue)).copied().unwrap_or(0))
+    }
+    fn receive_items(&self, _: usize) -> Result<usize, StoreError> {
+        Ok(self.receive_items.map_or(self.pop_cursors.len() + self.in_flight.len(), |c| c as usize))
     }
     fn receive_state(&self, items_max: usize) -> Result<Option<ReceiveState>, StoreError> {
         if self.pop_cursors.len() + self.in_flight.len() > items_max {
@@ -109,6 +119,18 @@ impl MemoryGroup {
                 Some(r) => self.in_flight.insert((cg.clone(), *q, *o), *r),
                 None => self.in_flight.remove(&(cg.clone(), *q, *o)),
             };
+        }
+        for (cg, q, floor) in &effects.receive_floors {
+            self.receive_floors.insert((cg.clone(), *q), *floor);
+        }
+        self.receive_items = effects.receive_items.or(self.receive_items);
+        // The derived state agrees with what it is derived from.
+        if let Some(count) = self.receive_items {
+            assert_eq!(count as usize, self.pop_cursors.len() + self.in_flight.len(), "count of receive items");
+        }
+        for ((cg, q, o), _) in &self.in_flight {
+            let floor = self.receive_floors.get(&(cg.clone(), *q)).copied().unwrap_or(0);
+            assert!(*o >= floor, "in-flight offset {o} of {cg:?} on queue {q} below its floor {floor}");
         }
     }
 }

@@ -100,8 +100,14 @@ pub trait GroupView {
     fn offset_counts(&self, queue: u32, items_max: usize) -> Result<OffsetCounts, StoreError>;
     /// The next offset of `queue` never yet delivered to `consumer_group` by a receive.
     fn pop_cursor(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError>;
-    /// Up to `max` in-flight records of `consumer_group` on `queue`, by offset.
-    fn in_flight(&self, consumer_group: &str, queue: u32, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError>;
+    /// Up to `max` in-flight records of `consumer_group` on `queue` from `from_offset` on, by offset.
+    fn in_flight(&self, consumer_group: &str, queue: u32, from_offset: u64, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError>;
+    /// The offset below which `consumer_group` holds no in-flight record on `queue`, as receives
+    /// last set it (0 if never): a scan from it skips what acknowledgements deleted.
+    fn receive_floor(&self, consumer_group: &str, queue: u32) -> Result<u64, StoreError>;
+    /// How many receive cursors and in-flight records the group holds (the counting may stop
+    /// just past `items_max`).
+    fn receive_items(&self, items_max: usize) -> Result<usize, StoreError>;
     /// The in-flight record of `offset`, if the message is in flight for `consumer_group`.
     fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError>;
     /// Every receive cursor and in-flight record, or `None` past `items_max` of them.
@@ -132,6 +138,10 @@ pub struct EntryEffects {
     /// `(consumer group, queue, offset, record)`: in-flight records set (`Some`) or settled
     /// (`None`), in order.
     pub in_flight: Vec<(String, u32, u64, Option<InFlight>)>,
+    /// `(consumer group, queue, floor)` of each receive floor that moved.
+    pub receive_floors: Vec<(String, u32, u64)>,
+    /// The group's new count of receive cursors and in-flight records, if it changed.
+    pub receive_items: Option<u64>,
 }
 
 impl EntryEffects {
@@ -146,6 +156,7 @@ impl EntryEffects {
             self.start_offsets.len(),
             self.pop_cursors.len(),
             self.in_flight.len(),
+            self.receive_floors.len(),
         ];
         counts.iter().sum()
     }
@@ -211,6 +222,12 @@ impl EntryEffects {
                 Some(r) => batch.put_in_flight(&consumer_group, queue, offset, r)?,
                 None => batch.settle(&consumer_group, queue, offset)?,
             }
+        }
+        for (consumer_group, queue, floor) in self.receive_floors {
+            batch.set_receive_floor(&consumer_group, queue, floor)?;
+        }
+        if let Some(count) = self.receive_items {
+            batch.set_receive_items(count);
         }
         Ok(batch)
     }
@@ -405,16 +422,22 @@ fn receive(
     let max = bounds.max_messages as usize;
     let mut effects = EntryEffects::default();
     let mut deliveries = Vec::new();
-    let held = view.in_flight(consumer_group, queue, bounds.in_flight_max as usize)?;
+    let floor = view.receive_floor(consumer_group, queue)?;
+    let held = view.in_flight(consumer_group, queue, floor, bounds.in_flight_max as usize)?;
     let mut in_flight = held.len();
+    let mut settled = 0usize;
+    // The lowest offset still in flight once this entry is applied.
+    let mut lowest_kept = None;
     // FIFO: a message waits behind every earlier one still in flight.
     let mut blocked = false;
     for (offset, record) in held {
         if offset < start {
             effects.in_flight.push((consumer_group.to_owned(), queue, offset, None));
             in_flight -= 1;
+            settled += 1;
             continue;
         }
+        lowest_kept.get_or_insert(offset);
         let due = record.invisible_until_ms <= now_ms && bounds.may_deliver_again(record.attempt);
         if due && !blocked && deliveries.len() < max {
             let again = InFlight { invisible_until_ms, attempt: record.attempt.saturating_add(1), version: record.version.wrapping_add(1) };
@@ -426,7 +449,10 @@ fn receive(
     }
     // FIFO: nothing new while anything is in flight (a queue holds whole message groups, so
     // this keeps each group's order, as RocketMQ's orderly pop does per queue).
+    let held_in_group = view.receive_items(CHECKPOINT_RECEIVE_ITEMS_MAX)?;
+    let mut receive_state = ReceiveStateChange { consumer_group, queue, floor, lowest_kept, held_in_group, settled, added: 0 };
     if bounds.fifo && in_flight > 0 {
+        receive_state.record(&mut effects, None);
         debug_assert!(effects.ops() <= ApplyBatch::OPS_MAX);
         return Ok((effects, GroupReply::Received { deliveries }));
     }
@@ -434,12 +460,9 @@ fn receive(
     let mut cursor = stored_cursor.unwrap_or(start).max(start);
     // The group's whole receive state must fit a checkpoint: new deliveries (and a new cursor)
     // only within what is left of CHECKPOINT_RECEIVE_ITEMS_MAX.
-    let held_in_group = match view.receive_state(CHECKPOINT_RECEIVE_ITEMS_MAX)? {
-        Some(state) => state.cursors.len() + state.in_flight.len(),
-        None => CHECKPOINT_RECEIVE_ITEMS_MAX + 1,
-    };
     let room = CHECKPOINT_RECEIVE_ITEMS_MAX.saturating_sub(held_in_group + usize::from(stored_cursor.is_none()));
     let mut added = 0usize;
+    let first_new = cursor;
     if room == 0 && deliveries.is_empty() && cursor < end {
         return Err(Outcome::Full(format!(
             "the group holds {held_in_group} receive cursors and in-flight records, at most {CHECKPOINT_RECEIVE_ITEMS_MAX}: \
@@ -456,9 +479,51 @@ fn receive(
     }
     if stored_cursor != Some(cursor) && (stored_cursor.is_some() || cursor > start) {
         effects.pop_cursors.push((consumer_group.to_owned(), queue, cursor));
+        receive_state.added += usize::from(stored_cursor.is_none());
     }
+    receive_state.added += added;
+    receive_state.record(&mut effects, Some(first_new));
     debug_assert!(effects.ops() <= ApplyBatch::OPS_MAX);
     Ok((effects, GroupReply::Received { deliveries }))
+}
+
+/// What one receive changes in the derived receive state: the group's count of receive items
+/// and the consumer group's floor on the queue.
+struct ReceiveStateChange<'a> {
+    consumer_group: &'a str,
+    queue: u32,
+    /// The floor as stored.
+    floor: u64,
+    /// The lowest offset that stays in flight.
+    lowest_kept: Option<u64>,
+    /// The group's receive items before the entry.
+    held_in_group: usize,
+    /// In-flight records settled.
+    settled: usize,
+    /// In-flight records and receive cursors created.
+    added: usize,
+}
+
+impl ReceiveStateChange<'_> {
+    /// Adds the changes to `effects`; `first_new`: the receive cursor before new deliveries
+    /// (each record they create is at or above it), if the receive got that far.
+    fn record(&self, effects: &mut EntryEffects, first_new: Option<u64>) {
+        let lowest = match (self.lowest_kept, first_new) {
+            (Some(kept), Some(c)) => Some(kept.min(c)),
+            (kept, c) => kept.or(c),
+        };
+        if let Some(floor) = lowest
+            && floor != self.floor
+        {
+            effects.receive_floors.push((self.consumer_group.to_owned(), self.queue, floor));
+        }
+        if self.added != self.settled {
+            let count = (self.held_in_group + self.added)
+                .checked_sub(self.settled)
+                .unwrap_or_else(|| panic!("settled {} of {} receive items", self.settled, self.held_in_group));
+            effects.receive_items = Some(count as u64);
+        }
+    }
 }
 
 /// What a [`GroupCommand::Receive`] proposed now would find on a group in state `view`.
@@ -495,7 +560,7 @@ pub fn receive_outlook(
     let in_flight_max = in_flight_max.min(IN_FLIGHT_PER_CONSUMER_GROUP_MAX);
     let bounds = ReceiveBounds { max_messages: 1, in_flight_max, max_attempts, fifo };
     let held = match check_consumer_group(consumer_group) {
-        Ok(()) => view.in_flight(consumer_group, queue, in_flight_max as usize)?,
+        Ok(()) => view.in_flight(consumer_group, queue, view.receive_floor(consumer_group, queue)?, in_flight_max as usize)?,
         Err(_) => vec![],
     };
     // A message trimmed meanwhile is no one's to dead-letter: the next receive settles it.
@@ -534,6 +599,11 @@ fn ack(view: &impl GroupView, consumer_group: &str, queue: u32, deliveries: &[(u
             effects.in_flight.push((consumer_group.to_owned(), queue, offset, None));
         }
         settled.push(ok);
+    }
+    if !done.is_empty() {
+        let held = view.receive_items(CHECKPOINT_RECEIVE_ITEMS_MAX)?;
+        let count = held.checked_sub(done.len()).unwrap_or_else(|| panic!("acknowledged {} of {held} receive items", done.len()));
+        effects.receive_items = Some(count as u64);
     }
     Ok((effects, GroupReply::Acked { settled }))
 }
@@ -629,6 +699,15 @@ pub fn record_checkpoint(view: &impl GroupView, log_index: u64, raft_state: Vec<
             None => in_flight.remove(&(cg.clone(), *q, *o)),
         };
     }
+    let counted = match effects.receive_items {
+        Some(count) => usize::try_from(count).unwrap_or(usize::MAX),
+        None => view.receive_items(CHECKPOINT_RECEIVE_ITEMS_MAX)?,
+    };
+    assert_eq!(
+        counted,
+        cursors.len() + in_flight.len(),
+        "entry {log_index}: the group's count of receive items disagrees with what it holds"
+    );
     assert!(
         cursors.len() + in_flight.len() <= CHECKPOINT_RECEIVE_ITEMS_MAX,
         "entry {log_index} leaves its group with {} receive items, over the {CHECKPOINT_RECEIVE_ITEMS_MAX} a checkpoint holds",

@@ -201,8 +201,16 @@ impl GroupView for StoreView<'_> {
         self.store.pop_cursor(self.group, consumer_group, queue)
     }
 
-    fn in_flight(&self, consumer_group: &str, queue: u32, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
-        self.store.in_flight(self.group, consumer_group, queue, 0, max)
+    fn in_flight(&self, consumer_group: &str, queue: u32, from_offset: u64, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+        self.store.in_flight(self.group, consumer_group, queue, from_offset, max)
+    }
+
+    fn receive_floor(&self, consumer_group: &str, queue: u32) -> Result<u64, StoreError> {
+        self.store.receive_floor(self.group, consumer_group, queue)
+    }
+
+    fn receive_items(&self, items_max: usize) -> Result<usize, StoreError> {
+        self.store.receive_items(self.group, items_max)
     }
 
     fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError> {

@@ -22,6 +22,8 @@ pub struct ApplyBatch {
     /// In-flight records set (`Some`) and settled (`None`), in the order the entries did it: a
     /// run of entries may deliver a message and settle it, and the last change must win.
     in_flight: Vec<(String, u32, u64, Option<InFlight>)>,
+    receive_floors: Vec<(String, u32, u64)>,
+    receive_items: Option<u64>,
 }
 
 impl ApplyBatch {
@@ -50,6 +52,8 @@ impl ApplyBatch {
             dropped_checkpoints: Vec::new(),
             pop_cursors: Vec::new(),
             in_flight: Vec::new(),
+            receive_floors: Vec::new(),
+            receive_items: None,
         }
     }
 
@@ -68,6 +72,7 @@ impl ApplyBatch {
             + self.start_offsets.len()
             + self.pop_cursors.len()
             + self.in_flight.len()
+            + self.receive_floors.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -119,6 +124,21 @@ impl ApplyBatch {
         self.check_room()?;
         self.in_flight.push((consumer_group.to_string(), queue, offset, None));
         Ok(())
+    }
+
+    /// Sets the offset below which `consumer_group` has no in-flight record on `queue` (see
+    /// [`super::QueueStore::receive_floor`]).
+    pub fn set_receive_floor(&mut self, consumer_group: &str, queue: u32, offset: u64) -> Result<(), StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        self.check_room()?;
+        self.receive_floors.push((consumer_group.to_string(), queue, offset));
+        Ok(())
+    }
+
+    /// Sets how many receive cursors and in-flight records the group holds (see
+    /// [`super::QueueStore::receive_items`]).
+    pub fn set_receive_items(&mut self, count: u64) {
+        self.receive_items = Some(count);
     }
 
     /// Sets the group's raft state (see [`super::QueueStore::raft_state`]), written in the same
@@ -201,6 +221,12 @@ impl ApplyBatch {
         }
         for (consumer_group, queue, offset) in &self.pop_cursors {
             wb.put(Item::PopCursor { consumer_group: consumer_group.clone(), queue: *queue }.key(group), value::encode_u64(*offset));
+        }
+        for (consumer_group, queue, offset) in &self.receive_floors {
+            wb.put(Item::ReceiveFloor { consumer_group: consumer_group.clone(), queue: *queue }.key(group), value::encode_u64(*offset));
+        }
+        if let Some(count) = self.receive_items {
+            wb.put(Item::ReceiveItems.key(group), value::encode_u64(count));
         }
         for (queue, offset, entry) in &self.index {
             wb.put(Item::Index { queue: *queue, offset: *offset }.key(group), entry.encode());

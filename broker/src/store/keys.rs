@@ -28,10 +28,12 @@ enum Kind {
     Checkpoint,
     PopCursor,
     InFlight,
+    ReceiveFloor,
+    ReceiveItems,
 }
 
 impl Kind {
-    const ALL: [Kind; 11] = [
+    const ALL: [Kind; 13] = [
         Kind::Importing,
         Kind::Applied,
         Kind::NextOffset,
@@ -43,6 +45,8 @@ impl Kind {
         Kind::Checkpoint,
         Kind::PopCursor,
         Kind::InFlight,
+        Kind::ReceiveFloor,
+        Kind::ReceiveItems,
     ];
 
     fn from_byte(b: u8) -> Option<Kind> {
@@ -81,6 +85,13 @@ pub(crate) enum Item {
     PopCursor { consumer_group: String, queue: u32 },
     /// A message received by `consumer_group` and not yet acknowledged: see [`super::InFlight`].
     InFlight { consumer_group: String, queue: u32, offset: u64 },
+    /// No in-flight record of `consumer_group` on `queue` is below this offset: where scans of
+    /// them start, so they skip what acknowledgements deleted. Derived (a receive keeps it),
+    /// never in a checkpoint: absent means 0.
+    ReceiveFloor { consumer_group: String, queue: u32 },
+    /// How many receive cursors and in-flight records the group holds: its receive state's
+    /// size without a scan. Derived, never in a checkpoint: absent means "count them".
+    ReceiveItems,
 }
 
 impl Item {
@@ -96,9 +107,11 @@ impl Item {
     fn encode_suffix(&self, k: &mut Vec<u8>) {
         k.push(self.kind() as u8);
         match self {
-            Item::Importing | Item::Applied | Item::RaftState | Item::TrimPoint => {}
+            Item::Importing | Item::Applied | Item::RaftState | Item::TrimPoint | Item::ReceiveItems => {}
             Item::NextOffset { queue } | Item::StartOffset { queue } => k.extend_from_slice(&queue.to_be_bytes()),
-            Item::ConsumerOffset { consumer_group, queue } | Item::PopCursor { consumer_group, queue } => {
+            Item::ConsumerOffset { consumer_group, queue }
+            | Item::PopCursor { consumer_group, queue }
+            | Item::ReceiveFloor { consumer_group, queue } => {
                 push_consumer_group(k, consumer_group);
                 k.extend_from_slice(&queue.to_be_bytes());
             }
@@ -129,6 +142,8 @@ impl Item {
             Item::Checkpoint { .. } => Kind::Checkpoint,
             Item::PopCursor { .. } => Kind::PopCursor,
             Item::InFlight { .. } => Kind::InFlight,
+            Item::ReceiveFloor { .. } => Kind::ReceiveFloor,
+            Item::ReceiveItems => Kind::ReceiveItems,
         }
     }
 
@@ -160,6 +175,11 @@ impl Item {
                 let (consumer_group, rest) = split_consumer_group(rest, 12)?;
                 Ok(Item::InFlight { consumer_group, queue: be_u32(&rest[..4]), offset: be_u64(&rest[4..]) })
             }
+            Kind::ReceiveFloor => {
+                let (consumer_group, rest) = split_consumer_group(rest, 4)?;
+                Ok(Item::ReceiveFloor { consumer_group, queue: be_u32(rest) })
+            }
+            Kind::ReceiveItems => exact(0).map(|_| Item::ReceiveItems),
         }
     }
 }
@@ -180,6 +200,10 @@ impl fmt::Display for Item {
             Item::InFlight { consumer_group, queue, offset } => {
                 write!(f, "in-flight record of consumer group {consumer_group:?} on queue {queue} offset {offset}")
             }
+            Item::ReceiveFloor { consumer_group, queue } => {
+                write!(f, "in-flight floor of consumer group {consumer_group:?} on queue {queue}")
+            }
+            Item::ReceiveItems => write!(f, "receive item count"),
         }
     }
 }
@@ -305,6 +329,8 @@ mod tests {
             Item::Checkpoint { log_index: 1 << 40 },
             Item::PopCursor { consumer_group: "cg-1".into(), queue: 3 },
             Item::InFlight { consumer_group: "cg-1".into(), queue: 3, offset: 1 << 40 },
+            Item::ReceiveFloor { consumer_group: "cg-1".into(), queue: 3 },
+            Item::ReceiveItems,
         ]
     }
 
@@ -352,7 +378,7 @@ mod tests {
 
     #[test]
     fn kind_bytes_are_the_released_ones() {
-        assert_eq!(Kind::ALL.map(|k| k as u8), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(Kind::ALL.map(|k| k as u8), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         assert!(Kind::ALL.iter().all(|k| Kind::from_byte(*k as u8) == Some(*k)));
     }
 
@@ -362,7 +388,7 @@ mod tests {
         let with = |rest: &[u8]| [g.as_slice(), rest].concat();
         assert!(parse(&g[..7]).is_err());
         assert!(parse(&g).is_err());
-        assert!(parse(&with(&[0x0B])).is_err());
+        assert!(parse(&with(&[0x0D])).is_err());
         assert!(parse(&with(&[Kind::PopCursor as u8, 1, b'g', 0, 0, 0])).is_err());
         assert!(parse(&with(&[Kind::InFlight as u8, 1, b'g', 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[Kind::Applied as u8, 0])).is_err());
@@ -374,7 +400,7 @@ mod tests {
         assert!(parse(&with(&[Kind::ConsumerOffset as u8, 0, 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[Kind::ConsumerOffset as u8, 2, b'a', 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[Kind::ConsumerOffset as u8, 1, 0xFF, 0, 0, 0, 1])).is_err());
-        assert!(describe(&with(&[0x0B])).starts_with("key 0000000000000005"));
+        assert!(describe(&with(&[0x0D])).starts_with("key 0000000000000005"));
     }
 
     #[test]

@@ -566,6 +566,31 @@ impl QueueStore {
         Ok(complete.then_some(out))
     }
 
+    /// How many receive cursors and in-flight records `group` holds: the count its applies keep
+    /// ([`ApplyBatch::set_receive_items`]), or, for a group that never kept one (one installed
+    /// from a checkpoint), counted, the counting stopping just past `items_max`.
+    pub fn receive_items(&self, group: GroupId, items_max: usize) -> Result<usize, StoreError> {
+        if let Some(count) = self.get_u64(&Item::ReceiveItems.key(group))? {
+            return Ok(usize::try_from(count).unwrap_or(usize::MAX));
+        }
+        let mut count = 0usize;
+        let mut counting = |_: &[u8], _: Item, _: &[u8]| {
+            count += 1;
+            Ok(count <= items_max)
+        };
+        if self.scan_kind(group, &Item::PopCursor { consumer_group: String::new(), queue: 0 }, &mut counting)? {
+            self.scan_kind(group, &Item::InFlight { consumer_group: String::new(), queue: 0, offset: 0 }, &mut counting)?;
+        }
+        Ok(count)
+    }
+
+    /// The offset below which `consumer_group` has no in-flight record on `queue` (0 if never
+    /// set): where scans of its in-flight records start, past what acknowledgements deleted.
+    pub fn receive_floor(&self, group: GroupId, consumer_group: &str, queue: u32) -> Result<u64, StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        Ok(self.get_u64(&Item::ReceiveFloor { consumer_group: consumer_group.to_string(), queue }.key(group))?.unwrap_or(0))
+    }
+
     /// `consumer_group`'s committed offset on `queue`, if it ever committed one.
     pub fn consumer_offset(&self, group: GroupId, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
         keys::check_consumer_group(consumer_group)?;

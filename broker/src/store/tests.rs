@@ -607,3 +607,28 @@ fn receive_state_is_stored_in_entry_order() {
     assert!(store.in_flight(7, "cg", 1, 0, 100).unwrap().is_empty(), "another queue holds none");
     assert!(matches!(store.pop_cursor(7, "", 0), Err(StoreError::InvalidName { .. })));
 }
+
+/// The derived receive state: a floor per (consumer group, queue), 0 until set; the group's
+/// count of receive items as kept, or counted (stopping just past the bound) until one is kept.
+#[test]
+fn receive_floors_and_the_count_of_receive_items_read_back() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open(dir.path());
+    let record = InFlight { invisible_until_ms: 1, attempt: 1, version: 1 };
+    let mut b = ApplyBatch::new(1);
+    b.set_pop_cursor("cg", 0, 5).unwrap();
+    for offset in 0..5 {
+        b.put_in_flight("cg", 0, offset, record).unwrap();
+    }
+    b.set_receive_floor("cg", 0, 3).unwrap();
+    store.apply(7, &b).unwrap();
+    assert_eq!(store.receive_floor(7, "cg", 0).unwrap(), 3);
+    assert_eq!(store.receive_floor(7, "cg", 1).unwrap(), 0, "never set");
+    assert_eq!(store.receive_items(7, 100).unwrap(), 6, "counted: one cursor, five records");
+    assert_eq!(store.receive_items(7, 2).unwrap(), 3, "the counting stops just past the bound");
+    let mut b = ApplyBatch::new(2);
+    b.set_receive_items(42);
+    store.apply(7, &b).unwrap();
+    assert_eq!(store.receive_items(7, 2).unwrap(), 42, "as kept, not counted");
+    assert!(matches!(store.receive_floor(7, "", 0), Err(StoreError::InvalidName { .. })));
+}

@@ -334,7 +334,13 @@ fn a_failed_read_is_an_error_not_a_reply() {
         fn pop_cursor(&self, _: &str, _: u32) -> Result<Option<u64>, StoreError> {
             bad()
         }
-        fn in_flight(&self, _: &str, _: u32, _: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+        fn in_flight(&self, _: &str, _: u32, _: u64, _: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+            bad()
+        }
+        fn receive_floor(&self, _: &str, _: u32) -> Result<u64, StoreError> {
+            bad()
+        }
+        fn receive_items(&self, _: usize) -> Result<usize, StoreError> {
             bad()
         }
         fn in_flight_record(&self, _: &str, _: u32, _: u64) -> Result<Option<InFlight>, StoreError> {
@@ -696,4 +702,52 @@ fn a_fifo_receive_keeps_the_queue_in_order() {
     assert_eq!(delivered(&apply_to(&mut m, 9, &fifo(5_400, 4))), [(2, 1, 1), (3, 1, 1)]);
     // A normal receive of another group is not held back by this group.
     assert_eq!(delivered(&apply_to(&mut m, 10, &receive("other", 0, 100, 4))).len(), 4);
+}
+
+/// A receive keeps the consumer group's floor at the lowest offset still in flight (or its
+/// cursor), so the next one reads in-flight records from there, past what acks deleted; and the
+/// group's count of receive items follows every receive and ack (the model asserts both on
+/// each write, and each checkpoint checks the count against what the group holds).
+#[test]
+fn receives_keep_the_floor_and_the_count_of_receive_items() {
+    let mut m = group_with(8);
+    let floor = |m: &Model| m.receive_floors.get(&("cg".to_string(), 0)).copied();
+    assert_eq!(delivered(&apply_to(&mut m, 2, &receive("cg", 0, 100, 4))).len(), 4);
+    assert_eq!((floor(&m), m.receive_items), (None, Some(5)), "floor 0 is not stored; a cursor and four records");
+    let ack = |deliveries: Vec<(u64, u32)>| GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries };
+    assert_eq!(apply_to(&mut m, 3, &ack(vec![(0, 1), (1, 1), (1, 1)])), GroupReply::Acked { settled: vec![true, true, false] });
+    assert_eq!((floor(&m), m.receive_items), (None, Some(3)), "an ack settles, the floor waits for a receive");
+    assert_eq!(delivered(&apply_to(&mut m, 4, &receive("cg", 0, 100, 4))), [(4, 1, 1), (5, 1, 1)]);
+    assert_eq!((floor(&m), m.receive_items), (Some(2), Some(5)));
+    assert_eq!(apply_to(&mut m, 5, &ack(vec![(2, 1), (3, 1), (4, 1), (5, 1)])), GroupReply::Acked { settled: vec![true; 4] });
+    assert_eq!(delivered(&apply_to(&mut m, 6, &receive("cg", 0, 100, 4))), [(6, 1, 1), (7, 1, 1)]);
+    assert_eq!((floor(&m), m.receive_items), (Some(6), Some(3)));
+    apply_to(&mut m, 7, &ack(vec![(6, 1), (7, 1)]));
+    assert!(delivered(&apply_to(&mut m, 8, &receive("cg", 0, 100, 4))).is_empty());
+    assert_eq!((floor(&m), m.receive_items), (Some(8), Some(1)), "nothing in flight: the floor is the cursor");
+    // A floor below which a record still lies would hide it: the model refuses such a state.
+    assert_eq!(m.checkpoints.len(), 0);
+    assert_eq!(apply_to(&mut m, 9, &GroupCommand::Checkpoint), GroupReply::Checkpointed { log_index: 9 });
+}
+
+/// What a checkpoint holds carries no floor and no count: a group installed from it counts its
+/// receive items and reads from offset 0, and decides as the group it came from.
+#[test]
+fn a_group_without_floors_or_count_decides_as_one_with_them() {
+    let mut kept = group_with(6);
+    apply_to(&mut kept, 2, &receive("cg", 0, 100, 3));
+    apply_to(&mut kept, 3, &GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 1)] });
+    apply_to(&mut kept, 4, &receive("cg", 0, 100, 3));
+    let mut installed = kept.clone();
+    installed.receive_floors.clear();
+    installed.receive_items = None;
+    for (log_index, command) in [
+        (5, GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(1, 1), (2, 1)] }),
+        (6, receive("cg", 0, 2_000, 4)),
+        (7, receive("other", 0, 100, 4)),
+    ] {
+        assert_eq!(apply_to(&mut installed, log_index, &command), apply_to(&mut kept, log_index, &command));
+    }
+    assert_eq!((installed.in_flight.clone(), installed.pop_cursors.clone()), (kept.in_flight.clone(), kept.pop_cursors.clone()));
+    assert_eq!(installed.receive_items, kept.receive_items);
 }
