@@ -26,6 +26,10 @@
 //!   the same consumer group and queue that completed before the read began.
 //!
 //!
+//! A RocketMQ workload's consumer groups are checked in [`consumption`]: never received,
+//! received after an acknowledgement, redelivered early, FIFO delivery order. Their deliveries
+//! are observations like polls: the offset, phantom, corrupt and failed-send checks cover them.
+//!
 //! Every replica's final read is also checked on its own and against the others':
 //!
 //! - [`AnomalyClass::ReplicaLostWrite`]: an acknowledged send that some replica's final read
@@ -46,7 +50,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{Event, EventKind, FinalRead, Op, QueueReplicas};
+use crate::history::{Event, EventKind, FinalRead, Op, QUEUE_CHOSEN_BY_BROKER, QueueReplicas};
 
 /// The kinds of anomaly the checker finds; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -66,10 +70,14 @@ pub enum AnomalyClass {
     ReplicaLostWrite,
     ReplicaGap,
     ReplicaDivergence,
+    NeverReceived,
+    ReceivedAfterAck,
+    EarlyRedelivery,
+    FifoDelivery,
 }
 
 impl AnomalyClass {
-    pub const ALL: [AnomalyClass; 14] = [
+    pub const ALL: [AnomalyClass; 18] = [
         AnomalyClass::LostWrite,
         AnomalyClass::UnseenAtEnd,
         AnomalyClass::Duplicate,
@@ -84,6 +92,10 @@ impl AnomalyClass {
         AnomalyClass::ReplicaLostWrite,
         AnomalyClass::ReplicaGap,
         AnomalyClass::ReplicaDivergence,
+        AnomalyClass::NeverReceived,
+        AnomalyClass::ReceivedAfterAck,
+        AnomalyClass::EarlyRedelivery,
+        AnomalyClass::FifoDelivery,
     ];
 }
 
@@ -112,6 +124,11 @@ pub struct CheckResult {
     pub polls: Outcomes,
     pub commits: Outcomes,
     pub offset_reads: Outcomes,
+    /// RocketMQ receives and acknowledgements.
+    #[serde(default)]
+    pub receives: Outcomes,
+    #[serde(default)]
+    pub acks: Outcomes,
     /// Acknowledged sends below a queue's start offset: removed by retention, not checked.
     pub acked_trimmed: u64,
     pub anomalies: Vec<Anomaly>,
@@ -235,6 +252,8 @@ pub fn check(events: &[Event], finals: &[FinalRead], replicas: &[QueueReplicas])
             Op::Poll { .. } => &mut result.polls,
             Op::Commit { .. } => &mut result.commits,
             Op::ReadOffset { .. } => &mut result.offset_reads,
+            Op::Receive { .. } => &mut result.receives,
+            Op::Ack { .. } => &mut result.acks,
         };
         outcome.invoked += 1;
         match op.kind() {
@@ -248,7 +267,8 @@ pub fn check(events: &[Event], finals: &[FinalRead], replicas: &[QueueReplicas])
                 Some((EventKind::Ok, Op::Send { offset, .. })) => *offset,
                 _ => None,
             };
-            if let Some(o) = offset {
+            // A queue the broker chose is learned below, from where the value was seen.
+            if let Some(o) = offset.filter(|_| *queue != QUEUE_CHOSEN_BY_BROKER) {
                 seen.entry((*queue, o)).or_default().entry(value).or_default().insert(Source::Event(op.completion.map_or(0, |c| c.index)));
             }
             sent.entry(value.as_str()).or_insert(Sent { op, queue: *queue, message_group: message_group.as_deref(), offset });
@@ -261,12 +281,20 @@ pub fn check(events: &[Event], finals: &[FinalRead], replicas: &[QueueReplicas])
                 seen.entry((*queue, *o)).or_default().entry(v).or_default().insert(Source::Event(c.index));
             }
         }
+        if let Some(c) = op.completion.filter(|c| c.kind == EventKind::Ok)
+            && let Op::Receive { messages, .. } = &c.op
+        {
+            for m in messages {
+                seen.entry((m.queue, m.offset)).or_default().entry(&m.value).or_default().insert(Source::Event(c.index));
+            }
+        }
     }
     for f in finals {
         for (o, v) in &f.messages {
             seen.entry((f.queue, *o)).or_default().entry(v).or_default().insert(Source::Final { broker: f.broker });
         }
     }
+    locate_chosen_queues(&mut sent, &mut seen);
     // Retention removed everything below the highest start offset any replica reports.
     let mut start: HashMap<u32, u64> = HashMap::new();
     for f in finals {
@@ -281,11 +309,32 @@ pub fn check(events: &[Event], finals: &[FinalRead], replicas: &[QueueReplicas])
     check_polls(&ops, &start, &mut result.anomalies);
     check_fifo(&sent, &mut result.anomalies);
     check_commits(&ops, &mut result.anomalies);
+    consumption::check(&ops, &sent, &start, &mut result.anomalies);
     result
 }
 
 /// Every value seen at each `(queue, offset)`, and where.
 type Observations<'a> = BTreeMap<(u32, u64), BTreeMap<&'a str, BTreeSet<Source>>>;
+
+/// An acknowledged send to [`QUEUE_CHOSEN_BY_BROKER`] took the queue where its value was seen at
+/// its acknowledged offset (by a final read or a consumer); one seen nowhere keeps the
+/// placeholder, and [`check_final`] reports it lost.
+fn locate_chosen_queues<'a>(sent: &mut HashMap<&'a str, Sent<'a>>, seen: &mut Observations<'a>) {
+    let mut at_offset: HashMap<(&str, u64), u32> = HashMap::new();
+    for ((queue, offset), values) in seen.iter() {
+        for value in values.keys() {
+            at_offset.entry((value, *offset)).or_insert(*queue);
+        }
+    }
+    for (value, s) in sent.iter_mut() {
+        let Some(offset) = s.offset.filter(|_| s.queue == QUEUE_CHOSEN_BY_BROKER) else { continue };
+        if let Some(&queue) = at_offset.get(&(*value, offset)) {
+            s.queue = queue;
+            let acked = Source::Event(s.op.completion.map_or(0, |c| c.index));
+            seen.entry((queue, offset)).or_default().entry(value).or_default().insert(acked);
+        }
+    }
+}
 
 /// One place a value was seen.
 struct Place<'a> {
@@ -388,6 +437,14 @@ fn check_final(sent: &HashMap<&str, Sent<'_>>, finals: &[FinalRead], start: &Has
     acked.sort_by_key(|(_, s)| s.op.invoke.index);
     for (value, s) in acked {
         let Some(offset) = s.offset else { continue };
+        if s.queue == QUEUE_CHOSEN_BY_BROKER {
+            result.anomalies.push(Anomaly {
+                class: AnomalyClass::LostWrite,
+                detail: format!("{value:?} acknowledged at offset {offset} of a queue the broker chose is in no final read of any queue"),
+                events: s.op.events(),
+            });
+            continue;
+        }
         // A queue without any final read makes the history invalid (`check_complete`).
         let Some(reads) = by_queue.get(&s.queue) else { continue };
         if offset < start.get(&s.queue).copied().unwrap_or(0) {
@@ -501,8 +558,14 @@ fn check_complete(ops: &[Completed<'_>], finals: &[FinalRead], replicas: &[Queue
     let named: BTreeSet<u32> = ops
         .iter()
         .map(|op| match &op.invoke.op {
-            Op::Send { queue, .. } | Op::Poll { queue, .. } | Op::Commit { queue, .. } | Op::ReadOffset { queue, .. } => *queue,
+            Op::Send { queue, .. }
+            | Op::Poll { queue, .. }
+            | Op::Commit { queue, .. }
+            | Op::ReadOffset { queue, .. }
+            | Op::Receive { queue, .. }
+            | Op::Ack { queue, .. } => *queue,
         })
+        .filter(|q| *q != QUEUE_CHOSEN_BY_BROKER)
         .chain(finals.iter().map(|f| f.queue))
         .collect();
     for q in named.difference(&known) {
@@ -660,5 +723,6 @@ fn check_commits(ops: &[Completed<'_>], out: &mut Vec<Anomaly>) {
     }
 }
 
+mod consumption;
 #[cfg(test)]
 mod tests;

@@ -56,7 +56,34 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         offset: Option<u64>,
     },
+    /// A RocketMQ `ReceiveMessage` of `consumer_group` naming `queue` (advisory: the broker may
+    /// serve other queues it leads), each message invisible for `invisible_ms` once delivered.
+    /// On `ok`, the messages delivered.
+    Receive {
+        consumer_group: String,
+        queue: u32,
+        invisible_ms: u64,
+        #[serde(default)]
+        messages: Vec<Delivered>,
+    },
+    /// A RocketMQ `AckMessage` of one delivered message by `consumer_group`, by the receipt
+    /// handle of its delivery `attempt`.
+    Ack { consumer_group: String, queue: u32, offset: u64, value: String, attempt: u32 },
 }
+
+/// One message a [`Op::Receive`] delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivered {
+    pub queue: u32,
+    pub offset: u64,
+    pub value: String,
+    /// Which delivery of the message to the consumer group this is, from 1.
+    pub attempt: u32,
+}
+
+/// The queue of an [`Op::Send`] whose queue the broker chooses (RocketMQ's answer names only
+/// the offset): the checker learns it from where the value was seen at that offset.
+pub const QUEUE_CHOSEN_BY_BROKER: u32 = u32::MAX;
 
 /// One line of `history.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

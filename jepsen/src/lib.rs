@@ -8,6 +8,7 @@
 //! - [`cluster`]: broker processes on their own loopback hosts.
 //! - [`value`]: the checksummed values producers send.
 //! - [`workload`]: producers and consumers that record every operation, and the final reads.
+//! - [`rocketmq`]: the same over RocketMQ 5's protocol: SimpleConsumers receiving and acking.
 //! - [`nemesis`]: the faults, scheduled from the seed.
 //! - [`net`]: partitions between the brokers' hosts (iptables).
 //! - [`run`]: one campaign, start to checked history.
@@ -21,6 +22,7 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod report;
+pub mod rocketmq;
 pub mod run;
 pub mod summary;
 pub mod value;

@@ -38,6 +38,13 @@ pub enum WorkloadKind {
     Queue,
     /// Every producer sends to one queue in its own message group.
     Fifo,
+    /// RocketMQ 5's protocol ([`crate::rocketmq`]): producers send normal messages to a normal
+    /// topic, SimpleConsumers of one consumer group receive and acknowledge them.
+    Rocketmq,
+    /// The same on a FIFO topic: each producer is its own message group, whose order the
+    /// consumer group's deliveries must keep.
+    #[serde(rename = "rocketmq-fifo")]
+    RocketmqFifo,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -202,12 +209,26 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         deadline,
         rate_per_producer: options.rate / options.producers.max(1) as f64,
     };
-    // queue: every other producer sends in its own FIFO message group; fifo: all of them.
-    let fifo = |p: u64| options.workload == WorkloadKind::Fifo || p % 2 == 1;
-    let producers = futures::future::join_all((0..options.producers).map(|p| workload.produce(p, options.seed, fifo(p))));
-    let consumers = futures::future::join_all((0..options.queues).map(|q| workload.consume(q, "jepsen-consumers", options.seed)));
     let nemesis = run_nemesis(&mut cluster, options, &recorder, deadline);
-    let (_, _, windows) = tokio::join!(producers, consumers, nemesis);
+    let windows = match options.workload {
+        WorkloadKind::Queue | WorkloadKind::Fifo => {
+            // queue: every other producer sends in its own FIFO message group; fifo: all of them.
+            let fifo = |p: u64| options.workload == WorkloadKind::Fifo || p % 2 == 1;
+            let producers = futures::future::join_all((0..options.producers).map(|p| workload.produce(p, options.seed, fifo(p))));
+            let consumers = futures::future::join_all((0..options.queues).map(|q| workload.consume(q, "jepsen-consumers", options.seed)));
+            tokio::join!(producers, consumers, nemesis).2
+        }
+        WorkloadKind::Rocketmq | WorkloadKind::RocketmqFifo => {
+            let fifo = options.workload == WorkloadKind::RocketmqFifo;
+            let drain = crate::rocketmq::Drain::new();
+            let producers = futures::future::join_all((0..options.producers).map(|p| workload.produce_rocketmq(p, options.seed, fifo)));
+            // Two consumers per queue: a FIFO queue serves one batch at a time.
+            let consumers = futures::future::join_all(
+                (0..2 * u64::from(options.queues)).map(|c| workload.consume_rocketmq(c, options.seed, fifo, &drain)),
+            );
+            tokio::join!(producers, consumers, nemesis).2
+        }
+    };
     let windows = windows?;
 
     // Heal is done; let the cluster settle, then read everything back. A cluster that does not
@@ -245,8 +266,18 @@ pub async fn run(options: &RunOptions) -> Result<RunReport, RunError> {
 
 async fn create_topic(cluster: &LocalCluster, options: &RunOptions) -> Result<(), RunError> {
     let rf = options.brokers.min(3) as u32;
-    let topic =
-        Topic { name: TOPIC.into(), queue_count: options.queues, replication_factor: rf, message_type: 0, checkpoint_interval_entries: 0 };
+    let message_type = match options.workload {
+        WorkloadKind::RocketmqFifo => proto::raftmq::v1::MessageType::Fifo,
+        WorkloadKind::Rocketmq => proto::raftmq::v1::MessageType::Normal,
+        WorkloadKind::Queue | WorkloadKind::Fifo => proto::raftmq::v1::MessageType::Unspecified,
+    };
+    let topic = Topic {
+        name: TOPIC.into(),
+        queue_count: options.queues,
+        replication_factor: rf,
+        message_type: message_type as i32,
+        checkpoint_interval_entries: 0,
+    };
     let mut admin = admin_client(cluster.brokers[0].client_addr());
     let reply = admin
         .create_topic(CreateTopicRequest { topic: Some(topic) })

@@ -96,6 +96,8 @@ const FAST_RAFT: &str = "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_m
 enum WorkloadArg {
     Queue,
     Fifo,
+    Rocketmq,
+    RocketmqFifo,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -110,6 +112,8 @@ fn replay_command(args: &RunArgs) -> String {
     let workload = match args.workload {
         WorkloadArg::Queue => "queue",
         WorkloadArg::Fifo => "fifo",
+        WorkloadArg::Rocketmq => "rocketmq",
+        WorkloadArg::RocketmqFifo => "rocketmq-fifo",
     };
     let routing = match args.routing {
         RoutingArg::Random => "random",
@@ -249,6 +253,8 @@ fn run_campaign(args: &RunArgs) -> anyhow::Result<ExitCode> {
         workload: match args.workload {
             WorkloadArg::Queue => WorkloadKind::Queue,
             WorkloadArg::Fifo => WorkloadKind::Fifo,
+            WorkloadArg::Rocketmq => WorkloadKind::Rocketmq,
+            WorkloadArg::RocketmqFifo => WorkloadKind::RocketmqFifo,
         },
         routing: match args.routing {
             RoutingArg::Random => Routing::Random,
@@ -323,7 +329,14 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn write_summary(out: &mut impl Write, r: &CheckResult, faults: &[WindowStats], unhealthy: &[String]) -> std::io::Result<()> {
-    for (name, o) in [("send", r.sends), ("poll", r.polls), ("commit", r.commits), ("read offset", r.offset_reads)] {
+    for (name, o) in [
+        ("send", r.sends),
+        ("poll", r.polls),
+        ("commit", r.commits),
+        ("read offset", r.offset_reads),
+        ("receive", r.receives),
+        ("ack", r.acks),
+    ] {
         writeln!(out, "{name:<12} {:>8} invoked {:>8} ok {:>6} fail {:>6} unknown", o.invoked, o.ok, o.fail, o.info)?;
     }
     if r.acked_trimmed > 0 {

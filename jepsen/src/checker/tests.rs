@@ -1,4 +1,5 @@
 use super::*;
+use crate::history::Delivered;
 
 /// A history under construction; each event's time is its index.
 #[derive(Default)]
@@ -393,4 +394,142 @@ fn unknown_and_failed_sends_may_be_absent() {
     let r = check_all(&h.events, &finals);
     assert!(r.valid(), "{:?}", r.anomalies);
     assert_eq!(r.sends, Outcomes { invoked: 6, ok: 3, fail: 1, info: 2 });
+}
+
+// RocketMQ consumption (`consumption`): sends to a queue the broker chooses, receives, acks.
+
+const SECOND_NS: u64 = 1_000_000_000;
+
+impl History {
+    /// An acknowledged RocketMQ send of `value` (queue chosen by the broker) at `offset`.
+    fn rocketmq_send(&mut self, process: u64, value: &str, group: Option<&str>, offset: u64) {
+        self.invoke_send(process, QUEUE_CHOSEN_BY_BROKER, value, group);
+        self.ack_send(process, QUEUE_CHOSEN_BY_BROKER, value, group, offset);
+    }
+
+    /// An `ok` receive invoked at `invoked_s` and completed at `completed_s` (seconds), delivering
+    /// `(queue, offset, value, attempt)`, each invisible 5 s.
+    fn receive(&mut self, process: u64, (invoked_s, completed_s): (u64, u64), messages: &[(u32, u64, &str, u32)]) {
+        let op = |messages| Op::Receive { consumer_group: "cg".into(), queue: 0, invisible_ms: 5_000, messages };
+        let at = |i: u64, s: u64| s * SECOND_NS + i;
+        let i = self.push(process, EventKind::Invoke, op(vec![]));
+        self.events[i as usize].time_ns = at(i, invoked_s);
+        let delivered =
+            messages.iter().map(|&(queue, offset, value, attempt)| Delivered { queue, offset, value: value.into(), attempt }).collect();
+        let c = self.push(process, EventKind::Ok, op(delivered));
+        self.events[c as usize].time_ns = at(c, completed_s);
+    }
+
+    /// An acknowledgement of `value` at queue 0 `offset`, completed with `kind`.
+    fn ack(&mut self, process: u64, offset: u64, value: &str, kind: EventKind) {
+        let op = Op::Ack { consumer_group: "cg".into(), queue: 0, offset, value: value.into(), attempt: 1 };
+        self.push(process, EventKind::Invoke, op.clone());
+        self.push(process, kind, op);
+    }
+}
+
+/// `a` and `b` sent to queue 0 (chosen by the broker) in message group `group`, held by every
+/// replica.
+fn rocketmq_sent_in(group: Option<&str>) -> (History, Vec<FinalRead>) {
+    let mut h = History::default();
+    h.rocketmq_send(1, "a", group, 0);
+    h.rocketmq_send(1, "b", group, 1);
+    let finals = (1..=3).map(|b| final_read(b, 0, 0, &[(0, "a"), (1, "b")])).collect();
+    (h, finals)
+}
+
+#[test]
+fn a_consumer_group_that_got_and_acked_everything_in_order_passes() {
+    let (mut h, finals) = rocketmq_sent_in(Some("g"));
+    h.receive(5, (1, 1), &[(0, 0, "a", 1)]);
+    h.ack(5, 0, "a", EventKind::Ok);
+    // "b" left unacknowledged once, delivered again after its 5 s.
+    h.receive(5, (2, 2), &[(0, 1, "b", 1)]);
+    h.receive(5, (7, 8), &[(0, 1, "b", 2)]);
+    h.ack(5, 1, "b", EventKind::Ok);
+    let result = check_all(&h.events, &finals);
+    assert!(result.valid(), "{:?}", result.anomalies);
+    assert_eq!((result.receives.ok, result.acks.ok), (3, 2));
+}
+
+#[test]
+fn a_send_to_a_queue_the_broker_chose_that_no_replica_holds_is_lost() {
+    let (mut h, _) = rocketmq_sent_in(Some("g"));
+    h.receive(5, (1, 1), &[(0, 0, "a", 1), (0, 1, "b", 1)]);
+    let finals: Vec<FinalRead> = (1..=3).map(|b| final_read(b, 0, 0, &[(0, "a")])).collect();
+    let result = check_all(&h.events, &finals);
+    assert!(classes(&result).contains(&AnomalyClass::UnseenAtEnd), "located by the delivery at queue 0: {:?}", result.anomalies);
+    let mut h = History::default();
+    h.rocketmq_send(1, "c", None, 4);
+    let result = check_all(&h.events, &finals);
+    assert!(classes(&result).contains(&AnomalyClass::LostWrite), "seen nowhere: {:?}", result.anomalies);
+}
+
+#[test]
+fn an_acknowledged_send_the_consumer_group_never_got_is_never_received() {
+    let (mut h, finals) = rocketmq_sent_in(Some("g"));
+    h.receive(5, (1, 1), &[(0, 0, "a", 1)]);
+    h.ack(5, 0, "a", EventKind::Ok);
+    assert_eq!(classes(&check_all(&h.events, &finals)), [AnomalyClass::NeverReceived]);
+}
+
+#[test]
+fn a_delivery_after_an_acknowledgement_completed_is_caught() {
+    let (mut h, finals) = rocketmq_sent_in(None);
+    h.receive(5, (1, 1), &[(0, 0, "a", 1), (0, 1, "b", 1)]);
+    h.ack(5, 1, "b", EventKind::Ok);
+    // "a" was never acknowledged: its redelivery is due; "b"'s is not.
+    h.receive(5, (7, 7), &[(0, 0, "a", 2)]);
+    h.receive(5, (8, 8), &[(0, 1, "b", 2)]);
+    h.ack(5, 0, "a", EventKind::Ok);
+    assert_eq!(classes(&check_all(&h.events, &finals)), [AnomalyClass::ReceivedAfterAck]);
+}
+
+#[test]
+fn a_redelivery_before_the_invisible_time_passed_or_a_repeated_attempt_is_early() {
+    for (second, attempt) in [((3, 3), 2), ((8, 8), 1)] {
+        let mut h = History::default();
+        h.rocketmq_send(1, "a", None, 0);
+        h.receive(5, (1, 1), &[(0, 0, "a", 1)]);
+        h.receive(5, second, &[(0, 0, "a", attempt)]);
+        h.ack(5, 0, "a", EventKind::Ok);
+        let finals: Vec<FinalRead> = (1..=3).map(|b| final_read(b, 0, 0, &[(0, "a")])).collect();
+        assert_eq!(classes(&check_all(&h.events, &finals)), [AnomalyClass::EarlyRedelivery], "{second:?} attempt {attempt}");
+    }
+}
+
+#[test]
+fn a_fifo_message_delivered_before_the_one_before_it_was_acknowledged_is_out_of_order() {
+    let (mut h, finals) = rocketmq_sent_in(Some("g"));
+    h.receive(5, (1, 1), &[(0, 0, "a", 1)]);
+    h.receive(6, (2, 2), &[(0, 1, "b", 1)]);
+    // Acknowledging "a" later does not make up for it; a failed ack would not either.
+    h.ack(5, 0, "a", EventKind::Ok);
+    h.ack(6, 1, "b", EventKind::Ok);
+    assert_eq!(classes(&check_all(&h.events, &finals)), [AnomalyClass::FifoDelivery]);
+    // One batch may carry both, in order; not out of order.
+    let (mut h, finals) = rocketmq_sent_in(Some("g"));
+    h.receive(5, (1, 1), &[(0, 0, "a", 1), (0, 1, "b", 1)]);
+    h.ack(5, 0, "a", EventKind::Ok);
+    h.ack(5, 1, "b", EventKind::Ok);
+    assert!(check_all(&h.events, &finals).valid());
+    let (mut h, finals) = rocketmq_sent_in(Some("g"));
+    h.receive(5, (1, 1), &[(0, 1, "b", 1), (0, 0, "a", 1)]);
+    h.ack(5, 0, "a", EventKind::Ok);
+    h.ack(5, 1, "b", EventKind::Ok);
+    assert_eq!(classes(&check_all(&h.events, &finals)), [AnomalyClass::FifoDelivery]);
+    // Without a message group, no order is promised.
+    let mut h = History::default();
+    h.rocketmq_send(1, "a", None, 0);
+    h.rocketmq_send(1, "b", None, 1);
+    h.receive(5, (1, 1), &[(0, 1, "b", 1), (0, 0, "a", 1)]);
+    h.ack(5, 0, "a", EventKind::Ok);
+    h.ack(5, 1, "b", EventKind::Ok);
+    assert!(check_all(&h.events, &finals).valid());
+    // A predecessor out of attempts may have gone to the dead-letter queue instead.
+    let (mut h, finals) = rocketmq_sent_in(Some("g"));
+    h.receive(5, (1, 1), &[(0, 0, "a", consumption::DEAD_LETTER_ATTEMPT)]);
+    h.receive(6, (7, 7), &[(0, 1, "b", 1)]);
+    h.ack(6, 1, "b", EventKind::Ok);
+    assert!(check_all(&h.events, &finals).valid());
 }
