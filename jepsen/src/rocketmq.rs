@@ -49,7 +49,10 @@ const LONG_POLL: Duration = Duration::from_millis(300);
 pub const UNACKED_ONE_IN: u32 = 10;
 /// The same on a FIFO topic, where an unacknowledged message holds back its whole queue until
 /// it is visible again.
-pub const FIFO_UNACKED_ONE_IN: u32 = 100;
+pub const FIFO_UNACKED_ONE_IN: u32 = 1000;
+/// Message groups of each FIFO producer, used in turn: more groups spread over more queues
+/// (the broker hashes the group to its queue), and each stays one producer's sequential sends.
+const GROUPS_PER_PRODUCER: u64 = 4;
 /// The drain ends once nothing was delivered for this long (every message left unacknowledged
 /// has become visible again within it) and the consumer's last receives all succeeded empty.
 pub const DRAIN_QUIET: Duration = Duration::from_secs(6);
@@ -120,13 +123,12 @@ fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 }
 
 impl Workload<'_> {
-    /// One RocketMQ producer: sends unique values until the deadline; with `fifo`, all in its
-    /// own message group (the topic must be a FIFO topic), else to a random queue (which the
-    /// broker may replace by one it leads).
+    /// One RocketMQ producer: sends unique values until the deadline; with `fifo`, in message
+    /// groups of its own, [`GROUPS_PER_PRODUCER`] used in turn (the topic must be a FIFO topic),
+    /// else to a random queue (which the broker may replace by one it leads).
     pub async fn produce_rocketmq(&self, producer: u64, seed: u64, fifo: bool) {
         let mut rng = XorShiftRng::seed_from_u64(seed ^ producer.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut process = self.recorder.new_process();
-        let group = fifo.then(|| format!("p{producer}"));
         let gap = Duration::from_secs_f64(1.0 / self.rate_per_producer.max(0.001));
         let mut next_at = Instant::now();
         let mut n = 0u64;
@@ -136,6 +138,7 @@ impl Workload<'_> {
             let padding: String = (0..rng.random_range(8..=96)).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
             let value = crate::value::checksummed(&format!("p{producer}-{n}"), &padding);
             let message_id = format!("{producer:08X}{n:016X}");
+            let group = fifo.then(|| format!("p{producer}-g{}", n % GROUPS_PER_PRODUCER));
             n += 1;
             let endpoint = self.endpoints[rng.random_range(0..self.endpoints.len())];
             let op = |offset| Op::Send { queue: QUEUE_CHOSEN_BY_BROKER, value: value.clone(), message_group: group.clone(), offset };

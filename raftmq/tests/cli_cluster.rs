@@ -153,4 +153,16 @@ fn admin_produce_consume_and_bench_work_against_a_dev_cluster() {
     let listed = ok(b, &["admin", "topic", "list"], None);
     let names: Vec<&str> = listed[0]["topics"].as_array().expect("topics").iter().filter_map(|t| t["name"].as_str()).collect();
     assert_eq!(names, ["bench", "cli"]);
+
+    // The seeds' timeliness scenario, small: one round per producer concurrency, each on a topic
+    // of its own, ends with every message sent once and processed.
+    let args = ["bench", "scenario", "timeliness", "--count", "400", "--producers", "4,16", "--consumers", "4", "--queues", "2"];
+    let rounds = ok(b, &args, None);
+    assert_eq!(rounds.len(), 2, "{rounds:?}");
+    for (round, producers) in rounds.iter().zip([4, 16]) {
+        assert_eq!(round["producers"].as_u64(), Some(producers), "{round}");
+        assert!(round["seconds"].as_f64().is_some_and(|s| s > 0.0), "{round}");
+        assert_eq!(round["sent"].as_u64(), Some(400), "{round}");
+        assert!(round["processed"].as_u64().is_some_and(|p| p >= 400), "{round}");
+    }
 }

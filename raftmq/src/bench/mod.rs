@@ -2,6 +2,7 @@
 //! beside the disk's raw `pwrite`+`fdatasync` rate measured in the same directory and run.
 //! `raftmq bench produce|consume|e2e`: load on a running cluster (see [`queue`]).
 //! `raftmq bench restart`: the log's open time after much was written, little or all retained.
+//! `raftmq bench scenario timeliness`: the seeds' timeliness test (see `queue::timeliness`).
 
 mod engine_load;
 mod latency;
@@ -37,6 +38,17 @@ pub enum BenchCommand {
     /// Time the log's open (a restart's recovery) after much was written, with little and with
     /// all of it retained.
     Restart(restart::BenchRestartArgs),
+    /// Scenarios from the seeds' tests, on a running cluster.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ScenarioCommand {
+    /// The seeds' timeliness test through RocketMQ 5's protocol: the time from the first send
+    /// to the last message processed by a consumer group that pauses per message, at several
+    /// producer concurrencies.
+    Timeliness(queue::TimelinessArgs),
 }
 
 #[derive(Args)]
@@ -114,6 +126,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             restart::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::Scenario(ScenarioCommand::Timeliness(args)) => queue::run_timeliness(args),
     }
 }
 

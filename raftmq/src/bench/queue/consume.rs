@@ -167,7 +167,7 @@ impl Consumer {
             turn = turn.wrapping_add(1);
             let wait = if cursors.iter().all(|c| c.drained) { Duration::from_millis(u64::from(self.wait_ms)) } else { Duration::ZERO };
             let started = Instant::now();
-            match route.receive_and_ack(cursors[i].queue_id, BENCH_CONSUMER_GROUP, 32, wait).await {
+            match route.receive_and_ack(cursors[i].queue_id, BENCH_CONSUMER_GROUP, 32, wait, Duration::ZERO).await {
                 Received::Acked(sizes) => {
                     latency.fetch.record(started.elapsed());
                     cursors[i].drained = false;

@@ -20,6 +20,7 @@ mod report;
 mod rocketmq;
 mod stamp;
 mod state;
+mod timeliness;
 
 use std::io;
 use std::process::ExitCode;
@@ -42,6 +43,7 @@ use report::{Measured, QueueBenchReport, RunShape};
 use stamp::{STAMP_LEN, Stamp};
 pub use state::BenchKind;
 use state::{Counters, StopReason, StopSignal, report_progress};
+pub use timeliness::{TimelinessArgs, run as run_timeliness};
 
 const COUNT_MAX: u64 = 1_000_000_000_000;
 const CONCURRENCY_MAX: u64 = 4096;

@@ -107,8 +107,9 @@ pub enum Received {
 
 impl RocketmqRoute {
     /// Receives up to `batch` messages of `queue` for `group` (invisible 60 s, long-polling
-    /// `wait`), then acknowledges all of them in one request.
-    pub async fn receive_and_ack(&self, queue: u32, group: &str, batch: i32, wait: Duration) -> Received {
+    /// `wait`), processes them (`pause_per_message` each), then acknowledges all of them in one
+    /// request.
+    pub async fn receive_and_ack(&self, queue: u32, group: &str, batch: i32, wait: Duration, pause_per_message: Duration) -> Received {
         let Some(client) = self.clients.get(&queue) else { return Received::Failed(format!("queue {queue} is not in the route")) };
         let group = Resource { resource_namespace: String::new(), name: group.to_owned() };
         let duration = |d: Duration| prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 };
@@ -152,6 +153,9 @@ impl RocketmqRoute {
         }
         if code != Code::Ok as i32 {
             return Received::Failed(format!("receive from queue {queue}: code {code}"));
+        }
+        if !pause_per_message.is_zero() {
+            tokio::time::sleep(pause_per_message.saturating_mul(u32::try_from(entries.len()).unwrap_or(u32::MAX))).await;
         }
         let mut ack = tonic::Request::new(AckMessageRequest { group: Some(group), topic: Some(self.topic.clone()), entries });
         ack.set_timeout(self.timeout);
