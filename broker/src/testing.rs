@@ -128,7 +128,7 @@ impl MemoryGroup {
         if let Some(count) = self.receive_items {
             assert_eq!(count as usize, self.pop_cursors.len() + self.in_flight.len(), "count of receive items");
         }
-        for ((cg, q, o), _) in &self.in_flight {
+        for (cg, q, o) in self.in_flight.keys() {
             let floor = self.receive_floors.get(&(cg.clone(), *q)).copied().unwrap_or(0);
             assert!(*o >= floor, "in-flight offset {o} of {cg:?} on queue {q} below its floor {floor}");
         }

@@ -447,10 +447,10 @@ fn receive(
             blocked = bounds.fifo;
         }
     }
-    // FIFO: nothing new while anything is in flight (a queue holds whole message groups, so
-    // this keeps each group's order, as RocketMQ's orderly pop does per queue).
     let held_in_group = view.receive_items(CHECKPOINT_RECEIVE_ITEMS_MAX)?;
     let mut receive_state = ReceiveStateChange { consumer_group, queue, floor, lowest_kept, held_in_group, settled, added: 0 };
+    // FIFO: nothing new while anything is in flight (a queue holds whole message groups, so
+    // this keeps each group's order, as RocketMQ's orderly pop does per queue).
     if bounds.fifo && in_flight > 0 {
         receive_state.record(&mut effects, None);
         debug_assert!(effects.ops() <= ApplyBatch::OPS_MAX);
