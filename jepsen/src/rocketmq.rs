@@ -33,7 +33,7 @@ use tonic::transport::Channel;
 
 use crate::cluster::channel;
 use crate::history::{Delivered, EventKind, Op, QUEUE_CHOSEN_BY_BROKER};
-use crate::workload::{CALL_TIMEOUT, Workload};
+use crate::workload::{CALL_TIMEOUT, ProducerPace, Workload};
 
 /// The consumer group every consumer of the workload belongs to.
 pub const CONSUMER_GROUP: &str = "jepsen-rocketmq";
@@ -127,20 +127,13 @@ impl Workload<'_> {
     /// groups of its own, [`GROUPS_PER_PRODUCER`] used in turn (the topic must be a FIFO topic),
     /// else to a random queue (which the broker may replace by one it leads).
     pub async fn produce_rocketmq(&self, producer: u64, seed: u64, fifo: bool) {
-        let mut rng = XorShiftRng::seed_from_u64(seed ^ producer.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut pace = ProducerPace::new(self, producer, seed);
         let mut process = self.recorder.new_process();
-        let gap = Duration::from_secs_f64(1.0 / self.rate_per_producer.max(0.001));
-        let mut next_at = Instant::now();
-        let mut n = 0u64;
-        while Instant::now() < self.deadline && self.recorder.has_room() {
-            tokio::time::sleep_until(next_at).await;
-            next_at += gap;
-            let padding: String = (0..rng.random_range(8..=96)).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
-            let value = crate::value::checksummed(&format!("p{producer}-{n}"), &padding);
+        while pace.turn(self).await {
+            let (n, value) = pace.value();
             let message_id = format!("{producer:08X}{n:016X}");
             let group = fifo.then(|| format!("p{producer}-g{}", n % GROUPS_PER_PRODUCER));
-            n += 1;
-            let endpoint = self.endpoints[rng.random_range(0..self.endpoints.len())];
+            let endpoint = self.endpoints[pace.rng.random_range(0..self.endpoints.len())];
             let op = |offset| Op::Send { queue: QUEUE_CHOSEN_BY_BROKER, value: value.clone(), message_group: group.clone(), offset };
             self.recorder.record(process, EventKind::Invoke, op(None), None);
             let message = Message {
@@ -151,7 +144,7 @@ impl Workload<'_> {
                     body_encoding: Encoding::Identity as i32,
                     message_type: if fifo { MessageType::Fifo } else { MessageType::Normal } as i32,
                     message_group: group.clone(),
-                    queue_id: rng.random_range(0..self.queues.max(1)) as i32,
+                    queue_id: pace.rng.random_range(0..self.queues.max(1)) as i32,
                     ..SystemProperties::default()
                 }),
                 body: value.clone().into_bytes().into(),

@@ -194,6 +194,49 @@ impl Default for LeaderRoutes {
     }
 }
 
+/// One producer's seeded choices and pace: both workloads' producers send at
+/// `rate_per_producer` until the deadline, each value unique to the producer.
+pub(crate) struct ProducerPace {
+    pub(crate) rng: XorShiftRng,
+    producer: u64,
+    gap: Duration,
+    next_at: Instant,
+    n: u64,
+}
+
+impl ProducerPace {
+    pub(crate) fn new(workload: &Workload<'_>, producer: u64, seed: u64) -> Self {
+        Self {
+            rng: XorShiftRng::seed_from_u64(seed ^ producer.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            producer,
+            gap: Duration::from_secs_f64(1.0 / workload.rate_per_producer.max(0.001)),
+            next_at: Instant::now(),
+            n: 0,
+        }
+    }
+
+    /// Waits for the next send's turn; false once the deadline passed or the history is full.
+    pub(crate) async fn turn(&mut self, workload: &Workload<'_>) -> bool {
+        if Instant::now() >= workload.deadline || !workload.recorder.has_room() {
+            return false;
+        }
+        tokio::time::sleep_until(self.next_at).await;
+        self.next_at += self.gap;
+        true
+    }
+
+    /// The next unique checksummed value (`p{producer}-{n}`, [`crate::value`], padded with
+    /// 8-96 seeded letters so sizes vary) and its number `n`.
+    pub(crate) fn value(&mut self) -> (u64, String) {
+        let rng = &mut self.rng;
+        let padding: String =
+            (0..rng.random_range(PADDING_MIN..=PADDING_MAX)).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
+        let n = self.n;
+        self.n += 1;
+        (n, crate::value::checksummed(&format!("p{}-{n}", self.producer), &padding))
+    }
+}
+
 /// What the workload clients share.
 pub struct Workload<'a> {
     pub topic: &'a str,
@@ -213,22 +256,15 @@ impl Workload<'_> {
     /// deadline. With `fifo`, it sends to one queue only, in its own message group, so its
     /// acknowledged values must take increasing offsets.
     pub async fn produce(&self, producer: u64, seed: u64, fifo: bool) {
-        let mut rng = XorShiftRng::seed_from_u64(seed ^ producer.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut pace = ProducerPace::new(self, producer, seed);
         let mut process = self.recorder.new_process();
         let fifo_queue = (producer % u64::from(self.queues.max(1))) as u32;
         let group = fifo.then(|| format!("p{producer}"));
-        let gap = Duration::from_secs_f64(1.0 / self.rate_per_producer.max(0.001));
-        let mut next_at = Instant::now();
-        let mut n = 0u64;
-        while Instant::now() < self.deadline && self.recorder.has_room() {
-            tokio::time::sleep_until(next_at).await;
-            next_at += gap;
-            let queue = if fifo { fifo_queue } else { rng.random_range(0..self.queues.max(1)) };
-            let padding: String =
-                (0..rng.random_range(PADDING_MIN..=PADDING_MAX)).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
-            let value = crate::value::checksummed(&format!("p{producer}-{n}"), &padding);
-            n += 1;
-            let random = self.endpoints[rng.random_range(0..self.endpoints.len())];
+        while pace.turn(self).await {
+            // The seeded draws in this order (queue, value, endpoint), so a seed replays the same.
+            let queue = if fifo { fifo_queue } else { pace.rng.random_range(0..self.queues.max(1)) };
+            let (_, value) = pace.value();
+            let random = self.endpoints[pace.rng.random_range(0..self.endpoints.len())];
             let endpoint = match self.routes {
                 None => random,
                 Some(routes) => match routes.get(queue) {
