@@ -19,21 +19,7 @@ BASE=${BASE:-39581}
 mkdir -p "$OUT"
 TICKS=$(getconf CLK_TCK)
 
-DEV=
-DIR=
-stop_cluster() {
-  if [ -n "$DEV" ]; then kill -INT "$DEV" 2>/dev/null || true; wait "$DEV" 2>/dev/null || true; DEV=; fi
-  if [ -n "$DIR" ]; then rm -rf "$DIR"; DIR=; fi
-}
-trap stop_cluster EXIT
-
-broker_ticks() { # user + system clock ticks of every broker process of this cluster
-  local sum=0 pid
-  for pid in $(pgrep -f "broker --config $DIR/" || true); do
-    sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-  done
-  echo "$sum"
-}
+. "$(dirname "$0")/lib.sh"
 
 phase() { # label args...: runs `raftmq bench ARGS`, prints msgs/s and broker CPU µs per message
   local label=$1; shift
@@ -54,15 +40,7 @@ PY
 }
 
 for r in $(seq 1 "$ROUNDS"); do
-  DIR=$(mktemp -d /tmp/raftmq-consume.XXXXXX)
-  "$BIN" dev --brokers 3 --data-dir "$DIR" --base-port "$BASE" > "$OUT/dev$r.txt" 2>&1 &
-  DEV=$!
-  for _ in $(seq 1 240); do
-    grep -q "^Try:" "$OUT/dev$r.txt" 2>/dev/null && break
-    sleep 0.5
-  done
-  grep -q "^Try:" "$OUT/dev$r.txt" || { echo "cluster not ready"; cat "$OUT/dev$r.txt"; exit 1; }
-  BROKER="127.0.0.1:$BASE,127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2))"
+  start_cluster "$BIN" "$OUT/dev$r.txt"
   T="consume$r"
   phase "round $r send (rocketmq)" produce --topic "$T" --queues 4 --count "$COUNT" --size 1024 --concurrency 64 --protocol rocketmq
   phase "round $r fetch (native)" consume --topic "$T" --count "$COUNT" --concurrency 64

@@ -25,13 +25,7 @@ OUT=${OUT:-/tmp/raftmq-ab}
 BASE=${BASE:-39081}
 mkdir -p "$OUT"
 
-DEV=
-DIR=
-stop_cluster() {
-  if [ -n "$DEV" ]; then kill -INT "$DEV" 2>/dev/null || true; wait "$DEV" 2>/dev/null || true; DEV=; fi
-  if [ -n "$DIR" ]; then rm -rf "$DIR"; DIR=; fi
-}
-trap stop_cluster EXIT
+. "$(dirname "$0")/lib.sh"
 
 terms() { # sum of raftmq_raft_term over every group, as brokers 1 and 2 report them
   local sum=0 port v
@@ -45,15 +39,8 @@ terms() { # sum of raftmq_raft_term over every group, as brokers 1 and 2 report 
 
 one() { # label binary
   local label=$1 bin=$2
-  DIR=$(mktemp -d /tmp/raftmq-ab.XXXXXX)
-  RAFTMQ_TESTING__FSYNC_DELAY_FILE=true "$bin" dev --brokers 3 --data-dir "$DIR" --base-port "$BASE" > "$OUT/$label.dev.txt" 2>&1 &
-  DEV=$!
-  for _ in $(seq 1 240); do
-    grep -q "^Try:" "$OUT/$label.dev.txt" 2>/dev/null && break
-    sleep 0.5
-  done
-  grep -q "^Try:" "$OUT/$label.dev.txt" || { echo "$label: cluster not ready"; cat "$OUT/$label.dev.txt"; exit 1; }
-  local broker="127.0.0.1:$BASE,127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2))"
+  start_cluster "$bin" "$OUT/$label.dev.txt" RAFTMQ_TESTING__FSYNC_DELAY_FILE=true
+  local broker=$BROKER
   # A produce that leaves messages unacknowledged exits 1: its JSON says how many; go on.
   "$bin" bench produce --broker "$broker" --topic c1 --queues 1 --count "$N1" --size 1024 --concurrency 1 --json \
     > "$OUT/$label.c1.json" || true

@@ -17,31 +17,9 @@ BASE=${BASE:-39781}
 mkdir -p "$OUT"
 TICKS=$(getconf CLK_TCK)
 
-DEV=
-DIR=
-stop_cluster() {
-  if [ -n "$DEV" ]; then kill -INT "$DEV" 2>/dev/null || true; wait "$DEV" 2>/dev/null || true; DEV=; fi
-  if [ -n "$DIR" ]; then rm -rf "$DIR"; DIR=; fi
-}
-trap stop_cluster EXIT
+. "$(dirname "$0")/lib.sh"
 
-broker_ticks() { # user + system clock ticks of every broker process of this cluster
-  local sum=0 pid
-  for pid in $(pgrep -f "broker --config $DIR/" || true); do
-    sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-  done
-  echo "$sum"
-}
-
-DIR=$(mktemp -d /tmp/raftmq-timeliness.XXXXXX)
-"$BIN" dev --brokers 3 --data-dir "$DIR" --base-port "$BASE" > "$OUT/dev.txt" 2>&1 &
-DEV=$!
-for _ in $(seq 1 240); do
-  grep -q "^Try:" "$OUT/dev.txt" 2>/dev/null && break
-  sleep 0.5
-done
-grep -q "^Try:" "$OUT/dev.txt" || { echo "cluster not ready"; cat "$OUT/dev.txt"; exit 1; }
-BROKER="127.0.0.1:$BASE,127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2))"
+start_cluster "$BIN" "$OUT/dev.txt"
 IFS=, read -r -a rounds <<< "$PRODUCERS"
 for p in "${rounds[@]}"; do
   before=$(broker_ticks)
