@@ -229,8 +229,7 @@ impl ProducerPace {
     /// 8-96 seeded letters so sizes vary) and its number `n`.
     pub(crate) fn value(&mut self) -> (u64, String) {
         let rng = &mut self.rng;
-        let padding: String =
-            (0..rng.random_range(PADDING_MIN..=PADDING_MAX)).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
+        let padding: String = (0..rng.random_range(PADDING_MIN..=PADDING_MAX)).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
         let n = self.n;
         self.n += 1;
         (n, crate::value::checksummed(&format!("p{}-{n}", self.producer), &padding))
