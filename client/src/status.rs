@@ -31,6 +31,7 @@ impl_reply!(
     proto::raftmq::v1::DescribeTopicReply,
     proto::raftmq::v1::ClusterStatusReply,
     proto::raftmq::v1::GroupChecksumReply,
+    proto::raftmq::v1::MoveLeaderReply,
 );
 
 /// Why one attempt of a call failed.

@@ -124,6 +124,29 @@ fn admin_produce_consume_and_bench_work_against_a_dev_cluster() {
     let described = ok(b, &["admin", "topic", "describe", "cli"], None);
     let queues = described[0]["queues"].as_array().expect("queues");
     assert_eq!(queues.iter().map(|q| q["end_offset"].as_u64().expect("end offset")).sum::<u64>(), 23);
+    // Each queue group's leadership moved to every one of its replicas in turn; a move to a
+    // broker without a replica, or of the metadata group, is refused and says why.
+    let group = queues[0]["group_id"].as_u64().expect("group id");
+    let replicas: Vec<u64> = queues[0]["replica_broker_ids"].as_array().expect("replicas").iter().filter_map(Value::as_u64).collect();
+    assert_eq!(replicas.len(), 3, "{queues:?}");
+    for to in replicas {
+        let moved = ok(b, &["admin", "group", "move-leader", &group.to_string(), "--to", &to.to_string()], None);
+        assert_eq!(moved[0]["leader"].as_u64(), Some(to), "{moved:?}");
+        let described = ok(b, &["admin", "topic", "describe", "cli"], None);
+        assert_eq!(described[0]["queues"][0]["leader_broker_id"].as_u64(), Some(to), "{described:?}");
+    }
+    for (args, says) in [
+        (["admin", "group", "move-leader", &group.to_string(), "--to", "9"], "holds no replica"),
+        (["admin", "group", "move-leader", "0", "--to", "1"], "metadata group"),
+        (["admin", "group", "move-leader", "999999", "--to", "1"], "does not exist"),
+    ] {
+        let out = raftmq(b, &args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "raftmq {args:?}: {:?}: {stderr}", out.status);
+    }
+    // The moves lost nothing: queue 0's next message takes the offset after its last.
+    let after = ok(b, &["produce", "--topic", "cli", "--queue", "0"], Some("delta\n"));
+    assert_eq!(after[0]["offset"].as_u64(), Some(offsets[2] + 1), "{after:?}");
     let status = ok(b, &["admin", "cluster", "status"], None);
     let brokers = status[0]["brokers"].as_array().expect("brokers");
     assert_eq!(brokers.len(), 3);

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use proto::apache::rocketmq::v2::{self as v2, Code as MqCode, MessageType, ReceiveMessageRequest, SendMessageRequest};
+use proto::raftmq::v1::status::Code;
+use proto::raftmq::v1::{ClusterStatusRequest, DescribeTopicRequest, GroupStatus, MoveLeaderRequest, ReplicaStatus, Topic};
 use support::rocketmq::*;
 use tonic::transport::Channel;
 
@@ -188,4 +190,172 @@ async fn consumption_survives_a_kill_of_the_queues_leader() {
         }
     }
     assert_eq!(first_seen, fifo_ids, "FIFO order kept across both failovers");
+}
+
+/// Retention keeping at most 256 entries per group, checked every 200 ms: with a checkpoint
+/// every 64 entries, the group trims, snapshots and purges its log every few hundred entries.
+const SMALL_RETENTION: &str = "[retention]\nmax_log_entries = 256\ncheck_interval_ms = 200\n";
+
+/// Sends `count` messages named `{prefix}-{i}` to queue 0 of `topic`, 10 to a request (one
+/// Raft entry each), every one acknowledged; returns their ids.
+async fn send_batches(client: &mut MessagingServiceClient<Channel>, topic: &str, prefix: &str, count: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:04}")).collect();
+    for batch in ids.chunks(10) {
+        let messages = batch.iter().map(|id| raw_message(topic, id, id.as_bytes().to_vec())).collect();
+        let sent = client.send_message(SendMessageRequest { messages }).await.expect("send").into_inner();
+        assert_eq!(sent.status.map(|s| s.code), Some(MqCode::Ok as i32), "send of {batch:?}");
+    }
+    ids
+}
+
+/// `group`'s status as broker `via` reports it, once it names a leader.
+async fn group_status(cluster: &support::Cluster, via: usize, group: u64) -> GroupStatus {
+    let mut admin = cluster.brokers[via].admin().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = admin.cluster_status(ClusterStatusRequest {}).await
+            && let Some(g) = r.into_inner().groups.into_iter().find(|g| g.group_id == group && g.leader_broker_id != 0)
+        {
+            return g;
+        }
+        assert!(Instant::now() < deadline, "no status with a leader for group {group}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn replica(status: &GroupStatus, broker: u64) -> &ReplicaStatus {
+    status.replicas.iter().find(|r| r.broker_id == broker).unwrap_or_else(|| panic!("no replica on broker {broker}: {status:?}"))
+}
+
+/// Rounds of 200 sends, each received and acknowledged, until `done` holds of the group's status.
+async fn load_until(
+    cluster: &support::Cluster,
+    clients: &mut [MessagingServiceClient<Channel>],
+    via: usize,
+    group: u64,
+    request: &ReceiveMessageRequest,
+    seen: &mut Seen,
+    done: impl Fn(&GroupStatus) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for round in 0.. {
+        if done(&group_status(cluster, via, group).await) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the log was not trimmed as awaited within 120 s");
+        let prefix = format!("filler-{}-{round}", seen.deliveries.len());
+        send_batches(&mut clients[0], "ledger", &prefix, 200).await;
+        let acked = seen.acked.len() + 200;
+        consume(clients, "ledger", request, seen, |_| true, |s| s.acked.len() >= acked).await;
+    }
+}
+
+/// A follower down while the group's log is trimmed and purged past it catches up by installing
+/// a snapshot, and is then made the group's leader: it serves the consumer group exactly as the
+/// old leader would have (nothing acknowledged comes again, what is in flight stays invisible and
+/// its old handles are honoured, new messages come once), and keeps checkpointing and trimming
+/// as leader (each checkpoint checks the consumer-state counts it keeps, which an installed
+/// snapshot does not carry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_caught_up_by_snapshot_leads_with_the_same_consumer_state() {
+    let mut cluster = support::Cluster::start(3, &format!("{FAST_RAFT}{SMALL_RETENTION}")).await;
+    cluster.create_topic(Topic { checkpoint_interval_entries: 64, ..topic("ledger", 1, NORMAL) }).await;
+    let group = {
+        let mut admin = cluster.brokers[0].admin().await;
+        let r = admin.describe_topic(DescribeTopicRequest { name: "ledger".into() }).await.expect("describe").into_inner();
+        r.queues[0].group_id
+    };
+    let leader = cluster.leader_of_first_queue("ledger").await;
+    let down = (1..=3u64).find(|&b| b != leader).expect("a follower");
+    let running: Vec<usize> = (0..3).filter(|&b| b as u64 + 1 != down).collect();
+    let mut clients = Vec::new();
+    for &b in &running {
+        clients.push(raw_client(&cluster, b).await);
+    }
+    let request = ReceiveMessageRequest {
+        batch_size: 32,
+        ..receive_request("ledger", GROUP, Some(Duration::from_secs(300)), Duration::from_secs(1))
+    };
+    let mut seen = Seen::default();
+    send_batches(&mut clients[0], "ledger", "first", 100).await;
+    consume(&mut clients, "ledger", &request, &mut seen, |_| true, |s| s.acked.len() >= 100).await;
+
+    cluster.brokers[down as usize - 1].kill9();
+    let stopped_at = replica(&group_status(&cluster, running[0], group).await, leader).matched_index;
+    let purged_past = |s: &GroupStatus| running.iter().all(|&b| replica(s, b as u64 + 1).purged_index > stopped_at);
+    load_until(&cluster, &mut clients, running[0], group, &request, &mut seen, purged_past).await;
+
+    // 40 more: 30 acknowledged, 10 kept in flight (invisible for 300 s).
+    let final_ids = send_batches(&mut clients[0], "ledger", "final", 40).await;
+    let before = seen.deliveries.len();
+    let mut picked = 0;
+    let kept = consume(
+        &mut clients,
+        "ledger",
+        &request,
+        &mut seen,
+        |_| {
+            picked += 1;
+            picked <= 30
+        },
+        |s| s.deliveries.len() >= before + 40,
+    )
+    .await;
+    assert_eq!(kept.len(), 10);
+    assert!(kept.iter().all(|(id, _)| final_ids.contains(id)), "{kept:?}");
+
+    cluster.brokers[down as usize - 1].start();
+    cluster.wait_ready().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let caught_up = loop {
+        let s = group_status(&cluster, running[0], group).await;
+        let r = replica(&s, down);
+        if r.applied_index >= s.commit_index && r.snapshot_index > stopped_at {
+            break *r;
+        }
+        assert!(Instant::now() < deadline, "broker {down} did not catch up by snapshot: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let mut admin = cluster.brokers[running[0]].admin().await;
+    let moved = admin.move_leader(MoveLeaderRequest { group_id: group, to_broker_id: down }).await.expect("move leader").into_inner();
+    assert_eq!((support::code(&moved.status), moved.leader_broker_id), (Code::Ok, down), "{moved:?}");
+    let mut at_new = vec![raw_client(&cluster, down as usize - 1).await];
+
+    // The old leader's handles are honoured; nothing is visible: all acknowledged or in flight.
+    for (id, h) in &kept[..5] {
+        assert_eq!(try_ack(&mut at_new[0], "ledger", GROUP, h).await.expect("ack"), MqCode::Ok as i32, "{id}");
+        seen.acked.insert(id.clone());
+    }
+    let (code, got) = receive(&mut at_new[0], request.clone()).await;
+    let got: Vec<String> = got.iter().map(message_id).collect();
+    assert_eq!((code, got), (MqCode::MessageNotFound as i32, vec![]), "nothing acknowledged or in flight comes again");
+
+    // New messages come once, after what the consumer group had.
+    let after = send_batches(&mut at_new[0], "ledger", "after", 20).await;
+    let before = seen.deliveries.len();
+    consume(&mut at_new, "ledger", &request, &mut seen, |_| true, |s| s.deliveries.len() >= before + 20).await;
+    let new: Vec<&String> = seen.deliveries[before..].iter().map(|(id, _)| id).collect();
+    assert_eq!(new, after.iter().collect::<Vec<_>>(), "only the new messages, in order");
+    for (id, h) in &kept[5..] {
+        assert_eq!(try_ack(&mut at_new[0], "ledger", GROUP, h).await.expect("ack"), MqCode::Ok as i32, "{id}");
+        seen.acked.insert(id.clone());
+    }
+
+    // The new leader checkpoints, trims and snapshots on: its snapshot moves past the one it
+    // installed, and every broker is still running.
+    let installed = caught_up.snapshot_index;
+    let new_leader_snapshotted = |s: &GroupStatus| s.leader_broker_id == down && replica(s, down).snapshot_index > installed;
+    load_until(&cluster, &mut at_new, down as usize - 1, group, &request, &mut seen, new_leader_snapshotted).await;
+    for b in &mut cluster.brokers {
+        assert!(b.is_running(), "broker {} stopped; log {}", b.id, b.log().display());
+    }
+    // Every message was delivered once: none came again, all were acknowledged.
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    for (id, a) in &seen.deliveries {
+        assert_eq!(*a, 1, "{id} delivered at attempt {a}");
+        *times.entry(id).or_default() += 1;
+    }
+    assert!(times.values().all(|&n| n == 1), "delivered twice: {:?}", times.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    assert_eq!(seen.acked.len(), times.len());
 }

@@ -93,7 +93,12 @@ impl RaftTransport for RaftTransportService {
     async fn transfer_leader(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         Ok(Response::new(match self.route(req.group_id, req.target_node_id) {
-            Ok(endpoint) => reply(req.group_id, endpoint.transfer_leader(&req.payload).await),
+            Ok(endpoint) => {
+                // The leader hands this group over (to this replica or another): either way it
+                // stopped heartbeating, so a parked replica here must tick again.
+                self.groups.wake(req.group_id);
+                reply(req.group_id, endpoint.transfer_leader(&req.payload).await)
+            }
             Err(reply) => reply,
         }))
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use controller::{ClusterMap, MetaCommand, MetaReply};
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::peer_service_client::PeerServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::status::Code;
@@ -54,6 +55,12 @@ pub(crate) trait ForwardClient {
 impl ForwardClient for QueueServiceClient<Channel> {
     fn new(channel: Channel, message_bytes_max: usize) -> Self {
         QueueServiceClient::new(channel).max_decoding_message_size(message_bytes_max).max_encoding_message_size(message_bytes_max)
+    }
+}
+
+impl ForwardClient for AdminServiceClient<Channel> {
+    fn new(channel: Channel, message_bytes_max: usize) -> Self {
+        AdminServiceClient::new(channel).max_decoding_message_size(message_bytes_max).max_encoding_message_size(message_bytes_max)
     }
 }
 

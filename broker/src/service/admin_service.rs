@@ -9,17 +9,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use controller::{ClusterMap, GroupOptions, META_GROUP_ID, MessageType, MetaCommand, MetaReply, TopicRecord};
+use openraft::type_config::async_runtime::watch::WatchReceiver;
+use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::admin_service_server::AdminService;
 use proto::raftmq::v1::{
     BrokerInfo, ClusterStatusReply, ClusterStatusRequest, CreateTopicReply, CreateTopicRequest, DescribeTopicReply, DescribeTopicRequest,
     GroupChecksumReply, GroupChecksumRequest, GroupDigestRequest, GroupStatus, ListTopicsReply, ListTopicsRequest, LocalGroupStatus,
-    LocalStatusReply, QueueInfo, ReplicaChecksum, ReplicaRole, ReplicaStatus, Status, Topic,
+    LocalStatusReply, MoveLeaderReply, MoveLeaderRequest, QueueInfo, ReplicaChecksum, ReplicaRole, ReplicaStatus, Status, Topic,
 };
+use tonic::transport::Channel;
 use tonic::{Request, Response};
 
 use super::status;
-use crate::edge;
+use crate::edge::{self, answer_by, at_most, left};
+use crate::host::QueueRaft;
 use crate::raft::BrokerId;
+use crate::routing::{AtLeader, Effect, at_leader, forward_request, is_forwarded};
 use crate::server::Core;
 
 /// Deadline of one broker's status answer.
@@ -31,6 +36,13 @@ const TOPICS_PAGE_DEFAULT: usize = 100;
 const TOPICS_PAGE_MAX: usize = 1000;
 /// How long each replica may take to apply up to the checksum's index.
 const DIGEST_WAIT_MS: u32 = 10_000;
+/// How long a leader move may take before it is answered UNAVAILABLE (less when the request's
+/// deadline leaves less).
+const MOVE_LEADER_WAIT: Duration = Duration::from_secs(10);
+/// The most entries a move's target may lack of the leader's log: the group takes no writes
+/// from the start of a move until the target has caught up and won its election, so a target
+/// further behind is refused rather than stalling the group.
+const MOVE_LEADER_LAG_MAX: u64 = 1_000;
 
 pub(crate) struct AdminSvc {
     core: Arc<Core>,
@@ -309,6 +321,88 @@ impl AdminService for AdminSvc {
         });
         let replicas = futures::future::join_all(calls).await;
         Ok(Response::new(GroupChecksumReply { status: Some(status::ok()), applied_index: index, replicas }))
+    }
+
+    #[tracing::instrument(level = "info", skip_all, fields(group = request.get_ref().group_id, to = request.get_ref().to_broker_id))]
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderReply>, tonic::Status> {
+        let refuse = |status: Status| Ok(Response::new(MoveLeaderReply { status: Some(status), ..Default::default() }));
+        let core = &self.core;
+        let forwarded = is_forwarded(&request);
+        let due = answer_by(&request);
+        let req = request.into_inner();
+        if req.group_id == META_GROUP_ID {
+            return refuse(status::invalid(
+                "group_id",
+                format!("group {META_GROUP_ID} is the metadata group: only queue groups are moved"),
+            ));
+        }
+        let map = match core.read_meta().await {
+            Ok(m) => m,
+            Err(e) => return refuse(status::unavailable(e.to_string())),
+        };
+        let Some(group) = map.groups.get(&req.group_id) else {
+            return refuse(status::not_found(format!("group {} does not exist", req.group_id)));
+        };
+        if !group.replicas.contains(&req.to_broker_id) {
+            return refuse(status::invalid(
+                "to_broker_id",
+                format!("broker {} holds no replica of group {} (its replicas: {:?})", req.to_broker_id, group.id, group.replicas),
+            ));
+        }
+        let serve = core.leader_target(group, forwarded, left(due)).await;
+        let call = |mut client: AdminServiceClient<Channel>, within| {
+            let forward = forward_request(core, req, within);
+            async move { client.move_leader(forward).await }
+        };
+        let raft = match at_leader(core, group, serve, forwarded, due, Effect::Write, call).await {
+            AtLeader::Here(raft) => raft,
+            AtLeader::Answered(reply) => return Ok(Response::new(reply)),
+            AtLeader::Refused(s) => return refuse(s),
+        };
+        Ok(Response::new(move_leader_here(core, &raft, group.id, req.to_broker_id, at_most(MOVE_LEADER_WAIT, left(due))).await))
+    }
+}
+
+/// On `group`'s leader (this broker): hands leadership to broker `to` and waits, up to `wait`,
+/// until this replica sees `to` lead.
+async fn move_leader_here(core: &Core, raft: &QueueRaft, group: u64, to: BrokerId, wait: Duration) -> MoveLeaderReply {
+    let answer = |status: Status, m: &openraft::RaftMetrics<_>| MoveLeaderReply {
+        status: Some(status),
+        leader_broker_id: m.current_leader.unwrap_or(0),
+        term: m.current_term,
+    };
+    let metrics = raft.metrics().borrow_watched().clone();
+    if to == core.id {
+        return answer(status::ok(), &metrics);
+    }
+    let last = metrics.last_log_index.unwrap_or(0);
+    let matched = metrics.replication.as_ref().and_then(|r| r.get(&to)).and_then(|m| m.as_ref()).map_or(0, |l| l.index);
+    if last.saturating_sub(matched) > MOVE_LEADER_LAG_MAX {
+        return answer(
+            status::unavailable(format!(
+                "broker {to}'s replica of group {group} lacks {} of the leader's entries (at most {MOVE_LEADER_LAG_MAX} for a move): \
+                 moving leadership now would stall the group until it caught up",
+                last - matched
+            )),
+            &metrics,
+        );
+    }
+    tracing::info!(group, to, term = metrics.current_term, "moving the group's leadership");
+    if let Err(e) = raft.trigger().transfer_leader(to).await {
+        return answer(status::unavailable(format!("group {group} stopped on broker {}: {e}", core.id)), &metrics);
+    }
+    let term = metrics.current_term;
+    let moved = raft.wait(Some(wait)).metrics(|m| m.current_leader == Some(to) && m.current_term > term, "the target leads").await;
+    match moved {
+        Ok(m) => answer(status::ok(), &m),
+        Err(_) => {
+            let now = raft.metrics().borrow_watched().clone();
+            let leader = now.current_leader.map_or_else(|| "none known".to_owned(), |l| format!("broker {l}"));
+            answer(
+                status::unavailable(format!("broker {to} did not take group {group}'s lead within {wait:?}; its leader now: {leader}")),
+                &now,
+            )
+        }
     }
 }
 

@@ -44,6 +44,7 @@ fn services_have_their_rpcs() {
                 "DescribeTopic(DescribeTopicRequest) returns (DescribeTopicReply)",
                 "ClusterStatus(ClusterStatusRequest) returns (ClusterStatusReply)",
                 "GroupChecksum(GroupChecksumRequest) returns (GroupChecksumReply)",
+                "MoveLeader(MoveLeaderRequest) returns (MoveLeaderReply)",
             ],
         ),
         (

@@ -1,7 +1,8 @@
 //! `raftmq admin`: operator commands over AdminService. `topic create|list|describe` manage
 //! topics; `cluster status` shows the brokers and every Raft group's progress; `group checksum
 //! TOPIC` compares the state digests of every replica of the topic's groups and exits 1 unless
-//! all agree. Text on stdout by default, one JSON object with `--json`.
+//! all agree; `group move-leader GROUP --to BROKER` hands a group's leadership to another of its
+//! replicas. Text on stdout by default, one JSON object with `--json`.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -9,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use proto::raftmq::v1::{
-    BrokerInfo, CreateTopicRequest, GroupChecksumReply, GroupChecksumRequest, GroupStatus, ListTopicsRequest, MessageType, QueueInfo,
-    ReplicaChecksum, ReplicaRole, Topic,
+    BrokerInfo, CreateTopicRequest, GroupChecksumReply, GroupChecksumRequest, GroupStatus, ListTopicsRequest, MessageType,
+    MoveLeaderRequest, QueueInfo, ReplicaChecksum, ReplicaRole, Topic,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -57,6 +58,10 @@ pub enum GroupCommand {
     /// Compare the state digests of every replica of each group holding TOPIC's queues, at an
     /// index all of them applied. Exits 1 if any group's replicas disagree or one could not answer.
     Checksum(ChecksumArgs),
+    /// Hand a queue group's leadership to another of its replicas (Raft leader transfer) and
+    /// wait until that replica leads. The group takes no writes for the moment of the hand-over
+    /// (clients retry); a replica far behind the leader is refused.
+    MoveLeader(MoveLeaderArgs),
 }
 
 #[derive(Args)]
@@ -97,6 +102,17 @@ pub struct ChecksumArgs {
     common: CommonArgs,
 }
 
+#[derive(Args)]
+pub struct MoveLeaderArgs {
+    /// The queue group (`topic describe` names each queue's).
+    group: u64,
+    /// The broker to lead it: one holding a replica of the group.
+    #[arg(long)]
+    to: u64,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TopicType {
     Normal,
@@ -127,6 +143,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             AdminCommand::Topic(TopicCommand::Describe(args)) => describe_topic(&args).await,
             AdminCommand::Cluster(ClusterCommand::Status(args)) => cluster_status(&args).await,
             AdminCommand::Group(GroupCommand::Checksum(args)) => group_checksum(&args).await,
+            AdminCommand::Group(GroupCommand::MoveLeader(args)) => move_leader(&args).await,
         }
     })
 }
@@ -244,6 +261,22 @@ async fn group_checksum(args: &ChecksumArgs) -> anyhow::Result<ExitCode> {
         write_checksums(&mut out, &args.topic, &reports)?;
     }
     Ok(if all_agree { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CHECK_FAILED) })
+}
+
+async fn move_leader(args: &MoveLeaderArgs) -> anyhow::Result<ExitCode> {
+    let cluster = args.common.connect.cluster();
+    let req = MoveLeaderRequest { group_id: args.group, to_broker_id: args.to };
+    let reply = cluster
+        .call(Target::Bootstrap, |ch, left| async move { admin_client(ch).move_leader(request(req, left)).await })
+        .await
+        .with_context(|| format!("moving group {}'s leadership to broker {}", args.group, args.to))?;
+    let mut out = io::stdout().lock();
+    if args.common.json {
+        writeln!(out, "{}", json!({ "group": args.group, "leader": reply.leader_broker_id, "term": reply.term }))?;
+    } else {
+        writeln!(out, "group {}: led by broker {} (term {})", args.group, reply.leader_broker_id, reply.term)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn checksum(cluster: &Cluster, group_id: u64) -> anyhow::Result<GroupChecksumReply> {

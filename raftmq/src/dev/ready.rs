@@ -65,7 +65,7 @@ mod tests {
     use proto::raftmq::v1::admin_service_server::{AdminService, AdminServiceServer};
     use proto::raftmq::v1::{
         BrokerInfo, CreateTopicReply, CreateTopicRequest, DescribeTopicReply, DescribeTopicRequest, GroupChecksumReply,
-        GroupChecksumRequest, ListTopicsReply, ListTopicsRequest, Status,
+        GroupChecksumRequest, ListTopicsReply, ListTopicsRequest, MoveLeaderReply, MoveLeaderRequest, Status,
     };
     use tonic::transport::Server;
     use tonic::transport::server::TcpIncoming;
@@ -128,6 +128,9 @@ mod tests {
             Ok(Response::new(reply))
         }
         async fn group_checksum(&self, _: Request<GroupChecksumRequest>) -> Result<Response<GroupChecksumReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderReply>, tonic::Status> {
             Err(tonic::Status::unimplemented("fake"))
         }
     }
