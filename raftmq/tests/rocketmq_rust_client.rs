@@ -416,6 +416,54 @@ async fn a_batch_of_normal_messages_goes_to_one_queue_at_any_broker() {
     }
 }
 
+/// `message` with the `x-mq-namespace` header naming `namespace`.
+fn in_namespace<T>(namespace: &str, message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut().insert("x-mq-namespace", namespace.parse().expect("header value"));
+    r
+}
+
+/// Requests whose namespace comes from the `x-mq-namespace` header reach that namespace's topic
+/// and consumer group through every broker, the ones that forward to the queue's leader
+/// included; the topic of the same name outside the namespace is never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_in_a_header_namespace_reach_it_through_every_broker() {
+    let cluster = cluster_with(&[topic("shop%orders", 1, NORMAL), topic("orders", 1, NORMAL)]).await;
+    let group = resource("billing");
+    let offset_of = |r: v2::GetOffsetResponse| (r.status.map_or(0, |s| s.code), r.offset);
+    for b in 0..3usize {
+        let mut client = raw_client(&cluster, b).await;
+        let message = raw_message("orders", &format!("via-{b}"), b"x".to_vec());
+        let sent = client.send_message(in_namespace("shop", SendMessageRequest { messages: vec![message] })).await.expect("send");
+        assert_eq!(sent.into_inner().status.map(|s| s.code), Some(MqCode::Ok as i32), "send via broker {}", b + 1);
+
+        let end = QueryOffsetRequest {
+            message_queue: message_queue("orders", 0),
+            query_offset_policy: QueryOffsetPolicy::End as i32,
+            timestamp: None,
+        };
+        let r = client.query_offset(in_namespace("shop", end.clone())).await.expect("query").into_inner();
+        assert_eq!((r.status.map(|s| s.code), r.offset), (Some(MqCode::Ok as i32), b as i64 + 1), "shop%orders' end via broker {}", b + 1);
+        let r = client.query_offset(end).await.expect("query").into_inner();
+        assert_eq!((r.status.map(|s| s.code), r.offset), (Some(MqCode::Ok as i32), 0), "orders outside the namespace stays empty");
+
+        let update = UpdateOffsetRequest { group: group.clone(), message_queue: message_queue("orders", 0), offset: b as i64 + 1 };
+        let r = client.update_offset(in_namespace("shop", update)).await.expect("update").into_inner();
+        assert_eq!(r.status.map(|s| s.code), Some(MqCode::Ok as i32), "offset update via broker {}", b + 1);
+        let get = GetOffsetRequest { group: group.clone(), message_queue: message_queue("orders", 0) };
+        for reader in 0..3usize {
+            let mut other = raw_client(&cluster, reader).await;
+            let got = other.get_offset(in_namespace("shop", get.clone())).await.expect("get").into_inner();
+            assert_eq!(offset_of(got), (MqCode::Ok as i32, b as i64 + 1), "set via broker {}, read via broker {}", b + 1, reader + 1);
+        }
+        let outside = client.get_offset(get).await.expect("get").into_inner();
+        assert_eq!(offset_of(outside).0, MqCode::OffsetNotFound as i32, "billing has no offset on orders outside the namespace");
+    }
+    let stored = read_count(&cluster, "shop%orders", 1, 3).await;
+    let ids: Vec<&str> = stored[&0].iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids, ["via-0", "via-1", "via-2"]);
+}
+
 /// A pull through a broker without a replica of the queue is forwarded, and may wait its whole
 /// long-polling time there (longer than a forward's own 10 s deadline).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

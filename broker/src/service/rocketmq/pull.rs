@@ -202,57 +202,84 @@ where
     }
 }
 
-/// Where an offset request is served: the queue's group and this broker's replica of it when it
-/// leads, else the forwarded answer (`Err`).
+/// A request for one queue (an offset request), whose names a forward must carry resolved.
+trait QueueRequest: Clone {
+    fn message_queue(&self) -> Option<&MessageQueue>;
+    fn message_queue_mut(&mut self) -> Option<&mut MessageQueue>;
+}
+
+/// A consumer group's request for one queue.
+trait ConsumerOffsetRequest: QueueRequest {
+    fn group(&self) -> Option<&Resource>;
+    fn set_group(&mut self, group: Resource);
+}
+
+macro_rules! queue_request {
+    ($($req:ty),*) => {
+        $(impl QueueRequest for $req {
+            fn message_queue(&self) -> Option<&MessageQueue> {
+                self.message_queue.as_ref()
+            }
+            fn message_queue_mut(&mut self) -> Option<&mut MessageQueue> {
+                self.message_queue.as_mut()
+            }
+        })*
+    };
+}
+queue_request!(UpdateOffsetRequest, GetOffsetRequest, QueryOffsetRequest);
+
+macro_rules! consumer_offset_request {
+    ($($req:ty),*) => {
+        $(impl ConsumerOffsetRequest for $req {
+            fn group(&self) -> Option<&Resource> {
+                self.group.as_ref()
+            }
+            fn set_group(&mut self, group: Resource) {
+                self.group = Some(group);
+            }
+        })*
+    };
+}
+consumer_offset_request!(UpdateOffsetRequest, GetOffsetRequest);
+
+/// Where a request for one queue is served: the queue's group and this broker's replica of it
+/// when it leads, else the forwarded answer (`Err`). `req` is forwarded as it is: its names
+/// must be resolved already (the leader does not see this request's headers).
 async fn at_queue_leader<Req, R, F, Fut>(
     core: &Core,
-    request: Request<Req>,
-    message_queue: impl Fn(&Req) -> Option<&MessageQueue>,
+    names: &QueueNames,
+    (forwarded, due): (bool, Option<tokio::time::Instant>),
+    req: Req,
     effect: Effect,
     refuse: impl Fn(Status) -> R,
     forward: F,
-) -> Result<(Req, GroupRecord, QueueRaft, Option<tokio::time::Instant>), R>
+) -> Result<(Req, GroupRecord, QueueRaft), R>
 where
-    Req: Clone,
+    Req: QueueRequest,
     F: Fn(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
     Fut: std::future::Future<Output = Result<Response<R>, tonic::Status>>,
 {
-    let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
-    let names = queue_names(message_queue(request.get_ref()), &request).map_err(&refuse)?;
-    let req = request.into_inner();
-    match at_named_queue_leader(core, &names, (forwarded, due), effect, req.clone(), forward).await {
-        Ok((group, raft)) => Ok((req, group, raft, due)),
+    match at_named_queue_leader(core, names, (forwarded, due), effect, req.clone(), forward).await {
+        Ok((group, raft)) => Ok((req, group, raft)),
         Err(Ok(answered)) => Err(answered),
         Err(Err(s)) => Err(refuse(s)),
     }
 }
 
-/// An offset request of one consumer group on one queue.
-trait ConsumerOffsetRequest: Clone {
-    fn group(&self) -> Option<&Resource>;
-    fn message_queue(&self) -> Option<&MessageQueue>;
+/// `request`'s queue names resolved, and the request with them written in (so a forward
+/// carries the namespace the `x-mq-namespace` header gave).
+fn resolve_queue<Req: QueueRequest>(request: Request<Req>) -> Result<(QueueNames, Req, bool, Option<tokio::time::Instant>), Status> {
+    let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
+    let names = queue_names(request.get_ref().message_queue(), &request)?;
+    let mut req = request.into_inner();
+    if let Some(mq) = req.message_queue_mut() {
+        mq.topic = Some(names.resource.clone());
+    }
+    Ok((names, req, forwarded, due))
 }
 
-impl ConsumerOffsetRequest for UpdateOffsetRequest {
-    fn group(&self) -> Option<&Resource> {
-        self.group.as_ref()
-    }
-    fn message_queue(&self) -> Option<&MessageQueue> {
-        self.message_queue.as_ref()
-    }
-}
-
-impl ConsumerOffsetRequest for GetOffsetRequest {
-    fn group(&self) -> Option<&Resource> {
-        self.group.as_ref()
-    }
-    fn message_queue(&self) -> Option<&MessageQueue> {
-        self.message_queue.as_ref()
-    }
-}
-
-/// [`at_queue_leader`] for a consumer group's offset request, its group's name checked first
-/// and returned (raftmq's name, with its namespace).
+/// [`at_queue_leader`] for a consumer group's offset request, its names resolved and its
+/// group's checked first and returned (raftmq's name, with its namespace).
 async fn at_consumer_offset_leader<Req, R, F, Fut>(
     core: &Core,
     request: Request<Req>,
@@ -265,9 +292,11 @@ where
     F: Fn(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
     Fut: std::future::Future<Output = Result<Response<R>, tonic::Status>>,
 {
-    let (_, consumer_group) = resolve(request.get_ref().group(), &request);
+    let (group_resource, consumer_group) = resolve(request.get_ref().group(), &request);
     check_group(core, &consumer_group).map_err(&refuse)?;
-    let (req, group, raft, due) = at_queue_leader(core, request, Req::message_queue, effect, refuse, forward).await?;
+    let (names, mut req, forwarded, due) = resolve_queue(request).map_err(&refuse)?;
+    req.set_group(group_resource);
+    let (req, group, raft) = at_queue_leader(core, &names, (forwarded, due), req, effect, refuse, forward).await?;
     Ok((consumer_group, req, group, raft, due))
 }
 
@@ -304,7 +333,11 @@ pub(super) async fn get_offset(core: &Core, request: Request<GetOffsetRequest>) 
 pub(super) async fn query_offset(core: &Core, request: Request<QueryOffsetRequest>) -> QueryOffsetResponse {
     let refuse = |s: Status| QueryOffsetResponse { status: Some(s), offset: 0 };
     let forward = |mut client: MessagingServiceClient<Channel>, req| async move { client.query_offset(req).await };
-    let (req, group, raft, due) = match at_queue_leader(core, request, |r| r.message_queue.as_ref(), Effect::Read, refuse, forward).await {
+    let (names, req, forwarded, due) = match resolve_queue(request) {
+        Ok(resolved) => resolved,
+        Err(s) => return refuse(s),
+    };
+    let (req, group, raft) = match at_queue_leader(core, &names, (forwarded, due), req, Effect::Read, refuse, forward).await {
         Ok(here) => here,
         Err(answer) => return answer,
     };
