@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # RocketMQ 5's consumption beside the native API, and what each costs the brokers (issue #12):
 # on one local 3-broker cluster (`raftmq dev`), per round a fresh 4-queue topic gets COUNT
-# sends of 1 KiB at c=64 through RocketMQ's SendMessage, then is read whole twice: the native
-# fetch (`bench consume`, no Raft entry) and as a RocketMQ SimpleConsumer group
-# (`bench consume --protocol rocketmq`: ReceiveMessage of 32 and one AckMessage per batch,
-# two Raft entries per batch), each at c=64. Beside each phase's msgs/s it prints the brokers'
-# CPU (user + system, all three processes, from /proc) per message, so the receive path's cost
-# reads against the send path's.
+# sends of 1 KiB at c=64 through RocketMQ's SendMessage, then is read whole three times: the
+# native fetch (`bench consume`, no Raft entry), a native consumer group committing each fetch
+# of 32 (`--read-batch 32 --commit-group`, one Raft entry per batch: Kafka's poll + commitSync),
+# and as a RocketMQ SimpleConsumer group (`bench consume --protocol rocketmq`: ReceiveMessage of
+# 32 and one AckMessage per batch, two Raft entries per batch), each at c=64. Beside each
+# phase's msgs/s it prints the brokers' CPU (user + system, all three processes, from /proc)
+# per message, so the receive path's cost reads against the send path's.
 #
 # Usage: bench/rocketmq_consume.sh BINARY [ROUNDS=2]
 # Env: COUNT (100000), OUT (/tmp/raftmq-consume), BASE (39581).
@@ -44,6 +45,7 @@ for r in $(seq 1 "$ROUNDS"); do
   T="consume$r"
   phase "round $r send (rocketmq)" produce --topic "$T" --queues 4 --count "$COUNT" --size 1024 --concurrency 64 --protocol rocketmq
   phase "round $r fetch (native)" consume --topic "$T" --count "$COUNT" --concurrency 64
+  phase "round $r fetch+commit (native)" consume --topic "$T" --count "$COUNT" --concurrency 64 --read-batch 32 --commit-group native-g
   phase "round $r receive+ack (rocketmq)" consume --topic "$T" --count "$COUNT" --concurrency 64 --protocol rocketmq
   stop_cluster
 done

@@ -158,6 +158,16 @@ fn admin_produce_consume_and_bench_work_against_a_dev_cluster() {
     assert_eq!(produced.last().and_then(|r| r["acked"].as_u64()), Some(300), "{produced:?}");
     let read = ok(b, &["bench", "consume", "--topic", "bench", "--count", "300"], None);
     assert_eq!(read.last().and_then(|r| r["consumed"].as_u64()), Some(300), "{read:?}");
+    // The native consumer group's counterpart of receive + ack: fetches of 32, each committed;
+    // the group then has nothing left to read.
+    let args = ["bench", "consume", "--topic", "bench", "--count", "300", "--read-batch", "32", "--commit-group", "bench-g"];
+    let committed = ok(b, &args, None);
+    let last = committed.last().expect("a report");
+    assert_eq!((last["consumed"].as_u64(), last["read_batch"].as_u64()), (Some(300), Some(32)), "{committed:?}");
+    let rest = ok(b, &["consume", "--topic", "bench", "--group", "bench-g", "--timeout-ms", "1000"], None);
+    assert!(rest.is_empty(), "every fetch's offset was committed: {} left", rest.len());
+    let out = raftmq(b, &["bench", "consume", "--topic", "bench", "--commit-group", "g", "--protocol", "rocketmq"], None);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("native consumer's"), "{out:?}");
     let e2e = ok(b, &["bench", "e2e", "--topic", "bench", "--count", "100", "--concurrency", "4", "--size", "64"], None);
     assert!(e2e.last().is_some_and(|r| r["end_to_end_latency"].is_object()), "{e2e:?}");
     // The same sends through RocketMQ's protocol, stored after the native ones (300 + e2e's 100).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use proto::raftmq::v1::FetchRequest;
+use proto::raftmq::v1::{CommitOffsetRequest, FetchRequest};
 
 use super::produce::is_fatal;
 use super::rocketmq::{Received, RocketmqRoute};
@@ -74,6 +74,10 @@ pub struct Consumer {
     pub mode: ReadMode,
     /// How long a fetch waits at the broker once every queue of the worker is at its end.
     pub wait_ms: u32,
+    /// Most messages per fetch or receive; 0: the broker's default.
+    pub read_batch: u32,
+    /// Native: the consumer group whose offset each fetch that returned messages commits.
+    pub commit_group: Option<String>,
     pub counters: Arc<Counters>,
     pub stop: Arc<StopSignal>,
     pub deadline: Instant,
@@ -104,7 +108,7 @@ impl Consumer {
                 topic: self.topic.clone(),
                 queue_id: cursor.queue_id,
                 offset: cursor.offset,
-                max_messages: 0,
+                max_messages: self.read_batch,
                 max_bytes: 0,
                 wait_ms,
                 local_only: false,
@@ -134,6 +138,15 @@ impl Consumer {
             let next =
                 next_offset(cursor.offset, &reply).map_err(|e| anyhow::anyhow!("bad fetch reply from queue {}: {e}", cursor.queue_id))?;
             if !reply.messages.is_empty() {
+                if let Some(group) = &self.commit_group
+                    && let Err(e) = self.commit(group, cursor.queue_id, next).await
+                {
+                    // Not read yet for the group: the same messages are fetched again.
+                    self.counters.note_error(format_args!("{e}"));
+                    Counters::add(&self.counters.fetch_failures, 1);
+                    tokio::time::sleep(FETCH_FAILURE_PAUSE).await;
+                    continue;
+                }
                 latency.fetch.record(fetched_at.elapsed());
             }
             cursor.offset = next;
@@ -157,7 +170,19 @@ impl Consumer {
 }
 
 impl Consumer {
-    /// One RocketMQ worker over `cursors`' queues: receive a batch (32), ack it, count it; a
+    /// Commits `offset` as `group`'s next offset in `queue`.
+    async fn commit(&self, group: &str, queue: u32, offset: u64) -> Result<(), client::CallFailure> {
+        let req = CommitOffsetRequest { consumer_group: group.to_owned(), topic: self.topic.clone(), queue_id: queue, offset };
+        self.router
+            .call(queue, |ch, left| {
+                let req = req.clone();
+                async move { queue_client(ch).commit_offset(request(req, left)).await }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// One RocketMQ worker over `cursors`' queues: receive a batch (`read_batch`), ack it, count it; a
     /// queue that had nothing is asked again after the others.
     async fn receive_and_ack(self: Arc<Self>, route: Arc<RocketmqRoute>, mut cursors: Vec<QueueCursor>) -> anyhow::Result<ConsumeLatency> {
         let mut latency = ConsumeLatency { fetch: LatencyRecorder::new()?, end_to_end: LatencyRecorder::new()? };
@@ -167,7 +192,7 @@ impl Consumer {
             turn = turn.wrapping_add(1);
             let wait = if cursors.iter().all(|c| c.drained) { Duration::from_millis(u64::from(self.wait_ms)) } else { Duration::ZERO };
             let started = Instant::now();
-            match route.receive_and_ack(cursors[i].queue_id, BENCH_CONSUMER_GROUP, 32, wait, Duration::ZERO).await {
+            match route.receive_and_ack(cursors[i].queue_id, BENCH_CONSUMER_GROUP, self.read_batch as i32, wait, Duration::ZERO).await {
                 Received::Acked(sizes) => {
                     latency.fetch.record(started.elapsed());
                     cursors[i].drained = false;

@@ -37,7 +37,7 @@ use crate::cli::produce::{BATCH_MAX, BODY_BYTES_MAX, generated_body};
 use client::{CallError, Cluster, Router, Target, admin_client, random_u64, request};
 
 use crate::cli::{CommonArgs, EXIT_CHECK_FAILED, producer_id};
-use consume::{ConsumeLatency, ConsumeVia, Consumer, QueueCursor, ReadMode, deal};
+use consume::{BENCH_CONSUMER_GROUP, ConsumeLatency, ConsumeVia, Consumer, QueueCursor, ReadMode, deal};
 use produce::{Producer, SendPlan, SendVia};
 use report::{Measured, QueueBenchReport, RunShape};
 use stamp::{STAMP_LEN, Stamp};
@@ -85,9 +85,23 @@ pub struct QueueBenchArgs {
     /// each batch, as consumer group `raftmq-bench`; e2e: native only).
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
     protocol: Protocol,
+    /// consume: most messages per fetch (native) or receive (rocketmq, at most 32) [default:
+    /// native: the broker's (256); rocketmq: 32].
+    #[arg(long, value_parser = value_parser!(u32).range(1..=i64::from(READ_BATCH_MAX)))]
+    read_batch: Option<u32>,
+    /// consume, native: after each fetch that returned messages, commit the next offset as this
+    /// consumer group before reading on (one Raft entry per fetch, as Kafka's poll + commitSync):
+    /// the native counterpart of RocketMQ's receive + ack. A failed commit counts as a failed fetch.
+    #[arg(long)]
+    commit_group: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
+
+/// The most messages a `--read-batch` asks for: what one native fetch returns at most.
+const READ_BATCH_MAX: u32 = 1024;
+/// RocketMQ's receive batch when `--read-batch` leaves it unset, and the most the broker answers.
+const RECEIVE_BATCH_DEFAULT: u32 = 32;
 
 /// A client protocol of the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -130,6 +144,19 @@ async fn run_bench(kind: BenchKind, args: QueueBenchArgs) -> anyhow::Result<Exit
     }
     if args.protocol == Protocol::Rocketmq && kind == BenchKind::E2e {
         bail!("bench e2e --protocol rocketmq: not built yet; `bench produce` and `bench consume` run over it");
+    }
+    if kind != BenchKind::Consume && (args.read_batch.is_some() || args.commit_group.is_some()) {
+        bail!("--read-batch and --commit-group are bench consume's");
+    }
+    if args.protocol == Protocol::Rocketmq {
+        if args.commit_group.is_some() {
+            bail!(
+                "--commit-group is the native consumer's: over rocketmq each batch is acknowledged, as consumer group {BENCH_CONSUMER_GROUP}"
+            );
+        }
+        if args.read_batch.is_some_and(|b| b > RECEIVE_BATCH_DEFAULT) {
+            bail!("--read-batch over rocketmq is at most {RECEIVE_BATCH_DEFAULT}: the broker answers no more per receive");
+        }
     }
     let cluster = args.common.connect.cluster();
     ensure_topic(&cluster, &args.topic, args.queues).await?;
@@ -183,6 +210,8 @@ impl Run {
             concurrency: a.concurrency,
             batch: a.batch,
             protocol: a.protocol,
+            read_batch: a.read_batch,
+            commit_group: a.commit_group.clone(),
         }
     }
 
@@ -234,6 +263,12 @@ impl Run {
             count: self.args.count,
             mode,
             wait_ms: FETCH_WAIT_MS,
+            read_batch: self.args.read_batch.unwrap_or(match self.args.protocol {
+                // 0: the broker's default.
+                Protocol::Native => 0,
+                Protocol::Rocketmq => RECEIVE_BATCH_DEFAULT,
+            }),
+            commit_group: self.args.commit_group.clone(),
             counters: self.counters.clone(),
             stop: self.stop.clone(),
             deadline: self.deadline,

@@ -47,6 +47,12 @@ pub struct RunShape {
     pub batch: u64,
     /// The client protocol of the sends.
     pub protocol: super::Protocol,
+    /// consume: the most messages per fetch or receive asked for (unset: the default), and
+    /// the consumer group whose offsets the native fetches commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_batch: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_group: Option<String>,
 }
 
 pub struct Measured {
@@ -118,6 +124,12 @@ impl QueueBenchReport {
             self.shape.concurrency,
             self.shape.batch
         )?;
+        if let Some(n) = self.shape.read_batch {
+            writeln!(out, "  read batch {n}")?;
+        }
+        if let Some(group) = &self.shape.commit_group {
+            writeln!(out, "  each fetch's offset committed as consumer group {group}")?;
+        }
         let what = if self.shape.kind == BenchKind::Produce { "acked" } else { "consumed" };
         writeln!(out, "  {:.2} s, {what} {:.0} msg/s, {:.2} MiB/s", self.seconds, self.msgs_per_sec, self.mib_per_sec)?;
         if self.shape.kind != BenchKind::Consume {
@@ -171,6 +183,8 @@ mod tests {
             concurrency: 8,
             batch: 1,
             protocol: super::super::Protocol::Native,
+            read_batch: None,
+            commit_group: None,
         }
     }
 
