@@ -359,3 +359,75 @@ async fn a_replica_that_caught_up_by_snapshot_leads_with_the_same_consumer_state
     assert!(times.values().all(|&n| n == 1), "delivered twice: {:?}", times.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
     assert_eq!(seen.acked.len(), times.len());
 }
+
+/// Receives for `group` at `client` until one brings nothing (at most `rounds`); returns what
+/// came and the code that ended it.
+async fn receive_until_refused(client: &mut MessagingServiceClient<Channel>, group: &str, rounds: usize) -> (Vec<v2::Message>, i32) {
+    let request = ReceiveMessageRequest {
+        batch_size: 32,
+        ..receive_request("bounded", group, Some(Duration::from_secs(600)), Duration::from_millis(200))
+    };
+    let mut all = Vec::new();
+    for _ in 0..rounds {
+        let (code, got) = receive(client, request.clone()).await;
+        if code != MqCode::Ok as i32 {
+            return (all, code);
+        }
+        all.extend(got);
+    }
+    panic!("{group}: still receiving after {rounds} receives ({} messages)", all.len());
+}
+
+/// The bounds of a queue group's consumer state, end to end at their limits: a consumer group
+/// holds at most 4,096 messages in flight per queue (a receive then brings nothing new until one
+/// is acknowledged), and a queue group at most 8,192 receive items (cursors and in-flight
+/// records over every consumer group: what a checkpoint holds), beyond which a receive is
+/// refused TOO_MANY_REQUESTS. The count of those items that the brokers keep survives a kill -9
+/// of the leader: the new leader refuses and admits exactly as the old one did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receive_bounds_hold_at_their_limits_and_across_a_failover() {
+    let mut cluster = cluster_with(&[topic("bounded", 1, NORMAL)]).await;
+    let leader = cluster.leader_of_first_queue("bounded").await;
+    let mut client = raw_client(&cluster, leader as usize - 1).await;
+    for chunk in 0..33 {
+        let messages = (0..250).map(|i| raw_message("bounded", &format!("m{chunk}-{i}"), b"x".to_vec())).collect();
+        let sent = client.send_message(SendMessageRequest { messages }).await.expect("send").into_inner();
+        assert_eq!(sent.status.map(|s| s.code), Some(MqCode::Ok as i32));
+    }
+    let offset = |m: &v2::Message| m.system_properties.as_ref().map_or(-1, |p| p.queue_offset.unwrap_or(-1));
+
+    // Exactly 4,096 in flight for the first group; then nothing new (not an error).
+    let (first, code) = receive_until_refused(&mut client, "first", 200).await;
+    assert_eq!((first.len(), code), (4096, MqCode::MessageNotFound as i32));
+    assert_eq!(first.iter().map(offset).collect::<BTreeSet<_>>(), (0..4096).collect::<BTreeSet<i64>>());
+    // The second group gets what is left of 8,192 items: 8,192 - (4,096 + a cursor) - its own
+    // cursor = 4,094; then it is refused, and told why.
+    let (second, code) = receive_until_refused(&mut client, "second", 200).await;
+    assert_eq!((second.len(), code), (4094, MqCode::TooManyRequests as i32));
+
+    // Through a kill -9 of the leader, the new leader keeps the same count.
+    cluster.brokers[leader as usize - 1].kill9();
+    let survivor = (0..3).find(|&b| b + 1 != leader as usize).expect("a survivor");
+    let mut client = raw_client(&cluster, survivor).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let request = ReceiveMessageRequest {
+        batch_size: 32,
+        ..receive_request("bounded", "second", Some(Duration::from_secs(600)), Duration::from_millis(200))
+    };
+    loop {
+        let code = try_receive(&mut client, request.clone()).await.map_or(0, |(code, got)| {
+            assert!(got.is_empty(), "the new leader delivered {} messages beyond the bound", got.len());
+            code
+        });
+        if code == MqCode::TooManyRequests as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal from a new leader (last code {code})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One acknowledged makes room for exactly one more.
+    let acked = &second[0];
+    assert_eq!(try_ack(&mut client, "bounded", "second", &handle(acked)).await.expect("ack"), MqCode::Ok as i32);
+    let (more, code) = receive_until_refused(&mut client, "second", 5).await;
+    assert_eq!((more.iter().map(offset).collect::<Vec<_>>(), code), (vec![4094], MqCode::TooManyRequests as i32));
+}
