@@ -52,6 +52,14 @@ pub fn deal(cursors: Vec<QueueCursor>, workers: usize) -> Vec<Vec<QueueCursor>> 
     hands
 }
 
+/// Every one of `workers` workers (at least one) gets every queue, each starting at a different
+/// one: RocketMQ's consumers of one group share the queues, the broker keeping which messages
+/// each holds, where native readers own a queue's offset each.
+pub fn share(cursors: Vec<QueueCursor>, workers: usize) -> Vec<Vec<QueueCursor>> {
+    let len = cursors.len();
+    (0..workers.max(1)).map(|w| (0..len).map(|k| cursors[(w + k) % len].clone()).collect()).collect()
+}
+
 pub enum ReadMode {
     /// Count every message.
     All,
@@ -240,5 +248,13 @@ mod tests {
         assert_eq!(ids, [vec![0, 2, 4], vec![1, 3]]);
         assert_eq!(deal(cursors(&[false; 2]), 8).len(), 2, "no idle workers");
         assert_eq!(deal(cursors(&[false; 2]), 0).len(), 1);
+    }
+
+    #[test]
+    fn queues_shared_by_workers() {
+        let hands = share(cursors(&[false; 3]), 4);
+        let ids: Vec<Vec<u32>> = hands.iter().map(|h| h.iter().map(|c| c.queue_id).collect()).collect();
+        assert_eq!(ids, [vec![0, 1, 2], vec![1, 2, 0], vec![2, 0, 1], vec![0, 1, 2]]);
+        assert_eq!(share(cursors(&[false; 2]), 0).len(), 1);
     }
 }

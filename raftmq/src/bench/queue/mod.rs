@@ -4,7 +4,8 @@
 //! - `produce`: `--concurrency` workers, each with one send of `--batch` messages in flight,
 //!   send `--count` messages to the topic's queues in turn, each to its queue's leader.
 //! - `consume`: reads every queue from offset 0, `--concurrency` queues at a time, until
-//!   `--count` messages are read (run `bench produce` first).
+//!   `--count` messages are read (run `bench produce` first); over RocketMQ, `--concurrency`
+//!   consumers of one consumer group receive and acknowledge, sharing every queue.
 //! - `e2e`: produces as `produce` does while one reader per queue reads from the queue's end as
 //!   of the start; each body carries its send time, so the report has send-to-consume latency.
 //!
@@ -37,7 +38,7 @@ use crate::cli::produce::{BATCH_MAX, BODY_BYTES_MAX, generated_body};
 use client::{CallError, Cluster, Router, Target, admin_client, random_u64, request};
 
 use crate::cli::{CommonArgs, EXIT_CHECK_FAILED, producer_id};
-use consume::{BENCH_CONSUMER_GROUP, ConsumeLatency, ConsumeVia, Consumer, QueueCursor, ReadMode, deal};
+use consume::{BENCH_CONSUMER_GROUP, ConsumeLatency, ConsumeVia, Consumer, QueueCursor, ReadMode, deal, share};
 use produce::{Producer, SendPlan, SendVia};
 use report::{Measured, QueueBenchReport, RunShape};
 use stamp::{STAMP_LEN, Stamp};
@@ -68,7 +69,9 @@ pub struct QueueBenchArgs {
     /// Body bytes of each message (e2e: at least 28, for the send time it carries).
     #[arg(long, default_value_t = 1024, value_parser = value_parser!(u64).range(0..=BODY_BYTES_MAX))]
     size: u64,
-    /// Sends in flight at once (produce, e2e); queues read at once (consume).
+    /// Sends in flight at once (produce, e2e); consume: native, queues read at once (one reader
+    /// per queue, so at most the queue count); rocketmq, consumers of the group, sharing the
+    /// queues as RocketMQ's consumers do.
     #[arg(long, default_value_t = 64, value_parser = value_parser!(u64).range(1..=CONCURRENCY_MAX))]
     concurrency: u64,
     /// Messages per send (produce, e2e).
@@ -252,9 +255,9 @@ impl Run {
     }
 
     fn consumers(&self, cursors: Vec<QueueCursor>, workers: usize, mode: ReadMode) -> JoinSet<anyhow::Result<ConsumeLatency>> {
-        let via = match &self.send_via {
-            SendVia::Native => ConsumeVia::Native,
-            SendVia::Rocketmq(route) => ConsumeVia::Rocketmq(route.clone()),
+        let (via, hands) = match &self.send_via {
+            SendVia::Native => (ConsumeVia::Native, deal(cursors, workers)),
+            SendVia::Rocketmq(route) => (ConsumeVia::Rocketmq(route.clone()), share(cursors, workers)),
         };
         let consumer = Arc::new(Consumer {
             via,
@@ -274,7 +277,7 @@ impl Run {
             deadline: self.deadline,
         });
         let mut set = JoinSet::new();
-        for hand in deal(cursors, workers) {
+        for hand in hands {
             set.spawn(consumer.clone().work(hand));
         }
         set
