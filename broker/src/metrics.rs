@@ -40,7 +40,7 @@ const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 /// The client gRPC methods counted by name; any other path is counted as `other`, so a client
 /// cannot grow the label set.
-const KNOWN_METHODS: [&str; 26] = [
+const KNOWN_METHODS: [&str; 27] = [
     "/raftmq.v1.QueueService/Send",
     "/raftmq.v1.QueueService/Fetch",
     "/raftmq.v1.QueueService/CommitOffset",
@@ -50,6 +50,7 @@ const KNOWN_METHODS: [&str; 26] = [
     "/raftmq.v1.AdminService/DescribeTopic",
     "/raftmq.v1.AdminService/ClusterStatus",
     "/raftmq.v1.AdminService/GroupChecksum",
+    "/raftmq.v1.AdminService/MoveLeader",
     "/apache.rocketmq.v2.MessagingService/QueryRoute",
     "/apache.rocketmq.v2.MessagingService/Heartbeat",
     "/apache.rocketmq.v2.MessagingService/SendMessage",
