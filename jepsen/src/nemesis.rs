@@ -9,8 +9,10 @@
 //! coordinated power cut would), the four partitions (iptables, `crate::net`), and `slow-fsync`
 //! (every fdatasync of one broker's log waits 50–500 ms; the run starts the brokers in their
 //! slow-fsync test mode), and the degraded links `link-delay` (every packet to or from one broker
-//! held 20–300 ms) and `link-loss` (5–30 % of them dropped), also in `crate::net`. Leadership
-//! transfer, membership change and controller kill slot in as further [`NemesisKind`]s.
+//! held 20–300 ms) and `link-loss` (5–30 % of them dropped), also in `crate::net`; and
+//! `move-leader` (a random queue's leadership handed to another of its replicas through
+//! `AdminService.MoveLeader`: a Raft leader transfer under load). Membership change and
+//! controller kill slot in as further [`NemesisKind`]s.
 //!
 //! Two more cut the power in ways the plain power loss does not: `torn-write` (every broker at
 //! once, with the brokers' log file layer tearing the last page written of each file: a prefix
@@ -22,7 +24,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use proto::raftmq::v1::DescribeTopicRequest;
+use proto::raftmq::v1::status::Code;
+use proto::raftmq::v1::{DescribeTopicRequest, MoveLeaderRequest};
 use rand::RngExt;
 use rand::seq::SliceRandom;
 use rand_xorshift::XorShiftRng;
@@ -56,10 +59,12 @@ pub enum NemesisKind {
     TornWrite,
     /// One broker's fsync slowed, its store flushed, then its power cut.
     StoreLoss,
+    /// A random queue's leadership handed to another of its replicas (nothing to heal).
+    MoveLeader,
 }
 
 impl NemesisKind {
-    pub const ALL: [NemesisKind; 14] = [
+    pub const ALL: [NemesisKind; 15] = [
         NemesisKind::Kill,
         NemesisKind::KillLeader,
         NemesisKind::KillMajority,
@@ -74,6 +79,7 @@ impl NemesisKind {
         NemesisKind::LinkLoss,
         NemesisKind::TornWrite,
         NemesisKind::StoreLoss,
+        NemesisKind::MoveLeader,
     ];
 
     /// Whether it needs the firewall (root and iptables).
@@ -105,6 +111,7 @@ impl NemesisKind {
             NemesisKind::LinkLoss => "link-loss",
             NemesisKind::TornWrite => "torn-write",
             NemesisKind::StoreLoss => "store-loss",
+            NemesisKind::MoveLeader => "move-leader",
         }
     }
 
@@ -156,6 +163,8 @@ pub enum Fault {
         after_ms: u64,
         flushed: bool,
     },
+    /// A leader transfer, as described (its outcome included).
+    LeaderMoved(String),
 }
 
 impl Fault {
@@ -173,6 +182,7 @@ impl Fault {
                 "store of broker {broker} flushed{}, power cut {after_ms} ms later, fsync slowed by {fsync_delay_ms} ms",
                 if *flushed { "" } else { " (not confirmed)" }
             ),
+            Fault::LeaderMoved(what) => what.clone(),
         }
     }
 }
@@ -255,6 +265,10 @@ pub async fn inject(
             cluster.kill9(broker)?;
             return Ok(Fault::StoreLost { broker, fsync_delay_ms, after_ms, flushed });
         }
+        NemesisKind::MoveLeader => {
+            let queue = rng.random_range(0..queues.max(1));
+            return Ok(Fault::LeaderMoved(move_leader(cluster, topic, queue, rng).await));
+        }
         NemesisKind::SlowFsync => {
             let (broker, delay_ms) = (ids[0], rng.random_range(50..=500u64));
             cluster.set_fsync_delay(broker, delay_ms)?;
@@ -285,9 +299,40 @@ pub async fn inject(
     match &fault {
         Fault::Killed(ids) | Fault::PowerLost(ids) | Fault::TornPowerLost(ids) => ids.iter().try_for_each(|&id| cluster.kill9(id))?,
         Fault::Paused(ids) => ids.iter().try_for_each(|&id| cluster.pause(id))?,
-        Fault::Partitioned(_) | Fault::SlowFsync { .. } | Fault::LinkDegraded(_) | Fault::StoreLost { .. } => {}
+        Fault::Partitioned(_) | Fault::SlowFsync { .. } | Fault::LinkDegraded(_) | Fault::StoreLost { .. } | Fault::LeaderMoved(_) => {}
     }
     Ok(fault)
+}
+
+/// Hands the leadership of `queue`'s group to one of its other replicas (chosen with `rng`),
+/// through the first broker that describes the topic; describes what was asked and how it ended.
+/// A refused or unanswered move is a fault too (the group may have been left to elect).
+async fn move_leader(cluster: &LocalCluster, topic: &str, queue: u32, rng: &mut XorShiftRng) -> String {
+    for b in &cluster.brokers {
+        let mut admin = admin_client(b.client_addr());
+        let req = DescribeTopicRequest { name: topic.into() };
+        let Ok(Ok(described)) = tokio::time::timeout(Duration::from_secs(2), admin.describe_topic(req)).await else { continue };
+        let Some(q) = described.into_inner().queues.into_iter().find(|q| q.queue_id == queue && q.leader_broker_id != 0) else {
+            continue;
+        };
+        let others: Vec<u64> = q.replica_broker_ids.iter().copied().filter(|&r| r != q.leader_broker_id).collect();
+        if others.is_empty() {
+            return format!("move queue {queue}'s leader: no other replica");
+        }
+        let to = others[rng.random_range(0..others.len())];
+        let req = MoveLeaderRequest { group_id: q.group_id, to_broker_id: to };
+        let outcome = match tokio::time::timeout(Duration::from_secs(12), admin.move_leader(req)).await {
+            Ok(Ok(r)) => match r.into_inner().status {
+                Some(s) if s.code == Code::Ok as i32 => "done".to_owned(),
+                Some(s) => format!("refused: {}", s.message),
+                None => "answered without a status".to_owned(),
+            },
+            Ok(Err(e)) => format!("failed: {}", e.message()),
+            Err(_) => "no answer within 12 s".to_owned(),
+        };
+        return format!("move group {}'s leader from broker {} to {to}: {outcome}", q.group_id, q.leader_broker_id);
+    }
+    format!("move queue {queue}'s leader: no broker named its leader")
 }
 
 /// Applies a partition of `kind` over the brokers in `ids` (shuffled); `leader` for
@@ -345,5 +390,6 @@ pub fn heal(fault: &Fault, cluster: &mut LocalCluster) -> Result<(), ClusterErro
         Fault::Partitioned(_) => Ok(cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?.heal()?),
         Fault::SlowFsync { broker, .. } => cluster.set_fsync_delay(*broker, 0),
         Fault::LinkDegraded(_) => Ok(cluster.firewall.as_mut().ok_or(ClusterError::NoFirewall)?.restore_links()?),
+        Fault::LeaderMoved(_) => Ok(()),
     }
 }

@@ -1,6 +1,6 @@
 //! `raftmq jepsen run` end to end: a 60 s campaign on three real broker processes with every
 //! nemesis (kills, pauses, coordinated power loss with and without torn pages, store loss,
-//! partitions, slow fsync, slow and lossy links)
+//! partitions, slow fsync, slow and lossy links, leader transfers)
 //! must find no anomaly,
 //! and must have done real work (sends acknowledged, faults injected, every queue read back on
 //! every replica); and the same harness must catch a broker that acknowledges before fdatasync.
@@ -25,7 +25,7 @@ fn results(out: &Path) -> serde_json::Value {
 fn a_campaign_with_every_nemesis_finds_no_anomaly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let nemeses = "kill,kill-leader,pause,power-loss,torn-write,store-loss,partition-halves,partition-leader,partition-bridge,partition-one-way,slow-fsync,link-delay,link-loss";
+    let nemeses = "kill,kill-leader,pause,power-loss,torn-write,store-loss,partition-halves,partition-leader,partition-bridge,partition-one-way,slow-fsync,link-delay,link-loss,move-leader";
     let output =
         jepsen_run(&out, &["--brokers", "3", "--time", "60s", "--rate", "100", "--seed", "7", "--nemesis", nemeses]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -51,15 +51,15 @@ fn a_campaign_with_every_nemesis_finds_no_anomaly() {
     assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stdout));
 }
 
-/// A RocketMQ campaign (`workload`) of 30 s on three brokers under kills, pauses and a
-/// partitioned leader, which must pass: no acknowledged send lost or never received, nothing
+/// A RocketMQ campaign (`workload`) of 30 s on three brokers under kills, pauses, a
+/// partitioned leader and leader transfers, which must pass: no acknowledged send lost or never received, nothing
 /// delivered after its ack, no early redelivery, FIFO order kept. Returns the deliveries of a
 /// second or later attempt.
 fn rocketmq_campaign(workload: &str, seed: &str) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let args = ["--brokers", "3", "--time", "30s", "--rate", "100", "--seed", seed, "--workload", workload];
-    let output = jepsen_run(&out, &args).args(["--nemesis", "kill,kill-leader,pause,partition-leader"]).output().unwrap();
+    let output = jepsen_run(&out, &args).args(["--nemesis", "kill,kill-leader,pause,partition-leader,move-leader"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
     let results = results(&out);
