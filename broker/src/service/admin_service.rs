@@ -398,8 +398,11 @@ async fn move_leader_here(core: &Core, raft: &QueueRaft, group: u64, to: BrokerI
         Err(_) => {
             let now = raft.metrics().borrow_watched().clone();
             let leader = now.current_leader.map_or_else(|| "none known".to_owned(), |l| format!("broker {l}"));
+            // The transfer was started and may still end: whether `to` leads is not known.
             answer(
-                status::unavailable(format!("broker {to} did not take group {group}'s lead within {wait:?}; its leader now: {leader}")),
+                status::outcome_unknown(format!(
+                    "broker {to} did not take group {group}'s lead within {wait:?} (the transfer may still end); its leader now: {leader}"
+                )),
                 &now,
             )
         }
