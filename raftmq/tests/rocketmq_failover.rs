@@ -227,20 +227,32 @@ fn replica(status: &GroupStatus, broker: u64) -> &ReplicaStatus {
     status.replicas.iter().find(|r| r.broker_id == broker).unwrap_or_else(|| panic!("no replica on broker {broker}: {status:?}"))
 }
 
-/// Rounds of 200 sends, each received and acknowledged, until `done` holds of the group's status.
+/// Rounds of 200 sends, each received and acknowledged, until `done` holds of the group's status;
+/// with `leader`, the group's leadership is moved back to that broker whenever an election (a
+/// busy machine's missed heartbeats) took it elsewhere.
+#[allow(clippy::too_many_arguments)]
 async fn load_until(
     cluster: &support::Cluster,
     clients: &mut [MessagingServiceClient<Channel>],
     via: usize,
     group: u64,
+    leader: Option<u64>,
     request: &ReceiveMessageRequest,
     seen: &mut Seen,
     done: impl Fn(&GroupStatus) -> bool,
 ) {
     let deadline = Instant::now() + Duration::from_secs(120);
     for round in 0.. {
-        if done(&group_status(cluster, via, group).await) {
+        let status = group_status(cluster, via, group).await;
+        if done(&status) {
             return;
+        }
+        if let Some(to) = leader
+            && status.leader_broker_id != to
+        {
+            let mut admin = cluster.brokers[via].admin().await;
+            let moved = admin.move_leader(MoveLeaderRequest { group_id: group, to_broker_id: to }).await.expect("move leader");
+            assert_eq!(support::code(&moved.into_inner().status), Code::Ok, "leadership back to broker {to}");
         }
         assert!(Instant::now() < deadline, "the log was not trimmed as awaited within 120 s");
         let prefix = format!("filler-{}-{round}", seen.deliveries.len());
@@ -283,7 +295,7 @@ async fn a_replica_that_caught_up_by_snapshot_leads_with_the_same_consumer_state
     cluster.brokers[down as usize - 1].kill9();
     let stopped_at = replica(&group_status(&cluster, running[0], group).await, leader).matched_index;
     let purged_past = |s: &GroupStatus| running.iter().all(|&b| replica(s, b as u64 + 1).purged_index > stopped_at);
-    load_until(&cluster, &mut clients, running[0], group, &request, &mut seen, purged_past).await;
+    load_until(&cluster, &mut clients, running[0], group, None, &request, &mut seen, purged_past).await;
 
     // 40 more: 30 acknowledged, 10 kept in flight (invisible for 300 s).
     let final_ids = send_batches(&mut clients[0], "ledger", "final", 40).await;
@@ -346,7 +358,7 @@ async fn a_replica_that_caught_up_by_snapshot_leads_with_the_same_consumer_state
     // installed, and every broker is still running.
     let installed = caught_up.snapshot_index;
     let new_leader_snapshotted = |s: &GroupStatus| s.leader_broker_id == down && replica(s, down).snapshot_index > installed;
-    load_until(&cluster, &mut at_new, down as usize - 1, group, &request, &mut seen, new_leader_snapshotted).await;
+    load_until(&cluster, &mut at_new, down as usize - 1, group, Some(down), &request, &mut seen, new_leader_snapshotted).await;
     for b in &mut cluster.brokers {
         assert!(b.is_running(), "broker {} stopped; log {}", b.id, b.log().display());
     }
