@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{
-    ClusterStatusRequest, CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest,
-    GroupChecksumRequest, GroupStatus, Message, ReplicaStatus, SendRequest, Topic,
+    CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest, GroupChecksumRequest, GroupStatus,
+    Message, SendRequest, Topic,
 };
-use support::{Cluster, code};
+use support::{Cluster, code, replica};
 
 /// Raft timing for loopback: a dead leader is replaced within about a second.
 const FAST_RAFT: &str = "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n";
@@ -324,25 +324,6 @@ async fn a_full_cluster_restart_keeps_messages_and_consumer_offsets() {
 const SMALL_RETENTION: &str = "[retention]\nmax_log_entries = 256\ncheck_interval_ms = 200\n";
 const SMALL_CHECKPOINT_INTERVAL: u64 = 64;
 
-/// `group`'s status as the cluster reports it through `via`, once it has a leader.
-async fn group_status(cluster: &Cluster, via: usize, group: u64) -> GroupStatus {
-    let mut admin = cluster.brokers[via].admin().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = admin.cluster_status(ClusterStatusRequest {}).await
-            && let Some(g) = r.into_inner().groups.into_iter().find(|g| g.group_id == group && g.leader_broker_id != 0)
-        {
-            return g;
-        }
-        assert!(Instant::now() < deadline, "no status with a leader for group {group}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn replica(status: &GroupStatus, broker: u64) -> &ReplicaStatus {
-    status.replicas.iter().find(|r| r.broker_id == broker).unwrap_or_else(|| panic!("no replica on broker {broker}: {status:?}"))
-}
-
 /// A follower of each group is down while the groups take thousands of sends and retention
 /// trims them, snapshots and purges every running replica's log past the last entry the stopped
 /// one could hold. Restarted, it can only catch up by installing a snapshot and then the log
@@ -367,7 +348,7 @@ async fn a_broker_down_while_the_log_is_purged_past_it_catches_up_by_snapshot() 
     // as the leader reports it after the kill.
     let mut stopped_at = BTreeMap::new();
     for &g in &groups {
-        let s = group_status(&cluster, running[0], g).await;
+        let s = cluster.group_status(running[0], g).await;
         stopped_at.insert(g, replica(&s, s.leader_broker_id).matched_index);
     }
 
@@ -377,7 +358,7 @@ async fn a_broker_down_while_the_log_is_purged_past_it_catches_up_by_snapshot() 
     loop {
         let mut purged_past = true;
         for &g in &groups {
-            let s = group_status(&cluster, running[0], g).await;
+            let s = cluster.group_status(running[0], g).await;
             for &b in &running {
                 purged_past &= replica(&s, b as u64 + 1).purged_index > stopped_at[&g];
             }
@@ -399,7 +380,7 @@ async fn a_broker_down_while_the_log_is_purged_past_it_catches_up_by_snapshot() 
     for &g in &groups {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let s = group_status(&cluster, running[0], g).await;
+            let s = cluster.group_status(running[0], g).await;
             let r = replica(&s, down);
             if r.applied_index >= s.commit_index && r.snapshot_index > stopped_at[&g] {
                 break;
@@ -429,7 +410,7 @@ async fn wait_hibernating(cluster: &Cluster, via: usize, groups: &[u64]) -> BTre
     let mut out = BTreeMap::new();
     for &g in groups {
         loop {
-            let s = group_status(cluster, via, g).await;
+            let s = cluster.group_status(via, g).await;
             if s.replicas.len() == 3 && s.replicas.iter().all(|r| r.hibernating) {
                 out.insert(g, s);
                 break;
@@ -466,7 +447,7 @@ async fn quiet_groups_hibernate_and_a_send_wakes_them_without_an_election() {
         assert!(*offset >= ends[queue], "{body} at {queue}/{offset}, below the end {} before", ends[queue]);
     }
     for g in &groups {
-        let s = group_status(&cluster, 2, *g).await;
+        let s = cluster.group_status(2, *g).await;
         assert_eq!((s.leader_broker_id, s.term), (asleep[g].leader_broker_id, asleep[g].term), "group {g} woke without an election");
     }
     let mut all = history;
@@ -511,7 +492,7 @@ async fn hibernating_groups_elect_a_new_leader_when_their_leaders_broker_dies() 
     // Without any send to wake it, the group elects a leader among the survivors.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = group_status(&cluster, survivors[0], groups[0]).await;
+        let s = cluster.group_status(survivors[0], groups[0]).await;
         if s.leader_broker_id != victim && s.term > asleep[&groups[0]].term {
             break;
         }

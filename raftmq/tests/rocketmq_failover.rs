@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use proto::apache::rocketmq::v2::{self as v2, Code as MqCode, MessageType, ReceiveMessageRequest, SendMessageRequest};
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, DescribeTopicRequest, GroupStatus, MoveLeaderRequest, ReplicaStatus, Topic};
+use proto::raftmq::v1::{DescribeTopicRequest, GroupStatus, MoveLeaderRequest, Topic};
+use support::replica;
 use support::rocketmq::*;
 use tonic::transport::Channel;
 
@@ -208,25 +209,6 @@ async fn send_batches(client: &mut MessagingServiceClient<Channel>, topic: &str,
     ids
 }
 
-/// `group`'s status as broker `via` reports it, once it names a leader.
-async fn group_status(cluster: &support::Cluster, via: usize, group: u64) -> GroupStatus {
-    let mut admin = cluster.brokers[via].admin().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = admin.cluster_status(ClusterStatusRequest {}).await
-            && let Some(g) = r.into_inner().groups.into_iter().find(|g| g.group_id == group && g.leader_broker_id != 0)
-        {
-            return g;
-        }
-        assert!(Instant::now() < deadline, "no status with a leader for group {group}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn replica(status: &GroupStatus, broker: u64) -> &ReplicaStatus {
-    status.replicas.iter().find(|r| r.broker_id == broker).unwrap_or_else(|| panic!("no replica on broker {broker}: {status:?}"))
-}
-
 /// Rounds of 200 sends, each received and acknowledged, until `done` holds of the group's status;
 /// with `leader`, the group's leadership is moved back to that broker whenever an election (a
 /// busy machine's missed heartbeats) took it elsewhere.
@@ -243,7 +225,7 @@ async fn load_until(
 ) {
     let deadline = Instant::now() + Duration::from_secs(120);
     for round in 0.. {
-        let status = group_status(cluster, via, group).await;
+        let status = cluster.group_status(via, group).await;
         if done(&status) {
             return;
         }
@@ -293,7 +275,7 @@ async fn a_replica_that_caught_up_by_snapshot_leads_with_the_same_consumer_state
     consume(&mut clients, "ledger", &request, &mut seen, |_| true, |s| s.acked.len() >= 100).await;
 
     cluster.brokers[down as usize - 1].kill9();
-    let stopped_at = replica(&group_status(&cluster, running[0], group).await, leader).matched_index;
+    let stopped_at = replica(&cluster.group_status(running[0], group).await, leader).matched_index;
     let purged_past = |s: &GroupStatus| running.iter().all(|&b| replica(s, b as u64 + 1).purged_index > stopped_at);
     load_until(&cluster, &mut clients, running[0], group, None, &request, &mut seen, purged_past).await;
 
@@ -320,7 +302,7 @@ async fn a_replica_that_caught_up_by_snapshot_leads_with_the_same_consumer_state
     cluster.wait_ready().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let caught_up = loop {
-        let s = group_status(&cluster, running[0], group).await;
+        let s = cluster.group_status(running[0], group).await;
         let r = replica(&s, down);
         if r.applied_index >= s.commit_index && r.snapshot_index > stopped_at {
             break *r;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use proto::raftmq::v1::admin_service_client::AdminServiceClient;
 use proto::raftmq::v1::queue_service_client::QueueServiceClient;
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicRequest, Status, Topic};
+use proto::raftmq::v1::{ClusterStatusRequest, CreateTopicRequest, DescribeTopicRequest, GroupStatus, ReplicaStatus, Status, Topic};
 use tonic::transport::Channel;
 
 pub use jepsen::cluster::{CLIENT_PORT, PEER_PORT};
@@ -220,6 +220,22 @@ impl Cluster {
         }
     }
 
+    /// `group`'s status as broker `via` (an index into `brokers`) reports it, once it names a
+    /// leader (polling for 30 s at most).
+    pub async fn group_status(&self, via: usize, group: u64) -> GroupStatus {
+        let mut admin = self.brokers[via].admin().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = admin.cluster_status(ClusterStatusRequest {}).await
+                && let Some(g) = r.into_inner().groups.into_iter().find(|g| g.group_id == group && g.leader_broker_id != 0)
+            {
+                return g;
+            }
+            assert!(Instant::now() < deadline, "no status with a leader for group {group}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn dump_logs(&self) {
         for b in &self.brokers {
             let text = std::fs::read_to_string(b.log()).unwrap_or_default();
@@ -255,4 +271,9 @@ pub fn first_stdout_line(child: &mut Child, within: Duration) -> Option<String> 
         let _ = tx.send(line);
     });
     rx.recv_timeout(within).ok().filter(|line| !line.trim().is_empty())
+}
+
+/// The replica of `status`'s group on `broker`.
+pub fn replica(status: &GroupStatus, broker: u64) -> &ReplicaStatus {
+    status.replicas.iter().find(|r| r.broker_id == broker).unwrap_or_else(|| panic!("no replica on broker {broker}: {status:?}"))
 }
