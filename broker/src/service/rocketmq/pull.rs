@@ -13,8 +13,8 @@ use controller::{GroupRecord, TopicRecord};
 use proto::apache::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use proto::apache::rocketmq::v2::{
     Code, FilterExpression, FilterType, GetOffsetRequest, GetOffsetResponse, MessageQueue, PullMessageRequest, PullMessageResponse,
-    QueryOffsetPolicy, QueryOffsetRequest, QueryOffsetResponse, Resource, Status, UpdateOffsetRequest, UpdateOffsetResponse,
-    pull_message_response::Content,
+    QueryOffsetPolicy, QueryOffsetRequest, QueryOffsetResponse, ReceiveMessageRequest, Resource, Status, UpdateOffsetRequest,
+    UpdateOffsetResponse, pull_message_response::Content,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Response};
@@ -58,19 +58,11 @@ pub(super) async fn queue_group(core: &Core, names: &QueueNames) -> Result<(Topi
 
 pub(super) async fn pull(core: &Core, request: Request<PullMessageRequest>) -> Vec<PullMessageResponse> {
     let refuse = |s: Status| vec![PullMessageResponse { content: Some(Content::Status(s)) }];
-    let forwarded = is_forwarded(&request);
-    let due = answer_by(&request);
-    let names = match queue_names(request.get_ref().message_queue.as_ref(), &request) {
-        Ok(n) => n,
+    let (consumer_group, resolved) = resolve_consumer_queue(request);
+    let Resolved { names, req, forwarded, due } = match resolved {
+        Ok(resolved) => resolved,
         Err(s) => return refuse(s),
     };
-    let (group_resource, consumer_group) = resolve(request.get_ref().group.as_ref(), &request);
-    let mut req = request.into_inner();
-    // Forwarded with the namespaces resolved here: the leader does not see this request's headers.
-    req.group = Some(group_resource);
-    if let Some(mq) = req.message_queue.as_mut() {
-        mq.topic = Some(names.resource.clone());
-    }
     let (record, group) = match queue_group(core, &names).await {
         Ok(found) => found,
         Err(s) => return refuse(s),
@@ -202,14 +194,15 @@ where
     }
 }
 
-/// A request for one queue (an offset request), whose names a forward must carry resolved.
-trait QueueRequest: Clone {
+/// A request for one queue, whose names a forward must carry resolved: the leader does not see
+/// the client's headers (`x-mq-namespace`).
+pub(super) trait QueueRequest: Clone {
     fn message_queue(&self) -> Option<&MessageQueue>;
     fn message_queue_mut(&mut self) -> Option<&mut MessageQueue>;
 }
 
 /// A consumer group's request for one queue.
-trait ConsumerOffsetRequest: QueueRequest {
+pub(super) trait ConsumerQueueRequest: QueueRequest {
     fn group(&self) -> Option<&Resource>;
     fn set_group(&mut self, group: Resource);
 }
@@ -226,11 +219,11 @@ macro_rules! queue_request {
         })*
     };
 }
-queue_request!(UpdateOffsetRequest, GetOffsetRequest, QueryOffsetRequest);
+queue_request!(UpdateOffsetRequest, GetOffsetRequest, QueryOffsetRequest, PullMessageRequest, ReceiveMessageRequest);
 
-macro_rules! consumer_offset_request {
+macro_rules! consumer_queue_request {
     ($($req:ty),*) => {
-        $(impl ConsumerOffsetRequest for $req {
+        $(impl ConsumerQueueRequest for $req {
             fn group(&self) -> Option<&Resource> {
                 self.group.as_ref()
             }
@@ -240,7 +233,38 @@ macro_rules! consumer_offset_request {
         })*
     };
 }
-consumer_offset_request!(UpdateOffsetRequest, GetOffsetRequest);
+consumer_queue_request!(UpdateOffsetRequest, GetOffsetRequest, PullMessageRequest, ReceiveMessageRequest);
+
+/// A request for one queue, its queue's names resolved and written into it (so a forward
+/// carries the namespace the `x-mq-namespace` header gave), and what its metadata said.
+pub(super) struct Resolved<Req> {
+    pub(super) names: QueueNames,
+    pub(super) req: Req,
+    pub(super) forwarded: bool,
+    pub(super) due: Option<tokio::time::Instant>,
+}
+
+pub(super) fn resolve_queue<Req: QueueRequest>(request: Request<Req>) -> Result<Resolved<Req>, Status> {
+    let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
+    let names = queue_names(request.get_ref().message_queue(), &request)?;
+    let mut req = request.into_inner();
+    if let Some(mq) = req.message_queue_mut() {
+        mq.topic = Some(names.resource.clone());
+    }
+    Ok(Resolved { names, req, forwarded, due })
+}
+
+/// [`resolve_queue`] for a consumer group's request, its group resolved and written in too; the
+/// group's raftmq name (namespace included) is returned whether or not the queue's names were
+/// refused, so each caller checks the two in its own order.
+pub(super) fn resolve_consumer_queue<Req: ConsumerQueueRequest>(request: Request<Req>) -> (String, Result<Resolved<Req>, Status>) {
+    let (group_resource, consumer_group) = resolve(request.get_ref().group(), &request);
+    let resolved = resolve_queue(request).map(|mut r| {
+        r.req.set_group(group_resource);
+        r
+    });
+    (consumer_group, resolved)
+}
 
 /// Where a request for one queue is served: the queue's group and this broker's replica of it
 /// when it leads, else the forwarded answer (`Err`). `req` is forwarded as it is: its names
@@ -266,18 +290,6 @@ where
     }
 }
 
-/// `request`'s queue names resolved, and the request with them written in (so a forward
-/// carries the namespace the `x-mq-namespace` header gave).
-fn resolve_queue<Req: QueueRequest>(request: Request<Req>) -> Result<(QueueNames, Req, bool, Option<tokio::time::Instant>), Status> {
-    let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
-    let names = queue_names(request.get_ref().message_queue(), &request)?;
-    let mut req = request.into_inner();
-    if let Some(mq) = req.message_queue_mut() {
-        mq.topic = Some(names.resource.clone());
-    }
-    Ok((names, req, forwarded, due))
-}
-
 /// [`at_queue_leader`] for a consumer group's offset request, its names resolved and its
 /// group's checked first and returned (raftmq's name, with its namespace).
 async fn at_consumer_offset_leader<Req, R, F, Fut>(
@@ -288,14 +300,13 @@ async fn at_consumer_offset_leader<Req, R, F, Fut>(
     forward: F,
 ) -> Result<(String, Req, GroupRecord, QueueRaft, Option<tokio::time::Instant>), R>
 where
-    Req: ConsumerOffsetRequest,
+    Req: ConsumerQueueRequest,
     F: Fn(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
     Fut: std::future::Future<Output = Result<Response<R>, tonic::Status>>,
 {
-    let (group_resource, consumer_group) = resolve(request.get_ref().group(), &request);
+    let (consumer_group, resolved) = resolve_consumer_queue(request);
     check_group(core, &consumer_group).map_err(&refuse)?;
-    let (names, mut req, forwarded, due) = resolve_queue(request).map_err(&refuse)?;
-    req.set_group(group_resource);
+    let Resolved { names, req, forwarded, due } = resolved.map_err(&refuse)?;
     let (req, group, raft) = at_queue_leader(core, &names, (forwarded, due), req, effect, refuse, forward).await?;
     Ok((consumer_group, req, group, raft, due))
 }
@@ -333,7 +344,7 @@ pub(super) async fn get_offset(core: &Core, request: Request<GetOffsetRequest>) 
 pub(super) async fn query_offset(core: &Core, request: Request<QueryOffsetRequest>) -> QueryOffsetResponse {
     let refuse = |s: Status| QueryOffsetResponse { status: Some(s), offset: 0 };
     let forward = |mut client: MessagingServiceClient<Channel>, req| async move { client.query_offset(req).await };
-    let (names, req, forwarded, due) = match resolve_queue(request) {
+    let Resolved { names, req, forwarded, due } = match resolve_queue(request) {
         Ok(resolved) => resolved,
         Err(s) => return refuse(s),
     };

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 
 use super::dead_letter;
 use super::message::{Delivery, delivered};
-use super::pull::{QueueNames, at_named_queue_leader, duration_of, filter_of, queue_group, queue_names};
+use super::pull::{QueueNames, Resolved, at_named_queue_leader, duration_of, filter_of, queue_group, resolve_consumer_queue};
 use super::receipt::Receipt;
 use super::send::SendState;
 use super::telemetry::{MAX_DELIVERY_ATTEMPTS, RECEIVE_BATCH_SIZE, duration};
@@ -105,13 +105,13 @@ fn refused_receive(s: Status) -> Vec<ReceiveMessageResponse> {
 }
 
 pub(super) async fn receive(core: &Core, send: &SendState, request: Request<ReceiveMessageRequest>) -> Vec<ReceiveMessageResponse> {
-    let (forwarded, due) = (is_forwarded(&request), answer_by(&request));
-    let names = match queue_names(request.get_ref().message_queue.as_ref(), &request) {
-        Ok(n) => n,
+    // The names resolved and written in: the leader a receive is forwarded to does not see
+    // this request's headers.
+    let (consumer_group, resolved) = resolve_consumer_queue(request);
+    let Resolved { names, req, forwarded, due } = match resolved {
+        Ok(resolved) => resolved,
         Err(s) => return refused_receive(s),
     };
-    let (group_resource, consumer_group) = resolve(request.get_ref().group.as_ref(), &request);
-    let mut req = request.into_inner();
     let (ask, wait) = match receive_ask(core, consumer_group, &req) {
         Ok(found) => found,
         Err(s) => return refused_receive(s),
@@ -121,11 +121,6 @@ pub(super) async fn receive(core: &Core, send: &SendState, request: Request<Rece
         Err(s) => return refused_receive(s),
     };
     let ask = ReceiveAsk { fifo: record.message_type == controller::MessageType::Fifo, ..ask };
-    // Forwarded with the namespaces resolved here: the leader does not see this request's headers.
-    req.group = Some(group_resource);
-    if let Some(mq) = req.message_queue.as_mut() {
-        mq.topic = Some(names.resource.clone());
-    }
     let until = long_poll_end(core, wait, due);
     let serve = core.leader_target(&group, forwarded, left(due)).await;
     let call = |mut client: MessagingServiceClient<Channel>, within: Option<Duration>| {
