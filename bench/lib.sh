@@ -25,6 +25,8 @@ start_cluster() {
   BROKER="127.0.0.1:$BASE,127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2))"
 }
 
+# Clock ticks per second: the unit of broker_ticks.
+TICKS=$(getconf CLK_TCK)
 broker_ticks() { # user + system clock ticks of every broker process of this cluster
   local sum=0 pid
   for pid in $(pgrep -f "broker --config $DIR/" || true); do

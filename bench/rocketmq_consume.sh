@@ -18,7 +18,6 @@ COUNT=${COUNT:-100000}
 OUT=${OUT:-/tmp/raftmq-consume}
 BASE=${BASE:-39581}
 mkdir -p "$OUT"
-TICKS=$(getconf CLK_TCK)
 
 . "$(dirname "$0")/lib.sh"
 

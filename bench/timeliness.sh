@@ -15,7 +15,6 @@ COUNT=${COUNT:-2000000}
 OUT=${OUT:-/tmp/raftmq-timeliness}
 BASE=${BASE:-39781}
 mkdir -p "$OUT"
-TICKS=$(getconf CLK_TCK)
 
 . "$(dirname "$0")/lib.sh"
 

@@ -21,11 +21,12 @@
 //! cut 0.2–1.5 s later, so the store loses what it applied since and the log what it had not
 //! synced, while what the store flushed may be ahead of what the log had synced).
 
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
 use proto::raftmq::v1::status::Code;
-use proto::raftmq::v1::{DescribeTopicRequest, MoveLeaderRequest};
+use proto::raftmq::v1::{DescribeTopicRequest, MoveLeaderRequest, QueueInfo};
 use rand::RngExt;
 use rand::seq::SliceRandom;
 use rand_xorshift::XorShiftRng;
@@ -214,18 +215,24 @@ pub fn between(rng: &mut XorShiftRng, min: Duration, max: Duration) -> Duration 
     min + Duration::from_millis(rng.random_range(0..=(max - min).as_millis() as u64))
 }
 
-/// The broker leading `queue` of `topic`, as the cluster reports it (any broker that answers).
-async fn leader_of(cluster: &LocalCluster, topic: &str, queue: u32) -> Option<u64> {
+/// `queue` of `topic` as the first broker that answers describes it with a leader, and that
+/// broker's client address.
+async fn described_queue(cluster: &LocalCluster, topic: &str, queue: u32) -> Option<(QueueInfo, SocketAddr)> {
     for b in &cluster.brokers {
         let mut admin = admin_client(b.client_addr());
         let req = DescribeTopicRequest { name: topic.into() };
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), admin.describe_topic(req)).await
             && let Some(q) = r.into_inner().queues.into_iter().find(|q| q.queue_id == queue && q.leader_broker_id != 0)
         {
-            return Some(q.leader_broker_id);
+            return Some((q, b.client_addr()));
         }
     }
     None
+}
+
+/// The broker leading `queue` of `topic`, as the cluster reports it (any broker that answers).
+async fn leader_of(cluster: &LocalCluster, topic: &str, queue: u32) -> Option<u64> {
+    described_queue(cluster, topic, queue).await.map(|(q, _)| q.leader_broker_id)
 }
 
 /// Injects one fault of `kind`; targets chosen with `rng`.
@@ -308,31 +315,25 @@ pub async fn inject(
 /// through the first broker that describes the topic; describes what was asked and how it ended.
 /// A refused or unanswered move is a fault too (the group may have been left to elect).
 async fn move_leader(cluster: &LocalCluster, topic: &str, queue: u32, rng: &mut XorShiftRng) -> String {
-    for b in &cluster.brokers {
-        let mut admin = admin_client(b.client_addr());
-        let req = DescribeTopicRequest { name: topic.into() };
-        let Ok(Ok(described)) = tokio::time::timeout(Duration::from_secs(2), admin.describe_topic(req)).await else { continue };
-        let Some(q) = described.into_inner().queues.into_iter().find(|q| q.queue_id == queue && q.leader_broker_id != 0) else {
-            continue;
-        };
-        let others: Vec<u64> = q.replica_broker_ids.iter().copied().filter(|&r| r != q.leader_broker_id).collect();
-        if others.is_empty() {
-            return format!("move queue {queue}'s leader: no other replica");
-        }
-        let to = others[rng.random_range(0..others.len())];
-        let req = MoveLeaderRequest { group_id: q.group_id, to_broker_id: to };
-        let outcome = match tokio::time::timeout(Duration::from_secs(12), admin.move_leader(req)).await {
-            Ok(Ok(r)) => match r.into_inner().status {
-                Some(s) if s.code == Code::Ok as i32 => "done".to_owned(),
-                Some(s) => format!("refused: {}", s.message),
-                None => "answered without a status".to_owned(),
-            },
-            Ok(Err(e)) => format!("failed: {}", e.message()),
-            Err(_) => "no answer within 12 s".to_owned(),
-        };
-        return format!("move group {}'s leader from broker {} to {to}: {outcome}", q.group_id, q.leader_broker_id);
+    let Some((q, via)) = described_queue(cluster, topic, queue).await else {
+        return format!("move queue {queue}'s leader: no broker named its leader");
+    };
+    let others: Vec<u64> = q.replica_broker_ids.iter().copied().filter(|&r| r != q.leader_broker_id).collect();
+    if others.is_empty() {
+        return format!("move queue {queue}'s leader: no other replica");
     }
-    format!("move queue {queue}'s leader: no broker named its leader")
+    let to = others[rng.random_range(0..others.len())];
+    let req = MoveLeaderRequest { group_id: q.group_id, to_broker_id: to };
+    let outcome = match tokio::time::timeout(Duration::from_secs(12), admin_client(via).move_leader(req)).await {
+        Ok(Ok(r)) => match r.into_inner().status {
+            Some(s) if s.code == Code::Ok as i32 => "done".to_owned(),
+            Some(s) => format!("refused: {}", s.message),
+            None => "answered without a status".to_owned(),
+        },
+        Ok(Err(e)) => format!("failed: {}", e.message()),
+        Err(_) => "no answer within 12 s".to_owned(),
+    };
+    format!("move group {}'s leader from broker {} to {to}: {outcome}", q.group_id, q.leader_broker_id)
 }
 
 /// Applies a partition of `kind` over the brokers in `ids` (shuffled); `leader` for
