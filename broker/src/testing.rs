@@ -2,9 +2,10 @@
 //! integration tests: a queue group's state held in memory.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use crate::queue::{EntryEffects, GroupView};
-use crate::store::{Checkpoint, GroupOffsets, InFlight, IndexEntry, OffsetCounts, ReceiveState, StoreError};
+use crate::store::{Checkpoint, GroupOffsets, InFlight, InFlightTally, IndexEntry, OffsetCounts, ReceiveState, StoreError};
 
 /// A queue group's state in memory, kept by writing each entry's effects as the store does: the
 /// model the store must agree with.
@@ -24,6 +25,8 @@ pub struct MemoryGroup {
     pub receive_floors: BTreeMap<(String, u32), u64>,
     /// The count of receive items the applies keep, once one changed it.
     pub receive_items: Option<u64>,
+    /// In-flight tallies by (consumer group, queue), once one was written.
+    pub in_flight_tallies: BTreeMap<(String, u32), InFlightTally>,
 }
 
 impl GroupView for MemoryGroup {
@@ -65,10 +68,13 @@ impl GroupView for MemoryGroup {
     fn pop_cursor(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
         Ok(self.pop_cursors.get(&(consumer_group.to_string(), queue)).copied())
     }
-    fn in_flight(&self, consumer_group: &str, queue: u32, from_offset: u64, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
-        let from = (consumer_group.to_string(), queue, from_offset);
-        let to = (consumer_group.to_string(), queue, u64::MAX);
-        Ok(self.in_flight.range(from..=to).take(max).map(|((_, _, o), r)| (*o, *r)).collect())
+    fn in_flight(&self, consumer_group: &str, queue: u32, offsets: Range<u64>, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+        let from = (consumer_group.to_string(), queue, offsets.start);
+        let to = (consumer_group.to_string(), queue, offsets.end);
+        Ok(self.in_flight.range(from..to).take(max).map(|((_, _, o), r)| (*o, *r)).collect())
+    }
+    fn in_flight_tally(&self, consumer_group: &str, queue: u32) -> Result<Option<InFlightTally>, StoreError> {
+        Ok(self.in_flight_tallies.get(&(consumer_group.to_string(), queue)).copied())
     }
     fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError> {
         Ok(self.in_flight.get(&(consumer_group.to_string(), queue, offset)).copied())
@@ -128,9 +134,23 @@ impl MemoryGroup {
         if let Some(count) = self.receive_items {
             assert_eq!(count as usize, self.pop_cursors.len() + self.in_flight.len(), "count of receive items");
         }
+        for (cg, q, tally) in &effects.in_flight_tallies {
+            self.in_flight_tallies.insert((cg.clone(), *q), *tally);
+        }
         for (cg, q, o) in self.in_flight.keys() {
             let floor = self.receive_floors.get(&(cg.clone(), *q)).copied().unwrap_or(0);
             assert!(*o >= floor, "in-flight offset {o} of {cg:?} on queue {q} below its floor {floor}");
+        }
+        // A tally counts exactly what is in flight, and nothing is visible again before its time.
+        for ((cg, q), tally) in &self.in_flight_tallies {
+            let held = self.in_flight.range((cg.clone(), *q, 0)..=(cg.clone(), *q, u64::MAX)).map(|(_, r)| r);
+            let (count, earliest) = held.fold((0u32, u64::MAX), |(n, t), r| (n + 1, t.min(r.invisible_until_ms)));
+            assert_eq!(tally.count, count, "in-flight tally of {cg:?} on queue {q}");
+            assert!(
+                tally.due_from_ms <= earliest,
+                "{cg:?} on queue {q}: a record visible at {earliest}, tally says none before {}",
+                tally.due_from_ms
+            );
         }
     }
 }

@@ -25,11 +25,12 @@
 //! can be purged).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use super::command::{Delivery, GroupCommand, GroupReply, NewMessage};
 use crate::store::{
     ApplyBatch, CHECKPOINT_ITEMS_MAX, CHECKPOINT_RECEIVE_ITEMS_MAX, CHECKPOINTS_MAX, CONSUMER_GROUP_BYTES_MAX, Checkpoint, GroupOffsets,
-    InFlight, IndexEntry, OffsetCounts, ReceiveState, StoreError,
+    InFlight, InFlightTally, IndexEntry, OffsetCounts, ReceiveState, StoreError,
 };
 
 /// The most messages in flight for one consumer group on one queue, whatever a leader stamps:
@@ -100,8 +101,10 @@ pub trait GroupView {
     fn offset_counts(&self, queue: u32, items_max: usize) -> Result<OffsetCounts, StoreError>;
     /// The next offset of `queue` never yet delivered to `consumer_group` by a receive.
     fn pop_cursor(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError>;
-    /// Up to `max` in-flight records of `consumer_group` on `queue` from `from_offset` on, by offset.
-    fn in_flight(&self, consumer_group: &str, queue: u32, from_offset: u64, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError>;
+    /// Up to `max` in-flight records of `consumer_group` on `queue` at `offsets`, by offset.
+    fn in_flight(&self, consumer_group: &str, queue: u32, offsets: Range<u64>, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError>;
+    /// `consumer_group`'s in-flight tally on `queue`, if the group's applies keep one.
+    fn in_flight_tally(&self, consumer_group: &str, queue: u32) -> Result<Option<InFlightTally>, StoreError>;
     /// The offset below which `consumer_group` holds no in-flight record on `queue`, as receives
     /// last set it (0 if never): a scan from it skips what acknowledgements deleted.
     fn receive_floor(&self, consumer_group: &str, queue: u32) -> Result<u64, StoreError>;
@@ -142,6 +145,8 @@ pub struct EntryEffects {
     pub receive_floors: Vec<(String, u32, u64)>,
     /// The group's new count of receive cursors and in-flight records, if it changed.
     pub receive_items: Option<u64>,
+    /// `(consumer group, queue, tally)` of each in-flight tally that changed.
+    pub in_flight_tallies: Vec<(String, u32, InFlightTally)>,
 }
 
 impl EntryEffects {
@@ -157,6 +162,7 @@ impl EntryEffects {
             self.pop_cursors.len(),
             self.in_flight.len(),
             self.receive_floors.len(),
+            self.in_flight_tallies.len(),
         ];
         counts.iter().sum()
     }
@@ -228,6 +234,9 @@ impl EntryEffects {
         }
         if let Some(count) = self.receive_items {
             batch.set_receive_items(count);
+        }
+        for (consumer_group, queue, tally) in self.in_flight_tallies {
+            batch.set_in_flight_tally(&consumer_group, queue, tally)?;
         }
         Ok(batch)
     }
@@ -406,6 +415,38 @@ fn check_consumer_group(consumer_group: &str) -> Result<(), Outcome> {
     Ok(())
 }
 
+/// The in-flight records of one consumer group on one queue that a receive at `now_ms` reads.
+struct Held {
+    /// By offset: every record from the floor on; or, when the tally says none is visible
+    /// again yet, only those below the start offset (trimmed, to be settled) and the lowest one
+    /// above it (the new floor), since none of the others can be delivered.
+    records: Vec<(u64, InFlight)>,
+    /// How many are in flight, `records` or not.
+    count: usize,
+    /// The tally's time, when `records` is not every record: none is visible again before it.
+    due_from_ms: Option<u64>,
+}
+
+impl Held {
+    fn read(view: &impl GroupView, consumer_group: &str, queue: u32, now_ms: u64) -> Result<Self, StoreError> {
+        let floor = view.receive_floor(consumer_group, queue)?;
+        // Receives keep at most this many in flight (whatever a request allows), so this reads all.
+        let all = IN_FLIGHT_PER_CONSUMER_GROUP_MAX as usize;
+        match view.in_flight_tally(consumer_group, queue)? {
+            Some(tally) if !tally.may_be_due(now_ms) => {
+                let start = view.start_offset(queue)?.max(floor);
+                let mut records = view.in_flight(consumer_group, queue, floor..start, all)?;
+                records.extend(view.in_flight(consumer_group, queue, start..u64::MAX, 1)?);
+                Ok(Self { records, count: tally.count as usize, due_from_ms: Some(tally.due_from_ms) })
+            }
+            _ => {
+                let records = view.in_flight(consumer_group, queue, floor..u64::MAX, all)?;
+                Ok(Self { count: records.len(), records, due_from_ms: None })
+            }
+        }
+    }
+}
+
 /// See [`GroupCommand::Receive`]. A message trimmed while in flight is settled: it can never be
 /// delivered again. A new consumer group starts at the queue's first message still held.
 fn receive(
@@ -423,14 +464,17 @@ fn receive(
     let mut effects = EntryEffects::default();
     let mut deliveries = Vec::new();
     let floor = view.receive_floor(consumer_group, queue)?;
-    let held = view.in_flight(consumer_group, queue, floor, bounds.in_flight_max as usize)?;
-    let mut in_flight = held.len();
+    let held = Held::read(view, consumer_group, queue, now_ms)?;
+    let tally_before = view.in_flight_tally(consumer_group, queue)?;
+    let mut in_flight = held.count;
     let mut settled = 0usize;
     // The lowest offset still in flight once this entry is applied.
     let mut lowest_kept = None;
+    // The earliest time a record kept in flight becomes visible again, when all were read.
+    let mut earliest_due = held.due_from_ms.unwrap_or(u64::MAX);
     // FIFO: a message waits behind every earlier one still in flight.
     let mut blocked = false;
-    for (offset, record) in held {
+    for (offset, record) in held.records {
         if offset < start {
             effects.in_flight.push((consumer_group.to_owned(), queue, offset, None));
             in_flight -= 1;
@@ -443,16 +487,20 @@ fn receive(
             let again = InFlight { invisible_until_ms, attempt: record.attempt.saturating_add(1), version: record.version.wrapping_add(1) };
             effects.in_flight.push((consumer_group.to_owned(), queue, offset, Some(again)));
             deliveries.push(Delivery { offset, attempt: again.attempt, version: again.version, invisible_until_ms });
+            earliest_due = earliest_due.min(invisible_until_ms);
         } else {
             blocked = bounds.fifo;
+            earliest_due = earliest_due.min(record.invisible_until_ms);
         }
     }
     let held_in_group = view.receive_items(CHECKPOINT_RECEIVE_ITEMS_MAX)?;
     let mut receive_state = ReceiveStateChange { consumer_group, queue, floor, lowest_kept, held_in_group, settled, added: 0 };
+    let mut tally = TallyChange { consumer_group, queue, before: tally_before, earliest_due };
     // FIFO: nothing new while anything is in flight (a queue holds whole message groups, so
     // this keeps each group's order, as RocketMQ's orderly pop does per queue).
     if bounds.fifo && in_flight > 0 {
         receive_state.record(&mut effects, None);
+        tally.record(&mut effects, in_flight);
         debug_assert!(effects.ops() <= ApplyBatch::OPS_MAX);
         return Ok((effects, GroupReply::Received { deliveries }));
     }
@@ -474,6 +522,7 @@ fn receive(
         let first = InFlight { invisible_until_ms, attempt: 1, version: 1 };
         effects.in_flight.push((consumer_group.to_owned(), queue, cursor, Some(first)));
         deliveries.push(Delivery { offset: cursor, attempt: 1, version: 1, invisible_until_ms });
+        tally.earliest_due = tally.earliest_due.min(invisible_until_ms);
         in_flight += 1;
         cursor += 1;
     }
@@ -483,6 +532,7 @@ fn receive(
     }
     receive_state.added += added;
     receive_state.record(&mut effects, Some(first_new));
+    tally.record(&mut effects, in_flight);
     debug_assert!(effects.ops() <= ApplyBatch::OPS_MAX);
     Ok((effects, GroupReply::Received { deliveries }))
 }
@@ -526,6 +576,30 @@ impl ReceiveStateChange<'_> {
     }
 }
 
+/// What one receive changes in the consumer group's in-flight tally on the queue.
+struct TallyChange<'a> {
+    consumer_group: &'a str,
+    queue: u32,
+    before: Option<InFlightTally>,
+    /// No record in flight once the entry is applied becomes visible before this.
+    earliest_due: u64,
+}
+
+impl TallyChange<'_> {
+    /// Adds the tally of `in_flight` records to `effects`, if it changed.
+    fn record(&self, effects: &mut EntryEffects, in_flight: usize) {
+        debug_assert!(in_flight <= IN_FLIGHT_PER_CONSUMER_GROUP_MAX as usize, "{in_flight} in flight");
+        let after = match u32::try_from(in_flight) {
+            Ok(0) => InFlightTally::EMPTY,
+            Ok(count) => InFlightTally { count, due_from_ms: self.earliest_due },
+            Err(_) => panic!("{in_flight} messages in flight for one consumer group on one queue"),
+        };
+        if self.before != Some(after) {
+            effects.in_flight_tallies.push((self.consumer_group.to_owned(), self.queue, after));
+        }
+    }
+}
+
 /// What a [`GroupCommand::Receive`] proposed now would find on a group in state `view`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiveOutlook {
@@ -560,13 +634,19 @@ pub fn receive_outlook(
     let in_flight_max = in_flight_max.min(IN_FLIGHT_PER_CONSUMER_GROUP_MAX);
     let bounds = ReceiveBounds { max_messages: 1, in_flight_max, max_attempts, fifo };
     let held = match check_consumer_group(consumer_group) {
-        Ok(()) => view.in_flight(consumer_group, queue, view.receive_floor(consumer_group, queue)?, in_flight_max as usize)?,
-        Err(_) => vec![],
+        Ok(()) => Some(Held::read(view, consumer_group, queue, now_ms)?),
+        Err(_) => None,
+    };
+    let next_due = match &held {
+        Some(Held { count, due_from_ms: Some(t), .. }) => (*count > 0).then_some(*t),
+        Some(Held { records, .. }) => records.iter().map(|(_, r)| r.invisible_until_ms).filter(|&t| t > now_ms).min(),
+        None => None,
     };
     // A message trimmed meanwhile is no one's to dead-letter: the next receive settles it.
     let start = view.start_offset(queue)?;
     let exhausted: Vec<Delivery> = held
         .iter()
+        .flat_map(|h| &h.records)
         .filter(|(offset, r)| *offset >= start && r.invisible_until_ms <= now_ms && !bounds.may_deliver_again(r.attempt))
         .take(EXHAUSTED_LISTED_MAX)
         .map(|&(offset, r)| Delivery { offset, attempt: r.attempt, version: r.version, invisible_until_ms: r.invisible_until_ms })
@@ -576,7 +656,7 @@ pub fn receive_outlook(
     }
     match receive(view, consumer_group, queue, now_ms, 0, bounds) {
         Ok((_, GroupReply::Received { deliveries })) if !deliveries.is_empty() => Ok(ReceiveOutlook::Deliverable),
-        Ok(_) => Ok(ReceiveOutlook::NothingUntil(held.iter().map(|(_, r)| r.invisible_until_ms).filter(|&t| t > now_ms).min())),
+        Ok(_) => Ok(ReceiveOutlook::NothingUntil(next_due)),
         Err(Outcome::Refused(reason) | Outcome::Full(reason)) => Ok(ReceiveOutlook::Refused(reason)),
         Err(Outcome::Read(e)) => Err(e),
     }
@@ -604,6 +684,13 @@ fn ack(view: &impl GroupView, consumer_group: &str, queue: u32, deliveries: &[(u
         let held = view.receive_items(CHECKPOINT_RECEIVE_ITEMS_MAX)?;
         let count = held.checked_sub(done.len()).unwrap_or_else(|| panic!("acknowledged {} of {held} receive items", done.len()));
         effects.receive_items = Some(count as u64);
+        // The time stays: the record settled may have been the earliest, so it is still a lower bound.
+        if let Some(tally) = view.in_flight_tally(consumer_group, queue)? {
+            let count = usize::try_from(tally.count).ok().and_then(|c| c.checked_sub(done.len()));
+            let count = count.unwrap_or_else(|| panic!("acknowledged {} of {} in flight", done.len(), tally.count));
+            let after = if count == 0 { InFlightTally::EMPTY } else { InFlightTally { count: count as u32, ..tally } };
+            effects.in_flight_tallies.push((consumer_group.to_owned(), queue, after));
+        }
     }
     Ok((effects, GroupReply::Acked { settled }))
 }
@@ -622,6 +709,16 @@ fn change_invisibility(
         Some(r) if r.version == version => {
             let next = InFlight { invisible_until_ms, attempt: r.attempt, version: r.version.wrapping_add(1) };
             effects.in_flight.push((consumer_group.to_owned(), queue, offset, Some(next)));
+            // Made visible sooner, the record moves the tally's time back.
+            if let Some(tally) = view.in_flight_tally(consumer_group, queue)?
+                && invisible_until_ms < tally.due_from_ms
+            {
+                effects.in_flight_tallies.push((
+                    consumer_group.to_owned(),
+                    queue,
+                    InFlightTally { due_from_ms: invisible_until_ms, ..tally },
+                ));
+            }
             Some(next.version)
         }
         _ => None,

@@ -55,6 +55,7 @@
 //! few MiB at most, whatever the number of messages held.
 
 use std::io::{self, Cursor};
+use std::ops::Range;
 use std::sync::Arc;
 
 use futures::{FutureExt, Stream, TryStreamExt};
@@ -68,7 +69,7 @@ use super::apply::{EntryEffects, GroupView, QueueGroupOptions, apply_command, re
 use super::command::{GroupReply, NewMessage, QueueGroupConfig};
 use crate::raft::service::SNAPSHOT_BYTES_MAX;
 use crate::store::{
-    Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, InFlight, OffsetCounts, QueueStore,
+    Checkpoint, EXPORT_PAGE_BYTES_MAX, ExportPage, GroupId, GroupOffsets, GroupRecord, InFlight, InFlightTally, OffsetCounts, QueueStore,
     RAFT_STATE_BYTES_MAX, ReceiveState, StoreError, checkpoint_export,
 };
 
@@ -201,8 +202,12 @@ impl GroupView for StoreView<'_> {
         self.store.pop_cursor(self.group, consumer_group, queue)
     }
 
-    fn in_flight(&self, consumer_group: &str, queue: u32, from_offset: u64, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
-        self.store.in_flight(self.group, consumer_group, queue, from_offset, max)
+    fn in_flight(&self, consumer_group: &str, queue: u32, offsets: Range<u64>, max: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+        self.store.in_flight(self.group, consumer_group, queue, offsets, max)
+    }
+
+    fn in_flight_tally(&self, consumer_group: &str, queue: u32) -> Result<Option<InFlightTally>, StoreError> {
+        self.store.in_flight_tally(self.group, consumer_group, queue)
     }
 
     fn receive_floor(&self, consumer_group: &str, queue: u32) -> Result<u64, StoreError> {

@@ -1,5 +1,5 @@
 use super::keys::{self, Item};
-use super::value::{self, Checkpoint, InFlight, IndexEntry, RAFT_STATE_BYTES_MAX};
+use super::value::{self, Checkpoint, InFlight, InFlightTally, IndexEntry, RAFT_STATE_BYTES_MAX};
 use super::{GroupId, StoreError};
 
 /// Everything one applied Raft entry (or a run of consecutive entries) changes in one group,
@@ -24,6 +24,8 @@ pub struct ApplyBatch {
     in_flight: Vec<(String, u32, u64, Option<InFlight>)>,
     receive_floors: Vec<(String, u32, u64)>,
     receive_items: Option<u64>,
+    /// In the order the entries set them: the last one wins.
+    in_flight_tallies: Vec<(String, u32, InFlightTally)>,
 }
 
 impl ApplyBatch {
@@ -54,6 +56,7 @@ impl ApplyBatch {
             in_flight: Vec::new(),
             receive_floors: Vec::new(),
             receive_items: None,
+            in_flight_tallies: Vec::new(),
         }
     }
 
@@ -73,6 +76,7 @@ impl ApplyBatch {
             + self.pop_cursors.len()
             + self.in_flight.len()
             + self.receive_floors.len()
+            + self.in_flight_tallies.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,6 +136,14 @@ impl ApplyBatch {
         keys::check_consumer_group(consumer_group)?;
         self.check_room()?;
         self.receive_floors.push((consumer_group.to_string(), queue, offset));
+        Ok(())
+    }
+
+    /// Sets `consumer_group`'s in-flight tally on `queue` (see [`super::QueueStore::in_flight_tally`]).
+    pub fn set_in_flight_tally(&mut self, consumer_group: &str, queue: u32, tally: InFlightTally) -> Result<(), StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        self.check_room()?;
+        self.in_flight_tallies.push((consumer_group.to_string(), queue, tally));
         Ok(())
     }
 
@@ -227,6 +239,9 @@ impl ApplyBatch {
         }
         if let Some(count) = self.receive_items {
             wb.put(Item::ReceiveItems.key(group), value::encode_u64(count));
+        }
+        for (consumer_group, queue, tally) in &self.in_flight_tallies {
+            wb.put(Item::InFlightTally { consumer_group: consumer_group.clone(), queue: *queue }.key(group), tally.encode());
         }
         for (queue, offset, entry) in &self.index {
             wb.put(Item::Index { queue: *queue, offset: *offset }.key(group), entry.encode());

@@ -231,6 +231,7 @@ fn check_value(item: &Item, value: &[u8]) -> Result<(), String> {
         | Item::ReceiveFloor { .. }
         | Item::ReceiveItems => value::decode_u64(value).map(|_| ()),
         Item::InFlight { .. } => value::InFlight::decode(value).map(|_| ()),
+        Item::InFlightTally { .. } => value::InFlightTally::decode(value).map(|_| ()),
         Item::Index { .. } => IndexEntry::decode(value).map(|_| ()),
         Item::RaftState => value::decode_blob(value).map(|_| ()),
         Item::Checkpoint { log_index } => decode_checkpoint(*log_index, value).map(|_| ()),
@@ -375,7 +376,7 @@ mod tests {
         let pages: Vec<ExportPage> = store.export_group(1, 1 << 20).unwrap().map(|p| p.unwrap()).collect();
         let good = pages[0].records[1].clone();
         let bad_pages = [
-            (GroupRecord { key: vec![0x0D], value: good.value.clone() }, "unknown kind"),
+            (GroupRecord { key: vec![0x0E], value: good.value.clone() }, "unknown kind"),
             (GroupRecord { key: good.key.clone(), value: good.value[..4].to_vec() }, "bytes"),
             (GroupRecord { key: Item::Importing.key(0)[keys::GROUP_LEN..].to_vec(), value: value::encode_marker() }, "import marker"),
         ];

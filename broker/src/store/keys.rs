@@ -30,10 +30,11 @@ enum Kind {
     InFlight,
     ReceiveFloor,
     ReceiveItems,
+    InFlightTally,
 }
 
 impl Kind {
-    const ALL: [Kind; 13] = [
+    const ALL: [Kind; 14] = [
         Kind::Importing,
         Kind::Applied,
         Kind::NextOffset,
@@ -47,6 +48,7 @@ impl Kind {
         Kind::InFlight,
         Kind::ReceiveFloor,
         Kind::ReceiveItems,
+        Kind::InFlightTally,
     ];
 
     fn from_byte(b: u8) -> Option<Kind> {
@@ -92,6 +94,10 @@ pub(crate) enum Item {
     /// How many receive cursors and in-flight records the group holds: its receive state's
     /// size without a scan. Derived, never in a checkpoint: absent means "count them".
     ReceiveItems,
+    /// How many messages `consumer_group` has in flight on `queue`, and a time before which
+    /// none becomes visible again: see [`super::InFlightTally`]. Derived (receives, acks and
+    /// invisibility changes keep it), never in a checkpoint: absent means "read the records".
+    InFlightTally { consumer_group: String, queue: u32 },
 }
 
 impl Item {
@@ -111,7 +117,8 @@ impl Item {
             Item::NextOffset { queue } | Item::StartOffset { queue } => k.extend_from_slice(&queue.to_be_bytes()),
             Item::ConsumerOffset { consumer_group, queue }
             | Item::PopCursor { consumer_group, queue }
-            | Item::ReceiveFloor { consumer_group, queue } => {
+            | Item::ReceiveFloor { consumer_group, queue }
+            | Item::InFlightTally { consumer_group, queue } => {
                 push_consumer_group(k, consumer_group);
                 k.extend_from_slice(&queue.to_be_bytes());
             }
@@ -144,6 +151,7 @@ impl Item {
             Item::InFlight { .. } => Kind::InFlight,
             Item::ReceiveFloor { .. } => Kind::ReceiveFloor,
             Item::ReceiveItems => Kind::ReceiveItems,
+            Item::InFlightTally { .. } => Kind::InFlightTally,
         }
     }
 
@@ -180,6 +188,10 @@ impl Item {
                 Ok(Item::ReceiveFloor { consumer_group, queue: be_u32(rest) })
             }
             Kind::ReceiveItems => exact(0).map(|_| Item::ReceiveItems),
+            Kind::InFlightTally => {
+                let (consumer_group, rest) = split_consumer_group(rest, 4)?;
+                Ok(Item::InFlightTally { consumer_group, queue: be_u32(rest) })
+            }
         }
     }
 }
@@ -204,6 +216,9 @@ impl fmt::Display for Item {
                 write!(f, "in-flight floor of consumer group {consumer_group:?} on queue {queue}")
             }
             Item::ReceiveItems => write!(f, "receive item count"),
+            Item::InFlightTally { consumer_group, queue } => {
+                write!(f, "in-flight tally of consumer group {consumer_group:?} on queue {queue}")
+            }
         }
     }
 }
@@ -331,6 +346,7 @@ mod tests {
             Item::InFlight { consumer_group: "cg-1".into(), queue: 3, offset: 1 << 40 },
             Item::ReceiveFloor { consumer_group: "cg-1".into(), queue: 3 },
             Item::ReceiveItems,
+            Item::InFlightTally { consumer_group: "cg-1".into(), queue: 3 },
         ]
     }
 
@@ -378,7 +394,7 @@ mod tests {
 
     #[test]
     fn kind_bytes_are_the_released_ones() {
-        assert_eq!(Kind::ALL.map(|k| k as u8), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(Kind::ALL.map(|k| k as u8), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
         assert!(Kind::ALL.iter().all(|k| Kind::from_byte(*k as u8) == Some(*k)));
     }
 
@@ -388,7 +404,7 @@ mod tests {
         let with = |rest: &[u8]| [g.as_slice(), rest].concat();
         assert!(parse(&g[..7]).is_err());
         assert!(parse(&g).is_err());
-        assert!(parse(&with(&[0x0D])).is_err());
+        assert!(parse(&with(&[0x0E])).is_err());
         assert!(parse(&with(&[Kind::PopCursor as u8, 1, b'g', 0, 0, 0])).is_err());
         assert!(parse(&with(&[Kind::InFlight as u8, 1, b'g', 0, 0, 0, 1])).is_err());
         assert!(parse(&with(&[Kind::Applied as u8, 0])).is_err());

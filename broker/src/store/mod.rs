@@ -57,6 +57,15 @@
 //! | `0x06` | start offset | 9..13 queue id, u32 BE | first offset of the queue still held (a trim deleted the index entries below it); absent: 0 |
 //! | `0x07` | trim point | nothing | Raft log index of the group's last trim, u64; a checkpoint at that index is always present |
 //! | `0x08` | checkpoint | 9..17 Raft log index, u64 BE | [`Checkpoint`]: the group's offsets and raft state as of that index, variable length, at most [`CHECKPOINT_ITEMS_MAX`] offsets and a raft state; at most [`CHECKPOINTS_MAX`] + 1 per group |
+//! | `0x09` | receive cursor | 9 name length n, 10..10+n consumer group name, 10+n..14+n queue id, u32 BE | next offset of the queue never yet delivered to the consumer group by a receive, u64 |
+//! | `0x0A` | in-flight record | as the receive cursor's, then 14+n..22+n queue offset, u64 BE | [`InFlight`]: invisible until (ms) u64, attempt u32, version u32 |
+//! | `0x0B` | receive floor | as the receive cursor's | no in-flight record of the consumer group on the queue is below this offset, u64; derived; absent: 0 |
+//! | `0x0C` | receive item count | nothing | receive cursors and in-flight records the group holds, u64; derived; absent: count them |
+//! | `0x0D` | in-flight tally | as the receive cursor's | [`InFlightTally`]: count u32, due-from (ms) u64; derived; absent: read the records |
+//!
+//! The derived kinds (`0x0B` to `0x0D`) are kept by the applies and never carried by a
+//! checkpoint, so a group installed from one has none until its receives write them; they
+//! decide only how much a receive reads, never what it decides.
 //!
 //! A group's messages are its index entries; their bodies are in the Raft log. Retention
 //! deletes index entries (a trim, by range per queue) and records how far in the start offset
@@ -100,6 +109,7 @@ mod value;
 mod tests;
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -109,7 +119,9 @@ pub use batch::ApplyBatch;
 pub use error::StoreError;
 pub use group_snapshot::{EXPORT_PAGE_BYTES_MAX, ExportPage, GroupExport, GroupImport, GroupRecord, checkpoint_export};
 pub use keys::CONSUMER_GROUP_BYTES_MAX;
-pub use value::{CHECKPOINT_ITEMS_MAX, CHECKPOINT_RECEIVE_ITEMS_MAX, Checkpoint, InFlight, IndexEntry, RAFT_STATE_BYTES_MAX};
+pub use value::{
+    CHECKPOINT_ITEMS_MAX, CHECKPOINT_RECEIVE_ITEMS_MAX, Checkpoint, InFlight, InFlightTally, IndexEntry, RAFT_STATE_BYTES_MAX,
+};
 
 use keys::Item;
 
@@ -605,25 +617,33 @@ impl QueueStore {
     }
 
     /// Up to `max` (at most [`INDEX_RANGE_MAX`]) in-flight records of `consumer_group` on
-    /// `queue`, from `from_offset` on, by offset.
+    /// `queue` at `offsets`, by offset.
     pub fn in_flight(
         &self,
         group: GroupId,
         consumer_group: &str,
         queue: u32,
-        from_offset: u64,
+        offsets: Range<u64>,
         max: usize,
     ) -> Result<Vec<(u64, InFlight)>, StoreError> {
         keys::check_consumer_group(consumer_group)?;
         let item = |offset| Item::InFlight { consumer_group: consumer_group.to_string(), queue, offset };
-        let mut end = item(u64::MAX).key(group);
-        // In-flight keys of one (group, queue) all have the same length: one more byte is past them.
-        end.push(0);
-        self.read_run(group, (item(from_offset).key(group), end), max, InFlight::decode, |found| match found {
+        self.read_run(group, (item(offsets.start).key(group), item(offsets.end).key(group)), max, InFlight::decode, |found| match found {
             Item::InFlight { consumer_group: cg, queue: q, offset } if q == queue && cg == consumer_group => Some(offset),
             _ => None,
         })
         .map_err(|e| e.or_found_in(format!("the in-flight records of {consumer_group:?} on group {group} queue {queue}")))
+    }
+
+    /// `consumer_group`'s in-flight tally on `queue`, if its applies keep one (see
+    /// [`InFlightTally`]; a group installed from a checkpoint has none until a receive).
+    pub fn in_flight_tally(&self, group: GroupId, consumer_group: &str, queue: u32) -> Result<Option<InFlightTally>, StoreError> {
+        keys::check_consumer_group(consumer_group)?;
+        let key = Item::InFlightTally { consumer_group: consumer_group.to_string(), queue }.key(group);
+        match self.db.get_pinned(&key).map_err(StoreError::db("get"))? {
+            None => Ok(None),
+            Some(v) => decode_at(&key, &v, InFlightTally::decode).map(Some),
+        }
     }
 
     /// The in-flight record of `consumer_group` for `offset` of `queue`, if the message is in flight.

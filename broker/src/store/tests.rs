@@ -483,6 +483,7 @@ fn a_checkpoint_export_carries_the_receive_state() {
     let (store, _) = open(dir.path());
     let mut before = ApplyBatch::new(1);
     before.put_in_flight("cg-old", 0, 1, InFlight::default()).unwrap();
+    before.set_in_flight_tally("cg-a", 0, InFlightTally { count: 9, due_from_ms: 1 }).unwrap();
     store.apply(2, &before).unwrap();
     let record = |version| InFlight { invisible_until_ms: 5_000, attempt: version, version };
     let with_state = Checkpoint {
@@ -493,8 +494,9 @@ fn a_checkpoint_export_carries_the_receive_state() {
     store.import_group(2, [checkpoint_export(&with_state)]).unwrap();
     assert_eq!(store.trim_checkpoint(2).unwrap(), Some(with_state.clone()));
     assert_eq!((store.pop_cursor(2, "cg-a", 0).unwrap(), store.pop_cursor(2, "cg-b", 1).unwrap()), (Some(3), Some(10)));
-    assert_eq!(store.in_flight(2, "cg-a", 0, 0, 10).unwrap(), vec![(1, record(2)), (2, record(1))]);
-    assert!(store.in_flight(2, "cg-old", 0, 0, 10).unwrap().is_empty(), "the import replaced the group's state");
+    assert_eq!(store.in_flight(2, "cg-a", 0, 0..u64::MAX, 10).unwrap(), vec![(1, record(2)), (2, record(1))]);
+    assert!(store.in_flight(2, "cg-old", 0, 0..u64::MAX, 10).unwrap().is_empty(), "the import replaced the group's state");
+    assert_eq!(store.in_flight_tally(2, "cg-a", 0).unwrap(), None, "a tally is derived: the importer's receives make it");
 }
 
 #[test]
@@ -598,13 +600,15 @@ fn receive_state_is_stored_in_entry_order() {
 
     assert_eq!(store.pop_cursor(7, "cg", 0).unwrap(), Some(5));
     assert_eq!(store.pop_cursor(7, "cg", 1).unwrap(), None);
-    let held: Vec<(u64, u32)> = store.in_flight(7, "cg", 0, 0, 100).unwrap().into_iter().map(|(o, r)| (o, r.version)).collect();
+    let held: Vec<(u64, u32)> = store.in_flight(7, "cg", 0, 0..u64::MAX, 100).unwrap().into_iter().map(|(o, r)| (o, r.version)).collect();
     assert_eq!(held, [(0, 1), (2, 1), (3, 2), (4, 1)]);
-    assert_eq!(store.in_flight(7, "cg", 0, 3, 1).unwrap().len(), 1, "from an offset, bounded");
-    assert_eq!(store.in_flight(7, "other", 0, 0, 100).unwrap().len(), 1, "each consumer group its own");
+    assert_eq!(store.in_flight(7, "cg", 0, 3..u64::MAX, 1).unwrap().len(), 1, "from an offset, bounded");
+    let below: Vec<u64> = store.in_flight(7, "cg", 0, 2..4, 100).unwrap().into_iter().map(|(o, _)| o).collect();
+    assert_eq!(below, [2, 3], "up to an offset, not including it");
+    assert_eq!(store.in_flight(7, "other", 0, 0..u64::MAX, 100).unwrap().len(), 1, "each consumer group its own");
     assert_eq!(store.in_flight_record(7, "cg", 0, 1).unwrap(), None);
     assert_eq!(store.in_flight_record(7, "cg", 0, 3).unwrap(), Some(record(2)));
-    assert!(store.in_flight(7, "cg", 1, 0, 100).unwrap().is_empty(), "another queue holds none");
+    assert!(store.in_flight(7, "cg", 1, 0..u64::MAX, 100).unwrap().is_empty(), "another queue holds none");
     assert!(matches!(store.pop_cursor(7, "", 0), Err(StoreError::InvalidName { .. })));
 }
 
@@ -631,4 +635,14 @@ fn receive_floors_and_the_count_of_receive_items_read_back() {
     store.apply(7, &b).unwrap();
     assert_eq!(store.receive_items(7, 2).unwrap(), 42, "as kept, not counted");
     assert!(matches!(store.receive_floor(7, "", 0), Err(StoreError::InvalidName { .. })));
+    // In-flight tallies: none until set; the last one set in a batch wins.
+    assert_eq!(store.in_flight_tally(7, "cg", 0).unwrap(), None);
+    let mut b = ApplyBatch::new(3);
+    b.set_in_flight_tally("cg", 0, InFlightTally { count: 5, due_from_ms: 1 }).unwrap();
+    b.set_in_flight_tally("cg", 0, InFlightTally { count: 4, due_from_ms: 1 }).unwrap();
+    b.set_in_flight_tally("cg", 1, InFlightTally::EMPTY).unwrap();
+    store.apply(7, &b).unwrap();
+    assert_eq!(store.in_flight_tally(7, "cg", 0).unwrap(), Some(InFlightTally { count: 4, due_from_ms: 1 }));
+    assert_eq!(store.in_flight_tally(7, "cg", 1).unwrap(), Some(InFlightTally::EMPTY));
+    assert!(matches!(store.in_flight_tally(7, "", 0), Err(StoreError::InvalidName { .. })));
 }

@@ -73,6 +73,44 @@ impl InFlight {
     }
 }
 
+/// What a consumer group has in flight on one queue, kept beside its in-flight records so that
+/// a receive with nothing due reads none of them: how many there are, and a time before which
+/// none becomes visible again. The time is a lower bound, not the earliest: an ack leaves it
+/// where it was (the record it settled may have been the earliest), and a receive that reads
+/// the records makes it exact again. Only how much a receive reads depends on it, never what
+/// it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlightTally {
+    /// The consumer group's in-flight records on the queue.
+    pub count: u32,
+    /// No record becomes visible again before this (ms since the Unix epoch); `u64::MAX` when
+    /// none is in flight.
+    pub due_from_ms: u64,
+}
+
+impl InFlightTally {
+    /// Nothing in flight.
+    pub const EMPTY: Self = Self { count: 0, due_from_ms: u64::MAX };
+
+    /// Whether a record may be visible again at `now_ms`.
+    pub fn may_be_due(&self, now_ms: u64) -> bool {
+        self.due_from_ms <= now_ms
+    }
+}
+
+const IN_FLIGHT_TALLY_PAYLOAD_LEN: usize = 4 + 8;
+
+impl InFlightTally {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        seal(&[&self.count.to_le_bytes()[..], &self.due_from_ms.to_le_bytes()].concat())
+    }
+
+    pub(crate) fn decode(value: &[u8]) -> Result<Self, String> {
+        let p = unseal(value, IN_FLIGHT_TALLY_PAYLOAD_LEN)?;
+        Ok(Self { count: le_u32(&p[0..4]), due_from_ms: le_u64(&p[4..12]) })
+    }
+}
+
 /// A single number: an applied index, a next offset or a consumer offset.
 pub(crate) fn encode_u64(v: u64) -> Vec<u8> {
     seal(&v.to_le_bytes())
@@ -511,6 +549,15 @@ mod tests {
         assert_eq!(InFlight::decode(&record.encode()), Ok(record));
         assert_every_bit_flip_refused(&record.encode(), |b| InFlight::decode(b).is_err());
         assert!(InFlight::decode(&encode_u64(5)).is_err(), "a number where a record belongs is a length mismatch");
+    }
+
+    #[test]
+    fn in_flight_tallies_round_trip_and_damage_is_detected() {
+        for tally in [InFlightTally::EMPTY, InFlightTally { count: 4096, due_from_ms: 1_764_000_000_123 }] {
+            assert_eq!(InFlightTally::decode(&tally.encode()), Ok(tally));
+            assert_every_bit_flip_refused(&tally.encode(), |b| InFlightTally::decode(b).is_err());
+        }
+        assert!(InFlightTally::decode(&InFlight::default().encode()).is_err(), "a record where a tally belongs");
     }
 
     #[test]

@@ -334,7 +334,10 @@ fn a_failed_read_is_an_error_not_a_reply() {
         fn pop_cursor(&self, _: &str, _: u32) -> Result<Option<u64>, StoreError> {
             bad()
         }
-        fn in_flight(&self, _: &str, _: u32, _: u64, _: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+        fn in_flight(&self, _: &str, _: u32, _: std::ops::Range<u64>, _: usize) -> Result<Vec<(u64, InFlight)>, StoreError> {
+            bad()
+        }
+        fn in_flight_tally(&self, _: &str, _: u32) -> Result<Option<InFlightTally>, StoreError> {
             bad()
         }
         fn receive_floor(&self, _: &str, _: u32) -> Result<u64, StoreError> {
@@ -730,24 +733,210 @@ fn receives_keep_the_floor_and_the_count_of_receive_items() {
     assert_eq!(apply_to(&mut m, 9, &GroupCommand::Checkpoint), GroupReply::Checkpointed { log_index: 9 });
 }
 
-/// What a checkpoint holds carries no floor and no count: a group installed from it counts its
-/// receive items and reads from offset 0, and decides as the group it came from.
+/// What a checkpoint holds carries no floor, count or tally: a group installed from it counts
+/// its receive items, reads its in-flight records from offset 0, and decides as the group it
+/// came from, whatever the two then do (receives with and without something due, acks,
+/// invisibility changes, trims under in-flight records, FIFO and normal receives).
 #[test]
-fn a_group_without_floors_or_count_decides_as_one_with_them() {
-    let mut kept = group_with(6);
-    apply_to(&mut kept, 2, &receive("cg", 0, 100, 3));
-    apply_to(&mut kept, 3, &GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 1)] });
-    apply_to(&mut kept, 4, &receive("cg", 0, 100, 3));
-    let mut installed = kept.clone();
-    installed.receive_floors.clear();
-    installed.receive_items = None;
-    for (log_index, command) in [
-        (5, GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(1, 1), (2, 1)] }),
-        (6, receive("cg", 0, 2_000, 4)),
-        (7, receive("other", 0, 100, 4)),
-    ] {
-        assert_eq!(apply_to(&mut installed, log_index, &command), apply_to(&mut kept, log_index, &command));
+fn a_group_without_floors_counts_or_tallies_decides_as_one_with_them() {
+    let options = QueueGroupOptions { checkpoint_interval_entries: 8 };
+    let mut kept = group_with(40);
+    let mut installed: Option<Model> = None;
+    // A fixed pseudo-random walk (xorshift), so a failure replays.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut now = 100u64;
+    for log_index in 2..400u64 {
+        now += next(400);
+        let cg = ["cg", "other"][next(2) as usize];
+        let held: Vec<(u64, u32)> =
+            kept.in_flight.iter().filter(|((c, q, _), _)| c == cg && *q == 0).map(|((_, _, o), r)| (*o, r.version)).collect();
+        let command = match next(8) {
+            0..=2 => {
+                let fifo = next(4) == 0;
+                let (max_messages, in_flight_max) = (1 + next(6) as u32, 2 + next(8) as u32);
+                GroupCommand::Receive {
+                    consumer_group: cg.into(),
+                    queue: 0,
+                    now_ms: now,
+                    invisible_ms: 1_000,
+                    max_messages,
+                    in_flight_max,
+                    max_attempts: 4,
+                    fifo,
+                }
+            }
+            3 | 4 if !held.is_empty() => {
+                let picked = (0..1 + next(3)).map(|_| held[next(held.len() as u64) as usize]).collect();
+                GroupCommand::Ack { consumer_group: cg.into(), queue: 0, deliveries: picked }
+            }
+            5 if !held.is_empty() => {
+                let (offset, version) = held[next(held.len() as u64) as usize];
+                GroupCommand::ChangeInvisibility {
+                    consumer_group: cg.into(),
+                    queue: 0,
+                    offset,
+                    version,
+                    now_ms: now,
+                    invisible_ms: next(3_000),
+                }
+            }
+            6 => send_cmd(now, vec![msg(0, None, b"more")]),
+            _ => match kept.checkpoints.keys().copied().rfind(|&k| kept.trim_point.is_none_or(|t| k > t)) {
+                Some(k) => trim_to(k),
+                None => GroupCommand::Checkpoint,
+            },
+        };
+        if log_index % 50 == 0 {
+            // A replica installs the kept group's state as a checkpoint carries it.
+            let mut copy = kept.clone();
+            copy.receive_floors.clear();
+            copy.receive_items = None;
+            copy.in_flight_tallies.clear();
+            installed = Some(copy);
+        }
+        let reply = kept.apply(options, log_index, Some(&command));
+        if let Some(copy) = installed.as_mut() {
+            assert_eq!(copy.apply(options, log_index, Some(&command)), reply, "entry {log_index}: {command:?}");
+            assert_eq!((&copy.in_flight, &copy.pop_cursors, &copy.start), (&kept.in_flight, &kept.pop_cursors, &kept.start));
+        }
     }
-    assert_eq!((installed.in_flight.clone(), installed.pop_cursors.clone()), (kept.in_flight.clone(), kept.pop_cursors.clone()));
-    assert_eq!(installed.receive_items, kept.receive_items);
+    assert!(kept.in_flight_tallies.len() == 2 && installed.is_some_and(|c| c.in_flight_tallies.len() == 2));
+}
+
+/// The in-flight tally lets a receive with nothing visible again skip the records in flight:
+/// it reads at most the lowest one, however many there are; once one may be visible again it
+/// reads them all, and an ack or a shorter invisibility keeps the tally's promise.
+#[test]
+fn a_receive_with_nothing_due_reads_no_in_flight_record_past_the_lowest() {
+    let mut m = group_with(64);
+    for (log_index, now) in [(2, 100), (3, 200), (4, 300)] {
+        let r = GroupCommand::Receive {
+            consumer_group: "cg".into(),
+            queue: 0,
+            now_ms: now,
+            invisible_ms: 10_000,
+            max_messages: 16,
+            in_flight_max: 64,
+            max_attempts: 3,
+            fifo: false,
+        };
+        assert_eq!(delivered(&apply_to(&mut m, log_index, &r)).len(), 16);
+    }
+    let tally = m.in_flight_tallies.get(&("cg".to_string(), 0)).copied();
+    assert_eq!(tally, Some(InFlightTally { count: 48, due_from_ms: 10_100 }));
+    let reads = |m: &Model, now: u64| {
+        let counting = Counting { group: m, records: std::cell::Cell::new(0) };
+        let r = GroupCommand::Receive {
+            consumer_group: "cg".into(),
+            queue: 0,
+            now_ms: now,
+            invisible_ms: 10_000,
+            max_messages: 16,
+            in_flight_max: 64,
+            max_attempts: 3,
+            fifo: false,
+        };
+        let (_, reply) = apply_command(&counting, 9, &r).unwrap();
+        (delivered(&reply).len(), counting.records.get())
+    };
+    assert_eq!(reads(&m, 5_000), (16, 1), "new messages; of the 48 in flight only the lowest is read");
+    assert_eq!(reads(&m, 10_100), (16, 48), "the first may be visible again: all are read");
+    // An ack of the earliest leaves the time (a lower bound); the count follows.
+    let ack = GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: vec![(0, 1)] };
+    apply_to(&mut m, 5, &ack);
+    assert_eq!(m.in_flight_tallies.get(&("cg".to_string(), 0)).copied(), Some(InFlightTally { count: 47, due_from_ms: 10_100 }));
+    // Made visible sooner: the tally moves back, and a receive then finds it.
+    let sooner =
+        GroupCommand::ChangeInvisibility { consumer_group: "cg".into(), queue: 0, offset: 40, version: 1, now_ms: 400, invisible_ms: 100 };
+    assert_eq!(apply_to(&mut m, 6, &sooner), GroupReply::InvisibilityChanged { version: Some(2) });
+    assert_eq!(m.in_flight_tallies.get(&("cg".to_string(), 0)).map(|t| t.due_from_ms), Some(500));
+    assert_eq!(
+        receive_outlook(&m, "cg", 0, 499, (47, 3, false)).unwrap(),
+        ReceiveOutlook::NothingUntil(Some(500)),
+        "47 in flight, the bound"
+    );
+    let r = GroupCommand::Receive {
+        consumer_group: "cg".into(),
+        queue: 0,
+        now_ms: 500,
+        invisible_ms: 10_000,
+        max_messages: 1,
+        in_flight_max: 48,
+        max_attempts: 3,
+        fifo: false,
+    };
+    assert_eq!(delivered(&apply_to(&mut m, 7, &r)), [(40, 2, 3)]);
+    // Read in full, the tally is exact again: the earliest kept is offset 1's.
+    assert_eq!(m.in_flight_tallies.get(&("cg".to_string(), 0)).copied(), Some(InFlightTally { count: 47, due_from_ms: 10_100 }));
+    let all: Vec<(u64, u32)> = m.in_flight.iter().map(|((_, _, o), r)| (*o, r.version)).collect();
+    apply_to(&mut m, 8, &GroupCommand::Ack { consumer_group: "cg".into(), queue: 0, deliveries: all });
+    assert_eq!(m.in_flight_tallies.get(&("cg".to_string(), 0)).copied(), Some(InFlightTally::EMPTY), "nothing in flight");
+}
+
+/// A view that counts the in-flight records read through it.
+struct Counting<'a> {
+    group: &'a Model,
+    records: std::cell::Cell<usize>,
+}
+
+impl GroupView for Counting<'_> {
+    fn next_offset(&self, queue: u32) -> Result<u64, StoreError> {
+        self.group.next_offset(queue)
+    }
+    fn consumer_offset(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
+        self.group.consumer_offset(consumer_group, queue)
+    }
+    fn start_offset(&self, queue: u32) -> Result<u64, StoreError> {
+        self.group.start_offset(queue)
+    }
+    fn trim_point(&self) -> Result<Option<u64>, StoreError> {
+        self.group.trim_point()
+    }
+    fn checkpoint(&self, log_index: u64) -> Result<Option<Checkpoint>, StoreError> {
+        self.group.checkpoint(log_index)
+    }
+    fn checkpoint_indexes(&self) -> Result<Vec<u64>, StoreError> {
+        self.group.checkpoint_indexes()
+    }
+    fn group_offsets(&self, items_max: usize) -> Result<Option<GroupOffsets>, StoreError> {
+        self.group.group_offsets(items_max)
+    }
+    fn offset_counts(&self, queue: u32, items_max: usize) -> Result<OffsetCounts, StoreError> {
+        self.group.offset_counts(queue, items_max)
+    }
+    fn pop_cursor(&self, consumer_group: &str, queue: u32) -> Result<Option<u64>, StoreError> {
+        self.group.pop_cursor(consumer_group, queue)
+    }
+    fn in_flight(
+        &self,
+        consumer_group: &str,
+        queue: u32,
+        offsets: std::ops::Range<u64>,
+        max: usize,
+    ) -> Result<Vec<(u64, InFlight)>, StoreError> {
+        let records = self.group.in_flight(consumer_group, queue, offsets, max)?;
+        self.records.set(self.records.get() + records.len());
+        Ok(records)
+    }
+    fn in_flight_tally(&self, consumer_group: &str, queue: u32) -> Result<Option<InFlightTally>, StoreError> {
+        self.group.in_flight_tally(consumer_group, queue)
+    }
+    fn receive_floor(&self, consumer_group: &str, queue: u32) -> Result<u64, StoreError> {
+        self.group.receive_floor(consumer_group, queue)
+    }
+    fn receive_items(&self, items_max: usize) -> Result<usize, StoreError> {
+        self.group.receive_items(items_max)
+    }
+    fn in_flight_record(&self, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError> {
+        self.group.in_flight_record(consumer_group, queue, offset)
+    }
+    fn receive_state(&self, items_max: usize) -> Result<Option<ReceiveState>, StoreError> {
+        self.group.receive_state(items_max)
+    }
 }
