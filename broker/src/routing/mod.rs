@@ -207,7 +207,10 @@ impl Core {
         loop {
             let (leader, leading, lease_held) = {
                 let m = metrics.borrow_watched();
-                let lease_held = m.last_quorum_acked.as_ref().is_some_and(|acked| acked.elapsed() < lease);
+                // A group whose only voter is this replica has no quorum to renew a lease with
+                // and no one who could lead instead: its leader always holds it.
+                let sole_voter = m.membership_config.membership().voter_ids().eq([self.id]);
+                let lease_held = sole_voter || m.last_quorum_acked.as_ref().is_some_and(|acked| acked.elapsed() < lease);
                 (m.current_leader, m.state == ServerState::Leader, lease_held)
             };
             match leader {
