@@ -168,6 +168,18 @@ fn admin_produce_consume_and_bench_work_against_a_dev_cluster() {
     assert!(rest.is_empty(), "every fetch's offset was committed: {} left", rest.len());
     let out = raftmq(b, &["bench", "consume", "--topic", "bench", "--commit-group", "g", "--protocol", "rocketmq"], None);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("native consumer's"), "{out:?}");
+    // The read batch at its limits: 1,024 per fetch, 32 per receive over rocketmq; one more refused.
+    let args = ["bench", "consume", "--topic", "bench", "--count", "300", "--read-batch", "1024"];
+    let whole = ok(b, &args, None);
+    assert_eq!(whole.last().and_then(|r| r["read_batch"].as_u64()), Some(1024), "{whole:?}");
+    for (args, says) in [
+        (["bench", "consume", "--topic", "bench", "--read-batch", "1025", "--protocol", "native"], "1..=1024"),
+        (["bench", "consume", "--topic", "bench", "--read-batch", "33", "--protocol", "rocketmq"], "at most 32"),
+    ] {
+        let out = raftmq(b, &args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "raftmq {args:?}: {:?}: {stderr}", out.status);
+    }
     let e2e = ok(b, &["bench", "e2e", "--topic", "bench", "--count", "100", "--concurrency", "4", "--size", "64"], None);
     assert!(e2e.last().is_some_and(|r| r["end_to_end_latency"].is_object()), "{e2e:?}");
     // The same sends through RocketMQ's protocol, stored after the native ones (300 + e2e's 100).
@@ -178,7 +190,8 @@ fn admin_produce_consume_and_bench_work_against_a_dev_cluster() {
     let read = ok(b, &["bench", "consume", "--topic", "bench", "--count", "600"], None);
     assert_eq!(read.last().and_then(|r| r["consumed"].as_u64()), Some(600), "{read:?}");
     // And all 600 again as a RocketMQ consumer group: received and acknowledged.
-    let args = ["bench", "consume", "--topic", "bench", "--count", "600", "--concurrency", "4", "--protocol", "rocketmq"];
+    let args =
+        ["bench", "consume", "--topic", "bench", "--count", "600", "--concurrency", "4", "--protocol", "rocketmq", "--read-batch", "32"];
     let received = ok(b, &args, None);
     let last = received.last().expect("a report");
     assert_eq!((last["consumed"].as_u64(), last["protocol"].as_str()), (Some(600), Some("rocketmq")), "{received:?}");

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use proto::raftmq::v1::send_request::Target;
 use proto::raftmq::v1::status::Code;
 use proto::raftmq::v1::{
-    CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest, GroupChecksumRequest, GroupStatus,
-    Message, SendRequest, Topic,
+    ClusterStatusRequest, CommitOffsetRequest, CreateTopicRequest, DescribeTopicRequest, FetchRequest, GetOffsetRequest,
+    GroupChecksumRequest, GroupStatus, Message, MoveLeaderReply, MoveLeaderRequest, SendRequest, Topic,
 };
 use support::{Cluster, code, replica};
 
@@ -591,4 +591,141 @@ async fn a_group_whose_raft_core_dies_stops_its_broker_loudly() {
         assert!(Instant::now() < deadline, "the restarted replica holds {} of {acked} acknowledged sends", f.end_offset);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A leader move never leaves a group without a leader: a move to a replica more than 1,000
+/// entries behind is refused at once (UNAVAILABLE, saying how far behind) and the group takes
+/// sends on; a move to a replica that is down is answered OUTCOME_UNKNOWN when its 10 s are up
+/// (the transfer may still end), and the other replicas elect a leader by themselves and
+/// acknowledge sends, losing nothing acknowledged before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_to_a_lagging_or_dead_replica_never_leaves_the_group_without_a_leader() {
+    let mut cluster = Cluster::start(3, FAST_RAFT).await;
+    create_topic(&cluster, 0).await;
+    let group = topic_groups(&cluster).await[0];
+    let leader = leader_of(&cluster, 0).await;
+    let target = (1..=3u64).find(|&b| b != leader).expect("a follower");
+    let (leader_index, target_index) = (leader as usize - 1, target as usize - 1);
+    cluster.brokers[target_index].kill9();
+    // Every group the dead broker led elects a leader among the others.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for g in topic_groups(&cluster).await {
+        loop {
+            let s = cluster.group_status(leader_index, g).await;
+            if s.leader_broker_id != 0 && s.leader_broker_id != target {
+                break;
+            }
+            assert!(Instant::now() < deadline, "group {g} has no leader with broker {target} down: {s:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // One send at a time to queue 0 (one entry each) until the dead replica lacks more than 1,000.
+    let mut history = History::default();
+    let mut queue = cluster.brokers[leader_index].queue().await;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while replica(&cluster.group_status(leader_index, group).await, target).lag <= 1_000 {
+        for _ in 0..100 {
+            let body = format!("lag-{sent}");
+            let message = Message { body: body.clone().into_bytes().into(), ..Default::default() };
+            let req =
+                SendRequest { topic: TOPIC.into(), target: Some(Target::QueueId(0)), messages: vec![message], producer_id: String::new() };
+            let r = queue.send(req).await.expect("answered").into_inner();
+            assert_eq!(code(&r.status), Code::Ok, "send {sent} after {:?}: {:?}", started.elapsed(), r.status);
+            history.acked.insert(body, (0, r.results[0].offset));
+            sent += 1;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{sent} sends in {:?}", started.elapsed());
+    }
+    let (refused, took) = move_leader(&cluster, leader_index, group, target).await;
+    let message = refused.status.as_ref().map(|s| s.message.clone()).unwrap_or_default();
+    assert_eq!(code(&refused.status), Code::Unavailable, "{refused:?}");
+    assert!(
+        message.contains(&format!("broker {target}'s replica of group {group} lacks")) && message.contains("at most 1000"),
+        "{message}"
+    );
+    assert!(took < Duration::from_secs(2), "refused at once, took {took:?}");
+    assert_eq!(refused.leader_broker_id, leader, "{refused:?}");
+    let more = load_from(&[cluster.brokers[leader_index].client_addr()], 0, 20, 1).await;
+    assert_eq!(more.acked.len(), 20, "the refused move stalled nothing");
+    history.acked.extend(more.acked);
+
+    // Caught up, then down again: the move is allowed and cannot end.
+    cluster.brokers[target_index].start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while replica(&cluster.group_status(leader_index, group).await, target).lag > 0 {
+        assert!(Instant::now() < deadline, "broker {target} did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.brokers[target_index].kill9();
+    let before = cluster.group_status(leader_index, group).await;
+    let (unknown, took) = move_leader(&cluster, leader_index, group, target).await;
+    assert_eq!(code(&unknown.status), Code::OutcomeUnknown, "{unknown:?}");
+    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(20), "answered after {took:?}, not its 10 s");
+
+    // The survivors elect a leader themselves (the old one stopped taking writes for the move).
+    let survivors: Vec<usize> = (0..3).filter(|&b| b != target_index).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let led = loop {
+        let s = cluster.group_status(survivors[0], group).await;
+        if s.leader_broker_id != 0 && s.leader_broker_id != target && s.term > before.term {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "group {group} has no leader after the move to dead broker {target}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let survivor_endpoints: Vec<_> = survivors.iter().map(|&b| cluster.brokers[b].client_addr()).collect();
+    let more = load_from(&survivor_endpoints, 1_000, 40, 2).await;
+    assert_eq!(more.acked.len(), 40, "leader {} acknowledges sends", led.leader_broker_id);
+    history.acked.extend(more.acked);
+    history.refused.extend(more.refused);
+    history.unknown.extend(more.unknown);
+    cluster.brokers[target_index].start();
+    cluster.wait_ready().await;
+    check(&cluster, &history).await;
+}
+
+/// Asks broker `via` to move `group`'s leadership to broker `to`: the answer and how long it took.
+async fn move_leader(cluster: &Cluster, via: usize, group: u64, to: u64) -> (MoveLeaderReply, Duration) {
+    let mut admin = cluster.brokers[via].admin().await;
+    let started = Instant::now();
+    let r = admin.move_leader(MoveLeaderRequest { group_id: group, to_broker_id: to }).await.expect("answered");
+    (r.into_inner(), started.elapsed())
+}
+
+/// A queue group whose first replica (the one that initializes it) dies as the topic is
+/// created still elects a leader among the others: every replica can start the group, and the
+/// group is recorded started only once a majority holds its membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_whose_first_replica_dies_at_creation_elects_a_leader_among_the_others() {
+    let mut cluster = Cluster::start(3, FAST_RAFT).await;
+    let mut admin = cluster.brokers[0].admin().await;
+    let topic = Topic { name: TOPIC.into(), queue_count: QUEUES, replication_factor: 3, message_type: 0, checkpoint_interval_entries: 0 };
+    let r = admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await.expect("create topic").into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "{:?}", r.status);
+    let described = admin.describe_topic(DescribeTopicRequest { name: TOPIC.into() }).await.expect("describe").into_inner();
+    let first = described.queues[0].replica_broker_ids[0];
+    cluster.brokers[first as usize - 1].kill9();
+
+    let survivors: Vec<usize> = (0..3).filter(|&b| b != first as usize - 1).collect();
+    let mut admin = cluster.brokers[survivors[0]].admin().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for group in described.queues.iter().map(|q| q.group_id) {
+        loop {
+            let status = admin.cluster_status(ClusterStatusRequest {}).await.expect("status").into_inner();
+            let g = status.groups.iter().find(|g| g.group_id == group);
+            if g.is_some_and(|g| g.leader_broker_id != 0 && g.leader_broker_id != first) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "group {group} has no leader with broker {first} down: {g:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let survivor_endpoints: Vec<_> = survivors.iter().map(|&b| cluster.brokers[b].client_addr()).collect();
+    let more = load_from(&survivor_endpoints, 0, 20, 2).await;
+    assert_eq!(more.acked.len(), 20, "{:?}", more.refused);
+    cluster.brokers[first as usize - 1].start();
+    cluster.wait_ready().await;
+    check(&cluster, &more).await;
 }

@@ -5,11 +5,11 @@
 //! Each loop wakes on a change of what it watches or on a [`RETRY_TICK`] (a step that failed is
 //! retried then), and ends when the broker stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use controller::{GroupRecord, MetaCommand, MetaReply};
+use controller::{GroupId, GroupRecord, MetaCommand, MetaReply};
 use openraft::errors::{InitializeError, RaftError};
 use openraft::type_config::async_runtime::watch::WatchReceiver;
 
@@ -71,25 +71,34 @@ pub(super) async fn bootstrap_and_register(core: Arc<Core>) {
     }
 }
 
-/// Opens every group the map places on this broker, and initializes those whose first replica
-/// is this broker and that were never initialized.
+/// Opens every group the map places on this broker and starts those not yet recorded started:
+/// the first replica initializes a new group at once; every other replica too once the group
+/// has waited [`INITIALIZE_GRACE_ELECTIONS`] election timeouts here unstarted, so that a group
+/// whose first replica died before replicating its membership still elects a leader. (Replicas
+/// initializing with the same membership is safe in Raft, the vote picks one leader; waiting
+/// first only spares a new group's election the split votes of three candidates.)
 pub(super) async fn place_groups(core: Arc<Core>) {
     let mut map = core.map.clone();
+    let grace = Duration::from_millis(core.options.raft.election_timeout_max_ms).saturating_mul(INITIALIZE_GRACE_ELECTIONS);
+    // When each unstarted group placed here was first seen: at most one per group placed here.
+    let mut unstarted_since: HashMap<GroupId, Instant> = HashMap::new();
     loop {
         let current = map.borrow_and_update().clone();
+        unstarted_since.retain(|g, _| current.groups.get(g).is_some_and(|r| !r.bootstrapped && r.replicas.contains(&core.id)));
         for group in current.groups_on(core.id) {
-            let first_replica = group.replicas.first() == Some(&core.id);
-            // Most rounds find every group open and initialized: skip them without touching the
+            // Most rounds find every group open and started: skip them without touching the
             // host, so an idle broker with many groups does no work per group per round.
-            if core.queue_group(group.id).is_some() && (group.bootstrapped || !first_replica) {
+            if core.queue_group(group.id).is_some() && group.bootstrapped {
                 continue;
             }
             if let Err(e) = core.host.open_group(group.id, Some(group.options.into())).await {
                 tracing::error!(group = group.id, error = %e, "opening a placed group failed");
                 continue;
             }
-            if first_replica && !group.bootstrapped {
-                bootstrap_group(&core, &current, group).await;
+            if !group.bootstrapped {
+                let since = *unstarted_since.entry(group.id).or_insert_with(Instant::now);
+                let initialize = group.replicas.first() == Some(&core.id) || since.elapsed() >= grace;
+                bootstrap_group(&core, &current, group, initialize).await;
             }
         }
         if !next_round(&core, &mut map).await {
@@ -98,28 +107,43 @@ pub(super) async fn place_groups(core: Arc<Core>) {
     }
 }
 
-/// Initializes `group`'s membership (its replicas, at the peer addresses they registered) and
-/// records that in the map. Initializing a group that is already initialized is refused by
-/// openraft and harmless; the map record then catches up.
-async fn bootstrap_group(core: &Core, map: &controller::ClusterMap, group: &GroupRecord) {
+/// Election timeouts a replica other than the first waits for a new group to start before it
+/// initializes the group itself.
+const INITIALIZE_GRACE_ELECTIONS: u32 = 3;
+
+/// Initializes `group`'s membership (its replicas, at the peer addresses they registered) if
+/// `initialize`, and, on the group's leader, records the group started in the map once its
+/// membership is committed (a majority holds it, so the group elects leaders without any one
+/// replica).
+/// Initializing a group that is already initialized is refused by openraft and harmless.
+async fn bootstrap_group(core: &Core, map: &controller::ClusterMap, group: &GroupRecord, initialize: bool) {
     let Some(raft) = core.group(group.id) else { return };
-    let mut members = BTreeMap::new();
-    for b in &group.replicas {
-        match map.brokers.get(b) {
-            Some(r) => members.insert(*b, BrokerNode { raft_addr: r.peer_addr.clone() }),
-            None => {
-                tracing::error!(group = group.id, broker = b, "replica on an unregistered broker; not initializing");
+    if initialize {
+        let mut members = BTreeMap::new();
+        for b in &group.replicas {
+            match map.brokers.get(b) {
+                Some(r) => members.insert(*b, BrokerNode { raft_addr: r.peer_addr.clone() }),
+                None => {
+                    tracing::error!(group = group.id, broker = b, "replica on an unregistered broker; not initializing");
+                    return;
+                }
+            };
+        }
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(group = group.id, replicas = ?group.replicas, "initialized queue group"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => {
+                tracing::warn!(group = group.id, error = %e, "initializing queue group failed; will retry");
                 return;
             }
-        };
-    }
-    match raft.initialize(members).await {
-        Ok(()) => tracing::info!(group = group.id, replicas = ?group.replicas, "initialized queue group"),
-        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-        Err(e) => {
-            tracing::warn!(group = group.id, error = %e, "initializing queue group failed; will retry");
-            return;
         }
+    }
+    // Recorded by the group's leader alone (one metadata entry per group, not one per replica).
+    let metrics = raft.metrics().borrow_watched().clone();
+    let membership = metrics.membership_config.log_id().as_ref().map(|id| id.index);
+    let applied = metrics.last_applied.as_ref().map(|id| id.index);
+    if metrics.current_leader != Some(core.id) || membership.is_none() || applied < membership {
+        return;
     }
     match core.propose_meta(MetaCommand::MarkGroupBootstrapped { group: group.id }).await {
         Ok(MetaReply::GroupBootstrapped) => {}

@@ -363,6 +363,18 @@ impl AdminService for AdminSvc {
     }
 }
 
+/// Why a move to broker `to`, whose replica holds the leader's log up to `matched` of `last`,
+/// is refused: it lacks more than [`MOVE_LEADER_LAG_MAX`] entries.
+fn lag_refusal(group: u64, to: BrokerId, last: u64, matched: u64) -> Option<String> {
+    let lacks = last.saturating_sub(matched);
+    (lacks > MOVE_LEADER_LAG_MAX).then(|| {
+        format!(
+            "broker {to}'s replica of group {group} lacks {lacks} of the leader's entries (at most {MOVE_LEADER_LAG_MAX} for a move): \
+             moving leadership now would stall the group until it caught up"
+        )
+    })
+}
+
 /// On `group`'s leader (this broker): hands leadership to broker `to` and waits, up to `wait`,
 /// until this replica sees `to` lead.
 async fn move_leader_here(core: &Core, raft: &QueueRaft, group: u64, to: BrokerId, wait: Duration) -> MoveLeaderReply {
@@ -377,15 +389,8 @@ async fn move_leader_here(core: &Core, raft: &QueueRaft, group: u64, to: BrokerI
     }
     let last = metrics.last_log_index.unwrap_or(0);
     let matched = metrics.replication.as_ref().and_then(|r| r.get(&to)).and_then(|m| m.as_ref()).map_or(0, |l| l.index);
-    if last.saturating_sub(matched) > MOVE_LEADER_LAG_MAX {
-        return answer(
-            status::unavailable(format!(
-                "broker {to}'s replica of group {group} lacks {} of the leader's entries (at most {MOVE_LEADER_LAG_MAX} for a move): \
-                 moving leadership now would stall the group until it caught up",
-                last - matched
-            )),
-            &metrics,
-        );
+    if let Some(refusal) = lag_refusal(group, to, last, matched) {
+        return answer(status::unavailable(refusal), &metrics);
     }
     tracing::info!(group, to, term = metrics.current_term, "moving the group's leadership");
     if let Err(e) = raft.trigger().transfer_leader(to).await {
@@ -480,8 +485,8 @@ pub(crate) async fn create_topic(core: &Core, topic: Topic) -> Result<Created, S
         // answer; a retried create finds the topic (ALREADY_EXISTS).
         Err(e) => return refuse(status::outcome_unknown(e.to_string())),
     };
-    // Answer once every group of the topic is initialized, so the first send finds a group
-    // electing its leader rather than one that does not exist yet.
+    // Answer once every group of the topic is started (a leader recorded it once its membership
+    // was committed), so the first send finds a group with a leader.
     let mut watch = core.map.clone();
     let ready = tokio::time::timeout(
         CREATE_READY_WAIT,
@@ -492,4 +497,19 @@ pub(crate) async fn create_topic(core: &Core, topic: Topic) -> Result<Created, S
         tracing::warn!(topic = %created.name, "topic created; its groups were not all initialized within {CREATE_READY_WAIT:?}");
     }
     Ok(Created::New(created))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_move_to_a_replica_at_most_1000_entries_behind_is_allowed_and_one_more_refused() {
+        assert_eq!(lag_refusal(7, 2, 5_000, 4_000), None, "exactly the limit");
+        assert_eq!(lag_refusal(7, 2, 5_000, 5_000), None, "caught up");
+        assert_eq!(lag_refusal(7, 2, 0, 0), None, "an empty log");
+        let refused = lag_refusal(7, 2, 5_001, 4_000).expect("one entry over the limit");
+        assert!(refused.contains("broker 2's replica of group 7 lacks 1001") && refused.contains("at most 1000"), "{refused}");
+        assert!(lag_refusal(7, 2, 5_000, 0).is_some(), "a replica never matched counts from 0");
+    }
 }
