@@ -34,7 +34,7 @@ use crate::store::{
 };
 
 /// The most messages in flight for one consumer group on one queue, whatever a leader stamps:
-/// a receive reads every in-flight record of the group to find those due again.
+/// a receive that may find one due again reads every in-flight record of the group on the queue.
 pub const IN_FLIGHT_PER_CONSUMER_GROUP_MAX: u32 = 4096;
 
 /// The most consumer groups a queue may have, whatever a leader stamps: with the queue's own
@@ -415,8 +415,13 @@ fn check_consumer_group(consumer_group: &str) -> Result<(), Outcome> {
     Ok(())
 }
 
-/// The in-flight records of one consumer group on one queue that a receive at `now_ms` reads.
+/// The in-flight records of one consumer group on one queue that a receive at `now_ms` reads,
+/// with the derived state it read them by.
 struct Held {
+    /// The consumer group's receive floor on the queue, as stored.
+    floor: u64,
+    /// The consumer group's in-flight tally on the queue, as stored.
+    tally: Option<InFlightTally>,
     /// By offset: every record from the floor on; or, when the tally says none is visible
     /// again yet, only those below the start offset (trimmed, to be settled) and the lowest one
     /// above it (the new floor), since none of the others can be delivered.
@@ -432,16 +437,17 @@ impl Held {
         let floor = view.receive_floor(consumer_group, queue)?;
         // Receives keep at most this many in flight (whatever a request allows), so this reads all.
         let all = IN_FLIGHT_PER_CONSUMER_GROUP_MAX as usize;
-        match view.in_flight_tally(consumer_group, queue)? {
-            Some(tally) if !tally.may_be_due(now_ms) => {
+        let tally = view.in_flight_tally(consumer_group, queue)?;
+        match tally {
+            Some(t) if !t.may_be_due(now_ms) => {
                 let start = view.start_offset(queue)?.max(floor);
                 let mut records = view.in_flight(consumer_group, queue, floor..start, all)?;
                 records.extend(view.in_flight(consumer_group, queue, start..u64::MAX, 1)?);
-                Ok(Self { records, count: tally.count as usize, due_from_ms: Some(tally.due_from_ms) })
+                Ok(Self { floor, tally, records, count: t.count as usize, due_from_ms: Some(t.due_from_ms) })
             }
             _ => {
                 let records = view.in_flight(consumer_group, queue, floor..u64::MAX, all)?;
-                Ok(Self { count: records.len(), records, due_from_ms: None })
+                Ok(Self { floor, tally, count: records.len(), records, due_from_ms: None })
             }
         }
     }
@@ -463,14 +469,13 @@ fn receive(
     let max = bounds.max_messages as usize;
     let mut effects = EntryEffects::default();
     let mut deliveries = Vec::new();
-    let floor = view.receive_floor(consumer_group, queue)?;
     let held = Held::read(view, consumer_group, queue, now_ms)?;
-    let tally_before = view.in_flight_tally(consumer_group, queue)?;
+    let (floor, tally_before) = (held.floor, held.tally);
     let mut in_flight = held.count;
     let mut settled = 0usize;
     // The lowest offset still in flight once this entry is applied.
     let mut lowest_kept = None;
-    // The earliest time a record kept in flight becomes visible again, when all were read.
+    // No record kept in flight becomes visible again before this (the earliest, when all were read).
     let mut earliest_due = held.due_from_ms.unwrap_or(u64::MAX);
     // FIFO: a message waits behind every earlier one still in flight.
     let mut blocked = false;
