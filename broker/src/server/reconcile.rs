@@ -112,10 +112,9 @@ pub(super) async fn place_groups(core: Arc<Core>) {
 const INITIALIZE_GRACE_ELECTIONS: u32 = 3;
 
 /// Initializes `group`'s membership (its replicas, at the peer addresses they registered) if
-/// `initialize`, and, on the group's leader, records the group started in the map once its
-/// membership is committed (a majority holds it, so the group elects leaders without any one
-/// replica).
-/// Initializing a group that is already initialized is refused by openraft and harmless.
+/// `initialize` (refused by openraft, harmlessly, once the group holds one), and, on the group's
+/// leader, records the group started in the map once its membership is committed (a majority
+/// holds it, so the group elects leaders without any one replica).
 async fn bootstrap_group(core: &Core, map: &controller::ClusterMap, group: &GroupRecord, initialize: bool) {
     let Some(raft) = core.group(group.id) else { return };
     if initialize {
