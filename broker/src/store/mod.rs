@@ -414,10 +414,7 @@ impl QueueStore {
     /// The index entry of `offset` in `queue`, if held.
     pub fn index_entry(&self, group: GroupId, queue: u32, offset: u64) -> Result<Option<IndexEntry>, StoreError> {
         let key = Item::Index { queue, offset }.key(group);
-        match self.db.get_pinned(&key).map_err(StoreError::db("get"))? {
-            None => Ok(None),
-            Some(v) => decode_at(&key, &v, IndexEntry::decode).map(Some),
-        }
+        self.get(&key, IndexEntry::decode)
     }
 
     /// The Raft log index of the group's last trim, if it was ever trimmed.
@@ -428,10 +425,7 @@ impl QueueStore {
     /// The group's checkpoint at `log_index`, if it holds one.
     pub fn checkpoint(&self, group: GroupId, log_index: u64) -> Result<Option<Checkpoint>, StoreError> {
         let key = Item::Checkpoint { log_index }.key(group);
-        match self.db.get_pinned(&key).map_err(StoreError::db("get"))? {
-            None => Ok(None),
-            Some(v) => decode_at(&key, &v, |v| decode_checkpoint(log_index, v)).map(Some),
-        }
+        self.get(&key, |v| decode_checkpoint(log_index, v))
     }
 
     /// The log indexes of the group's checkpoints, ascending. More than
@@ -640,30 +634,21 @@ impl QueueStore {
     pub fn in_flight_tally(&self, group: GroupId, consumer_group: &str, queue: u32) -> Result<Option<InFlightTally>, StoreError> {
         keys::check_consumer_group(consumer_group)?;
         let key = Item::InFlightTally { consumer_group: consumer_group.to_string(), queue }.key(group);
-        match self.db.get_pinned(&key).map_err(StoreError::db("get"))? {
-            None => Ok(None),
-            Some(v) => decode_at(&key, &v, InFlightTally::decode).map(Some),
-        }
+        self.get(&key, InFlightTally::decode)
     }
 
     /// The in-flight record of `consumer_group` for `offset` of `queue`, if the message is in flight.
     pub fn in_flight_record(&self, group: GroupId, consumer_group: &str, queue: u32, offset: u64) -> Result<Option<InFlight>, StoreError> {
         keys::check_consumer_group(consumer_group)?;
         let key = Item::InFlight { consumer_group: consumer_group.to_string(), queue, offset }.key(group);
-        match self.db.get_pinned(&key).map_err(StoreError::db("get"))? {
-            None => Ok(None),
-            Some(v) => decode_at(&key, &v, InFlight::decode).map(Some),
-        }
+        self.get(&key, InFlight::decode)
     }
 
     /// The raft state last set for `group` with [`ApplyBatch::set_raft_state`] (or imported),
     /// written in the same batch as the effects it describes; `None` if none was ever set.
     pub fn raft_state(&self, group: GroupId) -> Result<Option<Vec<u8>>, StoreError> {
         let key = Item::RaftState.key(group);
-        match self.db.get_pinned(&key).map_err(StoreError::db("get"))? {
-            None => Ok(None),
-            Some(v) => decode_at(&key, &v, value::decode_blob).map(Some),
-        }
+        self.get(&key, value::decode_blob)
     }
 
     /// The last Raft log index applied to `group` (written, maybe not yet flushed).
@@ -742,9 +727,14 @@ impl QueueStore {
     }
 
     fn get_u64(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        self.get(key, value::decode_u64)
+    }
+
+    /// The value at `key` (default column family), decoded; a value `decode` refuses is corrupt.
+    fn get<T>(&self, key: &[u8], decode: impl FnOnce(&[u8]) -> Result<T, String>) -> Result<Option<T>, StoreError> {
         match self.db.get_pinned(key).map_err(StoreError::db("get"))? {
             None => Ok(None),
-            Some(v) => decode_at(key, &v, value::decode_u64).map(Some),
+            Some(v) => decode_at(key, &v, decode).map(Some),
         }
     }
 }
