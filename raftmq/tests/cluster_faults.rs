@@ -608,17 +608,7 @@ async fn a_move_to_a_lagging_or_dead_replica_never_leaves_the_group_without_a_le
     let (leader_index, target_index) = (leader as usize - 1, target as usize - 1);
     cluster.brokers[target_index].kill9();
     // Every group the dead broker led elects a leader among the others.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for g in topic_groups(&cluster).await {
-        loop {
-            let s = cluster.group_status(leader_index, g).await;
-            if s.leader_broker_id != 0 && s.leader_broker_id != target {
-                break;
-            }
-            assert!(Instant::now() < deadline, "group {g} has no leader with broker {target} down: {s:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    wait_led_without(&cluster, leader_index, &topic_groups(&cluster).await, target).await;
 
     // One send at a time to queue 0 (one entry each) until the dead replica lacks more than 1,000.
     let mut history = History::default();
@@ -709,23 +699,30 @@ async fn a_group_whose_first_replica_dies_at_creation_elects_a_leader_among_the_
     cluster.brokers[first as usize - 1].kill9();
 
     let survivors: Vec<usize> = (0..3).filter(|&b| b != first as usize - 1).collect();
-    let mut admin = cluster.brokers[survivors[0]].admin().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for group in described.queues.iter().map(|q| q.group_id) {
-        loop {
-            let status = admin.cluster_status(ClusterStatusRequest {}).await.expect("status").into_inner();
-            let g = status.groups.iter().find(|g| g.group_id == group);
-            if g.is_some_and(|g| g.leader_broker_id != 0 && g.leader_broker_id != first) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "group {group} has no leader with broker {first} down: {g:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    let groups: Vec<u64> = described.queues.iter().map(|q| q.group_id).collect();
+    wait_led_without(&cluster, survivors[0], &groups, first).await;
     let survivor_endpoints: Vec<_> = survivors.iter().map(|&b| cluster.brokers[b].client_addr()).collect();
     let more = load_from(&survivor_endpoints, 0, 20, 2).await;
     assert_eq!(more.acked.len(), 20, "{:?}", more.refused);
     cluster.brokers[first as usize - 1].start();
     cluster.wait_ready().await;
     check(&cluster, &more).await;
+}
+
+/// Waits, 30 s at most, until broker `via` (an index into `brokers`) reports for each of
+/// `groups` a leader other than broker `down`.
+async fn wait_led_without(cluster: &Cluster, via: usize, groups: &[u64], down: u64) {
+    let mut admin = cluster.brokers[via].admin().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for &group in groups {
+        loop {
+            let status = admin.cluster_status(ClusterStatusRequest {}).await.expect("status").into_inner();
+            let g = status.groups.iter().find(|g| g.group_id == group);
+            if g.is_some_and(|g| g.leader_broker_id != 0 && g.leader_broker_id != down) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "group {group} has no leader with broker {down} down: {g:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -814,34 +814,26 @@ fn a_group_without_floors_counts_or_tallies_decides_as_one_with_them() {
 /// reads them all, and an ack or a shorter invisibility keeps the tally's promise.
 #[test]
 fn a_receive_with_nothing_due_reads_no_in_flight_record_past_the_lowest() {
+    let receive = |now_ms: u64, max_messages: u32, in_flight_max: u32| GroupCommand::Receive {
+        consumer_group: "cg".into(),
+        queue: 0,
+        now_ms,
+        invisible_ms: 10_000,
+        max_messages,
+        in_flight_max,
+        max_attempts: 3,
+        fifo: false,
+    };
     let mut m = group_with(64);
     for (log_index, now) in [(2, 100), (3, 200), (4, 300)] {
-        let r = GroupCommand::Receive {
-            consumer_group: "cg".into(),
-            queue: 0,
-            now_ms: now,
-            invisible_ms: 10_000,
-            max_messages: 16,
-            in_flight_max: 64,
-            max_attempts: 3,
-            fifo: false,
-        };
+        let r = receive(now, 16, 64);
         assert_eq!(delivered(&apply_to(&mut m, log_index, &r)).len(), 16);
     }
     let tally = m.in_flight_tallies.get(&("cg".to_string(), 0)).copied();
     assert_eq!(tally, Some(InFlightTally { count: 48, due_from_ms: 10_100 }));
     let reads = |m: &Model, now: u64| {
         let counting = Counting { group: m, records: std::cell::Cell::new(0) };
-        let r = GroupCommand::Receive {
-            consumer_group: "cg".into(),
-            queue: 0,
-            now_ms: now,
-            invisible_ms: 10_000,
-            max_messages: 16,
-            in_flight_max: 64,
-            max_attempts: 3,
-            fifo: false,
-        };
+        let r = receive(now, 16, 64);
         let (_, reply) = apply_command(&counting, 9, &r).unwrap();
         (delivered(&reply).len(), counting.records.get())
     };
@@ -861,16 +853,7 @@ fn a_receive_with_nothing_due_reads_no_in_flight_record_past_the_lowest() {
         ReceiveOutlook::NothingUntil(Some(500)),
         "47 in flight, the bound"
     );
-    let r = GroupCommand::Receive {
-        consumer_group: "cg".into(),
-        queue: 0,
-        now_ms: 500,
-        invisible_ms: 10_000,
-        max_messages: 1,
-        in_flight_max: 48,
-        max_attempts: 3,
-        fifo: false,
-    };
+    let r = receive(500, 1, 48);
     assert_eq!(delivered(&apply_to(&mut m, 7, &r)), [(40, 2, 3)]);
     // Read in full, the tally is exact again: the earliest kept is offset 1's.
     assert_eq!(m.in_flight_tallies.get(&("cg".to_string(), 0)).copied(), Some(InFlightTally { count: 47, due_from_ms: 10_100 }));
